@@ -1,0 +1,110 @@
+"""One small exception hierarchy shared by the library, the CLI and HTTP.
+
+Catch `OutboxError` for everything, or a family (`InvalidInput`,
+`NotFound`, `ConfigurationError`, `CryptoError`) for one kind of problem.
+Every message is one line a person can act on and never contains a token or
+a message body.
+"""
+
+from __future__ import annotations
+
+
+class OutboxError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    #: HTTP status the API answers with for this error.
+    http_status: int = 500
+    #: Stable machine-readable code for JSON bodies.
+    code: str = "outbox_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, str]:
+        body = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+# --- bad input: the caller can fix it -------------------------------------
+
+
+class InvalidInput(OutboxError):
+    http_status = 422
+    code = "invalid_input"
+
+
+class InvalidPhone(InvalidInput):
+    code = "invalid_phone"
+
+
+class InvalidMessage(InvalidInput):
+    """Empty or over-long text, bad media fields, unsupported type."""
+
+    code = "invalid_message"
+
+
+class InvalidSchedule(InvalidInput):
+    """`send_at` without a timezone, or otherwise unusable."""
+
+    code = "invalid_schedule"
+
+
+# --- things that don't exist or can't be used ------------------------------
+
+
+class NotFound(OutboxError):
+    http_status = 404
+    code = "not_found"
+
+
+class ChannelNotFound(NotFound):
+    code = "channel_not_found"
+
+
+class MessageNotFound(NotFound):
+    code = "message_not_found"
+
+
+class ChannelDisabled(OutboxError):
+    http_status = 409
+    code = "channel_disabled"
+
+
+class IdempotencyConflict(OutboxError):
+    """The idempotency key exists but the concurrent insert that owns it is
+    not visible to this transaction's snapshot (REPEATABLE READ callers)."""
+
+    http_status = 409
+    code = "idempotency_conflict"
+
+
+# --- configuration and secrets ---------------------------------------------
+
+
+class ConfigurationError(OutboxError):
+    code = "configuration_error"
+
+
+class CryptoError(OutboxError):
+    code = "crypto_error"
+
+
+class MissingEncryptionKey(CryptoError, ConfigurationError):
+    code = "missing_encryption_key"
+
+
+class DecryptionFailed(CryptoError):
+    """Wrong key or tampered ciphertext (AES-GCM authentication failed)."""
+
+    code = "decryption_failed"
+
+
+class MalformedCiphertext(CryptoError):
+    code = "malformed_ciphertext"
