@@ -1,0 +1,43 @@
+"""whapi-outbox: WhatsApp messages through Whapi.cloud, sent from a transactional outbox.
+
+The library's whole public surface::
+
+    from outbox import enqueue_text, enqueue_media, enqueue_many
+
+Each adds rows to the caller's SQLAlchemy transaction (sync or async) and
+never commits. Errors form one hierarchy rooted at `outbox.errors.OutboxError`.
+"""
+
+from outbox.enqueue import EnqueueResult, enqueue_many, enqueue_media, enqueue_text
+from outbox.errors import (
+    ChannelDisabled,
+    ChannelNotFound,
+    ConfigurationError,
+    CryptoError,
+    InvalidInput,
+    InvalidMessage,
+    InvalidPhone,
+    InvalidSchedule,
+    NotFound,
+    OutboxError,
+)
+from outbox.message_types import MediaMessage, TextMessage
+
+__all__ = [
+    "ChannelDisabled",
+    "ChannelNotFound",
+    "ConfigurationError",
+    "CryptoError",
+    "EnqueueResult",
+    "InvalidInput",
+    "InvalidMessage",
+    "InvalidPhone",
+    "InvalidSchedule",
+    "MediaMessage",
+    "NotFound",
+    "OutboxError",
+    "TextMessage",
+    "enqueue_many",
+    "enqueue_media",
+    "enqueue_text",
+]

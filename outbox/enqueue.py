@@ -1,0 +1,335 @@
+"""The enqueue API: add messages to the caller's transaction.
+
+Nothing here commits. The caller's `Session` (or `AsyncSession`) owns the
+transaction: commit and the messages are queued (and the dispatcher is woken
+by a NOTIFY); roll back and there is no trace. The sync and async entry
+points run the same code: with an `AsyncSession` the work runs through
+`AsyncSession.run_sync`, SQLAlchemy's bridge, so there is one implementation.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, overload
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from db import queries
+from outbox.errors import ChannelDisabled, ChannelNotFound, IdempotencyConflict, InvalidInput
+from outbox.message_types import (
+    MediaMessage,
+    NewMessage,
+    PreparedMessage,
+    TextMessage,
+    prepare,
+)
+
+DEFAULT_MAX_ATTEMPTS = 5
+# Rows that lost a race (a concurrent enqueue committed a contact, chat or
+# idempotency key after our statement's snapshot) are re-run this many times.
+_MAX_RACE_RETRIES = 3
+
+_ENQUEUE = text(queries.ENQUEUE)
+_CHANNELS_FOR_ENQUEUE = text(queries.CHANNELS_FOR_ENQUEUE)
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    message_id: uuid.UUID
+    outbox_id: int | None  # None only for an old duplicate whose outbox row was pruned
+    chat_id: uuid.UUID
+    contact_created: bool
+    chat_created: bool
+    duplicate: bool  # the idempotency key was already used: nothing new was written
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueOptions:
+    workspace_id: str | None = None
+    default_region: str | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+
+# --- public API ------------------------------------------------------------
+
+
+@overload
+def enqueue_text(
+    session: Session,
+    *,
+    channel_id: uuid.UUID | str,
+    to: str,
+    body: str,
+    idempotency_key: str | None = ...,
+    priority: int = ...,
+    send_at: datetime | None = ...,
+    workspace_id: str | None = ...,
+    default_region: str | None = ...,
+    max_attempts: int = ...,
+) -> EnqueueResult: ...
+@overload
+def enqueue_text(
+    session: AsyncSession,
+    *,
+    channel_id: uuid.UUID | str,
+    to: str,
+    body: str,
+    idempotency_key: str | None = ...,
+    priority: int = ...,
+    send_at: datetime | None = ...,
+    workspace_id: str | None = ...,
+    default_region: str | None = ...,
+    max_attempts: int = ...,
+) -> Awaitable[EnqueueResult]: ...
+def enqueue_text(
+    session: Session | AsyncSession,
+    *,
+    channel_id: uuid.UUID | str,
+    to: str,
+    body: str,
+    idempotency_key: str | None = None,
+    priority: int = 0,
+    send_at: datetime | None = None,
+    workspace_id: str | None = None,
+    default_region: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> EnqueueResult | Awaitable[EnqueueResult]:
+    """Queue a text message in the caller's transaction; never commits.
+
+    With an `AsyncSession`, await the result. Raises an `InvalidInput`
+    (bad phone, empty or over-long text, naive `send_at`), `ChannelNotFound`
+    or `ChannelDisabled`; on error nothing is written.
+    """
+    message = TextMessage(channel_id, to, body, idempotency_key, priority, send_at)
+    options = EnqueueOptions(workspace_id, default_region, max_attempts)
+    return _dispatch_one(session, message, options)
+
+
+@overload
+def enqueue_media(
+    session: Session,
+    *,
+    channel_id: uuid.UUID | str,
+    to: str,
+    media_type: str,
+    media: str,
+    caption: str | None = ...,
+    filename: str | None = ...,
+    mime_type: str | None = ...,
+    idempotency_key: str | None = ...,
+    priority: int = ...,
+    send_at: datetime | None = ...,
+    workspace_id: str | None = ...,
+    default_region: str | None = ...,
+    max_attempts: int = ...,
+) -> EnqueueResult: ...
+@overload
+def enqueue_media(
+    session: AsyncSession,
+    *,
+    channel_id: uuid.UUID | str,
+    to: str,
+    media_type: str,
+    media: str,
+    caption: str | None = ...,
+    filename: str | None = ...,
+    mime_type: str | None = ...,
+    idempotency_key: str | None = ...,
+    priority: int = ...,
+    send_at: datetime | None = ...,
+    workspace_id: str | None = ...,
+    default_region: str | None = ...,
+    max_attempts: int = ...,
+) -> Awaitable[EnqueueResult]: ...
+def enqueue_media(
+    session: Session | AsyncSession,
+    *,
+    channel_id: uuid.UUID | str,
+    to: str,
+    media_type: str,
+    media: str,
+    caption: str | None = None,
+    filename: str | None = None,
+    mime_type: str | None = None,
+    idempotency_key: str | None = None,
+    priority: int = 0,
+    send_at: datetime | None = None,
+    workspace_id: str | None = None,
+    default_region: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> EnqueueResult | Awaitable[EnqueueResult]:
+    """Queue an image, video, document or audio message (by URL) in the
+    caller's transaction; never commits. Same rules as `enqueue_text`."""
+    message = MediaMessage(
+        channel_id, to, media_type, media, caption, filename, mime_type,
+        idempotency_key, priority, send_at,
+    )
+    options = EnqueueOptions(workspace_id, default_region, max_attempts)
+    return _dispatch_one(session, message, options)
+
+
+@overload
+def enqueue_many(
+    session: Session,
+    messages: Sequence[NewMessage],
+    *,
+    workspace_id: str | None = ...,
+    default_region: str | None = ...,
+    max_attempts: int = ...,
+) -> list[EnqueueResult]: ...
+@overload
+def enqueue_many(
+    session: AsyncSession,
+    messages: Sequence[NewMessage],
+    *,
+    workspace_id: str | None = ...,
+    default_region: str | None = ...,
+    max_attempts: int = ...,
+) -> Awaitable[list[EnqueueResult]]: ...
+def enqueue_many(
+    session: Session | AsyncSession,
+    messages: Sequence[NewMessage],
+    *,
+    workspace_id: str | None = None,
+    default_region: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> list[EnqueueResult] | Awaitable[list[EnqueueResult]]:
+    """Queue many messages (any channels) in one round trip; never commits.
+
+    All or nothing: one invalid message, unknown or disabled channel raises
+    and writes nothing. Results are in the order given.
+    """
+    options = EnqueueOptions(workspace_id, default_region, max_attempts)
+    prepared = [prepare(m, default_region=default_region) for m in messages]
+    if isinstance(session, AsyncSession):
+        return session.run_sync(lambda s: enqueue_prepared(s, prepared, options))
+    return enqueue_prepared(session, prepared, options)
+
+
+# --- implementation ----------------------------------------------------------
+
+
+def _dispatch_one(
+    session: Session | AsyncSession, message: NewMessage, options: EnqueueOptions
+) -> EnqueueResult | Awaitable[EnqueueResult]:
+    # Validate before touching the session, so bad input raises synchronously
+    # (also for async callers) and writes nothing.
+    prepared = [prepare(message, default_region=options.default_region)]
+    if isinstance(session, AsyncSession):
+        return _run_async_one(session, prepared, options)
+    return enqueue_prepared(session, prepared, options)[0]
+
+
+async def _run_async_one(
+    session: AsyncSession, prepared: list[PreparedMessage], options: EnqueueOptions
+) -> EnqueueResult:
+    results = await session.run_sync(lambda s: enqueue_prepared(s, prepared, options))
+    return results[0]
+
+
+def enqueue_prepared(
+    session: Session, prepared: Sequence[PreparedMessage], options: EnqueueOptions
+) -> list[EnqueueResult]:
+    """Write validated messages with the ENQUEUE statement (see db/queries.py)."""
+    if not prepared:
+        return []
+    if not 1 <= options.max_attempts <= 100:
+        raise InvalidInput("max_attempts must be from 1 to 100", field="max_attempts")
+    # The same idempotency key twice in one batch means one message.
+    first_by_key: dict[tuple[uuid.UUID, str], int] = {}
+    aliases: dict[int, int] = {}
+    unique: list[tuple[int, PreparedMessage]] = []
+    for ord_, p in enumerate(prepared):
+        if p.idempotency_key is not None:
+            k = (p.channel_id, p.idempotency_key)
+            if k in first_by_key:
+                aliases[ord_] = first_by_key[k]
+                continue
+            first_by_key[k] = ord_
+        unique.append((ord_, p))
+
+    results: dict[int, EnqueueResult] = {}
+    pending = unique
+    for _ in range(_MAX_RACE_RETRIES + 1):
+        rows = _execute(session, pending, options)
+        if not rows:
+            _raise_for_channels(session, {p.channel_id for _, p in pending}, options)
+            # Channels are fine: every row lost a race; run them again.
+        lost = []
+        by_ord = {r.ord: r for r in rows}
+        for ord_, p in pending:
+            row = by_ord.get(ord_)
+            if row is None or row.message_id is None:
+                lost.append((ord_, p))
+                continue
+            results[ord_] = EnqueueResult(
+                message_id=row.message_id,
+                outbox_id=row.outbox_id,
+                chat_id=row.chat_id,
+                contact_created=bool(row.contact_created),
+                chat_created=bool(row.chat_created),
+                duplicate=bool(row.existing),
+            )
+        if not lost:
+            break
+        pending = lost
+    else:
+        raise IdempotencyConflict(
+            "a concurrent transaction holds the same idempotency key, contact or chat and is "
+            "not visible to this one (REPEATABLE READ or SERIALIZABLE): retry the transaction"
+        )
+    for alias, original in aliases.items():
+        results[alias] = replace(results[original], duplicate=True)
+    return [results[i] for i in range(len(prepared))]
+
+
+def _execute(
+    session: Session, batch: Sequence[tuple[int, PreparedMessage]], options: EnqueueOptions
+) -> list[Any]:
+    channel_ids = sorted({p.channel_id for _, p in batch})
+    params = {
+        "channel_ids": channel_ids,
+        "workspace_id": options.workspace_id,
+        "channel_count": len(channel_ids),
+        "ords": [o for o, _ in batch],
+        "message_ids": [uuid.uuid4() for _ in batch],
+        "row_channel_ids": [p.channel_id for _, p in batch],
+        "phones": [p.recipient.phone for _, p in batch],
+        "wa_chat_ids": [p.recipient.wa_chat_id for _, p in batch],
+        "is_groups": [p.recipient.is_group for _, p in batch],
+        "types": [p.message_type for _, p in batch],
+        "bodies": [p.body for _, p in batch],
+        "payloads": [json.dumps(p.payload, ensure_ascii=False) for _, p in batch],
+        "keys": [p.idempotency_key for _, p in batch],
+        "priorities": [p.priority for _, p in batch],
+        "send_ats": [p.send_at for _, p in batch],
+        "max_attempts": [options.max_attempts] * len(batch),
+    }
+    return list(session.execute(_ENQUEUE, params).all())
+
+
+def _raise_for_channels(
+    session: Session, channel_ids: set[uuid.UUID], options: EnqueueOptions
+) -> None:
+    found = {
+        row.id: row.status
+        for row in session.execute(
+            _CHANNELS_FOR_ENQUEUE,
+            {"channel_ids": sorted(channel_ids), "workspace_id": options.workspace_id},
+        )
+    }
+    for channel_id in sorted(channel_ids):
+        status = found.get(channel_id)
+        if status is None:
+            raise ChannelNotFound(f"channel {channel_id} does not exist", field="channel_id")
+        if status == "disabled":
+            raise ChannelDisabled(
+                f"channel {channel_id} is disabled: resume it or use another channel",
+                field="channel_id",
+            )

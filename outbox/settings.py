@@ -1,0 +1,111 @@
+"""Configuration: environment variables with the `OUTBOX_` prefix (or `.env`).
+
+Every knob has a default that works on a laptop; production sets
+`OUTBOX_DATABASE_URL` and `OUTBOX_ENCRYPTION_KEY`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from outbox.errors import ConfigurationError
+
+ENV_PREFIX = "OUTBOX_"
+DEFAULT_WHAPI_BASE_URL = "https://gate.whapi.cloud"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # --- storage -------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL. Unset: an embedded server in ./.outbox/pgdata.",
+    )
+    data_dir: Path = Field(
+        default=Path(".outbox"), description="Where the embedded server keeps its data."
+    )
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+
+    # --- secrets -------------------------------------------------------------
+    encryption_key: SecretStr | None = Field(
+        default=None, description="Key material for channel tokens (any long random string)."
+    )
+    encryption_key_old: SecretStr | None = Field(
+        default=None, description="Previous key, read during a key rotation."
+    )
+
+    # --- provider ------------------------------------------------------------
+    whapi_base_url: str = Field(default=DEFAULT_WHAPI_BASE_URL)
+    whapi_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    default_region: str | None = Field(
+        default=None,
+        description="Region (e.g. US, GB) for phone numbers written in national format.",
+    )
+
+    # --- dispatcher ----------------------------------------------------------
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    concurrency: int = Field(default=256, ge=1, le=4096, description="Sends in flight, total.")
+    channel_concurrency: int = Field(
+        default=32, ge=1, le=1024, description="Sends in flight per channel."
+    )
+    per_channel_claim: int = Field(
+        default=50, ge=1, le=5000, description="Rows one claim takes from one channel (fairness)."
+    )
+    poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    backoff_base_seconds: float = Field(default=60.0, gt=0)
+    backoff_cap_seconds: float = Field(default=960.0, gt=0)
+    rate_limit_pause_seconds: float = Field(
+        default=30.0, gt=0, description="First pause after a 429 without Retry-After."
+    )
+    rate_limit_pause_cap_seconds: float = Field(default=900.0, gt=0)
+    prune_sent_after_seconds: float = Field(default=86400.0, ge=0)
+
+    log_level: str = Field(default="INFO")
+
+    @field_validator("default_region")
+    @classmethod
+    def _upper_region(cls, v: str | None) -> str | None:
+        return v.upper() if v else None
+
+    @field_validator("whapi_base_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+    def require_encryption_key(self) -> str:
+        from outbox.errors import MissingEncryptionKey
+
+        if self.encryption_key is None or not self.encryption_key.get_secret_value():
+            raise MissingEncryptionKey(
+                "OUTBOX_ENCRYPTION_KEY is not set: channel tokens can't be encrypted or read"
+            )
+        return self.encryption_key.get_secret_value()
+
+
+def load_settings() -> Settings:
+    """Read settings, turning pydantic's report into one line naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
+        raise ConfigurationError(f"{name}: {err['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,123 @@
+"""Test fixtures: a real PostgreSQL database of our own for each run.
+
+`OUTBOX_TEST_DATABASE_URL` points at a server (CI runs one on 127.0.0.1);
+without it, the embedded server in ./.outbox is used. Either way the run
+creates its own database, migrates it, and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_KEY = "test-encryption-key-not-secret-" + "x" * 16
+TABLES = ("outbox_messages", "messages", "chats", "contacts", "channel_tokens", "channels")
+
+
+def _server_url() -> str:
+    url = os.environ.get("OUTBOX_TEST_DATABASE_URL")
+    if url:
+        from db.engine import normalize_url
+
+        return normalize_url(url)
+    from db.embedded import embedded_server_url
+
+    return embedded_server_url(REPO / ".outbox", database="postgres")
+
+
+def _admin_connect(server_url: str) -> psycopg.Connection:
+    from db.engine import libpq_url
+
+    return psycopg.connect(libpq_url(server_url), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    server_url = _server_url()
+    name = f"outbox_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with _admin_connect(server_url) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    from outbox.migrate import upgrade
+
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        with _admin_connect(server_url) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    from db.engine import make_engine
+
+    eng = make_engine(database_url, pool_size=5)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Settings for code under test (CLI subprocesses inherit them)."""
+    monkeypatch.setenv("OUTBOX_ENCRYPTION_KEY", TEST_KEY)
+    monkeypatch.delenv("OUTBOX_DATABASE_URL", raising=False)
+    if "database_url" in request.fixturenames:
+        monkeypatch.setenv("OUTBOX_DATABASE_URL", request.getfixturevalue("database_url"))
+    from outbox.settings import get_settings
+
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def clean_db(engine: Engine) -> Iterator[Engine]:
+    """A database with empty tables (the schema stays)."""
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    yield engine
+
+
+@pytest.fixture
+def session(clean_db: Engine) -> Iterator[Session]:
+    with Session(clean_db, expire_on_commit=False) as s:
+        yield s
+
+
+@pytest.fixture
+def make_channel(clean_db: Engine):  # type: ignore[no-untyped-def]
+    """Create a committed channel; returns its id."""
+    from outbox.channels import create_channel
+
+    def _make(
+        *,
+        name: str = "test",
+        phone: str = "+15550000001",
+        token: str | None = None,
+        workspace_id: str = "default",
+        base_url: str | None = None,
+        status: str = "active",
+    ) -> uuid.UUID:
+        with Session(clean_db) as s, s.begin():
+            info = create_channel(
+                s, name=name, phone_number=phone, token=token or secrets.token_hex(16),
+                encryption_key=TEST_KEY, workspace_id=workspace_id, base_url=base_url,
+            )
+            if status != "active":
+                s.execute(text("UPDATE channels SET status = :s WHERE id = :id"),
+                          {"s": status, "id": info.id})
+        return info.id
+
+    return _make
