@@ -50,6 +50,7 @@ _LEGACY_PERSON_SUFFIX = "@c.us"
 # formatted number; anything longer is rejected before any parsing so a huge
 # string costs nothing.
 MAX_INPUT_CHARS = 64
+E164_MAX_DIGITS = 15
 # Whapi's `to` pattern is ^[\d-]{9,31}(@[\w\.]{1,})?$
 WHAPI_MIN_DIGITS = 9
 WHAPI_MAX_DIGITS = 31
@@ -133,7 +134,12 @@ def _from_chat_id(raw: str, text: str) -> Recipient:
     if suffix in (PERSON_SUFFIX, _LEGACY_PERSON_SUFFIX):
         if not local.isascii() or not local.isdigit():
             _reject(raw, "a WhatsApp id has only digits before the @")
-        return _person(_e164_from_phone(raw, "+" + local, None))
+        e164 = _e164_from_phone(raw, "+" + local, None)
+        if e164 != "+" + local:
+            # phonenumbers dropped a trunk prefix after the country code; in a
+            # WhatsApp id the digits are exact, so this isn't one.
+            _reject(raw, "not a WhatsApp id (the digits are not an international number)")
+        return _person(e164)
     _reject(raw, f"unsupported chat id {suffix!r} (use {PERSON_SUFFIX} or {GROUP_SUFFIX})")
 
 
@@ -178,12 +184,28 @@ def _e164_from_phone(raw: str, text: str, region: str | None) -> str:
         result = phonenumbers.is_possible_number_with_reason(number)
         if result == ValidationResult.IS_POSSIBLE:
             e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+            if not _is_fixed_point(e164):
+                _reject(raw, "not a possible number")
+            if len(e164) - 1 > E164_MAX_DIGITS:
+                # phonenumbers' metadata allows longer numbers in some
+                # regions (German extensions); E.164 and WhatsApp don't.
+                _reject(raw, f"too long (E.164 allows at most {E164_MAX_DIGITS} digits)")
             if len(e164) - 1 < WHAPI_MIN_DIGITS:
                 _reject(raw, f"too short for WhatsApp (fewer than {WHAPI_MIN_DIGITS} digits)")
             return e164
         if reason == "not a number":  # report why the first reading failed
             reason = _REASONS.get(result, "not a possible number")
     _reject(raw, reason)
+
+
+def _is_fixed_point(e164: str) -> bool:
+    # A trunk prefix after the country code is dropped ("+44 (0)20 ..."), so
+    # "+31 0 0..." loses a 0 on every pass. Only outputs that normalise to
+    # themselves are kept: the stored phone must mean the same thing tomorrow.
+    again = phonenumbers.parse(e164, None)
+    return phonenumbers.format_number(again, PhoneNumberFormat.E164) == e164 and (
+        phonenumbers.is_possible_number(again)
+    )
 
 
 def _person(e164: str) -> Recipient:
