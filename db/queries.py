@@ -132,3 +132,311 @@ FROM channels
 WHERE id = ANY(CAST(:channel_ids AS uuid[]))
   AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
 """
+
+# --------------------------------------------------------------------------
+# CLAIM: take a batch of due rows for this worker, fairly across channels,
+# keeping each chat's order. Committed before any HTTP request.
+#
+# * Channels first: the ones that may send now (active, or a timed pause
+#   that has run out), in random order so that when the batch can't fit
+#   every channel, no channel is always last.
+# * Per channel, at most :per_channel rows (LATERAL + LIMIT): a channel with
+#   a million queued rows gets the same share of a batch as one with ten.
+# * Head-of-line per chat: a row waits while an earlier row of its chat is
+#   sending, waiting for a retry (attempts > 0), or due no later than it.
+#   Rows of other chats pass freely.
+# * SKIP LOCKED: concurrent workers never block on each other's candidates.
+#   A skipped (locked) row is still 'queued' in our snapshot, so the
+#   head-of-line test also holds back the rows behind it.
+# * MATERIALIZED: the candidate set is computed once, never re-planned into
+#   the UPDATE (where it could be evaluated more than once).
+# --------------------------------------------------------------------------
+CLAIM = """
+WITH ready_channels AS MATERIALIZED (
+    SELECT id
+    FROM channels
+    WHERE (status = 'active' OR (status = 'paused' AND paused_until IS NOT NULL))
+      AND (paused_until IS NULL OR paused_until <= now())
+    ORDER BY random()
+),
+candidates AS MATERIALIZED (
+    SELECT o.id
+    FROM ready_channels rc
+    CROSS JOIN LATERAL (
+        SELECT o.id
+        FROM outbox_messages o
+        WHERE o.channel_id = rc.id
+          AND o.status = 'queued'
+          AND o.next_attempt_at <= now()
+          AND NOT EXISTS (
+              SELECT 1
+              FROM outbox_messages e
+              WHERE e.chat_id = o.chat_id
+                AND e.id < o.id
+                AND e.status IN ('queued', 'sending')
+                AND (e.status = 'sending' OR e.attempts > 0
+                     OR e.next_attempt_at <= o.next_attempt_at)
+          )
+        ORDER BY o.priority DESC, o.next_attempt_at, o.id
+        LIMIT :per_channel
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) o
+    LIMIT :batch_size
+)
+UPDATE outbox_messages o
+SET status = 'sending',
+    attempts = o.attempts + 1,
+    claim_token = :claim_token,
+    locked_until = now() + make_interval(secs => :lease_seconds),
+    updated_at = now()
+FROM candidates c
+WHERE o.id = c.id
+RETURNING o.id, o.message_id, o.channel_id, o.chat_id, o.recipient, o.message_type,
+          o.payload, o.attempts, o.max_attempts
+"""
+
+# Channel details the dispatcher needs to send (cached per channel).
+CHANNEL_CREDENTIALS = """
+SELECT c.id, c.workspace_id, c.base_url, c.status, t.encrypted_token, t.key_id
+FROM channels c
+LEFT JOIN channel_tokens t ON t.channel_id = c.id
+WHERE c.id = ANY(CAST(:channel_ids AS uuid[]))
+"""
+
+# --------------------------------------------------------------------------
+# COMPLETE: apply a batch of decisions in one statement.
+#
+# Guarded by claim token and status: a row rescued after its lease ran out
+# (and maybe claimed again) no longer matches, so a late completion changes
+# nothing; likewise a rescue never touches a row completed in time.
+# The message row follows the outbox row (sent with its WhatsApp id, or
+# failed with the reason); the chat shows its latest sent message; a send
+# that went through clears the channel's rate-limit strikes.
+# --------------------------------------------------------------------------
+COMPLETE = """
+WITH d AS (
+    SELECT *
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:claim_tokens AS uuid[]), CAST(:statuses AS text[]),
+        CAST(:refunds AS int[]), CAST(:delays AS float8[]), CAST(:errors AS text[]),
+        CAST(:wa_message_ids AS text[])
+    ) AS d(id, claim_token, status, refund, delay_seconds, error, wa_message_id)
+),
+done AS (
+    UPDATE outbox_messages o
+    SET status = d.status,
+        attempts = o.attempts - d.refund,
+        next_attempt_at = CASE WHEN d.status = 'queued'
+                               THEN now() + make_interval(secs => d.delay_seconds)
+                               ELSE o.next_attempt_at END,
+        last_error = COALESCE(d.error, o.last_error),
+        claim_token = NULL,
+        locked_until = NULL,
+        sent_at = CASE WHEN d.status = 'sent' THEN now() END,
+        updated_at = now()
+    FROM d
+    WHERE o.id = d.id AND o.claim_token = d.claim_token AND o.status = 'sending'
+    RETURNING o.id, o.message_id, o.chat_id, o.channel_id, o.status, o.message_type,
+              o.payload, d.error, d.wa_message_id
+),
+msg AS (
+    UPDATE messages m
+    SET status = CASE WHEN done.status = 'sent' THEN 'sent' ELSE 'failed' END,
+        wa_message_id = done.wa_message_id,
+        error = CASE WHEN done.status = 'failed' THEN done.error END,
+        sent_at = CASE WHEN done.status = 'sent' THEN now() END,
+        updated_at = now()
+    FROM done
+    WHERE m.id = done.message_id AND done.status IN ('sent', 'failed') AND m.status = 'pending'
+    RETURNING m.id
+),
+chat AS (
+    UPDATE chats c
+    SET last_message_at = now(),
+        last_message_preview = left(x.preview, 100),
+        updated_at = now()
+    FROM (
+        SELECT DISTINCT ON (chat_id) chat_id,
+               COALESCE(payload->>'body', payload->>'caption', '[' || message_type || ']') AS preview
+        FROM done
+        WHERE status = 'sent'
+        ORDER BY chat_id, id DESC
+    ) x
+    WHERE c.id = x.chat_id
+    RETURNING c.id
+),
+strikes AS (
+    UPDATE channels ch
+    SET rate_limit_strikes = 0
+    WHERE ch.id IN (SELECT channel_id FROM done WHERE status = 'sent')
+      AND ch.rate_limit_strikes > 0
+    RETURNING ch.id
+)
+SELECT (SELECT count(*) FROM done) AS completed,
+       (SELECT count(*) FROM msg) AS messages,
+       (SELECT count(*) FROM chat) AS chats,
+       (SELECT count(*) FROM strikes) AS strikes_cleared
+"""
+
+# A 429: pause the channel (one write, not a mass update of its rows). With
+# Retry-After, that long; without, an escalating default: base * 2^strikes,
+# capped. A pause never shortens one already in place.
+PAUSE_RATE_LIMITED = """
+UPDATE channels
+SET paused_until = GREATEST(
+        COALESCE(paused_until, now()),
+        now() + make_interval(secs => COALESCE(
+            CAST(:retry_after AS float8),
+            LEAST(CAST(:cap_seconds AS float8),
+                  CAST(:base_seconds AS float8) * power(2, LEAST(rate_limit_strikes, 30)))))),
+    pause_reason = :reason,
+    rate_limit_strikes = rate_limit_strikes + 1,
+    updated_at = now()
+WHERE id = :channel_id
+RETURNING paused_until, rate_limit_strikes
+"""
+
+# 401/402 pause until a human resumes the channel; 404 disables it.
+CHANNEL_PROBLEM = """
+UPDATE channels
+SET status = CAST(:status AS text),
+    paused_until = NULL,
+    pause_reason = :reason,
+    updated_at = now()
+WHERE id = :channel_id AND status <> 'disabled'
+RETURNING id
+"""
+
+# Heartbeat: a batch still in flight keeps its rows.
+EXTEND_LEASE = """
+UPDATE outbox_messages
+SET locked_until = now() + make_interval(secs => :lease_seconds)
+WHERE claim_token = ANY(CAST(:claim_tokens AS uuid[])) AND status = 'sending'
+"""
+
+# --------------------------------------------------------------------------
+# RESCUE: rows whose worker vanished (lease expired) go back to the queue.
+# The attempt stays spent: the request may have reached the provider. On
+# the last attempt, the row is dead-lettered with a reason instead of being
+# retried past max_attempts. Guarded by the claim token we read, so a
+# completion that lands first wins and the rescue skips the row.
+# --------------------------------------------------------------------------
+RESCUE_EXPIRED = """
+WITH expired AS (
+    SELECT id, claim_token
+    FROM outbox_messages
+    WHERE status = 'sending' AND locked_until < now()
+    ORDER BY locked_until
+    LIMIT :limit
+    FOR NO KEY UPDATE SKIP LOCKED
+),
+rescued AS (
+    UPDATE outbox_messages o
+    SET status = CASE WHEN o.attempts >= o.max_attempts THEN 'failed' ELSE 'queued' END,
+        last_error = CASE WHEN o.attempts >= o.max_attempts
+                          THEN 'lease expired on the last attempt (worker stopped?); '
+                               || 'the provider may have accepted it'
+                          ELSE 'lease expired (worker stopped?); retrying' END,
+        next_attempt_at = now(),
+        claim_token = NULL,
+        locked_until = NULL,
+        updated_at = now()
+    FROM expired e
+    WHERE o.id = e.id AND o.claim_token = e.claim_token
+    RETURNING o.id, o.message_id, o.status, o.last_error
+),
+failed_messages AS (
+    UPDATE messages m
+    SET status = 'failed', error = r.last_error, updated_at = now()
+    FROM rescued r
+    WHERE m.id = r.message_id AND r.status = 'failed' AND m.status = 'pending'
+    RETURNING m.id
+)
+SELECT count(*) FILTER (WHERE status = 'queued') AS requeued,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       (SELECT count(*) FROM failed_messages) AS messages_failed
+FROM rescued
+"""
+
+# Timed pauses that have run out: the channel is active again.
+UNPAUSE_EXPIRED = """
+UPDATE channels
+SET status = 'active', paused_until = NULL, pause_reason = NULL, updated_at = now()
+WHERE paused_until IS NOT NULL AND paused_until <= now() AND status IN ('active', 'paused')
+RETURNING id
+"""
+
+# Keep the hot table small: delete old sent rows, a batch at a time (the
+# messages table keeps the permanent record).
+PRUNE_SENT = """
+DELETE FROM outbox_messages
+WHERE id IN (
+    SELECT id FROM outbox_messages
+    WHERE status = 'sent' AND sent_at < now() - make_interval(secs => :older_than_seconds)
+    ORDER BY sent_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+# Dead letters back to the queue with fresh attempts (`outbox retry`).
+RETRY_FAILED = """
+WITH requeued AS (
+    UPDATE outbox_messages o
+    SET status = 'queued', attempts = 0, next_attempt_at = now(), claim_token = NULL,
+        locked_until = NULL, updated_at = now()
+    WHERE o.status = 'failed'
+      AND (CAST(:channel_id AS uuid) IS NULL OR o.channel_id = CAST(:channel_id AS uuid))
+      AND (CAST(:message_id AS uuid) IS NULL OR o.message_id = CAST(:message_id AS uuid))
+      AND (CAST(:workspace_id AS text) IS NULL OR o.workspace_id = CAST(:workspace_id AS text))
+    RETURNING o.message_id
+),
+messages_back AS (
+    UPDATE messages m
+    SET status = 'pending', error = NULL, updated_at = now()
+    FROM requeued r
+    WHERE m.id = r.message_id AND m.status = 'failed'
+    RETURNING m.id
+),
+notify AS (
+    SELECT pg_notify('outbox_enqueued', '') WHERE EXISTS (SELECT 1 FROM requeued)
+)
+SELECT (SELECT count(*) FROM requeued) AS requeued,
+       (SELECT count(*) FROM messages_back) AS messages,
+       (SELECT count(*) FROM notify) AS notified
+"""
+
+# --------------------------------------------------------------------------
+# STATUS (`outbox status`): what the queue holds, per channel.
+# --------------------------------------------------------------------------
+STATUS_COUNTS = """
+SELECT o.channel_id, c.name, o.status, count(*) AS n
+FROM outbox_messages o
+JOIN channels c ON c.id = o.channel_id
+WHERE (CAST(:workspace_id AS text) IS NULL OR o.workspace_id = CAST(:workspace_id AS text))
+GROUP BY o.channel_id, c.name, o.status
+ORDER BY c.name, o.channel_id, o.status
+"""
+
+STATUS_CHANNELS = """
+SELECT id, name, status, paused_until, pause_reason, rate_limit_strikes
+FROM channels
+WHERE (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+ORDER BY name, id
+"""
+
+STATUS_OLDEST_DUE = """
+SELECT EXTRACT(EPOCH FROM now() - min(next_attempt_at))::float8 AS seconds
+FROM outbox_messages
+WHERE status = 'queued' AND next_attempt_at <= now()
+  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+"""
+
+STATUS_DEAD_LETTERS = """
+SELECT o.message_id, o.channel_id, o.recipient, o.attempts, o.last_error, o.updated_at
+FROM outbox_messages o
+WHERE o.status = 'failed'
+  AND (CAST(:workspace_id AS text) IS NULL OR o.workspace_id = CAST(:workspace_id AS text))
+ORDER BY o.updated_at DESC
+LIMIT :limit
+"""

@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -183,6 +184,90 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+# --- dispatching -------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from outbox.daemon import run_daemon
+
+    asyncio.run(run_daemon(settings))
+    return EXIT_OK
+
+
+def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from outbox.errors import InvalidInput
+
+    if not args.once:
+        raise InvalidInput("dispatch needs --once (for a long-running dispatcher: outbox run)")
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInput("--limit must be at least 1")
+    if args.max_seconds is not None and args.max_seconds <= 0:
+        raise InvalidInput("--max-seconds must be positive")
+    summary = asyncio.run(_dispatch_once(settings, args.limit, args.max_seconds,
+                                         progress=not args.no_progress and sys.stderr.isatty()))
+    if args.json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        print(summary.line())
+    return EXIT_OK
+
+
+async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: float | None,
+                         *, progress: bool) -> Any:
+    from outbox.progress import due_count, progress_observer
+    from outbox.runtime import open_runtime
+
+    async with open_runtime(settings) as runtime:
+        total = await due_count(runtime.engine) if progress else 0
+        with progress_observer(total if limit is None else min(total, limit),
+                               enabled=progress) as observer:
+            dispatcher = runtime.dispatcher(observers=[observer])
+            return await dispatcher.drain(limit=limit, max_seconds=max_seconds)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.status import queue_status
+
+    with _session(settings) as session:
+        status = queue_status(session, workspace_id=args.workspace)
+    if args.json:
+        print(json.dumps(status.as_dict(), indent=2))
+        return EXIT_OK
+    rows = []
+    for c in status.channels:
+        state = c.status
+        if c.paused_until is not None:
+            state += f" until {c.paused_until.isoformat(timespec='seconds')}"
+        rows.append((c.name, c.id, state, c.counts.get("queued", 0), c.counts.get("sending", 0),
+                     c.counts.get("sent", 0), c.counts.get("failed", 0), c.pause_reason or ""))
+    t = status.totals()
+    rows.append(("TOTAL", "", "", t["queued"], t["sending"], t["sent"], t["failed"], ""))
+    _print_table(rows, ["channel", "id", "state", "queued", "sending", "sent", "failed",
+                        "reason"])
+    oldest = status.oldest_due_seconds
+    print(f"oldest due message waiting: {oldest:.1f}s" if oldest is not None
+          else "nothing due")
+    if status.dead_letters:
+        print(f"dead letters (latest {len(status.dead_letters)}; requeue with: outbox retry):")
+        for d in status.dead_letters:
+            print(f"  {d['message_id']}  to {d['to']}  after {d['attempts']} attempts: "
+                  f"{d['error']}")
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.status import retry_failed
+
+    with _session(settings) as session:
+        n = retry_failed(session, channel_id=args.channel, message_id=args.message)
+    print(f"requeued {n} failed message{'s' if n != 1 else ''}")
+    return EXIT_OK
+
+
 # --- simulator -------------------------------------------------------------------
 
 
@@ -243,6 +328,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, default=0)
     p.add_argument("--at", help="ISO 8601 time with timezone, e.g. 2026-01-31T09:00:00+00:00")
     p.set_defaults(handler=cmd_send)
+
+    p = sub.add_parser("run", help="run the dispatcher daemon (until SIGTERM)")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("dispatch", help="send what is due, then exit (for cron)")
+    p.add_argument("--once", action="store_true", help="required: drain once and exit")
+    p.add_argument("--limit", type=int, help="claim at most N messages")
+    p.add_argument("--max-seconds", type=float, help="stop claiming after S seconds")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_dispatch)
+
+    p = sub.add_parser("status", help="queue counts per channel, pauses, dead letters")
+    p.add_argument("--workspace")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("retry", help="requeue failed (dead-lettered) messages")
+    p.add_argument("--channel", help="only this channel")
+    p.add_argument("--message", help="only this message id")
+    p.set_defaults(handler=cmd_retry)
 
     p = sub.add_parser("simulator", help="run the Whapi simulator (an HTTP server)")
     p.add_argument("--host", default="127.0.0.1")

@@ -121,3 +121,27 @@ def make_channel(clean_db: Engine):  # type: ignore[no-untyped-def]
         return info.id
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def simulator_process():  # type: ignore[no-untyped-def]
+    """One Whapi simulator (a real HTTP server on loopback) for the run."""
+    from providers.simulator_control import start_simulator
+
+    with start_simulator() as handle:
+        yield handle
+
+
+@pytest.fixture
+def sim(simulator_process):  # type: ignore[no-untyped-def]
+    """The simulator's control client, reset (no records, no faults) for each test."""
+    control = simulator_process.control()
+    control.reset()
+    yield control
+    control.reset()
+    control.close()
+
+
+@pytest.fixture
+def sim_url(simulator_process) -> str:  # type: ignore[no-untyped-def]
+    return str(simulator_process.url)

@@ -1,0 +1,127 @@
+"""Per-channel send credentials for the dispatcher: base URL and decrypted token.
+
+Deriving the token key costs ~50 ms (PBKDF2, 100,000 rounds), so each
+channel's token is decrypted once and cached. The cache is keyed by the
+ciphertext itself: a rotated key or a replaced token is a new entry. Entries
+expire so that a changed base URL or status is seen within a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db import queries
+from outbox import crypto
+from outbox.errors import CryptoError
+from outbox.logging import register_secret
+
+CACHE_TTL_SECONDS = 60.0
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    channel_id: uuid.UUID
+    workspace_id: str
+    base_url: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Unusable:
+    """A channel we can't send on (no token, undecryptable token)."""
+
+    channel_id: uuid.UUID
+    reason: str
+
+
+class CredentialCache:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        default_base_url: str,
+        keys: Iterable[str],
+        ttl_seconds: float = CACHE_TTL_SECONDS,
+    ) -> None:
+        self._engine = engine
+        self._default_base_url = default_base_url.rstrip("/")
+        # Current key first; the old one is tried during a rolling key rotation.
+        self._keys = {crypto.key_id(k): k for k in keys if k}
+        self._ttl = ttl_seconds
+        self._entries: dict[uuid.UUID, tuple[float, Credentials | Unusable]] = {}
+        self._decrypted: dict[str, str] = {}  # ciphertext -> token
+
+    def __repr__(self) -> str:
+        return f"CredentialCache(channels={len(self._entries)})"
+
+    async def get_many(
+        self, channel_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, Credentials | Unusable]:
+        now = time.monotonic()
+        wanted = set(channel_ids)
+        missing = [c for c in wanted if c not in self._entries or self._entries[c][0] < now]
+        if missing:
+            await self._load(missing, now)
+        return {c: self._entries[c][1] for c in wanted}
+
+    def forget(self, channel_id: uuid.UUID) -> None:
+        self._entries.pop(channel_id, None)
+
+    async def _load(self, channel_ids: list[uuid.UUID], now: float) -> None:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                text(queries.CHANNEL_CREDENTIALS), {"channel_ids": channel_ids}
+            )).all()
+        found = {row.id: row for row in rows}
+        for channel_id in channel_ids:
+            row = found.get(channel_id)
+            entry: Credentials | Unusable
+            if row is None:
+                entry = Unusable(channel_id, "channel no longer exists")
+            elif row.encrypted_token is None:
+                entry = Unusable(channel_id, "channel has no token")
+            else:
+                try:
+                    token = await self._decrypt(row.encrypted_token, row.key_id)
+                except CryptoError as exc:
+                    log.error("channel_token_unreadable", channel_id=str(channel_id),
+                              key_id=row.key_id, error=str(exc))
+                    entry = Unusable(channel_id, f"token can't be decrypted: {exc}")
+                else:
+                    entry = Credentials(channel_id, row.workspace_id,
+                                        (row.base_url or self._default_base_url).rstrip("/"),
+                                        token)
+            self._entries[channel_id] = (now + self._ttl, entry)
+
+    async def _decrypt(self, blob: str, key_id: str) -> str:
+        if blob in self._decrypted:
+            return self._decrypted[blob]
+        key = self._keys.get(key_id)
+        candidates = [key] if key else list(self._keys.values())
+        if not candidates:
+            from outbox.errors import MissingEncryptionKey
+
+            raise MissingEncryptionKey("OUTBOX_ENCRYPTION_KEY is not set: tokens can't be read")
+        last: CryptoError | None = None
+        for candidate in candidates:
+            try:
+                # PBKDF2 is CPU work: keep it off the event loop.
+                token = await asyncio.to_thread(crypto.decrypt_token, blob, candidate)
+            except CryptoError as exc:
+                last = exc
+                continue
+            register_secret(token)
+            self._decrypted[blob] = token
+            return token
+        assert last is not None
+        raise last

@@ -1,0 +1,166 @@
+"""`outbox run`: the dispatcher daemon.
+
+APScheduler (AsyncIOScheduler) drives everything:
+* the dispatch tick, about once a second, never overlapping itself
+  (max_instances=1). A tick drains what is due, so under load it simply
+  keeps going; when idle, the next tick or a NOTIFY starts the next round;
+* a NOTIFY on `outbox_enqueued` (LISTEN on a dedicated connection, never
+  the pool's: DESIGN.md "Pitfalls") wakes the running tick, or runs the
+  next tick at once;
+* maintenance (rescuer, unpauser, pruner), each under a Postgres advisory
+  lock so one instance does it at a time however many daemons run.
+
+SIGTERM/SIGINT: stop claiming, release what has not been sent, let sends on
+the wire finish (within the lease), record them, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import psycopg
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.engine import database_url, libpq_url
+from outbox.dispatcher import Dispatcher, Summary
+from outbox.maintenance.pruner import PRUNE_INTERVAL_SECONDS, prune_sent
+from outbox.maintenance.rescuer import RESCUE_INTERVAL_SECONDS, rescue_expired
+from outbox.maintenance.unpauser import UNPAUSE_INTERVAL_SECONDS, unpause_expired
+from outbox.runtime import Runtime, open_runtime
+from outbox.settings import Settings
+
+NOTIFY_CHANNEL = "outbox_enqueued"
+LISTEN_RETRY_MAX_SECONDS = 30.0
+# Advisory lock keys (arbitrary, fixed): one per maintenance service.
+LOCK_RESCUER = 0x0B0C_0001
+LOCK_UNPAUSER = 0x0B0C_0002
+LOCK_PRUNER = 0x0B0C_0003
+
+log = structlog.get_logger(__name__)
+
+
+class Daemon:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.dispatcher: Dispatcher = runtime.dispatcher()
+        self.stop = asyncio.Event()
+        self._tick_running = False
+        self._tick_idle = asyncio.Event()
+        self._tick_idle.set()
+        self.scheduler = AsyncIOScheduler(job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+
+    async def run(self) -> Summary:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        s = self.settings
+        self.scheduler.add_job(self._tick, "interval", seconds=s.poll_interval_seconds,
+                               id="dispatch", next_run_time=datetime.now())
+        engine = self.runtime.engine
+        self.scheduler.add_job(self._locked(LOCK_RESCUER, lambda: rescue_expired(engine)),
+                               "interval", seconds=RESCUE_INTERVAL_SECONDS, id="rescuer",
+                               next_run_time=datetime.now())
+        self.scheduler.add_job(self._locked(LOCK_UNPAUSER, lambda: unpause_expired(engine)),
+                               "interval", seconds=UNPAUSE_INTERVAL_SECONDS, id="unpauser")
+        self.scheduler.add_job(
+            self._locked(LOCK_PRUNER, lambda: prune_sent(
+                engine, older_than_seconds=s.prune_sent_after_seconds)),
+            "interval", seconds=PRUNE_INTERVAL_SECONDS, id="pruner",
+            next_run_time=datetime.now() + timedelta(seconds=10))
+        listener = asyncio.create_task(self._listen(), name="outbox-listen")
+        self.scheduler.start()
+        log.info("daemon_started", concurrency=s.concurrency, batch_size=s.batch_size,
+                 lease_seconds=s.lease_seconds)
+        try:
+            await self.stop.wait()
+        finally:
+            self.scheduler.shutdown(wait=False)
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            # The running tick sees `stop`, releases unsent rows and records
+            # the ones on the wire; wait for it.
+            await self._tick_idle.wait()
+        summary = self.dispatcher.summary
+        log.info("daemon_stopped", **summary.as_dict())
+        return summary
+
+    def request_stop(self) -> None:
+        if not self.stop.is_set():
+            log.info("daemon_stopping")
+            self.stop.set()
+
+    async def _tick(self) -> None:
+        if self.stop.is_set():
+            return
+        self._tick_running = True
+        self._tick_idle.clear()
+        try:
+            await self.dispatcher.drain(stop=self.stop)
+        except Exception:
+            log.exception("dispatch_tick_failed")
+        finally:
+            self._tick_running = False
+            self._tick_idle.set()
+
+    def _wake(self) -> None:
+        if self._tick_running:
+            self.dispatcher.wake()
+            return
+        job = self.scheduler.get_job("dispatch")
+        if job is not None:
+            job.modify(next_run_time=datetime.now())
+
+    def _locked(self, key: int,
+                job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+        engine: AsyncEngine = self.runtime.engine
+
+        async def run_locked() -> None:
+            try:
+                async with engine.begin() as conn:
+                    got = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"),
+                                            {"k": key})
+                    if not got:
+                        return  # another instance is doing it
+                    await job()
+            except Exception as exc:
+                log.warning("maintenance_failed", job=hex(key), error=type(exc).__name__)
+
+        return run_locked
+
+    async def _listen(self) -> None:
+        """LISTEN on its own connection; reconnect with backoff."""
+        url = libpq_url(database_url(self.settings))
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    if failures:
+                        log.info("listen_reconnected")
+                    failures = 0
+                    # A NOTIFY may have fired while we were not listening.
+                    self._wake()
+                    async for _ in conn.notifies():
+                        self._wake()
+            except (psycopg.Error, OSError) as exc:
+                failures += 1
+                delay = min(LISTEN_RETRY_MAX_SECONDS, 0.5 * 2 ** min(failures, 8))
+                if failures == 1:
+                    log.warning("listen_lost", error=type(exc).__name__, retry_in_seconds=delay)
+                await asyncio.sleep(delay)
+
+
+async def run_daemon(settings: Settings) -> Summary:
+    async with open_runtime(settings) as runtime:
+        return await Daemon(runtime).run()

@@ -1,0 +1,497 @@
+"""The dispatcher: claim due rows, send them, record what happened.
+
+A pipeline rather than a batch-at-a-time loop, so the HTTP side never idles
+while the database works:
+
+    claimer ──rows──► senders (bounded globally and per channel) ──decisions──► flusher
+       ▲                                                                          │
+       └──────────────── a completion frees a slot / unblocks a chat ◄────────────┘
+
+* The claimer takes a batch whenever enough slots are free (rows claimed and
+  not yet completed stay under `concurrency`). The claim commits before any
+  HTTP request (db/queries.py CLAIM).
+* Senders run one task per row; a per-channel semaphore bounds each channel.
+  A row whose channel was paused meanwhile (a 429 on a sibling) is released
+  unsent.
+* The flusher applies decisions in batches (db/queries.py COMPLETE) every
+  few milliseconds, so the database sees one statement per batch, not one
+  per message.
+* A heartbeat extends the lease of rows still in flight.
+
+`drain` sends what is due and returns when nothing is left to do; the
+daemon runs it as its tick, cron mode (`dispatch --once`) runs it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db import queries
+from outbox.backoff import RetryPolicy
+from outbox.credentials import CredentialCache, Credentials, Unusable
+from outbox.outcomes import ChannelAction, Decision, Kind, decide, release
+from providers.base import OutgoingMessage, Provider
+
+log = structlog.get_logger(__name__)
+
+FLUSH_INTERVAL_SECONDS = 0.02  # how long a finished send may wait to be recorded
+FLUSH_MAX_ROWS = 500  # flush at once when this many decisions are waiting
+DB_RETRY_MAX_SECONDS = 30.0  # backoff ceiling while the database is unreachable
+SHUTDOWN_GRACE_SECONDS = 30.0  # in-flight sends get this long to finish on stop
+SUMMARY_LOG_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherConfig:
+    batch_size: int = 200
+    per_channel_claim: int = 50
+    lease_seconds: float = 60.0
+    concurrency: int = 256
+    channel_concurrency: int = 32
+    poll_interval_seconds: float = 1.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    rate_limit_pause_seconds: float = 30.0
+    rate_limit_pause_cap_seconds: float = 900.0
+    flush_interval_seconds: float = FLUSH_INTERVAL_SECONDS
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> DispatcherConfig:
+        return cls(
+            batch_size=settings.batch_size,
+            per_channel_claim=settings.per_channel_claim,
+            lease_seconds=settings.lease_seconds,
+            concurrency=settings.concurrency,
+            channel_concurrency=settings.channel_concurrency,
+            poll_interval_seconds=settings.poll_interval_seconds,
+            retry=RetryPolicy(settings.backoff_base_seconds, settings.backoff_cap_seconds),
+            rate_limit_pause_seconds=settings.rate_limit_pause_seconds,
+            rate_limit_pause_cap_seconds=settings.rate_limit_pause_cap_seconds,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    id: int
+    message_id: uuid.UUID
+    channel_id: uuid.UUID
+    chat_id: uuid.UUID
+    recipient: str
+    message_type: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    claim_token: uuid.UUID
+
+
+@dataclass(slots=True)
+class Summary:
+    """What a dispatcher did; `dispatch --once` prints it."""
+
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+    # Sends whose outcome we could not know (timeout after the request left):
+    # if the provider did accept them, the retry is a duplicate.
+    ambiguous: int = 0
+    # Completions that found their row already rescued (lease lost).
+    stale: int = 0
+    paused_channels: set[uuid.UUID] = field(default_factory=set)
+    disabled_channels: set[uuid.UUID] = field(default_factory=set)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.sent / self.seconds if self.seconds > 0 else 0.0
+        return (f"sent {self.sent}, retried {self.retried}, failed {self.failed}, "
+                f"released {self.released}, paused channels {len(self.paused_channels)}, "
+                f"disabled channels {len(self.disabled_channels)} "
+                f"in {self.seconds:.1f}s ({rate:,.0f}/s)")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "claimed": self.claimed, "sent": self.sent, "retried": self.retried,
+            "failed": self.failed, "released": self.released, "ambiguous": self.ambiguous,
+            "stale": self.stale,
+            "paused_channels": sorted(str(c) for c in self.paused_channels),
+            "disabled_channels": sorted(str(c) for c in self.disabled_channels),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+Observer = Callable[[ClaimedRow, Decision], None]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        provider: Provider,
+        credentials: CredentialCache,
+        config: DispatcherConfig | None = None,
+        *,
+        observers: list[Observer] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._engine = engine
+        self._provider = provider
+        self._credentials = credentials
+        self.config = config or DispatcherConfig()
+        self._observers = list(observers or [])
+        self._rng = rng or random.Random()
+        self.summary = Summary()
+
+        self._outstanding = 0  # claimed and not yet completed (flushed)
+        self._by_token: Counter[uuid.UUID] = Counter()  # outstanding rows per claim
+        self._pending: list[tuple[ClaimedRow, Decision]] = []
+        self._pending_ready = asyncio.Event()
+        self._progress = asyncio.Event()  # a flush committed: slots freed, chats unblocked
+        self._wake = asyncio.Event()  # NOTIFY or an operator asks us to look now
+        self._channel_sems: dict[uuid.UUID, asyncio.Semaphore] = {}
+        self._paused_until: dict[uuid.UUID, float] = {}  # monotonic, local view
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._db_failures = 0
+
+    # --- public ------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look for work now (called on NOTIFY; debounced by the event)."""
+        self._wake.set()
+
+    @property
+    def outstanding(self) -> int:
+        return self._outstanding
+
+    async def drain(self, *, stop: asyncio.Event | None = None, limit: int | None = None,
+                    max_seconds: float | None = None) -> Summary:
+        """Send what is due, then return: when nothing is claimable, nothing is
+        in flight and no wake-up came in meanwhile; or at `limit` rows, after
+        `max_seconds`, or when `stop` is set (then gracefully). The daemon's
+        tick and cron mode (`dispatch --once`) both run this."""
+        return await self._loop(stop=stop or asyncio.Event(), limit=limit,
+                                max_seconds=max_seconds)
+
+    # --- the loop ----------------------------------------------------------
+
+    async def _loop(self, *, stop: asyncio.Event, limit: int | None = None,
+                    max_seconds: float | None = None) -> Summary:
+        started = time.monotonic()
+        self._stopping = False
+        deadline = started + max_seconds if max_seconds else math.inf
+        flusher = asyncio.create_task(self._flush_forever(), name="outbox-flusher")
+        heartbeat = asyncio.create_task(self._heartbeat_forever(), name="outbox-heartbeat")
+        reporter = asyncio.create_task(self._report_forever(), name="outbox-reporter")
+        cfg = self.config
+        # Claim again once a quarter of the slots are free: big enough batches
+        # to be cheap, early enough to keep the senders busy.
+        refill = max(1, min(cfg.batch_size, cfg.concurrency) // 4)
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                free = cfg.concurrency - self._outstanding
+                remaining = math.inf if limit is None else limit - self.summary.claimed
+                if remaining <= 0:
+                    if self._outstanding == 0:
+                        break
+                    await self._wait(stop, self._progress, timeout=cfg.poll_interval_seconds)
+                    continue
+                if free < refill and self._outstanding > 0 and free < remaining:
+                    await self._wait(stop, self._progress, timeout=cfg.poll_interval_seconds)
+                    continue
+                budget = int(min(free, remaining))
+                self._wake.clear()
+                rows = await self._claim(min(budget, cfg.batch_size))
+                if rows is None:  # database unreachable: backed off already
+                    continue
+                if rows:
+                    await self._start_sends(rows)
+                    continue
+                if self._outstanding == 0 and not self._wake.is_set():
+                    break  # nothing due, nothing in flight: done
+                # Nothing claimable: wait for a completion (it may unblock a
+                # chat), a NOTIFY, or the poll interval.
+                await self._wait(stop, self._progress, self._wake,
+                                 timeout=cfg.poll_interval_seconds)
+        finally:
+            self._stopping = True
+            await self._finish_in_flight()
+            flusher.cancel()
+            heartbeat.cancel()
+            reporter.cancel()
+            for t in (flusher, heartbeat, reporter):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            await self._flush_all()
+            self.summary.seconds += time.monotonic() - started
+        return self.summary
+
+    async def _wait(self, stop: asyncio.Event, *events: asyncio.Event, timeout: float) -> None:
+        waiters = [asyncio.create_task(e.wait()) for e in (stop, *events)]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        for e in events:
+            e.clear()
+
+    # --- claim ---------------------------------------------------------------
+
+    async def _claim(self, n: int) -> list[ClaimedRow] | None:
+        token = uuid.uuid4()
+        cfg = self.config
+        try:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(text(queries.CLAIM), {
+                    "per_channel": min(cfg.per_channel_claim, n),
+                    "batch_size": n,
+                    "claim_token": token,
+                    "lease_seconds": cfg.lease_seconds,
+                })
+                raw = result.all()
+        except (OperationalError, DBAPIError) as exc:
+            await self._database_trouble("claim", exc)
+            return None
+        self._database_ok()
+        rows = [ClaimedRow(r.id, r.message_id, r.channel_id, r.chat_id, r.recipient,
+                           r.message_type, r.payload, r.attempts, r.max_attempts, token)
+                for r in raw]
+        if rows:
+            self._outstanding += len(rows)
+            self._by_token[token] += len(rows)
+            self.summary.claimed += len(rows)
+            log.debug("claimed", rows=len(rows), claim_token=str(token))
+        return rows
+
+    # --- send ----------------------------------------------------------------
+
+    async def _start_sends(self, rows: list[ClaimedRow]) -> None:
+        try:
+            creds = await self._credentials.get_many({r.channel_id for r in rows})
+        except (OperationalError, DBAPIError) as exc:
+            # Can't read tokens now: give the rows back and retry later.
+            for row in rows:
+                self._record(row, release())
+            await self._database_trouble("credentials", exc)
+            return
+        for row in rows:
+            task = asyncio.create_task(self._send_one(row, creds[row.channel_id]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send_one(self, row: ClaimedRow, creds: Credentials | Unusable) -> None:
+        if isinstance(creds, Unusable):
+            self._record(row, Decision("queued", Kind.RELEASED, refund_attempt=True,
+                                       error=creds.reason, channel_action=ChannelAction.PAUSE))
+            return
+        sem = self._channel_sems.get(row.channel_id)
+        if sem is None:
+            sem = self._channel_sems[row.channel_id] = asyncio.Semaphore(
+                self.config.channel_concurrency)
+        async with sem:
+            if self._stopping or self._locally_paused(row.channel_id):
+                self._record(row, release())
+                return
+            result = await self._provider.send(
+                base_url=creds.base_url, token=creds.token,
+                message=OutgoingMessage(row.recipient, row.message_type, row.payload),
+            )
+            decision = decide(attempts=row.attempts, max_attempts=row.max_attempts,
+                              result=result, policy=self.config.retry, rng=self._rng)
+            if decision.channel_action is not ChannelAction.NONE:
+                # Stop this channel's other claimed rows right now; the flush
+                # makes it a fact in the database for every worker.
+                pause = (decision.retry_after if decision.retry_after is not None
+                         else self.config.rate_limit_pause_seconds)
+                if decision.channel_action is not ChannelAction.RATE_LIMIT:
+                    pause = self.config.lease_seconds
+                self._pause_locally(row.channel_id, pause)
+        self._record(row, decision)
+
+    def _locally_paused(self, channel_id: uuid.UUID) -> bool:
+        until = self._paused_until.get(channel_id)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            del self._paused_until[channel_id]
+            return False
+        return True
+
+    def _pause_locally(self, channel_id: uuid.UUID, seconds: float) -> None:
+        # Claims respect the database's pause; this only covers rows already
+        # claimed, so it never needs to outlive a lease.
+        seconds = min(seconds, self.config.lease_seconds)
+        until = time.monotonic() + seconds
+        self._paused_until[channel_id] = max(until, self._paused_until.get(channel_id, 0.0))
+
+    def _record(self, row: ClaimedRow, decision: Decision) -> None:
+        self._pending.append((row, decision))
+        if len(self._pending) >= FLUSH_MAX_ROWS or self._stopping:
+            self._pending_ready.set()
+        elif len(self._pending) == 1:
+            self._pending_ready.set()
+
+    # --- complete --------------------------------------------------------------
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._pending_ready.wait()
+            self._pending_ready.clear()
+            if len(self._pending) < FLUSH_MAX_ROWS:
+                # Let a few more finish so one statement records many.
+                await asyncio.sleep(self.config.flush_interval_seconds)
+            await self._flush_all()
+
+    async def _flush_all(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:FLUSH_MAX_ROWS * 4], self._pending[
+                FLUSH_MAX_ROWS * 4:]
+            while True:
+                try:
+                    await self._complete(batch)
+                    break
+                except (OperationalError, DBAPIError) as exc:
+                    # Keep the decisions and try again: the rows stay ours
+                    # while the heartbeat (or the lease) holds.
+                    await self._database_trouble("complete", exc)
+            self._database_ok()
+            for row, _ in batch:
+                self._by_token[row.claim_token] -= 1
+                if self._by_token[row.claim_token] <= 0:
+                    del self._by_token[row.claim_token]
+            self._outstanding -= len(batch)
+            self._progress.set()
+
+    async def _complete(self, batch: list[tuple[ClaimedRow, Decision]]) -> None:
+        params = {
+            "ids": [r.id for r, _ in batch],
+            "claim_tokens": [r.claim_token for r, _ in batch],
+            "statuses": [d.outbox_status for _, d in batch],
+            "refunds": [1 if d.refund_attempt else 0 for _, d in batch],
+            "delays": [d.delay_seconds for _, d in batch],
+            "errors": [d.error for _, d in batch],
+            "wa_message_ids": [d.wa_message_id for _, d in batch],
+        }
+        rate_limited: dict[uuid.UUID, float | None] = {}
+        problems: dict[uuid.UUID, Decision] = {}
+        for row, d in batch:
+            if d.channel_action is ChannelAction.RATE_LIMIT:
+                prev = rate_limited.get(row.channel_id)
+                rate_limited[row.channel_id] = (d.retry_after if prev is None
+                                                else max(prev, d.retry_after or 0.0))
+            elif d.channel_action is not ChannelAction.NONE:
+                problems[row.channel_id] = d
+        async with self._engine.begin() as conn:
+            done = (await conn.execute(text(queries.COMPLETE), params)).one()
+            for channel_id, retry_after in rate_limited.items():
+                paused = (await conn.execute(text(queries.PAUSE_RATE_LIMITED), {
+                    "channel_id": channel_id, "retry_after": retry_after,
+                    "base_seconds": self.config.rate_limit_pause_seconds,
+                    "cap_seconds": self.config.rate_limit_pause_cap_seconds,
+                    "reason": "rate limited by the provider (HTTP 429)",
+                })).one_or_none()
+                log.warning("channel_rate_limited", channel_id=str(channel_id),
+                            retry_after=retry_after,
+                            paused_until=paused.paused_until.isoformat() if paused else None,
+                            strikes=paused.rate_limit_strikes if paused else None)
+            for channel_id, d in problems.items():
+                disable = d.channel_action is ChannelAction.DISABLE
+                await conn.execute(text(queries.CHANNEL_PROBLEM), {
+                    "channel_id": channel_id, "status": "disabled" if disable else "paused",
+                    "reason": d.error or "channel problem",
+                })
+                self._credentials.forget(channel_id)
+                log.error("channel_disabled" if disable else "channel_paused",
+                          channel_id=str(channel_id), reason=d.error)
+        stale = len(batch) - int(done.completed)
+        s = self.summary
+        s.stale += stale
+        for row, d in batch:
+            if d.kind is Kind.SENT:
+                s.sent += 1
+            elif d.kind is Kind.RETRIED:
+                s.retried += 1
+            elif d.kind is Kind.FAILED:
+                s.failed += 1
+            else:
+                s.released += 1
+            if d.ambiguous:
+                s.ambiguous += 1
+            for observer in self._observers:
+                observer(row, d)
+        s.paused_channels.update(rate_limited)
+        for channel_id, d in problems.items():
+            (s.disabled_channels if d.channel_action is ChannelAction.DISABLE
+             else s.paused_channels).add(channel_id)
+        if stale:
+            log.warning("stale_completions", rows=stale,
+                        hint="lease expired before completion; rows were rescued")
+
+    # --- lease, shutdown, trouble ------------------------------------------------
+
+    async def _heartbeat_forever(self) -> None:
+        interval = self.config.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            tokens = list(self._by_token)
+            if not tokens:
+                continue
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(text(queries.EXTEND_LEASE), {
+                        "claim_tokens": tokens, "lease_seconds": self.config.lease_seconds})
+            except (OperationalError, DBAPIError) as exc:
+                log.warning("lease_extension_failed", error=type(exc).__name__)
+
+    async def _finish_in_flight(self) -> None:
+        """Stop: unsent rows are released (they check `_stopping`); sends
+        already on the wire get a grace period to finish."""
+        if not self._tasks:
+            return
+        grace = min(SHUTDOWN_GRACE_SECONDS, self.config.lease_seconds * 0.8)
+        done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        if pending:
+            log.warning("shutdown_left_in_flight", rows=len(pending),
+                        hint="their lease will expire and the rescuer requeues them")
+            for t in pending:
+                t.cancel()
+
+    async def _report_forever(self) -> None:
+        last = (0, 0, 0)
+        while True:
+            await asyncio.sleep(SUMMARY_LOG_SECONDS)
+            s = self.summary
+            now = (s.sent, s.retried, s.failed)
+            if now != last:
+                log.info("dispatch_progress", sent=s.sent, retried=s.retried, failed=s.failed,
+                         released=s.released, in_flight=self._outstanding)
+                last = now
+
+    async def _database_trouble(self, what: str, exc: BaseException) -> None:
+        self._db_failures += 1
+        delay = min(DB_RETRY_MAX_SECONDS, 0.5 * 2 ** min(self._db_failures - 1, 10))
+        if self._db_failures == 1:
+            # Once per outage, not once per retry.
+            log.error("database_unavailable", during=what, error=type(exc).__name__,
+                      detail=str(exc).splitlines()[0][:200] if str(exc) else "",
+                      retry_in_seconds=delay)
+        await asyncio.sleep(delay * self._rng.uniform(0.8, 1.2))
+
+    def _database_ok(self) -> None:
+        if self._db_failures:
+            log.info("database_reachable_again", failed_attempts=self._db_failures)
+            self._db_failures = 0

@@ -1,0 +1,90 @@
+"""What a send result means for the row, the message and the channel.
+
+Pure: `decide` maps one claimed row and one provider result to a
+`Decision`; the dispatcher applies decisions in batches (db/queries.py
+COMPLETE). Exhaustively tested in tests/test_outcomes.py.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass
+
+from outbox.backoff import RetryPolicy
+from providers.base import ChannelProblem, Outcome, SendResult
+
+MAX_ERROR_LENGTH = 500
+
+
+class ChannelAction(enum.StrEnum):
+    NONE = "none"
+    RATE_LIMIT = "rate_limit"  # pause the channel for a while
+    PAUSE = "pause"  # needs a human (401 logged out, 402 trial over)
+    DISABLE = "disable"  # 404: the token names no channel
+
+
+class Kind(enum.StrEnum):
+    """For counters and summaries."""
+
+    SENT = "sent"
+    RETRIED = "retried"
+    FAILED = "failed"
+    RELEASED = "released"  # back to queued without spending an attempt
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outbox_status: str  # queued | sent | failed
+    kind: Kind
+    refund_attempt: bool = False
+    delay_seconds: float = 0.0
+    error: str | None = None
+    wa_message_id: str | None = None
+    channel_action: ChannelAction = ChannelAction.NONE
+    retry_after: float | None = None
+    ambiguous: bool = False  # the provider may have accepted it: a retry may duplicate
+
+
+def decide(
+    *,
+    attempts: int,
+    max_attempts: int,
+    result: SendResult,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> Decision:
+    """`attempts` counts the attempt that produced `result`."""
+    error = _clip(result.error)
+    match result.outcome:
+        case Outcome.SENT:
+            return Decision("sent", Kind.SENT, wa_message_id=result.wa_message_id)
+        case Outcome.PERMANENT:
+            return Decision("failed", Kind.FAILED, error=error or "rejected by the provider")
+        case Outcome.RATE_LIMITED:
+            return Decision("queued", Kind.RELEASED, refund_attempt=True, error=error,
+                            channel_action=ChannelAction.RATE_LIMIT,
+                            retry_after=result.retry_after)
+        case Outcome.CHANNEL_PROBLEM:
+            action = (ChannelAction.DISABLE if result.channel_problem is ChannelProblem.NOT_FOUND
+                      else ChannelAction.PAUSE)
+            return Decision("queued", Kind.RELEASED, refund_attempt=True, error=error,
+                            channel_action=action)
+        case Outcome.TRANSIENT:
+            if attempts >= max_attempts:
+                return Decision("failed", Kind.FAILED, ambiguous=result.ambiguous,
+                                error=_clip(f"gave up after {attempts} attempts: {error}"))
+            return Decision("queued", Kind.RETRIED, delay_seconds=policy.delay(attempts, rng),
+                            error=error, ambiguous=result.ambiguous)
+    raise AssertionError(f"unhandled outcome {result.outcome!r}")  # pragma: no cover
+
+
+def release() -> Decision:
+    """Give a claimed row back untouched (shutdown, channel paused meanwhile)."""
+    return Decision("queued", Kind.RELEASED, refund_attempt=True)
+
+
+def _clip(error: str | None) -> str | None:
+    if error is None:
+        return None
+    return error if len(error) <= MAX_ERROR_LENGTH else error[: MAX_ERROR_LENGTH - 1] + "…"

@@ -1,0 +1,41 @@
+"""Progress bars for long work (dispatch --once, the demo): tqdm on stderr."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tqdm import tqdm
+
+from outbox.dispatcher import ClaimedRow, Observer
+from outbox.outcomes import Decision, Kind
+
+DUE_COUNT = "SELECT count(*) FROM outbox_messages WHERE status = 'queued' AND next_attempt_at <= now()"
+
+
+async def due_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(DUE_COUNT))).scalar_one())
+
+
+@contextmanager
+def progress_observer(total: int, *, enabled: bool = True,
+                      desc: str = "dispatching") -> Iterator[Observer]:
+    """An observer for the dispatcher that advances a bar per finished message
+    (sent or failed); retries and releases show in the postfix."""
+    bar = tqdm(total=total or None, desc=desc, unit="msg", disable=not enabled,
+               dynamic_ncols=True, smoothing=0.1)
+    counts = {"sent": 0, "failed": 0, "retried": 0, "released": 0}
+
+    def observe(row: ClaimedRow, decision: Decision) -> None:
+        counts[decision.kind.value] += 1
+        if decision.kind in (Kind.SENT, Kind.FAILED):
+            bar.update(1)
+        bar.set_postfix(counts, refresh=False)
+
+    try:
+        yield observe
+    finally:
+        bar.close()

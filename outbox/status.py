@@ -1,0 +1,99 @@
+"""`outbox status` and `outbox retry`: what the queue holds, and dead letters back."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from db import queries
+from outbox.message_types import parse_channel_id
+
+DEAD_LETTERS_SHOWN = 20
+OUTBOX_STATUSES = ("queued", "sending", "sent", "failed")
+
+
+@dataclass(slots=True)
+class ChannelStatus:
+    id: uuid.UUID
+    name: str
+    status: str
+    paused_until: datetime | None
+    pause_reason: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class QueueStatus:
+    channels: list[ChannelStatus]
+    oldest_due_seconds: float | None
+    dead_letters: list[dict[str, Any]]
+
+    def totals(self) -> dict[str, int]:
+        out = dict.fromkeys(OUTBOX_STATUSES, 0)
+        for c in self.channels:
+            for k, v in c.counts.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "totals": self.totals(),
+            "oldest_due_seconds": self.oldest_due_seconds,
+            "channels": [
+                {"id": str(c.id), "name": c.name, "status": c.status,
+                 "paused_until": c.paused_until.isoformat() if c.paused_until else None,
+                 "pause_reason": c.pause_reason, "counts": c.counts}
+                for c in self.channels
+            ],
+            "dead_letters": self.dead_letters,
+        }
+
+
+def queue_status(session: Session, *, workspace_id: str | None = None) -> QueueStatus:
+    params = {"workspace_id": workspace_id}
+    channels = {
+        r.id: ChannelStatus(r.id, r.name, r.status, r.paused_until, r.pause_reason,
+                            dict.fromkeys(OUTBOX_STATUSES, 0))
+        for r in session.execute(text(queries.STATUS_CHANNELS), params)
+    }
+    for r in session.execute(text(queries.STATUS_COUNTS), params):
+        if r.channel_id in channels:
+            channels[r.channel_id].counts[r.status] = int(r.n)
+    oldest = session.execute(text(queries.STATUS_OLDEST_DUE), params).scalar_one_or_none()
+    dead = [
+        {"message_id": str(r.message_id), "channel_id": str(r.channel_id),
+         "to": r.recipient, "attempts": r.attempts, "error": r.last_error,
+         "failed_at": r.updated_at.isoformat()}
+        for r in session.execute(text(queries.STATUS_DEAD_LETTERS),
+                                 {**params, "limit": DEAD_LETTERS_SHOWN})
+    ]
+    return QueueStatus(list(channels.values()),
+                       float(oldest) if oldest is not None else None, dead)
+
+
+def retry_failed(
+    session: Session,
+    *,
+    channel_id: uuid.UUID | str | None = None,
+    message_id: uuid.UUID | str | None = None,
+    workspace_id: str | None = None,
+) -> int:
+    """Dead letters (failed) back to queued with their attempts reset. Returns how many."""
+    from outbox.errors import InvalidInput
+
+    cid = parse_channel_id(channel_id) if channel_id is not None else None
+    mid = None
+    if message_id is not None:
+        try:
+            mid = uuid.UUID(str(message_id))
+        except ValueError:
+            raise InvalidInput(f"message id {str(message_id)[:40]!r} is not a valid id",
+                               field="message_id") from None
+    row = session.execute(text(queries.RETRY_FAILED), {
+        "channel_id": cid, "message_id": mid, "workspace_id": workspace_id}).one()
+    return int(row.requeued)

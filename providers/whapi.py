@@ -1,0 +1,305 @@
+"""The real Whapi.cloud client (implements `providers.base.Provider`).
+
+One `WhapiClient` per process, shared by every channel: the base URL and
+the token are per call (`https://gate.whapi.cloud` by default, a channel's
+`base_url` override, e.g. the simulator's URL, otherwise).
+
+    client = WhapiClient(timeout=10.0, max_in_flight=256)
+    result = await client.send(base_url=url, token=token, message=msg)
+    ...
+    await client.aclose()
+
+`send` never raises for network or provider problems: it returns a
+`SendResult` classified by `providers.classify` (see the table there and in
+shared/WHAPI.md). It retries in-process only when the request provably never
+left (connect errors, connect timeouts, no pooled connection in time), a few
+quick attempts with tenacity; never after a timeout or read error, because
+Whapi has no idempotency key and a retry could send the message twice.
+
+Tokens never appear in logs, reprs or `SendResult.error`; message bodies are
+never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Final
+
+import aiohttp
+import httpx
+import structlog
+from httpx_aiohttp import AiohttpTransport
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from providers.base import MESSAGE_TYPES, Outcome, OutgoingMessage, Provider, SendResult
+from providers.classify import (
+    classify_exception,
+    classify_response,
+    is_connect_failure,
+    root_transport_error,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT",
+    "ENDPOINTS",
+    "WhapiClient",
+]
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_BASE_URL: Final = "https://gate.whapi.cloud"
+#: Explicit per phase. `read` is generous: Whapi answers once WhatsApp took
+#: the message. `pool` bounds the wait for a free pooled connection.
+DEFAULT_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=30.0, write=10.0, pool=5.0)
+#: Idle keep-alive connections are dropped after this many seconds: below
+#: the usual server idle timeouts (Node 5 s, nginx 75 s, ALB 60 s), so we
+#: rarely POST on a connection the server is closing (a read error that
+#: leaves the send ambiguous).
+DEFAULT_KEEPALIVE_EXPIRY: Final = 4.0
+DEFAULT_USER_AGENT: Final = "whapi-outbox/0.1"
+
+ENDPOINTS: Final[Mapping[str, str]] = {kind: f"/messages/{kind}" for kind in MESSAGE_TYPES}
+
+
+class WhapiClient:
+    """Async Whapi client over httpx, with aiohttp as the transport.
+
+    Transport choice (measured, see `scripts`-independent numbers below):
+    httpx's own pool rescans every pooled connection per request and
+    collapses with many requests in flight (encode/httpx#3215), so httpx
+    runs over `httpx_aiohttp.AiohttpTransport`. Loopback against
+    `providers.simulator`, 2 vCPU, same box for client and server, req/s:
+
+        in flight                   1      8     64    256   256 @ 200 ms
+        httpx default transport   550    960    540    190     59
+        httpx + AiohttpTransport  700   1830   1880   1810   1190
+
+    (`/tmp/bench_transport.py`, reported in the hand-off note; httpx
+    default = `httpx.AsyncClient()` with its default limits, 100
+    connections; raising them to 256 made it slower still.)
+
+    Options (keyword-only):
+      timeout          float (all phases) or httpx.Timeout(connect, read, write, pool)
+      max_in_flight    bound on concurrent requests through this client (and
+                       the connection-pool size); extra sends wait their turn
+      keepalive_expiry seconds an idle connection is kept
+      connect_attempts total attempts when the connection can't be made
+                       (1 = no in-process retry)
+      connect_retry_wait  base of the exponential wait between those attempts
+      user_agent       User-Agent header
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_in_flight: int = 256,
+        keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
+        connect_attempts: int = 3,
+        connect_retry_wait: float = 0.05,
+        user_agent: str = DEFAULT_USER_AGENT,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        if connect_attempts < 1:
+            raise ValueError("connect_attempts must be at least 1")
+        self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self._max_in_flight = max_in_flight
+        self._keepalive_expiry = keepalive_expiry
+        self._connect_attempts = connect_attempts
+        self._connect_retry_wait = connect_retry_wait
+        self._semaphore = asyncio.Semaphore(max_in_flight)
+        self._deadline = _attempt_deadline(self._timeout)
+        self._ssl = httpx.create_ssl_context()
+        transport = AiohttpTransport(client=self._new_session)
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=self._timeout,
+            headers={"User-Agent": user_agent, "Accept": "application/json"},
+            # Env proxies would silently swap the transport for httpx's own.
+            trust_env=False,
+            follow_redirects=False,
+            # One client serves every channel: never keep or replay cookies.
+            cookies=httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))),
+        )
+        self._closed = False
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        # Called lazily by the transport, inside the running event loop.
+        connector = aiohttp.TCPConnector(
+            limit=self._max_in_flight,
+            keepalive_timeout=self._keepalive_expiry,
+            ssl=self._ssl,
+        )
+        return aiohttp.ClientSession(connector=connector, auto_decompress=False)
+
+    def __repr__(self) -> str:
+        t = self._timeout
+        return (
+            f"WhapiClient(timeout=(connect={t.connect}, read={t.read}, write={t.write}, "
+            f"pool={t.pool}), max_in_flight={self._max_in_flight}, "
+            f"keepalive_expiry={self._keepalive_expiry})"
+        )
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._http.aclose()
+
+    async def __aenter__(self) -> WhapiClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def send(self, *, base_url: str, token: str, message: OutgoingMessage) -> SendResult:
+        """Send one message; every outcome is a classified `SendResult`.
+
+        `result.extra["attempts"]` says how many HTTP attempts were made
+        (more than 1 only after connect failures).
+        """
+        path = ENDPOINTS.get(message.message_type)
+        if path is None:
+            return self._done(
+                message,
+                SendResult(
+                    outcome=Outcome.PERMANENT,
+                    error=f"unsupported message type {message.message_type[:40]!r}",
+                ),
+                attempts=0,
+                started=time.monotonic(),
+            )
+        body = {"to": message.to, **{k: v for k, v in message.payload.items() if k != "to"}}
+        try:
+            content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        except (TypeError, ValueError):
+            return self._done(
+                message,
+                SendResult(outcome=Outcome.PERMANENT, error="payload is not JSON-serialisable"),
+                attempts=0,
+                started=time.monotonic(),
+            )
+        url = base_url.rstrip("/") + path
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+        started = time.monotonic()
+        attempts = 1
+        result: SendResult
+        async with self._semaphore:
+            try:
+                try:
+                    response = await self._post(url, content, headers)
+                except Exception as exc:
+                    # Slow path, only when the connection could not be made:
+                    # the request never reached the server, so repeating it
+                    # can't send twice. Anything else ends the retries.
+                    if self._connect_attempts == 1 or not is_connect_failure(exc):
+                        raise
+                    _log_retry_attempt(1, exc)
+                    wait = self._connect_retry_wait
+                    await asyncio.sleep(wait + random.uniform(0, wait))
+                    async for attempt in self._retrying():
+                        with attempt:
+                            attempts = 1 + attempt.retry_state.attempt_number
+                            response = await self._post(url, content, headers)
+            except Exception as exc:  # classified, never raised: see module doc
+                result = classify_exception(exc)
+            else:
+                result = classify_response(
+                    response.status_code, response.content, response.headers
+                )
+        return self._done(message, result, attempts=attempts, started=started)
+
+    def _retrying(self) -> AsyncRetrying:
+        """Attempts 2..connect_attempts (tenacity), after a connect failure."""
+        wait = self._connect_retry_wait
+        return AsyncRetrying(
+            retry=retry_if_exception(is_connect_failure),
+            stop=stop_after_attempt(self._connect_attempts - 1),
+            wait=wait_exponential(multiplier=2 * wait, max=max(wait, 1.0)) + wait_random(0, wait),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+
+    async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
+        async with _maybe_timeout(self._deadline):
+            return await self._http.post(url, content=content, headers=headers)
+
+    def _done(
+        self, message: OutgoingMessage, result: SendResult, *, attempts: int, started: float
+    ) -> SendResult:
+        result = dataclasses.replace(result, extra={**result.extra, "attempts": attempts})
+        elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+        if result.outcome is Outcome.SENT:
+            log.debug(
+                "whapi.sent",
+                wa_message_id=result.wa_message_id,
+                status_code=result.status_code,
+                message_type=message.message_type,
+                attempts=attempts,
+                elapsed_ms=elapsed_ms,
+            )
+        else:
+            log.warning(
+                "whapi.send_failed",
+                outcome=str(result.outcome),
+                status_code=result.status_code,
+                channel_problem=str(result.channel_problem) if result.channel_problem else None,
+                retry_after=result.retry_after,
+                ambiguous=result.ambiguous,
+                error=result.error,
+                message_type=message.message_type,
+                attempts=attempts,
+                elapsed_ms=elapsed_ms,
+            )
+        return result
+
+
+def _attempt_deadline(timeout: httpx.Timeout) -> float | None:
+    """A backstop over one attempt: aiohttp does not enforce `write`."""
+    parts = (timeout.connect, timeout.read, timeout.write, timeout.pool)
+    if any(p is None for p in parts):
+        return None
+    return sum(p for p in parts if p is not None) + 1.0
+
+
+@contextlib.asynccontextmanager
+async def _maybe_timeout(seconds: float | None) -> AsyncIterator[None]:
+    if seconds is None:
+        yield
+    else:
+        async with asyncio.timeout(seconds):
+            yield
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    _log_retry_attempt(1 + state.attempt_number, exc)
+
+
+def _log_retry_attempt(failed_attempt: int, exc: BaseException | None) -> None:
+    log.info(
+        "whapi.connect_retry",
+        failed_attempt=failed_attempt,
+        error_type=type(root_transport_error(exc)).__name__ if exc is not None else None,
+    )
+
+
+def _conforms(client: WhapiClient) -> Provider:
+    """Never called: makes mypy check that WhapiClient satisfies Provider."""
+    return client
