@@ -37,7 +37,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 @contextlib.contextmanager
-def _session(settings: Settings) -> Iterator[Session]:
+def session_scope(settings: Settings) -> Iterator[Session]:
+    """A session in a transaction that commits on success (for command handlers)."""
     from db.engine import database_url, make_engine, session_factory
 
     engine = make_engine(database_url(settings), pool_size=2)
@@ -56,7 +57,7 @@ def _parse_when(value: str) -> datetime:
     return when
 
 
-def _print_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:
+def print_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
@@ -113,7 +114,7 @@ def cmd_channel_add(args: argparse.Namespace, settings: Settings) -> int:
                            "(never on the command line, where ps and shell history see it)")
     token = sys.stdin.readline().strip()
     key = settings.require_encryption_key()
-    with _session(settings) as session:
+    with session_scope(settings) as session:
         channel = create_channel(
             session, name=args.name, phone_number=args.phone, token=token,
             encryption_key=key, workspace_id=args.workspace, base_url=args.base_url,
@@ -126,7 +127,7 @@ def cmd_channel_add(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_channel_list(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.channels import list_channels
 
-    with _session(settings) as session:
+    with session_scope(settings) as session:
         channels = list_channels(session, workspace_id=args.workspace)
     if args.json:
         print(json.dumps([
@@ -137,7 +138,7 @@ def cmd_channel_list(args: argparse.Namespace, settings: Settings) -> int:
             for c in channels
         ], indent=2))
         return EXIT_OK
-    _print_table(
+    print_table(
         [(c.id, c.workspace_id, c.name, c.phone_number, c.status,
           c.paused_until.isoformat(timespec="seconds") if c.paused_until else "",
           c.pause_reason or "") for c in channels],
@@ -149,7 +150,7 @@ def cmd_channel_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_channel_pause(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.channels import pause_channel
 
-    with _session(settings) as session:
+    with session_scope(settings) as session:
         c = pause_channel(session, args.channel_id, seconds=args.for_seconds)
     until = c.paused_until.isoformat(timespec="seconds") if c.paused_until else "until resumed"
     print(f"channel {c.id} paused ({until})")
@@ -159,7 +160,7 @@ def cmd_channel_pause(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_channel_resume(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.channels import resume_channel
 
-    with _session(settings) as session:
+    with session_scope(settings) as session:
         c = resume_channel(session, args.channel_id)
     print(f"channel {c.id} active")
     return EXIT_OK
@@ -172,7 +173,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.enqueue import enqueue_text
 
     send_at = _parse_when(args.at) if args.at else None
-    with _session(settings) as session:
+    with session_scope(settings) as session:
         result = enqueue_text(
             session, channel_id=args.channel, to=args.to, body=args.text,
             idempotency_key=args.idempotency_key, priority=args.priority, send_at=send_at,
@@ -232,7 +233,7 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.status import queue_status
 
-    with _session(settings) as session:
+    with session_scope(settings) as session:
         status = queue_status(session, workspace_id=args.workspace)
     if args.json:
         print(json.dumps(status.as_dict(), indent=2))
@@ -246,7 +247,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                      c.counts.get("sent", 0), c.counts.get("failed", 0), c.pause_reason or ""))
     t = status.totals()
     rows.append(("TOTAL", "", "", t["queued"], t["sending"], t["sent"], t["failed"], ""))
-    _print_table(rows, ["channel", "id", "state", "queued", "sending", "sent", "failed",
+    print_table(rows, ["channel", "id", "state", "queued", "sending", "sent", "failed",
                         "reason"])
     oldest = status.oldest_due_seconds
     print(f"oldest due message waiting: {oldest:.1f}s" if oldest is not None
@@ -262,7 +263,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.status import retry_failed
 
-    with _session(settings) as session:
+    with session_scope(settings) as session:
         n = retry_failed(session, channel_id=args.channel, message_id=args.message)
     print(f"requeued {n} failed message{'s' if n != 1 else ''}")
     return EXIT_OK
@@ -355,6 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8099)
     p.set_defaults(handler=cmd_simulator)
 
+    # Command groups that live in their own modules.
+    from outbox import cli_http, cli_tokens
+
+    cli_http.register(sub)
+    cli_tokens.register(sub)
     return parser
 
 
