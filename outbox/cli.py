@@ -219,10 +219,16 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: float | None,
                          *, progress: bool) -> Any:
+    from outbox.maintenance.rescuer import rescue_expired
+    from outbox.maintenance.unpauser import unpause_expired
     from outbox.progress import due_count, progress_observer
     from outbox.runtime import open_runtime
 
     async with open_runtime(settings) as runtime:
+        # Cron deployments have no daemon: do its upkeep first (both are
+        # safe to run concurrently with daemons and other cron runs).
+        await rescue_expired(runtime.engine)
+        await unpause_expired(runtime.engine)
         total = await due_count(runtime.engine) if progress else 0
         with progress_observer(total if limit is None else min(total, limit),
                                enabled=progress) as observer:
