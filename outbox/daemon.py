@@ -29,7 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import database_url, libpq_url
-from outbox.dispatcher import Dispatcher, Summary
+from outbox.dispatcher import Dispatcher, Observer, Summary
 from outbox.maintenance.pruner import PRUNE_INTERVAL_SECONDS, prune_sent
 from outbox.maintenance.rescuer import RESCUE_INTERVAL_SECONDS, rescue_expired
 from outbox.maintenance.unpauser import UNPAUSE_INTERVAL_SECONDS, unpause_expired
@@ -47,10 +47,10 @@ log = structlog.get_logger(__name__)
 
 
 class Daemon:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, observers: list[Observer] | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
-        self.dispatcher: Dispatcher = runtime.dispatcher()
+        self.dispatcher: Dispatcher = runtime.dispatcher(observers=observers)
         self.stop = asyncio.Event()
         self._tick_running = False
         self._tick_idle = asyncio.Event()

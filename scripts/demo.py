@@ -1,67 +1,167 @@
-"""The demo behind `scripts/demo` (see that file)."""
+"""The demo behind `scripts/demo`: the whole path on this machine.
+
+Embedded PostgreSQL (or OUTBOX_DATABASE_URL), the Whapi simulator on
+loopback, a few channels, a few thousand messages over many chats, one
+channel rate-limited part-way (the simulator answers 429 beyond N/s), the
+dispatcher daemon with a progress bar, then `outbox status`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import secrets
 import sys
+import threading
 import time
+from pathlib import Path
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DEMO_DATABASE = "outbox_demo"
+RATE_LIMIT_SECONDS = 4.0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="whapi-outbox demo")
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--channels", type=int, default=4)
-    parser.add_argument("--chats", type=int, default=300)
+    parser.add_argument("--chats", type=int, default=400)
     parser.add_argument("--smoke", action="store_true", help="small and quick (CI)")
     args = parser.parse_args()
     if args.smoke:
-        args.messages, args.channels, args.chats = 300, 3, 40
+        args.messages, args.channels, args.chats = 400, 3, 60
 
-    os.environ.setdefault("OUTBOX_ENCRYPTION_KEY", "demo-key-" + "0" * 32)
-    from db.engine import database_url, make_engine
+    # Demo-friendly knobs (all ordinary settings): short rate-limit pauses so
+    # the limited channel recovers within the demo.
+    os.environ.setdefault("OUTBOX_ENCRYPTION_KEY", "demo-only-key-" + "0" * 32)
+    os.environ.setdefault("OUTBOX_RATE_LIMIT_PAUSE_SECONDS", "1")
+    os.environ.setdefault("OUTBOX_LOG_LEVEL", "ERROR")
+
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    from db.engine import make_engine
     from outbox.channels import create_channel
     from outbox.enqueue import enqueue_many
     from outbox.logging import configure_logging
     from outbox.message_types import TextMessage
     from outbox.migrate import upgrade
     from outbox.settings import get_settings
+    from providers.simulator_control import start_simulator
 
     settings = get_settings()
-    configure_logging(level="WARNING")
-    url = database_url(settings)
-    print(f"database: {'embedded PostgreSQL in ' + str(settings.data_dir) if not settings.database_url else 'OUTBOX_DATABASE_URL'}")
+    configure_logging(level=settings.log_level)
+    url = _demo_database_url(settings)
+    os.environ["OUTBOX_DATABASE_URL"] = url  # so `outbox status` below reads the same one
+    get_settings.cache_clear()
+    settings = get_settings()
     upgrade(url)
     engine = make_engine(url)
 
-    rng = random.Random(7)
-    with Session(engine) as s, s.begin():
-        channels = [
-            create_channel(s, name=f"demo-{i + 1}", phone_number=f"+1555000{1000 + i}",
-                           token=secrets.token_hex(16), encryption_key=settings.require_encryption_key())
-            for i in range(args.channels)
-        ]
-    phones = [f"+1555{2000000 + i:07d}" for i in range(args.chats)]
-    t0 = time.perf_counter()
-    with Session(engine) as s, s.begin():
-        enqueue_many(s, [
-            TextMessage(rng.choice(channels).id, rng.choice(phones), f"Your order #{n} has shipped")
-            for n in range(args.messages)
-        ])
-    took = time.perf_counter() - t0
-    print(f"enqueued {args.messages} messages over {args.channels} channels and "
-          f"{args.chats} chats in one transaction ({args.messages / took:,.0f} msg/s)")
-    with engine.connect() as conn:
-        for row in conn.execute(text(
-            "SELECT status, count(*) FROM outbox_messages GROUP BY status ORDER BY status")):
-            print(f"  {row.status:<8} {row.count}")
+    with start_simulator() as sim:
+        control = sim.control()
+        print(f"Whapi simulator: {sim.url}")
+        tokens = [secrets.token_hex(16) for _ in range(args.channels)]
+        with Session(engine) as s, s.begin():
+            channels = [
+                create_channel(s, name=f"shop-{i + 1}", phone_number=f"+1555000{1000 + i}",
+                               token=tokens[i], base_url=sim.url,
+                               encryption_key=settings.require_encryption_key())
+                for i in range(args.channels)
+            ]
+        # A provider that takes its time, and channel 1 rate-limited for the
+        # first seconds: 429 with Retry-After, so the channel pauses and resumes.
+        control.set_faults(latency_ms=20, latency_jitter_ms=30)
+        control.set_faults(token=tokens[0], error_status=429, retry_after=2)
+        threading.Timer(RATE_LIMIT_SECONDS, control.clear_faults,
+                        kwargs={"token": tokens[0]}).start()
+
+        rng = random.Random(7)
+        phones = [f"+1555{2000000 + i:07d}" for i in range(args.chats)]
+        t0 = time.perf_counter()
+        with Session(engine) as s, s.begin():
+            enqueue_many(s, [
+                TextMessage(channels[rng.randrange(args.channels)].id, rng.choice(phones),
+                            f"Your order #{10000 + n} has shipped")
+                for n in range(args.messages)
+            ])
+        took = time.perf_counter() - t0
+        print(f"Enqueued {args.messages:,} messages over {args.channels} channels and "
+              f"{args.chats} chats in one transaction ({args.messages / took:,.0f} msg/s).")
+        print(f"Channel {channels[0].name} answers 429 (Retry-After: 2) for the first "
+              f"{RATE_LIMIT_SECONDS:.0f}s; the other channels keep flowing.")
+
+        elapsed = asyncio.run(_dispatch_all(settings, args.messages))
+        stats = control.stats()
+        print(f"\nDispatcher daemon drained the queue in {elapsed:.1f}s.")
+        print(f"Simulator: {stats.accepted:,} messages accepted, "
+              f"{stats.rejected.get(429, 0):,} answered 429 (the channel paused, then resumed; "
+              "no attempt spent).")
+        unique = len({r.body for r in control.sent()})
+        print(f"Unique messages delivered to the simulator: {unique:,} of {args.messages:,}")
+        with engine.connect() as conn:
+            spent = conn.execute(text(
+                "SELECT count(*) FROM outbox_messages WHERE attempts > 1")).scalar_one()
+        print(f"Rows that spent more than one attempt: {spent} (429s don't spend attempts)")
+        control.close()
     engine.dispose()
-    return 0
+
+    print("\n$ outbox status")
+    from outbox.cli import main as outbox_main
+
+    return outbox_main(["status"])
+
+
+async def _dispatch_all(settings, total: int) -> float:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    from outbox.daemon import Daemon
+    from outbox.progress import progress_observer
+    from outbox.runtime import open_runtime
+
+    started = time.perf_counter()
+    async with open_runtime(settings) as runtime:
+        with progress_observer(total, desc="sending", enabled=True) as observer:
+            daemon = Daemon(runtime, observers=[observer])
+            task = asyncio.create_task(daemon.run())
+            while True:
+                await asyncio.sleep(0.5)
+                async with runtime.engine.connect() as conn:
+                    left = (await conn.execute(text(
+                        "SELECT count(*) FROM outbox_messages WHERE status IN "
+                        "('queued', 'sending')"))).scalar_one()
+                if left == 0 or task.done():
+                    break
+            daemon.request_stop()
+            await task
+    return time.perf_counter() - started
+
+
+def _demo_database_url(settings) -> str:  # type: ignore[no-untyped-def]
+    """A fresh demo database each run, on the embedded server or OUTBOX_DATABASE_URL's."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    from db.embedded import embedded_server_url
+    from db.engine import libpq_url, normalize_url
+
+    if settings.database_url:
+        server = normalize_url(settings.database_url)
+        print("database: OUTBOX_DATABASE_URL's server, database outbox_demo (recreated)")
+    else:
+        server = embedded_server_url(settings.data_dir, database="postgres")
+        print(f"database: embedded PostgreSQL in {settings.data_dir}/pgdata, "
+              "database outbox_demo (recreated)")
+    with psycopg.connect(libpq_url(server), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(DEMO_DATABASE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DATABASE)))
+    return make_url(server).set(database=DEMO_DATABASE).render_as_string(hide_password=False)
 
 
 if __name__ == "__main__":
