@@ -103,26 +103,27 @@ new_outbox AS (
     FROM new_messages nm
     JOIN fresh f ON f.message_id = nm.id
     ORDER BY f.ord
-    RETURNING id, message_id
+    RETURNING id, message_id, chat_id
 ),
 notify AS (
     SELECT pg_notify('outbox_enqueued', '') AS n WHERE EXISTS (SELECT 1 FROM new_outbox)
 )
-SELECT i.ord,
-       COALESCE(nm.id, e.message_id) AS message_id,
-       COALESCE(nob.id, old_ob.id) AS outbox_id,
-       COALESCE(nm.chat_id, e.chat_id) AS chat_id,
-       (e.message_id IS NOT NULL) AS existing,
-       COALESCE(ch.created, false) AS chat_created,
-       COALESCE(ct.created, false) AS contact_created,
-       (SELECT count(*) FROM notify) AS notified
-FROM input i
-LEFT JOIN existing e ON e.ord = i.ord
-LEFT JOIN new_messages nm ON nm.id = i.message_id
-LEFT JOIN new_outbox nob ON nob.message_id = nm.id
+-- One row per fact, no joins between RETURNING sets: the planner can't
+-- estimate their size (it guesses 1 row) and a nested loop over two of them
+-- is quadratic. The caller maps rows back through the message ids it chose.
+SELECT 'outbox' AS kind, nob.message_id, nob.id AS outbox_id, nob.chat_id, NULL::int AS ord,
+       NULL::text AS phone, NULL::text AS workspace_id
+FROM new_outbox nob
+UNION ALL
+SELECT 'existing', e.message_id, old_ob.id, e.chat_id, e.ord, NULL, NULL
+FROM existing e
 LEFT JOIN outbox_messages old_ob ON old_ob.message_id = e.message_id
-LEFT JOIN chat_ids ch ON ch.channel_id = i.channel_id AND ch.wa_chat_id = i.wa_chat_id
-LEFT JOIN contact_ids ct ON ct.workspace_id = i.workspace_id AND ct.phone = i.phone
+UNION ALL
+SELECT 'chat', NULL, NULL, id, NULL, NULL, NULL FROM new_chats
+UNION ALL
+SELECT 'contact', NULL, NULL, NULL, NULL, phone, workspace_id FROM new_contacts
+UNION ALL
+SELECT 'notify', NULL, NULL, NULL, NULL, NULL, NULL FROM notify
 """
 
 # Why an enqueue wrote nothing: which channels are missing or disabled.

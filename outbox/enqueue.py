@@ -257,24 +257,29 @@ def enqueue_prepared(
     results: dict[int, EnqueueResult] = {}
     pending = unique
     for _ in range(_MAX_RACE_RETRIES + 1):
-        rows = _execute(session, pending, options)
+        message_ids = [uuid.uuid4() for _ in pending]
+        rows = _execute(session, pending, message_ids, options)
         if not rows:
             _raise_for_channels(session, {p.channel_id for _, p in pending}, options)
             # Channels are fine: every row lost a race; run them again.
+        outbox = {r.message_id: r for r in rows if r.kind == "outbox"}
+        existing = {r.ord: r for r in rows if r.kind == "existing"}
+        new_chats = {r.chat_id for r in rows if r.kind == "chat"}
+        # By phone: a batch's channels nearly always share one workspace.
+        new_contacts = {r.phone for r in rows if r.kind == "contact"}
         lost = []
-        by_ord = {r.ord: r for r in rows}
-        for ord_, p in pending:
-            row = by_ord.get(ord_)
-            if row is None or row.message_id is None:
+        for (ord_, p), message_id in zip(pending, message_ids, strict=True):
+            row = outbox.get(message_id) or existing.get(ord_)
+            if row is None:
                 lost.append((ord_, p))
                 continue
             results[ord_] = EnqueueResult(
                 message_id=row.message_id,
                 outbox_id=row.outbox_id,
                 chat_id=row.chat_id,
-                contact_created=bool(row.contact_created),
-                chat_created=bool(row.chat_created),
-                duplicate=bool(row.existing),
+                contact_created=p.recipient.phone in new_contacts,
+                chat_created=row.chat_id in new_chats,
+                duplicate=row.kind == "existing",
             )
         if not lost:
             break
@@ -290,7 +295,10 @@ def enqueue_prepared(
 
 
 def _execute(
-    session: Session, batch: Sequence[tuple[int, PreparedMessage]], options: EnqueueOptions
+    session: Session,
+    batch: Sequence[tuple[int, PreparedMessage]],
+    message_ids: Sequence[uuid.UUID],
+    options: EnqueueOptions,
 ) -> list[Any]:
     channel_ids = sorted({p.channel_id for _, p in batch})
     params = {
@@ -298,7 +306,7 @@ def _execute(
         "workspace_id": options.workspace_id,
         "channel_count": len(channel_ids),
         "ords": [o for o, _ in batch],
-        "message_ids": [uuid.uuid4() for _ in batch],
+        "message_ids": list(message_ids),
         "row_channel_ids": [p.channel_id for _, p in batch],
         "phones": [p.recipient.phone for _, p in batch],
         "wa_chat_ids": [p.recipient.wa_chat_id for _, p in batch],
