@@ -279,4 +279,3 @@ def classify_exception(exc: BaseException) -> SendResult:
         error=_describe(exc),
         extra={"exception": type(root).__name__},
     )
-

@@ -11,6 +11,7 @@ success and error bodies) and adds a control API under `/_sim/`:
     POST   /_sim/faults                                set faults for one scope
     DELETE /_sim/faults[?token=&to=]                   clear one scope (or all)
     POST   /_sim/reset                                 clear faults, records, stats
+    GET|POST|DELETE /_sim/webhooks                     status webhooks: providers.simulator_webhooks
 
 Faults are set per scope: global (no `token`, no `to`), one token, one
 recipient, or one token and recipient. For each request the scopes that
@@ -198,6 +199,12 @@ class SimulatorState:
         # Sequence numbers never restart, even across resets, so a reader
         # paginating with `since` can't be confused by a reset.
         self.next_seq = 1
+        #: Called as hook(token, message) for every accepted send (message is
+        #: the Whapi message object: id, chat_id, type, ...). Must not block
+        #: or raise; providers.simulator_webhooks schedules its POSTs here.
+        self.accept_hooks: list[Callable[[str, dict[str, Any]], None]] = []
+        #: Called on POST /_sim/reset.
+        self.reset_hooks: list[Callable[[], None]] = []
         self._reset_data()
 
     def _reset_data(self) -> None:
@@ -223,6 +230,8 @@ class SimulatorState:
         in_flight, hanging = self.in_flight, self.hanging
         self._reset_data()
         self.in_flight, self.max_in_flight, self.hanging = in_flight, in_flight, hanging
+        for hook in self.reset_hooks:
+            hook()
 
     # -- faults ---------------------------------------------------------
 
@@ -308,6 +317,8 @@ class SimulatorState:
         if counters is None:
             counters = self.tokens[token] = TokenCounters()
         counters.accepted += 1
+        for hook in self.accept_hooks:
+            hook(token, message)
         return rec
 
     def unique_id(self) -> str:
@@ -512,9 +523,7 @@ class _Handlers:
             "status": "pending",
             kind: _content(kind, data),
         }
-        state.record(
-            token=token, kind=kind, payload=data, message=message, received_at=received_at
-        )
+        state.record(token=token, kind=kind, payload=data, message=message, received_at=received_at)
         if hang_after:
             await self._hang(request)
             return web.Response(status=504)
@@ -643,6 +652,10 @@ def build_app(*, state: SimulatorState | None = None, seed: int | None = None) -
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
+    # Status webhooks (/_sim/webhooks) live in their own module.
+    from providers.simulator_webhooks import install
+
+    install(app, state)
     return app
 
 

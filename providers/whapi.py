@@ -79,19 +79,21 @@ ENDPOINTS: Final[Mapping[str, str]] = {kind: f"/messages/{kind}" for kind in MES
 class WhapiClient:
     """Async Whapi client over httpx, with aiohttp as the transport.
 
-    Transport choice (measured, see `scripts`-independent numbers below):
-    httpx's own pool rescans every pooled connection per request and
-    collapses with many requests in flight (encode/httpx#3215), so httpx
-    runs over `httpx_aiohttp.AiohttpTransport`. Loopback against
-    `providers.simulator`, 2 vCPU, same box for client and server, req/s:
+    Transport choice, by measurement: httpx's own pool rescans every pooled
+    connection per request and collapses with many requests in flight
+    (encode/httpx#3215), so httpx runs over `httpx_aiohttp.AiohttpTransport`.
+    req/s, POST /messages/text to `providers.simulator` over loopback, client
+    and simulator on the same 2-vCPU box, 4 s per cell, two runs (low-high):
 
-        in flight                   1      8     64    256   256 @ 200 ms
-        httpx default transport   550    960    540    190     59
-        httpx + AiohttpTransport  700   1830   1880   1810   1190
+        in flight                   1          8          64         256        256 @ 200 ms
+        httpx default pool       650-850    750-850    290        110-120     90-93
+        httpx, 256 connections   630-780    800-810    100-105    55          48-49
+        httpx + AiohttpTransport 1490-1560  1600-2300  1720-2150  1650-1700  1010-1050
+        WhapiClient (this class) 1130-1200  1440-1500  1590-1640  1560-1650  1000-1010
 
-    (`/tmp/bench_transport.py`, reported in the hand-off note; httpx
-    default = `httpx.AsyncClient()` with its default limits, 100
-    connections; raising them to 256 made it slower still.)
+    (ideal at 256 in flight and 200 ms latency: 1,280 req/s). The client's
+    own overhead (semaphore, classification, logging filtered at INFO) is
+    visible only at 1-8 in flight.
 
     Options (keyword-only):
       timeout          float (all phases) or httpx.Timeout(connect, read, write, pool)
@@ -171,8 +173,11 @@ class WhapiClient:
         """Send one message; every outcome is a classified `SendResult`.
 
         `result.extra["attempts"]` says how many HTTP attempts were made
-        (more than 1 only after connect failures).
+        (more than 1 only after connect failures). Raises RuntimeError
+        only when called after `aclose()` (a programming error).
         """
+        if self._closed:
+            raise RuntimeError("WhapiClient.send() called after aclose()")
         path = ENDPOINTS.get(message.message_type)
         if path is None:
             return self._done(
@@ -220,9 +225,7 @@ class WhapiClient:
             except Exception as exc:  # classified, never raised: see module doc
                 result = classify_exception(exc)
             else:
-                result = classify_response(
-                    response.status_code, response.content, response.headers
-                )
+                result = classify_response(response.status_code, response.content, response.headers)
         return self._done(message, result, attempts=attempts, started=started)
 
     def _retrying(self) -> AsyncRetrying:
