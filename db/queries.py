@@ -68,7 +68,8 @@ contact_ids AS (
 ),
 new_chats AS (
     INSERT INTO chats (workspace_id, channel_id, wa_chat_id, contact_id)
-    SELECT DISTINCT ON (f.channel_id, f.wa_chat_id) f.workspace_id, f.channel_id, f.wa_chat_id, ci.id
+    SELECT DISTINCT ON (f.channel_id, f.wa_chat_id)
+           f.workspace_id, f.channel_id, f.wa_chat_id, ci.id
     FROM fresh f
     JOIN contact_ids ci ON ci.workspace_id = f.workspace_id AND ci.phone = f.phone
     ON CONFLICT (channel_id, wa_chat_id) DO NOTHING
@@ -258,7 +259,8 @@ chat AS (
         updated_at = now()
     FROM (
         SELECT DISTINCT ON (chat_id) chat_id,
-               COALESCE(payload->>'body', payload->>'caption', '[' || message_type || ']') AS preview
+               COALESCE(payload->>'body', payload->>'caption',
+                        '[' || message_type || ']') AS preview
         FROM done
         WHERE status = 'sent'
         ORDER BY chat_id, id DESC

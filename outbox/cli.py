@@ -244,7 +244,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(status.as_dict(), indent=2))
         return EXIT_OK
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for c in status.channels:
         state = c.status
         if c.paused_until is not None:

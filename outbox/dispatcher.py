@@ -207,10 +207,12 @@ class Dispatcher:
                 if remaining <= 0:
                     if self._outstanding == 0:
                         break
-                    await self._wait(stop, self._progress, timeout=cfg.poll_interval_seconds)
+                    await self._wait(stop, self._progress,
+                                     seconds=cfg.poll_interval_seconds)
                     continue
                 if free < refill and self._outstanding > 0 and free < remaining:
-                    await self._wait(stop, self._progress, timeout=cfg.poll_interval_seconds)
+                    await self._wait(stop, self._progress,
+                                     seconds=cfg.poll_interval_seconds)
                     continue
                 budget = int(min(free, remaining))
                 self._wake.clear()
@@ -225,7 +227,7 @@ class Dispatcher:
                 # Nothing claimable: wait for a completion (it may unblock a
                 # chat), a NOTIFY, or the poll interval.
                 await self._wait(stop, self._progress, self._wake,
-                                 timeout=cfg.poll_interval_seconds)
+                                 seconds=cfg.poll_interval_seconds)
         finally:
             self._stopping = True
             await self._finish_in_flight()
@@ -239,10 +241,10 @@ class Dispatcher:
             self.summary.seconds += time.monotonic() - started
         return self.summary
 
-    async def _wait(self, stop: asyncio.Event, *events: asyncio.Event, timeout: float) -> None:
+    async def _wait(self, stop: asyncio.Event, *events: asyncio.Event, seconds: float) -> None:
         waiters = [asyncio.create_task(e.wait()) for e in (stop, *events)]
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in waiters:
                 w.cancel()
@@ -340,9 +342,9 @@ class Dispatcher:
 
     def _record(self, row: ClaimedRow, decision: Decision) -> None:
         self._pending.append((row, decision))
-        if len(self._pending) >= FLUSH_MAX_ROWS or self._stopping:
-            self._pending_ready.set()
-        elif len(self._pending) == 1:
+        # Wake the flusher on the first decision (it then waits a moment to
+        # gather more), on a full batch, and promptly while stopping.
+        if len(self._pending) in (1, FLUSH_MAX_ROWS) or self._stopping:
             self._pending_ready.set()
 
     # --- complete --------------------------------------------------------------
@@ -463,7 +465,7 @@ class Dispatcher:
         if not self._tasks:
             return
         grace = min(SHUTDOWN_GRACE_SECONDS, self.config.lease_seconds * 0.8)
-        done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
         if pending:
             log.warning("shutdown_left_in_flight", rows=len(pending),
                         hint="their lease will expire and the rescuer requeues them")

@@ -12,7 +12,9 @@ from tqdm import tqdm
 from outbox.dispatcher import ClaimedRow, Observer
 from outbox.outcomes import Decision, Kind
 
-DUE_COUNT = "SELECT count(*) FROM outbox_messages WHERE status = 'queued' AND next_attempt_at <= now()"
+DUE_COUNT = (
+    "SELECT count(*) FROM outbox_messages WHERE status = 'queued' AND next_attempt_at <= now()"
+)
 
 
 async def due_count(engine: AsyncEngine) -> int:

@@ -27,7 +27,7 @@ TEST_KEY = "test-encryption-key-not-secret-" + "x" * 16
 async def run_dispatcher(
     database_url: str,
     *,
-    timeout: float = 5.0,
+    http_timeout: float = 5.0,
     limit: int | None = None,
     max_seconds: float | None = 60.0,
     **config: object,
@@ -35,7 +35,7 @@ async def run_dispatcher(
     from db.engine import make_async_engine
 
     engine = make_async_engine(database_url, pool_size=4)
-    client = WhapiClient(timeout=timeout, connect_attempts=2, connect_retry_wait=0.01)
+    client = WhapiClient(timeout=http_timeout, connect_attempts=2, connect_retry_wait=0.01)
     try:
         creds = CredentialCache(engine, default_base_url="http://127.0.0.1:9", keys=[TEST_KEY])
         cfg = DispatcherConfig(**config)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
@@ -104,7 +105,7 @@ async def test_timeout_is_transient_and_counted_ambiguous(make_channel, clean_db
     channel = make_channel(base_url=sim_url)
     enqueue_spread(clean_db, [channel], messages=2, chats=2)
     sim.set_faults(hang=True)
-    summary = await run_dispatcher(database_url, timeout=0.5)
+    summary = await run_dispatcher(database_url, http_timeout=0.5)
     assert summary.retried == 2 and summary.ambiguous == 2
     assert outbox_counts(clean_db) == {"queued": 2}
 
@@ -127,7 +128,8 @@ async def test_rate_limit_pauses_channel_without_spending_attempts(
     with clean_db.connect() as conn:
         ch = conn.execute(text(
             "SELECT paused_until, pause_reason, rate_limit_strikes, "
-            "EXTRACT(EPOCH FROM paused_until - now())::float8 AS left FROM channels WHERE id = :id"),
+            "EXTRACT(EPOCH FROM paused_until - now())::float8 AS left "
+            "FROM channels WHERE id = :id"),
             {"id": limited}).one()
         rows = conn.execute(text(
             "SELECT status, attempts FROM outbox_messages WHERE channel_id = :id"),
@@ -144,7 +146,7 @@ async def test_rate_limit_pauses_channel_without_spending_attempts(
 
     # After the pause, the rows go out and the strikes reset.
     pause_end = time.time() + ch.left
-    time.sleep(max(0.0, ch.left) + 0.2)
+    await asyncio.sleep(max(0.0, ch.left) + 0.2)
     after = await run_dispatcher(database_url)
     assert after.sent == 20
     limited_records = [r for r in sim.sent() if r.token == tokens[limited]]
@@ -166,7 +168,8 @@ async def test_rate_limit_pause_escalates_without_retry_after(
         await run_dispatcher(database_url, rate_limit_pause_seconds=10)
         with clean_db.begin() as conn:
             pauses.append(conn.execute(text(
-                "SELECT EXTRACT(EPOCH FROM paused_until - now())::float8 FROM channels")).scalar_one())
+                "SELECT EXTRACT(EPOCH FROM paused_until - now())::float8 FROM channels")
+            ).scalar_one())
             conn.execute(text("UPDATE channels SET paused_until = now()"))
     assert 8 < pauses[0] <= 10 and 18 < pauses[1] <= 20 and 38 < pauses[2] <= 40
 
@@ -222,7 +225,7 @@ async def test_lease_guard_late_completion_loses_to_rescue(make_channel, clean_d
     with clean_db.begin() as conn:
         conn.execute(text(queries.CLAIM), {"per_channel": 1, "batch_size": 1,
                                            "claim_token": old, "lease_seconds": 0.01})
-    time.sleep(0.05)
+    await asyncio.sleep(0.05)
     with clean_db.begin() as conn:
         assert conn.execute(text(queries.RESCUE_EXPIRED), {"limit": 10}).one().requeued == 1
     with clean_db.begin() as conn:

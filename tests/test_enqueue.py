@@ -216,7 +216,8 @@ def test_enqueue_many_in_order_with_duplicates_in_batch(session: Session, make_c
     assert results[3].message_id == results[4].message_id
     with clean_db.connect() as conn:
         rows = conn.execute(text(
-            "SELECT m.body, o.payload FROM outbox_messages o JOIN messages m ON m.id = o.message_id "
+            "SELECT m.body, o.payload FROM outbox_messages o "
+            "JOIN messages m ON m.id = o.message_id "
             "ORDER BY o.id")).all()
     assert [r.body for r in rows] == ["1", "2", "invoice", "3"]
     assert rows[2].payload == {"media": "https://x.test/f.pdf", "caption": "invoice",

@@ -1,0 +1,329 @@
+"""The HTTP service's statements, as SQL, in one place (like db/queries.py).
+
+Webhook statuses and inbound messages, the early-status backlog, API keys,
+the message detail the API returns, chats, and what `/metrics` reads at
+scrape time. Parameters are named (`:name`) and always bound. Statements that
+take a batch take arrays, so one round trip handles the whole batch.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------
+# STATUSES: move messages forward, never back.
+#
+# The order is a parameter (:ranks, outbox.webhooks.STATUS_ORDER):
+#     pending < sent < delivered < read < played < deleted < failed
+# A status applies only if it ranks above the message's current one, so the
+# result is the furthest status whatever order webhooks arrive in, repeats
+# and replays change nothing, and a late `delivered` after `read` is a
+# no-op. The comparison is in the UPDATE's WHERE: under concurrent webhooks
+# PostgreSQL re-checks it against the latest row version (no read-modify-
+# write race).
+#
+# Several statuses for one message in one batch collapse to the furthest
+# (an UPDATE ... FROM must match each row once); the earliest delivery and
+# read times in the batch become delivered_at and read_at.
+#
+# Ids no message carries yet go to the backlog: Whapi may report `sent`
+# before the dispatcher has recorded the id the send returned.
+# --------------------------------------------------------------------------
+APPLY_STATUSES = """
+WITH incoming AS (
+    SELECT DISTINCT t.wa_message_id, t.status, t.status_at,
+           array_position(CAST(:ranks AS text[]), t.status) AS rank
+    FROM unnest(CAST(:wa_message_ids AS text[]), CAST(:statuses AS text[]),
+                CAST(:status_ats AS timestamptz[])) AS t(wa_message_id, status, status_at)
+),
+furthest AS (
+    SELECT wa_message_id,
+           (array_agg(status ORDER BY rank DESC))[1] AS status,
+           max(rank) AS rank,
+           min(status_at) FILTER (WHERE status IN ('delivered', 'read', 'played')) AS delivered_at,
+           min(status_at) FILTER (WHERE status IN ('read', 'played')) AS read_at
+    FROM incoming
+    GROUP BY wa_message_id
+),
+applied AS (
+    UPDATE messages m
+    SET status = f.status,
+        delivered_at = CASE WHEN f.status IN ('delivered', 'read', 'played')
+                            THEN COALESCE(m.delivered_at, f.delivered_at, now())
+                            ELSE m.delivered_at END,
+        read_at = CASE WHEN f.status IN ('read', 'played')
+                       THEN COALESCE(m.read_at, f.read_at, now())
+                       ELSE m.read_at END,
+        updated_at = now()
+    FROM furthest f
+    WHERE m.channel_id = CAST(:channel_id AS uuid)
+      AND m.wa_message_id = f.wa_message_id
+      AND f.rank > array_position(CAST(:ranks AS text[]), m.status)
+    RETURNING m.id
+),
+known AS (
+    SELECT f.wa_message_id
+    FROM furthest f
+    WHERE EXISTS (SELECT 1 FROM messages m
+                  WHERE m.channel_id = CAST(:channel_id AS uuid)
+                    AND m.wa_message_id = f.wa_message_id)
+),
+backlogged AS (
+    INSERT INTO webhook_status_backlog (channel_id, wa_message_id, status, status_at)
+    SELECT CAST(:channel_id AS uuid), i.wa_message_id, i.status, i.status_at
+    FROM incoming i
+    WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.wa_message_id = i.wa_message_id)
+    ON CONFLICT (channel_id, wa_message_id, status) DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM applied) AS applied,
+       (SELECT count(*) FROM known) AS known,
+       (SELECT count(*) FROM backlogged) AS backlogged
+"""
+
+# The backlog's statuses whose message now carries the id: take them (a
+# batch, SKIP LOCKED so concurrent callers split the work) and apply them
+# with the same forward-only rule as APPLY_STATUSES.
+APPLY_STATUS_BACKLOG = """
+WITH ready AS (
+    SELECT b.id
+    FROM webhook_status_backlog b
+    JOIN messages m ON m.channel_id = b.channel_id AND m.wa_message_id = b.wa_message_id
+    WHERE CAST(:channel_id AS uuid) IS NULL OR b.channel_id = CAST(:channel_id AS uuid)
+    ORDER BY b.id
+    LIMIT :limit
+    FOR UPDATE OF b SKIP LOCKED
+),
+taken AS (
+    DELETE FROM webhook_status_backlog b
+    USING ready r
+    WHERE b.id = r.id
+    RETURNING b.channel_id, b.wa_message_id, b.status, b.status_at,
+              array_position(CAST(:ranks AS text[]), b.status) AS rank
+),
+furthest AS (
+    SELECT channel_id, wa_message_id,
+           (array_agg(status ORDER BY rank DESC))[1] AS status,
+           max(rank) AS rank,
+           min(status_at) FILTER (WHERE status IN ('delivered', 'read', 'played')) AS delivered_at,
+           min(status_at) FILTER (WHERE status IN ('read', 'played')) AS read_at
+    FROM taken
+    GROUP BY channel_id, wa_message_id
+),
+applied AS (
+    UPDATE messages m
+    SET status = f.status,
+        delivered_at = CASE WHEN f.status IN ('delivered', 'read', 'played')
+                            THEN COALESCE(m.delivered_at, f.delivered_at, now())
+                            ELSE m.delivered_at END,
+        read_at = CASE WHEN f.status IN ('read', 'played')
+                       THEN COALESCE(m.read_at, f.read_at, now())
+                       ELSE m.read_at END,
+        updated_at = now()
+    FROM furthest f
+    WHERE m.channel_id = f.channel_id
+      AND m.wa_message_id = f.wa_message_id
+      AND f.rank > array_position(CAST(:ranks AS text[]), m.status)
+    RETURNING m.id
+)
+SELECT (SELECT count(*) FROM taken) AS taken,
+       (SELECT count(*) FROM applied) AS applied
+"""
+
+# Statuses whose id never showed up (a send we never recorded: a duplicate
+# after an ambiguous timeout, or a message sent from the phone).
+EXPIRE_STATUS_BACKLOG = """
+DELETE FROM webhook_status_backlog
+WHERE id IN (
+    SELECT id FROM webhook_status_backlog
+    WHERE received_at < now() - make_interval(secs => :older_than_seconds)
+    ORDER BY received_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+STATUS_BACKLOG_SIZE = "SELECT count(*) FROM webhook_status_backlog"
+
+# --------------------------------------------------------------------------
+# INBOUND MESSAGES
+# --------------------------------------------------------------------------
+
+CHANNEL_FOR_WEBHOOK = """
+SELECT id, workspace_id, webhook_secret
+FROM channels
+WHERE id = CAST(:channel_id AS uuid)
+"""
+
+# Get-or-create in two statements: INSERT ... DO NOTHING, then SELECT. The
+# SELECT is a new statement, so its snapshot sees a row a concurrent
+# transaction committed (the one that made the INSERT skip).
+INSERT_CONTACT = """
+INSERT INTO contacts (workspace_id, phone, name, is_group)
+VALUES (:workspace_id, :phone, :name, :is_group)
+ON CONFLICT (workspace_id, phone) DO NOTHING
+RETURNING id
+"""
+
+SELECT_CONTACT = """
+SELECT id FROM contacts WHERE workspace_id = :workspace_id AND phone = :phone
+"""
+
+INSERT_CHAT = """
+INSERT INTO chats (workspace_id, channel_id, wa_chat_id, contact_id)
+VALUES (:workspace_id, CAST(:channel_id AS uuid), :wa_chat_id, CAST(:contact_id AS uuid))
+ON CONFLICT (channel_id, wa_chat_id) DO NOTHING
+RETURNING id
+"""
+
+SELECT_CHAT = """
+SELECT id FROM chats WHERE channel_id = CAST(:channel_id AS uuid) AND wa_chat_id = :wa_chat_id
+"""
+
+# One statement, so the chat is bumped if and only if the message is new:
+# a replayed webhook conflicts on (channel_id, wa_message_id) and does
+# nothing at all. A concurrent duplicate waits for the first insert's
+# commit, then conflicts. The chat's last message moves only forward in
+# time (webhooks can arrive out of order); a new message reopens an
+# archived chat.
+INSERT_INBOUND_MESSAGE = """
+WITH new_message AS (
+    INSERT INTO messages (workspace_id, channel_id, chat_id, direction, type, body, payload,
+                          status, wa_message_id, sent_at, delivered_at)
+    VALUES (:workspace_id, CAST(:channel_id AS uuid), CAST(:chat_id AS uuid), 'inbound', :type,
+            :body, CAST(:payload AS jsonb), 'delivered', :wa_message_id,
+            COALESCE(CAST(:sent_at AS timestamptz), now()), now())
+    ON CONFLICT (channel_id, wa_message_id) DO NOTHING
+    RETURNING id, chat_id, sent_at
+),
+bumped AS (
+    UPDATE chats c
+    SET unread_count = c.unread_count + 1,
+        status = 'active',
+        last_message_preview = CASE WHEN c.last_message_at IS NULL OR n.sent_at >= c.last_message_at
+                                    THEN left(:preview, 100)
+                                    ELSE c.last_message_preview END,
+        last_message_at = GREATEST(c.last_message_at, n.sent_at),
+        updated_at = now()
+    FROM new_message n
+    WHERE c.id = n.chat_id
+    RETURNING c.id, c.status
+)
+SELECT (SELECT id FROM new_message) AS message_id,
+       (SELECT count(*) FROM bumped) AS chats_bumped
+"""
+
+# --------------------------------------------------------------------------
+# API KEYS: only a hash is stored; the prefix (not secret) finds the row.
+# --------------------------------------------------------------------------
+INSERT_API_KEY = """
+INSERT INTO api_keys (workspace_id, name, prefix, key_hash)
+VALUES (:workspace_id, :name, :prefix, :key_hash)
+RETURNING id, created_at
+"""
+
+API_KEY_BY_PREFIX = """
+SELECT id, workspace_id, key_hash
+FROM api_keys
+WHERE prefix = :prefix AND revoked_at IS NULL
+"""
+
+LIST_API_KEYS = """
+SELECT id, workspace_id, name, prefix, created_at, revoked_at
+FROM api_keys
+WHERE CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text)
+ORDER BY created_at, id
+"""
+
+REVOKE_API_KEY = """
+UPDATE api_keys SET revoked_at = now()
+WHERE id = CAST(:id AS uuid) AND revoked_at IS NULL
+RETURNING id
+"""
+
+# --------------------------------------------------------------------------
+# MESSAGE DETAIL (GET /v1/messages/{id}): the permanent record, plus the
+# outbox row while it exists (sent rows are pruned after a while).
+# --------------------------------------------------------------------------
+MESSAGE_DETAIL = """
+SELECT m.id, m.channel_id, m.chat_id, c.wa_chat_id, m.direction, m.type, m.status,
+       m.wa_message_id, m.error, m.idempotency_key, m.created_at, m.updated_at,
+       m.sent_at, m.delivered_at, m.read_at,
+       o.id AS outbox_id, o.status AS outbox_status, o.attempts, o.max_attempts,
+       o.last_error, o.next_attempt_at, o.priority
+FROM messages m
+JOIN chats c ON c.id = m.chat_id
+LEFT JOIN outbox_messages o ON o.message_id = m.id
+WHERE m.id = CAST(:message_id AS uuid)
+  AND m.workspace_id = :workspace_id
+"""
+
+# --------------------------------------------------------------------------
+# CHATS: newest first, keyset-paginated on (last_message_at, id). Chats
+# with no message yet (NULL) come last.
+# --------------------------------------------------------------------------
+LIST_CHATS = """
+SELECT c.id, c.channel_id, c.wa_chat_id, ct.phone, ct.name, c.last_message_at,
+       c.last_message_preview, c.unread_count, c.status, c.created_at
+FROM chats c
+JOIN contacts ct ON ct.id = c.contact_id
+WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))
+  AND (CAST(:channel_id AS uuid) IS NULL OR c.channel_id = CAST(:channel_id AS uuid))
+  AND c.status = CAST(:status AS text)
+  AND (NOT CAST(:unread_only AS bool) OR c.unread_count > 0)
+  AND (NOT CAST(:has_cursor AS bool) OR (
+        CASE WHEN CAST(:cursor_at AS timestamptz) IS NULL
+             THEN c.last_message_at IS NULL AND c.id < CAST(:cursor_id AS uuid)
+             ELSE c.last_message_at < CAST(:cursor_at AS timestamptz)
+                  OR (c.last_message_at = CAST(:cursor_at AS timestamptz)
+                      AND c.id < CAST(:cursor_id AS uuid))
+                  OR c.last_message_at IS NULL
+        END))
+ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC
+LIMIT :limit
+"""
+
+SET_CHAT_STATUS = """
+UPDATE chats
+SET status = CAST(:status AS text), updated_at = now()
+WHERE id = CAST(:chat_id AS uuid)
+  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+RETURNING id, status, unread_count
+"""
+
+# Unread back to 0; the chat's inbound messages count as read from now.
+MARK_CHAT_READ = """
+WITH chat AS (
+    UPDATE chats
+    SET unread_count = 0, updated_at = now()
+    WHERE id = CAST(:chat_id AS uuid)
+      AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+    RETURNING id, status
+),
+read_messages AS (
+    UPDATE messages m
+    SET status = 'read', read_at = now(), updated_at = now()
+    FROM chat
+    WHERE m.chat_id = chat.id AND m.direction = 'inbound' AND m.status = 'delivered'
+    RETURNING m.id
+)
+SELECT (SELECT id FROM chat) AS chat_id,
+       (SELECT status FROM chat) AS status,
+       (SELECT count(*) FROM read_messages) AS messages_read
+"""
+
+# --------------------------------------------------------------------------
+# METRICS at scrape time. Only statuses with a partial index are counted
+# (queued, sending, failed): `sent` rows are many and pruned anyway.
+# --------------------------------------------------------------------------
+METRICS_QUEUE_DEPTH = """
+SELECT channel_id, status, count(*) AS n
+FROM outbox_messages
+WHERE status IN ('queued', 'sending', 'failed')
+GROUP BY channel_id, status
+"""
+
+METRICS_OLDEST_DUE = """
+SELECT channel_id, EXTRACT(EPOCH FROM now() - min(next_attempt_at))::float8 AS seconds
+FROM outbox_messages
+WHERE status = 'queued' AND next_attempt_at <= now()
+GROUP BY channel_id
+"""
