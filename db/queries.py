@@ -299,6 +299,19 @@ WHERE id = :channel_id
 RETURNING paused_until, rate_limit_strikes
 """
 
+# The circuit breaker: too many consecutive transient failures on a channel
+# (the provider is down for it) pause it briefly, instead of every queued
+# row spending its attempts against a wall. Never shortens a longer pause.
+PAUSE_CHANNEL_FOR = """
+UPDATE channels
+SET paused_until = GREATEST(COALESCE(paused_until, now()),
+                            now() + make_interval(secs => CAST(:seconds AS float8))),
+    pause_reason = :reason,
+    updated_at = now()
+WHERE id = :channel_id AND status <> 'disabled'
+RETURNING paused_until
+"""
+
 # 401/402 pause until a human resumes the channel; 404 disables it.
 CHANNEL_PROBLEM = """
 UPDATE channels

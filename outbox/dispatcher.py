@@ -44,7 +44,7 @@ from db import queries
 from outbox.backoff import RetryPolicy
 from outbox.credentials import CredentialCache, Credentials, Unusable
 from outbox.outcomes import ChannelAction, Decision, Kind, decide, release
-from providers.base import OutgoingMessage, Provider
+from providers.base import Outcome, OutgoingMessage, Provider
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +67,8 @@ class DispatcherConfig:
     rate_limit_pause_seconds: float = 30.0
     rate_limit_pause_cap_seconds: float = 900.0
     flush_interval_seconds: float = FLUSH_INTERVAL_SECONDS
+    circuit_breaker_failures: int = 20  # 0: off
+    circuit_breaker_pause_seconds: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> DispatcherConfig:
@@ -80,6 +82,8 @@ class DispatcherConfig:
             retry=RetryPolicy(settings.backoff_base_seconds, settings.backoff_cap_seconds),
             rate_limit_pause_seconds=settings.rate_limit_pause_seconds,
             rate_limit_pause_cap_seconds=settings.rate_limit_pause_cap_seconds,
+            circuit_breaker_failures=settings.circuit_breaker_failures,
+            circuit_breaker_pause_seconds=settings.circuit_breaker_pause_seconds,
         )
 
 
@@ -163,6 +167,8 @@ class Dispatcher:
         self._wake = asyncio.Event()  # NOTIFY or an operator asks us to look now
         self._channel_sems: dict[uuid.UUID, asyncio.Semaphore] = {}
         self._paused_until: dict[uuid.UUID, float] = {}  # monotonic, local view
+        self._transient_streak: Counter[uuid.UUID] = Counter()  # for the circuit breaker
+        self._breaker_trips: set[uuid.UUID] = set()  # to write on the next flush
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._db_failures = 0
@@ -314,6 +320,7 @@ class Dispatcher:
             )
             decision = decide(attempts=row.attempts, max_attempts=row.max_attempts,
                               result=result, policy=self.config.retry, rng=self._rng)
+            self._watch_circuit(row.channel_id, result.outcome)
             if decision.channel_action is not ChannelAction.NONE:
                 # Stop this channel's other claimed rows right now; the flush
                 # makes it a fact in the database for every worker.
@@ -323,6 +330,19 @@ class Dispatcher:
                     pause = self.config.lease_seconds
                 self._pause_locally(row.channel_id, pause)
         self._record(row, decision)
+
+    def _watch_circuit(self, channel_id: uuid.UUID, outcome: Outcome) -> None:
+        """Count consecutive transient failures per channel; trip at the threshold."""
+        threshold = self.config.circuit_breaker_failures
+        if outcome is Outcome.TRANSIENT:
+            self._transient_streak[channel_id] += 1
+            if threshold and self._transient_streak[channel_id] >= threshold:
+                self._transient_streak[channel_id] = 0
+                self._breaker_trips.add(channel_id)
+                self._pause_locally(channel_id, self.config.circuit_breaker_pause_seconds)
+        elif outcome is not Outcome.RATE_LIMITED:
+            # Any answer that isn't a transient failure shows the channel is reachable.
+            self._transient_streak.pop(channel_id, None)
 
     def _locally_paused(self, channel_id: uuid.UUID) -> bool:
         until = self._paused_until.get(channel_id)
@@ -397,8 +417,33 @@ class Dispatcher:
                                                 else max(prev, d.retry_after or 0.0))
             elif d.channel_action is not ChannelAction.NONE:
                 problems[row.channel_id] = d
+        trips, self._breaker_trips = self._breaker_trips, set()
+        try:
+            done = await self._write_completion(params, trips, rate_limited, problems)
+        except BaseException:
+            self._breaker_trips |= trips  # written by the retry
+            raise
+        self._account(batch, done, trips, rate_limited, problems)
+
+    async def _write_completion(
+        self,
+        params: dict[str, Any],
+        trips: set[uuid.UUID],
+        rate_limited: dict[uuid.UUID, float | None],
+        problems: dict[uuid.UUID, Decision],
+    ) -> Any:
+        """One transaction: the batch's rows, then any channel pauses."""
         async with self._engine.begin() as conn:
             done = (await conn.execute(text(queries.COMPLETE), params)).one()
+            for channel_id in trips:
+                await conn.execute(text(queries.PAUSE_CHANNEL_FOR), {
+                    "channel_id": channel_id,
+                    "seconds": self.config.circuit_breaker_pause_seconds,
+                    "reason": f"circuit open: {self.config.circuit_breaker_failures} "
+                              "consecutive transient failures",
+                })
+                log.warning("channel_circuit_open", channel_id=str(channel_id),
+                            pause_seconds=self.config.circuit_breaker_pause_seconds)
             for channel_id, retry_after in rate_limited.items():
                 paused = (await conn.execute(text(queries.PAUSE_RATE_LIMITED), {
                     "channel_id": channel_id, "retry_after": retry_after,
@@ -419,6 +464,16 @@ class Dispatcher:
                 self._credentials.forget(channel_id)
                 log.error("channel_disabled" if disable else "channel_paused",
                           channel_id=str(channel_id), reason=d.error)
+        return done
+
+    def _account(
+        self,
+        batch: list[tuple[ClaimedRow, Decision]],
+        done: Any,
+        trips: set[uuid.UUID],
+        rate_limited: dict[uuid.UUID, float | None],
+        problems: dict[uuid.UUID, Decision],
+    ) -> None:
         stale = len(batch) - int(done.completed)
         s = self.summary
         s.stale += stale
@@ -436,6 +491,7 @@ class Dispatcher:
             for observer in self._observers:
                 observer(row, d)
         s.paused_channels.update(rate_limited)
+        s.paused_channels.update(trips)
         for channel_id, d in problems.items():
             (s.disabled_channels if d.channel_action is ChannelAction.DISABLE
              else s.paused_channels).add(channel_id)

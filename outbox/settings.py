@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     )
     rate_limit_pause_cap_seconds: float = Field(default=900.0, gt=0)
     prune_sent_after_seconds: float = Field(default=86400.0, ge=0)
+    circuit_breaker_failures: int = Field(
+        default=20, ge=0, description="Consecutive transient failures that pause a channel "
+        "(0 turns the breaker off)."
+    )
+    circuit_breaker_pause_seconds: float = Field(default=30.0, gt=0)
 
     log_level: str = Field(default="INFO")
 
@@ -94,6 +99,20 @@ class Settings(BaseSettings):
                 "OUTBOX_ENCRYPTION_KEY is not set: channel tokens can't be encrypted or read"
             )
         return self.encryption_key.get_secret_value()
+
+    # --- HTTP service (outbox serve) ------------------------------------------
+    http_host: str = Field(default="127.0.0.1", description="Where `outbox serve` listens.")
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL Whapi reaches this service at (for channel webhook-info).",
+    )
+    cron_secret: SecretStr | None = Field(
+        default=None, description="Bearer secret for POST /v1/cron/dispatch; unset: disabled."
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="The daemon serves /metrics here when set."
+    )
 
 
 def load_settings() -> Settings:
