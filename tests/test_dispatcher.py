@@ -99,6 +99,23 @@ async def test_transient_errors_follow_backoff_then_dead_letter(
         assert conn.execute(text("SELECT DISTINCT status FROM messages")).scalars().all() == [
             "failed"]
 
+    # Dead letters show in status; retry requeues them with fresh attempts.
+    from sqlalchemy.orm import Session
+
+    from outbox.status import queue_status, retry_failed
+
+    with Session(clean_db) as s:
+        status = queue_status(s)
+        assert status.totals()["failed"] == 3 and len(status.dead_letters) == 3
+        assert "gave up after 5 attempts" in status.dead_letters[0]["error"]
+        assert retry_failed(s, channel_id=channel) == 3
+        s.commit()
+    sim.clear_faults()
+    assert (await run_dispatcher(database_url)).sent == 3
+    with clean_db.connect() as conn:
+        assert conn.execute(text("SELECT DISTINCT status FROM messages")).scalars().all() == [
+            "sent"]
+
 
 async def test_timeout_is_transient_and_counted_ambiguous(make_channel, clean_db: Engine,
                                                           database_url: str, sim, sim_url):
