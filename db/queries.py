@@ -145,8 +145,12 @@ WHERE id = ANY(CAST(:channel_ids AS uuid[]))
 # * Per channel, at most :per_channel rows (LATERAL + LIMIT): a channel with
 #   a million queued rows gets the same share of a batch as one with ten.
 # * Head-of-line per chat: a row waits while an earlier row of its chat is
-#   sending, waiting for a retry (attempts > 0), or due no later than it.
-#   Rows of other chats pass freely.
+#   sending, waiting for a retry (attempts > 0), or due now. Rows of other
+#   chats pass freely, and so does a row whose predecessor is scheduled for
+#   later (send_at).
+# * The UPDATE takes ids through = ANY(ARRAY(...)): primary-key lookups
+#   whatever the planner thinks of the candidate count (a join could turn
+#   into a sequential scan of the whole table).
 # * SKIP LOCKED: concurrent workers never block on each other's candidates.
 #   A skipped (locked) row is still 'queued' in our snapshot, so the
 #   head-of-line test also holds back the rows behind it.
@@ -176,8 +180,7 @@ candidates AS MATERIALIZED (
               WHERE e.chat_id = o.chat_id
                 AND e.id < o.id
                 AND e.status IN ('queued', 'sending')
-                AND (e.status = 'sending' OR e.attempts > 0
-                     OR e.next_attempt_at <= o.next_attempt_at)
+                AND (e.status = 'sending' OR e.attempts > 0 OR e.next_attempt_at <= now())
           )
         ORDER BY o.priority DESC, o.next_attempt_at, o.id
         LIMIT :per_channel
@@ -191,8 +194,7 @@ SET status = 'sending',
     claim_token = :claim_token,
     locked_until = now() + make_interval(secs => :lease_seconds),
     updated_at = now()
-FROM candidates c
-WHERE o.id = c.id
+WHERE o.id = ANY(ARRAY(SELECT id FROM candidates))
 RETURNING o.id, o.message_id, o.channel_id, o.chat_id, o.recipient, o.message_type,
           o.payload, o.attempts, o.max_attempts
 """
@@ -228,7 +230,9 @@ done AS (
     UPDATE outbox_messages o
     SET status = d.status,
         attempts = o.attempts - d.refund,
-        next_attempt_at = CASE WHEN d.status = 'queued'
+        -- A retry waits its backoff; a released row (429, channel problem,
+        -- shutdown) keeps its time, and so its place in its chat's order.
+        next_attempt_at = CASE WHEN d.status = 'queued' AND d.refund = 0
                                THEN now() + make_interval(secs => d.delay_seconds)
                                ELSE o.next_attempt_at END,
         last_error = COALESCE(d.error, o.last_error),

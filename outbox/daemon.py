@@ -33,6 +33,7 @@ from outbox.dispatcher import Dispatcher, Observer, Summary
 from outbox.maintenance.pruner import PRUNE_INTERVAL_SECONDS, prune_sent
 from outbox.maintenance.rescuer import RESCUE_INTERVAL_SECONDS, rescue_expired
 from outbox.maintenance.unpauser import UNPAUSE_INTERVAL_SECONDS, unpause_expired
+from outbox.metrics import instrumented_dispatcher, start_metrics_server
 from outbox.runtime import Runtime, open_runtime
 from outbox.settings import Settings
 
@@ -50,7 +51,8 @@ class Daemon:
     def __init__(self, runtime: Runtime, *, observers: list[Observer] | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
-        self.dispatcher: Dispatcher = runtime.dispatcher(observers=observers)
+        # Timed sends and counted outcomes (outbox.metrics); cheap when nobody scrapes.
+        self.dispatcher: Dispatcher = instrumented_dispatcher(runtime, observers=observers)
         self.stop = asyncio.Event()
         self._tick_running = False
         self._tick_idle = asyncio.Event()
@@ -84,13 +86,16 @@ class Daemon:
         try:
             await self.stop.wait()
         finally:
-            self.scheduler.shutdown(wait=False)
+            # No new runs, but don't shut down yet: APScheduler's shutdown
+            # cancels running coroutine jobs, and the running tick must finish
+            # its graceful stop (release unsent rows, record the ones on the
+            # wire).
+            self.scheduler.pause()
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-            # The running tick sees `stop`, releases unsent rows and records
-            # the ones on the wire; wait for it.
             await self._tick_idle.wait()
+            self.scheduler.shutdown(wait=False)
         summary = self.dispatcher.summary
         log.info("daemon_stopped", **summary.as_dict())
         return summary
@@ -163,4 +168,6 @@ class Daemon:
 
 async def run_daemon(settings: Settings) -> Summary:
     async with open_runtime(settings) as runtime:
+        if settings.metrics_port:
+            start_metrics_server(settings.metrics_port, database_url=database_url(settings))
         return await Daemon(runtime).run()

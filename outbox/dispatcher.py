@@ -163,6 +163,7 @@ class Dispatcher:
         self._by_token: Counter[uuid.UUID] = Counter()  # outstanding rows per claim
         self._pending: list[tuple[ClaimedRow, Decision]] = []
         self._pending_ready = asyncio.Event()
+        self._flush_lock = asyncio.Lock()  # one flush at a time; shutdown waits for it
         self._progress = asyncio.Event()  # a flush committed: slots freed, chats unblocked
         self._wake = asyncio.Event()  # NOTIFY or an operator asks us to look now
         self._channel_sems: dict[uuid.UUID, asyncio.Semaphore] = {}
@@ -237,7 +238,9 @@ class Dispatcher:
         finally:
             self._stopping = True
             await self._finish_in_flight()
-            flusher.cancel()
+            # Never cancel a flush half-way: wait for the one in progress.
+            async with self._flush_lock:
+                flusher.cancel()
             heartbeat.cancel()
             reporter.cancel()
             for t in (flusher, heartbeat, reporter):
@@ -379,9 +382,14 @@ class Dispatcher:
             await self._flush_all()
 
     async def _flush_all(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:FLUSH_MAX_ROWS * 4], self._pending[
-                FLUSH_MAX_ROWS * 4:]
+        async with self._flush_lock:
+            while self._pending:
+                await self._flush_some()
+
+    async def _flush_some(self) -> None:
+        batch = self._pending[:FLUSH_MAX_ROWS * 4]
+        del self._pending[:len(batch)]
+        try:
             while True:
                 try:
                     await self._complete(batch)
@@ -390,13 +398,18 @@ class Dispatcher:
                     # Keep the decisions and try again: the rows stay ours
                     # while the heartbeat (or the lease) holds.
                     await self._database_trouble("complete", exc)
-            self._database_ok()
-            for row, _ in batch:
-                self._by_token[row.claim_token] -= 1
-                if self._by_token[row.claim_token] <= 0:
-                    del self._by_token[row.claim_token]
-            self._outstanding -= len(batch)
-            self._progress.set()
+        except BaseException:
+            # Cancelled (or worse) before the batch was recorded: put it back,
+            # so the final flush on the way out records it.
+            self._pending[:0] = batch
+            raise
+        self._database_ok()
+        for row, _ in batch:
+            self._by_token[row.claim_token] -= 1
+            if self._by_token[row.claim_token] <= 0:
+                del self._by_token[row.claim_token]
+        self._outstanding -= len(batch)
+        self._progress.set()
 
     async def _complete(self, batch: list[tuple[ClaimedRow, Decision]]) -> None:
         params = {

@@ -185,6 +185,8 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         pass
 
 
+_CHATTY_LIBRARIES = ("httpx", "httpcore", "apscheduler")
+
 def configure_logging(*, level: str = "INFO", json: bool | None = None) -> None:
     """Set up structlog and stdlib logging for this process.
 
@@ -233,6 +235,10 @@ def configure_logging(*, level: str = "INFO", json: bool | None = None) -> None:
         root.removeHandler(_handler)
     root.addHandler(handler)
     root.setLevel(numeric_level)
+    # Libraries that log per request or per scheduler tick at INFO: at the
+    # dispatcher's rates that is noise, and measurable CPU.
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
 
     structlog.configure(
         processors=[

@@ -233,7 +233,7 @@ def test_stdlib_logs_come_out_in_the_same_format(capsys: pytest.CaptureFixture[s
     configure_logging(json=True)
     register_secret(TOKEN)
     logging.getLogger("alembic.runtime.migration").info("Running upgrade %s -> %s", "a1", "b2")
-    logging.getLogger("httpx").info(
+    logging.getLogger("httpx").warning(
         "HTTP Request: POST https://gate.whapi.cloud/messages/text?token=%s", TOKEN
     )
     logging.getLogger("apscheduler").warning("extra", extra={"password": "p", "job": "tick"})
@@ -251,6 +251,18 @@ def test_stdlib_logs_come_out_in_the_same_format(capsys: pytest.CaptureFixture[s
     assert lines[2]["job"] == "tick"
     for line in lines:
         assert {"event", "level", "logger", "timestamp"} <= line.keys()
+
+
+def test_chatty_libraries_are_held_to_warnings(capsys: pytest.CaptureFixture[str]) -> None:
+    """httpx logs every request and APScheduler every tick at INFO: noise (and
+    CPU) at the dispatcher's rates."""
+    configure_logging(json=True, level="DEBUG")
+    logging.getLogger("httpx").info("HTTP Request: POST ...")
+    logging.getLogger("apscheduler.executors.default").info("Running job ...")
+    logging.getLogger("apscheduler").warning("kept")
+    structlog.get_logger("outbox").debug("ours")
+    lines = json_lines(capsys.readouterr().err)
+    assert [line["event"] for line in lines] == ["kept", "ours"]
 
 
 def test_exceptions_are_rendered_scrubbed_and_without_locals(
