@@ -1,0 +1,48 @@
+"""GET /healthz (the process answers), GET /readyz (database reachable and
+migrated to head), GET /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from alembic.runtime.migration import MigrationContext
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from outbox import metrics
+from outbox.api.context import AppContext, context
+from outbox.migrate import head_revision
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    ready, body = await run_in_threadpool(_readiness, context(request))
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics(request: Request) -> Response:
+    data = await run_in_threadpool(metrics.render, context(request).engine)
+    return Response(data, media_type=metrics.CONTENT_TYPE)
+
+
+def _readiness(ctx: AppContext) -> tuple[bool, dict[str, object]]:
+    head = head_revision()
+    try:
+        with ctx.engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except Exception as exc:
+        return False, {"status": "unavailable",
+                       "reason": f"database unreachable ({type(exc).__name__})"}
+    if current != head:
+        return False, {"status": "unavailable",
+                       "reason": f"migrations not at head (database: {current or 'empty'}, "
+                                 f"code: {head}): run outbox db upgrade",
+                       "revision": current, "head": head}
+    return True, {"status": "ready", "revision": current}

@@ -1,0 +1,128 @@
+"""API keys: one workspace per key, shown once, stored as a hash.
+
+A key reads `wo_<prefix>_<secret>`. The prefix (12 hex characters, not
+secret) finds the row; the SHA-256 of the whole key is compared with the
+stored one in constant time. The secret has 256 bits of entropy, so a plain
+(fast) hash is enough: there is nothing to brute-force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from db import webhook_queries as q
+from outbox.errors import InvalidInput, NotFound, OutboxError
+
+KEY_SCHEME = "wo"
+PREFIX_BYTES = 6  # 12 hex characters: finds the row, reveals nothing
+SECRET_BYTES = 32
+MAX_NAME_LENGTH = 200
+# Compared against when the prefix is unknown, so a miss costs the same.
+_DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+
+
+class Unauthorized(OutboxError):
+    """Missing, malformed, unknown or revoked credentials (HTTP 401)."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+@dataclass(frozen=True, slots=True)
+class NewApiKey:
+    id: uuid.UUID
+    workspace_id: str
+    prefix: str
+    key: str  # shown once, never stored
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    id: uuid.UUID
+    workspace_id: str
+    name: str | None
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the workspace every API query is filtered by."""
+
+    api_key_id: uuid.UUID
+    workspace_id: str
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_api_key(session: Session, *, workspace_id: str, name: str | None = None) -> NewApiKey:
+    """Add a key to the caller's transaction; the returned `key` is the only copy."""
+    workspace_id = (workspace_id or "").strip()
+    if not workspace_id or len(workspace_id) > 100 or "\x00" in workspace_id:
+        raise InvalidInput("workspace must be 1 to 100 characters", field="workspace_id")
+    if name is not None and (len(name) > MAX_NAME_LENGTH or "\x00" in name):
+        raise InvalidInput(f"name must be at most {MAX_NAME_LENGTH} characters", field="name")
+    prefix = secrets.token_hex(PREFIX_BYTES)
+    key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
+    row = session.execute(text(q.INSERT_API_KEY), {
+        "workspace_id": workspace_id, "name": name, "prefix": prefix, "key_hash": hash_key(key),
+    }).one()
+    return NewApiKey(row.id, workspace_id, prefix, key)
+
+
+def authenticate(session: Session, authorization: str | None) -> Principal:
+    """The principal for an `Authorization: Bearer <key>` header; `Unauthorized` otherwise."""
+    key = bearer_token(authorization)
+    if key is None:
+        raise Unauthorized("missing or malformed Authorization header (expected: Bearer <key>)")
+    prefix = _prefix_of(key)
+    row = None
+    if prefix is not None:
+        row = session.execute(text(q.API_KEY_BY_PREFIX), {"prefix": prefix}).one_or_none()
+    stored = row.key_hash if row is not None else _DUMMY_HASH
+    if not hmac.compare_digest(stored.encode(), hash_key(key).encode()) or row is None:
+        raise Unauthorized("invalid or revoked API key")
+    return Principal(row.id, row.workspace_id)
+
+
+def list_api_keys(session: Session, *, workspace_id: str | None = None) -> list[ApiKeyInfo]:
+    return [ApiKeyInfo(r.id, r.workspace_id, r.name, r.prefix, r.created_at, r.revoked_at)
+            for r in session.execute(text(q.LIST_API_KEYS), {"workspace_id": workspace_id})]
+
+
+def revoke_api_key(session: Session, key_id: str) -> None:
+    try:
+        kid = uuid.UUID(key_id)
+    except ValueError:
+        raise InvalidInput(f"{key_id[:40]!r} is not an API key id", field="id") from None
+    if session.execute(text(q.REVOKE_API_KEY), {"id": kid}).one_or_none() is None:
+        raise NotFound(f"no active API key {kid}", field="id")
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """`Bearer <token>` → token; anything else → None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token or len(token) > 512:
+        return None
+    return token
+
+
+def _prefix_of(key: str) -> str | None:
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_SCHEME or len(parts[1]) != 2 * PREFIX_BYTES:
+        return None
+    return parts[1]
