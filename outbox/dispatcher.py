@@ -167,6 +167,9 @@ class Dispatcher:
         self._progress = asyncio.Event()  # a flush committed: slots freed, chats unblocked
         self._wake = asyncio.Event()  # NOTIFY or an operator asks us to look now
         self._channel_sems: dict[uuid.UUID, asyncio.Semaphore] = {}
+        # Requests on the wire never exceed `concurrency`; claimed rows may
+        # (see _loop), so the next batch is ready when a slot frees up.
+        self._send_slots = asyncio.Semaphore(self.config.concurrency)
         self._paused_until: dict[uuid.UUID, float] = {}  # monotonic, local view
         self._transient_streak: Counter[uuid.UUID] = Counter()  # for the circuit breaker
         self._breaker_trips: set[uuid.UUID] = set()  # to write on the next flush
@@ -204,12 +207,16 @@ class Dispatcher:
         heartbeat = asyncio.create_task(self._heartbeat_forever(), name="outbox-heartbeat")
         reporter = asyncio.create_task(self._report_forever(), name="outbox-reporter")
         cfg = self.config
-        # Claim again once a quarter of the slots are free: big enough batches
-        # to be cheap, early enough to keep the senders busy.
+        # Claim again once a quarter of a batch is free: big enough batches to
+        # be cheap, early enough to keep the senders busy.
         refill = max(1, min(cfg.batch_size, cfg.concurrency) // 4)
+        # Claim one batch ahead of the senders: without it, a send slot idles
+        # through the flush, the completion and the next claim (measured at
+        # L=64 and 200 ms: 0.67 of the ideal rate with it idle, 0.93 without).
+        row_budget = cfg.concurrency + min(cfg.batch_size, cfg.concurrency)
         try:
             while not stop.is_set() and time.monotonic() < deadline:
-                free = cfg.concurrency - self._outstanding
+                free = row_budget - self._outstanding
                 remaining = math.inf if limit is None else limit - self.summary.claimed
                 if remaining <= 0:
                     if self._outstanding == 0:
@@ -313,7 +320,7 @@ class Dispatcher:
         if sem is None:
             sem = self._channel_sems[row.channel_id] = asyncio.Semaphore(
                 self.config.channel_concurrency)
-        async with sem:
+        async with sem, self._send_slots:
             if self._stopping or self._locally_paused(row.channel_id):
                 self._record(row, release())
                 return

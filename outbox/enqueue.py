@@ -345,6 +345,7 @@ def _execute_batch(session: Session, params: dict[str, Any]) -> list[Any]:
     """
     previous = session.execute(_NESTLOOP_OFF).scalar_one()
     driver = session.connection().connection.driver_connection
+    assert driver is not None  # a checked-out connection always has one
     threshold = driver.prepare_threshold
     driver.prepare_threshold = None
     try:
