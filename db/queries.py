@@ -286,14 +286,19 @@ SELECT (SELECT count(*) FROM done) AS completed,
 """
 
 # A 429: pause the channel (one write, not a mass update of its rows). With
-# Retry-After, that long; without, an escalating default: base * 2^strikes,
-# capped. A pause never shortens one already in place.
+# Retry-After, that long (up to :max_retry_after: a provider's absurd value
+# must not pause a channel for years, nor overflow an interval); without, an
+# escalating default: base * 2^strikes, capped. A pause never shortens one
+# already in place.
 PAUSE_RATE_LIMITED = """
 UPDATE channels
 SET paused_until = GREATEST(
         COALESCE(paused_until, now()),
         now() + make_interval(secs => COALESCE(
-            CAST(:retry_after AS float8),
+            -- (LEAST ignores NULLs: a missing Retry-After must stay NULL)
+            CASE WHEN CAST(:retry_after AS float8) IS NOT NULL
+                 THEN LEAST(CAST(:retry_after AS float8), CAST(:max_retry_after AS float8))
+            END,
             LEAST(CAST(:cap_seconds AS float8),
                   CAST(:base_seconds AS float8) * power(2, LEAST(rate_limit_strikes, 30)))))),
     pause_reason = :reason,

@@ -37,7 +37,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import queries
@@ -53,6 +53,7 @@ FLUSH_MAX_ROWS = 500  # flush at once when this many decisions are waiting
 DB_RETRY_MAX_SECONDS = 30.0  # backoff ceiling while the database is unreachable
 SHUTDOWN_GRACE_SECONDS = 30.0  # in-flight sends get this long to finish on stop
 SUMMARY_LOG_SECONDS = 10.0
+MAX_RETRY_AFTER_SECONDS = 86400.0  # a provider's Retry-After is honoured up to a day
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,14 +398,7 @@ class Dispatcher:
         batch = self._pending[:FLUSH_MAX_ROWS * 4]
         del self._pending[:len(batch)]
         try:
-            while True:
-                try:
-                    await self._complete(batch)
-                    break
-                except (OperationalError, DBAPIError) as exc:
-                    # Keep the decisions and try again: the rows stay ours
-                    # while the heartbeat (or the lease) holds.
-                    await self._database_trouble("complete", exc)
+            await self._complete_isolating(batch)
         except BaseException:
             # Cancelled (or worse) before the batch was recorded: put it back,
             # so the final flush on the way out records it.
@@ -417,6 +411,29 @@ class Dispatcher:
                 del self._by_token[row.claim_token]
         self._outstanding -= len(batch)
         self._progress.set()
+
+    async def _complete_isolating(self, batch: list[tuple[ClaimedRow, Decision]]) -> None:
+        """Record a batch. A lost connection is waited out (the rows stay ours
+        while the heartbeat or the lease holds); any other database error is a
+        row the database refuses, so the batch is split to record the others,
+        and a row refused on its own is left to the lease rescuer."""
+        while True:
+            try:
+                await self._complete(batch)
+                return
+            except (OperationalError, InterfaceError) as exc:
+                await self._database_trouble("complete", exc)
+            except DBAPIError as exc:
+                if len(batch) == 1:
+                    row, decision = batch[0]
+                    log.error("completion_refused", outbox_id=row.id,
+                              channel_id=str(row.channel_id), outcome=decision.kind.value,
+                              error=type(exc.orig).__name__,
+                              hint="left to the lease rescuer")
+                    return
+                for item in batch:
+                    await self._complete_isolating([item])
+                return
 
     async def _complete(self, batch: list[tuple[ClaimedRow, Decision]]) -> None:
         params = {
@@ -469,6 +486,7 @@ class Dispatcher:
                     "channel_id": channel_id, "retry_after": retry_after,
                     "base_seconds": self.config.rate_limit_pause_seconds,
                     "cap_seconds": self.config.rate_limit_pause_cap_seconds,
+                    "max_retry_after": MAX_RETRY_AFTER_SECONDS,
                     "reason": "rate limited by the provider (HTTP 429)",
                 })).one_or_none()
                 log.warning("channel_rate_limited", channel_id=str(channel_id),

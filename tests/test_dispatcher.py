@@ -274,3 +274,22 @@ async def test_scheduled_message_waits_and_does_not_block_its_chat(
         enqueue_text(s, channel_id=channel, to="+15550100001", body="now")
     summary = await run_dispatcher(database_url)
     assert summary.sent == 1 and [r.body for r in sim.sent()] == ["now"]
+
+
+async def test_absurd_retry_after_is_capped_at_a_day(make_channel, clean_db: Engine,
+                                                     database_url: str, sim, sim_url):
+    """Retry-After: 10000000000000 once overflowed PostgreSQL's interval and
+    stalled every completion; now the pause is capped and the rows are safe."""
+    channel = make_channel(base_url=sim_url)
+    sim.set_faults(token=channel_tokens(clean_db)[channel], error_status=429,
+                   retry_after="10000000000000")  # raw header: beyond the knob's range
+    enqueue_spread(clean_db, [channel], messages=5, chats=5)
+    summary = await run_dispatcher(database_url, max_seconds=30)
+    assert channel in summary.paused_channels and summary.stale == 0
+    with clean_db.connect() as conn:
+        left = conn.execute(text(
+            "SELECT EXTRACT(EPOCH FROM paused_until - now())::float8 FROM channels")
+        ).scalar_one()
+        rows = conn.execute(text("SELECT status, attempts FROM outbox_messages")).all()
+    assert 86000 < left <= 86400
+    assert all(r.status == "queued" and r.attempts == 0 for r in rows)
