@@ -1,11 +1,84 @@
-"""CLI commands for the tokens group (registered by outbox.cli.build_parser)."""
+"""CLI commands for the tokens group (registered by outbox.cli.build_parser).
+
+    outbox tokens rotate-key   re-encrypt every token from OUTBOX_ENCRYPTION_KEY_OLD
+                               to OUTBOX_ENCRYPTION_KEY, in one transaction
+    outbox tokens check        does every channel's token decrypt with the current key?
+
+Neither prints a token or a key. See outbox/key_rotation.py for the procedure.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from typing import Any
+
+from outbox.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def cmd_tokens_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.cli import session_scope
+    from outbox.key_rotation import require_rotation_keys, rotate_keys
+
+    new = settings.encryption_key.get_secret_value() if settings.encryption_key else None
+    old = settings.encryption_key_old.get_secret_value() if settings.encryption_key_old else None
+    # Checked before the database is touched: a missing key is a one-line
+    # error, not a started-then-rolled-back transaction.
+    new, old = require_rotation_keys(new, old)
+    with session_scope(settings) as session:
+        result = rotate_keys(session, new_key=new, old_key=old,
+                             on_progress=_progress if sys.stderr.isatty() else None)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    print(result.line())
+    return EXIT_OK
+
+
+def _progress(done: int, total: int) -> None:
+    sys.stderr.write(f"\r{done}/{total} tokens")
+    sys.stderr.flush()
+
+
+def cmd_tokens_check(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.cli import print_table, session_scope
+    from outbox.key_rotation import check_tokens
+
+    key = settings.require_encryption_key()
+    old = settings.encryption_key_old.get_secret_value() if settings.encryption_key_old else None
+    with session_scope(settings) as session:
+        checks = check_tokens(session, current_key=key, old_key=old,
+                              workspace_id=args.workspace)
+    failed = [c for c in checks if not c.ok]
+    if args.json:
+        print(json.dumps([
+            {"channel_id": str(c.channel_id), "name": c.name, "workspace_id": c.workspace_id,
+             "status": c.status, "key": c.key, "ok": c.ok, "problem": c.problem}
+            for c in checks], indent=2))
+    else:
+        print_table([(c.channel_id, c.name, c.status, c.key, "ok" if c.ok else "FAILED",
+                      c.problem or "") for c in checks],
+                    ["channel", "name", "status", "key", "decrypts", "problem"])
+        print(f"{len(checks) - len(failed)} of {len(checks)} channel tokens decrypt with "
+              "the current key")
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def register(sub: Any) -> None:
     """Add this module's subcommands to the `outbox` parser."""
-    _ = (sub, argparse)
+    tokens = sub.add_parser("tokens", help="channel token encryption").add_subparsers(
+        dest="tokens_cmd", required=True)
+    p = tokens.add_parser(
+        "rotate-key",
+        help="re-encrypt every channel token from OUTBOX_ENCRYPTION_KEY_OLD to "
+             "OUTBOX_ENCRYPTION_KEY (one transaction; ~0.1 s per token)")
+    p.set_defaults(handler=cmd_tokens_rotate_key)
+    p = tokens.add_parser(
+        "check", help="check that every channel's token decrypts with OUTBOX_ENCRYPTION_KEY "
+                      "(exit 1 if not)")
+    p.add_argument("--workspace")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_tokens_check)

@@ -1,0 +1,293 @@
+"""Key rotation (`outbox tokens rotate-key`, `outbox tokens check`) on real PostgreSQL.
+
+Channels are created with the test key (conftest TEST_KEY), which plays the
+old key here; NEW_KEY is the key rotated to.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from outbox import crypto
+from outbox.errors import ConfigurationError, DecryptionFailed, MissingEncryptionKey
+from outbox.key_rotation import check_tokens, rotate_keys
+from tests.dispatch_helpers import REPO, TEST_KEY, cli
+
+NEW_KEY = "the-new-encryption-key-for-rotation-" + "y" * 12
+STRANGER_KEY = "a-key-nobody-configured-" + "z" * 20
+ROTATE_ENV = {"OUTBOX_ENCRYPTION_KEY": NEW_KEY, "OUTBOX_ENCRYPTION_KEY_OLD": TEST_KEY}
+
+
+def _tokens(engine: Engine) -> dict[uuid.UUID, tuple[str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT channel_id, encrypted_token, key_id FROM channel_tokens")).all()
+    return {r.channel_id: (r.encrypted_token, r.key_id) for r in rows}
+
+
+def _make_channels(make_channel, n: int) -> dict[uuid.UUID, str]:  # type: ignore[no-untyped-def]
+    out = {}
+    for i in range(n):
+        token = f"tok{i:03d}" + uuid.uuid4().hex
+        out[make_channel(name=f"c{i}", phone=f"+1555000{i:04d}", token=token)] = token
+    return out
+
+
+def _plant(engine: Engine, channel_id: uuid.UUID, token: str, key: str) -> None:
+    """Overwrite a channel's token with one encrypted under `key`."""
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE channel_tokens SET encrypted_token = :b, key_id = :k "
+                          "WHERE channel_id = :id"),
+                     {"b": crypto.encrypt_token(token, key), "k": crypto.key_id(key),
+                      "id": channel_id})
+
+
+# --- the service function -------------------------------------------------------------
+
+
+def test_rotate_reencrypts_and_is_idempotent(make_channel, clean_db: Engine) -> None:
+    tokens = _make_channels(make_channel, 3)
+    # One channel is already on the new key (added by a process deployed early).
+    already = next(iter(tokens))
+    _plant(clean_db, already, tokens[already], NEW_KEY)
+    before = _tokens(clean_db)
+
+    with Session(clean_db) as s, s.begin():
+        result = rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY)
+    assert (result.reencrypted, result.already_current) == (2, 1)
+    assert result.line() == "re-encrypted 2 tokens, 1 already on the current key"
+
+    after = _tokens(clean_db)
+    assert after[already] == before[already], "a row on the new key was rewritten"
+    for channel_id, token in tokens.items():
+        blob, kid = after[channel_id]
+        assert kid == crypto.key_id(NEW_KEY)
+        assert crypto.decrypt_token(blob, NEW_KEY) == token
+        if channel_id != already:
+            assert blob != before[channel_id][0]
+            with pytest.raises(DecryptionFailed):
+                crypto.decrypt_token(blob, TEST_KEY)
+
+    with Session(clean_db) as s, s.begin():
+        again = rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY)
+    assert (again.reencrypted, again.already_current) == (0, 3)
+    assert _tokens(clean_db) == after
+
+
+def test_rotate_with_a_stale_key_id_still_reads_the_token(make_channel, clean_db: Engine) -> None:
+    """key_id says 'unknown key' but the blob is under the old key: re-encrypted, not refused."""
+    (channel_id, token), = _make_channels(make_channel, 1).items()
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE channel_tokens SET key_id = 'deadbeefdeadbeef'"))
+    with Session(clean_db) as s, s.begin():
+        assert rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY).reencrypted == 1
+    blob, kid = _tokens(clean_db)[channel_id]
+    assert kid == crypto.key_id(NEW_KEY) and crypto.decrypt_token(blob, NEW_KEY) == token
+
+
+def test_undecryptable_token_aborts_everything(make_channel, clean_db: Engine) -> None:
+    """The bad row comes last in the rotation's order, so the rows before it
+    were already re-encrypted in the transaction when it fails: all of that
+    must roll back."""
+    tokens = _make_channels(make_channel, 4)
+    bad = max(tokens)  # rows are processed ORDER BY channel_id
+    _plant(clean_db, bad, tokens[bad], STRANGER_KEY)
+    before = _tokens(clean_db)
+
+    with pytest.raises(DecryptionFailed) as info, Session(clean_db) as s, s.begin():
+        rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY)
+    message = str(info.value)
+    assert str(bad) in message and "nothing was changed" in message
+    assert "\n" not in message
+    assert all(t not in message for t in tokens.values())
+    assert NEW_KEY not in message and TEST_KEY not in message
+    assert _tokens(clean_db) == before
+
+
+@pytest.mark.parametrize(("new", "old", "error", "names"), [
+    (NEW_KEY, None, MissingEncryptionKey, "OUTBOX_ENCRYPTION_KEY_OLD"),
+    (NEW_KEY, "", MissingEncryptionKey, "OUTBOX_ENCRYPTION_KEY_OLD"),
+    (None, TEST_KEY, MissingEncryptionKey, "OUTBOX_ENCRYPTION_KEY"),
+    (TEST_KEY, TEST_KEY, ConfigurationError, "OUTBOX_ENCRYPTION_KEY_OLD"),
+])
+def test_rotate_refuses_bad_key_configuration(new, old, error, names, make_channel,
+                                              clean_db: Engine) -> None:
+    _make_channels(make_channel, 1)
+    before = _tokens(clean_db)
+    with pytest.raises(error) as info, Session(clean_db) as s, s.begin():
+        rotate_keys(s, new_key=new, old_key=old)
+    assert names in str(info.value)
+    assert _tokens(clean_db) == before
+
+
+def test_check_reports_per_channel(make_channel, clean_db: Engine) -> None:
+    tokens = _make_channels(make_channel, 3)
+    on_new, on_old, lost = sorted(tokens)
+    _plant(clean_db, on_new, tokens[on_new], NEW_KEY)
+    _plant(clean_db, lost, tokens[lost], STRANGER_KEY)
+    with Session(clean_db) as s:
+        checks = {c.channel_id: c for c in check_tokens(s, current_key=NEW_KEY,
+                                                         old_key=TEST_KEY)}
+    assert checks[on_new].ok and checks[on_new].key == "current"
+    assert not checks[on_old].ok and checks[on_old].key == "old"
+    assert "rotate-key" in (checks[on_old].problem or "")
+    assert not checks[lost].ok and checks[lost].key == "unknown"
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+
+def test_cli_rotate_then_check(make_channel, clean_db: Engine) -> None:
+    tokens = _make_channels(make_channel, 3)
+
+    check = cli("tokens", "check", env={"OUTBOX_ENCRYPTION_KEY": NEW_KEY,
+                                       "OUTBOX_ENCRYPTION_KEY_OLD": TEST_KEY})
+    assert check.returncode == 1, check.stderr
+    assert check.stdout.count("FAILED") == 3
+    assert "0 of 3 channel tokens decrypt" in check.stdout
+
+    first = cli("tokens", "rotate-key", env=ROTATE_ENV)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "re-encrypted 3 tokens, 0 already on the current key"
+    second = cli("tokens", "rotate-key", env=ROTATE_ENV)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "re-encrypted 0 tokens, 3 already on the current key"
+
+    check = cli("tokens", "check", env={"OUTBOX_ENCRYPTION_KEY": NEW_KEY})
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "3 of 3 channel tokens decrypt" in check.stdout
+    for proc in (first, second, check):
+        out = proc.stdout + proc.stderr
+        assert all(t not in out for t in tokens.values())
+        assert NEW_KEY not in out and TEST_KEY not in out
+
+
+def test_cli_check_json(make_channel, clean_db: Engine) -> None:
+    import json
+
+    (channel_id, _), = _make_channels(make_channel, 1).items()
+    proc = cli("tokens", "check", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (entry,) = json.loads(proc.stdout)
+    assert entry["channel_id"] == str(channel_id) and entry["ok"] and entry["key"] == "current"
+
+
+def test_cli_missing_old_key_is_one_line(make_channel, clean_db: Engine) -> None:
+    _make_channels(make_channel, 1)
+    before = _tokens(clean_db)
+    proc = cli("tokens", "rotate-key", env={"OUTBOX_ENCRYPTION_KEY": NEW_KEY,
+                                            "OUTBOX_ENCRYPTION_KEY_OLD": ""})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1
+    assert "OUTBOX_ENCRYPTION_KEY_OLD is not set" in proc.stderr
+    assert _tokens(clean_db) == before
+
+
+def test_cli_undecryptable_names_channel_and_changes_nothing(make_channel,
+                                                              clean_db: Engine) -> None:
+    tokens = _make_channels(make_channel, 3)
+    bad = max(tokens)
+    _plant(clean_db, bad, tokens[bad], STRANGER_KEY)
+    before = _tokens(clean_db)
+    proc = cli("tokens", "rotate-key", env=ROTATE_ENV)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [proc.stderr.strip()]
+    assert str(bad) in proc.stderr
+    assert all(t not in proc.stderr for t in tokens.values())
+    assert _tokens(clean_db) == before
+
+
+def test_cli_killed_mid_rotation_changes_nothing(make_channel, clean_db: Engine,
+                                                 database_url: str) -> None:
+    """SIGKILL the rotation after it has written some rows (its transaction
+    holds a RowExclusiveLock on channel_tokens from the first UPDATE): the
+    server rolls the transaction back, every row is as before."""
+    n = 30  # ~0.1 s each: the rotation runs ~3 s, we kill it well before the end
+    _make_channels(make_channel, n)
+    before = _tokens(clean_db)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "outbox", "tokens", "rotate-key"], cwd=REPO,
+        env={**os.environ, **ROTATE_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        deadline = time.monotonic() + 60
+        writing = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            with clean_db.connect() as conn:
+                writing = conn.execute(text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c "
+                    "ON c.oid = l.relation WHERE c.relname = 'channel_tokens' "
+                    "AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_backend_pid())")
+                ).scalar_one()
+            if writing:
+                break
+            time.sleep(0.02)
+        assert writing, "the rotation never started writing"
+        time.sleep(0.3)  # a few more rows re-encrypted inside the transaction
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # The server notices the dead client and aborts its transaction.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with clean_db.connect() as conn:
+            busy = conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'")).scalar_one()
+        if not busy:
+            break
+        time.sleep(0.05)
+    assert _tokens(clean_db) == before
+
+
+# --- rolling deploy ---------------------------------------------------------------------
+
+
+async def test_credential_cache_reads_both_keys_during_rolling_deploy(
+        make_channel, clean_db: Engine, database_url: str) -> None:
+    """Dispatchers run with keys=[new, old] while tokens are on either key."""
+    from db.engine import make_async_engine
+    from outbox.credentials import CredentialCache, Credentials, Unusable
+
+    tokens = _make_channels(make_channel, 2)
+    on_new, on_old = sorted(tokens)
+    _plant(clean_db, on_new, tokens[on_new], NEW_KEY)
+
+    engine = make_async_engine(database_url, pool_size=2)
+    try:
+        both = CredentialCache(engine, default_base_url="http://127.0.0.1:9",
+                               keys=[NEW_KEY, TEST_KEY])
+        got = await both.get_many([on_new, on_old])
+        assert all(isinstance(c, Credentials) for c in got.values())
+        assert {c: got[c].token for c in got} == tokens  # type: ignore[union-attr]
+
+        # A dispatcher that only knows the new key can't read the old row...
+        only_new = CredentialCache(engine, default_base_url="http://127.0.0.1:9",
+                                   keys=[NEW_KEY])
+        got = await only_new.get_many([on_new, on_old])
+        assert isinstance(got[on_new], Credentials) and isinstance(got[on_old], Unusable)
+
+        # ...until the rotation ran; both caches then read everything (a new
+        # ciphertext is a new cache entry).
+        with Session(clean_db) as s, s.begin():
+            rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY)
+        for cache in (both, only_new):
+            cache.forget(on_new)
+            cache.forget(on_old)
+            got = await cache.get_many([on_new, on_old])
+            assert {c: got[c].token for c in got} == tokens  # type: ignore[union-attr]
+    finally:
+        await engine.dispose()
