@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import json
+from typing import Any
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -110,13 +111,19 @@ def _clean(text: str) -> str:
     return text
 
 
-def _provider_reason(body: bytes) -> str | None:
-    """Whapi's `error.message` (+ `details`) from an error body, if any."""
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None (not JSON, or not an object)."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(data, dict):
+    return data if isinstance(data, dict) else None
+
+
+def _provider_reason(body: bytes) -> str | None:
+    """Whapi's `error.message` (+ `details`) from an error body, if any."""
+    data = _json_object(body)
+    if data is None:
         return None
     err = data.get("error")
     if isinstance(err, dict):
@@ -134,11 +141,8 @@ def _provider_reason(body: bytes) -> str | None:
 
 
 def _message_id(body: bytes) -> str | None:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict):
+    data = _json_object(body)
+    if data is None:
         return None
     message = data.get("message")
     if not isinstance(message, dict):
