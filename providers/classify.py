@@ -34,11 +34,10 @@ from __future__ import annotations
 import datetime
 import email.utils
 import json
-from typing import Any
 import math
 import time
 from collections.abc import Iterator, Mapping
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 import httpx
