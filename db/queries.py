@@ -332,11 +332,19 @@ WHERE id = :channel_id AND status <> 'disabled'
 RETURNING id
 """
 
-# Heartbeat: a batch still in flight keeps its rows.
+# Heartbeat: a batch still in flight keeps its rows. It never waits for a
+# row lock: the same worker's COMPLETE may hold some of these rows, and
+# waiting (rows locked in another order) deadlocked the two (found by
+# scripts/chaos). A row being completed needs no longer lease; if that
+# completion rolls back, the next heartbeat extends it.
 EXTEND_LEASE = """
-UPDATE outbox_messages
+UPDATE outbox_messages o
 SET locked_until = now() + make_interval(secs => :lease_seconds)
-WHERE claim_token = ANY(CAST(:claim_tokens AS uuid[])) AND status = 'sending'
+WHERE o.id = ANY(ARRAY(
+        SELECT id FROM outbox_messages
+        WHERE claim_token = ANY(CAST(:claim_tokens AS uuid[])) AND status = 'sending'
+        FOR NO KEY UPDATE SKIP LOCKED))
+  AND o.claim_token = ANY(CAST(:claim_tokens AS uuid[])) AND o.status = 'sending'
 """
 
 # --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -59,6 +60,10 @@ class Daemon:
         self._tick_idle.set()
         self.scheduler = AsyncIOScheduler(job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+        # Under load a tick drains for a long time, so "skipped: maximum
+        # number of running instances reached" is the design working, once a
+        # second: not worth a warning.
+        logging.getLogger("apscheduler.scheduler").addFilter(_SkippedTickFilter())
 
     async def run(self) -> Summary:
         loop = asyncio.get_running_loop()
@@ -164,6 +169,11 @@ class Daemon:
                 if failures == 1:
                     log.warning("listen_lost", error=type(exc).__name__, retry_in_seconds=delay)
                 await asyncio.sleep(delay)
+
+
+class _SkippedTickFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
 
 
 async def run_daemon(settings: Settings) -> Summary:

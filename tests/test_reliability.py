@@ -115,3 +115,29 @@ async def test_heartbeat_keeps_a_slow_batch_from_being_rescued(
         task.cancel()
     assert rescued == 0 and summary.stale == 0 and summary.sent == 20
     assert all(len(v) == 1 for v in sent_by_body(sim).values())
+
+
+def test_heartbeat_never_waits_for_rows_being_completed(make_channel, clean_db: Engine):
+    """The heartbeat and the completion of one worker once locked the same rows
+    in different orders and deadlocked (found by scripts/chaos): the heartbeat
+    now skips rows locked by a completion in progress."""
+    import uuid
+
+    from db import queries
+
+    channel = make_channel()
+    enqueue_spread(clean_db, [channel], messages=4, chats=4)
+    token = uuid.uuid4()
+    with clean_db.begin() as conn:
+        conn.execute(text(queries.CLAIM), {"per_channel": 10, "batch_size": 10,
+                                           "claim_token": token, "lease_seconds": 60})
+    with clean_db.connect() as completing, clean_db.connect() as heartbeat:
+        completing.execute(text(
+            "UPDATE outbox_messages SET last_error = 'completing' "
+            "WHERE id = (SELECT min(id) FROM outbox_messages)"))  # row lock held, uncommitted
+        heartbeat.execute(text("SET lock_timeout = '1s'"))  # waiting would raise here
+        extended = heartbeat.execute(text(queries.EXTEND_LEASE), {
+            "claim_tokens": [token], "lease_seconds": 60}).rowcount
+        heartbeat.commit()
+        completing.rollback()
+    assert extended == 3
