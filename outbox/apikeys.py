@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from db import webhook_queries as q
 from outbox.errors import InvalidInput, NotFound, OutboxError
+from outbox.message_types import check_workspace_id, is_utf8
 
 KEY_SCHEME = "wo"
 PREFIX_BYTES = 6  # 12 hex characters: finds the row, reveals nothing
@@ -68,10 +69,9 @@ def hash_key(key: str) -> str:
 
 def create_api_key(session: Session, *, workspace_id: str, name: str | None = None) -> NewApiKey:
     """Add a key to the caller's transaction; the returned `key` is the only copy."""
-    workspace_id = (workspace_id or "").strip()
-    if not workspace_id or len(workspace_id) > 100 or "\x00" in workspace_id:
-        raise InvalidInput("workspace must be 1 to 100 characters", field="workspace_id")
-    if name is not None and (len(name) > MAX_NAME_LENGTH or "\x00" in name):
+    workspace_id = check_workspace_id(workspace_id)
+    if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_LENGTH
+                             or "\x00" in name or not is_utf8(name)):
         raise InvalidInput(f"name must be at most {MAX_NAME_LENGTH} characters", field="name")
     prefix = secrets.token_hex(PREFIX_BYTES)
     key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"

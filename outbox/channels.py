@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from db.models import DEFAULT_WORKSPACE, Channel, ChannelToken
 from outbox import crypto
 from outbox.errors import ChannelNotFound, InvalidInput
-from outbox.message_types import parse_channel_id
+from outbox.message_types import check_workspace_id, is_utf8, parse_channel_id
 from outbox.phone import normalize_recipient
 
 MAX_NAME_LENGTH = 200
@@ -55,18 +55,24 @@ def create_channel(
     default_region: str | None = None,
 ) -> ChannelInfo:
     """Add a channel and its encrypted token to the caller's transaction."""
-    name = (name or "").strip()
-    if not name or len(name) > MAX_NAME_LENGTH or "\x00" in name:
+    if not isinstance(name, str):
+        raise InvalidInput("channel name must be text", field="name")
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_LENGTH or "\x00" in name or not is_utf8(name):
         raise InvalidInput(f"channel name must be 1 to {MAX_NAME_LENGTH} characters", field="name")
-    workspace_id = _check_workspace(workspace_id)
+    workspace_id = check_workspace_id(workspace_id)
     phone = normalize_recipient(phone_number, default_region=default_region)
     if phone.is_group:
         raise InvalidInput("a channel's phone number can't be a group", field="phone_number")
-    token = (token or "").strip()
+    if not isinstance(token, str):
+        raise InvalidInput("token must be text", field="token")
+    token = token.strip()
     if not token or any(ch.isspace() for ch in token) or len(token) > 512:
         raise InvalidInput("token is empty or malformed (no spaces, at most 512 characters)",
                            field="token")
     if base_url is not None:
+        if not isinstance(base_url, str):
+            raise InvalidInput("base URL must be text", field="base_url")
         base_url = base_url.strip().rstrip("/")
         if not base_url.startswith(("http://", "https://")) or len(base_url) > 2048:
             raise InvalidInput("base URL must start with http:// or https://", field="base_url")
@@ -146,10 +152,3 @@ def resume_channel(
     )
     session.refresh(channel)
     return ChannelInfo.of(channel)
-
-
-def _check_workspace(workspace_id: str) -> str:
-    workspace_id = (workspace_id or "").strip()
-    if not workspace_id or len(workspace_id) > 100 or "\x00" in workspace_id:
-        raise InvalidInput("workspace must be 1 to 100 characters", field="workspace_id")
-    return workspace_id

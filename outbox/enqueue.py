@@ -27,6 +27,7 @@ from outbox.message_types import (
     NewMessage,
     PreparedMessage,
     TextMessage,
+    check_workspace_id,
     prepare,
 )
 
@@ -248,6 +249,8 @@ def enqueue_prepared(
         return []
     if not 1 <= options.max_attempts <= 100:
         raise InvalidInput("max_attempts must be from 1 to 100", field="max_attempts")
+    if options.workspace_id is not None:
+        options = replace(options, workspace_id=check_workspace_id(options.workspace_id))
     # The same idempotency key twice in one batch means one message.
     first_by_key: dict[tuple[uuid.UUID, str], int] = {}
     aliases: dict[int, int] = {}

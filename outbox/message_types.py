@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from outbox.errors import InvalidInput, InvalidMessage, InvalidSchedule
@@ -137,7 +137,28 @@ def _check_text(value: object, field: str, limit: int) -> str:
     if "\x00" in value:
         # PostgreSQL text can't hold NUL, and WhatsApp would not show it.
         raise InvalidMessage(f"{field} contains a NUL character", field=field)
+    if not is_utf8(value):
+        raise InvalidMessage(f"{field} contains an unpaired surrogate", field=field)
     return value
+
+
+def is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_workspace_id(workspace_id: object) -> str:
+    """A workspace id: 1 to 100 printable characters."""
+    if not isinstance(workspace_id, str):
+        raise InvalidInput("workspace must be text", field="workspace_id")
+    workspace_id = workspace_id.strip()
+    if (not workspace_id or len(workspace_id) > 100 or "\x00" in workspace_id
+            or not is_utf8(workspace_id)):
+        raise InvalidInput("workspace must be 1 to 100 characters", field="workspace_id")
+    return workspace_id
 
 
 def _check_idempotency_key(key: str | None) -> str | None:
@@ -145,7 +166,7 @@ def _check_idempotency_key(key: str | None) -> str | None:
         return None
     if not isinstance(key, str) or not key.strip():
         raise InvalidInput("idempotency key is empty", field="idempotency_key")
-    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or "\x00" in key:
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or "\x00" in key or not is_utf8(key):
         raise InvalidInput(
             f"idempotency key must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
             field="idempotency_key",
@@ -172,7 +193,13 @@ def _check_send_at(send_at: datetime | None) -> datetime | None:
             "send_at has no timezone: give one (e.g. 2026-01-31T09:00:00+00:00)",
             field="send_at",
         )
-    return send_at
+    try:
+        # PostgreSQL takes offsets up to 15:59 and psycopg reads years
+        # 1..9999 back: bind the UTC time, which is both.
+        return send_at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidSchedule("send_at is out of range (years 1 to 9999, UTC)",
+                              field="send_at") from None
 
 
 def _quote(value: str, limit: int = 40) -> str:

@@ -103,6 +103,9 @@ def normalize_recipient(raw: str, *, default_region: str | None = None) -> Recip
         _reject(raw, "empty")
     if _CONTROL.search(text):
         _reject(raw, "contains control characters")
+    if default_region is not None and not isinstance(default_region, str):
+        raise InvalidPhone("default region must be a two-letter country code like 'US'",
+                           field="default_region")
     return _normalize_cached(raw, text, default_region)
 
 

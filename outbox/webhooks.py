@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from db import webhook_queries as q
 from outbox.errors import ChannelNotFound, InvalidPhone, OutboxError
+from outbox.jsonio import loads_untrusted
 from outbox.phone import normalize_recipient
 
 log = structlog.get_logger(__name__)
@@ -106,9 +107,11 @@ class ParsedWebhook:
 def parse_body(raw: bytes) -> Any:
     """The request body as JSON; `MalformedWebhook` if it is not."""
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        return loads_untrusted(raw)
+    except UnicodeDecodeError:
         raise MalformedWebhook("webhook body is not valid JSON") from None
+    except ValueError as exc:
+        raise MalformedWebhook(f"webhook body is not usable JSON: {exc}") from None
 
 
 def parse_webhook(payload: Any) -> ParsedWebhook:

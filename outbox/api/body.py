@@ -3,13 +3,13 @@ before the body is parsed (a bad key is a 401 even with a broken body)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from outbox.api.errors import MalformedJson, PayloadTooLarge, validation_error
+from outbox.jsonio import loads_untrusted
 
 MAX_BODY_BYTES = 1024 * 1024  # a message is at most ~10 KB; webhook batches stay small
 
@@ -34,9 +34,11 @@ def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise MalformedJson("request body is empty (expected a JSON object)")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        return loads_untrusted(raw)
+    except UnicodeDecodeError:
         raise MalformedJson("request body is not valid JSON") from None
+    except ValueError as exc:
+        raise MalformedJson(f"request body is not usable JSON: {exc}") from None
 
 
 def parse_model(model: type[M], raw: bytes) -> M:
