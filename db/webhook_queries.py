@@ -27,21 +27,18 @@ from __future__ import annotations
 # Ids no message carries yet go to the backlog: Whapi may report `sent`
 # before the dispatcher has recorded the id the send returned.
 # --------------------------------------------------------------------------
-APPLY_STATUSES = """
-WITH incoming AS (
-    SELECT DISTINCT t.wa_message_id, t.status, t.status_at,
-           array_position(CAST(:ranks AS text[]), t.status) AS rank
-    FROM unnest(CAST(:wa_message_ids AS text[]), CAST(:statuses AS text[]),
-                CAST(:status_ats AS timestamptz[])) AS t(wa_message_id, status, status_at)
-),
+# The forward-only rule itself, shared by the two statements below: from a
+# source CTE of (channel_id, wa_message_id, status, status_at, rank) rows,
+# the furthest status per message, applied only if it ranks higher.
+_FORWARD_ONLY = """
 furthest AS (
-    SELECT wa_message_id,
+    SELECT channel_id, wa_message_id,
            (array_agg(status ORDER BY rank DESC))[1] AS status,
            max(rank) AS rank,
            min(status_at) FILTER (WHERE status IN ('delivered', 'read', 'played')) AS delivered_at,
            min(status_at) FILTER (WHERE status IN ('read', 'played')) AS read_at
-    FROM incoming
-    GROUP BY wa_message_id
+    FROM {source}
+    GROUP BY channel_id, wa_message_id
 ),
 applied AS (
     UPDATE messages m
@@ -54,21 +51,29 @@ applied AS (
                        ELSE m.read_at END,
         updated_at = now()
     FROM furthest f
-    WHERE m.channel_id = CAST(:channel_id AS uuid)
+    WHERE m.channel_id = f.channel_id
       AND m.wa_message_id = f.wa_message_id
       AND f.rank > array_position(CAST(:ranks AS text[]), m.status)
     RETURNING m.id
-),
+)"""
+
+APPLY_STATUSES = """
+WITH incoming AS (
+    SELECT DISTINCT CAST(:channel_id AS uuid) AS channel_id, t.wa_message_id, t.status,
+           t.status_at, array_position(CAST(:ranks AS text[]), t.status) AS rank
+    FROM unnest(CAST(:wa_message_ids AS text[]), CAST(:statuses AS text[]),
+                CAST(:status_ats AS timestamptz[])) AS t(wa_message_id, status, status_at)
+),""" + _FORWARD_ONLY.format(source="incoming") + """,
 known AS (
     SELECT f.wa_message_id
     FROM furthest f
     WHERE EXISTS (SELECT 1 FROM messages m
-                  WHERE m.channel_id = CAST(:channel_id AS uuid)
+                  WHERE m.channel_id = f.channel_id
                     AND m.wa_message_id = f.wa_message_id)
 ),
 backlogged AS (
     INSERT INTO webhook_status_backlog (channel_id, wa_message_id, status, status_at)
-    SELECT CAST(:channel_id AS uuid), i.wa_message_id, i.status, i.status_at
+    SELECT i.channel_id, i.wa_message_id, i.status, i.status_at
     FROM incoming i
     WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.wa_message_id = i.wa_message_id)
     ON CONFLICT (channel_id, wa_message_id, status) DO NOTHING
@@ -98,32 +103,7 @@ taken AS (
     WHERE b.id = r.id
     RETURNING b.channel_id, b.wa_message_id, b.status, b.status_at,
               array_position(CAST(:ranks AS text[]), b.status) AS rank
-),
-furthest AS (
-    SELECT channel_id, wa_message_id,
-           (array_agg(status ORDER BY rank DESC))[1] AS status,
-           max(rank) AS rank,
-           min(status_at) FILTER (WHERE status IN ('delivered', 'read', 'played')) AS delivered_at,
-           min(status_at) FILTER (WHERE status IN ('read', 'played')) AS read_at
-    FROM taken
-    GROUP BY channel_id, wa_message_id
-),
-applied AS (
-    UPDATE messages m
-    SET status = f.status,
-        delivered_at = CASE WHEN f.status IN ('delivered', 'read', 'played')
-                            THEN COALESCE(m.delivered_at, f.delivered_at, now())
-                            ELSE m.delivered_at END,
-        read_at = CASE WHEN f.status IN ('read', 'played')
-                       THEN COALESCE(m.read_at, f.read_at, now())
-                       ELSE m.read_at END,
-        updated_at = now()
-    FROM furthest f
-    WHERE m.channel_id = f.channel_id
-      AND m.wa_message_id = f.wa_message_id
-      AND f.rank > array_position(CAST(:ranks AS text[]), m.status)
-    RETURNING m.id
-)
+),""" + _FORWARD_ONLY.format(source="taken") + """
 SELECT (SELECT count(*) FROM taken) AS taken,
        (SELECT count(*) FROM applied) AS applied
 """
