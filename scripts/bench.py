@@ -62,6 +62,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from db import queries  # noqa: E402
+from db.admin import create_database, drop_database  # noqa: E402
 from db.engine import libpq_url, make_engine, normalize_url  # noqa: E402
 from outbox.channels import create_channel  # noqa: E402
 from outbox.enqueue import enqueue_many, enqueue_text  # noqa: E402
@@ -264,13 +265,11 @@ class Bench:
         self.db_name = f"{prefix}_bench_{os.getpid()}"
         self.admin_url = libpq_url(server)
         _drop_stale_bench_databases(self.admin_url)
+        self.url = create_database(server, self.db_name, replace=True)
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{self.db_name}"')
             self.pg_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
         if not self.keep_db:
-            self._stack.callback(self._drop_db)
-        self.url = base.set(database=self.db_name).render_as_string(hide_password=False)
+            self._stack.callback(drop_database, server, self.db_name)
         self.conninfo = libpq_url(self.url)
         say(f"bench database {self.db_name} (PostgreSQL {self.pg_version})")
         from outbox.migrate import upgrade
@@ -288,10 +287,6 @@ class Bench:
                                       token=token, encryption_key=BENCH_KEY,
                                       base_url=self.sim.url)
                 self.channels.append((info.id, token))
-
-    def _drop_db(self) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
 
     def dispatcher_env(self, **extra: Any) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}

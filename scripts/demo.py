@@ -143,12 +143,9 @@ async def _dispatch_all(settings, total: int) -> float:  # type: ignore[no-untyp
 
 def _demo_database_url(settings) -> str:  # type: ignore[no-untyped-def]
     """A fresh demo database each run, on the embedded server or OUTBOX_DATABASE_URL's."""
-    import psycopg
-    from psycopg import sql
-    from sqlalchemy.engine import make_url
-
+    from db.admin import create_database
     from db.embedded import embedded_server_url
-    from db.engine import libpq_url, normalize_url
+    from db.engine import normalize_url
 
     if settings.database_url:
         server = normalize_url(settings.database_url)
@@ -157,11 +154,7 @@ def _demo_database_url(settings) -> str:  # type: ignore[no-untyped-def]
         server = embedded_server_url(settings.data_dir, database="postgres")
         print(f"database: embedded PostgreSQL in {settings.data_dir}/pgdata, "
               "database outbox_demo (recreated)")
-    with psycopg.connect(libpq_url(server), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(DEMO_DATABASE)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DATABASE)))
-    return make_url(server).set(database=DEMO_DATABASE).render_as_string(hide_password=False)
+    return create_database(server, DEMO_DATABASE, replace=True)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,29 +33,19 @@ def _server_url() -> str:
     return embedded_server_url(REPO / ".outbox", database="postgres")
 
 
-def _admin_connect(server_url: str) -> psycopg.Connection:
-    from db.engine import libpq_url
-
-    return psycopg.connect(libpq_url(server_url), autocommit=True)
-
-
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    server_url = _server_url()
-    name = f"outbox_test_{os.getpid()}_{secrets.token_hex(3)}"
-    with _admin_connect(server_url) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    from db.admin import create_database, drop_database
     from outbox.migrate import upgrade
 
+    server_url = _server_url()
+    name = f"outbox_test_{os.getpid()}_{secrets.token_hex(3)}"
+    url = create_database(server_url, name)
     upgrade(url)
     try:
         yield url
     finally:
-        with _admin_connect(server_url) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(server_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -271,17 +271,12 @@ def test_healthz_and_readyz(api: httpx.Client) -> None:
 
 
 def test_readyz_503_when_database_unreachable_or_behind(database_url: str) -> None:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    from db.engine import libpq_url
+    from db.admin import create_database, drop_database
     from outbox.api import create_app
 
     unreachable = "postgresql+psycopg://nobody@127.0.0.1:1/none"
     empty = f"outbox_ready_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{empty}"')
-    empty_url = make_url(database_url).set(database=empty).render_as_string(hide_password=False)
+    empty_url = create_database(database_url, empty)
     try:
         for url, reason in ((unreachable, "database unreachable"),
                             (empty_url, "migrations not at head")):
@@ -294,8 +289,7 @@ def test_readyz_503_when_database_unreachable_or_behind(database_url: str) -> No
                 assert c.get("/healthz").status_code == 200
             app.state.outbox.engine.dispose()
     finally:
-        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{empty}" WITH (FORCE)')
+        drop_database(database_url, empty)
 
 
 # --- cron --------------------------------------------------------------------------------

@@ -8,25 +8,21 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from psycopg import sql
 from sqlalchemy import create_engine, inspect, pool, text
-from sqlalchemy.engine import make_url
 
-from tests.conftest import _admin_connect, _server_url
+from db.admin import create_database, drop_database
+from tests.conftest import _server_url
 
 
 @pytest.fixture
 def fresh_database_url() -> Iterator[str]:
     server_url = _server_url()
     name = f"outbox_migr_{os.getpid()}_{secrets.token_hex(3)}"
-    with _admin_connect(server_url) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = create_database(server_url, name)
     try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        with _admin_connect(server_url) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(server_url, name)
 
 
 def _schema(url: str) -> tuple[set[str], dict[str, list[str]]]:
