@@ -184,10 +184,6 @@ class Dispatcher:
         """Look for work now (called on NOTIFY; debounced by the event)."""
         self._wake.set()
 
-    @property
-    def outstanding(self) -> int:
-        return self._outstanding
-
     async def drain(self, *, stop: asyncio.Event | None = None, limit: int | None = None,
                     max_seconds: float | None = None) -> Summary:
         """Send what is due, then return: when nothing is claimable, nothing is
@@ -282,7 +278,7 @@ class Dispatcher:
                     "lease_seconds": cfg.lease_seconds,
                 })
                 raw = result.all()
-        except (OperationalError, DBAPIError) as exc:
+        except DBAPIError as exc:  # connection lost, or the database refused: back off
             await self._database_trouble("claim", exc)
             return None
         self._database_ok()
@@ -301,7 +297,7 @@ class Dispatcher:
     async def _start_sends(self, rows: list[ClaimedRow]) -> None:
         try:
             creds = await self._credentials.get_many({r.channel_id for r in rows})
-        except (OperationalError, DBAPIError) as exc:
+        except DBAPIError as exc:
             # Can't read tokens now: give the rows back and retry later.
             for row in rows:
                 self._record(row, release())
@@ -550,7 +546,7 @@ class Dispatcher:
                 async with self._engine.begin() as conn:
                     await conn.execute(text(queries.EXTEND_LEASE), {
                         "claim_tokens": tokens, "lease_seconds": self.config.lease_seconds})
-            except (OperationalError, DBAPIError) as exc:
+            except DBAPIError as exc:
                 log.warning("lease_extension_failed", error=type(exc).__name__)
 
     async def _finish_in_flight(self) -> None:

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 
 from outbox.backoff import RetryPolicy
-from providers.base import ChannelProblem, Outcome, SendResult
+from providers.base import Outcome, SendResult
 
 MAX_ERROR_LENGTH = 500
 
@@ -66,7 +66,8 @@ def decide(
                             channel_action=ChannelAction.RATE_LIMIT,
                             retry_after=result.retry_after)
         case Outcome.CHANNEL_PROBLEM:
-            action = (ChannelAction.DISABLE if result.channel_problem is ChannelProblem.NOT_FOUND
+            problem = result.channel_problem
+            action = (ChannelAction.DISABLE if problem is not None and problem.disables_channel
                       else ChannelAction.PAUSE)
             return Decision("queued", Kind.RELEASED, refund_attempt=True, error=error,
                             channel_action=action)

@@ -12,7 +12,6 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from outbox.backoff import RetryPolicy
 from outbox.credentials import CredentialCache
 from outbox.dispatcher import Dispatcher, DispatcherConfig, Summary
 from outbox.enqueue import enqueue_many
@@ -101,7 +100,3 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
         [sys.executable, "-m", "outbox", *args], capture_output=True, text=True,
         timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO, input=input,
     )
-
-
-def fast_policy() -> RetryPolicy:
-    return RetryPolicy(base_seconds=60.0, cap_seconds=960.0)
