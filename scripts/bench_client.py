@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from outbox.logging import configure_logging
 from outbox.settings import Settings
 from providers.base import OutgoingMessage
 from providers.whapi import WhapiClient
@@ -31,6 +32,9 @@ from providers.whapi import WhapiClient
 async def run(url: str, tokens: list[str], requests: int, concurrency: int,
               tag: str, chats: int) -> dict[str, object]:
     settings = Settings()
+    # As the CLI does for a dispatcher: otherwise structlog's default prints
+    # every debug line, and the ceiling would measure logging.
+    configure_logging(level=settings.log_level)
     client = WhapiClient(timeout=settings.whapi_timeout_seconds, max_in_flight=concurrency)
     outcomes: Counter[str] = Counter()
     next_i = 0
