@@ -57,4 +57,3 @@ def make_async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 def session_factory(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
     return sessionmaker(engine, expire_on_commit=False)
-

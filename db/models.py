@@ -1,6 +1,6 @@
 """SQLAlchemy 2 typed models: the schema as Python sees it.
 
-The first Alembic migration creates exactly this (a test compares them).
+The Alembic migrations create exactly this (a test compares them).
 Hot-path SQL (claim, complete, rescue, enqueue) lives in `db/queries.py`,
 readable as SQL; the models serve the ORM-shaped work (CLI, API, tests).
 
@@ -19,6 +19,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -118,6 +119,8 @@ class Chat(Base):
     __tablename__ = "chats"
     __table_args__ = (
         UniqueConstraint("channel_id", "wa_chat_id"),
+        # The target of messages' (chat_id, channel_id) key (migration 0003).
+        UniqueConstraint("id", "channel_id"),
         CheckConstraint(_in("status", CHAT_STATUSES), name="status"),
         Index(None, "contact_id"),
         Index("ix_chats_listing", "workspace_id", "channel_id", text("last_message_at DESC"), "id"),
@@ -145,7 +148,20 @@ class Message(Base):
 
     __tablename__ = "messages"
     __table_args__ = (
-        UniqueConstraint("channel_id", "wa_message_id"),
+        # Unique where set: a queued message (no WhatsApp id yet) adds no entry.
+        Index(
+            "uq_messages_channel_wa_message_id",
+            "channel_id",
+            "wa_message_id",
+            unique=True,
+            postgresql_where=text("wa_message_id IS NOT NULL"),
+        ),
+        # One key checks both: the chat exists and is on the message's
+        # channel (a deleted channel cascades through its chats). One
+        # foreign-key trigger per row instead of two (migration 0003).
+        ForeignKeyConstraint(
+            ["chat_id", "channel_id"], ["chats.id", "chats.channel_id"], ondelete="CASCADE"
+        ),
         CheckConstraint(_in("status", MESSAGE_STATUSES), name="status"),
         CheckConstraint(_in("direction", DIRECTIONS), name="direction"),
         # Idempotency lives here (not only on the outbox row) so it outlives
@@ -162,12 +178,8 @@ class Message(Base):
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     workspace_id: Mapped[str] = mapped_column(Text, nullable=False)
-    channel_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("channels.id", ondelete="CASCADE"), nullable=False
-    )
-    chat_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("chats.id", ondelete="CASCADE"), nullable=False
-    )
+    channel_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    chat_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     direction: Mapped[str] = mapped_column(Text, nullable=False)
     type: Mapped[str] = mapped_column(Text, nullable=False)
     body: Mapped[str | None] = mapped_column(Text)
@@ -226,12 +238,10 @@ class OutboxMessage(Base):
     message_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
     )
-    channel_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("channels.id", ondelete="CASCADE"), nullable=False
-    )
-    chat_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("chats.id", ondelete="CASCADE"), nullable=False
-    )
+    # Copies of the message's (same statement), for the claim's indexes; the
+    # message's foreign key guards them and cascades (migration 0003).
+    channel_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    chat_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     # The chat's WhatsApp id, copied so the dispatcher's claim needs no join.
     recipient: Mapped[str] = mapped_column(Text, nullable=False)
     message_type: Mapped[str] = mapped_column(Text, nullable=False)

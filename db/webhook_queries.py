@@ -171,7 +171,7 @@ WITH new_message AS (
     VALUES (:workspace_id, CAST(:channel_id AS uuid), CAST(:chat_id AS uuid), 'inbound', :type,
             :body, CAST(:payload AS jsonb), 'delivered', :wa_message_id,
             COALESCE(CAST(:sent_at AS timestamptz), now()), now())
-    ON CONFLICT (channel_id, wa_message_id) DO NOTHING
+    ON CONFLICT (channel_id, wa_message_id) WHERE wa_message_id IS NOT NULL DO NOTHING
     RETURNING id, chat_id, sent_at
 ),
 bumped AS (

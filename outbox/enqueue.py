@@ -9,9 +9,10 @@ points run the same code: with an `AsyncSession` the work runs through
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, overload
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from db import queries
+from db.driver_sql import binary_params_sql
 from outbox.errors import ChannelDisabled, ChannelNotFound, IdempotencyConflict, InvalidInput
 from outbox.message_types import (
     MediaMessage,
@@ -36,14 +38,19 @@ DEFAULT_MAX_ATTEMPTS = 5
 # idempotency key after our statement's snapshot) are re-run this many times.
 _MAX_RACE_RETRIES = 3
 
-_ENQUEUE = text(queries.ENQUEUE)
+# Run through exec_driver_sql: binary parameters (see binary_params_sql).
+ENQUEUE_SQL = binary_params_sql(queries.ENQUEUE)
 # Up to this many rows, a prepared (generic) plan is as good as a custom one.
 _PREPARED_BATCH_MAX = 10
-_NESTLOOP_OFF = text(
-    "SELECT current_setting('enable_nestloop') AS previous, "
-    "set_config('enable_nestloop', 'off', true)"
+# Settings for one batch statement (set_config(..., true) is local to the
+# transaction): the caller's values are read first and put back after.
+_BATCH_SETTINGS_OFF = text(
+    "SELECT current_setting('enable_nestloop') AS nestloop, current_setting('jit') AS jit, "
+    "set_config('enable_nestloop', 'off', true), set_config('jit', 'off', true)"
 )
-_SET_NESTLOOP = text("SELECT set_config('enable_nestloop', :value, true)")
+_RESTORE_SETTINGS = text(
+    "SELECT set_config('enable_nestloop', :nestloop, true), set_config('jit', :jit, true)"
+)
 _CHANNELS_FOR_ENQUEUE = text(queries.CHANNELS_FOR_ENQUEUE)
 
 
@@ -310,11 +317,25 @@ def _execute(
     message_ids: Sequence[uuid.UUID],
     options: EnqueueOptions,
 ) -> list[Any]:
+    params = enqueue_params(batch, message_ids, options)
+    if len(batch) <= _PREPARED_BATCH_MAX:
+        return _run_enqueue(session, params)
+    with batch_plan_settings(session):
+        return _run_enqueue(session, params)
+
+
+def enqueue_params(
+    batch: Sequence[tuple[int, PreparedMessage]],
+    message_ids: Sequence[uuid.UUID],
+    options: EnqueueOptions,
+) -> dict[str, Any]:
+    """ENQUEUE's parameters: one array per column, in batch order."""
     channel_ids = sorted({p.channel_id for _, p in batch})
-    params = {
+    return {
         "channel_ids": channel_ids,
         "workspace_id": options.workspace_id,
         "channel_count": len(channel_ids),
+        "max_attempts": options.max_attempts,
         "ords": [o for o, _ in batch],
         "message_ids": list(message_ids),
         "row_channel_ids": [p.channel_id for _, p in batch],
@@ -327,38 +348,41 @@ def _execute(
         "keys": [p.idempotency_key for _, p in batch],
         "priorities": [p.priority for _, p in batch],
         "send_ats": [p.send_at for _, p in batch],
-        "max_attempts": [options.max_attempts] * len(batch),
     }
-    if len(batch) <= _PREPARED_BATCH_MAX:
-        return list(session.execute(_ENQUEUE, params).all())
-    return _execute_batch(session, params)
 
 
-def _execute_batch(session: Session, params: dict[str, Any]) -> list[Any]:
-    """Run ENQUEUE for a batch with a plan made for its size.
+def _run_enqueue(session: Session, params: dict[str, Any]) -> list[Any]:
+    return list(session.connection().exec_driver_sql(ENQUEUE_SQL, params).all())
+
+
+@contextlib.contextmanager
+def batch_plan_settings(session: Session) -> Iterator[None]:
+    """Plan the ENQUEUE of a batch for its size, in the caller's transaction.
 
     The planner can't see how many rows unnest() of bound arrays yields (it
     guesses 10 to 100) and so nested-loops the joins between the CTEs: a
     1,000-row batch spends 100+ ms comparing every row with every row. For
-    this one statement, nested loops are off (set_config(..., true) is local
-    to the transaction; the caller's value is put back after). And psycopg
-    would prepare the statement after 5 runs, after which PostgreSQL keeps a
+    this one statement, nested loops are off; the table lookups are LATERAL
+    index probes, which stay nested loops (the only way to run them). That
+    makes the estimated cost huge (PostgreSQL prices a disabled join type at
+    10^10), which would start JIT compilation: ~1 s of LLVM per batch
+    (auto_explain, PostgreSQL 15), so JIT is off too. And psycopg would
+    prepare the statement after 5 runs, after which PostgreSQL keeps a
     generic plan: 1,000-row batches then took ~3,500 ms instead of ~95 ms
     (measured by scripts/bench). So batches run unprepared.
     """
-    previous = session.execute(_NESTLOOP_OFF).scalar_one()
+    previous = session.execute(_BATCH_SETTINGS_OFF).one()
     driver = session.connection().connection.driver_connection
     assert driver is not None  # a checked-out connection always has one
     threshold = driver.prepare_threshold
     driver.prepare_threshold = None
     try:
-        rows = list(session.execute(_ENQUEUE, params).all())
+        yield
     finally:
         driver.prepare_threshold = threshold
     # On error the transaction is aborted and the caller's rollback restores
-    # the setting; on success, restore it now.
-    session.execute(_SET_NESTLOOP, {"value": previous})
-    return rows
+    # the settings; on success, restore them now.
+    session.execute(_RESTORE_SETTINGS, {"nestloop": previous.nestloop, "jit": previous.jit})
 
 
 def _raise_for_channels(
