@@ -279,24 +279,35 @@ def enqueue_prepared(
         if not rows:
             _raise_for_channels(session, {p.channel_id for _, p in pending}, options)
             # Channels are fine: every row lost a race; run them again.
-        outbox = {r.message_id: r for r in rows if r.kind == "outbox"}
-        existing = {r.ord: r for r in rows if r.kind == "existing"}
-        new_chats = {r.chat_id for r in rows if r.kind == "chat"}
-        # By phone: a batch's channels nearly always share one workspace.
-        new_contacts = {r.phone for r in rows if r.kind == "contact"}
+        # ENQUEUE's rows: (kind, message_id, outbox_id, chat_id, ord, phone,
+        # workspace_id). Plain tuples: a Row's attribute lookup was 10% of
+        # the Python time of a bulk enqueue.
+        found: dict[Any, tuple[uuid.UUID, int | None, uuid.UUID, bool]] = {}
+        new_chats: set[uuid.UUID] = set()
+        new_contacts: set[str] = set()  # by phone: a batch's channels share a workspace
+        for kind, message_id, outbox_id, chat_id, ord_, phone, _ in map(tuple, rows):
+            if kind == "outbox":
+                found[message_id] = (message_id, outbox_id, chat_id, False)
+            elif kind == "existing":
+                found[ord_] = (message_id, outbox_id, chat_id, True)
+            elif kind == "chat":
+                new_chats.add(chat_id)
+            elif kind == "contact":
+                new_contacts.add(phone)
         lost = []
         for (ord_, p), message_id in zip(pending, message_ids, strict=True):
-            row = outbox.get(message_id) or existing.get(ord_)
-            if row is None:
+            hit = found.get(message_id) or found.get(ord_)
+            if hit is None:
                 lost.append((ord_, p))
                 continue
+            result_id, outbox_id, chat_id, duplicate = hit
             results[ord_] = EnqueueResult(
-                message_id=row.message_id,
-                outbox_id=row.outbox_id,
-                chat_id=row.chat_id,
+                message_id=result_id,
+                outbox_id=outbox_id,
+                chat_id=chat_id,
                 contact_created=p.recipient.phone in new_contacts,
-                chat_created=row.chat_id in new_chats,
-                duplicate=row.kind == "existing",
+                chat_created=chat_id in new_chats,
+                duplicate=duplicate,
             )
         if not lost:
             break
