@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from db import queries
 from db.driver_sql import binary_params_sql
 from outbox.errors import ChannelDisabled, ChannelNotFound, IdempotencyConflict, InvalidInput
+from outbox.ids import uuid7s
 from outbox.message_types import (
     MediaMessage,
     NewMessage,
@@ -274,7 +275,7 @@ def enqueue_prepared(
     results: dict[int, EnqueueResult] = {}
     pending = unique
     for _ in range(_MAX_RACE_RETRIES + 1):
-        message_ids = [uuid.uuid4() for _ in pending]
+        message_ids = uuid7s(len(pending))
         rows = _execute(session, pending, message_ids, options)
         if not rows:
             _raise_for_channels(session, {p.channel_id for _, p in pending}, options)

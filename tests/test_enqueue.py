@@ -45,6 +45,7 @@ def test_enqueue_commit_writes_linked_rows(session: Session, make_channel, clean
 
     assert r.contact_created and r.chat_created and not r.duplicate
     assert isinstance(r.outbox_id, int)
+    assert r.message_id.version == 7  # time-ordered: new rows land together (outbox/ids.py)
     with clean_db.connect() as conn:
         row = conn.execute(text("""
             SELECT o.status, o.attempts, o.recipient, o.message_type, o.payload, o.chat_id,
