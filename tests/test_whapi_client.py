@@ -360,3 +360,47 @@ async def test_max_in_flight_bounds_concurrent_requests(
     stats = ctl.stats()
     assert stats.accepted == 40
     assert stats.max_in_flight <= 5
+
+
+# -- what goes on the wire ------------------------------------------------------------
+
+
+async def test_headers_sent_and_cookies_never_kept_or_replayed() -> None:
+    """A load balancer in front of Whapi may set a (sticky-session) cookie.
+    One client serves every channel, so it must never send a cookie back:
+    it would tie one channel's requests to another's session."""
+    from aiohttp import web
+
+    seen: list[dict[str, str]] = []
+
+    async def send(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        resp = web.json_response({"sent": True, "message": {"id": f"m{len(seen)}"}})
+        resp.set_cookie("AWSALB", f"sticky-{len(seen)}", path="/")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/messages/text", send)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = unused_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with WhapiClient(timeout=5.0) as client:
+            base = f"http://127.0.0.1:{port}"
+            results = [
+                await client.send(base_url=base, token=token, message=text())
+                for token in (new_token(), new_token(), new_token())
+            ]
+    finally:
+        await runner.cleanup()
+    assert [r.outcome for r in results] == [Outcome.SENT] * 3
+    assert [r.wa_message_id for r in results] == ["m1", "m2", "m3"]
+    for headers in seen:
+        assert "Cookie" not in headers
+        assert headers["User-Agent"] == "whapi-outbox/0.1"
+        assert headers["Accept"] == "application/json"
+        assert headers["Content-Type"] == "application/json"
+        assert headers["Authorization"].startswith("Bearer ")
+        assert headers["Host"] == f"127.0.0.1:{port}"
+    assert len({h["Authorization"] for h in seen}) == 3
