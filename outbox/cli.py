@@ -222,8 +222,9 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
     from outbox.maintenance.rescuer import rescue_expired
     from outbox.maintenance.unpauser import unpause_expired
     from outbox.progress import due_count, progress_observer
-    from outbox.runtime import open_runtime
+    from outbox.runtime import open_runtime, tune_gc
 
+    tune_gc()
     async with open_runtime(settings) as runtime:
         # Cron deployments have no daemon: do its upkeep first (both are
         # safe to run concurrently with daemons and other cron runs).

@@ -35,7 +35,7 @@ from outbox.maintenance.pruner import PRUNE_INTERVAL_SECONDS, prune_sent
 from outbox.maintenance.rescuer import RESCUE_INTERVAL_SECONDS, rescue_expired
 from outbox.maintenance.unpauser import UNPAUSE_INTERVAL_SECONDS, unpause_expired
 from outbox.metrics import instrumented_dispatcher, start_metrics_server
-from outbox.runtime import Runtime, open_runtime
+from outbox.runtime import Runtime, open_runtime, tune_gc
 from outbox.settings import Settings
 
 NOTIFY_CHANNEL = "outbox_enqueued"
@@ -177,6 +177,7 @@ class _SkippedTickFilter(logging.Filter):
 
 
 async def run_daemon(settings: Settings) -> Summary:
+    tune_gc()
     async with open_runtime(settings) as runtime:
         if settings.metrics_port:
             start_metrics_server(settings.metrics_port, database_url=database_url(settings))

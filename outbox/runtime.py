@@ -3,6 +3,7 @@ cron mode, the HTTP cron endpoint, the demo and the benchmark."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +27,28 @@ class Runtime:
     def dispatcher(self, *, observers: list[Observer] | None = None) -> Dispatcher:
         return Dispatcher(self.engine, self.provider, self.credentials,
                           DispatcherConfig.from_settings(self.settings), observers=observers)
+
+
+# Allocations between young-generation collections (CPython's default: 700).
+GC_GEN0_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage less often in a dispatcher process.
+
+    Every send allocates hundreds of container objects (tasks, futures,
+    aiohttp and httpx request/response objects), so with CPython's default
+    thresholds the collector ran ~2,300 times while draining 20,000
+    messages, 17 of them full collections that each walked the whole heap
+    (every imported module's objects too): 1.9 s of a 9.4 s run. At 20,000
+    the same drain ran 255 collections costing 0.15 s, and throughput rose
+    ~30% (2,150-2,220 -> 2,815-2,830 msg/s; CI's PostgreSQL, runs alternated,
+    2026-11-28). Memory is unaffected: garbage waits for at most 20,000
+    allocations, and the peak RSS in `scripts/bench memory` stays flat.
+    (`gc.freeze()` after startup, the other usual remedy, saved less: 0.8 s.)
+    """
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 @asynccontextmanager
