@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from outbox.logging import configure_logging
+from outbox.runtime import tune_gc
 from outbox.settings import Settings
 from providers.base import OutgoingMessage
 from providers.whapi import WhapiClient
@@ -35,6 +36,7 @@ async def run(url: str, tokens: list[str], requests: int, concurrency: int,
     # As the CLI does for a dispatcher: otherwise structlog's default prints
     # every debug line, and the ceiling would measure logging.
     configure_logging(level=settings.log_level)
+    tune_gc()  # as a dispatcher process does
     client = WhapiClient(timeout=settings.whapi_timeout_seconds, max_in_flight=concurrency)
     outcomes: Counter[str] = Counter()
     next_i = 0
