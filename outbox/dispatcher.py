@@ -153,6 +153,11 @@ class Dispatcher:
         rng: random.Random | None = None,
     ) -> None:
         self._engine = engine
+        # CLAIM and COMPLETE are each one statement, atomic on its own: run
+        # alone in autocommit they skip the BEGIN and COMMIT round trips
+        # (a third of a transaction's client CPU through SQLAlchemy's async
+        # layer: 350 vs 510 us measured for SELECT 1).
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._provider = provider
         self._credentials = credentials
         self.config = config or DispatcherConfig()
@@ -270,7 +275,7 @@ class Dispatcher:
         token = uuid.uuid4()
         cfg = self.config
         try:
-            async with self._engine.begin() as conn:
+            async with self._autocommit.connect() as conn:
                 result = await conn.execute(text(queries.CLAIM), {
                     "per_channel": min(cfg.per_channel_claim, n),
                     "batch_size": n,
@@ -466,6 +471,9 @@ class Dispatcher:
         problems: dict[uuid.UUID, Decision],
     ) -> Any:
         """One transaction: the batch's rows, then any channel pauses."""
+        if not (trips or rate_limited or problems):
+            async with self._autocommit.connect() as conn:
+                return (await conn.execute(text(queries.COMPLETE), params)).one()
         async with self._engine.begin() as conn:
             done = (await conn.execute(text(queries.COMPLETE), params)).one()
             for channel_id in trips:

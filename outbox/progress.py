@@ -27,7 +27,12 @@ def progress_observer(total: int, *, enabled: bool = True,
                       desc: str = "dispatching") -> Iterator[Observer]:
     """An observer for the dispatcher that advances a bar per finished message
     (sent or failed); retries and releases show in the postfix."""
-    bar = tqdm(total=total or None, desc=desc, unit="msg", disable=not enabled,
+    if not enabled:
+        # No bar: observe nothing (formatting a hidden postfix per message
+        # was 1% of a dispatcher's CPU).
+        yield _ignore
+        return
+    bar = tqdm(total=total or None, desc=desc, unit="msg",
                dynamic_ncols=True, smoothing=0.1)
     counts = {"sent": 0, "failed": 0, "retried": 0, "released": 0}
 
@@ -41,3 +46,7 @@ def progress_observer(total: int, *, enabled: bool = True,
         yield observe
     finally:
         bar.close()
+
+
+def _ignore(row: ClaimedRow, decision: Decision) -> None:
+    pass

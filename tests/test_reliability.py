@@ -58,7 +58,10 @@ async def test_lost_database_connections_lose_nothing(
     sim.set_faults(latency_ms=20)
 
     async def kill_connections() -> int:
-        await asyncio.sleep(0.8)
+        # Mid-run by what was sent, not by the clock: a fast machine (or a
+        # faster dispatcher) could finish before any fixed delay.
+        while (await asyncio.to_thread(sim.stats)).accepted < 300:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         with clean_db.connect() as conn:
             killed = conn.execute(text(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
