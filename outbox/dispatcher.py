@@ -41,7 +41,6 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import queries
-from db.driver_sql import binary_params_sql
 from outbox.backoff import RetryPolicy
 from outbox.credentials import CredentialCache, Credentials, Unusable
 from outbox.outcomes import ChannelAction, Decision, Kind, decide, release
@@ -49,9 +48,6 @@ from providers.base import Outcome, OutgoingMessage, Provider
 
 log = structlog.get_logger(__name__)
 
-# Binary parameters: COMPLETE's seven arrays would be dumped element by
-# element in Python as text (see db/driver_sql.py).
-COMPLETE_SQL = binary_params_sql(queries.COMPLETE)
 FLUSH_INTERVAL_SECONDS = 0.02  # how long a finished send may wait to be recorded
 FLUSH_MAX_ROWS = 500  # flush at once when this many decisions are waiting
 DB_RETRY_MAX_SECONDS = 30.0  # backoff ceiling while the database is unreachable
@@ -477,9 +473,9 @@ class Dispatcher:
         """One transaction: the batch's rows, then any channel pauses."""
         if not (trips or rate_limited or problems):
             async with self._autocommit.connect() as conn:
-                return (await conn.exec_driver_sql(COMPLETE_SQL, params)).one()
+                return (await conn.execute(text(queries.COMPLETE), params)).one()
         async with self._engine.begin() as conn:
-            done = (await conn.exec_driver_sql(COMPLETE_SQL, params)).one()
+            done = (await conn.execute(text(queries.COMPLETE), params)).one()
             for channel_id in trips:
                 await conn.execute(text(queries.PAUSE_CHANNEL_FOR), {
                     "channel_id": channel_id,
