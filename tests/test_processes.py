@@ -53,9 +53,18 @@ def test_concurrent_dispatchers_send_each_message_once_in_order(
     outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0] * workers, outs
     # One more pass sends anything a worker left because a sibling held the chat.
-    assert cli("dispatch", "--once", "--no-progress").returncode == 0
+    final = cli("dispatch", "--once", "--no-progress")
+    assert final.returncode == 0
     by_body = sent_by_body(sim)
-    assert len(by_body) == 1500
+    if len(by_body) != 1500:  # say why: where the rest are, and what the workers said
+        with clean_db.connect() as conn:
+            left = conn.execute(text(
+                "SELECT o.channel_id, o.status, o.attempts, o.last_error, ch.status AS ch_status, "
+                "ch.pause_reason, count(*) FROM outbox_messages o JOIN channels ch "
+                "ON ch.id = o.channel_id WHERE o.status <> 'sent' GROUP BY 1, 2, 3, 4, 5, 6"
+            )).all()
+        raise AssertionError(f"{len(by_body)} of 1500 sent; unsent: {left}; "
+                             f"workers: {outs}; final pass: {final.stdout} {final.stderr}")
     assert max(len(v) for v in by_body.values()) == 1, "a message was sent twice"
     assert order_violations(sim.sent()) == 0
     assert outbox_counts(clean_db) == {"sent": 1500}
