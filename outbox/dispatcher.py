@@ -470,11 +470,10 @@ class Dispatcher:
         rate_limited: dict[uuid.UUID, float | None],
         problems: dict[uuid.UUID, Decision],
     ) -> Any:
-        """One transaction: the batch's rows, then any channel pauses."""
-        if not (trips or rate_limited or problems):
-            async with self._autocommit.connect() as conn:
-                return (await conn.execute(text(queries.COMPLETE), params)).one()
-        async with self._engine.begin() as conn:
+        """One transaction: the batch's rows, then any channel pauses (when
+        there are none, COMPLETE runs alone, in autocommit)."""
+        alone = not (trips or rate_limited or problems)
+        async with self._autocommit.connect() if alone else self._engine.begin() as conn:
             done = (await conn.execute(text(queries.COMPLETE), params)).one()
             for channel_id in trips:
                 await conn.execute(text(queries.PAUSE_CHANNEL_FOR), {

@@ -53,6 +53,8 @@ _RESTORE_SETTINGS = text(
     "SELECT set_config('enable_nestloop', :nestloop, true), set_config('jit', :jit, true)"
 )
 _CHANNELS_FOR_ENQUEUE = text(queries.CHANNELS_FOR_ENQUEUE)
+# What ENQUEUE returned for one message: (message_id, outbox_id, chat_id, duplicate).
+_Hit = tuple[uuid.UUID, int | None, uuid.UUID, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,21 +285,22 @@ def enqueue_prepared(
         # ENQUEUE's rows: (kind, message_id, outbox_id, chat_id, ord, phone,
         # workspace_id). Plain tuples: a Row's attribute lookup was 10% of
         # the Python time of a bulk enqueue.
-        found: dict[Any, tuple[uuid.UUID, int | None, uuid.UUID, bool]] = {}
+        written: dict[uuid.UUID, _Hit] = {}  # new rows, by the id we generated
+        existing: dict[int, _Hit] = {}  # idempotency-key duplicates, by batch position
         new_chats: set[uuid.UUID] = set()
         new_contacts: set[str] = set()  # by phone: a batch's channels share a workspace
         for kind, message_id, outbox_id, chat_id, ord_, phone, _ in map(tuple, rows):
             if kind == "outbox":
-                found[message_id] = (message_id, outbox_id, chat_id, False)
+                written[message_id] = (message_id, outbox_id, chat_id, False)
             elif kind == "existing":
-                found[ord_] = (message_id, outbox_id, chat_id, True)
+                existing[ord_] = (message_id, outbox_id, chat_id, True)
             elif kind == "chat":
                 new_chats.add(chat_id)
             elif kind == "contact":
                 new_contacts.add(phone)
         lost = []
         for (ord_, p), message_id in zip(pending, message_ids, strict=True):
-            hit = found.get(message_id) or found.get(ord_)
+            hit = written.get(message_id) or existing.get(ord_)
             if hit is None:
                 lost.append((ord_, p))
                 continue

@@ -35,7 +35,3 @@ def uuid7s(count: int) -> list[uuid.UUID]:
         r = int.from_bytes(entropy[i : i + 10], "big")
         ids.append(uuid.UUID(int=stamp | _VERSION_AND_VARIANT | (r & _RANDOM_MASK)))
     return ids
-
-
-def uuid7() -> uuid.UUID:
-    return uuid7s(1)[0]

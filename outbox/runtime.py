@@ -45,7 +45,7 @@ def tune_gc() -> None:
     ~30% (2,150-2,220 -> 2,815-2,830 msg/s; CI's PostgreSQL, runs alternated,
     2026-11-28). Memory is unaffected: garbage waits for at most 20,000
     allocations, and the peak RSS in `scripts/bench memory` stays flat.
-    (`gc.freeze()` after startup, the other usual remedy, saved less: 0.8 s.)
+    (`gc.freeze()` after startup, the other usual remedy, still left 0.8 s.)
     """
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
