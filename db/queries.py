@@ -227,6 +227,19 @@ RETURNING o.id, o.message_id, o.channel_id, o.chat_id, o.recipient, o.message_ty
           o.payload, o.attempts, o.max_attempts
 """
 
+# Channels the dispatcher will soon send on (they have queued rows): their
+# tokens are decrypted together at start-up. The EXISTS is one probe of
+# ix_outbox_due per channel.
+CHANNELS_WITH_QUEUED = """
+SELECT c.id
+FROM channels c
+WHERE (c.status = 'active' OR (c.status = 'paused' AND c.paused_until IS NOT NULL))
+  AND EXISTS (
+      SELECT 1 FROM outbox_messages o WHERE o.channel_id = c.id AND o.status = 'queued'
+  )
+LIMIT :limit
+"""
+
 # Channel details the dispatcher needs to send (cached per channel).
 CHANNEL_CREDENTIALS = """
 SELECT c.id, c.workspace_id, c.base_url, c.status, t.encrypted_token, t.key_id

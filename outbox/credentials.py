@@ -65,6 +65,10 @@ class CredentialCache:
     def __repr__(self) -> str:
         return f"CredentialCache(channels={len(self._entries)})"
 
+    def cached(self) -> set[uuid.UUID]:
+        """Channels whose credentials are loaded (usable or not)."""
+        return set(self._entries)
+
     async def get_many(
         self, channel_ids: Iterable[uuid.UUID]
     ) -> dict[uuid.UUID, Credentials | Unusable]:

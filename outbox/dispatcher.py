@@ -54,6 +54,7 @@ DB_RETRY_MAX_SECONDS = 30.0  # backoff ceiling while the database is unreachable
 SHUTDOWN_GRACE_SECONDS = 30.0  # in-flight sends get this long to finish on stop
 SUMMARY_LOG_SECONDS = 10.0
 MAX_RETRY_AFTER_SECONDS = 86400.0  # a provider's Retry-After is honoured up to a day
+WARM_CHANNELS_MAX = 64  # tokens decrypted before the first claim (~50 ms of CPU each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._db_failures = 0
+        self._warmed = False
 
     # --- public ------------------------------------------------------------
 
@@ -217,6 +219,8 @@ class Dispatcher:
         # L=64 and 200 ms: 0.67 of the ideal rate with it idle, 0.93 without).
         row_budget = cfg.concurrency + min(cfg.batch_size, cfg.concurrency)
         try:
+            if not self._warmed:
+                await self._warm_credentials()
             while not stop.is_set() and time.monotonic() < deadline:
                 free = row_budget - self._outstanding
                 remaining = math.inf if limit is None else limit - self.summary.claimed
@@ -270,6 +274,24 @@ class Dispatcher:
             e.clear()
 
     # --- claim ---------------------------------------------------------------
+
+    async def _warm_credentials(self) -> None:
+        """Decrypt the tokens of channels with queued rows, all at once,
+        before the first claim. Otherwise each claim brings a few new channels
+        (per_channel_claim rows each) and its sends wait ~50 ms per token in
+        turn: with 20 channels, the first second ran at half speed. Once per
+        dispatcher: tokens stay cached (by ciphertext) after that."""
+        try:
+            async with self._autocommit.connect() as conn:
+                ids = (await conn.execute(text(queries.CHANNELS_WITH_QUEUED),
+                                          {"limit": WARM_CHANNELS_MAX})).scalars().all()
+            await self._credentials.get_many(ids)
+        except DBAPIError as exc:
+            # Not fatal: claims load what they need, and handle the outage.
+            log.warning("credentials_warmup_failed", error=type(exc).__name__)
+            return
+        self._warmed = True
+        log.debug("credentials_warmed", channels=len(ids))
 
     async def _claim(self, n: int) -> list[ClaimedRow] | None:
         token = uuid.uuid4()

@@ -1,5 +1,7 @@
 """The claim is planner-proof: EXPLAIN never shows a Seq Scan on outbox_messages.
 
+(Nor does the dispatcher's start-up query for channels with queued rows.)
+
 A queue table is mostly sent rows waiting for the pruner, with a few queued
 ones; a sequential scan there makes every claim cost O(table). The CLAIM
 statement (db/queries.py), and its per-channel inner scan on its own, must
@@ -109,7 +111,7 @@ def _explain_generic(conn: Any, sql: str, params: dict[str, Any]) -> Any:
 
     body = re.sub(r"(?<![:\w]):(\w+)", number, sql)
     types = {"per_channel": "int", "batch_size": "int", "claim_token": "uuid",
-             "lease_seconds": "float8", "channel_id": "uuid"}
+             "lease_seconds": "float8", "channel_id": "uuid", "limit": "int"}
     conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
     conn.exec_driver_sql(
         f"PREPARE plan_test ({', '.join(types[n] for n in names)}) AS {body}")
@@ -156,15 +158,18 @@ def _assert_index_only_access(plan: Any, *, what: str, expect: set[str]) -> None
 
 @pytest.mark.parametrize("analyzed", [False, True], ids=["before-analyze", "after-analyze"])
 @pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
-@pytest.mark.parametrize("statement", ["claim", "per-channel-scan"])
+@pytest.mark.parametrize("statement", ["claim", "per-channel-scan", "channels-with-queued"])
 def test_claim_uses_the_due_index(clean_db: Engine, make_channel, statement: str,  # type: ignore[no-untyped-def]
                                   generic: bool, analyzed: bool,
                                   request: pytest.FixtureRequest) -> None:
     channels = [make_channel(name=f"plan-{i}", phone=f"+1555000{i:04d}")
                 for i in range(CHANNELS)]
     _fill(clean_db, channels)
+    expect = {"ix_outbox_due", "ix_outbox_chat_unfinished"}
     if statement == "claim":
         sql, params = queries.CLAIM, {**CLAIM_PARAMS, "claim_token": uuid.uuid4()}
+    elif statement == "channels-with-queued":  # the dispatcher's credential warm-up
+        sql, params, expect = queries.CHANNELS_WITH_QUEUED, {"limit": 64}, {"ix_outbox_due"}
     else:
         sql = _inner_scan()
         params = {"channel_id": channels[0], "per_channel": CLAIM_PARAMS["per_channel"]}
@@ -176,7 +181,7 @@ def test_claim_uses_the_due_index(clean_db: Engine, make_channel, statement: str
         conn.rollback()
     _assert_index_only_access(plan, what=f"{statement} ({'generic' if generic else 'custom'} "
                               f"plan, {'after' if analyzed else 'before'} ANALYZE)",
-                              expect={"ix_outbox_due", "ix_outbox_chat_unfinished"})
+                              expect=expect)
 
 
 def test_claim_still_claims_after_the_plan_checks(clean_db: Engine, make_channel) -> None:  # type: ignore[no-untyped-def]

@@ -293,3 +293,37 @@ async def test_absurd_retry_after_is_capped_at_a_day(make_channel, clean_db: Eng
         rows = conn.execute(text("SELECT status, attempts FROM outbox_messages")).all()
     assert 86000 < left <= 86400
     assert all(r.status == "queued" and r.attempts == 0 for r in rows)
+
+
+async def test_tokens_of_channels_with_queued_rows_are_decrypted_before_the_first_claim(
+        make_channel, clean_db: Engine, database_url: str, sim_url):
+    """One claim of one row still warms every channel with queued rows, and
+    only those: not an idle channel, not a disabled one."""
+    from db.engine import make_async_engine
+    from outbox.credentials import CredentialCache
+    from outbox.dispatcher import Dispatcher, DispatcherConfig
+    from providers.whapi import WhapiClient
+    from tests.dispatch_helpers import TEST_KEY
+
+    busy = [make_channel(name=f"b{i}", phone=f"+1555000001{i}", base_url=sim_url)
+            for i in range(3)]
+    idle = make_channel(name="idle", phone="+15550000020", base_url=sim_url)
+    disabled = make_channel(name="off", phone="+15550000021", base_url=sim_url)
+    enqueue_spread(clean_db, [*busy, disabled], messages=8, chats=2)
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE channels SET status = 'disabled' WHERE id = :id"),
+                     {"id": disabled})
+
+    engine = make_async_engine(database_url, pool_size=2)
+    client = WhapiClient(timeout=5.0)
+    try:
+        creds = CredentialCache(engine, default_base_url="http://127.0.0.1:9", keys=[TEST_KEY])
+        summary = await Dispatcher(engine, client, creds, DispatcherConfig(
+            batch_size=1, per_channel_claim=1)).drain(limit=1)
+    finally:
+        await client.aclose()
+        await engine.dispose()
+
+    assert summary.claimed == 1 and summary.sent == 1
+    assert creds.cached() == set(busy)
+    assert idle not in creds.cached() and disabled not in creds.cached()
