@@ -7,6 +7,12 @@ import re
 _NAMED_PARAM = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
 
 
+def driver_sql(sql: str) -> str:
+    """A `:name` statement (as in db/queries.py) in psycopg's own style,
+    `%(name)s`, for a psycopg connection used directly (db/direct.py)."""
+    return _NAMED_PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
 def binary_params_sql(sql: str) -> str:
     """A `:name` statement (as in db/queries.py) in psycopg's own style with
     every parameter sent in binary: `%(name)b`. Run it with

@@ -29,7 +29,7 @@ from prometheus_client.exposition import start_http_server
 from sqlalchemy import Engine, text
 
 from db import webhook_queries as q
-from outbox.dispatcher import ClaimedRow, Dispatcher, DispatcherConfig, Observer
+from outbox.dispatcher import ClaimedRow, Dispatcher, Observer
 from outbox.outcomes import ChannelAction, Decision, Kind
 from outbox.runtime import Runtime
 from providers.base import OutgoingMessage, Provider, SendResult
@@ -122,9 +122,8 @@ def instrumented_dispatcher(runtime: Runtime, *,
                             observers: list[Observer] | None = None) -> Dispatcher:
     """A dispatcher whose sends are timed and whose outcomes are counted
     (the cron endpoint and the daemon)."""
-    return Dispatcher(runtime.engine, TimedProvider(runtime.provider), runtime.credentials,
-                      DispatcherConfig.from_settings(runtime.settings),
-                      observers=[dispatch_observer, *(observers or [])])
+    return runtime.dispatcher(provider=TimedProvider(runtime.provider),
+                              observers=[dispatch_observer, *(observers or [])])
 
 
 class QueueCollector:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -14,6 +14,7 @@ from db.engine import database_url, make_async_engine
 from outbox.credentials import CredentialCache
 from outbox.dispatcher import Dispatcher, DispatcherConfig, Observer
 from outbox.settings import Settings
+from providers.base import Provider
 from providers.whapi import WhapiClient
 
 
@@ -23,10 +24,16 @@ class Runtime:
     engine: AsyncEngine
     provider: WhapiClient
     credentials: CredentialCache
+    _dispatchers: list[Dispatcher] = field(default_factory=list)
 
-    def dispatcher(self, *, observers: list[Observer] | None = None) -> Dispatcher:
-        return Dispatcher(self.engine, self.provider, self.credentials,
-                          DispatcherConfig.from_settings(self.settings), observers=observers)
+    def dispatcher(self, *, provider: Provider | None = None,
+                   observers: list[Observer] | None = None) -> Dispatcher:
+        """A dispatcher on this runtime's parts (`provider` wraps or replaces
+        the client); closed with the runtime."""
+        d = Dispatcher(self.engine, provider or self.provider, self.credentials,
+                       DispatcherConfig.from_settings(self.settings), observers=observers)
+        self._dispatchers.append(d)
+        return d
 
 
 # Allocations between young-generation collections (CPython's default: 700).
@@ -60,8 +67,11 @@ async def open_runtime(settings: Settings, *, url: str | None = None) -> AsyncIt
                            max_in_flight=settings.concurrency)
     credentials = CredentialCache(engine, default_base_url=settings.whapi_base_url,
                                   keys=[key, old])
+    runtime = Runtime(settings, engine, provider, credentials)
     try:
-        yield Runtime(settings, engine, provider, credentials)
+        yield runtime
     finally:
+        for d in runtime._dispatchers:
+            await d.aclose()
         await provider.aclose()
         await engine.dispose()

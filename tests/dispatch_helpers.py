@@ -38,8 +38,8 @@ async def run_dispatcher(
     try:
         creds = CredentialCache(engine, default_base_url="http://127.0.0.1:9", keys=[TEST_KEY])
         cfg = DispatcherConfig(**config)  # type: ignore[arg-type]
-        return await Dispatcher(engine, client, creds, cfg).drain(
-            limit=limit, max_seconds=max_seconds)
+        async with Dispatcher(engine, client, creds, cfg) as dispatcher:
+            return await dispatcher.drain(limit=limit, max_seconds=max_seconds)
     finally:
         await client.aclose()
         await engine.dispose()

@@ -318,8 +318,9 @@ async def test_tokens_of_channels_with_queued_rows_are_decrypted_before_the_firs
     client = WhapiClient(timeout=5.0)
     try:
         creds = CredentialCache(engine, default_base_url="http://127.0.0.1:9", keys=[TEST_KEY])
-        summary = await Dispatcher(engine, client, creds, DispatcherConfig(
-            batch_size=1, per_channel_claim=1)).drain(limit=1)
+        async with Dispatcher(engine, client, creds, DispatcherConfig(
+                batch_size=1, per_channel_claim=1)) as dispatcher:
+            summary = await dispatcher.drain(limit=1)
     finally:
         await client.aclose()
         await engine.dispose()

@@ -94,7 +94,8 @@ async def _dispatch(database_url: str) -> Summary:
     client = WhapiClient(timeout=0.5, connect_attempts=2, connect_retry_wait=0.01)
     try:
         creds = CredentialCache(engine, default_base_url="http://127.0.0.1:9", keys=[TEST_KEY])
-        return await Dispatcher(engine, client, creds, DispatcherConfig()).drain(max_seconds=60)
+        async with Dispatcher(engine, client, creds, DispatcherConfig()) as dispatcher:
+            return await dispatcher.drain(max_seconds=60)
     finally:
         await client.aclose()
         await engine.dispose()
