@@ -17,6 +17,12 @@ while the database works:
   few milliseconds, so the database sees one statement per batch, not one
   per message.
 * A heartbeat extends the lease of rows still in flight.
+* Claims and completions run on two psycopg connections of the
+  dispatcher's own (db/direct.py: through SQLAlchemy's async layer they cost
+  about twice the client CPU); the rest (credentials, heartbeat) uses the
+  engine's pool. `aclose()` closes them; a Runtime closes its dispatchers.
+* Before its first claim the dispatcher decrypts, all at once, the tokens of
+  the channels that have queued rows.
 
 `drain` sends what is due and returns when nothing is left to do; the
 daemon runs it as its tick, cron mode (`dispatch --once`) runs it once.
