@@ -59,12 +59,26 @@ existing AS (
 fresh AS (
     SELECT i.* FROM input i WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.ord = i.ord)
 ),
--- Contacts and chats: look up (index probes), insert only the missing ones.
+-- Chats, then contacts: look up (index probes), insert only the missing ones.
 -- Inserting known rows ON CONFLICT DO NOTHING would cost a speculative
--- insertion each, and most messages go to known chats.
+-- insertion each, and most messages go to known chats. A known chat has its
+-- contact already, so only the rows without one look up contacts.
+known_chats AS (
+    SELECT f.channel_id, f.wa_chat_id, c.id
+    FROM (SELECT DISTINCT channel_id, wa_chat_id FROM fresh) f
+    CROSS JOIN LATERAL (
+        SELECT c.id FROM chats c WHERE c.channel_id = f.channel_id AND c.wa_chat_id = f.wa_chat_id
+        LIMIT 1
+    ) c
+),
+chatless AS (
+    SELECT f.* FROM fresh f
+    WHERE NOT EXISTS (SELECT 1 FROM known_chats k
+                      WHERE k.channel_id = f.channel_id AND k.wa_chat_id = f.wa_chat_id)
+),
 known_contacts AS (
     SELECT f.workspace_id, f.phone, c.id
-    FROM (SELECT DISTINCT workspace_id, phone FROM fresh) f
+    FROM (SELECT DISTINCT workspace_id, phone FROM chatless) f
     CROSS JOIN LATERAL (
         SELECT c.id FROM contacts c WHERE c.workspace_id = f.workspace_id AND c.phone = f.phone
         LIMIT 1
@@ -73,7 +87,7 @@ known_contacts AS (
 new_contacts AS (
     INSERT INTO contacts (workspace_id, phone, is_group)
     SELECT DISTINCT f.workspace_id, f.phone, f.is_group
-    FROM fresh f
+    FROM chatless f
     WHERE NOT EXISTS (SELECT 1 FROM known_contacts k
                       WHERE k.workspace_id = f.workspace_id AND k.phone = f.phone)
     ON CONFLICT (workspace_id, phone) DO NOTHING
@@ -84,22 +98,12 @@ contact_ids AS (
     UNION ALL
     SELECT id, workspace_id, phone FROM known_contacts
 ),
-known_chats AS (
-    SELECT f.channel_id, f.wa_chat_id, c.id
-    FROM (SELECT DISTINCT channel_id, wa_chat_id FROM fresh) f
-    CROSS JOIN LATERAL (
-        SELECT c.id FROM chats c WHERE c.channel_id = f.channel_id AND c.wa_chat_id = f.wa_chat_id
-        LIMIT 1
-    ) c
-),
 new_chats AS (
     INSERT INTO chats (workspace_id, channel_id, wa_chat_id, contact_id)
     SELECT DISTINCT ON (f.channel_id, f.wa_chat_id)
            f.workspace_id, f.channel_id, f.wa_chat_id, ci.id
-    FROM fresh f
+    FROM chatless f
     JOIN contact_ids ci ON ci.workspace_id = f.workspace_id AND ci.phone = f.phone
-    WHERE NOT EXISTS (SELECT 1 FROM known_chats k
-                      WHERE k.channel_id = f.channel_id AND k.wa_chat_id = f.wa_chat_id)
     ON CONFLICT (channel_id, wa_chat_id) DO NOTHING
     RETURNING id, channel_id, wa_chat_id
 ),

@@ -76,6 +76,32 @@ def test_second_message_reuses_contact_and_chat(session: Session, make_channel, 
     assert counts(clean_db) == {"contacts": 1, "chats": 1, "messages": 2, "outbox_messages": 2}
 
 
+def test_known_contact_on_a_new_channel_gets_a_chat_not_a_second_contact(
+        session: Session, make_channel, clean_db):
+    """One batch mixing a known chat, a new chat for a known contact and a
+    new contact: only the rows without a chat look contacts up."""
+    first = make_channel()
+    second = make_channel(name="second", phone="+15550000002")
+    a = enqueue_text(session, channel_id=first, to="+15550100001", body="one")
+    session.commit()
+    known_chat, new_chat, new_contact = enqueue_many(session, [
+        TextMessage(first, "+15550100001", "two"),
+        TextMessage(second, "+15550100001", "three"),
+        TextMessage(second, "+15550100002", "four"),
+    ])
+    session.commit()
+    assert known_chat.chat_id == a.chat_id
+    assert not known_chat.chat_created and not known_chat.contact_created
+    assert new_chat.chat_created and not new_chat.contact_created
+    assert new_contact.chat_created and new_contact.contact_created
+    assert counts(clean_db) == {"contacts": 2, "chats": 3, "messages": 4, "outbox_messages": 4}
+    with clean_db.connect() as conn:
+        contact_of = dict(conn.execute(text(
+            "SELECT c.id, ct.phone FROM chats c JOIN contacts ct ON ct.id = c.contact_id")).all())
+    assert contact_of[a.chat_id] == contact_of[new_chat.chat_id] == "+15550100001"
+    assert contact_of[new_contact.chat_id] == "+15550100002"
+
+
 def test_rollback_leaves_no_trace(session: Session, make_channel, clean_db: Engine):
     channel = make_channel()
     enqueue_text(session, channel_id=channel, to="+15550100001", body="never")
