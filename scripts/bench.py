@@ -23,6 +23,10 @@ Scenarios (all by default, in this order):
             empty table vs. 1M queued + 5M sent rows: the ratio; sizes
   memory    peak RSS of the dispatcher process draining the small queue vs.
             draining with the big backlog present
+  statements  CLAIM and COMPLETE alone on one connection, no HTTP: per
+            message wall time, client CPU and PostgreSQL CPU, prepared or
+            not, generic plans, pipeline mode, batch sizes
+            (scripts/bench_statements.py)
 
 Rates are over the simulator's window (first to last accepted request) so
 process start-up is not counted; the dispatcher's own drain time (from its
@@ -60,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psycopg  # noqa: E402
 from bench_data import load_backlog, table_sizes  # noqa: E402
+from bench_statements import measure as measure_statements  # noqa: E402
 from sqlalchemy import Engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
@@ -74,7 +79,8 @@ from outbox.settings import Settings  # noqa: E402
 from providers.simulator_control import SimulatorControl, start_simulator  # noqa: E402
 
 BENCH_KEY = "bench-encryption-key-not-secret-" + "x" * 16
-SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory")
+SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory",
+             "statements")
 QUEUE_TABLES = "outbox_messages, messages, chats, contacts"
 
 TARGETS = {
@@ -110,6 +116,8 @@ class Sizes:
     claim_batch: int = 200
     claim_samples: int = 200
     memory_drain: int = 20_000
+    statements_messages: int = 20_000
+    statements_rounds: int = 3
 
 
 FULL = Sizes()
@@ -117,6 +125,7 @@ QUICK = Sizes(
     ceiling_requests=4_000, dispatch_messages=2_000, latency_messages=3_000,
     enqueue_single=1_000, enqueue_many_messages=20_000, scale_messages=2_000,
     backlog_queued=50_000, backlog_sent=200_000, claim_samples=100, memory_drain=2_000,
+    statements_messages=2_000, statements_rounds=1,
 )
 
 
@@ -724,6 +733,21 @@ class Bench:
         out["meets_target"] = peak <= TARGETS["peak_rss_mb"] and out["rss_big_over_small"] <= 1.2
         return out
 
+    def statements(self) -> dict[str, Any]:
+        if self.backlog_loaded:  # measure on a small queue, like the dispatch scenario
+            self.reset_queue()
+        modes = measure_statements(self.conninfo, self.fill_queue,
+                                   messages=self.s.statements_messages,
+                                   rounds=self.s.statements_rounds)
+        self.reset_queue()
+        base = modes["prepared"]
+        return {"messages": self.s.statements_messages, "rounds": self.s.statements_rounds,
+                "modes": modes,
+                "unprepared_over_prepared_pg_cpu": round(
+                    modes["unprepared"]["postgres_cpu_us"] / base["postgres_cpu_us"], 2),
+                "pipeline_over_prepared_wall": round(
+                    modes["pipeline"]["wall_us"] / base["wall_us"], 2)}
+
     def run_scenario(self, name: str) -> dict[str, Any]:
         say(f"== {name}")
         started = time.perf_counter()
@@ -811,6 +835,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                      f"{r['big']['peak_rss_mb']:.0f} MB with backlog "
                      f"(x{r['rss_big_over_small']:.2f})", f"<= {r['target']} MB, flat",
                      ok(r["meets_target"])))
+    r = results.get("statements")
+    if r:
+        m = r["modes"]
+        rows.append(("statements", "claim+complete, PostgreSQL CPU per message: prepared "
+                     f"{m['prepared']['postgres_cpu_us']:.0f} us, unprepared "
+                     f"{m['unprepared']['postgres_cpu_us']:.0f}, generic plan "
+                     f"{m['generic_plan']['postgres_cpu_us']:.0f}; pipeline wall "
+                     f"x{r['pipeline_over_prepared_wall']:.2f}", "", ""))
     head = ("scenario", "result", "target", "met")
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
