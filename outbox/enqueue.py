@@ -10,7 +10,6 @@ points run the same code: with an `AsyncSession` the work runs through
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +24,7 @@ from db import queries
 from db.driver_sql import binary_params_sql
 from outbox.errors import ChannelDisabled, ChannelNotFound, IdempotencyConflict, InvalidInput
 from outbox.ids import uuid7s
+from outbox.jsonio import dumps_unicode
 from outbox.message_types import (
     MediaMessage,
     NewMessage,
@@ -359,7 +359,7 @@ def enqueue_params(
         "is_groups": [p.recipient.is_group for _, p in batch],
         "types": [p.message_type for _, p in batch],
         "bodies": [p.body for _, p in batch],
-        "payloads": [json.dumps(p.payload, ensure_ascii=False) for _, p in batch],
+        "payloads": [dumps_unicode(p.payload) for _, p in batch],
         "keys": [p.idempotency_key for _, p in batch],
         "priorities": [p.priority for _, p in batch],
         "send_ats": [p.send_at for _, p in batch],

@@ -1,4 +1,4 @@
-"""Parsing untrusted JSON (API bodies, webhooks).
+"""Parsing untrusted JSON (API bodies, webhooks); encoding on hot paths.
 
 `json.loads` accepts more than PostgreSQL, UTF-8 or our own recursion can
 hold: NaN and Infinity (jsonb refuses them), numbers that overflow a float
@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 MAX_DEPTH = 64
+
+# json.dumps(..., ensure_ascii=False) builds a new JSONEncoder on every call
+# (any non-default option does): 2.6 us for a text payload, against 1.5 us
+# through one encoder made once. Enqueue encodes every message's payload.
+dumps_unicode: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _no_constant(name: str) -> Any:

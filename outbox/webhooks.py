@@ -28,7 +28,6 @@ Rules (shared/WHAPI.md "Webhooks"):
 from __future__ import annotations
 
 import hmac
-import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from db import webhook_queries as q
 from outbox.errors import ChannelNotFound, InvalidPhone, OutboxError
-from outbox.jsonio import loads_untrusted
+from outbox.jsonio import dumps_unicode, loads_untrusted
 from outbox.phone import normalize_recipient
 
 log = structlog.get_logger(__name__)
@@ -359,7 +358,7 @@ def _store_inbound(session: Session, channel: WebhookChannel, m: InboundMessage,
          "contact_id": contact_id})
     row = session.execute(text(q.INSERT_INBOUND_MESSAGE), {
         "workspace_id": ws, "channel_id": channel.id, "chat_id": chat_id, "type": m.type,
-        "body": m.body, "payload": json.dumps(m.payload, ensure_ascii=False),
+        "body": m.body, "payload": dumps_unicode(m.payload),
         "wa_message_id": m.wa_message_id, "sent_at": m.sent_at, "preview": m.preview,
     }).one()
     if row.message_id is None:
