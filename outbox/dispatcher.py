@@ -186,6 +186,7 @@ class Dispatcher:
         self.summary = Summary()
 
         self._outstanding = 0  # claimed and not yet completed (flushed)
+        self._flushes = 0  # completions committed so far
         self._by_token: Counter[uuid.UUID] = Counter()  # outstanding rows per claim
         self._pending: list[tuple[ClaimedRow, Decision]] = []
         self._pending_ready = asyncio.Event()
@@ -266,14 +267,20 @@ class Dispatcher:
                     continue
                 budget = int(min(free, remaining))
                 self._wake.clear()
+                flushes = self._flushes
                 rows = await self._claim(min(budget, cfg.batch_size))
                 if rows is None:  # database unreachable: backed off already
                     continue
                 if rows:
                     await self._start_sends(rows)
                     continue
-                if self._outstanding == 0 and not self._wake.is_set():
-                    break  # nothing due, nothing in flight: done
+                # Done when nothing is due and nothing in flight. But a
+                # completion committed while the claim ran may have unblocked
+                # chats its snapshot saw as busy: then claim again (a drain
+                # used to stop here with work due).
+                if (self._outstanding == 0 and not self._wake.is_set()
+                        and self._flushes == flushes):
+                    break
                 # Nothing claimable: wait for a completion (it may unblock a
                 # chat), a NOTIFY, or the poll interval.
                 await self._wait(stop, self._progress, self._wake,
@@ -462,6 +469,7 @@ class Dispatcher:
             if self._by_token[row.claim_token] <= 0:
                 del self._by_token[row.claim_token]
         self._outstanding -= len(batch)
+        self._flushes += 1
         self._progress.set()
 
     async def _complete_isolating(self, batch: list[tuple[ClaimedRow, Decision]]) -> None:

@@ -328,3 +328,43 @@ async def test_tokens_of_channels_with_queued_rows_are_decrypted_before_the_firs
     assert summary.claimed == 1 and summary.sent == 1
     assert creds.cached() == set(busy)
     assert idle not in creds.cached() and disabled not in creds.cached()
+
+
+async def test_a_completion_during_an_empty_claim_does_not_end_the_drain(
+        make_channel, clean_db: Engine, database_url: str, sim_url):
+    """A claim can find nothing because every chat's head is in flight; if
+    those rows complete while it runs, the chats it saw as busy have work
+    again. The drain claims again instead of stopping with messages due
+    (found on PostgreSQL 18: a pass stopped with half of a queue left)."""
+    from db.engine import make_async_engine
+    from outbox.credentials import CredentialCache
+    from outbox.dispatcher import Dispatcher, DispatcherConfig
+    from providers.whapi import WhapiClient
+    from tests.dispatch_helpers import TEST_KEY
+
+    class SlowEmptyClaims(Dispatcher):
+        """Stands in for a slow claim: an empty one returns only after the
+        rows in flight have been completed."""
+
+        async def _claim(self, n: int):  # type: ignore[no-untyped-def]
+            rows = await super()._claim(n)
+            if rows == []:
+                for _ in range(200):
+                    if self._outstanding == 0:
+                        break
+                    await asyncio.sleep(0.01)
+            return rows
+
+    channel = make_channel(base_url=sim_url)
+    enqueue_spread(clean_db, [channel], messages=6, chats=1)  # one chat: one at a time
+    engine = make_async_engine(database_url, pool_size=2)
+    client = WhapiClient(timeout=5.0)
+    try:
+        creds = CredentialCache(engine, default_base_url="http://127.0.0.1:9", keys=[TEST_KEY])
+        async with SlowEmptyClaims(engine, client, creds, DispatcherConfig()) as dispatcher:
+            summary = await dispatcher.drain(max_seconds=30)
+    finally:
+        await client.aclose()
+        await engine.dispose()
+    assert summary.sent == 6
+    assert outbox_counts(clean_db) == {"sent": 6}
