@@ -130,9 +130,7 @@ class DirectConnection:
         try:
             yield
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            conn = self._conn
-            if conn is not None and (conn.closed or conn.broken):
-                await self._drop()
+            # A broken connection is replaced by the next call (_connection).
             raise DatabaseUnavailable(_first_line(exc)) from exc
         except psycopg.Error as exc:
             # Only the class and SQLSTATE: a refusal's text can quote a

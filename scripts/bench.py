@@ -734,11 +734,10 @@ class Bench:
         return out
 
     def statements(self) -> dict[str, Any]:
-        if self.backlog_loaded:  # measure on a small queue, like the dispatch scenario
-            self.reset_queue()
+        # fill_queue empties the queue first: a small queue, like dispatch's.
         modes = measure_statements(self.conninfo, self.fill_queue,
                                    messages=self.s.statements_messages,
-                                   rounds=self.s.statements_rounds)
+                                   rounds=self.s.statements_rounds, process_cpu=_proc_cpu)
         self.reset_queue()
         base = modes["prepared"]
         return {"messages": self.s.statements_messages, "rounds": self.s.statements_rounds,

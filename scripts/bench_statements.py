@@ -19,7 +19,6 @@ pipelining the two is not how it runs; this measures what it would save.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
 import uuid
@@ -59,21 +58,15 @@ def _complete_params(rows: list[tuple[Any, ...]], token: uuid.UUID) -> dict[str,
             "wa_message_ids": [f"wamid.{r[0]}" for r in rows]}
 
 
-def _backend_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _drain(conninfo: str, batch: int, prepare: bool, generic: bool,
-                 pipeline: bool) -> tuple[int, float, float, float]:
+async def _drain(conninfo: str, batch: int, prepare: bool, generic: bool, pipeline: bool,
+                 process_cpu: Callable[[int], float]) -> tuple[int, float, float, float]:
     if generic:
         conninfo = make_conninfo(conninfo, options="-c plan_cache_mode=force_generic_plan")
     conn = await psycopg.AsyncConnection.connect(
         conninfo, autocommit=True, prepare_threshold=5 if prepare else None)
     try:
         pid = conn.info.backend_pid
-        pg0, cpu0, t0 = _backend_cpu(pid), time.process_time(), time.perf_counter()
+        pg0, cpu0, t0 = process_cpu(pid), time.process_time(), time.perf_counter()
         claimed = 0
         params = _claim_params(batch)
         rows = await (await conn.execute(CLAIM, params)).fetchall()
@@ -91,19 +84,21 @@ async def _drain(conninfo: str, batch: int, prepare: bool, generic: bool,
                 await (await conn.execute(COMPLETE, _complete_params(rows, token))).fetchone()
                 rows = await (await conn.execute(CLAIM, params)).fetchall()
         return (claimed, time.perf_counter() - t0, time.process_time() - cpu0,
-                _backend_cpu(pid) - pg0)
+                process_cpu(pid) - pg0)
     finally:
         await conn.close()
 
 
 def measure(conninfo: str, fill: Callable[[int, str], object], *, messages: int,
-            rounds: int) -> dict[str, Any]:
-    """Each mode `rounds` times, modes interleaved; medians per message (µs)."""
+            rounds: int, process_cpu: Callable[[int], float]) -> dict[str, Any]:
+    """Each mode `rounds` times, modes interleaved; medians per message (µs).
+    `process_cpu(pid)` reads a process's CPU seconds (the backend's)."""
     samples: dict[str, list[tuple[float, float, float]]] = {m[0]: [] for m in MODES}
     for r in range(rounds):
         for name, batch, prepare, generic, pipeline in MODES:
             fill(messages, f"st{r}{name}")
-            n, wall, cpu, pg = asyncio.run(_drain(conninfo, batch, prepare, generic, pipeline))
+            n, wall, cpu, pg = asyncio.run(_drain(conninfo, batch, prepare, generic, pipeline,
+                                                    process_cpu))
             if n != messages:
                 raise RuntimeError(f"statements/{name}: claimed {n} of {messages}")
             samples[name].append((1e6 * wall / n, 1e6 * cpu / n, 1e6 * pg / n))
