@@ -23,6 +23,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Text,
     UniqueConstraint,
@@ -46,6 +47,13 @@ CHAT_STATUSES = ("active", "archived")
 MESSAGE_STATUSES = ("pending", "sent", "delivered", "read", "played", "failed", "deleted")
 OUTBOX_STATUSES = ("queued", "sending", "sent", "failed", "paused")
 DIRECTIONS = ("outbound", "inbound")
+#: Channel pause causes. `unauthorized` (HTTP 401) and `session` (Whapi's
+#: health/users webhooks: logged out, QR, ERROR) end when the session is
+#: back; the others need time or a human.
+PAUSE_CAUSES = ("rate_limit", "circuit", "unauthorized", "trial_limit", "not_found",
+                "session", "manual", "credentials")
+#: What waits in webhook_pending for a message that isn't stored yet.
+PENDING_KINDS = ("reaction", "edit", "delete", "echo")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -82,8 +90,16 @@ class Channel(Base):
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
     paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     pause_reason: Mapped[str | None] = mapped_column(Text)
-    # Consecutive 429s without a success in between: drives the escalating pause.
+    # Rate-limit events (not 429 answers) without a success in between:
+    # drives the escalating pause.
     rate_limit_strikes: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # When the current rate-limit event began: 429s to requests sent before
+    # it belong to it (migration 0004).
+    rate_limited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Why a channel is paused, as a machine code (PAUSE_CAUSES): a channel
+    # paused because its WhatsApp session logged out resumes by itself when
+    # Whapi reports it authorised again; one a human paused does not.
+    pause_cause: Mapped[str | None] = mapped_column(Text)
     # Whapi signs nothing: this secret, sent back in a custom header, is how
     # webhooks prove they come from the channel's configuration.
     webhook_secret: Mapped[str] = mapped_column(Text, nullable=False)
@@ -195,6 +211,18 @@ class Message(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Whapi's actions on this message (migration 0004). Reactions, one per
+    # reactor: {"<reactor>": {"emoji": "👍", "at": <unix s>}}; a removed
+    # reaction keeps its entry with emoji "" so an older one arriving late
+    # can't bring it back.
+    reactions: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    # Earlier versions after edits, oldest first: [{"body", "until"}].
+    edit_history: Mapped[list[Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'[]'::jsonb"))
+    edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Deleted for everyone: the row stays, its content is erased.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class OutboxMessage(Base):
@@ -304,4 +332,64 @@ class WebhookStatusBacklog(Base):
     wa_message_id: Mapped[str] = mapped_column(Text, nullable=False)
     status: Mapped[str] = mapped_column(Text, nullable=False)
     status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = _created()
+
+
+# --- Whapi traffic (migration 0004) -------------------------------------------
+
+
+class WebhookPending(Base):
+    """Webhook events about a message we don't hold yet, waiting for it.
+
+    Whapi delivers reactions, edits and deletes of a message that may arrive
+    after them (reordering, an offline backlog), and echoes of our own sends
+    that can arrive before the dispatcher has recorded the WhatsApp id. They
+    wait here, keyed by the message's WhatsApp id, until it shows up or
+    they expire (an echo that never matches was sent by someone else with
+    the channel's token: it is then stored as an outbound message).
+    """
+
+    __tablename__ = "webhook_pending"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "wa_message_id", "kind", "action_key"),
+        CheckConstraint(_in("kind", PENDING_KINDS), name="kind"),
+        Index(None, "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    channel_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("channels.id", ondelete="CASCADE"), nullable=False
+    )
+    wa_message_id: Mapped[str] = mapped_column(Text, nullable=False)  # the target's id
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    # What makes a replay a replay: the action message's id, or the reactor.
+    action_key: Mapped[str] = mapped_column(Text, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    received_at: Mapped[datetime] = _created()
+
+
+class WebhookDeadLetter(Base):
+    """An authenticated webhook body (or entry) we could not use, kept raw.
+
+    Whapi retries anything but a 200 forever, so such bodies are answered
+    200 and kept here for a human (`outbox status` counts them). A retried
+    body is kept once (its SHA-256).
+    """
+
+    __tablename__ = "webhook_dead_letters"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "body_sha256"),
+        Index(None, "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    channel_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("channels.id", ondelete="CASCADE"), nullable=False
+    )
+    event_type: Mapped[str | None] = mapped_column(Text)
+    event_method: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # as received
+    body_sha256: Mapped[str] = mapped_column(Text, nullable=False)
     received_at: Mapped[datetime] = _created()

@@ -335,22 +335,43 @@ SELECT (SELECT count(*) FROM done) AS completed,
 # must not pause a channel for years, nor overflow an interval); without, an
 # escalating default: base * 2^strikes, capped. A pause never shortens one
 # already in place.
+#
+# One rate-limit event is one strike. Whapi sends no Retry-After, and the
+# requests already in flight when the first 429 came back all answer 429
+# too: if the latest of them (:requested_at, unix seconds) left before the
+# current event began (rate_limited_at), they belong to it and neither add
+# a strike nor extend the pause. The clocks compared are the dispatcher's
+# and the database's: on different machines NTP keeps them close enough.
 PAUSE_RATE_LIMITED = """
-UPDATE channels
-SET paused_until = GREATEST(
-        COALESCE(paused_until, now()),
-        now() + make_interval(secs => COALESCE(
-            -- (LEAST ignores NULLs: a missing Retry-After must stay NULL)
-            CASE WHEN CAST(:retry_after AS float8) IS NOT NULL
-                 THEN LEAST(CAST(:retry_after AS float8), CAST(:max_retry_after AS float8))
-            END,
-            LEAST(CAST(:cap_seconds AS float8),
-                  CAST(:base_seconds AS float8) * power(2, LEAST(rate_limit_strikes, 30)))))),
+WITH event AS (
+    SELECT id,
+           rate_limited_at IS NOT NULL
+           AND CAST(:requested_at AS float8) IS NOT NULL
+           AND to_timestamp(CAST(:requested_at AS float8)) <= rate_limited_at AS same
+    FROM channels
+    WHERE id = :channel_id
+)
+UPDATE channels c
+SET paused_until = CASE
+        WHEN e.same AND CAST(:retry_after AS float8) IS NULL THEN c.paused_until
+        ELSE GREATEST(
+            COALESCE(c.paused_until, now()),
+            now() + make_interval(secs => COALESCE(
+                -- (LEAST ignores NULLs: a missing Retry-After must stay NULL)
+                CASE WHEN CAST(:retry_after AS float8) IS NOT NULL
+                     THEN LEAST(CAST(:retry_after AS float8), CAST(:max_retry_after AS float8))
+                END,
+                LEAST(CAST(:cap_seconds AS float8),
+                      CAST(:base_seconds AS float8) * power(2, LEAST(c.rate_limit_strikes, 30))))))
+    END,
     pause_reason = :reason,
-    rate_limit_strikes = rate_limit_strikes + 1,
+    pause_cause = 'rate_limit',
+    rate_limit_strikes = c.rate_limit_strikes + CASE WHEN e.same THEN 0 ELSE 1 END,
+    rate_limited_at = CASE WHEN e.same THEN c.rate_limited_at ELSE now() END,
     updated_at = now()
-WHERE id = :channel_id
-RETURNING paused_until, rate_limit_strikes
+FROM event e
+WHERE c.id = e.id
+RETURNING c.paused_until, c.rate_limit_strikes, NOT e.same AS new_event
 """
 
 # The circuit breaker: too many consecutive transient failures on a channel
@@ -361,17 +382,20 @@ UPDATE channels
 SET paused_until = GREATEST(COALESCE(paused_until, now()),
                             now() + make_interval(secs => CAST(:seconds AS float8))),
     pause_reason = :reason,
+    pause_cause = 'circuit',
     updated_at = now()
 WHERE id = :channel_id AND status <> 'disabled'
 RETURNING paused_until
 """
 
-# 401/402 pause until a human resumes the channel; 404 disables it.
+# 401/402/404 (and unusable credentials) pause until a human resumes the
+# channel, or, for a logged-out session (401), until Whapi reports it back.
 CHANNEL_PROBLEM = """
 UPDATE channels
-SET status = CAST(:status AS text),
+SET status = 'paused',
     paused_until = NULL,
     pause_reason = :reason,
+    pause_cause = :cause,
     updated_at = now()
 WHERE id = :channel_id AND status <> 'disabled'
 RETURNING id
@@ -439,7 +463,8 @@ FROM rescued
 # Timed pauses that have run out: the channel is active again.
 UNPAUSE_EXPIRED = """
 UPDATE channels
-SET status = 'active', paused_until = NULL, pause_reason = NULL, updated_at = now()
+SET status = 'active', paused_until = NULL, pause_reason = NULL, pause_cause = NULL,
+    updated_at = now()
 WHERE paused_until IS NOT NULL AND paused_until <= now() AND status IN ('active', 'paused')
 RETURNING id
 """

@@ -134,6 +134,7 @@ def pause_channel(
     channel.status = "paused"
     channel.paused_until = now + timedelta(seconds=seconds) if seconds else None
     channel.pause_reason = reason
+    channel.pause_cause = "manual"
     channel.updated_at = now
     session.flush()
     return ChannelInfo.of(channel)
@@ -147,7 +148,8 @@ def resume_channel(
     session.execute(
         update(Channel)
         .where(Channel.id == channel.id)
-        .values(status="active", paused_until=None, pause_reason=None, rate_limit_strikes=0,
+        .values(status="active", paused_until=None, pause_reason=None, pause_cause=None,
+                rate_limit_strikes=0, rate_limited_at=None,
                 updated_at=text("now()"))
     )
     session.refresh(channel)

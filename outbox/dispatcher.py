@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -51,7 +52,7 @@ from db.direct import DatabaseUnavailable, DirectConnection, StatementRefused
 from db.driver_sql import driver_sql
 from outbox.backoff import RetryPolicy
 from outbox.credentials import CredentialCache, Credentials, Unusable
-from outbox.outcomes import ChannelAction, Decision, Kind, decide, release
+from outbox.outcomes import ChannelAction, Decision, Kind, RateLimitEvent, decide, release
 from providers.base import Outcome, OutgoingMessage, Provider
 
 log = structlog.get_logger(__name__)
@@ -127,14 +128,12 @@ class Summary:
     # Completions that found their row already rescued (lease lost).
     stale: int = 0
     paused_channels: set[uuid.UUID] = field(default_factory=set)
-    disabled_channels: set[uuid.UUID] = field(default_factory=set)
     seconds: float = 0.0
 
     def line(self) -> str:
         rate = self.sent / self.seconds if self.seconds > 0 else 0.0
         return (f"sent {self.sent}, retried {self.retried}, failed {self.failed}, "
-                f"released {self.released}, paused channels {len(self.paused_channels)}, "
-                f"disabled channels {len(self.disabled_channels)} "
+                f"released {self.released}, paused channels {len(self.paused_channels)} "
                 f"in {self.seconds:.1f}s ({rate:,.0f}/s)")
 
     def as_dict(self) -> dict[str, Any]:
@@ -143,7 +142,6 @@ class Summary:
             "failed": self.failed, "released": self.released, "ambiguous": self.ambiguous,
             "stale": self.stale,
             "paused_channels": sorted(str(c) for c in self.paused_channels),
-            "disabled_channels": sorted(str(c) for c in self.disabled_channels),
             "seconds": round(self.seconds, 3),
         }
 
@@ -374,7 +372,8 @@ class Dispatcher:
     async def _send_one(self, row: ClaimedRow, creds: Credentials | Unusable) -> None:
         if isinstance(creds, Unusable):
             self._record(row, Decision("queued", Kind.RELEASED, refund_attempt=True,
-                                       error=creds.reason, channel_action=ChannelAction.PAUSE))
+                                       error=creds.reason, channel_action=ChannelAction.PAUSE,
+                                       pause_cause="credentials"))
             return
         sem = self._channel_sems.get(row.channel_id)
         if sem is None:
@@ -384,12 +383,15 @@ class Dispatcher:
             if self._stopping or self._locally_paused(row.channel_id):
                 self._record(row, release())
                 return
+            requested_at = time.time()
             result = await self._provider.send(
                 base_url=creds.base_url, token=creds.token,
                 message=OutgoingMessage(row.recipient, row.message_type, row.payload),
             )
             decision = decide(attempts=row.attempts, max_attempts=row.max_attempts,
                               result=result, policy=self.config.retry, rng=self._rng)
+            if decision.channel_action is ChannelAction.RATE_LIMIT:
+                decision = dataclasses.replace(decision, requested_at=requested_at)
             self._watch_circuit(row.channel_id, result.outcome)
             if decision.channel_action is not ChannelAction.NONE:
                 # Stop this channel's other claimed rows right now; the flush
@@ -504,13 +506,12 @@ class Dispatcher:
             "errors": [d.error for _, d in batch],
             "wa_message_ids": [d.wa_message_id for _, d in batch],
         }
-        rate_limited: dict[uuid.UUID, float | None] = {}
+        rate_limited: dict[uuid.UUID, RateLimitEvent] = {}
         problems: dict[uuid.UUID, Decision] = {}
         for row, d in batch:
             if d.channel_action is ChannelAction.RATE_LIMIT:
                 prev = rate_limited.get(row.channel_id)
-                rate_limited[row.channel_id] = (d.retry_after if prev is None
-                                                else max(prev, d.retry_after or 0.0))
+                rate_limited[row.channel_id] = RateLimitEvent.of(d).merge(prev)
             elif d.channel_action is not ChannelAction.NONE:
                 problems[row.channel_id] = d
         trips, self._breaker_trips = self._breaker_trips, set()
@@ -525,7 +526,7 @@ class Dispatcher:
         self,
         params: dict[str, Any],
         trips: set[uuid.UUID],
-        rate_limited: dict[uuid.UUID, float | None],
+        rate_limited: dict[uuid.UUID, RateLimitEvent],
         problems: dict[uuid.UUID, Decision],
     ) -> int:
         """Record the batch's rows, and any channel pauses with them in one
@@ -544,28 +545,27 @@ class Dispatcher:
                 })
                 log.warning("channel_circuit_open", channel_id=str(channel_id),
                             pause_seconds=self.config.circuit_breaker_pause_seconds)
-            for channel_id, retry_after in rate_limited.items():
+            for channel_id, event in rate_limited.items():
                 paused = await db.fetchone(_PAUSE_RATE_LIMITED, {
-                    "channel_id": channel_id, "retry_after": retry_after,
+                    "channel_id": channel_id, "retry_after": event.retry_after,
+                    "requested_at": event.requested_at,
                     "base_seconds": self.config.rate_limit_pause_seconds,
                     "cap_seconds": self.config.rate_limit_pause_cap_seconds,
                     "max_retry_after": MAX_RETRY_AFTER_SECONDS,
                     "reason": "rate limited by the provider (HTTP 429)",
                 })
-                paused_until, strikes = paused if paused else (None, None)
+                paused_until, strikes, new_event = paused if paused else (None, None, None)
                 log.warning("channel_rate_limited", channel_id=str(channel_id),
-                            retry_after=retry_after,
+                            retry_after=event.retry_after, new_event=new_event,
                             paused_until=paused_until.isoformat() if paused_until else None,
                             strikes=strikes)
             for channel_id, d in problems.items():
-                disable = d.channel_action is ChannelAction.DISABLE
                 await db.execute(_CHANNEL_PROBLEM, {
-                    "channel_id": channel_id, "status": "disabled" if disable else "paused",
-                    "reason": d.error or "channel problem",
+                    "channel_id": channel_id,
+                    "reason": d.error or "channel problem", "cause": d.pause_cause,
                 })
                 self._credentials.forget(channel_id)
-                log.error("channel_disabled" if disable else "channel_paused",
-                          channel_id=str(channel_id), reason=d.error)
+                log.error("channel_paused", channel_id=str(channel_id), reason=d.error)
         return completed
 
     def _account(
@@ -573,7 +573,7 @@ class Dispatcher:
         batch: list[tuple[ClaimedRow, Decision]],
         completed: int,
         trips: set[uuid.UUID],
-        rate_limited: dict[uuid.UUID, float | None],
+        rate_limited: dict[uuid.UUID, RateLimitEvent],
         problems: dict[uuid.UUID, Decision],
     ) -> None:
         stale = len(batch) - completed
@@ -594,9 +594,7 @@ class Dispatcher:
                 observer(row, d)
         s.paused_channels.update(rate_limited)
         s.paused_channels.update(trips)
-        for channel_id, d in problems.items():
-            (s.disabled_channels if d.channel_action is ChannelAction.DISABLE
-             else s.paused_channels).add(channel_id)
+        s.paused_channels.update(problems)
         if stale:
             log.warning("stale_completions", rows=stale,
                         hint="lease expired before completion; rows were rescued")

@@ -20,8 +20,7 @@ MAX_ERROR_LENGTH = 500
 class ChannelAction(enum.StrEnum):
     NONE = "none"
     RATE_LIMIT = "rate_limit"  # pause the channel for a while
-    PAUSE = "pause"  # needs a human (401 logged out, 402 trial over)
-    DISABLE = "disable"  # 404: the token names no channel
+    PAUSE = "pause"  # needs a human (401 logged out, 402 trial over, 404 off the media endpoints)
 
 
 class Kind(enum.StrEnum):
@@ -44,6 +43,12 @@ class Decision:
     channel_action: ChannelAction = ChannelAction.NONE
     retry_after: float | None = None
     ambiguous: bool = False  # the provider may have accepted it: a retry may duplicate
+    # Unix time the request left (set by the dispatcher on rate-limit
+    # decisions): a 429 to a request sent before the channel's pause began
+    # belongs to that rate-limit event and must not escalate it.
+    requested_at: float | None = None
+    # For PAUSE: why, as a channel pause cause (db.models.PAUSE_CAUSES).
+    pause_cause: str | None = None
 
 
 def decide(
@@ -67,10 +72,9 @@ def decide(
                             retry_after=result.retry_after)
         case Outcome.CHANNEL_PROBLEM:
             problem = result.channel_problem
-            action = (ChannelAction.DISABLE if problem is not None and problem.disables_channel
-                      else ChannelAction.PAUSE)
             return Decision("queued", Kind.RELEASED, refund_attempt=True, error=error,
-                            channel_action=action)
+                            channel_action=ChannelAction.PAUSE,
+                            pause_cause=problem.value if problem is not None else None)
         case Outcome.TRANSIENT:
             if attempts >= max_attempts:
                 return Decision("failed", Kind.FAILED, ambiguous=result.ambiguous,
@@ -78,6 +82,34 @@ def decide(
             return Decision("queued", Kind.RETRIED, delay_seconds=policy.delay(attempts, rng),
                             error=error, ambiguous=result.ambiguous)
     raise AssertionError(f"unhandled outcome {result.outcome!r}")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitEvent:
+    """A channel's 429 answers in one completed batch, folded into one.
+
+    `retry_after`: the longest Retry-After given (None when none was).
+    `requested_at`: when the latest of those requests left; the database
+    counts a new strike only if that is after the channel's current
+    rate-limit pause began (db/queries.py PAUSE_RATE_LIMITED).
+    """
+
+    retry_after: float | None
+    requested_at: float | None
+
+    @classmethod
+    def of(cls, decision: Decision) -> RateLimitEvent:
+        return cls(decision.retry_after, decision.requested_at)
+
+    def merge(self, other: RateLimitEvent | None) -> RateLimitEvent:
+        if other is None:
+            return self
+        return RateLimitEvent(_max(self.retry_after, other.retry_after),
+                              _max(self.requested_at, other.requested_at))
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def release() -> Decision:

@@ -32,12 +32,7 @@ class Outcome(enum.StrEnum):
 class ChannelProblem(enum.StrEnum):
     UNAUTHORIZED = "unauthorized"  # 401: WhatsApp session logged out
     TRIAL_LIMIT = "trial_limit"  # 402: trial quota exhausted
-    NOT_FOUND = "not_found"  # 404: channel unknown (bad token)
-
-    @property
-    def disables_channel(self) -> bool:
-        """Whether the channel should be disabled (not merely paused)."""
-        return self is ChannelProblem.NOT_FOUND
+    NOT_FOUND = "not_found"  # 404 outside the media endpoints: base URL or token names nothing
 
 
 MESSAGE_TYPES = ("text", "image", "video", "document", "audio")

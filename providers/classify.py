@@ -2,19 +2,29 @@
 
 The table (shared/WHAPI.md):
 
-    2xx with message.id        SENT(wa_message_id)
-    2xx without a usable id    TRANSIENT, ambiguous   (*)
-    400, 403, 413, 415         PERMANENT
-    401                        CHANNEL_PROBLEM(UNAUTHORIZED)   pause channel
-    402                        CHANNEL_PROBLEM(TRIAL_LIMIT)    pause channel
-    404                        CHANNEL_PROBLEM(NOT_FOUND)      disable channel
-    429                        RATE_LIMITED, retry_after from Retry-After
-    5xx and anything else      TRANSIENT
+    2xx, "sent": true, message.id    SENT(wa_message_id)
+    2xx without a usable id          TRANSIENT, ambiguous   (*)
+    2xx with "sent": false           TRANSIENT, ambiguous   (*)
+    400, 403, 413, 415               PERMANENT
+    401                              CHANNEL_PROBLEM(UNAUTHORIZED)   pause channel
+    402                              CHANNEL_PROBLEM(TRIAL_LIMIT)    pause channel
+    404 on a media endpoint          PERMANENT ("media with the specified id not found")
+    404 anywhere else                CHANNEL_PROBLEM(NOT_FOUND)      pause channel (**)
+    429                              RATE_LIMITED, retry_after from Retry-After
+    5xx and anything else            TRANSIENT
 
 (*) A 2xx without an id means Whapi probably accepted the message but we
 can't track it. It is not SENT (the row would have no wa_message_id to match
 status webhooks with) and not PERMANENT (the message is fine): TRANSIENT,
-flagged ambiguous because a retry may deliver it twice.
+flagged ambiguous because a retry may deliver it twice. `sent` is required in
+the spec's send response: `"sent": false` is Whapi saying it did not send,
+but it may still hold a message id, so it is ambiguous too.
+
+(**) The spec documents 404 only on media endpoints, where it is about that
+message's media. Elsewhere it is undocumented: the likeliest cause is a
+channel whose base URL or token points at nothing, so the channel pauses
+(its rows keep their attempts) until a human looks; it is never disabled on
+a guess.
 
 Exceptions: failures that provably happened before the request left
 (connect refused/unreachable, DNS, TLS handshake, connect timeout, waiting
@@ -46,6 +56,7 @@ from providers.base import ChannelProblem, Outcome, SendResult
 
 __all__ = [
     "MAX_REASON_CHARS",
+    "MEDIA_ENDPOINTS",
     "classify_exception",
     "classify_response",
     "is_connect_failure",
@@ -61,6 +72,10 @@ CHANNEL_STATUSES: Final[Mapping[int, ChannelProblem]] = {
     402: ChannelProblem.TRIAL_LIMIT,
     404: ChannelProblem.NOT_FOUND,
 }
+#: Endpoints (message types) whose 404 means "media with the specified id
+#: not found" in the spec: that message fails, the channel is fine.
+MEDIA_ENDPOINTS: Final = frozenset(
+    {"image", "video", "gif", "short", "document", "audio", "voice", "sticker"})
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -139,8 +154,7 @@ def _provider_reason(body: bytes) -> str | None:
     return None
 
 
-def _message_id(body: bytes) -> str | None:
-    data = _json_object(body)
+def _message_id(data: Mapping[str, Any] | None) -> str | None:
     if data is None:
         return None
     message = data.get("message")
@@ -166,11 +180,21 @@ def classify_response(
     body: bytes,
     headers: Mapping[str, str],
     *,
+    endpoint: str = "text",
     now: float | None = None,
 ) -> SendResult:
-    """Classify one HTTP answer from a Whapi send endpoint (see module doc)."""
+    """Classify one HTTP answer from Whapi's `POST /messages/<endpoint>`
+    (see module doc)."""
     if 200 <= status_code < 300:
-        mid = _message_id(body)
+        data = _json_object(body)
+        if data is not None and data.get("sent") is False:
+            return SendResult(
+                outcome=Outcome.TRANSIENT,
+                status_code=status_code,
+                ambiguous=True,
+                error=f"HTTP {status_code} with \"sent\": false",
+            )
+        mid = _message_id(data)
         if mid is not None:
             return SendResult(outcome=Outcome.SENT, wa_message_id=mid, status_code=status_code)
         return SendResult(
@@ -180,6 +204,8 @@ def classify_response(
             error=f"HTTP {status_code} without a message id",
         )
     error = _error_text(status_code, body)
+    if status_code == 404 and endpoint in MEDIA_ENDPOINTS:
+        return SendResult(outcome=Outcome.PERMANENT, status_code=status_code, error=error)
     if status_code == 429:
         return SendResult(
             outcome=Outcome.RATE_LIMITED,

@@ -242,7 +242,8 @@ class WhapiClient:
             except Exception as exc:  # classified, never raised: see module doc
                 result = classify_exception(exc)
             else:
-                result = classify_response(response.status_code, response.content, response.headers)
+                result = classify_response(response.status_code, response.content,
+                                           response.headers, endpoint=message.message_type)
         return self._done(message, result, attempts=attempts, started=started)
 
     def _retrying(self) -> AsyncRetrying:

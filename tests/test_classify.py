@@ -15,6 +15,7 @@ from httpx_aiohttp.transport import map_aiohttp_exceptions
 from providers.base import ChannelProblem, Outcome
 from providers.classify import (
     MAX_REASON_CHARS,
+    MEDIA_ENDPOINTS,
     classify_exception,
     classify_response,
     is_connect_failure,
@@ -85,7 +86,7 @@ TABLE: list[tuple[int, Outcome, ChannelProblem | None]] = [
     (401, Outcome.CHANNEL_PROBLEM, ChannelProblem.UNAUTHORIZED),
     (402, Outcome.CHANNEL_PROBLEM, ChannelProblem.TRIAL_LIMIT),
     (403, Outcome.PERMANENT, None),
-    (404, Outcome.CHANNEL_PROBLEM, ChannelProblem.NOT_FOUND),
+    (404, Outcome.CHANNEL_PROBLEM, ChannelProblem.NOT_FOUND),  # on /messages/text
     (413, Outcome.PERMANENT, None),
     (415, Outcome.PERMANENT, None),
     (429, Outcome.RATE_LIMITED, None),
@@ -115,10 +116,27 @@ def test_status_table(status: int, outcome: Outcome, problem: ChannelProblem | N
     assert r.error == f"HTTP {status}: Something went wrong"
 
 
-def test_only_404_disables_the_channel() -> None:
-    assert ChannelProblem.NOT_FOUND.disables_channel
-    assert not ChannelProblem.UNAUTHORIZED.disables_channel
-    assert not ChannelProblem.TRIAL_LIMIT.disables_channel
+@pytest.mark.parametrize("endpoint", sorted(MEDIA_ENDPOINTS))
+def test_404_on_a_media_endpoint_fails_that_message_only(endpoint: str) -> None:
+    # The spec's one meaning of 404 on a send: "media with specified id not found".
+    body = err_body(404, "Media with specified id not found")
+    r = classify_response(404, body, {}, endpoint=endpoint)
+    assert r.outcome is Outcome.PERMANENT and r.channel_problem is None
+    assert r.error == "HTTP 404: Media with specified id not found"
+
+
+def test_404_elsewhere_pauses_the_channel_without_disabling_it() -> None:
+    r = classify_response(404, err_body(404, "Not found"), {}, endpoint="text")
+    assert r.outcome is Outcome.CHANNEL_PROBLEM and r.channel_problem is ChannelProblem.NOT_FOUND
+
+
+@pytest.mark.parametrize("status", [200, 201])
+def test_2xx_saying_sent_false_is_not_a_success(status: int) -> None:
+    body = json.dumps({"sent": False, "message": {"id": "PsoNMWuDsT5JpqX-wK0Vgg"}}).encode()
+    r = classify_response(status, body, {})
+    assert r.outcome is Outcome.TRANSIENT and r.ambiguous
+    assert r.wa_message_id is None
+    assert r.error == f'HTTP {status} with "sent": false'
 
 
 def test_error_with_id_in_body_is_still_an_error() -> None:

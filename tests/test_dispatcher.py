@@ -191,23 +191,23 @@ async def test_rate_limit_pause_escalates_without_retry_after(
     assert 8 < pauses[0] <= 10 and 18 < pauses[1] <= 20 and 38 < pauses[2] <= 40
 
 
-@pytest.mark.parametrize(("status", "channel_status", "reason"), [
-    (401, "paused", "401"), (402, "paused", "402"), (404, "disabled", "404")])
-async def test_channel_problems_pause_or_disable_and_keep_rows(
-        status, channel_status, reason, make_channel, clean_db: Engine, database_url: str,
-        sim, sim_url):
+@pytest.mark.parametrize(("status", "cause"), [
+    (401, "unauthorized"), (402, "trial_limit"), (404, "not_found")])
+async def test_channel_problems_pause_and_keep_rows(
+        status, cause, make_channel, clean_db: Engine, database_url: str, sim, sim_url):
     bad = make_channel(name="bad", base_url=sim_url)
     good = make_channel(name="good", phone="+15550000002", base_url=sim_url)
     sim.set_faults(token=channel_tokens(clean_db)[bad], error_status=status)
     enqueue_spread(clean_db, [bad, good], messages=20, chats=5)
     summary = await run_dispatcher(database_url)
-    assert summary.sent == 10
+    assert summary.sent == 10 and bad in summary.paused_channels
     with clean_db.connect() as conn:
-        ch = conn.execute(text("SELECT status, pause_reason FROM channels WHERE id = :id"),
-                          {"id": bad}).one()
+        ch = conn.execute(text("SELECT status, pause_reason, pause_cause FROM channels "
+                               "WHERE id = :id"), {"id": bad}).one()
         rows = conn.execute(text("SELECT status, attempts FROM outbox_messages "
                                  "WHERE channel_id = :id"), {"id": bad}).all()
-    assert ch.status == channel_status and reason in ch.pause_reason
+    # Never disabled on a guess: paused, with the cause a resume can act on.
+    assert (ch.status, ch.pause_cause) == ("paused", cause) and str(status) in ch.pause_reason
     assert len(rows) == 10 and all(r.status == "queued" and r.attempts == 0 for r in rows)
     # The channel stays out of claims until an operator resumes it.
     assert (await run_dispatcher(database_url)).claimed == 0
@@ -368,3 +368,84 @@ async def test_a_completion_during_an_empty_claim_does_not_end_the_drain(
         await engine.dispose()
     assert summary.sent == 6
     assert outbox_counts(clean_db) == {"sent": 6}
+
+
+async def test_one_rate_limit_event_is_one_strike(
+        make_channel, clean_db: Engine, database_url: str, sim, sim_url):
+    """32 requests in flight on one channel all answered 429 (no Retry-After,
+    100-500 ms apart): the answers after the first belong to the same event,
+    so the channel is paused once, for the configured 30 s, not escalated."""
+    channel = make_channel(base_url=sim_url)
+    token = channel_tokens(clean_db)[channel]
+    enqueue_spread(clean_db, [channel], messages=64, chats=64)
+    sim.set_faults(token=token, error_status=429, latency_ms=300, latency_jitter_ms=200)
+
+    summary = await run_dispatcher(database_url, channel_concurrency=32, concurrency=64,
+                                   rate_limit_pause_seconds=30)
+
+    rejected = sim.stats().tokens[token].rejected.get(429, 0)
+    assert rejected >= 16, f"only {rejected} requests were in flight: the test proves nothing"
+    assert summary.sent == 0 and channel in summary.paused_channels
+    with clean_db.connect() as conn:
+        ch = conn.execute(text(
+            "SELECT rate_limit_strikes, pause_cause, "
+            "EXTRACT(EPOCH FROM paused_until - now())::float8 AS left "
+            "FROM channels WHERE id = :id"), {"id": channel}).one()
+        attempts = conn.execute(text("SELECT sum(attempts) FROM outbox_messages")).scalar_one()
+    assert ch.rate_limit_strikes == 1 and ch.pause_cause == "rate_limit"
+    assert 25 < ch.left <= 30
+    assert attempts == 0
+
+
+async def test_rate_limit_after_the_pause_is_a_new_strike(
+        make_channel, clean_db: Engine, database_url: str, sim, sim_url):
+    """A request sent after the event began (here: a second drain once the
+    pause ran out) is a new event: the pause doubles."""
+    channel = make_channel(base_url=sim_url)
+    token = channel_tokens(clean_db)[channel]
+    enqueue_spread(clean_db, [channel], messages=8, chats=8)
+    sim.set_faults(token=token, error_status=429, latency_ms=50)
+    await run_dispatcher(database_url, channel_concurrency=8, rate_limit_pause_seconds=10)
+    with clean_db.begin() as conn:
+        assert conn.execute(text("SELECT rate_limit_strikes FROM channels")).scalar_one() == 1
+        conn.execute(text("UPDATE channels SET paused_until = now()"))
+    await run_dispatcher(database_url, channel_concurrency=8, rate_limit_pause_seconds=10)
+    with clean_db.connect() as conn:
+        ch = conn.execute(text(
+            "SELECT rate_limit_strikes, EXTRACT(EPOCH FROM paused_until - now())::float8 AS left "
+            "FROM channels")).one()
+    assert ch.rate_limit_strikes == 2 and 18 < ch.left <= 20
+
+
+async def test_404_on_a_media_send_fails_that_message_and_the_channel_keeps_sending(
+        make_channel, clean_db: Engine, database_url: str, sim, sim_url):
+    from sqlalchemy.orm import Session
+
+    from outbox.enqueue import enqueue_many
+    from outbox.message_types import MediaMessage, TextMessage
+
+    channel = make_channel(base_url=sim_url)
+    missing = "+15550400404"
+    plan: list[TextMessage | MediaMessage] = [
+        MediaMessage(channel, missing, "image", "https://example.com/gone.png"),
+        *(TextMessage(channel, f"+1555040{n:04d}", f"t{n}") for n in range(10)),
+        *(MediaMessage(channel, f"+1555041{n:04d}", "image", "https://example.com/ok.png")
+          for n in range(5)),
+    ]
+    with Session(clean_db) as s, s.begin():
+        enqueue_many(s, plan)
+    sim.set_faults(to=missing[1:], error_status=404)
+
+    summary = await run_dispatcher(database_url)
+
+    assert (summary.sent, summary.failed) == (15, 1) and not summary.paused_channels
+    with clean_db.connect() as conn:
+        ch = conn.execute(text("SELECT status, pause_cause FROM channels")).one()
+        failed = conn.execute(text(
+            "SELECT m.status, m.error, o.status AS outbox_status FROM messages m "
+            "JOIN outbox_messages o ON o.message_id = m.id "
+            "JOIN chats c ON c.id = m.chat_id WHERE c.wa_chat_id LIKE :chat"),
+            {"chat": missing[1:] + "@%"}).one()
+    assert (ch.status, ch.pause_cause) == ("active", None)
+    assert (failed.status, failed.outbox_status) == ("failed", "failed")
+    assert failed.error.startswith("HTTP 404")

@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outbox.backoff import RetryPolicy
-from outbox.outcomes import MAX_ERROR_LENGTH, ChannelAction, Decision, Kind, decide, release
+from outbox.outcomes import (
+    MAX_ERROR_LENGTH,
+    ChannelAction,
+    Decision,
+    Kind,
+    RateLimitEvent,
+    decide,
+    release,
+)
 from providers.base import ChannelProblem, Outcome, SendResult
 
 POLICY = RetryPolicy()
@@ -60,10 +68,10 @@ def test_decide_is_total_and_legal(result: SendResult, attempts: int, max_attemp
             assert d.retry_after == result.retry_after and d.delay_seconds == 0
         case Outcome.CHANNEL_PROBLEM:
             assert d.outbox_status == "queued" and d.refund_attempt and d.delay_seconds == 0
-            expected = (ChannelAction.DISABLE
-                        if result.channel_problem is ChannelProblem.NOT_FOUND
-                        else ChannelAction.PAUSE)
-            assert d.channel_action is expected
+            # Paused, never disabled: a human (or the session coming back) resumes it.
+            assert d.channel_action is ChannelAction.PAUSE
+            assert d.pause_cause == (result.channel_problem.value
+                                     if result.channel_problem else None)
         case Outcome.TRANSIENT:
             assert not d.refund_attempt and d.channel_action is ChannelAction.NONE
             assert d.ambiguous == result.ambiguous
@@ -93,7 +101,7 @@ def test_decide_is_total_and_legal(result: SendResult, attempts: int, max_attemp
     (SendResult(Outcome.CHANNEL_PROBLEM, channel_problem=ChannelProblem.TRIAL_LIMIT), 1,
      "queued", Kind.RELEASED, ChannelAction.PAUSE),
     (SendResult(Outcome.CHANNEL_PROBLEM, channel_problem=ChannelProblem.NOT_FOUND), 1,
-     "queued", Kind.RELEASED, ChannelAction.DISABLE),
+     "queued", Kind.RELEASED, ChannelAction.PAUSE),
 ])
 def test_decision_table(result, attempts, status, kind, action) -> None:
     d = decide(attempts=attempts, max_attempts=5, result=result, policy=POLICY)
@@ -117,3 +125,14 @@ def test_release_gives_the_row_back_untouched() -> None:
     assert (d.outbox_status, d.kind, d.refund_attempt, d.delay_seconds) == (
         "queued", Kind.RELEASED, True, 0.0)
     assert d.channel_action is ChannelAction.NONE
+
+
+def test_rate_limit_events_fold_to_the_latest_request_and_longest_retry_after() -> None:
+    a = RateLimitEvent(retry_after=None, requested_at=100.0)
+    b = RateLimitEvent(retry_after=5.0, requested_at=90.0)
+    c = RateLimitEvent(retry_after=2.0, requested_at=None)
+    assert a.merge(None) == a
+    assert a.merge(b) == b.merge(a) == RateLimitEvent(5.0, 100.0)
+    assert a.merge(b).merge(c) == RateLimitEvent(5.0, 100.0)
+    none = RateLimitEvent(None, None)
+    assert none.merge(none) == none
