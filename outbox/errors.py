@@ -44,6 +44,20 @@ class InvalidPhone(InvalidInput):
     code = "invalid_phone"
 
 
+class NotAConversation(InvalidPhone):
+    """A real WhatsApp id that is not a chat: a channel (``<id>@newsletter``),
+    status updates (``status@broadcast``) or a broadcast list
+    (``<id>@broadcast``). Inbound events for these are ignored, not errors;
+    as a recipient it is refused like any bad number."""
+
+    code = "not_a_conversation"
+
+    def __init__(self, message: str, *, kind: str, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        #: "newsletter", "status" or "broadcast".
+        self.kind = kind
+
+
 class InvalidMessage(InvalidInput):
     """Empty or over-long text, bad media fields, unsupported type."""
 
