@@ -11,9 +11,12 @@ from __future__ import annotations
 # --------------------------------------------------------------------------
 # STATUSES: move messages forward, never back.
 #
-# The order is a parameter (:ranks, outbox.webhooks.STATUS_ORDER):
-#     pending < sent < delivered < read < played < deleted < failed
-# A status applies only if it ranks above the message's current one, so the
+# The order is a parameter (:ranks, outbox.webhook_events.STATUS_ORDER):
+#     pending < sent < failed < delivered < read < played
+# so `failed` moves only a message not yet delivered, and a delivery after
+# a failure wins. Only outbound messages take statuses (Whapi also reports
+# on messages it delivered to us). A status applies only if it ranks above
+# the message's current one, so the
 # result is the furthest status whatever order webhooks arrive in, repeats
 # and replays change nothing, and a late `delivered` after `read` is a
 # no-op. The comparison is in the UPDATE's WHERE: under concurrent webhooks
@@ -53,6 +56,7 @@ applied AS (
     FROM furthest f
     WHERE m.channel_id = f.channel_id
       AND m.wa_message_id = f.wa_message_id
+      AND m.direction = 'outbound'
       AND f.rank > array_position(CAST(:ranks AS text[]), m.status)
     RETURNING m.id
 )"""
@@ -162,33 +166,200 @@ SELECT id FROM chats WHERE channel_id = CAST(:channel_id AS uuid) AND wa_chat_id
 # a replayed webhook conflicts on (channel_id, wa_message_id) and does
 # nothing at all. A concurrent duplicate waits for the first insert's
 # commit, then conflicts. The chat's last message moves only forward in
-# time (webhooks can arrive out of order); a new message reopens an
-# archived chat.
-INSERT_INBOUND_MESSAGE = """
+# time (webhooks can arrive out of order). Someone writing to us
+# (:counts_unread) adds one unread and reopens an archived chat; a message
+# typed on the channel's phone moves the last message only; calls and
+# system notes (:in_listing false) leave the chat as it is.
+INSERT_MESSAGE = """
 WITH new_message AS (
     INSERT INTO messages (workspace_id, channel_id, chat_id, direction, type, body, payload,
                           status, wa_message_id, sent_at, delivered_at)
-    VALUES (:workspace_id, CAST(:channel_id AS uuid), CAST(:chat_id AS uuid), 'inbound', :type,
-            :body, CAST(:payload AS jsonb), 'delivered', :wa_message_id,
-            COALESCE(CAST(:sent_at AS timestamptz), now()), now())
+    VALUES (:workspace_id, CAST(:channel_id AS uuid), CAST(:chat_id AS uuid), :direction,
+            :type, :body, CAST(:payload AS jsonb), :status, :wa_message_id,
+            COALESCE(CAST(:sent_at AS timestamptz), now()),
+            CASE WHEN :direction = 'inbound' THEN now() END)
     ON CONFLICT (channel_id, wa_message_id) WHERE wa_message_id IS NOT NULL DO NOTHING
     RETURNING id, chat_id, sent_at
 ),
 bumped AS (
     UPDATE chats c
-    SET unread_count = c.unread_count + 1,
-        status = 'active',
+    SET unread_count = c.unread_count + CASE WHEN :counts_unread THEN 1 ELSE 0 END,
+        status = CASE WHEN :counts_unread THEN 'active' ELSE c.status END,
         last_message_preview = CASE WHEN c.last_message_at IS NULL OR n.sent_at >= c.last_message_at
                                     THEN left(:preview, 100)
                                     ELSE c.last_message_preview END,
         last_message_at = GREATEST(c.last_message_at, n.sent_at),
         updated_at = now()
     FROM new_message n
-    WHERE c.id = n.chat_id
-    RETURNING c.id, c.status
+    WHERE c.id = n.chat_id AND :in_listing
+    RETURNING c.id
 )
 SELECT (SELECT id FROM new_message) AS message_id,
        (SELECT count(*) FROM bumped) AS chats_bumped
+"""
+
+MESSAGE_EXISTS = """
+SELECT EXISTS (SELECT 1 FROM messages
+               WHERE channel_id = CAST(:channel_id AS uuid) AND wa_message_id = :wa_message_id)
+"""
+
+# --------------------------------------------------------------------------
+# ACTIONS on a stored message: reaction, edit, delete. Each returns whether
+# the target exists (`found`; if not, the action waits in webhook_pending)
+# and whether it changed anything (`applied`). Each is idempotent: a replay
+# of the same action changes nothing new, and an older action arriving
+# after a newer one is dropped (reactions and edits carry their time).
+# --------------------------------------------------------------------------
+_TARGET = """
+target AS (
+    SELECT id FROM messages
+    WHERE channel_id = CAST(:channel_id AS uuid) AND wa_message_id = :target
+)"""
+
+# One reaction per reactor; a newer one replaces it, an empty emoji keeps a
+# tombstone (emoji "") so an older reaction arriving late can't return.
+APPLY_REACTION = "WITH" + _TARGET + """,
+applied AS (
+    UPDATE messages m
+    SET reactions = m.reactions || jsonb_build_object(
+            CAST(:reactor AS text),
+            jsonb_build_object('emoji', CAST(:emoji AS text), 'at', CAST(:at AS float8))),
+        updated_at = now()
+    FROM target t
+    WHERE m.id = t.id
+      AND COALESCE(CAST(m.reactions -> CAST(:reactor AS text) ->> 'at' AS float8), 0)
+          <= CAST(:at AS float8)
+      AND m.reactions -> CAST(:reactor AS text) ->> 'emoji' IS DISTINCT FROM CAST(:emoji AS text)
+    RETURNING m.id
+)
+SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM applied) AS applied
+"""
+
+# The new text replaces the body, the old one joins the history; the
+# content object is merged into the payload's (a caption edit keeps the
+# media). A deleted message stays deleted.
+APPLY_EDIT = "WITH" + _TARGET + """,
+applied AS (
+    UPDATE messages m
+    SET edit_history = m.edit_history || jsonb_build_array(jsonb_build_object(
+            'body', m.body, 'until', CAST(:at AS timestamptz))),
+        body = CAST(:body AS text),
+        payload = jsonb_set(m.payload, ARRAY[m.type],
+                            COALESCE(m.payload -> m.type, '{}'::jsonb)
+                            || CAST(:content AS jsonb)),
+        edited_at = CAST(:at AS timestamptz),
+        updated_at = now()
+    FROM target t
+    WHERE m.id = t.id
+      AND m.deleted_at IS NULL
+      AND (m.edited_at IS NULL OR m.edited_at < CAST(:at AS timestamptz))
+      AND m.body IS DISTINCT FROM CAST(:body AS text)
+    RETURNING m.id
+)
+SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM applied) AS applied
+"""
+
+# Deleted for everyone: the row and its content stay (the API hides it);
+# the first deletion's time is kept.
+APPLY_DELETE = "WITH" + _TARGET + """,
+applied AS (
+    UPDATE messages m
+    SET deleted_at = CAST(:at AS timestamptz), updated_at = now()
+    FROM target t
+    WHERE m.id = t.id AND m.deleted_at IS NULL
+    RETURNING m.id
+)
+SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM applied) AS applied
+"""
+
+# --------------------------------------------------------------------------
+# PENDING: actions and echoes whose message is not stored yet.
+# --------------------------------------------------------------------------
+INSERT_PENDING = """
+INSERT INTO webhook_pending (channel_id, wa_message_id, kind, action_key, payload, occurred_at)
+VALUES (CAST(:channel_id AS uuid), :wa_message_id, :kind, :action_key, CAST(:payload AS jsonb),
+        COALESCE(CAST(:occurred_at AS timestamptz), now()))
+ON CONFLICT (channel_id, wa_message_id, kind, action_key) DO NOTHING
+RETURNING id
+"""
+
+# Pending rows whose message exists now (taken in the order they happened),
+# and rows past their time: an echo nobody claimed after :echo_seconds (a
+# send by someone else with this channel's token, stored then), an action
+# whose target never came after :action_seconds. SKIP LOCKED: concurrent
+# callers split the work.
+TAKE_PENDING = """
+SELECT p.id, p.channel_id, ch.workspace_id, p.wa_message_id, p.kind, p.action_key,
+       p.payload, p.occurred_at,
+       EXISTS (SELECT 1 FROM messages m
+               WHERE m.channel_id = p.channel_id AND m.wa_message_id = p.wa_message_id) AS found
+FROM webhook_pending p
+JOIN channels ch ON ch.id = p.channel_id
+WHERE (CAST(:channel_id AS uuid) IS NULL OR p.channel_id = CAST(:channel_id AS uuid))
+  AND (EXISTS (SELECT 1 FROM messages m
+               WHERE m.channel_id = p.channel_id AND m.wa_message_id = p.wa_message_id)
+       OR p.received_at < now() - make_interval(secs => CASE WHEN p.kind = 'echo'
+                                                             THEN :echo_seconds
+                                                             ELSE :action_seconds END))
+ORDER BY p.occurred_at, p.id
+LIMIT :limit
+FOR UPDATE OF p SKIP LOCKED
+"""
+
+DELETE_PENDING = "DELETE FROM webhook_pending WHERE id = ANY(CAST(:ids AS bigint[]))"
+
+PENDING_SIZE = "SELECT kind, count(*) FROM webhook_pending GROUP BY kind"
+
+# --------------------------------------------------------------------------
+# CHATS and CHANNEL SESSIONS from Whapi's own events
+# --------------------------------------------------------------------------
+SET_CHAT_ARCHIVED = """
+UPDATE chats
+SET status = CASE WHEN :archived THEN 'archived' ELSE 'active' END, updated_at = now()
+WHERE channel_id = CAST(:channel_id AS uuid) AND wa_chat_id = :wa_chat_id
+  AND status <> CASE WHEN :archived THEN 'archived' ELSE 'active' END
+RETURNING id
+"""
+
+# The WhatsApp session went away (logged out, QR, ERROR): pause the channel
+# so its rows wait instead of collecting 401s. A channel an operator paused
+# or disabled keeps that state (its own resume must not be pre-empted).
+SESSION_DOWN = """
+UPDATE channels
+SET status = 'paused', paused_until = NULL, pause_reason = :reason, pause_cause = 'session',
+    updated_at = now()
+WHERE id = CAST(:channel_id AS uuid)
+  AND (status = 'active' OR (status = 'paused' AND pause_cause IN ('unauthorized', 'session')))
+RETURNING id
+"""
+
+# Back to AUTH / logged in: a channel paused for its session (by a 401 or
+# by SESSION_DOWN) resumes by itself; other pauses are not this event's.
+SESSION_UP = """
+UPDATE channels
+SET status = 'active', paused_until = NULL, pause_reason = NULL, pause_cause = NULL,
+    updated_at = now()
+WHERE id = CAST(:channel_id AS uuid)
+  AND status = 'paused' AND pause_cause IN ('unauthorized', 'session')
+RETURNING id
+"""
+
+# --------------------------------------------------------------------------
+# DEAD LETTERS: authenticated bodies we could not use, once per body.
+# --------------------------------------------------------------------------
+INSERT_DEAD_LETTER = """
+INSERT INTO webhook_dead_letters (channel_id, event_type, event_method, reason, body, body_sha256)
+VALUES (CAST(:channel_id AS uuid), :event_type, :event_method, :reason, :body, :body_sha256)
+ON CONFLICT (channel_id, body_sha256) DO NOTHING
+RETURNING id
+"""
+
+DEAD_LETTER_COUNTS = """
+SELECT ch.workspace_id, count(*) AS n, max(d.received_at) AS latest
+FROM webhook_dead_letters d
+JOIN channels ch ON ch.id = d.channel_id
+WHERE CAST(:workspace_id AS text) IS NULL OR ch.workspace_id = CAST(:workspace_id AS text)
+GROUP BY ch.workspace_id
 """
 
 # --------------------------------------------------------------------------

@@ -66,6 +66,14 @@ WEBHOOK_STATUSES = Counter("outbox_webhook_statuses", "Status webhook entries by
                            "(applied, unchanged, backlogged).", ["result"], registry=REGISTRY)
 WEBHOOK_MESSAGES = Counter("outbox_webhook_messages", "Webhook message entries by result "
                            "(inserted, duplicate, echo).", ["result"], registry=REGISTRY)
+WEBHOOK_ACTIONS = Counter("outbox_webhook_actions", "Reactions, edits and deletes by result "
+                          "(applied, unchanged, pending).", ["result"], registry=REGISTRY)
+WEBHOOK_IGNORED = Counter("outbox_webhook_ignored", "Webhook entries deliberately not used, "
+                          "by kind (presences, action.vote, not_a_conversation.status, ...).",
+                          ["kind"], registry=REGISTRY)
+WEBHOOK_BODIES = Counter("outbox_webhook_bodies", "Webhook requests by event (type.method, "
+                         "as Whapi or the URL named it) and whether a dead letter was kept.",
+                         ["event", "dead_letter"], registry=REGISTRY)
 
 _BY_KIND = {Kind.SENT: SENT, Kind.RETRIED: RETRIED, Kind.FAILED: FAILED,
             Kind.RELEASED: RELEASED}
@@ -89,8 +97,8 @@ def count_enqueued(channel_id: object) -> None:
     ENQUEUED.labels(str(channel_id)).inc()
 
 
-def count_webhook(result: Any) -> None:
-    """Count a `outbox.webhooks.WebhookResult`."""
+def count_webhook(result: Any, event: Any = None) -> None:
+    """Count a `outbox.webhooks.WebhookResult` (`event`: the URL's EventName)."""
     for label, n in (("applied", result.statuses_applied),
                      ("unchanged", result.statuses_unchanged),
                      ("backlogged", result.statuses_backlogged)):
@@ -100,6 +108,16 @@ def count_webhook(result: Any) -> None:
                      ("duplicate", result.messages_duplicate), ("echo", result.echoes)):
         if n:
             WEBHOOK_MESSAGES.labels(label).inc(n)
+    for label, n in (("applied", result.actions_applied),
+                     ("unchanged", result.actions_unchanged),
+                     ("pending", result.actions_pending)):
+        if n:
+            WEBHOOK_ACTIONS.labels(label).inc(n)
+    for kind, n in result.ignored.items():
+        WEBHOOK_IGNORED.labels(kind[:60]).inc(n)
+    name = (f"{event.type or 'unknown'}.{event.method or 'unknown'}" if event is not None
+            else "body")
+    WEBHOOK_BODIES.labels(name, "yes" if result.dead_lettered else "no").inc()
 
 
 class TimedProvider:

@@ -1,35 +1,38 @@
-"""Whapi webhooks: delivery statuses and inbound messages.
+"""Whapi webhooks applied to the database: one handler per event kind.
 
-Pure decisions first (parse a payload, order statuses), then the I/O that
-applies them (db/webhook_queries.py). The HTTP route is thin: find the
-channel, check its secret, parse, `process_webhook`, commit, 200.
+`outbox.webhook_events` turns a body into typed events (pure); this module
+applies them in the caller's transaction (`process_webhook`), with the SQL
+in db/webhook_queries.py. The HTTP route is thin: find the channel, check
+its secret, parse, `process_webhook`, commit, 200.
 
-Rules (shared/WHAPI.md "Webhooks"):
-* A status moves a message forward only, along STATUS_ORDER; the final
-  status is the furthest one whatever order webhooks come in; repeats and
-  replays change nothing. Statuses for WhatsApp ids we don't know yet wait
-  in a backlog (`apply_status_backlog`), because Whapi can report `sent`
-  before the dispatcher has recorded the id its send returned.
-* An inbound message (`from_me: false`) is stored once per
-  (channel, WhatsApp id), with status `delivered` (it reached us; it
-  becomes `read` when the chat is marked read); its chat's unread count
-  goes up once, its last message moves forward, and an archived chat
-  reopens.
-* `from_me: true` messages are echoes of what this channel sent. Ours are
-  already stored (by the dispatcher, with their WhatsApp id), and storing
-  an echo that arrives before the dispatcher records the id would make
-  that record collide with it; so echoes are never stored. Messages sent
-  from the phone itself are therefore not recorded (a documented gap).
-* Anything else in the payload (other event keys, unusable entries) is
-  accepted and ignored: Whapi retries a webhook until it gets a 200, so
-  only a payload that isn't JSON at all is refused.
+Rules (shared/WHAPI.md "Webhooks", DESIGN.md "Every webhook event is
+routed or counted"):
+* Every handler is idempotent under Whapi's retries and reorderings: a
+  replay changes nothing, and the result doesn't depend on arrival order.
+* Statuses move outbound messages forward only (STATUS_ORDER). Statuses
+  for ids we don't know yet wait in a backlog (`apply_status_backlog`):
+  Whapi can report `sent` before the dispatcher has recorded the id.
+* A stored message is stored once per (channel, WhatsApp id): someone
+  writing to us adds one unread and reopens an archived chat; a message
+  typed on the channel's phone joins the thread as outbound; calls and
+  system notes join the thread without touching the chat list.
+* Reactions, edits and deletes apply to their target. One whose target
+  is not stored yet waits in `webhook_pending` until it is (or expires);
+  so does the echo of one of our own sends that beats the dispatcher's
+  record of its id (if no message ever takes the id, someone else sent it
+  with this channel's token, and it is stored then).
+* A body, or an entry, we can't use is kept raw in `webhook_dead_letters`
+  and answered 200: Whapi retries anything else forever.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,30 +43,32 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from db import webhook_queries as q
-from outbox.errors import ChannelNotFound, InvalidPhone, OutboxError
+from outbox.errors import ChannelNotFound, OutboxError
 from outbox.jsonio import dumps_unicode, loads_untrusted
 from outbox.phone import normalize_recipient
+from outbox.webhook_events import (
+    STATUS_ORDER,
+    EventName,
+    MalformedWebhook,
+    MessageAction,
+    ParsedWebhook,
+    StatusUpdate,
+    StoredMessage,
+    parse_webhook,
+)
 
 log = structlog.get_logger(__name__)
 
 #: The header Whapi is configured to send with the channel's webhook secret.
 SECRET_HEADER = "X-Outbox-Webhook-Secret"  # noqa: S105 (a header name)
-#: Forward-only order; a status applies only if it ranks above the current one.
-#: `deleted` and `failed` end a message's life: `deleted` can follow any
-#: status but `failed`, and `failed` is terminal. A total order keeps the
-#: result independent of arrival order.
-STATUS_ORDER = ("pending", "sent", "delivered", "read", "played", "deleted", "failed")
 STATUS_BACKLOG_TTL_SECONDS = 3600.0  # an id not recorded within the hour never will be
 STATUS_BACKLOG_BATCH = 1000  # rows one apply_status_backlog pass takes
-MAX_WA_ID_LENGTH = 200
-MAX_PREVIEW_LENGTH = 100
-# Unix timestamps outside this window are garbage, not dates.
-_MIN_TS, _MAX_TS = 946_684_800, 4_102_444_800  # 2000-01-01 .. 2100-01-01
-
-
-class MalformedWebhook(OutboxError):
-    http_status = 400
-    code = "malformed_webhook"
+#: An echo of an API send waits this long for the dispatcher to record its
+#: id (it normally does within a second); after that it was someone else's.
+ECHO_WAIT_SECONDS = 60.0
+#: A reaction, edit or delete waits this long for its message.
+ACTION_WAIT_SECONDS = 3600.0
+PENDING_BATCH = 500
 
 
 class WebhookUnauthorized(OutboxError):
@@ -71,36 +76,26 @@ class WebhookUnauthorized(OutboxError):
     code = "unauthorized"
 
 
-# --- pure: parse and decide -------------------------------------------------
+__all__ = [
+    "SECRET_HEADER",
+    "STATUS_ORDER",
+    "MalformedWebhook",
+    "WebhookChannel",
+    "WebhookResult",
+    "apply_pending",
+    "apply_status_backlog",
+    "check_webhook_secret",
+    "find_webhook_channel",
+    "furthest_status",
+    "next_status",
+    "parse_body",
+    "process_webhook",
+    "process_webhook_body",
+    "secret_matches",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class StatusUpdate:
-    wa_message_id: str
-    status: str
-    at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
-    wa_message_id: str
-    wa_chat_id: str
-    phone: str  # the chat's contact: E.164, or the group's chat id
-    is_group: bool
-    contact_name: str | None
-    type: str
-    body: str | None
-    preview: str
-    payload: dict[str, Any]
-    sent_at: datetime | None
-
-
-@dataclass(slots=True)
-class ParsedWebhook:
-    statuses: list[StatusUpdate] = field(default_factory=list)
-    inbound: list[InboundMessage] = field(default_factory=list)
-    echoes: int = 0  # from_me messages: our own sends coming back
-    ignored: int = 0  # entries we can't use (no id, unknown status, odd chat id)
+# --- pure helpers -----------------------------------------------------------------
 
 
 def parse_body(raw: bytes) -> Any:
@@ -111,97 +106,6 @@ def parse_body(raw: bytes) -> Any:
         raise MalformedWebhook("webhook body is not valid JSON") from None
     except ValueError as exc:
         raise MalformedWebhook(f"webhook body is not usable JSON: {exc}") from None
-
-
-def parse_webhook(payload: Any) -> ParsedWebhook:
-    """Statuses and inbound messages from one webhook (an object, or a list
-    of objects: a batch). Raises `MalformedWebhook` only when the payload is
-    not an object or a list of objects; everything else is used or ignored."""
-    events = payload if isinstance(payload, list) else [payload]
-    if not all(isinstance(e, dict) for e in events):
-        raise MalformedWebhook("webhook body must be a JSON object or a list of objects")
-    out = ParsedWebhook()
-    for event in events:
-        statuses = event.get("statuses")
-        if isinstance(statuses, list):
-            for s in statuses:
-                update = parse_status(s)
-                if update is None:
-                    out.ignored += 1
-                else:
-                    out.statuses.append(update)
-        elif statuses is not None:
-            out.ignored += 1
-        messages = event.get("messages")
-        if isinstance(messages, list):
-            for m in messages:
-                if isinstance(m, dict) and m.get("from_me") is True:
-                    out.echoes += 1
-                    continue
-                inbound = parse_inbound(m)
-                if inbound is None:
-                    out.ignored += 1
-                else:
-                    out.inbound.append(inbound)
-        elif messages is not None:
-            out.ignored += 1
-    return out
-
-
-def parse_status(entry: Any) -> StatusUpdate | None:
-    if not isinstance(entry, dict):
-        return None
-    wa_id = _wa_id(entry.get("id"))
-    status = entry.get("status")
-    if wa_id is None or status not in STATUS_ORDER:
-        return None
-    return StatusUpdate(wa_id, status, parse_timestamp(entry.get("timestamp")))
-
-
-def parse_inbound(entry: Any) -> InboundMessage | None:
-    # Only an explicit from_me: false is someone else's message.
-    if not isinstance(entry, dict) or entry.get("from_me") is not False:
-        return None
-    wa_id = _wa_id(entry.get("id"))
-    raw_chat = entry.get("chat_id") or entry.get("from")
-    if wa_id is None or not isinstance(raw_chat, str):
-        return None
-    try:
-        chat = normalize_recipient(raw_chat)
-    except InvalidPhone:
-        return None  # newsletters, status broadcasts, ids we don't model
-    raw_kind = entry.get("type")
-    kind = (_clean(raw_kind)[:50] or "unknown") if isinstance(raw_kind, str) else "unknown"
-    body = _body_of(kind, entry)
-    name = entry.get("chat_name") if chat.is_group else entry.get("from_name")
-    name = (_clean(name)[:200] or None) if isinstance(name, str) else None
-    preview = body if body else f"[{kind}]"
-    return InboundMessage(
-        wa_message_id=wa_id,
-        wa_chat_id=chat.wa_chat_id,
-        phone=chat.phone,
-        is_group=chat.is_group,
-        contact_name=name,
-        type=kind,
-        body=body,
-        preview=preview[:MAX_PREVIEW_LENGTH],
-        payload=_strip_nul(entry),
-        sent_at=parse_timestamp(entry.get("timestamp")),
-    )
-
-
-def parse_timestamp(value: Any) -> datetime | None:
-    """Whapi sends unix seconds: a number on messages, a string on statuses."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if not isinstance(value, int | float) or not _MIN_TS <= value <= _MAX_TS:
-        return None
-    return datetime.fromtimestamp(value, UTC)
 
 
 def status_rank(status: str) -> int:
@@ -229,41 +133,7 @@ def secret_matches(expected: str, presented: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), presented.encode())
 
 
-def _wa_id(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    wa_id: str = value.strip()
-    if not wa_id or len(wa_id) > MAX_WA_ID_LENGTH or "\x00" in wa_id:
-        return None
-    return wa_id
-
-
-def _body_of(kind: str, entry: Mapping[str, Any]) -> str | None:
-    content = entry.get(kind)
-    if not isinstance(content, dict):
-        return None
-    value = content.get("body") if kind == "text" else content.get("caption")
-    if not isinstance(value, str):
-        return None
-    return _clean(value) or None
-
-
-def _clean(value: str) -> str:
-    # PostgreSQL text (and jsonb) can't hold NUL.
-    return value.replace("\x00", "")
-
-
-def _strip_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return _clean(value)
-    if isinstance(value, dict):
-        return {_clean(str(k)): _strip_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strip_nul(v) for v in value]
-    return value
-
-
-# --- I/O ----------------------------------------------------------------------
+# --- results ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,8 +150,14 @@ class WebhookResult:
     statuses_backlogged: int = 0  # unknown id yet: waiting in the backlog
     messages_inserted: int = 0
     messages_duplicate: int = 0
-    echoes: int = 0
-    ignored: int = 0
+    echoes: int = 0  # our own sends coming back (matched, or waiting for their record)
+    actions_applied: int = 0  # reactions, edits, deletes that changed their target
+    actions_unchanged: int = 0  # replays, or older than what the target holds
+    actions_pending: int = 0  # target not stored yet: waiting in webhook_pending
+    chats_changed: int = 0
+    sessions: int = 0  # channel pauses/resumes from health and users events
+    ignored: Counter[str] = field(default_factory=Counter)  # by kind
+    dead_lettered: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -289,7 +165,12 @@ class WebhookResult:
                          "backlogged": self.statuses_backlogged},
             "messages": {"inserted": self.messages_inserted,
                          "duplicates": self.messages_duplicate, "echoes": self.echoes},
-            "ignored": self.ignored,
+            "actions": {"applied": self.actions_applied, "unchanged": self.actions_unchanged,
+                        "pending": self.actions_pending},
+            "chats": self.chats_changed,
+            "sessions": self.sessions,
+            "ignored": dict(self.ignored),
+            "dead_lettered": self.dead_lettered,
         }
 
 
@@ -298,6 +179,17 @@ class BacklogResult:
     applied: int  # messages moved forward
     taken: int  # backlog rows consumed (their id is known now)
     expired: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingResult:
+    applied: int  # actions applied to their (now stored) message
+    echoes_matched: int  # echoes whose send the dispatcher recorded
+    echoes_stored: int  # echoes nobody recorded: stored as outbound messages
+    expired: int  # actions whose message never came
+
+
+# --- the channel -------------------------------------------------------------------
 
 
 def find_webhook_channel(session: Session, channel_id: str) -> WebhookChannel:
@@ -320,14 +212,76 @@ def check_webhook_secret(channel: WebhookChannel, presented: str | None) -> None
         )
 
 
-def process_webhook(session: Session, channel: WebhookChannel, payload: Any) -> WebhookResult:
-    """Apply one webhook in the caller's transaction (never commits)."""
-    parsed = parse_webhook(payload)
-    result = WebhookResult(echoes=parsed.echoes, ignored=parsed.ignored)
+# --- apply -------------------------------------------------------------------------
+
+
+def process_webhook_body(session: Session, channel: WebhookChannel, raw: bytes, *,
+                         hint: EventName | None = None) -> WebhookResult:
+    """Apply one raw, authenticated body in the caller's transaction. A body
+    that is not JSON, or holds entries we can't use, is kept as a dead letter
+    (the usable rest is still applied); nothing here raises for bad input."""
+    try:
+        payload = parse_body(raw)
+        parsed = parse_webhook(payload, hint=hint)
+    except MalformedWebhook as exc:
+        result = WebhookResult(dead_lettered=True)
+        _dead_letter(session, channel, raw, hint, str(exc))
+        return result
+    result = apply_parsed(session, channel, parsed)
+    if parsed.unusable:
+        result.dead_lettered = True
+        reasons = Counter(parsed.unusable)
+        _dead_letter(session, channel, raw, hint,
+                     "; ".join(f"{r} (x{n})" if n > 1 else r for r, n in reasons.items()))
+    return result
+
+
+def process_webhook(session: Session, channel: WebhookChannel, payload: Any, *,
+                    hint: EventName | None = None) -> WebhookResult:
+    """Apply one parsed JSON body in the caller's transaction (never commits).
+    Unusable entries are counted (`ignored["unusable"]`), not kept: use
+    `process_webhook_body` for the raw body, which keeps them."""
+    parsed = parse_webhook(payload, hint=hint)
+    result = apply_parsed(session, channel, parsed)
+    if parsed.unusable:
+        result.ignored["unusable"] += len(parsed.unusable)
+    return result
+
+
+def apply_parsed(session: Session, channel: WebhookChannel, parsed: ParsedWebhook
+                 ) -> WebhookResult:
+    result = WebhookResult(ignored=Counter(parsed.ignored))
     if parsed.statuses:
         _apply_statuses(session, channel, parsed.statuses, result)
-    for message in parsed.inbound:
-        _store_inbound(session, channel, message, result)
+    for message in parsed.messages:
+        if _store_message(session, channel, message):
+            result.messages_inserted += 1
+        else:
+            result.messages_duplicate += 1
+    for echo in parsed.echoes:
+        result.echoes += 1
+        if not _message_exists(session, channel.id, echo.message.wa_message_id):
+            _wait(session, channel.id, echo.message.wa_message_id, "echo", "echo",
+                  _echo_json(echo.message), echo.message.sent_at)
+    for action in parsed.actions:
+        outcome = _apply_action(session, channel.id, action)
+        if outcome == "applied":
+            result.actions_applied += 1
+        elif outcome == "unchanged":
+            result.actions_unchanged += 1
+        else:
+            result.actions_pending += 1
+    for chat in parsed.chats:
+        result.chats_changed += len(session.execute(text(q.SET_CHAT_ARCHIVED), {
+            "channel_id": channel.id, "wa_chat_id": chat.wa_chat_id,
+            "archived": chat.archived}).all())
+    for change in parsed.sessions:
+        changed = session.execute(text(q.SESSION_UP if change.up else q.SESSION_DOWN), {
+            "channel_id": channel.id, "reason": change.reason}).all()
+        if changed:
+            result.sessions += 1
+            log.warning("channel_session_resumed" if change.up else "channel_session_paused",
+                        channel_id=str(channel.id), reason=change.reason)
     return result
 
 
@@ -346,25 +300,25 @@ def _apply_statuses(session: Session, channel: WebhookChannel, statuses: list[St
     result.statuses_backlogged += int(row.backlogged)
 
 
-def _store_inbound(session: Session, channel: WebhookChannel, m: InboundMessage,
-                   result: WebhookResult) -> None:
+def _store_message(session: Session, channel: WebhookChannel, m: StoredMessage) -> bool:
+    """Store one message (and its contact and chat); False if it already was."""
     ws = channel.workspace_id
     contact_id = _get_or_create(
         session, q.INSERT_CONTACT, q.SELECT_CONTACT,
-        {"workspace_id": ws, "phone": m.phone, "name": m.contact_name, "is_group": m.is_group})
+        {"workspace_id": ws, "phone": m.chat.phone, "name": m.contact_name,
+         "is_group": m.chat.is_group})
     chat_id = _get_or_create(
         session, q.INSERT_CHAT, q.SELECT_CHAT,
-        {"workspace_id": ws, "channel_id": channel.id, "wa_chat_id": m.wa_chat_id,
+        {"workspace_id": ws, "channel_id": channel.id, "wa_chat_id": m.chat.wa_chat_id,
          "contact_id": contact_id})
-    row = session.execute(text(q.INSERT_INBOUND_MESSAGE), {
-        "workspace_id": ws, "channel_id": channel.id, "chat_id": chat_id, "type": m.type,
+    row = session.execute(text(q.INSERT_MESSAGE), {
+        "workspace_id": ws, "channel_id": channel.id, "chat_id": chat_id,
+        "direction": m.direction, "type": m.type, "status": m.status,
         "body": m.body, "payload": dumps_unicode(m.payload),
         "wa_message_id": m.wa_message_id, "sent_at": m.sent_at, "preview": m.preview,
+        "counts_unread": m.counts_unread, "in_listing": m.in_listing,
     }).one()
-    if row.message_id is None:
-        result.messages_duplicate += 1
-    else:
-        result.messages_inserted += 1
+    return row.message_id is not None
 
 
 def _get_or_create(session: Session, insert_sql: str, select_sql: str,
@@ -373,6 +327,72 @@ def _get_or_create(session: Session, insert_sql: str, select_sql: str,
     if created is not None:
         return created  # type: ignore[no-any-return]
     return session.execute(text(select_sql), params).scalar_one()  # type: ignore[no-any-return]
+
+
+def _message_exists(session: Session, channel_id: uuid.UUID, wa_message_id: str) -> bool:
+    return bool(session.execute(text(q.MESSAGE_EXISTS), {
+        "channel_id": channel_id, "wa_message_id": wa_message_id}).scalar_one())
+
+
+_ACTION_SQL = {"reaction": q.APPLY_REACTION, "edit": q.APPLY_EDIT, "delete": q.APPLY_DELETE}
+
+
+def _apply_action(session: Session, channel_id: uuid.UUID, action: MessageAction,
+                  *, wait: bool = True) -> str:
+    """"applied", "unchanged" or "pending" (target not stored: it waits,
+    unless `wait` is False)."""
+    at = action.at or datetime.now(UTC)
+    params: dict[str, Any] = {"channel_id": channel_id, "target": action.target}
+    if action.kind == "reaction":
+        params.update(reactor=action.reactor, emoji=action.emoji, at=at.timestamp())
+    elif action.kind == "edit":
+        params.update(body=action.body, content=dumps_unicode(action.content or {}), at=at)
+    else:
+        params.update(at=at)
+    row = session.execute(text(_ACTION_SQL[action.kind]), params).one()
+    if row.found:
+        return "applied" if row.applied else "unchanged"
+    if wait:
+        _wait(session, channel_id, action.target, action.kind, action.key, action.as_json(), at)
+    return "pending"
+
+
+def _wait(session: Session, channel_id: uuid.UUID, wa_message_id: str, kind: str, key: str,
+          payload: dict[str, Any], occurred_at: datetime | None) -> None:
+    session.execute(text(q.INSERT_PENDING), {
+        "channel_id": channel_id, "wa_message_id": wa_message_id, "kind": kind,
+        "action_key": key[:200], "payload": dumps_unicode(payload),
+        "occurred_at": occurred_at})
+
+
+def _echo_json(m: StoredMessage) -> dict[str, Any]:
+    return {"chat_id": m.chat.wa_chat_id, "type": m.type, "status": m.status, "body": m.body,
+            "preview": m.preview, "payload": m.payload,
+            "sent_at": m.sent_at.timestamp() if m.sent_at else None}
+
+
+def _echo_message(wa_message_id: str, data: dict[str, Any]) -> StoredMessage:
+    sent_at = data.get("sent_at")
+    return StoredMessage(
+        wa_message_id=wa_message_id, chat=normalize_recipient(str(data["chat_id"])),
+        contact_name=None, direction="outbound", type=str(data["type"]),
+        status=str(data["status"]), body=data.get("body"), preview=str(data["preview"]),
+        payload=dict(data["payload"]),
+        sent_at=datetime.fromtimestamp(sent_at, UTC) if sent_at is not None else None,
+        counts_unread=False, in_listing=data["type"] not in ("call", "system"))
+
+
+def _dead_letter(session: Session, channel: WebhookChannel, raw: bytes,
+                 hint: EventName | None, reason: str) -> None:
+    session.execute(text(q.INSERT_DEAD_LETTER), {
+        "channel_id": channel.id, "event_type": hint.type if hint else None,
+        "event_method": hint.method if hint else None, "reason": reason[:1000], "body": raw,
+        "body_sha256": hashlib.sha256(raw).hexdigest()})
+    log.warning("webhook_dead_letter", channel_id=str(channel.id), reason=reason[:200],
+                bytes=len(raw))
+
+
+# --- what waits ---------------------------------------------------------------------
 
 
 def apply_status_backlog(
@@ -400,8 +420,55 @@ def apply_status_backlog(
     return BacklogResult(applied=int(row.applied), taken=int(row.taken), expired=expired)
 
 
+def apply_pending(
+    session: Session,
+    *,
+    channel_id: uuid.UUID | None = None,
+    limit: int = PENDING_BATCH,
+    echo_wait_seconds: float = ECHO_WAIT_SECONDS,
+    action_wait_seconds: float = ACTION_WAIT_SECONDS,
+) -> PendingResult:
+    """Actions and echoes whose message is stored now: apply (an echo: done,
+    it was ours). Those past their wait: an echo is stored as an outbound
+    message, an action is dropped. In the caller's transaction; concurrent
+    callers split the work (SKIP LOCKED)."""
+    rows = session.execute(text(q.TAKE_PENDING), {
+        "channel_id": channel_id, "limit": limit, "echo_seconds": echo_wait_seconds,
+        "action_seconds": action_wait_seconds}).all()
+    applied = matched = stored = expired = 0
+    for r in rows:
+        if r.kind == "echo":
+            if r.found:
+                matched += 1
+            else:
+                channel = WebhookChannel(r.channel_id, r.workspace_id, "")
+                stored += _store_message(session, channel, _echo_message(r.wa_message_id,
+                                                                         r.payload))
+        elif r.found:
+            p = r.payload
+            action = MessageAction(r.kind, r.wa_message_id, r.action_key, r.occurred_at,
+                                   reactor=p.get("reactor"), emoji=p.get("emoji") or "",
+                                   body=p.get("body"), content=p.get("content"))
+            applied += _apply_action(session, r.channel_id, action, wait=False) == "applied"
+        else:
+            expired += 1
+    if rows:
+        session.execute(text(q.DELETE_PENDING), {"ids": [r.id for r in rows]})
+    if stored or expired:
+        log.info("webhook_pending_expired", echoes_stored=stored, actions_expired=expired)
+    return PendingResult(applied=applied, echoes_matched=matched, echoes_stored=stored,
+                         expired=expired)
+
+
 async def apply_status_backlog_async(engine: AsyncEngine) -> BacklogResult:
     """`apply_status_backlog` in its own transaction, for an asyncio scheduler
     (the daemon's maintenance jobs)."""
     async with AsyncSession(engine) as session, session.begin():
         return await session.run_sync(lambda s: apply_status_backlog(s))
+
+
+def pending_wait_left(received_at: float, kind: str) -> float:
+    """Seconds until a pending row of `kind` received at `received_at`
+    (unix time) is settled by expiry (for tests and the status view)."""
+    wait = ECHO_WAIT_SECONDS if kind == "echo" else ACTION_WAIT_SECONDS
+    return max(0.0, received_at + wait - time.time())

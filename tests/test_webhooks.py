@@ -16,13 +16,12 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from outbox.webhook_events import parse_timestamp, parse_webhook
 from outbox.webhooks import (
     SECRET_HEADER,
     STATUS_ORDER,
     furthest_status,
     next_status,
-    parse_timestamp,
-    parse_webhook,
 )
 from tests.api_fixtures import (  # noqa: F401
     api,
@@ -34,6 +33,9 @@ from tests.api_fixtures import (  # noqa: F401
 )
 
 PROGRESS = ("sent", "delivered", "read")
+#: Whapi's numeric status codes (its Status.code).
+STATUS_CODES = {"failed": 0, "pending": 1, "sent": 2, "delivered": 3, "read": 4, "played": 5,
+                "deleted": 6}
 
 
 # --- pure rules -----------------------------------------------------------------
@@ -47,8 +49,11 @@ def test_next_status_moves_forward_only() -> None:
         else:
             assert new is None, (current, incoming)
     assert next_status("read", "delivered") is None
-    assert next_status("failed", "deleted") is None
-    assert next_status("read", "deleted") == "deleted"
+    # failed moves only a message not yet delivered; a delivery beats a failure
+    assert next_status("sent", "failed") == "failed"
+    assert next_status("delivered", "failed") is None
+    assert next_status("read", "failed") is None
+    assert next_status("failed", "delivered") == "delivered"
 
 
 def test_furthest_status_is_order_independent() -> None:
@@ -59,7 +64,7 @@ def test_furthest_status_is_order_independent() -> None:
                 assert furthest_status(perm) == expected
 
 
-def test_parse_webhook_batches_and_ignores_what_it_cannot_use() -> None:
+def test_parse_webhook_batches_routes_and_names_what_it_cannot_use() -> None:
     payload = [
         {"statuses": [{"id": "a", "status": "read", "timestamp": "1712995378"},
                       {"id": "b", "status": "teleported"}, {"status": "sent"}, "junk"],
@@ -67,22 +72,23 @@ def test_parse_webhook_batches_and_ignores_what_it_cannot_use() -> None:
         {"messages": [{"id": "m1", "from_me": False, "type": "text",
                        "chat_id": "919984351847@s.whatsapp.net", "timestamp": 1712995245,
                        "text": {"body": "Hello\x00 world"}, "from_name": "Gerald"},
-                      {"id": "m2", "from_me": True, "type": "text", "chat_id": "1@s.whatsapp.net"},
+                      {"id": "m2", "from_me": True, "type": "text", "source": "api",
+                       "chat_id": "15550100001@s.whatsapp.net"},
                       {"id": "m3", "from_me": False, "chat_id": "status@broadcast"}],
-         "contacts": [{"id": "x"}], "health": {"status": "ok"}},
+         "contacts": [{"id": "x"}], "presences": []},
         {"messages_updates": [], "chats": []},
     ]
     parsed = parse_webhook(payload)
     assert [(s.wa_message_id, s.status) for s in parsed.statuses] == [("a", "read")]
     assert parsed.statuses[0].at is not None and parsed.statuses[0].at.year == 2024
-    assert len(parsed.inbound) == 1
-    m = parsed.inbound[0]
-    assert (m.phone, m.wa_chat_id, m.body, m.contact_name) == (
+    assert len(parsed.messages) == 1
+    m = parsed.messages[0]
+    assert (m.chat.phone, m.chat.wa_chat_id, m.body, m.contact_name) == (
         "+919984351847", "919984351847@s.whatsapp.net", "Hello world", "Gerald")
-    assert parsed.echoes == 1
-    assert parsed.ignored == 4  # unknown status, no id, junk, unusable chat id
-
-
+    assert m.counts_unread and m.direction == "inbound"
+    assert [e.message.wa_message_id for e in parsed.echoes] == ["m2"]
+    assert parsed.ignored == {"contacts": 1, "presences": 1, "not_a_conversation.status": 1}
+    assert len(parsed.unusable) == 3  # unknown status, no id, junk
 @pytest.mark.parametrize("value", ["1712995378", 1712995378, 1712995378.5, " 1712995378 "])
 def test_parse_timestamp_accepts_string_and_number(value: Any) -> None:
     ts = parse_timestamp(value)
@@ -107,7 +113,7 @@ def _hook(api: httpx.Client, channel_id: object, payload: Any,
 
 
 def _status(wa_id: str, status: str, ts: int = 1712995378) -> dict[str, Any]:
-    return {"statuses": [{"id": wa_id, "code": STATUS_ORDER.index(status) + 1,
+    return {"statuses": [{"id": wa_id, "code": STATUS_CODES[status],
                           "status": status, "recipient_id": "15550100001@s.whatsapp.net",
                           "timestamp": str(ts)}],
             "event": {"type": "statuses", "event": "post"}, "channel_id": "MANTIS-M72HC"}
@@ -184,23 +190,45 @@ def test_every_arrival_order_gives_the_same_result(api: httpx.Client, make_chann
         assert _message(api_db, mid).status == "read"
 
 
-def test_late_delivered_after_read_and_deleted_and_failed(api: httpx.Client, make_channel,
-                                                          api_db: Engine) -> None:
+def test_late_failed_or_deleted_never_undo_a_delivery(api: httpx.Client, make_channel,
+                                                      api_db: Engine) -> None:
     ch = make_channel()
     secret = webhook_secret(api_db, ch)
     a = _sent_message(api_db, ch, "wa-a", to="+15550100011")
     b = _sent_message(api_db, ch, "wa-b", to="+15550100012")
     _hook(api, ch, _status("wa-a", "read"), secret)
     read_row = _message(api_db, a)
-    _hook(api, ch, _status("wa-a", "delivered"), secret)
+    for late in ("delivered", "failed", "sent"):
+        _hook(api, ch, _status("wa-a", late), secret)
     assert _message(api_db, a) == read_row
+    # `deleted` marks the message deleted and keeps what it reached.
     _hook(api, ch, _status("wa-a", "deleted"), secret)
-    assert _message(api_db, a).status == "deleted"
+    with api_db.connect() as conn:
+        row = conn.execute(text("SELECT status, deleted_at FROM messages WHERE id = :id"),
+                           {"id": a}).one()
+    assert row.status == "read" and row.deleted_at is not None
 
+    # failed from sent; then a delivery report is the stronger fact.
     _hook(api, ch, _status("wa-b", "failed"), secret)
-    for s in ("sent", "delivered", "read", "deleted"):
-        _hook(api, ch, _status("wa-b", s), secret)
     assert _message(api_db, b).status == "failed"
+    _hook(api, ch, _status("wa-b", "sent"), secret)
+    assert _message(api_db, b).status == "failed"
+    _hook(api, ch, _status("wa-b", "delivered"), secret)
+    assert _message(api_db, b).status == "delivered"
+
+
+def test_statuses_apply_to_outbound_messages_only(api: httpx.Client, make_channel,
+                                                 api_db: Engine) -> None:
+    ch = make_channel()
+    secret = webhook_secret(api_db, ch)
+    _hook(api, ch, _inbound("in-st"), secret)
+    for status in ("read", "failed", "played"):
+        body = _hook(api, ch, _status("in-st", status), secret).json()
+        assert body["statuses"] == {"applied": 0, "unchanged": 1, "backlogged": 0}
+    with api_db.connect() as conn:
+        assert conn.execute(text("SELECT status FROM messages WHERE wa_message_id = 'in-st'")
+                            ).scalar_one() == "delivered"
+        assert conn.execute(text("SELECT count(*) FROM webhook_status_backlog")).scalar() == 0
 
 
 def test_status_before_the_id_is_known_is_applied_later(api: httpx.Client, make_channel,
@@ -304,15 +332,16 @@ def test_inbound_reopens_an_archived_chat(api: httpx.Client, make_channel,
     assert chat.status == "active" and chat.unread_count == 2
 
 
-def test_from_me_echo_does_not_duplicate(api: httpx.Client, make_channel, api_db: Engine) -> None:
+def test_from_me_echo_of_our_send_does_not_duplicate(api: httpx.Client, make_channel,
+                                                     api_db: Engine) -> None:
     ch = make_channel()
     secret = webhook_secret(api_db, ch)
     _sent_message(api_db, ch, "wa-ours", to="+15550100009")
     before = row_counts(api_db)
     echo = _inbound("wa-ours", from_me=True)
-    unknown_echo = _inbound("wa-from-phone", from_me=True)
-    for payload in (echo, unknown_echo, echo):
-        r = _hook(api, ch, payload, secret)
+    echo["messages"][0]["source"] = "api"
+    for _ in range(3):
+        r = _hook(api, ch, echo, secret)
         assert r.status_code == 200 and r.json()["messages"]["echoes"] == 1
     assert row_counts(api_db) == before
 
@@ -329,15 +358,21 @@ def test_group_inbound_uses_the_group_as_the_chat(api: httpx.Client, make_channe
     assert tuple(row) == ("120363025343298765@g.us", "120363025343298765@g.us", True, "Family")
 
 
-def test_other_events_are_accepted_and_ignored(api: httpx.Client, make_channel,
-                                               api_db: Engine) -> None:
+def test_other_events_are_counted_and_ignored(api: httpx.Client, make_channel,
+                                              api_db: Engine) -> None:
     ch = make_channel()
     before = row_counts(api_db)
-    for payload in ({"chats": [{"id": "x"}], "event": {"type": "chats", "event": "post"}},
-                    {"health": {"status": {"code": 4, "text": "AUTH"}}}, {}, [],
-                    {"statuses": "not a list"}, {"messages": [{"id": 5}]}):
+    cases: list[tuple[Any, dict[str, int]]] = [
+        ({"presences": [{"id": "15550100009@s.whatsapp.net", "status": "online"}],
+          "event": {"type": "presences", "event": "post"}}, {"presences": 1}),
+        ({"labels": [{"id": "1", "name": "VIP"}]}, {"labels": 1}),
+        ({"health": {"status": {"code": 2, "text": "LAUNCH"}}}, {"health.LAUNCH": 1}),
+        ({}, {}), ([], {}),
+    ]
+    for payload, ignored in cases:
         r = _hook(api, ch, payload, webhook_secret(api_db, ch))
         assert r.status_code == 200, (payload, r.text)
+        assert r.json()["ignored"] == ignored and not r.json()["dead_lettered"]
     assert row_counts(api_db) == before
 
 
@@ -369,15 +404,23 @@ def test_unknown_or_malformed_channel_is_404(api: httpx.Client, api_db: Engine) 
 
 
 @pytest.mark.parametrize("content", [b"{oops", b"", b"\xff", b"42", b"\"text\"", b"[1, 2]",
-                                     b"null"])
-def test_malformed_webhook_is_400_and_writes_nothing(api: httpx.Client, make_channel,
-                                                     api_db: Engine, content: bytes) -> None:
+                                     b"null", b'{"statuses": "not a list"}',
+                                     b'{"messages": [{"id": 5}]}'])
+def test_unusable_body_is_kept_as_a_dead_letter_and_answered_200(
+        api: httpx.Client, make_channel, api_db: Engine, content: bytes) -> None:
+    """Whapi retries anything but a 200 forever: a body we can't use is kept
+    raw (once, however often it is retried) for a human, and acknowledged."""
     ch = make_channel()
     before = row_counts(api_db)
-    r = _hook(api, ch, content, webhook_secret(api_db, ch))
-    assert r.status_code == 400
-    assert r.json()["error"]["code"] == "malformed_webhook"
+    for _ in range(2):
+        r = _hook(api, ch, content, webhook_secret(api_db, ch))
+        assert r.status_code == 200 and r.json()["dead_lettered"], r.text
     assert row_counts(api_db) == before
+    with api_db.connect() as conn:
+        rows = conn.execute(text("SELECT channel_id, body, reason FROM webhook_dead_letters")
+                            ).all()
+    assert [(r.channel_id, bytes(r.body)) for r in rows] == [(ch, content)]
+    assert rows[0].reason
 
 
 # --- concurrency -----------------------------------------------------------------------------

@@ -21,9 +21,9 @@ from outbox.api import chats, cron, health, messages, webhooks
 from outbox.api.context import AppContext
 from outbox.api.errors import install_error_handlers
 from outbox.settings import Settings, get_settings
-from outbox.webhooks import apply_status_backlog
+from outbox.webhooks import apply_pending, apply_status_backlog
 
-BACKLOG_INTERVAL_SECONDS = 5.0  # how often early statuses are matched again
+BACKLOG_INTERVAL_SECONDS = 5.0  # how often early statuses and actions are matched again
 
 log = structlog.get_logger(__name__)
 
@@ -56,13 +56,18 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
 
 async def _apply_backlog_forever(ctx: AppContext) -> None:
-    """Statuses that came before their message's WhatsApp id was recorded:
-    try them again every few seconds (webhooks also do it as they come)."""
+    """Statuses that came before their message's WhatsApp id was recorded,
+    and reactions, edits, deletes and echoes before their message: try them
+    again every few seconds (webhooks also do it as they come)."""
     def once() -> None:
         with ctx.transaction() as session:
             result = apply_status_backlog(session)
+            pending = apply_pending(session)
         if result.applied:
             log.info("status_backlog_applied", messages=result.applied, rows=result.taken)
+        if pending.applied or pending.echoes_matched:
+            log.info("webhook_pending_applied", actions=pending.applied,
+                     echoes=pending.echoes_matched)
 
     while True:
         await asyncio.sleep(BACKLOG_INTERVAL_SECONDS)

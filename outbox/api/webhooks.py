@@ -1,9 +1,16 @@
-"""POST /webhooks/whapi/{channel_id}: what Whapi tells us.
+"""Whapi -> us: `/webhooks/whapi/{channel_id}` in each of Whapi's webhook modes.
+
+* `body` (Whapi's default): POST to the URL, the event named in the body;
+* `path`: POST to the URL + `/<type>/<method>` (`/messages/post`,
+  `/statuses/put`, ...);
+* `method`: the URL + `/<type>`, with the event's own HTTP method (POST,
+  PUT, PATCH, DELETE). Whapi's own example bots use this one.
 
 Checks, in this order: the channel exists (404), the secret header matches
-(401), the body is JSON (400). Then the webhook is applied in one
-transaction and answered with 200. A database failure is a 5xx, so Whapi
-retries; applying a webhook twice changes nothing, so retries are safe.
+(401). Then the body is applied in one transaction and answered 200, also
+when we can't use it: such a body is kept as a webhook dead letter, because
+Whapi retries anything but a 200 forever. A database failure is a 5xx, so
+Whapi retries; applying a webhook twice changes nothing, so retries are safe.
 """
 
 from __future__ import annotations
@@ -18,51 +25,90 @@ from outbox import metrics
 from outbox.api.body import read_body
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import ERROR_RESPONSES
+from outbox.webhook_events import EventName
 from outbox.webhooks import (
     SECRET_HEADER,
+    WebhookChannel,
     WebhookResult,
+    apply_pending,
     apply_status_backlog,
     check_webhook_secret,
     find_webhook_channel,
-    parse_body,
-    process_webhook,
+    process_webhook_body,
 )
 
 WEBHOOK_MAX_BODY_BYTES = 5 * 1024 * 1024
+PREFIX = "/webhooks/whapi/{channel_id}"
+#: Whapi's event types and methods (its `Event` schema): what a path may name.
+EVENT_TYPES = frozenset({"messages", "statuses", "chats", "contacts", "groups", "presences",
+                         "calls", "channel", "users", "labels", "service"})
+EVENT_METHODS = frozenset({"post", "put", "patch", "delete"})
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["webhooks"])
+_SECRET = {"parameters": [{"name": SECRET_HEADER, "in": "header", "required": True,
+                           "schema": {"type": "string"}}]}
 
 
-@router.post("/webhooks/whapi/{channel_id}", responses=ERROR_RESPONSES, openapi_extra={
-    "parameters": [{"name": SECRET_HEADER, "in": "header", "required": True,
-                    "schema": {"type": "string"}}]})
+@router.post(PREFIX, responses=ERROR_RESPONSES, openapi_extra=_SECRET)
 async def whapi_webhook(channel_id: str, request: Request) -> dict[str, Any]:
-    """Statuses (sent, delivered, read, ...) and inbound messages from Whapi."""
+    """Mode `body`: every event kind, named in the body's `event`."""
+    return await _receive(request, channel_id, None)
+
+
+@router.post(PREFIX + "/{event_type}/{event_method}", responses=ERROR_RESPONSES,
+             openapi_extra=_SECRET)
+async def whapi_webhook_path(channel_id: str, event_type: str, event_method: str,
+                             request: Request) -> dict[str, Any]:
+    """Mode `path`: the event named by the URL (`/messages/post`, `/statuses/put`, ...)."""
+    return await _receive(request, channel_id, _event(event_type, event_method))
+
+
+@router.api_route(PREFIX + "/{event_type}", methods=["POST", "PUT", "PATCH", "DELETE"],
+                  responses=ERROR_RESPONSES, openapi_extra=_SECRET)
+async def whapi_webhook_method(channel_id: str, event_type: str,
+                               request: Request) -> dict[str, Any]:
+    """Mode `method`: the event's type in the URL, its method as the HTTP method."""
+    return await _receive(request, channel_id, _event(event_type, request.method))
+
+
+def _event(event_type: str, method: str) -> EventName:
+    # An unknown name is not refused (a 404 would make Whapi retry forever):
+    # the body is still read, and its own `event` wins.
+    kind = event_type.lower()
+    verb = method.lower()
+    return EventName(kind if kind in EVENT_TYPES else None,
+                     verb if verb in EVENT_METHODS else None)
+
+
+async def _receive(request: Request, channel_id: str, hint: EventName | None) -> dict[str, Any]:
     ctx = context(request)
     secret = request.headers.get(SECRET_HEADER)
     channel = await run_in_threadpool(_authenticate, ctx, channel_id, secret)
-    payload = parse_body(await read_body(request, limit=WEBHOOK_MAX_BODY_BYTES))
-    result = await run_in_threadpool(_apply, ctx, channel, payload)
-    metrics.count_webhook(result)
+    raw = await read_body(request, limit=WEBHOOK_MAX_BODY_BYTES)
+    result = await run_in_threadpool(_apply, ctx, channel, raw, hint)
+    metrics.count_webhook(result, hint)
     return {"ok": True, **result.as_dict()}
 
 
-def _authenticate(ctx: AppContext, channel_id: str, secret: str | None) -> Any:
+def _authenticate(ctx: AppContext, channel_id: str, secret: str | None) -> WebhookChannel:
     with ctx.transaction() as session:
         channel = find_webhook_channel(session, channel_id)
     check_webhook_secret(channel, secret)
     return channel
 
 
-def _apply(ctx: AppContext, channel: Any, payload: Any) -> WebhookResult:
+def _apply(ctx: AppContext, channel: WebhookChannel, raw: bytes,
+           hint: EventName | None) -> WebhookResult:
     with ctx.transaction() as session:
-        result = process_webhook(session, channel, payload)
-    if result.statuses_backlogged or result.statuses_applied or result.statuses_unchanged:
-        # Earlier statuses of this channel may have found their message by now.
+        result = process_webhook_body(session, channel, raw, hint=hint)
+    if (result.statuses_backlogged or result.statuses_applied or result.statuses_unchanged
+            or result.messages_inserted):
+        # What waited for a message of this channel may find it now.
         try:
             with ctx.transaction() as session:
                 apply_status_backlog(session, channel_id=channel.id)
+                apply_pending(session, channel_id=channel.id)
         except Exception as exc:  # the webhook itself is stored; the timer retries this
-            log.warning("status_backlog_apply_failed", error=type(exc).__name__)
+            log.warning("webhook_backlog_apply_failed", error=type(exc).__name__)
     return result
