@@ -264,6 +264,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         for d in status.dead_letters:
             print(f"  {d['message_id']}  to {d['to']}  after {d['attempts']} attempts: "
                   f"{d['error']}")
+    if status.webhook_dead_letters:
+        latest = status.webhook_dead_letter_latest
+        print(f"webhook bodies kept unused: {status.webhook_dead_letters} (latest "
+              f"{latest.isoformat(timespec='seconds') if latest else '?'}; "
+              "table webhook_dead_letters)")
     return EXIT_OK
 
 

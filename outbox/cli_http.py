@@ -2,7 +2,7 @@
 
     outbox serve [--host H] [--port P]
     outbox apikey create --workspace W [--name N] | list [--workspace W] | revoke ID
-    outbox channel webhook-info ID [--json]
+    outbox channel webhook-info ID [--mode body|path|method] [--json]
     outbox chats list [--unread] [--archived] [--channel ID] [--workspace W]
                       [--limit N] [--cursor C] [--json]
     outbox chats archive|unarchive|read ID
@@ -78,28 +78,37 @@ def cmd_apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
 # --- channel webhook-info -------------------------------------------------------
 
 
-def webhook_info(settings: Settings, channel_id: str) -> dict[str, Any]:
+def webhook_info(settings: Settings, channel_id: str, mode: str = "body") -> dict[str, Any]:
     from outbox.channels import get_channel
     from outbox.cli import session_scope
-    from outbox.webhooks import SECRET_HEADER
+    from outbox.webhooks import SECRET_HEADER, whapi_webhook_settings
 
     with session_scope(settings) as session:
         channel = get_channel(session, channel_id)
         cid, secret = channel.id, channel.webhook_secret
     base = (settings.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
-    return {"channel_id": str(cid), "url": f"{base}/webhooks/whapi/{cid}",
+    url = f"{base}/webhooks/whapi/{cid}"
+    whapi = whapi_webhook_settings(url, secret, mode=mode)
+    return {"channel_id": str(cid), "url": url, "mode": mode,
             "header": SECRET_HEADER, "secret": secret,
+            "events": whapi["webhooks"][0]["events"], "whapi_settings": whapi,
             "public_url_set": settings.public_url is not None}
 
 
 def cmd_channel_webhook_info(args: argparse.Namespace, settings: Settings) -> int:
-    info = webhook_info(settings, args.channel_id)
+    info = webhook_info(settings, args.channel_id, args.mode)
     if args.json:
         print(json.dumps(info, indent=2))
         return EXIT_OK
+    events: dict[str, list[str]] = {}
+    for e in info["events"]:
+        events.setdefault(e["type"], []).append(e["method"])
     print(f"URL:    {info['url']}")
+    print(f"Mode:   {info['mode']}")
     print(f"Header: {info['header']}: {info['secret']}")
-    print("Events: messages (post), statuses (post)")
+    print("Events: " + "; ".join(f"{t} ({', '.join(m)})" for t, m in events.items()))
+    print("\nOr send this as the body of Whapi's PATCH /settings for the channel:")
+    print(json.dumps(info["whapi_settings"], indent=2, ensure_ascii=False))
     if not info["public_url_set"]:
         print("note: OUTBOX_PUBLIC_URL is not set; the URL uses the local listen address, "
               "which Whapi can't reach from the internet", file=sys.stderr)
@@ -175,8 +184,11 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_apikey_revoke)
 
     p = _channel_group(sub).add_parser(
-        "webhook-info", help="the webhook URL and secret header to configure at Whapi")
+        "webhook-info", help="the webhook configuration to paste into Whapi (URL, mode, "
+                             "header, events)")
     p.add_argument("channel_id")
+    p.add_argument("--mode", choices=("body", "path", "method"), default="body",
+                   help="Whapi's webhook mode (all three are served; default body)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_channel_webhook_info)
 

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db import queries
+from db import webhook_queries as wq
 from outbox.message_types import parse_channel_id
 
 DEAD_LETTERS_SHOWN = 20
@@ -32,6 +33,9 @@ class QueueStatus:
     channels: list[ChannelStatus]
     oldest_due_seconds: float | None
     dead_letters: list[dict[str, Any]]
+    #: Webhook bodies kept because we couldn't use them (webhook_dead_letters).
+    webhook_dead_letters: int = 0
+    webhook_dead_letter_latest: datetime | None = None
 
     def totals(self) -> dict[str, int]:
         out = dict.fromkeys(OUTBOX_STATUSES, 0)
@@ -51,6 +55,10 @@ class QueueStatus:
                 for c in self.channels
             ],
             "dead_letters": self.dead_letters,
+            "webhook_dead_letters": {
+                "count": self.webhook_dead_letters,
+                "latest": (self.webhook_dead_letter_latest.isoformat()
+                           if self.webhook_dead_letter_latest else None)},
         }
 
 
@@ -72,8 +80,11 @@ def queue_status(session: Session, *, workspace_id: str | None = None) -> QueueS
         for r in session.execute(text(queries.STATUS_DEAD_LETTERS),
                                  {**params, "limit": DEAD_LETTERS_SHOWN})
     ]
+    hooks = session.execute(text(wq.DEAD_LETTER_COUNTS), params).all()
     return QueueStatus(list(channels.values()),
-                       float(oldest) if oldest is not None else None, dead)
+                       float(oldest) if oldest is not None else None, dead,
+                       webhook_dead_letters=sum(int(h.n) for h in hooks),
+                       webhook_dead_letter_latest=max((h.latest for h in hooks), default=None))
 
 
 def retry_failed(

@@ -79,6 +79,8 @@ class WebhookUnauthorized(OutboxError):
 __all__ = [
     "SECRET_HEADER",
     "STATUS_ORDER",
+    "SUBSCRIBED_EVENTS",
+    "WEBHOOK_MODES",
     "MalformedWebhook",
     "WebhookChannel",
     "WebhookResult",
@@ -92,6 +94,7 @@ __all__ = [
     "process_webhook",
     "process_webhook_body",
     "secret_matches",
+    "whapi_webhook_settings",
 ]
 
 
@@ -131,6 +134,33 @@ def secret_matches(expected: str, presented: str | None) -> bool:
     if not presented:
         return False
     return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+#: Whapi's webhook modes (its WebhookParameters.mode).
+WEBHOOK_MODES = ("body", "path", "method")
+#: The events to subscribe, as Whapi's `events: [{type, method}]`: put is the
+#: offline backlog (delivered after the channel was offline), patch the
+#: edits, delete the removals; chats keep archive state, channel and users
+#: report the WhatsApp session.
+SUBSCRIBED_EVENTS: tuple[tuple[str, str], ...] = (
+    ("messages", "post"), ("messages", "put"), ("messages", "patch"), ("messages", "delete"),
+    ("statuses", "post"), ("statuses", "put"),
+    ("chats", "post"), ("chats", "patch"), ("chats", "delete"),
+    ("channel", "post"),
+    ("users", "post"), ("users", "delete"),
+)
+
+
+def whapi_webhook_settings(url: str, secret: str, *, mode: str = "body") -> dict[str, Any]:
+    """The body of Whapi's `PATCH /settings` that points a channel's webhooks
+    here: our URL (every mode is served under it), the secret header, the mode
+    and every event kind this service routes."""
+    if mode not in WEBHOOK_MODES:
+        raise ValueError(f"unknown webhook mode {mode!r} (one of {', '.join(WEBHOOK_MODES)})")
+    return {"webhooks": [{
+        "url": url, "mode": mode, "headers": {SECRET_HEADER: secret},
+        "events": [{"type": t, "method": m} for t, m in SUBSCRIBED_EVENTS],
+    }]}
 
 
 # --- results ----------------------------------------------------------------------

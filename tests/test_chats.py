@@ -26,6 +26,7 @@ from outbox.errors import InvalidInput, NotFound
 from outbox.webhooks import SECRET_HEADER, WebhookChannel, process_webhook
 from tests.api_fixtures import api, api_db, api_key, auth, live_url  # noqa: F401
 from tests.dispatch_helpers import cli
+from tests.whapi_spec import assert_valid
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -174,8 +175,23 @@ def test_cli_apikey_and_webhook_info(api_db: Engine, make_channel, live_url: str
     assert data["header"] == SECRET_HEADER
     with api_db.connect() as conn:
         assert data["secret"] == conn.execute(text("SELECT webhook_secret FROM channels")).scalar()
+    # Every event kind the service routes, offline backlogs (put) included.
+    subscribed = {(e["type"], e["method"]) for e in data["events"]}
+    assert {("messages", "put"), ("statuses", "put"), ("messages", "patch"),
+            ("messages", "delete"), ("chats", "patch"), ("channel", "post"),
+            ("users", "delete")} <= subscribed
+    assert data["mode"] == "body"
+    assert_valid("settings", data["whapi_settings"])  # what Whapi's PATCH /settings takes
+    (hook,) = data["whapi_settings"]["webhooks"]
+    assert hook["headers"] == {SECRET_HEADER: data["secret"]} and hook["url"] == data["url"]
+    method = json.loads(cli("channel", "webhook-info", str(ch), "--mode", "method",
+                            "--json").stdout)
+    assert method["whapi_settings"]["webhooks"][0]["mode"] == "method"
+    bad_mode = cli("channel", "webhook-info", str(ch), "--mode", "carrier-pigeon")
+    assert bad_mode.returncode == 2 and len(bad_mode.stderr.strip().splitlines()) == 1
     plain = cli("channel", "webhook-info", str(ch))
     assert plain.returncode == 0 and SECRET_HEADER in plain.stdout
+    assert "messages (post, put, patch, delete)" in plain.stdout
     assert "OUTBOX_PUBLIC_URL is not set" in plain.stderr
     assert cli("channel", "webhook-info", str(uuid.uuid4())).returncode == 2
 

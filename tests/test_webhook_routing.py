@@ -491,3 +491,19 @@ def test_unknown_event_names_in_the_url_are_still_answered_200(
     r = api.post(f"/webhooks/whapi/{ch}{path}", content=json.dumps(
         load_payload("messages_post_text")).encode(), headers={SECRET_HEADER: secret})
     assert r.status_code == 200 and r.json()["messages"]["inserted"] == 1
+
+
+def test_outbox_status_shows_webhook_dead_letters(api: httpx.Client, api_db: Engine,
+                                                  channel) -> None:
+    from tests.dispatch_helpers import cli
+
+    ch, secret = channel
+    assert "webhook bodies kept unused" not in cli("status").stdout
+    for body in (b"{not json", b'{"messages": [{"id": 5}]}', b"{not json"):
+        r = api.post(f"/webhooks/whapi/{ch}", content=body, headers={SECRET_HEADER: secret})
+        assert r.status_code == 200 and r.json()["dead_lettered"]
+    out = cli("status")
+    assert out.returncode == 0, out.stderr
+    assert "webhook bodies kept unused: 2" in out.stdout
+    data = json.loads(cli("status", "--json").stdout)
+    assert data["webhook_dead_letters"]["count"] == 2
