@@ -332,6 +332,8 @@ class WebhookStatusBacklog(Base):
     wa_message_id: Mapped[str] = mapped_column(Text, nullable=False)
     status: Mapped[str] = mapped_column(Text, nullable=False)
     status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A `failed` status's reason, from Whapi's `errors` (migration 0004).
+    error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = _created()
 
 

@@ -39,7 +39,8 @@ furthest AS (
            (array_agg(status ORDER BY rank DESC))[1] AS status,
            max(rank) AS rank,
            min(status_at) FILTER (WHERE status IN ('delivered', 'read', 'played')) AS delivered_at,
-           min(status_at) FILTER (WHERE status IN ('read', 'played')) AS read_at
+           min(status_at) FILTER (WHERE status IN ('read', 'played')) AS read_at,
+           max(error) FILTER (WHERE status = 'failed') AS error
     FROM {source}
     GROUP BY channel_id, wa_message_id
 ),
@@ -52,6 +53,9 @@ applied AS (
         read_at = CASE WHEN f.status IN ('read', 'played')
                        THEN COALESCE(m.read_at, f.read_at, now())
                        ELSE m.read_at END,
+        error = CASE WHEN f.status = 'failed'
+                     THEN COALESCE(f.error, 'failed after it was sent (WhatsApp status)')
+                     ELSE m.error END,
         updated_at = now()
     FROM furthest f
     WHERE m.channel_id = f.channel_id
@@ -64,9 +68,10 @@ applied AS (
 APPLY_STATUSES = """
 WITH incoming AS (
     SELECT DISTINCT CAST(:channel_id AS uuid) AS channel_id, t.wa_message_id, t.status,
-           t.status_at, array_position(CAST(:ranks AS text[]), t.status) AS rank
+           t.status_at, t.error, array_position(CAST(:ranks AS text[]), t.status) AS rank
     FROM unnest(CAST(:wa_message_ids AS text[]), CAST(:statuses AS text[]),
-                CAST(:status_ats AS timestamptz[])) AS t(wa_message_id, status, status_at)
+                CAST(:status_ats AS timestamptz[]), CAST(:errors AS text[]))
+         AS t(wa_message_id, status, status_at, error)
 ),""" + _FORWARD_ONLY.format(source="incoming") + """,
 known AS (
     SELECT f.wa_message_id
@@ -76,8 +81,8 @@ known AS (
                     AND m.wa_message_id = f.wa_message_id)
 ),
 backlogged AS (
-    INSERT INTO webhook_status_backlog (channel_id, wa_message_id, status, status_at)
-    SELECT i.channel_id, i.wa_message_id, i.status, i.status_at
+    INSERT INTO webhook_status_backlog (channel_id, wa_message_id, status, status_at, error)
+    SELECT i.channel_id, i.wa_message_id, i.status, i.status_at, i.error
     FROM incoming i
     WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.wa_message_id = i.wa_message_id)
     ON CONFLICT (channel_id, wa_message_id, status) DO NOTHING
@@ -105,7 +110,7 @@ taken AS (
     DELETE FROM webhook_status_backlog b
     USING ready r
     WHERE b.id = r.id
-    RETURNING b.channel_id, b.wa_message_id, b.status, b.status_at,
+    RETURNING b.channel_id, b.wa_message_id, b.status, b.status_at, b.error,
               array_position(CAST(:ranks AS text[]), b.status) AS rank
 ),""" + _FORWARD_ONLY.format(source="taken") + """
 SELECT (SELECT count(*) FROM taken) AS taken,

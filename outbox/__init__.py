@@ -18,6 +18,7 @@ from outbox.errors import (
     InvalidMessage,
     InvalidPhone,
     InvalidSchedule,
+    NotAConversation,
     NotFound,
     OutboxError,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidPhone",
     "InvalidSchedule",
     "MediaMessage",
+    "NotAConversation",
     "NotFound",
     "OutboxError",
     "TextMessage",

@@ -64,6 +64,11 @@ def create_channel(
     phone = normalize_recipient(phone_number, default_region=default_region)
     if phone.is_group:
         raise InvalidInput("a channel's phone number can't be a group", field="phone_number")
+    if not phone.phone.startswith("+"):
+        # A linked id (@lid) names someone WhatsApp hides the number of: a
+        # channel is our own account, whose number we know.
+        raise InvalidInput("a channel's phone number must be a number, not a linked id (@lid)",
+                           field="phone_number")
     if not isinstance(token, str):
         raise InvalidInput("token must be text", field="token")
     token = token.strip()

@@ -76,6 +76,7 @@ class StatusUpdate:
     wa_message_id: str
     status: str
     at: datetime | None
+    error: str | None = None  # failed: Whapi's `errors`, as "code: message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +213,24 @@ def _statuses(value: Any, event: EventName, out: ParsedWebhook) -> None:
         elif status == DELETED_STATUS:
             out.actions.append(MessageAction("delete", wa_id, "status", at))
         elif status in STATUS_ORDER:
-            out.statuses.append(StatusUpdate(wa_id, status, at))
+            error = _status_error(entry.get("errors")) if status == "failed" else None
+            out.statuses.append(StatusUpdate(wa_id, status, at, error))
         else:
             out.unusable.append(f"unknown status {str(status)[:40]!r}")
+
+
+def _status_error(errors: Any) -> str | None:
+    """Whapi's `errors` (its Error schema: code, message, details) in one line."""
+    if not isinstance(errors, list):
+        return None
+    parts = []
+    for e in errors:
+        if isinstance(e, dict):
+            text = ": ".join(str(e[k]) for k in ("code", "message", "details")
+                             if isinstance(e.get(k), str | int) and not isinstance(e[k], bool))
+            if text:
+                parts.append(_clean(text))
+    return "; ".join(parts)[:500] or None
 
 
 def _messages(value: Any, event: EventName, out: ParsedWebhook) -> None:

@@ -323,6 +323,7 @@ def _apply_statuses(session: Session, channel: WebhookChannel, statuses: list[St
         "wa_message_ids": [s.wa_message_id for s in statuses],
         "statuses": [s.status for s in statuses],
         "status_ats": [s.at for s in statuses],
+        "errors": [s.error for s in statuses],
     }).one()
     distinct_known = int(row.known)
     result.statuses_applied += int(row.applied)

@@ -147,11 +147,14 @@ def test_channel_add_bad_input(case, stdin, env, flag, names, clean_db: Engine) 
     assert _counts(clean_db) == before
 
 
-def test_channel_add_invalid_phone(clean_db: Engine) -> None:
+@pytest.mark.parametrize(("phone", "names"), [
+    ("nope", None), ("120363025343298765@g.us", "group"),
+    ("183729465018273@lid", "linked id"), ("status@broadcast", None)])
+def test_channel_add_invalid_phone(phone: str, names: str | None, clean_db: Engine) -> None:
     token = secrets.token_hex(16)
-    proc = cli("channel", "add", "--name", "x", "--phone", "nope", "--token-stdin",
+    proc = cli("channel", "add", "--name", "x", "--phone", phone, "--token-stdin",
                input=token + "\n")
-    _one_line_error(proc)
+    _one_line_error(proc, names=names)
     assert token not in proc.stderr
     assert _counts(clean_db)["channels"] == 0
 

@@ -400,6 +400,32 @@ def test_statuses_put_backlog_applies_like_post(api: httpx.Client, api_db: Engin
     assert message(api_db, "OaFGWLfuflqlR7ks-i0EXq7Lm2R").status == "read"
 
 
+@pytest.mark.parametrize("early", [False, True])
+def test_failed_status_records_why(api: httpx.Client, api_db: Engine, channel,
+                                   early: bool) -> None:
+    """Whapi's `errors` on a failed status become the message's error, also
+    when the status came before the dispatcher recorded the id."""
+    from outbox.webhooks import apply_status_backlog
+
+    ch, secret = channel
+    payload = load_payload("statuses_post_failed")
+    wa_id = payload["statuses"][0]["id"]
+    if early:
+        assert deliver(api, ch, secret, payload)["statuses"]["backlogged"] == 1
+        _sent(api_db, ch, wa_id, 1)
+        with Session(api_db) as s, s.begin():
+            apply_status_backlog(s)
+    else:
+        _sent(api_db, ch, wa_id, 1)
+        assert deliver(api, ch, secret, payload)["statuses"]["applied"] == 1
+    with api_db.connect() as conn:
+        row = conn.execute(text("SELECT status, error FROM messages WHERE wa_message_id = :w"),
+                           {"w": wa_id}).one()
+    assert row.status == "failed"
+    assert row.error == ("400: Message undeliverable: "
+                         "The recipient cannot receive this message")
+
+
 def _sent(engine: Engine, channel: uuid.UUID, wa_id: str, n: int) -> None:
     from outbox.enqueue import enqueue_text
 

@@ -9,6 +9,8 @@ message, webhook dead letters, one strike per rate-limit event.
   dispatcher's record of the id).
 * webhook_dead_letters: authenticated bodies we could not use, kept raw and
   answered 200 (Whapi retries anything else forever).
+* webhook_status_backlog.error: a `failed` status's reason (Whapi's
+  `errors`), so the message records why, also when the status came early.
 * channels.rate_limited_at: when the current rate-limit event began, so the
   429s of requests already in flight don't escalate the pause;
   channels.pause_cause: why a channel is paused, so a channel paused for a
@@ -33,6 +35,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column("channels", sa.Column("rate_limited_at", sa.DateTime(timezone=True)))
     op.add_column("channels", sa.Column("pause_cause", sa.Text()))
+    op.add_column("webhook_status_backlog", sa.Column("error", sa.Text()))
     # Constant defaults: PostgreSQL adds these columns without rewriting the table.
     op.add_column("messages", sa.Column(
         "reactions", postgresql.JSONB(astext_type=sa.Text()),
@@ -94,5 +97,6 @@ def downgrade() -> None:
     op.drop_column("messages", "edited_at")
     op.drop_column("messages", "edit_history")
     op.drop_column("messages", "reactions")
+    op.drop_column("webhook_status_backlog", "error")
     op.drop_column("channels", "pause_cause")
     op.drop_column("channels", "rate_limited_at")
