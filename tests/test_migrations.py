@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, inspect, pool, text
@@ -93,3 +94,72 @@ def test_models_match_migrations(fresh_database_url: str) -> None:
     finally:
         engine.dispose()
     assert diff == [], "models and migrations disagree:\n" + "\n".join(map(repr, diff))
+
+
+def test_stored_chat_ids_become_canonical(fresh_database_url: str) -> None:
+    """0005: what was stored under the old chat-id forms (Mexico 52..., a
+    Brazilian reply's second contact and chat) is rewritten and merged so a
+    person has one contact and one chat, and queued rows go where Whapi
+    delivers."""
+    from outbox.migrate import upgrade
+
+    url = fresh_database_url
+    upgrade(url, "0004")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            ch = conn.execute(text(
+                "INSERT INTO channels (workspace_id, name, phone_number, webhook_secret) "
+                "VALUES ('w', 'c', '+15550000001', 's') RETURNING id")).scalar_one()
+
+            def chat(phone: str, wa: str, unread: int, at: str) -> Any:
+                contact = conn.execute(text(
+                    "INSERT INTO contacts (workspace_id, phone) VALUES ('w', :p) "
+                    "ON CONFLICT (workspace_id, phone) DO UPDATE SET phone = EXCLUDED.phone "
+                    "RETURNING id"), {"p": phone}).scalar_one()
+                chat_id = conn.execute(text(
+                    "INSERT INTO chats (workspace_id, channel_id, wa_chat_id, contact_id, "
+                    "unread_count, last_message_at, last_message_preview) VALUES "
+                    "('w', :ch, :wa, :ct, :u, CAST(:at AS timestamptz), :wa) RETURNING id"),
+                    {"ch": ch, "wa": wa, "ct": contact, "u": unread, "at": at}).scalar_one()
+                mid = conn.execute(text(
+                    "INSERT INTO messages (workspace_id, channel_id, chat_id, direction, type, "
+                    "status) VALUES ('w', :ch, :chat, 'outbound', 'text', 'pending') "
+                    "RETURNING id"), {"ch": ch, "chat": chat_id}).scalar_one()
+                conn.execute(text(
+                    "INSERT INTO outbox_messages (workspace_id, message_id, channel_id, chat_id, "
+                    "recipient, message_type, payload) VALUES ('w', :m, :ch, :chat, :wa, "
+                    "'text', '{}')"), {"m": mid, "ch": ch, "chat": chat_id, "wa": wa})
+                return chat_id
+
+            mexico = chat("+525512345678", "525512345678@s.whatsapp.net", 0, "2026-01-01")
+            # Our send to a Brazilian mobile (area 31: Whapi drops the 9) and
+            # the reply, which opened a second contact and chat.
+            chat("+5531987654321", "5531987654321@s.whatsapp.net", 0, "2026-01-01")
+            reply = chat("+553187654321", "553187654321@s.whatsapp.net", 2, "2026-01-02")
+            untouched = chat("+447700900123", "447700900123@s.whatsapp.net", 1, "2026-01-01")
+
+        upgrade(url)
+
+        with engine.connect() as conn:
+            chats = {r.id: r for r in conn.execute(text(
+                "SELECT c.id, c.wa_chat_id, c.unread_count, c.last_message_preview, ct.phone "
+                "FROM chats c JOIN contacts ct ON ct.id = c.contact_id"))}
+            contacts = sorted(conn.execute(text("SELECT phone FROM contacts")).scalars())
+            recipients = {r.chat_id: r.recipient for r in conn.execute(text(
+                "SELECT chat_id, recipient FROM outbox_messages"))}
+            per_chat = dict(conn.execute(text(  # type: ignore[arg-type]
+                "SELECT chat_id, count(*) FROM messages GROUP BY chat_id")).all())
+    finally:
+        engine.dispose()
+    assert set(chats) == {mexico, reply, untouched}
+    assert (chats[mexico].wa_chat_id, chats[mexico].phone) == (
+        "5215512345678@s.whatsapp.net", "+525512345678")
+    assert (chats[reply].wa_chat_id, chats[reply].phone, chats[reply].unread_count) == (
+        "553187654321@s.whatsapp.net", "+5531987654321", 2)
+    assert chats[reply].last_message_preview == "553187654321@s.whatsapp.net"  # the newer
+    assert contacts == ["+447700900123", "+525512345678", "+5531987654321"]
+    assert recipients == {mexico: "5215512345678@s.whatsapp.net",
+                          reply: "553187654321@s.whatsapp.net",
+                          untouched: "447700900123@s.whatsapp.net"}
+    assert per_chat == {mexico: 1, reply: 2, untouched: 1}
