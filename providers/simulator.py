@@ -1,22 +1,56 @@
-"""A Whapi.cloud simulator: a real HTTP server speaking Whapi's send API.
+"""A Whapi.cloud simulator: a real HTTP server speaking Whapi's API.
 
 Users run it to try the outbox without a Whapi account; the demo, the tests
-and the benchmark run against it. It is faithful to shared/WHAPI.md for the
-parts we use (send endpoints, Bearer auth, `to` validation, Whapi-shaped
-success and error bodies) and adds a control API under `/_sim/`:
+and the benchmark run against it. Where it and Whapi's published spec
+(shared/WHAPI.md, OpenAPI 1.8.7) disagree, the simulator is wrong.
+
+Whapi's API (Bearer token of a channel, Whapi-shaped bodies and errors):
+
+    POST   /messages/{text,image,video,gif,short,audio,voice,document,sticker,
+                      link_preview,location,live_location,contact,contact_list,
+                      poll,interactive,carousel}
+           send; 400 on a bad body, 401 for an unknown token or a logged-out
+           channel, 404 "Media with specified id not found" on media endpoints
+           when `media` is a media id the simulator never handed out
+    POST   /messages/{id}       forward a message ({"to"}); 404 if unknown
+    GET    /messages/{id}       one message (sent or injected) of this channel; 404
+    PUT    /messages/{id}       mark as read: {"success": true}; 404; emits nothing
+    DELETE /messages/{id}       delete: {"success": true}; 404; emits nothing
+    GET    /health              the channel's health (without a token: a probe
+                                answer, AUTH, so "is it up?" needs no token)
+    GET|PATCH|DELETE /settings, GET /settings/events
+                                webhook settings: providers.simulator_settings_api
+
+Control API under `/_sim/`:
 
     GET    /_sim/sent?token=&to=&since=<seq>&limit=   accepted sends, arrival order
     GET    /_sim/stats                                 counters
     GET    /_sim/faults                                current fault config
     POST   /_sim/faults                                set faults for one scope
     DELETE /_sim/faults[?token=&to=]                   clear one scope (or all)
-    POST   /_sim/reset                                 clear faults, records, stats
-    GET|POST|DELETE /_sim/webhooks                     status webhooks: providers.simulator_webhooks
+    POST   /_sim/reset                                 clear faults, records, stats,
+                                                       channels, webhooks
+    GET    /_sim/channels                              {"accept_any_token",
+                                                        "unknown_token_status", "channels"}
+    POST   /_sim/channels                              register a channel: {token?,
+                                                        channel_id?, phone?, name?, status?}
+                                                        (random token if none) → the channel
+    PATCH  /_sim/channels                              {accept_any_token?, unknown_token_status?}
+    DELETE /_sim/channels?token=                       forget one channel
+    GET|POST|DELETE /_sim/webhooks, GET /_sim/webhooks/log
+                                                       providers.simulator_webhooks
+    POST   /_sim/{inbound,action,messages_updates,messages_removed,statuses,calls,
+                  chats,channel,users,raw}             events on demand:
+                                                       providers.simulator_inject
 
-Faults are set per scope: global (no `token`, no `to`), one token, one
-recipient, or one token and recipient. For each request the scopes that
-match are merged field by field, most specific last (global < token <
-recipient < token+recipient). Posting a scope replaces that scope's fields.
+Tokens (providers.simulator_channels): strict by default (`python -m
+providers.simulator`): only registered tokens exist, others get 401. With
+`--accept-any-token` (what `start_simulator()` selects) a new token becomes a
+channel on first use.
+
+Faults (providers.simulator_faults): latency, error status and rate, 429 with
+or without Retry-After, per-token rate limit, hang, hang after send, and
+`media_not_found_rate` (404 on media endpoints), per scope.
 
 What gets recorded: only ACCEPTED sends (HTTP 200). A rejected request
 (missing auth, validation error, injected error status, 429) is counted per
@@ -41,141 +75,64 @@ import asyncio
 import bisect
 import contextlib
 import json
-import math
 import random
-import re
-import secrets
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import web
 
+from providers.simulator_channels import Channel, ChannelConfigError, ChannelRegistry
+from providers.simulator_faults import (
+    FAULT_FIELDS,
+    MAX_HANG_S,
+    FaultConfigError,
+    FaultScopes,
+    validate_faults,
+)
+from providers.simulator_http import (
+    authenticate,
+    json_response,
+    parse_bearer,
+    read_json,
+    whapi_error,
+)
+from providers.simulator_payloads import health_object, new_message_id
+from providers.simulator_sends import (
+    MEDIA_404_KINDS,
+    REQUIRED_FIELDS,
+    TO_PATTERN,
+    media_id_of,
+    send_content,
+    validate_send,
+)
+
 __all__ = [
     "DEFAULT_PORT",
     "FAULT_FIELDS",
     "LISTENING_PREFIX",
+    "TO_PATTERN",
     "SimulatorState",
     "build_app",
     "main",
     "serve",
+    "validate_faults",
+    "whapi_error",
 ]
 
 DEFAULT_PORT: Final = 8099
 #: The line `serve` prints once it listens; `start_simulator` waits for it.
 LISTENING_PREFIX: Final = "Whapi simulator listening on "
-
-TO_PATTERN: Final = re.compile(r"^[\d-]{9,31}(@[\w\.]{1,})?$")
-
-# Required fields per send endpoint (shared/WHAPI.md).
-MEDIA_TYPES: Final = ("image", "video", "gif", "short", "document", "audio", "voice")
-REQUIRED_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
-    "text": ("body",),
-    **{kind: ("media",) for kind in MEDIA_TYPES},
-    "location": ("latitude", "longitude"),
-    "contact": ("name", "vcard"),
-}
-
-STATUS_MESSAGES: Final[Mapping[int, str]] = {
-    400: "Wrong request parameters",
-    401: "Channel needs authorization",
-    402: "Trial limit exceeded",
-    403: "Forbidden to send to this recipient",
-    404: "Channel not found",
-    408: "Request timeout",
-    409: "Conflict",
-    413: "Request entity too large",
-    415: "Unsupported media type",
-    429: "Too many requests",
-    500: "Internal server error",
-    502: "Bad gateway",
-    503: "Service unavailable",
-    504: "Gateway timeout",
-}
-
-#: Accepted fault fields and their validators (value -> normalised value).
-FAULT_FIELDS: Final = (
-    "latency_ms",
-    "latency_jitter_ms",
-    "error_rate",
-    "error_status",
-    "retry_after",
-    "rate_limit_per_s",
-    "hang",
-    "hang_rate",
-    "hang_after_send",
-)
-
-#: A hang ends when the client disconnects, or after this many seconds.
-MAX_HANG_S: Final = 600.0
-_JSON: Final = "application/json"
-
-
-class FaultConfigError(ValueError):
-    """A POST /_sim/faults body that makes no sense."""
-
-
-def _number(name: str, value: Any, *, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise FaultConfigError(f"{name} must be a number")
-    v = float(value)
-    if not (lo <= v <= hi) or math.isnan(v):
-        raise FaultConfigError(f"{name} must be between {lo:g} and {hi:g}")
-    return v
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise FaultConfigError(f"{name} must be true or false")
-    return value
-
-
-def validate_faults(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Check and normalise one scope's fault fields (without token/to)."""
-    out: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name not in FAULT_FIELDS:
-            raise FaultConfigError(f"unknown fault field {name!r}")
-        if value is None:
-            continue
-        if name in ("latency_ms", "latency_jitter_ms"):
-            out[name] = _number(name, value, lo=0, hi=MAX_HANG_S * 1000)
-        elif name in ("error_rate", "hang_rate"):
-            out[name] = _number(name, value, lo=0, hi=1)
-        elif name == "error_status":
-            status = _number(name, value, lo=100, hi=599)
-            if status != int(status) or status < 300:
-                raise FaultConfigError("error_status must be an integer HTTP error status")
-            out[name] = int(status)
-        elif name == "retry_after":
-            # A number becomes delta-seconds; a string is sent verbatim (so a
-            # test can send an HTTP-date or garbage).
-            if isinstance(value, str):
-                out[name] = value
-            else:
-                secs = _number(name, value, lo=0, hi=10**9)
-                out[name] = str(int(secs)) if secs == int(secs) else str(secs)
-        elif name == "rate_limit_per_s":
-            out[name] = _number(name, value, lo=0, hi=10**9)
-        else:  # hang, hang_after_send
-            out[name] = _bool(name, value)
-    if "error_status" in out and "error_rate" not in out:
-        out["error_rate"] = 1.0
-    return out
+MEDIA_NOT_FOUND: Final = "Media with specified id not found"
+MESSAGE_NOT_FOUND: Final = "Specified message not found"
 
 
 def chat_id_for(to: str) -> str:
     """`15551234567` -> `15551234567@s.whatsapp.net`; chat ids unchanged."""
     return to if "@" in to else f"{to}@s.whatsapp.net"
-
-
-def new_message_id() -> str:
-    """A Whapi-looking id: 22 url-safe characters (16 random bytes)."""
-    return secrets.token_urlsafe(16)
 
 
 @dataclass(slots=True)
@@ -184,21 +141,15 @@ class TokenCounters:
     rejected: dict[int, int] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class Scope:
-    token: str | None
-    to: str | None
-    fields: dict[str, Any]
-
-
 class SimulatorState:
     """Everything the simulator knows. All access happens on one event loop."""
 
-    def __init__(self, *, seed: int | None = None) -> None:
+    def __init__(self, *, seed: int | None = None, accept_any_token: bool = False) -> None:
         self.rng = random.Random(seed)
         # Sequence numbers never restart, even across resets, so a reader
         # paginating with `since` can't be confused by a reset.
         self.next_seq = 1
+        self.channels = ChannelRegistry(accept_any_token=accept_any_token)
         #: Called as hook(token, message) for every accepted send (message is
         #: the Whapi message object: id, chat_id, type, ...). Must not block
         #: or raise; providers.simulator_webhooks schedules its POSTs here.
@@ -212,7 +163,11 @@ class SimulatorState:
         self.first_seq = self.next_seq  # seq of records[0]
         self.by_token: dict[str, list[dict[str, Any]]] = {}
         self.by_id: dict[str, dict[str, Any]] = {}
-        self.messages: dict[str, dict[str, Any]] = {}  # id -> Whapi message object
+        #: id -> Whapi message object, sent or injected, and its channel's token
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.owners: dict[str, str | None] = {}
+        #: media ids the simulator handed out (sends, injected messages)
+        self.media_ids: set[str] = set()
         self.accepted = 0
         self.rejected: dict[int, int] = {}
         self.tokens: dict[str, TokenCounters] = {}
@@ -221,14 +176,14 @@ class SimulatorState:
         self.max_in_flight = 0
         self.hangs = 0
         self.hanging = 0
-        self.scopes: dict[tuple[str | None, str | None], Scope] = {}
-        self.windows: dict[str, deque[float]] = {}
+        self.faults = FaultScopes()
         self.started_at = time.time()
 
     def reset(self) -> None:
         # Requests in flight keep running: keep their count honest.
         in_flight, hanging = self.in_flight, self.hanging
         self._reset_data()
+        self.channels.reset()
         self.in_flight, self.max_in_flight, self.hanging = in_flight, in_flight, hanging
         for hook in self.reset_hooks:
             hook()
@@ -236,42 +191,16 @@ class SimulatorState:
     # -- faults ---------------------------------------------------------
 
     def set_faults(self, token: str | None, to: str | None, fields: dict[str, Any]) -> None:
-        key = (token, chat_id_for(to) if to else None)
-        self.scopes[key] = Scope(token=token, to=key[1], fields=fields)
+        self.faults.set(token, chat_id_for(to) if to else None, fields)
 
     def clear_faults(self, token: str | None = None, to: str | None = None) -> None:
-        if token is None and to is None:
-            self.scopes.clear()
-            self.windows.clear()
-        else:
-            self.scopes.pop((token, chat_id_for(to) if to else None), None)
+        self.faults.clear(token, chat_id_for(to) if to else None)
 
     def effective_faults(self, token: str, chat_id: str | None) -> dict[str, Any] | None:
-        scopes = self.scopes
-        if not scopes:
-            return None
-        merged: dict[str, Any] = {}
-        for key in ((None, None), (token, None), (None, chat_id), (token, chat_id)):
-            scope = scopes.get(key)
-            if scope is not None:
-                merged.update(scope.fields)
-        return merged or None
+        return self.faults.effective(token, chat_id)
 
     def faults_json(self) -> list[dict[str, Any]]:
-        return [{"token": s.token, "to": s.to, **s.fields} for s in self.scopes.values()]
-
-    def over_rate(self, token: str, per_s: float, now: float) -> bool:
-        """Sliding 1 s window per token; only allowed requests use budget."""
-        window = self.windows.get(token)
-        if window is None:
-            window = self.windows[token] = deque()
-        cutoff = now - 1.0
-        while window and window[0] <= cutoff:
-            window.popleft()
-        if len(window) >= per_s:
-            return True
-        window.append(now)
-        return False
+        return self.faults.as_json()
 
     # -- counters and records -------------------------------------------
 
@@ -312,6 +241,10 @@ class SimulatorState:
         per_token.append(rec)
         self.by_id[rec["id"]] = rec
         self.messages[rec["id"]] = message
+        self.owners[rec["id"]] = token
+        content = message.get(kind)
+        if isinstance(content, dict) and "id" in content:
+            self.media_ids.add(content["id"])
         self.accepted += 1
         counters = self.tokens.get(token)
         if counters is None:
@@ -324,7 +257,7 @@ class SimulatorState:
     def unique_id(self) -> str:
         while True:
             mid = new_message_id()
-            if mid not in self.by_id:
+            if mid not in self.messages:
                 return mid
 
     def sent(
@@ -372,81 +305,14 @@ class SimulatorState:
         }
 
 
-def _json_response(
-    obj: Any, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=json.dumps(obj, separators=(",", ":")).encode(),
-        status=status,
-        content_type=_JSON,
-        headers=headers,
-    )
-
-
-def whapi_error(
-    status: int, message: str | None = None, details: str | None = None, **headers: str
-) -> web.Response:
-    """Whapi's error body: {"error": {"code", "message", "details"?}}."""
-    text = message or STATUS_MESSAGES.get(status, "Error")
-    err: dict[str, Any] = {"code": status, "message": text}
-    if details:
-        err["details"] = details
-    return _json_response({"error": err}, status, headers or None)
-
-
-def _validate_send(kind: str, data: dict[str, Any]) -> str | None:
-    """Return a validation error message, or None when the body is fine."""
-    to = data.get("to")
-    if to is None:
-        return "Parameter 'to' is required"
-    if not isinstance(to, str) or not TO_PATTERN.match(to):
-        return "Parameter 'to' does not match pattern ^[\\d-]{9,31}(@[\\w\\.]{1,})?$"
-    for name in REQUIRED_FIELDS[kind]:
-        value = data.get(name)
-        if value is None:
-            return f"Parameter '{name}' is required"
-        if name in ("latitude", "longitude"):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                return f"Parameter '{name}' must be a number"
-        elif not isinstance(value, str) or not value.strip():
-            return f"Parameter '{name}' must be a non-empty string"
-    typing_time = data.get("typing_time")
-    if typing_time is not None and (
-        isinstance(typing_time, bool)
-        or not isinstance(typing_time, int | float)
-        or not 0 <= typing_time <= 60
-    ):
-        return "Parameter 'typing_time' must be between 0 and 60"
-    return None
-
-
-def _content(kind: str, data: dict[str, Any]) -> dict[str, Any]:
-    """The type-specific part of the message object (media is not echoed)."""
-    content = {k: v for k, v in data.items() if k not in ("to", "media")}
-    media = data.get("media")
-    if isinstance(media, str):
-        if media.startswith(("http://", "https://")):
-            content["link"] = media
-        else:
-            content["id"] = f"{kind}-{secrets.token_hex(8)}"
-    return content
-
-
-def _parse_bearer(header: str | None) -> str | None:
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
-        return None
-    return token
-
-
 class _Handlers:
     def __init__(self, state: SimulatorState) -> None:
         self.state = state
+        #: message id -> awaitable to finish before answering (echo "before");
+        #: the webhook sender's dict, set by build_app.
+        self.answer_gates: dict[str, Awaitable[None]] = {}
 
-    # -- Whapi API ------------------------------------------------------
+    # -- Whapi API: sends ---------------------------------------------------
 
     async def send(self, request: web.Request) -> web.StreamResponse:
         state = self.state
@@ -463,15 +329,22 @@ class _Handlers:
     async def _send(self, request: web.Request, received_at: float) -> web.StreamResponse:
         state = self.state
         kind = request.match_info["kind"]
-        if kind not in REQUIRED_FIELDS:
-            state.count_rejected(404, None)
-            return whapi_error(404, "Not found", f"No endpoint POST /messages/{kind}")
-        token = _parse_bearer(request.headers.get("Authorization"))
+        token = parse_bearer(request.headers.get("Authorization"))
         if token is None:
             state.count_rejected(401, None)
             return whapi_error(
                 401, "Unauthorized", "Missing or malformed Authorization: Bearer <token>"
             )
+        channel = state.channels.resolve(token)
+        if channel is None:
+            status = state.channels.unknown_token_status
+            state.count_rejected(status, None)
+            return whapi_error(status, "Unauthorized" if status == 401 else "Channel not found",
+                               "No channel has this token")
+        if not channel.can_send:
+            state.count_rejected(401, token)
+            return whapi_error(401, "Channel needs authorization",
+                               f"The channel is not logged in (status {channel.status})")
         try:
             data = json.loads(await request.read())
         except ValueError:
@@ -479,6 +352,8 @@ class _Handlers:
         if not isinstance(data, dict):
             state.count_rejected(400, token)
             return whapi_error(400, "Wrong request parameters", "Body must be a JSON object")
+        if kind not in REQUIRED_FIELDS:
+            return self._forward(kind, token, data, received_at)
         to = data.get("to")
         chat_id = chat_id_for(to) if isinstance(to, str) and to else None
 
@@ -499,18 +374,28 @@ class _Handlers:
                     await self._hang(request)
                     return web.Response(status=504)
             per_s = faults.get("rate_limit_per_s")
-            if per_s is not None and state.over_rate(token, per_s, time.monotonic()):
+            if per_s is not None and state.faults.over_rate(token, per_s, time.monotonic()):
                 return self._reject(429, token, faults)
-            status = faults.get("error_status")
-            if status is not None:
+            error_status = faults.get("error_status")
+            if error_status is not None:
                 rate = faults.get("error_rate", 1.0)
                 if rate >= 1 or state.rng.random() < rate:
-                    return self._reject(status, token, faults)
+                    return self._reject(error_status, token, faults)
+            media_rate = faults.get("media_not_found_rate", 0.0)
+            if media_rate and kind in MEDIA_404_KINDS and (
+                    media_rate >= 1 or state.rng.random() < media_rate):
+                state.count_rejected(404, token)
+                return whapi_error(404, MEDIA_NOT_FOUND)
 
-        problem = _validate_send(kind, data)
+        problem = validate_send(kind, data)
         if problem is not None:
             state.count_rejected(400, token)
             return whapi_error(400, "Wrong request parameters", problem)
+        if kind in MEDIA_404_KINDS:
+            media_id = media_id_of(data)
+            if media_id is not None and media_id not in state.media_ids:
+                state.count_rejected(404, token)
+                return whapi_error(404, MEDIA_NOT_FOUND, f"No media with id {media_id}")
 
         assert chat_id is not None  # validated above
         message: dict[str, Any] = {
@@ -521,13 +406,44 @@ class _Handlers:
             "timestamp": int(received_at),
             "source": "api",
             "status": "pending",
-            kind: _content(kind, data),
+            kind: send_content(kind, data),
         }
         state.record(token=token, kind=kind, payload=data, message=message, received_at=received_at)
+        # Serialise now: status webhooks update `message` in place later.
+        answer = json_response({"sent": True, "message": message})
+        if self.answer_gates:
+            gate = self.answer_gates.pop(message["id"], None)
+            if gate is not None:
+                await gate
         if hang_after:
             await self._hang(request)
             return web.Response(status=504)
-        return _json_response({"sent": True, "message": message})
+        return answer
+
+    def _forward(self, message_id: str, token: str, data: dict[str, Any],
+                 received_at: float) -> web.Response:
+        """POST /messages/{MessageID}: forward a message this channel knows."""
+        state = self.state
+        original = state.messages.get(message_id)
+        if original is None or state.owners.get(message_id) != token:
+            state.count_rejected(404, token)
+            return whapi_error(404, MESSAGE_NOT_FOUND)
+        to = data.get("to")
+        if not isinstance(to, str) or not TO_PATTERN.match(to):
+            state.count_rejected(400, token)
+            return whapi_error(400, "Wrong request parameters",
+                               "Parameter 'to' does not match pattern")
+        kind = original["type"]
+        message = {
+            "id": state.unique_id(), "from_me": True, "type": kind, "chat_id": chat_id_for(to),
+            "timestamp": int(received_at), "source": "api", "status": "pending",
+            "context": {"forwarded": True, "forwarding_score": 1},
+        }
+        if kind in original:
+            message[kind] = original[kind]
+        state.record(token=token, kind=kind, payload=data, message=message,
+                     received_at=received_at)
+        return json_response({"sent": True, "message": message})
 
     def _reject(self, status: int, token: str, faults: Mapping[str, Any]) -> web.Response:
         self.state.count_rejected(status, token)
@@ -552,28 +468,54 @@ class _Handlers:
         finally:
             state.hanging -= 1
 
-    async def get_message(self, request: web.Request) -> web.StreamResponse:
-        token = _parse_bearer(request.headers.get("Authorization"))
-        if token is None:
-            return whapi_error(401, "Unauthorized", "Missing or malformed Authorization")
+    # -- Whapi API: messages by id, health --------------------------------
+
+    def _own_message(self, request: web.Request) -> tuple[Channel, dict[str, Any]] | web.Response:
+        channel = authenticate(request, self.state.channels)
+        if isinstance(channel, web.Response):
+            return channel
         mid = request.match_info["message_id"]
-        rec = self.state.by_id.get(mid)
-        if rec is None or rec["token"] != token:
-            return whapi_error(404, "Message not found")
-        return _json_response(self.state.messages[mid])
+        message = self.state.messages.get(mid)
+        if message is None or self.state.owners.get(mid) not in (channel.token, None):
+            return whapi_error(404, MESSAGE_NOT_FOUND)
+        return channel, message
+
+    async def get_message(self, request: web.Request) -> web.StreamResponse:
+        found = self._own_message(request)
+        if isinstance(found, web.Response):
+            return found
+        return json_response(found[1])
+
+    async def mark_read(self, request: web.Request) -> web.StreamResponse:
+        found = self._own_message(request)
+        if isinstance(found, web.Response):
+            return found
+        if not found[0].can_send:
+            return whapi_error(401, "Channel needs authorization")
+        return json_response({"success": True})
+
+    async def delete_message(self, request: web.Request) -> web.StreamResponse:
+        found = self._own_message(request)
+        if isinstance(found, web.Response):
+            return found
+        if not found[0].can_send:
+            return whapi_error(401, "Channel needs authorization")
+        found[1]["status"] = "deleted"
+        return json_response({"success": True})
 
     async def health(self, request: web.Request) -> web.StreamResponse:
-        # Whapi requires auth here; the simulator also answers without it so
-        # that "is it up?" probes need no token.
-        return _json_response(
-            {
-                "channel_id": "SIMULATOR",
-                "start_at": int(self.state.started_at),
-                "uptime": int(time.time() - self.state.started_at),
-                "status": {"code": 4, "text": "AUTH"},
-                "version": "simulator",
-            }
-        )
+        if request.headers.get("Authorization") is None:
+            # A probe: "is the simulator up?" needs no token.
+            return json_response(health_object(
+                status_text="AUTH", channel_id="SIMULATOR",
+                started_at=self.state.started_at, user=None))
+        channel = authenticate(request, self.state.channels)
+        if isinstance(channel, web.Response):
+            return channel
+        user = {"id": channel.phone, "name": channel.name} if channel.can_send else None
+        return json_response(health_object(
+            status_text=channel.status, channel_id=channel.channel_id,
+            started_at=channel.started_at, user=user))
 
     # -- control API ----------------------------------------------------
 
@@ -583,12 +525,12 @@ class _Handlers:
             since = int(q.get("since", "0"))
             limit = int(q.get("limit", "10000"))
         except ValueError:
-            return _json_response({"error": "since and limit must be integers"}, 400)
+            return json_response({"error": "since and limit must be integers"}, 400)
         limit = max(1, min(limit, 100_000))
         page, more = self.state.sent(
             token=q.get("token") or None, to=q.get("to") or None, since=since, limit=limit
         )
-        return _json_response(
+        return json_response(
             {
                 "records": page,
                 "count": len(page),
@@ -598,14 +540,14 @@ class _Handlers:
         )
 
     async def sim_stats(self, request: web.Request) -> web.StreamResponse:
-        return _json_response(self.state.stats_json())
+        return json_response(self.state.stats_json())
 
     async def sim_get_faults(self, request: web.Request) -> web.StreamResponse:
-        return _json_response({"faults": self.state.faults_json()})
+        return json_response({"faults": self.state.faults_json()})
 
     async def sim_set_faults(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = json.loads(await request.read() or b"{}")
+            body = await read_json(request)
             if not isinstance(body, dict):
                 raise FaultConfigError("body must be a JSON object")
             token = body.pop("token", None)
@@ -616,25 +558,56 @@ class _Handlers:
                 raise FaultConfigError("to must be a string")
             fields = validate_faults(body)
         except (ValueError, FaultConfigError) as exc:
-            return _json_response({"error": str(exc)}, 400)
+            return json_response({"error": str(exc)}, 400)
         self.state.set_faults(token or None, to or None, fields)
-        return _json_response({"faults": self.state.faults_json()})
+        return json_response({"faults": self.state.faults_json()})
 
     async def sim_clear_faults(self, request: web.Request) -> web.StreamResponse:
         self.state.clear_faults(request.query.get("token") or None, request.query.get("to") or None)
-        return _json_response({"faults": self.state.faults_json()})
+        return json_response({"faults": self.state.faults_json()})
 
     async def sim_reset(self, request: web.Request) -> web.StreamResponse:
         self.state.reset()
-        return _json_response({"reset": True, "last_seq": self.state.next_seq - 1})
+        return json_response({"reset": True, "last_seq": self.state.next_seq - 1})
+
+    async def sim_channels(self, request: web.Request) -> web.StreamResponse:
+        return json_response(self.state.channels.as_json())
+
+    async def sim_register_channel(self, request: web.Request) -> web.StreamResponse:
+        try:
+            channel = self.state.channels.register(await read_json(request))
+        except (ValueError, ChannelConfigError) as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response(channel.as_json())
+
+    async def sim_configure_channels(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self.state.channels.configure(await read_json(request))
+        except (ValueError, ChannelConfigError) as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response(self.state.channels.as_json())
+
+    async def sim_remove_channel(self, request: web.Request) -> web.StreamResponse:
+        token = request.query.get("token")
+        if not token:
+            return json_response({"error": "token is required"}, 400)
+        self.state.channels.channels.pop(token, None)
+        return json_response(self.state.channels.as_json())
 
 
 STATE_KEY: Final = web.AppKey("whapi_simulator_state", SimulatorState)
 
 
-def build_app(*, state: SimulatorState | None = None, seed: int | None = None) -> web.Application:
+def build_app(
+    *, state: SimulatorState | None = None, seed: int | None = None, accept_any_token: bool = False
+) -> web.Application:
     """The simulator as an aiohttp application (state under `app[STATE_KEY]`)."""
-    state = state if state is not None else SimulatorState(seed=seed)
+    from providers.simulator_inject import MessageStore, install_inject
+    from providers.simulator_settings_api import install_settings_api
+    from providers.simulator_webhooks import install
+
+    state = state if state is not None else SimulatorState(
+        seed=seed, accept_any_token=accept_any_token)
     h = _Handlers(state)
     # Base64 media can be large; Whapi's own limit is well above aiohttp's 1 MB.
     app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -642,6 +615,8 @@ def build_app(*, state: SimulatorState | None = None, seed: int | None = None) -
     routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
         ("POST", "/messages/{kind}", h.send),
         ("GET", "/messages/{message_id}", h.get_message),
+        ("PUT", "/messages/{message_id}", h.mark_read),
+        ("DELETE", "/messages/{message_id}", h.delete_message),
         ("GET", "/health", h.health),
         ("GET", "/_sim/sent", h.sim_sent),
         ("GET", "/_sim/stats", h.sim_stats),
@@ -649,19 +624,25 @@ def build_app(*, state: SimulatorState | None = None, seed: int | None = None) -
         ("POST", "/_sim/faults", h.sim_set_faults),
         ("DELETE", "/_sim/faults", h.sim_clear_faults),
         ("POST", "/_sim/reset", h.sim_reset),
+        ("GET", "/_sim/channels", h.sim_channels),
+        ("POST", "/_sim/channels", h.sim_register_channel),
+        ("PATCH", "/_sim/channels", h.sim_configure_channels),
+        ("DELETE", "/_sim/channels", h.sim_remove_channel),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
-    # Status webhooks (/_sim/webhooks) live in their own module.
-    from providers.simulator_webhooks import install
-
-    install(app, state)
+    sender = install(app, state.channels, state.accept_hooks, state.reset_hooks)
+    h.answer_gates = sender.answer_gates
+    install_settings_api(app, state.channels, sender)
+    install_inject(app, MessageStore(state), state.channels, sender)
     return app
 
 
-async def _serve(host: str, port: int, *, seed: int | None, keepalive_timeout: float) -> None:
+async def _serve(
+    host: str, port: int, *, seed: int | None, keepalive_timeout: float, accept_any_token: bool
+) -> None:
     runner = web.AppRunner(
-        build_app(seed=seed),
+        build_app(seed=seed, accept_any_token=accept_any_token),
         access_log=None,
         keepalive_timeout=keepalive_timeout,
         shutdown_timeout=1.0,
@@ -696,13 +677,17 @@ def serve(
     *,
     seed: int | None = None,
     keepalive_timeout: float = 75.0,
+    accept_any_token: bool = False,
 ) -> None:
     """Run the simulator until SIGINT/SIGTERM (blocking).
 
     Prints `Whapi simulator listening on http://HOST:PORT` once it accepts
     connections; with `port=0` the printed port is the one the OS picked.
+    `accept_any_token=False` (strict): only tokens registered with
+    `POST /_sim/channels` are accepted.
     """
-    asyncio.run(_serve(host, port, seed=seed, keepalive_timeout=keepalive_timeout))
+    asyncio.run(_serve(host, port, seed=seed, keepalive_timeout=keepalive_timeout,
+                       accept_any_token=accept_any_token))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -720,9 +705,16 @@ def main(argv: list[str] | None = None) -> int:
         default=75.0,
         help="seconds before an idle keep-alive connection is closed (default 75)",
     )
+    parser.add_argument(
+        "--accept-any-token",
+        action="store_true",
+        help="a token seen for the first time becomes a channel (default: only tokens "
+        "registered with POST /_sim/channels; others get 401)",
+    )
     args = parser.parse_args(argv)
     try:
-        serve(args.host, args.port, seed=args.seed, keepalive_timeout=args.keepalive_timeout)
+        serve(args.host, args.port, seed=args.seed, keepalive_timeout=args.keepalive_timeout,
+              accept_any_token=args.accept_any_token)
     except OSError as exc:
         print(f"simulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

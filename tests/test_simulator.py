@@ -21,7 +21,8 @@ from tests.sim_fixtures import ctl, new_token, sim_url, whapi_sim
 
 __all__ = ["ctl", "sim_url", "whapi_sim"]  # fixtures, imported for pytest
 
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
+# Schema MessageID: Whapi's message ids are `<4-30>-<4-14>` of [A-Za-z0-9._].
+ID_RE = re.compile(r"^[A-Za-z0-9._]{4,30}-[A-Za-z0-9._]{4,14}$")
 
 
 @pytest.fixture
@@ -155,8 +156,10 @@ def test_auth_scheme_is_case_insensitive(http: httpx.Client) -> None:
     assert resp.status_code == 200
 
 
-def test_unknown_endpoint_is_404(http: httpx.Client) -> None:
-    assert_whapi_error(post(http, "sticker", {"to": "15551234567"}), 404)
+def test_unknown_endpoint_is_a_forward_of_an_unknown_message(http: httpx.Client) -> None:
+    # POST /messages/{MessageID} is "forward message": an unknown id is a 404.
+    err = assert_whapi_error(post(http, "nonsense", {"to": "15551234567"}), 404)
+    assert err["message"] == "Specified message not found"
 
 
 @pytest.mark.parametrize(
