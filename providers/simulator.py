@@ -406,7 +406,7 @@ class _Handlers:
             "timestamp": int(received_at),
             "source": "api",
             "status": "pending",
-            kind: send_content(kind, data),
+            kind: send_content(kind, data, int(received_at)),
         }
         state.record(token=token, kind=kind, payload=data, message=message, received_at=received_at)
         # Serialise now: status webhooks update `message` in place later.

@@ -30,6 +30,7 @@ __all__ = [
     "EVENT_TYPES",
     "HEALTH_CODES",
     "MEDIA_ID_PATTERN",
+    "MEDIA_MIME",
     "MESSAGE_TYPES",
     "STATUS_CODES",
     "action_message",

@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, Final
 
-from providers.simulator_payloads import MEDIA_ID_PATTERN
+from providers.simulator_payloads import MEDIA_ID_PATTERN, MEDIA_MIME
 
 __all__ = [
     "MEDIA_404_KINDS",
@@ -90,16 +90,27 @@ def media_id_of(data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def send_content(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
+#: Content objects that include schema MediaFile (required: id, mime_type,
+#: file_size, timestamp): the media types, and interactive (the spec's
+#: MessageContentInteractive includes it too).
+_MEDIA_FILE_KINDS: Final = frozenset({*_MEDIA_KINDS, "interactive"})
+# A URL is not fetched: its size is unknown, so a plausible one is reported.
+_URL_FILE_SIZE: Final = 48_213
+
+
+def send_content(kind: str, data: Mapping[str, Any], at: int) -> dict[str, Any]:
     """The type-specific part of the sent message object (media is not echoed)."""
     content = {k: v for k, v in data.items() if k not in ("to", "media")}
+    if kind not in _MEDIA_FILE_KINDS:
+        return content
     media = data.get("media")
-    if isinstance(media, str):
-        if media.startswith(("http://", "https://")):
-            content["link"] = media
-            content["id"] = f"{kind}-{secrets.token_hex(8)}"
-        elif MEDIA_ID_PATTERN.match(media):
-            content["id"] = media
-        else:
-            content["id"] = f"{kind}-{secrets.token_hex(8)}"
+    size = _URL_FILE_SIZE
+    if isinstance(media, str) and media.startswith(("http://", "https://")):
+        content["link"] = media
+    elif isinstance(media, str) and not MEDIA_ID_PATTERN.match(media):
+        size = len(media.partition(",")[2] or media) * 3 // 4  # base64 or a data: URI
+    media_id = media_id_of(data) or f"{kind}-{secrets.token_hex(8)}"
+    mime = data.get("mime_type")
+    content.update(id=media_id, mime_type=mime if isinstance(mime, str) and mime else
+                   MEDIA_MIME.get(kind, "image/jpeg"), file_size=size, timestamp=at)
     return content

@@ -78,6 +78,11 @@ DEFAULT_DELAYS_MS: Final[Mapping[str, float]] = {
     "sent": 50.0, "delivered": 300.0, "read": 600.0, "played": 900.0,
 }
 ECHO_MODES: Final = ("after", "before", "none")
+#: Schema `UpdateSettings.changes`: the only names Whapi reports as changed.
+REPORTED_CHANGES: Final = (
+    "callback_backoff_delay_ms", "max_callback_backoff_delay_ms", "callback_persist", "media",
+    "webhooks", "on_call_pager", "pass_through", "sent_status", "proxy", "mobile_proxy",
+)
 _BACKOFF_KEYS: Final = ("callback_backoff_delay_ms", "max_callback_backoff_delay_ms")
 
 
@@ -230,8 +235,9 @@ def _webhooks(raw: Any, default_events: tuple[Event, ...]) -> tuple[Webhook, ...
 def patch_settings(current: ChannelSettings, body: Any) -> tuple[ChannelSettings, list[str]]:
     """`PATCH /settings`: fields present change, the others stay (Whapi's rule).
 
-    Returns the new settings and the names of the fields that changed
-    (schema `UpdateSettings.changes`).
+    Returns the new settings and the names of the fields that changed, among
+    those schema `UpdateSettings.changes` lists (offline_mode, for one, is
+    stored but not reported).
     """
     if not isinstance(body, dict):
         raise SettingsError("body must be a JSON object")
@@ -249,7 +255,7 @@ def patch_settings(current: ChannelSettings, body: Any) -> tuple[ChannelSettings
     if others:
         new = replace(new, other={**current.other, **others})
     before, after = current.as_whapi(), new.as_whapi()
-    changes = [k for k in after if before.get(k) != after.get(k)]
+    changes = [k for k in REPORTED_CHANGES if before.get(k) != after.get(k)]
     return new, changes
 
 

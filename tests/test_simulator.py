@@ -17,7 +17,7 @@ from providers.simulator_control import (
     SimulatorStartError,
     start_simulator,
 )
-from tests.sim_fixtures import ctl, new_token, sim_url, whapi_sim
+from tests.sim_fixtures import assert_spec, ctl, new_token, sim_url, whapi_sim
 
 __all__ = ["ctl", "sim_url", "whapi_sim"]  # fixtures, imported for pytest
 
@@ -45,6 +45,7 @@ def assert_whapi_error(resp: httpx.Response, status: int) -> dict[str, Any]:
     err: dict[str, Any] = data["error"]
     assert err["code"] == status
     assert isinstance(err["message"], str) and err["message"]
+    assert_spec("error", data)
     return err
 
 
@@ -57,6 +58,7 @@ def test_text_success_shape(http: httpx.Client, ctl: SimulatorControl) -> None:
     resp = post(http, "text", {"to": "15551234567", "body": "hi"}, token)
     assert resp.status_code == 200
     data = resp.json()
+    assert_spec("sent_message", data)
     assert data["sent"] is True
     msg = data["message"]
     assert ID_RE.match(msg["id"])
@@ -181,6 +183,7 @@ def test_every_send_endpoint(
 ) -> None:
     resp = post(http, kind, {"to": "15551234567", **body})
     assert resp.status_code == 200
+    assert_spec("sent_message", resp.json())
     assert resp.json()["message"]["type"] == kind
     [rec] = ctl.sent()
     assert rec.type == kind
@@ -201,6 +204,7 @@ def test_get_message_by_id_only_for_its_token(http: httpx.Client) -> None:
 def test_health(http: httpx.Client) -> None:
     data = http.get("/health").json()
     assert data["status"] == {"code": 4, "text": "AUTH"}
+    assert_spec("health", data)
 
 
 def test_ids_are_unique(http: httpx.Client) -> None:

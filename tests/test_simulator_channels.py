@@ -12,6 +12,7 @@ import pytest
 from providers.simulator_control import SimulatorControl
 from tests.sim_fixtures import (
     WebhookReceiver,
+    assert_spec,
     ctl,
     new_token,
     receiver,
@@ -48,6 +49,7 @@ def error_of(resp: httpx.Response, status: int) -> dict[str, Any]:
     assert resp.status_code == status, resp.text
     err: dict[str, Any] = resp.json()["error"]
     assert err["code"] == status
+    assert_spec("error", resp.json())
     return err
 
 
@@ -78,6 +80,7 @@ def test_a_registered_token_works(strict_http: httpx.Client, strict_ctl: Simulat
     assert health["channel_id"] == "ORBITA-K7Q2P"
     assert health["status"] == {"code": 4, "text": "AUTH"}
     assert health["user"] == {"id": "14155550123", "name": "Orbita Store"}
+    assert_spec("health", health)
 
 
 def test_registering_without_a_token_makes_one(
@@ -234,6 +237,7 @@ GOOD = {
 def test_more_send_endpoints(http: httpx.Client, ctl: SimulatorControl, kind: str) -> None:
     resp = send(http, new_token(), kind, {"to": "15551234567", **GOOD[kind]})
     assert resp.status_code == 200, resp.text
+    assert_spec("sent_message", resp.json())
     assert resp.json()["message"]["type"] == kind
     assert [r.type for r in ctl.sent()] == [kind]
 
@@ -271,6 +275,7 @@ def test_mark_read_and_delete(
     auth = {"Authorization": f"Bearer {token}"}
     mid = inbound.message_id
     assert http.put(f"/messages/{mid}", headers=auth).json() == {"success": True}
+    assert_spec("success", http.put(f"/messages/{mid}", headers=auth).json())
     assert http.delete(f"/messages/{mid}", headers=auth).json() == {"success": True}
     assert http.get(f"/messages/{mid}", headers=auth).json()["status"] == "deleted"
     for method in ("PUT", "DELETE", "GET"):

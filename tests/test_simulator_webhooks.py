@@ -11,9 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
+from providers.simulator_channels import ChannelRegistry
 from providers.simulator_control import Injection, SimulatorControl
+from providers.simulator_settings import parse_control_config
+from providers.simulator_webhooks import WebhookSender
 from tests.sim_fixtures import (
     WebhookReceiver,
+    assert_spec,
     assert_webhook_body,
     ctl,
     new_token,
@@ -226,6 +230,22 @@ def test_a_failing_receiver_recovers(ctl: SimulatorControl, receiver: WebhookRec
     assert {a.delivery for a in log} == set(injected.deliveries)
 
 
+async def test_deliveries_over_the_cap_are_dropped_and_counted() -> None:
+    sender = WebhookSender(ChannelRegistry(accept_any_token=True), max_pending=2)
+    _, config = parse_control_config({
+        "url": f"http://127.0.0.1:{unused_port()}/", "callback_backoff_delay_ms": 60_000,
+        "events": [{"type": "messages", "method": "post"}]})
+    sender.set_config(None, config)
+    try:
+        kept = [sender.emit(None, "messages", "post", {"messages": []})[1] for _ in range(3)]
+        assert [len(d) for d in kept] == [1, 1, 0]
+        stats = sender.as_json()["stats"]
+        assert (stats["scheduled"], stats["dropped"], stats["pending"]) == (2, 1, 2)
+    finally:
+        await sender.aclose()
+    assert sender.as_json()["stats"]["pending"] == 0
+
+
 def test_reset_cancels_pending_deliveries(ctl: SimulatorControl) -> None:
     token = new_token()
     ctl.set_webhooks(f"http://127.0.0.1:{unused_port()}/", token=token,
@@ -318,17 +338,23 @@ def test_a_send_can_fail_later(
     assert failed["errors"] and {"code", "message"} <= set(failed["errors"][0])
 
 
-def test_echo_of_an_api_send(
-        http: httpx.Client, ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [("text", {"body": "order shipped"}),
+     ("image", {"media": "https://example.com/a.png", "caption": "your parcel"}),
+     ("voice", {"media": "T2dnUw==", "mime_type": "audio/ogg"})],
+)
+def test_echo_of_an_api_send(http: httpx.Client, ctl: SimulatorControl,
+                             receiver: WebhookReceiver, kind: str, extra: dict[str, Any]) -> None:
     token = new_token()
     ctl.set_webhooks(receiver.url, token=token, events=[("messages", "post")])
-    message = send_text(http, token, body="order shipped")
+    message = send_text(http, token, kind=kind, **extra)
     [got] = receiver.wait_for(1)
     [echo] = got.json["messages"]
     assert echo["id"] == message["id"]
-    assert (echo["from_me"], echo["source"], echo["type"]) == (True, "api", "text")
+    assert (echo["from_me"], echo["source"], echo["type"]) == (True, "api", kind)
     assert echo["status"] == "pending"
-    assert echo["text"] == {"body": "order shipped"}
+    assert echo[kind] == message[kind]
     assert echo["chat_id"] == "15551234567@s.whatsapp.net"
     assert isinstance(echo["timestamp"], int)
     [channel] = ctl.channels()
@@ -414,7 +440,12 @@ def test_settings_configure_webhooks_like_whapi(
     assert resp.status_code == 200, resp.text
     update = resp.json()
     assert set(update) == {"before_update", "after_update", "changes"}
-    assert set(update["changes"]) == {"webhooks", "callback_backoff_delay_ms", "offline_mode"}
+    # offline_mode is kept but not a change the spec lets Whapi report.
+    assert set(update["changes"]) == {"webhooks", "callback_backoff_delay_ms"}
+    assert update["after_update"]["offline_mode"] is False
+    assert_spec("settings", default)
+    assert_spec("settings", update["before_update"])
+    assert_spec("settings", update["after_update"])
     assert update["before_update"]["webhooks"] == []
     assert update["after_update"]["webhooks"] == [
         {"url": f"{receiver.url}/hook", "mode": "method", "headers": {"X-Secret": "abc"},
@@ -464,13 +495,16 @@ def test_bad_settings_are_400(http: httpx.Client, ctl: SimulatorControl, body: A
     resp = http.patch("/settings", headers=auth, json=body)
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] == 400
+    assert_spec("error", resp.json())
     assert http.get("/settings", headers=auth).json()["webhooks"] == []
 
 
 def test_delete_settings_resets_then_409(http: httpx.Client, ctl: SimulatorControl) -> None:
     auth = {"Authorization": f"Bearer {new_token()}"}
     http.patch("/settings", headers=auth, json={"webhooks": [{"url": "http://127.0.0.1:9/"}]})
-    assert http.delete("/settings", headers=auth).json() == {"success": True}
+    success = http.delete("/settings", headers=auth).json()
+    assert success == {"success": True}
+    assert_spec("success", success)
     assert http.get("/settings", headers=auth).json()["webhooks"] == []
     assert http.delete("/settings", headers=auth).status_code == 409
 
