@@ -362,7 +362,9 @@ def _is_brazil_area(national: str) -> bool:
 def _routed_digits(e164: str) -> str:
     """The digits Whapi routes for a canonical E.164 number."""
     country, national = e164[1:3], e164[3:]
-    if country == _MEXICO and len(national) == 10:
+    # (Mexican numbers never start with 0 or 1: a "1" before one of those
+    # would not read back as the same number.)
+    if country == _MEXICO and len(national) == 10 and national[0] not in "01":
         return _MEXICO + "1" + national
     if (country == _BRAZIL and len(national) == 11 and national[2] == "9"
             and _is_brazil_area(national)

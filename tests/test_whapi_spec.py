@@ -511,20 +511,7 @@ def test_simulator_bodies_are_valid_requests() -> None:
         assert_valid(REQUEST_SCHEMAS[kind], body)
 
 
-# The committed simulator echoes a media send as `{"link": url, ...}`; the
-# spec's MessageContentImage/Video/Audio/Document (MediaFile) require id,
-# mime_type, file_size and timestamp. The simulator is what must change
-# (shared/WHAPI.md: where they disagree, the simulator is wrong); drop this
-# mark when it does (strict: the test fails once the answer conforms).
-_MEDIA_ANSWER_GAP = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="simulator's media send answer lacks MediaFile's required fields")
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [pytest.param(k, marks=() if k == "text" else _MEDIA_ANSWER_GAP) for k in sorted(SIM_BODIES)],
-)
+@pytest.mark.parametrize("kind", sorted(SIM_BODIES))
 def test_simulator_send_answer_matches_the_spec(
     http: httpx.Client, ctl: SimulatorControl, kind: str
 ) -> None:
