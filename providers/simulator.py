@@ -353,7 +353,7 @@ class _Handlers:
             state.count_rejected(400, token)
             return whapi_error(400, "Wrong request parameters", "Body must be a JSON object")
         if kind not in REQUIRED_FIELDS:
-            return self._forward(kind, token, data, received_at)
+            return await self._forward(kind, token, data, received_at)
         to = data.get("to")
         chat_id = chat_id_for(to) if isinstance(to, str) and to else None
 
@@ -412,16 +412,20 @@ class _Handlers:
         # Serialise now: status webhooks update `message` in place later.
         answer = json_response({"sent": True, "message": message})
         if self.answer_gates:
-            gate = self.answer_gates.pop(message["id"], None)
-            if gate is not None:
-                await gate
+            await self._pass_gate(message["id"])
         if hang_after:
             await self._hang(request)
             return web.Response(status=504)
         return answer
 
-    def _forward(self, message_id: str, token: str, data: dict[str, Any],
-                 received_at: float) -> web.Response:
+    async def _pass_gate(self, message_id: str) -> None:
+        """Echo mode "before": the echo's first delivery attempt comes first."""
+        gate = self.answer_gates.pop(message_id, None)
+        if gate is not None:
+            await gate
+
+    async def _forward(self, message_id: str, token: str, data: dict[str, Any],
+                       received_at: float) -> web.Response:
         """POST /messages/{MessageID}: forward a message this channel knows."""
         state = self.state
         original = state.messages.get(message_id)
@@ -443,7 +447,10 @@ class _Handlers:
             message[kind] = original[kind]
         state.record(token=token, kind=kind, payload=data, message=message,
                      received_at=received_at)
-        return json_response({"sent": True, "message": message})
+        answer = json_response({"sent": True, "message": message})
+        if self.answer_gates:
+            await self._pass_gate(message["id"])
+        return answer
 
     def _reject(self, status: int, token: str, faults: Mapping[str, Any]) -> web.Response:
         self.state.count_rejected(status, token)
