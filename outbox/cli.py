@@ -287,7 +287,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_simulator(args: argparse.Namespace, settings: Settings) -> int:
     from providers.simulator import serve
 
-    serve(host=args.host, port=args.port)
+    serve(host=args.host, port=args.port, accept_any_token=args.accept_any_token)
     return EXIT_OK
 
 
@@ -366,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulator", help="run the Whapi simulator (an HTTP server)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8099)
+    p.add_argument("--accept-any-token", action="store_true",
+                   help="make any Bearer token a channel on first use (default: like Whapi, "
+                        "401 for tokens not registered with POST /_sim/channels)")
     p.set_defaults(handler=cmd_simulator)
 
     # Command groups that live in their own modules.

@@ -98,5 +98,7 @@ def test_simulator_webhook_with_wrong_secret_is_refused(
     mid = r.json()["message_id"]
     assert asyncio.run(run_dispatcher(database_url)).sent == 1
     stats = wait_for(lambda: (s := _sim_webhook_stats(sim_url))["failed"] == 2 and s)
-    assert stats["statuses"] == {"401": 2} and stats["posted"] == 0
+    # Retried until a 200 (like Whapi), so there may be more attempts by now.
+    assert set(stats["statuses"]) == {"401"} and stats["statuses"]["401"] >= 2
+    assert stats["posted"] == 0
     assert api.get(f"/v1/messages/{mid}", headers=auth(key)).json()["status"] == "sent"
