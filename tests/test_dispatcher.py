@@ -427,18 +427,18 @@ async def test_404_on_a_media_send_fails_that_message_and_the_channel_keeps_send
     channel = make_channel(base_url=sim_url)
     missing = "+15550400404"
     plan: list[TextMessage | MediaMessage] = [
-        MediaMessage(channel, missing, "image", "https://example.com/gone.png"),
+        # A media id the provider never handed out: Whapi's documented 404.
+        MediaMessage(channel, missing, "image", "jpeg-5f1c0e7a9b3d2c4e-8a6b4c2d0e1f3a5b"),
         *(TextMessage(channel, f"+1555040{n:04d}", f"t{n}") for n in range(10)),
         *(MediaMessage(channel, f"+1555041{n:04d}", "image", "https://example.com/ok.png")
           for n in range(5)),
     ]
     with Session(clean_db) as s, s.begin():
         enqueue_many(s, plan)
-    sim.set_faults(to=missing[1:], error_status=404)
-
     summary = await run_dispatcher(database_url)
 
     assert (summary.sent, summary.failed) == (15, 1) and not summary.paused_channels
+    assert sim.stats().rejected == {404: 1}
     with clean_db.connect() as conn:
         ch = conn.execute(text("SELECT status, pause_cause FROM channels")).one()
         failed = conn.execute(text(
@@ -448,4 +448,4 @@ async def test_404_on_a_media_send_fails_that_message_and_the_channel_keeps_send
             {"chat": missing[1:] + "@%"}).one()
     assert (ch.status, ch.pause_cause) == ("active", None)
     assert (failed.status, failed.outbox_status) == ("failed", "failed")
-    assert failed.error.startswith("HTTP 404")
+    assert failed.error.startswith("HTTP 404: Media with specified id not found")
