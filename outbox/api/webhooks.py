@@ -64,12 +64,16 @@ async def whapi_webhook_path(channel_id: str, event_type: str, event_method: str
     return await _receive(request, channel_id, _event(event_type, event_method))
 
 
-@router.api_route(PREFIX + "/{event_type}", methods=["POST", "PUT", "PATCH", "DELETE"],
-                  responses=ERROR_RESPONSES, openapi_extra=_SECRET)
 async def whapi_webhook_method(channel_id: str, event_type: str,
                                request: Request) -> dict[str, Any]:
     """Mode `method`: the event's type in the URL, its method as the HTTP method."""
     return await _receive(request, channel_id, _event(event_type, request.method))
+
+
+for _method in ("POST", "PUT", "PATCH", "DELETE"):  # one operation each (distinct OpenAPI ids)
+    router.add_api_route(PREFIX + "/{event_type}", whapi_webhook_method, methods=[_method],
+                         operation_id=f"whapi_webhook_method_{_method.lower()}",
+                         responses=ERROR_RESPONSES, openapi_extra=_SECRET)
 
 
 def _event(event_type: str, method: str) -> EventName:
