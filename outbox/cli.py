@@ -69,17 +69,23 @@ def print_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> Non
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from db.engine import database_url
-    from outbox.migrate import upgrade
+    from outbox.migrate import current_revision, shown, upgrade
 
-    upgrade(database_url(settings), args.revision)
+    url = database_url(settings)
+    before = current_revision(url)
+    upgrade(url, args.revision)
+    print(f"{shown(url)}: {before or 'empty'} -> {current_revision(url) or 'empty'}")
     return EXIT_OK
 
 
 def cmd_db_downgrade(args: argparse.Namespace, settings: Settings) -> int:
     from db.engine import database_url
-    from outbox.migrate import downgrade
+    from outbox.migrate import current_revision, downgrade, shown
 
-    downgrade(database_url(settings), args.revision)
+    url = database_url(settings)
+    before = current_revision(url)
+    downgrade(url, args.revision)
+    print(f"{shown(url)}: {before or 'empty'} -> {current_revision(url) or 'empty'}")
     return EXIT_OK
 
 

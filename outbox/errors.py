@@ -106,6 +106,13 @@ class ConfigurationError(OutboxError):
     code = "configuration_error"
 
 
+class MigrationError(OutboxError):
+    """`outbox db upgrade|downgrade|current` could not do its work; the
+    message names the database, the revisions and what to do."""
+
+    code = "migration_error"
+
+
 class CryptoError(OutboxError):
     code = "crypto_error"
 

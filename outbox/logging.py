@@ -185,7 +185,8 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         pass
 
 
-_CHATTY_LIBRARIES = ("httpx", "httpcore", "apscheduler")
+# (alembic: plugin and context notes at INFO; `outbox db` says the outcome itself)
+_CHATTY_LIBRARIES = ("httpx", "httpcore", "apscheduler", "alembic")
 
 def configure_logging(*, level: str = "INFO", json: bool | None = None) -> None:
     """Set up structlog and stdlib logging for this process.

@@ -232,7 +232,7 @@ def test_json_lines_on_stderr_when_not_a_tty(capsys: pytest.CaptureFixture[str])
 def test_stdlib_logs_come_out_in_the_same_format(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(json=True)
     register_secret(TOKEN)
-    logging.getLogger("alembic.runtime.migration").info("Running upgrade %s -> %s", "a1", "b2")
+    logging.getLogger("alembic.runtime.migration").warning("Running upgrade %s -> %s", "a1", "b2")
     logging.getLogger("httpx").warning(
         "HTTP Request: POST https://gate.whapi.cloud/messages/text?token=%s", TOKEN
     )
@@ -259,6 +259,7 @@ def test_chatty_libraries_are_held_to_warnings(capsys: pytest.CaptureFixture[str
     configure_logging(json=True, level="DEBUG")
     logging.getLogger("httpx").info("HTTP Request: POST ...")
     logging.getLogger("apscheduler.executors.default").info("Running job ...")
+    logging.getLogger("alembic.runtime.plugins").info("setup plugin ...")
     logging.getLogger("apscheduler").warning("kept")
     structlog.get_logger("outbox").debug("ours")
     lines = json_lines(capsys.readouterr().err)

@@ -163,3 +163,70 @@ def test_stored_chat_ids_become_canonical(fresh_database_url: str) -> None:
                           reply: "553187654321@s.whatsapp.net",
                           untouched: "447700900123@s.whatsapp.net"}
     assert per_chat == {mexico: 1, reply: 2, untouched: 1}
+
+
+def _one_line_failure(proc: Any, *must: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for text_ in must:
+        assert text_ in lines[0], lines[0]
+    return str(lines[0])
+
+
+def test_upgrade_on_another_alembic_history_is_one_line_and_touches_nothing(
+        fresh_database_url: str) -> None:
+    from tests.dispatch_helpers import cli
+
+    url = fresh_database_url
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)"))
+            conn.execute(text("INSERT INTO alembic_version VALUES ('a1b2c3d4e5f6')"))
+            conn.execute(text("CREATE TABLE orders (id int PRIMARY KEY)"))
+        line = _one_line_failure(cli("db", "upgrade", env={"OUTBOX_DATABASE_URL": url}),
+                                 "'a1b2c3d4e5f6'", "another migration history")
+        assert "postgresql" in line  # names the database ...
+        current = cli("db", "current", env={"OUTBOX_DATABASE_URL": url})
+        assert current.returncode == 0 and current.stdout.startswith("a1b2c3d4e5f6")
+        with engine.connect() as conn:
+            assert list(conn.execute(text("SELECT version_num FROM alembic_version"))) == [
+                ("a1b2c3d4e5f6",)]
+            assert sorted(inspect(conn).get_table_names()) == ["alembic_version", "orders"]
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_colliding_with_a_table_changes_nothing_and_says_so(
+        fresh_database_url: str) -> None:
+    from tests.dispatch_helpers import cli
+
+    url = fresh_database_url
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE channels (id int PRIMARY KEY, app_data text)"))
+            conn.execute(text("INSERT INTO channels VALUES (1, 'theirs')"))
+        _one_line_failure(cli("db", "upgrade", env={"OUTBOX_DATABASE_URL": url}),
+                          "nothing was changed", "channels")
+        with engine.connect() as conn:
+            assert sorted(inspect(conn).get_table_names()) == ["channels"]
+            assert list(conn.execute(text("SELECT * FROM channels"))) == [(1, "theirs")]
+    finally:
+        engine.dispose()
+
+
+def test_unreachable_database_and_unknown_revision_are_one_line(
+        fresh_database_url: str) -> None:
+    from tests.dispatch_helpers import cli
+    from tests.sim_fixtures import unused_port
+
+    dead = f"postgresql://outbox:s3cret@127.0.0.1:{unused_port()}/nowhere"
+    for command in (("db", "upgrade"), ("db", "current")):
+        line = _one_line_failure(cli(*command, env={"OUTBOX_DATABASE_URL": dead}),
+                                 "cannot reach database")
+        assert "s3cret" not in line
+    _one_line_failure(cli("db", "upgrade", "ffff", env={"OUTBOX_DATABASE_URL":
+                                                        fresh_database_url}), "ffff")
