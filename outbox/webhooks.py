@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -497,9 +496,3 @@ async def apply_status_backlog_async(engine: AsyncEngine) -> BacklogResult:
     async with AsyncSession(engine) as session, session.begin():
         return await session.run_sync(lambda s: apply_status_backlog(s))
 
-
-def pending_wait_left(received_at: float, kind: str) -> float:
-    """Seconds until a pending row of `kind` received at `received_at`
-    (unix time) is settled by expiry (for tests and the status view)."""
-    wait = ECHO_WAIT_SECONDS if kind == "echo" else ACTION_WAIT_SECONDS
-    return max(0.0, received_at + wait - time.time())
