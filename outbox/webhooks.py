@@ -64,7 +64,9 @@ STATUS_BACKLOG_TTL_SECONDS = 3600.0  # an id not recorded within the hour never 
 STATUS_BACKLOG_BATCH = 1000  # rows one apply_status_backlog pass takes
 #: An echo of an API send waits this long for the dispatcher to record its
 #: id (it normally does within a second); after that it was someone else's.
-ECHO_WAIT_SECONDS = 60.0
+#: Well past a lease (60 s) and its rescue: stored earlier, the echo would
+#: take the id a slow completion is about to record.
+ECHO_WAIT_SECONDS = 900.0
 #: A reaction, edit or delete waits this long for its message.
 ACTION_WAIT_SECONDS = 3600.0
 PENDING_BATCH = 500
