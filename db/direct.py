@@ -10,6 +10,10 @@ per message. So the dispatcher holds one autocommit connection per role
 (claiming, completing) and runs its statements on it directly; the SQL
 still comes from db/queries.py, converted once by `driver_sql`.
 
+psycopg prepares a statement after its fifth run, which is most of this
+module's speed-up; behind a transaction-mode pooler it must not (db/engine.py
+says why), so a connection made `for_engine` follows that engine's pooler.
+
 Two exceptions say what a caller can do about a failure:
 
 * `DatabaseUnavailable`: the connection could not be made or was lost, the
@@ -33,7 +37,8 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import libpq_url
+from db.engine import engine_pooler, libpq_url, psycopg_connect_args
+from outbox.settings import Pooler
 
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -53,18 +58,22 @@ class DirectConnection:
     after it breaks. Not shared between concurrent tasks: each role (claims,
     completions) has its own, so neither waits for the other."""
 
-    def __init__(self, conninfo: str, *, application_name: str) -> None:
+    def __init__(self, conninfo: str, *, application_name: str,
+                 pooler: Pooler = "none") -> None:
         self._conninfo = conninfo
         self._application_name = application_name
+        self._connect_args = psycopg_connect_args(pooler)
         self._conn: psycopg.AsyncConnection[Row] | None = None
         self._in_transaction = False
         self._closed = False
 
     @classmethod
     def for_engine(cls, engine: AsyncEngine, *, application_name: str) -> DirectConnection:
-        """A connection to the database `engine` points at (same URL and credentials)."""
+        """A connection to the database `engine` points at (same URL,
+        credentials and pooler)."""
         url = engine.url.render_as_string(hide_password=False)
-        return cls(libpq_url(url), application_name=application_name)
+        return cls(libpq_url(url), application_name=application_name,
+                   pooler=engine_pooler(engine))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._conn is not None else "idle"
@@ -116,7 +125,7 @@ class DirectConnection:
         if conn is None:
             conn = self._conn = await psycopg.AsyncConnection.connect(
                 self._conninfo, autocommit=True, application_name=self._application_name,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS)
+                connect_timeout=CONNECT_TIMEOUT_SECONDS, **self._connect_args)
         return conn
 
     async def _drop(self) -> None:

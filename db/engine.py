@@ -1,6 +1,18 @@
-"""Engines and session factories, sync and async, from one URL."""
+"""Engines and session factories, sync and async, from one URL.
+
+Behind a transaction-mode pooler (OUTBOX_DB_POOLER=transaction) every
+engine is made without server-side prepared statements: the pooler hands
+each transaction to whichever server connection is free, so a statement
+psycopg prepared on one ("_pg3_0") is missing on the next, or a different
+one of that name is there ("bind message supplies 4 parameters, but
+prepared statement "_pg3_0" requires 16"). psycopg 3 prepares a query
+after its fifth run, so this showed up only under load.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
@@ -8,9 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
 from outbox.errors import ConfigurationError
-from outbox.settings import Settings
+from outbox.settings import Pooler, Settings, load_settings
 
 _resolved: dict[str, str] = {}
+# The pooler each engine was made for, so connections opened beside it
+# (db/direct.py) follow the same rule.
+_poolers: WeakKeyDictionary[Engine, Pooler] = WeakKeyDictionary()
 
 
 def normalize_url(url: str) -> str:
@@ -41,18 +56,59 @@ def libpq_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def configured_pooler() -> Pooler:
+    """OUTBOX_DB_POOLER, for callers that don't pass one."""
+    return load_settings().db_pooler
+
+
+def prepares_statements(pooler: Pooler) -> bool:
+    """Whether connections may keep server-side prepared statements."""
+    return pooler != "transaction"
+
+
+def psycopg_connect_args(pooler: Pooler) -> dict[str, Any]:
+    """Keyword arguments for psycopg's connect() under this pooler."""
+    return {} if prepares_statements(pooler) else {"prepare_threshold": None}
+
+
+def _connect_args(url: str, pooler: Pooler) -> dict[str, Any]:
+    if prepares_statements(pooler):
+        return {}
+    driver = make_url(url).get_driver_name()
+    if driver.startswith("psycopg") and driver != "psycopg2":
+        return psycopg_connect_args(pooler)
+    if driver == "asyncpg":  # its statement cache and SQLAlchemy's, both named statements
+        return {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+    return {}  # psycopg2 never prepares
+
+
+def engine_pooler(engine: Engine | AsyncEngine) -> Pooler:
+    """The pooler `engine` was made for ("none" for engines made elsewhere)."""
+    sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    return _poolers.get(sync, "none")
+
+
 # hide_parameters: SQLAlchemy puts bound values in exception text, and our
 # values include message bodies, which must never reach a log.
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                         hide_parameters=True)
+def make_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None) -> Engine:
+    """`pooler`: what sits in front of PostgreSQL (default: OUTBOX_DB_POOLER)."""
+    pooler = pooler or configured_pooler()
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                           hide_parameters=True, connect_args=_connect_args(url, pooler))
+    _poolers[engine] = pooler
+    return engine
 
 
-def make_async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
+def make_async_engine(url: str, *, pool_size: int = 10,
+                      pooler: Pooler | None = None) -> AsyncEngine:
+    """`pooler`: what sits in front of PostgreSQL (default: OUTBOX_DB_POOLER)."""
+    pooler = pooler or configured_pooler()
+    engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-        hide_parameters=True,
+        hide_parameters=True, connect_args=_connect_args(url, pooler),
     )
+    _poolers[engine.sync_engine] = pooler
+    return engine
 
 
 def session_factory(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]

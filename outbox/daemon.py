@@ -6,7 +6,10 @@ APScheduler (AsyncIOScheduler) drives everything:
   keeps going; when idle, the next tick or a NOTIFY starts the next round;
 * a NOTIFY on `outbox_enqueued` (LISTEN on a dedicated connection, never
   the pool's: DESIGN.md "Pitfalls") wakes the running tick, or runs the
-  next tick at once;
+  next tick at once. Behind a transaction-mode pooler LISTEN can't work
+  (the pooler hands the session's server connection to others after each
+  statement), so it runs on OUTBOX_LISTEN_DATABASE_URL, a direct connection,
+  or not at all: then the tick's polling is what wakes us;
 * maintenance (rescuer, unpauser, pruner), each under a Postgres advisory
   lock so one instance does it at a time however many daemons run.
 
@@ -29,8 +32,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import database_url, libpq_url
+from db.engine import database_url, libpq_url, normalize_url
 from outbox.dispatcher import Dispatcher, Observer, Summary
+from outbox.errors import ConfigurationError
 from outbox.maintenance.pruner import PRUNE_INTERVAL_SECONDS, prune_sent
 from outbox.maintenance.rescuer import RESCUE_INTERVAL_SECONDS, rescue_expired
 from outbox.maintenance.unpauser import UNPAUSE_INTERVAL_SECONDS, unpause_expired
@@ -71,6 +75,7 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         s = self.settings
+        url = listen_url(s)  # first: a bad OUTBOX_LISTEN_DATABASE_URL stops us before any work
         self.scheduler.add_job(self._tick, "interval", seconds=s.poll_interval_seconds,
                                id="dispatch", next_run_time=datetime.now())
         engine = self.runtime.engine
@@ -84,7 +89,14 @@ class Daemon:
                 engine, older_than_seconds=s.prune_sent_after_seconds)),
             "interval", seconds=PRUNE_INTERVAL_SECONDS, id="pruner",
             next_run_time=datetime.now() + timedelta(seconds=10))
-        listener = asyncio.create_task(self._listen(), name="outbox-listen")
+        listener = asyncio.create_task(self._listen(url), name="outbox-listen") if url else None
+        if url is None:
+            log.info("wakeups_by_polling", poll_interval_seconds=s.poll_interval_seconds,
+                     reason="OUTBOX_DB_POOLER=transaction: LISTEN can't work through a "
+                     "transaction pooler; set OUTBOX_LISTEN_DATABASE_URL to a direct "
+                     "connection to be woken by NOTIFY")
+        elif s.listen_database_url:
+            log.info("wakeups_by_notify", via="OUTBOX_LISTEN_DATABASE_URL")
         self.scheduler.start()
         log.info("daemon_started", concurrency=s.concurrency, batch_size=s.batch_size,
                  lease_seconds=s.lease_seconds)
@@ -96,9 +108,10 @@ class Daemon:
             # its graceful stop (release unsent rows, record the ones on the
             # wire).
             self.scheduler.pause()
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
             await self._tick_idle.wait()
             self.scheduler.shutdown(wait=False)
         summary = self.dispatcher.summary
@@ -148,9 +161,8 @@ class Daemon:
 
         return run_locked
 
-    async def _listen(self) -> None:
+    async def _listen(self, url: str) -> None:
         """LISTEN on its own connection; reconnect with backoff."""
-        url = libpq_url(database_url(self.settings))
         failures = 0
         while not self.stop.is_set():
             try:
@@ -169,6 +181,19 @@ class Daemon:
                 if failures == 1:
                     log.warning("listen_lost", error=type(exc).__name__, retry_in_seconds=delay)
                 await asyncio.sleep(delay)
+
+
+def listen_url(settings: Settings) -> str | None:
+    """Where to LISTEN (a libpq URL), or None: wake-ups come from polling."""
+    if settings.listen_database_url:
+        try:
+            return libpq_url(normalize_url(settings.listen_database_url))
+        except ConfigurationError as exc:
+            raise ConfigurationError(str(exc).replace(
+                "OUTBOX_DATABASE_URL", "OUTBOX_LISTEN_DATABASE_URL")) from None
+    if settings.db_pooler == "transaction":
+        return None
+    return libpq_url(database_url(settings))
 
 
 class _SkippedTickFilter(logging.Filter):

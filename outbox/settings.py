@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,12 @@ from outbox.errors import ConfigurationError
 
 ENV_PREFIX = "OUTBOX_"
 DEFAULT_WHAPI_BASE_URL = "https://gate.whapi.cloud"
+
+# What sits between us and PostgreSQL. "session" behaves like "none" (a
+# session pooler keeps each client on one server connection); "transaction"
+# (PgBouncer's pool_mode=transaction, Supabase's pooler on port 6543) hands
+# each transaction to any server connection, so nothing may outlive one.
+Pooler = Literal["none", "session", "transaction"]
 
 
 class Settings(BaseSettings):
@@ -35,6 +42,16 @@ class Settings(BaseSettings):
         default=Path(".outbox"), description="Where the embedded server keeps its data."
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_pooler: Pooler = Field(
+        default="none",
+        description="'transaction' when OUTBOX_DATABASE_URL goes through a transaction-mode "
+        "pooler (PgBouncer, Supabase port 6543): no prepared statements, no LISTEN through it.",
+    )
+    listen_database_url: str | None = Field(
+        default=None,
+        description="A direct (unpooled) URL for the daemon's LISTEN when OUTBOX_DATABASE_URL "
+        "is a transaction pooler. Unset there: the daemon polls.",
+    )
 
     # --- secrets -------------------------------------------------------------
     encryption_key: SecretStr | None = Field(
@@ -83,6 +100,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_region(cls, v: str | None) -> str | None:
         return v.upper() if v else None
+
+    @field_validator("db_pooler", mode="before")
+    @classmethod
+    def _lower_pooler(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @field_validator("whapi_base_url")
     @classmethod
