@@ -243,6 +243,22 @@ def test_the_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch,
         load_settings()
 
 
+def test_where_the_daemon_listens():
+    from outbox.daemon import listen_url
+    from outbox.errors import ConfigurationError
+    from outbox.settings import Settings
+
+    pooled = "postgresql://app@pooler:6543/app"
+    direct = "postgres://app@db:5432/app"
+    assert listen_url(Settings(database_url=pooled)) == "postgresql://app@pooler:6543/app"
+    assert listen_url(Settings(database_url=pooled, db_pooler="session")) is not None
+    assert listen_url(Settings(database_url=pooled, db_pooler="transaction")) is None
+    assert listen_url(Settings(database_url=pooled, db_pooler="transaction",
+                               listen_database_url=direct)) == "postgresql://app@db:5432/app"
+    with pytest.raises(ConfigurationError, match=r"^OUTBOX_LISTEN_DATABASE_URL: only PostgreSQL"):
+        listen_url(Settings(database_url=pooled, listen_database_url="mysql://app@db/app"))
+
+
 # --- dispatch --once through PgBouncer -------------------------------------------
 
 
