@@ -71,7 +71,7 @@ def psycopg_connect_args(pooler: Pooler) -> dict[str, Any]:
     return {} if prepares_statements(pooler) else {"prepare_threshold": None}
 
 
-def _connect_args(url: str, pooler: Pooler) -> dict[str, Any]:
+def driver_connect_args(url: str, pooler: Pooler) -> dict[str, Any]:
     if prepares_statements(pooler):
         return {}
     driver = make_url(url).get_driver_name()
@@ -94,7 +94,7 @@ def make_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None) 
     """`pooler`: what sits in front of PostgreSQL (default: OUTBOX_DB_POOLER)."""
     pooler = pooler or configured_pooler()
     engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                           hide_parameters=True, connect_args=_connect_args(url, pooler))
+                           hide_parameters=True, connect_args=driver_connect_args(url, pooler))
     _poolers[engine] = pooler
     return engine
 
@@ -105,7 +105,7 @@ def make_async_engine(url: str, *, pool_size: int = 10,
     pooler = pooler or configured_pooler()
     engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-        hide_parameters=True, connect_args=_connect_args(url, pooler),
+        hide_parameters=True, connect_args=driver_connect_args(url, pooler),
     )
     _poolers[engine.sync_engine] = pooler
     return engine

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+from db.engine import configured_pooler, driver_connect_args
 from db.models import Base
 
 config = context.config
@@ -28,10 +29,13 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
+    url = config.get_main_option("sqlalchemy.url") or ""
     engine = engine_from_config(
         config.get_section(config.config_ini_section, {}),
         prefix="sqlalchemy.",
         poolclass=pool.NullPool,
+        # Behind a transaction pooler: no server-side prepared statements.
+        connect_args=driver_connect_args(url, configured_pooler()),
     )
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata)

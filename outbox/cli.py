@@ -41,7 +41,7 @@ def session_scope(settings: Settings) -> Iterator[Session]:
     """A session in a transaction that commits on success (for command handlers)."""
     from db.engine import database_url, make_engine, session_factory
 
-    engine = make_engine(database_url(settings), pool_size=2)
+    engine = make_engine(database_url(settings), pool_size=2, pooler=settings.db_pooler)
     try:
         with session_factory(engine)() as session, session.begin():
             yield session

@@ -19,6 +19,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy import create_engine, make_url, pool
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from db.engine import configured_pooler, driver_connect_args
 from outbox.errors import MigrationError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -101,7 +102,8 @@ def head_revision() -> str | None:
 def current_revision(url: str) -> str | None:
     """The database's revision (None: no migration applied); `MigrationError`
     when the database can't be reached."""
-    engine = create_engine(url, poolclass=pool.NullPool)
+    engine = create_engine(url, poolclass=pool.NullPool,
+                           connect_args=driver_connect_args(url, configured_pooler()))
     try:
         with _one_line(url, "reading the revision"), engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()

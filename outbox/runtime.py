@@ -62,7 +62,8 @@ def tune_gc() -> None:
 async def open_runtime(settings: Settings, *, url: str | None = None) -> AsyncIterator[Runtime]:
     key = settings.require_encryption_key()
     old = settings.encryption_key_old.get_secret_value() if settings.encryption_key_old else ""
-    engine = make_async_engine(url or database_url(settings), pool_size=settings.db_pool_size)
+    engine = make_async_engine(url or database_url(settings), pool_size=settings.db_pool_size,
+                               pooler=settings.db_pooler)
     provider = WhapiClient(timeout=settings.whapi_timeout_seconds,
                            max_in_flight=settings.concurrency)
     credentials = CredentialCache(engine, default_base_url=settings.whapi_base_url,

@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     settings = settings or get_settings()
     url = database_url or resolve_database_url(settings)
     ctx = AppContext(settings=settings, database_url=url,
-                     engine=make_engine(url, pool_size=settings.db_pool_size))
+                     engine=make_engine(url, pool_size=settings.db_pool_size,
+                                        pooler=settings.db_pooler))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
