@@ -24,7 +24,8 @@ webhook event is routed or counted"):
 * `messages_updates` (patch): a changed text -> `MessageAction` edit.
 * `messages_removed` (delete): ids -> `MessageAction` delete.
 * `statuses` (post, put): `StatusUpdate`; `deleted` -> `MessageAction` delete.
-* `chats`, `chats_updates`, `chats_removed`: archive state -> `ChatArchive`.
+* `chats` (post): the chat exists -> `ChatSeen`; `chats`, `chats_updates`,
+  `chats_removed`: archive state -> `ChatArchive`.
 * `health`, `qr` (channel) and `user` (users post/delete): `SessionChange`.
 * anything else: ignored, counted under its key.
 """
@@ -131,6 +132,14 @@ class ChatArchive:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatSeen:
+    """A chat Whapi reports (chats.post): ensured to exist, with its contact."""
+
+    chat: Recipient
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionChange:
     up: bool  # AUTH / login: True; logged out, QR, ERROR: False
     reason: str
@@ -143,6 +152,7 @@ class ParsedWebhook:
     echoes: list[Echo] = field(default_factory=list)
     actions: list[MessageAction] = field(default_factory=list)
     chats: list[ChatArchive] = field(default_factory=list)
+    chats_seen: list[ChatSeen] = field(default_factory=list)
     sessions: list[SessionChange] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)  # by kind: explicitly not used
     unusable: list[str] = field(default_factory=list)  # reasons: the body goes to dead letters
@@ -338,6 +348,12 @@ def _messages_removed(value: Any, event: EventName, out: ParsedWebhook) -> None:
 
 def _chats(value: Any, event: EventName, out: ParsedWebhook) -> None:
     for entry in _entries(value, "chats", out):
+        recipient = _chat(entry.get("id"), out)
+        if recipient is None:
+            continue
+        name = entry.get("name")
+        out.chats_seen.append(ChatSeen(
+            recipient, (_clean(name)[:MAX_NAME_LENGTH] or None) if isinstance(name, str) else None))
         _archive(entry, out, key="chats")
 
 

@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from db import webhook_queries as q
 from outbox.errors import ChannelNotFound, OutboxError
 from outbox.jsonio import dumps_unicode, loads_untrusted
-from outbox.phone import normalize_recipient
+from outbox.phone import Recipient, normalize_recipient
 from outbox.webhook_events import (
     STATUS_ORDER,
     EventName,
@@ -302,6 +302,8 @@ def apply_parsed(session: Session, channel: WebhookChannel, parsed: ParsedWebhoo
             result.actions_unchanged += 1
         else:
             result.actions_pending += 1
+    for seen in parsed.chats_seen:
+        result.chats_changed += _ensure_chat(session, channel, seen.chat, seen.name)[1]
     for chat in parsed.chats:
         result.chats_changed += len(session.execute(text(q.SET_CHAT_ARCHIVED), {
             "channel_id": channel.id, "wa_chat_id": chat.wa_chat_id,
@@ -332,17 +334,26 @@ def _apply_statuses(session: Session, channel: WebhookChannel, statuses: list[St
     result.statuses_backlogged += int(row.backlogged)
 
 
-def _store_message(session: Session, channel: WebhookChannel, m: StoredMessage) -> bool:
-    """Store one message (and its contact and chat); False if it already was."""
+def _ensure_chat(session: Session, channel: WebhookChannel, chat: Recipient,
+                 name: str | None) -> tuple[uuid.UUID, bool]:
+    """The chat's id (its contact and chat made if new) and whether it was made."""
     ws = channel.workspace_id
     contact_id = _get_or_create(
         session, q.INSERT_CONTACT, q.SELECT_CONTACT,
-        {"workspace_id": ws, "phone": m.chat.phone, "name": m.contact_name,
-         "is_group": m.chat.is_group})
-    chat_id = _get_or_create(
-        session, q.INSERT_CHAT, q.SELECT_CHAT,
-        {"workspace_id": ws, "channel_id": channel.id, "wa_chat_id": m.chat.wa_chat_id,
-         "contact_id": contact_id})
+        {"workspace_id": ws, "phone": chat.phone, "name": name, "is_group": chat.is_group})
+    created = session.execute(text(q.INSERT_CHAT), {
+        "workspace_id": ws, "channel_id": channel.id, "wa_chat_id": chat.wa_chat_id,
+        "contact_id": contact_id}).scalar_one_or_none()
+    if created is not None:
+        return created, True
+    return session.execute(text(q.SELECT_CHAT), {
+        "channel_id": channel.id, "wa_chat_id": chat.wa_chat_id}).scalar_one(), False
+
+
+def _store_message(session: Session, channel: WebhookChannel, m: StoredMessage) -> bool:
+    """Store one message (and its contact and chat); False if it already was."""
+    ws = channel.workspace_id
+    chat_id, _ = _ensure_chat(session, channel, m.chat, m.contact_name)
     row = session.execute(text(q.INSERT_MESSAGE), {
         "workspace_id": ws, "channel_id": channel.id, "chat_id": chat_id,
         "direction": m.direction, "type": m.type, "status": m.status,

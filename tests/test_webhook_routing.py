@@ -533,3 +533,18 @@ def test_outbox_status_shows_webhook_dead_letters(api: httpx.Client, api_db: Eng
     assert "webhook bodies kept unused: 2" in out.stdout
     data = json.loads(cli("status", "--json").stdout)
     assert data["webhook_dead_letters"]["count"] == 2
+
+
+def test_a_new_chat_reported_by_whapi_is_created_without_messages(
+        api: httpx.Client, api_db: Engine, channel) -> None:
+    ch, secret = channel
+    payload = load_payload("chats_post_new")
+    assert deliver(api, ch, secret, payload)["chats"] >= 1
+    after = snapshot(api_db)
+    assert [c[:3] for c in after["chats"]] == [(ALICE, 0, "active")]
+    assert [c[0] for c in after["contacts"]] == ["+447700900123"] and after["messages"] == []
+    deliver(api, ch, secret, payload)
+    assert snapshot(api_db) == after
+    # Her first message lands in that chat.
+    deliver(api, ch, secret, load_payload("messages_post_text"))
+    assert [c[:2] for c in snapshot(api_db)["chats"]] == [(ALICE, 1)]
