@@ -1,27 +1,29 @@
 """The enqueue API: add messages to the caller's transaction.
 
-Nothing here commits. The caller's `Session` (or `AsyncSession`) owns the
-transaction: commit and the messages are queued (and the dispatcher is woken
-by a NOTIFY); roll back and there is no trace. The sync and async entry
-points run the same code: with an `AsyncSession` the work runs through
-`AsyncSession.run_sync`, SQLAlchemy's bridge, so there is one implementation.
+Nothing here commits. The caller's `Session` (or `AsyncSession`, or plain
+DB-API connection) owns the transaction: commit and the messages are queued
+(and the dispatcher is woken by a NOTIFY); roll back and there is no trace.
+The sync and async entry points run the same code: with an `AsyncSession`
+the work runs through `AsyncSession.run_sync`, SQLAlchemy's bridge, so there
+is one implementation. Whatever the driver (psycopg 3, psycopg2, asyncpg,
+...), the statements are the same; db/enqueue_drivers.py runs them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from db import queries
-from db.driver_sql import binary_params_sql
+# ENQUEUE_SQL and batch_plan_settings: re-exported for the plan tests.
+from db.enqueue_drivers import ENQUEUE_SQL as ENQUEUE_SQL
+from db.enqueue_drivers import EnqueueRunner, runner_for
+from db.enqueue_drivers import batch_plan_settings as batch_plan_settings
 from outbox.errors import ChannelDisabled, ChannelNotFound, IdempotencyConflict, InvalidInput
 from outbox.ids import uuid7s
 from outbox.jsonio import dumps_unicode
@@ -39,22 +41,21 @@ DEFAULT_MAX_ATTEMPTS = 5
 # idempotency key after our statement's snapshot) are re-run this many times.
 _MAX_RACE_RETRIES = 3
 
-# Run through exec_driver_sql: binary parameters (see binary_params_sql).
-ENQUEUE_SQL = binary_params_sql(queries.ENQUEUE)
 # Up to this many rows, a prepared (generic) plan is as good as a custom one.
 _PREPARED_BATCH_MAX = 10
-# Settings for one batch statement (set_config(..., true) is local to the
-# transaction): the caller's values are read first and put back after.
-_BATCH_SETTINGS_OFF = text(
-    "SELECT current_setting('enable_nestloop') AS nestloop, current_setting('jit') AS jit, "
-    "set_config('enable_nestloop', 'off', true), set_config('jit', 'off', true)"
-)
-_RESTORE_SETTINGS = text(
-    "SELECT set_config('enable_nestloop', :nestloop, true), set_config('jit', :jit, true)"
-)
-_CHANNELS_FOR_ENQUEUE = text(queries.CHANNELS_FOR_ENQUEUE)
 # What ENQUEUE returned for one message: (message_id, outbox_id, chat_id, duplicate).
 _Hit = tuple[uuid.UUID, int | None, uuid.UUID, bool]
+
+
+class DBAPIConnection(Protocol):
+    """A plain DB-API connection in a transaction: psycopg 3's `Connection`
+    or psycopg2's (with Django, `django.db.connection.connection` inside
+    `transaction.atomic()`). Enqueue runs its statements on a cursor of its
+    own and never commits, rolls back or closes the connection."""
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +106,22 @@ def enqueue_text(
     default_region: str | None = ...,
     max_attempts: int = ...,
 ) -> Awaitable[EnqueueResult]: ...
+@overload
 def enqueue_text(
-    session: Session | AsyncSession,
+    session: DBAPIConnection,
+    *,
+    channel_id: uuid.UUID | str,
+    to: str,
+    body: str,
+    idempotency_key: str | None = ...,
+    priority: int = ...,
+    send_at: datetime | None = ...,
+    workspace_id: str | None = ...,
+    default_region: str | None = ...,
+    max_attempts: int = ...,
+) -> EnqueueResult: ...
+def enqueue_text(
+    session: Session | AsyncSession | DBAPIConnection,
     *,
     channel_id: uuid.UUID | str,
     to: str,
@@ -120,7 +135,9 @@ def enqueue_text(
 ) -> EnqueueResult | Awaitable[EnqueueResult]:
     """Queue a text message in the caller's transaction; never commits.
 
-    With an `AsyncSession`, await the result. Raises an `InvalidInput`
+    With an `AsyncSession`, await the result. `session` may also be a
+    DB-API connection in a transaction (psycopg 3 or psycopg2; see
+    `DBAPIConnection`). Raises an `InvalidInput`
     (bad phone, empty or over-long text, naive `send_at`), `ChannelNotFound`
     or `ChannelDisabled`; on error nothing is written.
     """
@@ -165,8 +182,26 @@ def enqueue_media(
     default_region: str | None = ...,
     max_attempts: int = ...,
 ) -> Awaitable[EnqueueResult]: ...
+@overload
 def enqueue_media(
-    session: Session | AsyncSession,
+    session: DBAPIConnection,
+    *,
+    channel_id: uuid.UUID | str,
+    to: str,
+    media_type: str,
+    media: str,
+    caption: str | None = ...,
+    filename: str | None = ...,
+    mime_type: str | None = ...,
+    idempotency_key: str | None = ...,
+    priority: int = ...,
+    send_at: datetime | None = ...,
+    workspace_id: str | None = ...,
+    default_region: str | None = ...,
+    max_attempts: int = ...,
+) -> EnqueueResult: ...
+def enqueue_media(
+    session: Session | AsyncSession | DBAPIConnection,
     *,
     channel_id: uuid.UUID | str,
     to: str,
@@ -210,8 +245,17 @@ def enqueue_many(
     default_region: str | None = ...,
     max_attempts: int = ...,
 ) -> Awaitable[list[EnqueueResult]]: ...
+@overload
 def enqueue_many(
-    session: Session | AsyncSession,
+    session: DBAPIConnection,
+    messages: Sequence[NewMessage],
+    *,
+    workspace_id: str | None = ...,
+    default_region: str | None = ...,
+    max_attempts: int = ...,
+) -> list[EnqueueResult]: ...
+def enqueue_many(
+    session: Session | AsyncSession | DBAPIConnection,
     messages: Sequence[NewMessage],
     *,
     workspace_id: str | None = None,
@@ -234,7 +278,8 @@ def enqueue_many(
 
 
 def _dispatch_one(
-    session: Session | AsyncSession, message: NewMessage, options: EnqueueOptions
+    session: Session | AsyncSession | DBAPIConnection, message: NewMessage,
+    options: EnqueueOptions,
 ) -> EnqueueResult | Awaitable[EnqueueResult]:
     # Validate before touching the session, so bad input raises synchronously
     # (also for async callers) and writes nothing.
@@ -252,7 +297,9 @@ async def _run_async_one(
 
 
 def enqueue_prepared(
-    session: Session, prepared: Sequence[PreparedMessage], options: EnqueueOptions
+    session: Session | DBAPIConnection,
+    prepared: Sequence[PreparedMessage],
+    options: EnqueueOptions,
 ) -> list[EnqueueResult]:
     """Write validated messages with the ENQUEUE statement (see db/queries.py)."""
     if not prepared:
@@ -261,6 +308,7 @@ def enqueue_prepared(
         raise InvalidInput("max_attempts must be from 1 to 100", field="max_attempts")
     if options.workspace_id is not None:
         options = replace(options, workspace_id=check_workspace_id(options.workspace_id))
+    runner = runner_for(session)
     # The same idempotency key twice in one batch means one message.
     first_by_key: dict[tuple[uuid.UUID, str], int] = {}
     aliases: dict[int, int] = {}
@@ -278,18 +326,17 @@ def enqueue_prepared(
     pending = unique
     for _ in range(_MAX_RACE_RETRIES + 1):
         message_ids = uuid7s(len(pending))
-        rows = _execute(session, pending, message_ids, options)
+        rows = _execute(runner, pending, message_ids, options)
         if not rows:
-            _raise_for_channels(session, {p.channel_id for _, p in pending}, options)
+            _raise_for_channels(runner, {p.channel_id for _, p in pending}, options)
             # Channels are fine: every row lost a race; run them again.
         # ENQUEUE's rows: (kind, message_id, outbox_id, chat_id, ord, phone,
-        # workspace_id). Plain tuples: a Row's attribute lookup was 10% of
-        # the Python time of a bulk enqueue.
+        # workspace_id), as plain tuples (see db/enqueue_drivers.py).
         written: dict[uuid.UUID, _Hit] = {}  # new rows, by the id we generated
         existing: dict[int, _Hit] = {}  # idempotency-key duplicates, by batch position
         new_chats: set[uuid.UUID] = set()
         new_contacts: set[str] = set()  # by phone: a batch's channels share a workspace
-        for kind, message_id, outbox_id, chat_id, ord_, phone, _ in map(tuple, rows):
+        for kind, message_id, outbox_id, chat_id, ord_, phone, _ in rows:
             if kind == "outbox":
                 written[message_id] = (message_id, outbox_id, chat_id, False)
             elif kind == "existing":
@@ -327,16 +374,13 @@ def enqueue_prepared(
 
 
 def _execute(
-    session: Session,
+    runner: EnqueueRunner,
     batch: Sequence[tuple[int, PreparedMessage]],
     message_ids: Sequence[uuid.UUID],
     options: EnqueueOptions,
-) -> list[Any]:
+) -> list[tuple[Any, ...]]:
     params = enqueue_params(batch, message_ids, options)
-    if len(batch) <= _PREPARED_BATCH_MAX:
-        return _run_enqueue(session, params)
-    with batch_plan_settings(session):
-        return _run_enqueue(session, params)
+    return runner.enqueue(params, batch=len(batch) > _PREPARED_BATCH_MAX)
 
 
 def enqueue_params(
@@ -366,50 +410,11 @@ def enqueue_params(
     }
 
 
-def _run_enqueue(session: Session, params: dict[str, Any]) -> list[Any]:
-    return list(session.connection().exec_driver_sql(ENQUEUE_SQL, params).all())
-
-
-@contextlib.contextmanager
-def batch_plan_settings(session: Session) -> Iterator[None]:
-    """Plan the ENQUEUE of a batch for its size, in the caller's transaction.
-
-    The planner can't see how many rows unnest() of bound arrays yields (it
-    guesses 10 to 100) and so nested-loops the joins between the CTEs: a
-    1,000-row batch spends 100+ ms comparing every row with every row. For
-    this one statement, nested loops are off; the table lookups are LATERAL
-    index probes, which stay nested loops (the only way to run them). That
-    makes the estimated cost huge (PostgreSQL prices a disabled join type at
-    10^10), which would start JIT compilation: ~1 s of LLVM per batch
-    (auto_explain, PostgreSQL 15), so JIT is off too. And psycopg would
-    prepare the statement after 5 runs, after which PostgreSQL keeps a
-    generic plan: 1,000-row batches then took ~3,500 ms instead of ~95 ms
-    (measured by scripts/bench). So batches run unprepared.
-    """
-    previous = session.execute(_BATCH_SETTINGS_OFF).one()
-    driver = session.connection().connection.driver_connection
-    assert driver is not None  # a checked-out connection always has one
-    threshold = driver.prepare_threshold
-    driver.prepare_threshold = None
-    try:
-        yield
-    finally:
-        driver.prepare_threshold = threshold
-    # On error the transaction is aborted and the caller's rollback restores
-    # the settings; on success, restore them now.
-    session.execute(_RESTORE_SETTINGS, {"nestloop": previous.nestloop, "jit": previous.jit})
-
-
 def _raise_for_channels(
-    session: Session, channel_ids: set[uuid.UUID], options: EnqueueOptions
+    runner: EnqueueRunner, channel_ids: set[uuid.UUID], options: EnqueueOptions
 ) -> None:
-    found = {
-        row.id: row.status
-        for row in session.execute(
-            _CHANNELS_FOR_ENQUEUE,
-            {"channel_ids": sorted(channel_ids), "workspace_id": options.workspace_id},
-        )
-    }
+    found = runner.channel_statuses(
+        {"channel_ids": sorted(channel_ids), "workspace_id": options.workspace_id})
     for channel_id in sorted(channel_ids):
         status = found.get(channel_id)
         if status is None:
