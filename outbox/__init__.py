@@ -4,8 +4,10 @@ The library's whole public surface::
 
     from outbox import enqueue_text, enqueue_media, enqueue_many
 
-Each adds rows to the caller's SQLAlchemy transaction (sync or async) and
-never commits. Errors form one hierarchy rooted at `outbox.errors.OutboxError`.
+Each adds rows to the caller's transaction, a SQLAlchemy `Session` or
+`AsyncSession` on any PostgreSQL driver, or a plain DB-API connection (psycopg
+3 or psycopg2, e.g. Django's inside `transaction.atomic()`), and never commits.
+Errors form one hierarchy rooted at `outbox.errors.OutboxError`.
 """
 
 from outbox.enqueue import EnqueueResult, enqueue_many, enqueue_media, enqueue_text
