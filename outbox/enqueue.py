@@ -80,7 +80,7 @@ class EnqueueOptions:
 
 @overload
 def enqueue_text(
-    session: Session,
+    session: Session | DBAPIConnection,
     *,
     channel_id: uuid.UUID | str,
     to: str,
@@ -106,20 +106,6 @@ def enqueue_text(
     default_region: str | None = ...,
     max_attempts: int = ...,
 ) -> Awaitable[EnqueueResult]: ...
-@overload
-def enqueue_text(
-    session: DBAPIConnection,
-    *,
-    channel_id: uuid.UUID | str,
-    to: str,
-    body: str,
-    idempotency_key: str | None = ...,
-    priority: int = ...,
-    send_at: datetime | None = ...,
-    workspace_id: str | None = ...,
-    default_region: str | None = ...,
-    max_attempts: int = ...,
-) -> EnqueueResult: ...
 def enqueue_text(
     session: Session | AsyncSession | DBAPIConnection,
     *,
@@ -148,7 +134,7 @@ def enqueue_text(
 
 @overload
 def enqueue_media(
-    session: Session,
+    session: Session | DBAPIConnection,
     *,
     channel_id: uuid.UUID | str,
     to: str,
@@ -182,24 +168,6 @@ def enqueue_media(
     default_region: str | None = ...,
     max_attempts: int = ...,
 ) -> Awaitable[EnqueueResult]: ...
-@overload
-def enqueue_media(
-    session: DBAPIConnection,
-    *,
-    channel_id: uuid.UUID | str,
-    to: str,
-    media_type: str,
-    media: str,
-    caption: str | None = ...,
-    filename: str | None = ...,
-    mime_type: str | None = ...,
-    idempotency_key: str | None = ...,
-    priority: int = ...,
-    send_at: datetime | None = ...,
-    workspace_id: str | None = ...,
-    default_region: str | None = ...,
-    max_attempts: int = ...,
-) -> EnqueueResult: ...
 def enqueue_media(
     session: Session | AsyncSession | DBAPIConnection,
     *,
@@ -229,7 +197,7 @@ def enqueue_media(
 
 @overload
 def enqueue_many(
-    session: Session,
+    session: Session | DBAPIConnection,
     messages: Sequence[NewMessage],
     *,
     workspace_id: str | None = ...,
@@ -245,15 +213,6 @@ def enqueue_many(
     default_region: str | None = ...,
     max_attempts: int = ...,
 ) -> Awaitable[list[EnqueueResult]]: ...
-@overload
-def enqueue_many(
-    session: DBAPIConnection,
-    messages: Sequence[NewMessage],
-    *,
-    workspace_id: str | None = ...,
-    default_region: str | None = ...,
-    max_attempts: int = ...,
-) -> list[EnqueueResult]: ...
 def enqueue_many(
     session: Session | AsyncSession | DBAPIConnection,
     messages: Sequence[NewMessage],
