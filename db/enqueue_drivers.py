@@ -66,12 +66,18 @@ class EnqueueRunner(ABC):
         workspace_id), uuids as `uuid.UUID`. A batch is planned for its size."""
         if not batch:
             return self._enqueue(params, batch=False)
+        with self.batch_planned():
+            return self._enqueue(params, batch=True)
+
+    @contextlib.contextmanager
+    def batch_planned(self) -> Iterator[None]:
+        """Nested loops and JIT off for one statement (`batch_plan_settings`
+        says why), the caller's values put back after it."""
         nestloop, jit, *_ = self._fetch(_BATCH_SETTINGS_OFF, {})[0]
-        rows = self._enqueue(params, batch=True)
+        yield
         # On error the transaction is aborted and the caller's rollback
         # restores the settings; on success, restore them now.
         self._fetch(_RESTORE_SETTINGS, {"nestloop": nestloop, "jit": jit})
-        return rows
 
     def channel_statuses(self, params: dict[str, Any]) -> dict[uuid.UUID, str]:
         """CHANNELS_FOR_ENQUEUE: each channel's status, by id."""
@@ -116,17 +122,18 @@ def runner_for(target: Any) -> EnqueueRunner:
 # --- SQLAlchemy sessions ------------------------------------------------------
 
 
-class _PsycopgSession(EnqueueRunner):
-    """psycopg 3: binary parameters, and batches unprepared."""
+class _SessionRunner(EnqueueRunner):
+    """A SQLAlchemy `Session`: small statements through `text()`."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    def enqueue(self, params: dict[str, Any], *, batch: bool) -> list[Row]:
-        if not batch:
-            return self._enqueue(params, batch=False)
-        with batch_plan_settings(self._session):
-            return self._enqueue(params, batch=True)
+    def _fetch(self, sql: str, params: dict[str, Any]) -> list[Row]:
+        return [tuple(r) for r in self._session.execute(_text(sql), params)]
+
+
+class _PsycopgSession(_SessionRunner):
+    """psycopg 3: binary parameters, and batches unprepared."""
 
     def _enqueue(self, params: dict[str, Any], *, batch: bool) -> list[Row]:
         # Plain tuples: a Row's attribute lookup was 10% of the Python time
@@ -134,25 +141,27 @@ class _PsycopgSession(EnqueueRunner):
         rows = self._session.connection().exec_driver_sql(ENQUEUE_SQL, params).all()
         return list(map(tuple, rows))
 
-    def _fetch(self, sql: str, params: dict[str, Any]) -> list[Row]:
-        return [tuple(r) for r in self._session.execute(_text(sql), params)]
+    @contextlib.contextmanager
+    def batch_planned(self) -> Iterator[None]:
+        driver = self._session.connection().connection.driver_connection
+        assert driver is not None  # a checked-out connection always has one
+        threshold = driver.prepare_threshold
+        driver.prepare_threshold = None
+        try:
+            with super().batch_planned():
+                yield
+        finally:
+            driver.prepare_threshold = threshold
 
 
-class _PortableSession(EnqueueRunner):
+class _PortableSession(_SessionRunner):
     """Any other driver: SQLAlchemy binds the parameters its driver's way."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def _enqueue(self, params: dict[str, Any], *, batch: bool) -> list[Row]:
         return _plain_uuids(self._session.execute(_text(queries.ENQUEUE), params))
 
-    def _fetch(self, sql: str, params: dict[str, Any]) -> list[Row]:
-        return [tuple(r) for r in self._session.execute(_text(sql), params)]
 
-
-@contextlib.contextmanager
-def batch_plan_settings(session: Session) -> Iterator[None]:
+def batch_plan_settings(session: Session) -> contextlib.AbstractContextManager[None]:
     """Plan the ENQUEUE of a batch for its size, in the caller's transaction
     (a `Session` on psycopg 3).
 
@@ -168,19 +177,7 @@ def batch_plan_settings(session: Session) -> Iterator[None]:
     generic plan: 1,000-row batches then took ~3,500 ms instead of ~95 ms
     (measured by scripts/bench). So batches run unprepared.
     """
-    previous = session.execute(_text(_BATCH_SETTINGS_OFF)).one()
-    driver = session.connection().connection.driver_connection
-    assert driver is not None  # a checked-out connection always has one
-    threshold = driver.prepare_threshold
-    driver.prepare_threshold = None
-    try:
-        yield
-    finally:
-        driver.prepare_threshold = threshold
-    # On error the transaction is aborted and the caller's rollback restores
-    # the settings; on success, restore them now.
-    session.execute(_text(_RESTORE_SETTINGS),
-                    {"nestloop": previous.nestloop, "jit": previous.jit})
+    return _PsycopgSession(session).batch_planned()
 
 
 # --- DB-API connections -------------------------------------------------------
