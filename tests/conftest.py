@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -132,3 +134,22 @@ def sim(simulator_process):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def sim_url(simulator_process) -> str:  # type: ignore[no-untyped-def]
     return str(simulator_process.url)
+
+
+def run_concurrently(worker: Callable[[Any], None], args: Sequence[Any]) -> None:
+    """worker(arg) for each arg, each in a thread of its own, all at once;
+    fails with every exception a worker raised."""
+    errors: list[BaseException] = []
+
+    def guarded(arg: Any) -> None:
+        try:
+            worker(arg)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(a,)) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors, errors

@@ -25,6 +25,7 @@ from outbox import (
     enqueue_media,
     enqueue_text,
 )
+from tests.conftest import run_concurrently
 
 
 def counts(engine: Engine) -> dict[str, int]:
@@ -173,28 +174,19 @@ def test_idempotency_under_concurrent_callers(make_channel, clean_db: Engine):
     channel = make_channel()
     barrier = threading.Barrier(2)
     results: list[uuid.UUID] = []
-    errors: list[BaseException] = []
 
     def worker(hold: float) -> None:
-        try:
-            with Session(clean_db) as s:
-                s.execute(text("SELECT 1"))
-                barrier.wait()
-                r = enqueue_text(s, channel_id=channel, to="+15550100009", body="race",
-                                 idempotency_key="race-key")
-                # Hold the transaction open so the other insert has to wait on us.
-                s.execute(text("SELECT pg_sleep(:t)"), {"t": hold})
-                s.commit()
-                results.append(r.message_id)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        with Session(clean_db) as s:
+            s.execute(text("SELECT 1"))
+            barrier.wait()
+            r = enqueue_text(s, channel_id=channel, to="+15550100009", body="race",
+                             idempotency_key="race-key")
+            # Hold the transaction open so the other insert has to wait on us.
+            s.execute(text("SELECT pg_sleep(:t)"), {"t": hold})
+            s.commit()
+            results.append(r.message_id)
 
-    threads = [threading.Thread(target=worker, args=(h,)) for h in (0.3, 0.0)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not errors, errors
+    run_concurrently(worker, (0.3, 0.0))
     assert len(results) == 2 and results[0] == results[1]
     assert counts(clean_db) == {"contacts": 1, "chats": 1, "messages": 1, "outbox_messages": 1}
 
@@ -204,25 +196,16 @@ def test_concurrent_first_messages_to_one_new_chat(make_channel, clean_db: Engin
     channel = make_channel()
     n = 8
     barrier = threading.Barrier(n)
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        try:
-            with Session(clean_db) as s:
-                s.execute(text("SELECT 1"))
-                barrier.wait()
-                enqueue_text(s, channel_id=channel, to="+15550100042", body=f"m{i}")
-                s.execute(text("SELECT pg_sleep(0.05)"))
-                s.commit()
-        except BaseException as exc:  # pragma: no cover
-            errors.append(exc)
+        with Session(clean_db) as s:
+            s.execute(text("SELECT 1"))
+            barrier.wait()
+            enqueue_text(s, channel_id=channel, to="+15550100042", body=f"m{i}")
+            s.execute(text("SELECT pg_sleep(0.05)"))
+            s.commit()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not errors, errors
+    run_concurrently(worker, range(n))
     assert counts(clean_db) == {"contacts": 1, "chats": 1, "messages": n, "outbox_messages": n}
 
 

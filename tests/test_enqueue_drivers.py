@@ -37,6 +37,7 @@ from outbox import (
     enqueue_text,
 )
 from outbox.errors import ConfigurationError
+from tests.conftest import run_concurrently
 from tests.dispatch_helpers import REPO, channel_tokens, outbox_counts, run_dispatcher
 from tests.driver_fixtures import (  # noqa: F401
     Caller,
@@ -152,27 +153,18 @@ def test_idempotency_under_concurrent_callers(caller: Caller, make_channel, clea
     channel = make_channel()
     barrier = threading.Barrier(2)
     results: list[uuid.UUID] = []
-    errors: list[BaseException] = []
 
     def worker(hold: float) -> None:
-        try:
-            with caller.transaction() as tx:
-                tx.execute("SELECT 1")
-                barrier.wait()
-                r = tx.enqueue_text(channel_id=channel, to="+15550100009", body="race",
-                                    idempotency_key="race-key")
-                # Hold the transaction open so the other insert has to wait on us.
-                tx.execute(f"SELECT pg_sleep({hold})")
-            results.append(r.message_id)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        with caller.transaction() as tx:
+            tx.execute("SELECT 1")
+            barrier.wait()
+            r = tx.enqueue_text(channel_id=channel, to="+15550100009", body="race",
+                                idempotency_key="race-key")
+            # Hold the transaction open so the other insert has to wait on us.
+            tx.execute(f"SELECT pg_sleep({hold})")
+        results.append(r.message_id)
 
-    threads = [threading.Thread(target=worker, args=(h,)) for h in (0.3, 0.0)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not errors, errors
+    run_concurrently(worker, (0.3, 0.0))
     assert len(results) == 2 and results[0] == results[1]
     assert counts(clean_db) == {"contacts": 1, "chats": 1, "messages": 1, "outbox_messages": 1}
 
@@ -182,24 +174,15 @@ def test_concurrent_first_messages_to_one_new_chat(caller: Caller, make_channel,
     channel = make_channel()
     n = 5
     barrier = threading.Barrier(n)
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        try:
-            with caller.transaction() as tx:
-                tx.execute("SELECT 1")
-                barrier.wait()
-                tx.enqueue_text(channel_id=channel, to="+15550100042", body=f"m{i}")
-                tx.execute("SELECT pg_sleep(0.05)")
-        except BaseException as exc:  # pragma: no cover
-            errors.append(exc)
+        with caller.transaction() as tx:
+            tx.execute("SELECT 1")
+            barrier.wait()
+            tx.enqueue_text(channel_id=channel, to="+15550100042", body=f"m{i}")
+            tx.execute("SELECT pg_sleep(0.05)")
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not errors, errors
+    run_concurrently(worker, range(n))
     assert counts(clean_db) == {"contacts": 1, "chats": 1, "messages": n, "outbox_messages": n}
 
 
