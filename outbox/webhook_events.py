@@ -183,7 +183,7 @@ def parse_webhook(payload: Any, *, hint: EventName | None = None) -> ParsedWebho
             route = ROUTES.get(key)
             if route is None:
                 out.ignored[key] += 1
-            elif route is not _ENVELOPE:
+            else:
                 route(value, event, out)
     return out
 
@@ -417,12 +417,11 @@ def _envelope(value: Any, event: EventName, out: ParsedWebhook) -> None:
     """Keys that describe the body rather than carry events."""
 
 
-_ENVELOPE: Final = _envelope
 Route = Callable[[Any, EventName, ParsedWebhook], None]
 #: Every envelope key we act on (others are counted by name and ignored).
 ROUTES: Final[Mapping[str, Route]] = {
-    "event": _ENVELOPE,
-    "channel_id": _ENVELOPE,
+    "event": _envelope,
+    "channel_id": _envelope,
     "statuses": _statuses,
     "messages": _messages,
     "messages_updates": _message_updates,

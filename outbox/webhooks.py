@@ -338,16 +338,13 @@ def _ensure_chat(session: Session, channel: WebhookChannel, chat: Recipient,
                  name: str | None) -> tuple[uuid.UUID, bool]:
     """The chat's id (its contact and chat made if new) and whether it was made."""
     ws = channel.workspace_id
-    contact_id = _get_or_create(
+    contact_id, _ = _get_or_create(
         session, q.INSERT_CONTACT, q.SELECT_CONTACT,
         {"workspace_id": ws, "phone": chat.phone, "name": name, "is_group": chat.is_group})
-    created = session.execute(text(q.INSERT_CHAT), {
-        "workspace_id": ws, "channel_id": channel.id, "wa_chat_id": chat.wa_chat_id,
-        "contact_id": contact_id}).scalar_one_or_none()
-    if created is not None:
-        return created, True
-    return session.execute(text(q.SELECT_CHAT), {
-        "channel_id": channel.id, "wa_chat_id": chat.wa_chat_id}).scalar_one(), False
+    return _get_or_create(
+        session, q.INSERT_CHAT, q.SELECT_CHAT,
+        {"workspace_id": ws, "channel_id": channel.id, "wa_chat_id": chat.wa_chat_id,
+         "contact_id": contact_id})
 
 
 def _store_message(session: Session, channel: WebhookChannel, m: StoredMessage) -> bool:
@@ -365,11 +362,12 @@ def _store_message(session: Session, channel: WebhookChannel, m: StoredMessage) 
 
 
 def _get_or_create(session: Session, insert_sql: str, select_sql: str,
-                   params: dict[str, Any]) -> uuid.UUID:
+                   params: dict[str, Any]) -> tuple[uuid.UUID, bool]:
+    """The row's id, and whether this call made it."""
     created = session.execute(text(insert_sql), params).scalar_one_or_none()
     if created is not None:
-        return created  # type: ignore[no-any-return]
-    return session.execute(text(select_sql), params).scalar_one()  # type: ignore[no-any-return]
+        return created, True
+    return session.execute(text(select_sql), params).scalar_one(), False
 
 
 def _message_exists(session: Session, channel_id: uuid.UUID, wa_message_id: str) -> bool:
