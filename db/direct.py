@@ -37,7 +37,8 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import engine_pooler, libpq_url, psycopg_connect_args
+from db.engine import engine_pooler, engine_schema, libpq_url, psycopg_connect_args
+from db.schema import DEFAULT_SCHEMA, in_schema
 from outbox.settings import Pooler
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -59,8 +60,9 @@ class DirectConnection:
     completions) has its own, so neither waits for the other."""
 
     def __init__(self, conninfo: str, *, application_name: str,
-                 pooler: Pooler = "none") -> None:
+                 pooler: Pooler = "none", schema: str = DEFAULT_SCHEMA) -> None:
         self._conninfo = conninfo
+        self._schema = schema
         self._application_name = application_name
         self._connect_args = psycopg_connect_args(pooler)
         self._conn: psycopg.AsyncConnection[Row] | None = None
@@ -70,10 +72,10 @@ class DirectConnection:
     @classmethod
     def for_engine(cls, engine: AsyncEngine, *, application_name: str) -> DirectConnection:
         """A connection to the database `engine` points at (same URL,
-        credentials and pooler)."""
+        credentials, pooler and schema)."""
         url = engine.url.render_as_string(hide_password=False)
         return cls(libpq_url(url), application_name=application_name,
-                   pooler=engine_pooler(engine))
+                   pooler=engine_pooler(engine), schema=engine_schema(engine))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._conn is not None else "idle"
@@ -81,16 +83,16 @@ class DirectConnection:
 
     async def execute(self, sql: str, params: Mapping[str, Any]) -> None:
         async with self._translated():
-            await (await self._connection()).execute(sql, params)
+            await (await self._connection()).execute(in_schema(sql, self._schema), params)
 
     async def fetchall(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
         async with self._translated():
-            cur = await (await self._connection()).execute(sql, params)
+            cur = await (await self._connection()).execute(in_schema(sql, self._schema), params)
             return await cur.fetchall()
 
     async def fetchone(self, sql: str, params: Mapping[str, Any]) -> Row | None:
         async with self._translated():
-            cur = await (await self._connection()).execute(sql, params)
+            cur = await (await self._connection()).execute(in_schema(sql, self._schema), params)
             return await cur.fetchone()
 
     @asynccontextmanager

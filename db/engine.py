@@ -14,11 +14,12 @@ from __future__ import annotations
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
+from db.schema import DEFAULT_SCHEMA, in_schema
 from outbox.errors import ConfigurationError
 from outbox.settings import Pooler, Settings, load_settings
 
@@ -26,6 +27,8 @@ _resolved: dict[str, str] = {}
 # The pooler each engine was made for, so connections opened beside it
 # (db/direct.py) follow the same rule.
 _poolers: WeakKeyDictionary[Engine, Pooler] = WeakKeyDictionary()
+# Likewise the schema our tables are in (db/schema.py).
+_schemas: WeakKeyDictionary[Engine, str] = WeakKeyDictionary()
 
 
 def normalize_url(url: str) -> str:
@@ -61,6 +64,11 @@ def configured_pooler() -> Pooler:
     return load_settings().db_pooler
 
 
+def configured_schema() -> str:
+    """OUTBOX_DB_SCHEMA, for callers that don't pass one."""
+    return load_settings().db_schema
+
+
 def prepares_statements(pooler: Pooler) -> bool:
     """Whether connections may keep server-side prepared statements."""
     return pooler != "transaction"
@@ -88,26 +96,51 @@ def engine_pooler(engine: Engine | AsyncEngine) -> Pooler:
     return _poolers.get(sync, "none")
 
 
+def engine_schema(engine: Engine | AsyncEngine) -> str:
+    """The schema `engine`'s statements use for our tables."""
+    sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    return _schemas.get(sync, DEFAULT_SCHEMA)
+
+
+def _use_schema(engine: Engine, pooler: Pooler, schema: str | None) -> None:
+    """Remember the engine's pooler and schema; in another schema than the
+    default, every statement it runs names that one (db/schema.py)."""
+    schema = schema or configured_schema()
+    _poolers[engine] = pooler
+    _schemas[engine] = schema
+    if schema == DEFAULT_SCHEMA:
+        return
+
+    def qualify(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                executemany: bool) -> tuple[str, Any]:
+        return in_schema(statement, schema), parameters
+
+    event.listen(engine, "before_cursor_execute", qualify, retval=True)
+
+
 # hide_parameters: SQLAlchemy puts bound values in exception text, and our
 # values include message bodies, which must never reach a log.
-def make_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None) -> Engine:
-    """`pooler`: what sits in front of PostgreSQL (default: OUTBOX_DB_POOLER)."""
+def make_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None,
+                schema: str | None = None) -> Engine:
+    """`pooler`: what sits in front of PostgreSQL (default: OUTBOX_DB_POOLER);
+    `schema`: where our tables are (default: OUTBOX_DB_SCHEMA)."""
     pooler = pooler or configured_pooler()
     engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
                            hide_parameters=True, connect_args=driver_connect_args(url, pooler))
-    _poolers[engine] = pooler
+    _use_schema(engine, pooler, schema)
     return engine
 
 
-def make_async_engine(url: str, *, pool_size: int = 10,
-                      pooler: Pooler | None = None) -> AsyncEngine:
-    """`pooler`: what sits in front of PostgreSQL (default: OUTBOX_DB_POOLER)."""
+def make_async_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None,
+                      schema: str | None = None) -> AsyncEngine:
+    """`pooler`: what sits in front of PostgreSQL (default: OUTBOX_DB_POOLER);
+    `schema`: where our tables are (default: OUTBOX_DB_SCHEMA)."""
     pooler = pooler or configured_pooler()
     engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
         hide_parameters=True, connect_args=driver_connect_args(url, pooler),
     )
-    _poolers[engine.sync_engine] = pooler
+    _use_schema(engine.sync_engine, pooler, schema)
     return engine
 
 

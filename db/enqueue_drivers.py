@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.driver_sql import binary_params_sql, driver_sql
+from db.schema import DEFAULT_SCHEMA, in_schema
 
 Row = tuple[Any, ...]
 
@@ -58,8 +59,19 @@ _RESTORE_SETTINGS = (
 )
 
 
+@functools.cache
+def enqueue_sql(schema: str) -> str:
+    """ENQUEUE for psycopg 3, our tables in `schema`."""
+    return in_schema(ENQUEUE_SQL, schema)
+
+
 class EnqueueRunner(ABC):
-    """Runs the enqueue statements on one caller's connection."""
+    """Runs the enqueue statements on one caller's connection; our tables
+    are named in `schema` (db/schema.py), whatever the caller's search_path."""
+
+    def __init__(self, target: Any, schema: str = DEFAULT_SCHEMA) -> None:
+        self._target = target
+        self._schema = schema
 
     def enqueue(self, params: dict[str, Any], *, batch: bool) -> list[Row]:
         """ENQUEUE's rows (kind, message_id, outbox_id, chat_id, ord, phone,
@@ -92,7 +104,7 @@ class EnqueueRunner(ABC):
         """Run a `:name` statement from db/queries.py (or above); its rows."""
 
 
-def runner_for(target: Any) -> EnqueueRunner:
+def runner_for(target: Any, schema: str = DEFAULT_SCHEMA) -> EnqueueRunner:
     """The runner for a SQLAlchemy `Session` or a DB-API connection.
 
     Raises `TypeError` for anything else, and `ConfigurationError` for a
@@ -102,14 +114,14 @@ def runner_for(target: Any) -> EnqueueRunner:
     """
     if isinstance(target, Session):
         if target.connection().dialect.driver == "psycopg":  # sync and async alike
-            return _PsycopgSession(target)
-        return _PortableSession(target)
+            return _PsycopgSession(target, schema)
+        return _PortableSession(target, schema)
     if isinstance(target, psycopg.Connection):
         _check_in_transaction(target.autocommit)
-        return _PsycopgConnection(target)
+        return _PsycopgConnection(target, schema)
     if _is_psycopg2_connection(target):
         _check_in_transaction(target.autocommit)
-        return _Psycopg2Connection(target)
+        return _Psycopg2Connection(target, schema)
     hint = ""
     if getattr(target, "vendor", None) == "postgresql":  # Django's connection wrapper
         hint = ": with Django, pass django.db.connection.connection inside transaction.atomic()"
@@ -125,11 +137,13 @@ def runner_for(target: Any) -> EnqueueRunner:
 class _SessionRunner(EnqueueRunner):
     """A SQLAlchemy `Session`: small statements through `text()`."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, schema: str = DEFAULT_SCHEMA) -> None:
+        super().__init__(session, schema)
         self._session = session
 
     def _fetch(self, sql: str, params: dict[str, Any]) -> list[Row]:
-        return [tuple(r) for r in self._session.execute(_text(sql), params)]
+        return [tuple(r) for r in self._session.execute(_text(in_schema(sql, self._schema)),
+                                                        params)]
 
 
 class _PsycopgSession(_SessionRunner):
@@ -138,7 +152,7 @@ class _PsycopgSession(_SessionRunner):
     def _enqueue(self, params: dict[str, Any], *, batch: bool) -> list[Row]:
         # Plain tuples: a Row's attribute lookup was 10% of the Python time
         # of a bulk enqueue. psycopg already returns uuid.UUID.
-        rows = self._session.connection().exec_driver_sql(ENQUEUE_SQL, params).all()
+        rows = self._session.connection().exec_driver_sql(enqueue_sql(self._schema), params).all()
         return list(map(tuple, rows))
 
     @contextlib.contextmanager
@@ -158,7 +172,7 @@ class _PortableSession(_SessionRunner):
     """Any other driver: SQLAlchemy binds the parameters its driver's way."""
 
     def _enqueue(self, params: dict[str, Any], *, batch: bool) -> list[Row]:
-        return _plain_uuids(self._session.execute(_text(queries.ENQUEUE), params))
+        return _plain_uuids(self._fetch(queries.ENQUEUE, params))
 
 
 def batch_plan_settings(session: Session) -> contextlib.AbstractContextManager[None]:
@@ -191,19 +205,20 @@ class _PsycopgConnection(EnqueueRunner):
     can't send binary) or row factory.
     """
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> None:
+        super().__init__(conn, schema)
         self._conn = conn
 
     def _enqueue(self, params: dict[str, Any], *, batch: bool) -> list[Row]:
         with psycopg.Cursor(self._conn, row_factory=tuple_row) as cur:
             # prepare=False: per statement, so the connection's own
             # prepare_threshold is left as the caller set it.
-            cur.execute(ENQUEUE_SQL, params, prepare=False if batch else None)
+            cur.execute(enqueue_sql(self._schema), params, prepare=False if batch else None)
             return list(cur.fetchall())
 
     def _fetch(self, sql: str, params: dict[str, Any]) -> list[Row]:
         with psycopg.Cursor(self._conn, row_factory=tuple_row) as cur:
-            cur.execute(_driver_sql(sql), params)
+            cur.execute(_driver_sql(in_schema(sql, self._schema)), params)
             return list(cur.fetchall())
 
 
@@ -217,7 +232,8 @@ class _Psycopg2Connection(EnqueueRunner):
     cursor factory (a dict cursor would change the rows' shape).
     """
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, schema: str = DEFAULT_SCHEMA) -> None:
+        super().__init__(conn, schema)
         self._conn = conn
 
     def _enqueue(self, params: dict[str, Any], *, batch: bool) -> list[Row]:
@@ -227,7 +243,8 @@ class _Psycopg2Connection(EnqueueRunner):
         import psycopg2.extensions
 
         with self._conn.cursor(cursor_factory=psycopg2.extensions.cursor) as cur:
-            cur.execute(_driver_sql(sql), {k: _uuids_as_text(v) for k, v in params.items()})
+            cur.execute(_driver_sql(in_schema(sql, self._schema)),
+                        {k: _uuids_as_text(v) for k, v in params.items()})
             return [tuple(r) for r in cur.fetchall()]
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 ENQUEUE = """
 WITH channel AS (
     SELECT id, workspace_id
-    FROM channels
+    FROM outbox.channels
     WHERE id = ANY(CAST(:channel_ids AS uuid[]))
       AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
       AND status <> 'disabled'
@@ -50,7 +50,7 @@ existing AS (
     SELECT i.ord, m.id AS message_id, m.chat_id
     FROM input i
     CROSS JOIN LATERAL (
-        SELECT m.id, m.chat_id FROM messages m
+        SELECT m.id, m.chat_id FROM outbox.messages m
         WHERE m.channel_id = i.channel_id AND m.idempotency_key = i.idempotency_key
         LIMIT 1
     ) m
@@ -67,7 +67,8 @@ known_chats AS (
     SELECT f.channel_id, f.wa_chat_id, c.id
     FROM (SELECT DISTINCT channel_id, wa_chat_id FROM fresh) f
     CROSS JOIN LATERAL (
-        SELECT c.id FROM chats c WHERE c.channel_id = f.channel_id AND c.wa_chat_id = f.wa_chat_id
+        SELECT c.id FROM outbox.chats c
+        WHERE c.channel_id = f.channel_id AND c.wa_chat_id = f.wa_chat_id
         LIMIT 1
     ) c
 ),
@@ -80,12 +81,13 @@ known_contacts AS (
     SELECT f.workspace_id, f.phone, c.id
     FROM (SELECT DISTINCT workspace_id, phone FROM chatless) f
     CROSS JOIN LATERAL (
-        SELECT c.id FROM contacts c WHERE c.workspace_id = f.workspace_id AND c.phone = f.phone
+        SELECT c.id FROM outbox.contacts c
+        WHERE c.workspace_id = f.workspace_id AND c.phone = f.phone
         LIMIT 1
     ) c
 ),
 new_contacts AS (
-    INSERT INTO contacts (workspace_id, phone, is_group)
+    INSERT INTO outbox.contacts (workspace_id, phone, is_group)
     SELECT DISTINCT f.workspace_id, f.phone, f.is_group
     FROM chatless f
     WHERE NOT EXISTS (SELECT 1 FROM known_contacts k
@@ -99,7 +101,7 @@ contact_ids AS (
     SELECT id, workspace_id, phone FROM known_contacts
 ),
 new_chats AS (
-    INSERT INTO chats (workspace_id, channel_id, wa_chat_id, contact_id)
+    INSERT INTO outbox.chats (workspace_id, channel_id, wa_chat_id, contact_id)
     SELECT DISTINCT ON (f.channel_id, f.wa_chat_id)
            f.workspace_id, f.channel_id, f.wa_chat_id, ci.id
     FROM chatless f
@@ -113,7 +115,7 @@ chat_ids AS (
     SELECT id, channel_id, wa_chat_id FROM known_chats
 ),
 new_messages AS (
-    INSERT INTO messages (id, workspace_id, channel_id, chat_id, direction, type, body,
+    INSERT INTO outbox.messages (id, workspace_id, channel_id, chat_id, direction, type, body,
                           payload, status, idempotency_key)
     SELECT f.message_id, f.workspace_id, f.channel_id, ch.id, 'outbound', f.message_type,
            f.body, f.payload, 'pending', f.idempotency_key
@@ -125,7 +127,7 @@ new_messages AS (
 ),
 new_outbox AS (
     -- ORDER BY ord: ids follow the caller's order, and per-chat order is by id.
-    INSERT INTO outbox_messages (workspace_id, message_id, channel_id, chat_id, recipient,
+    INSERT INTO outbox.outbox_messages (workspace_id, message_id, channel_id, chat_id, recipient,
                                  message_type, payload, priority, next_attempt_at,
                                  max_attempts, idempotency_key)
     SELECT f.workspace_id, nm.id, f.channel_id, nm.chat_id, f.wa_chat_id, f.message_type,
@@ -149,7 +151,7 @@ UNION ALL
 SELECT 'existing', e.message_id, old_ob.id, e.chat_id, e.ord, NULL, NULL
 FROM existing e
 LEFT JOIN LATERAL (
-    SELECT ob.id FROM outbox_messages ob WHERE ob.message_id = e.message_id LIMIT 1
+    SELECT ob.id FROM outbox.outbox_messages ob WHERE ob.message_id = e.message_id LIMIT 1
 ) old_ob ON true
 UNION ALL
 SELECT 'chat', NULL, NULL, id, NULL, NULL, NULL FROM new_chats
@@ -162,7 +164,7 @@ SELECT 'notify', NULL, NULL, NULL, NULL, NULL, NULL FROM notify
 # Why an enqueue wrote nothing: which channels are missing or disabled.
 CHANNELS_FOR_ENQUEUE = """
 SELECT id, status
-FROM channels
+FROM outbox.channels
 WHERE id = ANY(CAST(:channel_ids AS uuid[]))
   AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
 """
@@ -192,7 +194,7 @@ WHERE id = ANY(CAST(:channel_ids AS uuid[]))
 CLAIM = """
 WITH ready_channels AS MATERIALIZED (
     SELECT id
-    FROM channels
+    FROM outbox.channels
     WHERE (status = 'active' OR (status = 'paused' AND paused_until IS NOT NULL))
       AND (paused_until IS NULL OR paused_until <= now())
     ORDER BY random()
@@ -202,13 +204,13 @@ candidates AS MATERIALIZED (
     FROM ready_channels rc
     CROSS JOIN LATERAL (
         SELECT o.id
-        FROM outbox_messages o
+        FROM outbox.outbox_messages o
         WHERE o.channel_id = rc.id
           AND o.status = 'queued'
           AND o.next_attempt_at <= now()
           AND NOT EXISTS (
               SELECT 1
-              FROM outbox_messages e
+              FROM outbox.outbox_messages e
               WHERE e.chat_id = o.chat_id
                 AND e.id < o.id
                 AND e.status IN ('queued', 'sending')
@@ -220,7 +222,7 @@ candidates AS MATERIALIZED (
     ) o
     LIMIT :batch_size
 )
-UPDATE outbox_messages o
+UPDATE outbox.outbox_messages o
 SET status = 'sending',
     attempts = o.attempts + 1,
     claim_token = :claim_token,
@@ -236,10 +238,10 @@ RETURNING o.id, o.message_id, o.channel_id, o.chat_id, o.recipient, o.message_ty
 # ix_outbox_due per channel.
 CHANNELS_WITH_QUEUED = """
 SELECT c.id
-FROM channels c
+FROM outbox.channels c
 WHERE (c.status = 'active' OR (c.status = 'paused' AND c.paused_until IS NOT NULL))
   AND EXISTS (
-      SELECT 1 FROM outbox_messages o WHERE o.channel_id = c.id AND o.status = 'queued'
+      SELECT 1 FROM outbox.outbox_messages o WHERE o.channel_id = c.id AND o.status = 'queued'
   )
 LIMIT :limit
 """
@@ -247,8 +249,8 @@ LIMIT :limit
 # Channel details the dispatcher needs to send (cached per channel).
 CHANNEL_CREDENTIALS = """
 SELECT c.id, c.workspace_id, c.base_url, c.status, t.encrypted_token, t.key_id
-FROM channels c
-LEFT JOIN channel_tokens t ON t.channel_id = c.id
+FROM outbox.channels c
+LEFT JOIN outbox.channel_tokens t ON t.channel_id = c.id
 WHERE c.id = ANY(CAST(:channel_ids AS uuid[]))
 """
 
@@ -272,7 +274,7 @@ WITH d AS (
     ) AS d(id, claim_token, status, refund, delay_seconds, error, wa_message_id)
 ),
 done AS (
-    UPDATE outbox_messages o
+    UPDATE outbox.outbox_messages o
     SET status = d.status,
         attempts = o.attempts - d.refund,
         -- A retry waits its backoff; a released row (429, channel problem,
@@ -291,7 +293,7 @@ done AS (
               o.payload, d.error, d.wa_message_id
 ),
 msg AS (
-    UPDATE messages m
+    UPDATE outbox.messages m
     SET status = CASE WHEN done.status = 'sent' THEN 'sent' ELSE 'failed' END,
         wa_message_id = done.wa_message_id,
         error = CASE WHEN done.status = 'failed' THEN done.error END,
@@ -302,7 +304,7 @@ msg AS (
     RETURNING m.id
 ),
 chat AS (
-    UPDATE chats c
+    UPDATE outbox.chats c
     SET last_message_at = now(),
         last_message_preview = left(x.preview, 100),
         updated_at = now()
@@ -318,7 +320,7 @@ chat AS (
     RETURNING c.id
 ),
 strikes AS (
-    UPDATE channels ch
+    UPDATE outbox.channels ch
     SET rate_limit_strikes = 0
     WHERE ch.id IN (SELECT channel_id FROM done WHERE status = 'sent')
       AND ch.rate_limit_strikes > 0
@@ -348,10 +350,10 @@ WITH event AS (
            rate_limited_at IS NOT NULL
            AND CAST(:requested_at AS float8) IS NOT NULL
            AND to_timestamp(CAST(:requested_at AS float8)) <= rate_limited_at AS same
-    FROM channels
+    FROM outbox.channels
     WHERE id = :channel_id
 )
-UPDATE channels c
+UPDATE outbox.channels c
 SET paused_until = CASE
         WHEN e.same AND CAST(:retry_after AS float8) IS NULL THEN c.paused_until
         ELSE GREATEST(
@@ -378,7 +380,7 @@ RETURNING c.paused_until, c.rate_limit_strikes, NOT e.same AS new_event
 # (the provider is down for it) pause it briefly, instead of every queued
 # row spending its attempts against a wall. Never shortens a longer pause.
 PAUSE_CHANNEL_FOR = """
-UPDATE channels
+UPDATE outbox.channels
 SET paused_until = GREATEST(COALESCE(paused_until, now()),
                             now() + make_interval(secs => CAST(:seconds AS float8))),
     pause_reason = :reason,
@@ -391,7 +393,7 @@ RETURNING paused_until
 # 401/402/404 (and unusable credentials) pause until a human resumes the
 # channel, or, for a logged-out session (401), until Whapi reports it back.
 CHANNEL_PROBLEM = """
-UPDATE channels
+UPDATE outbox.channels
 SET status = 'paused',
     paused_until = NULL,
     pause_reason = :reason,
@@ -407,10 +409,10 @@ RETURNING id
 # scripts/chaos). A row being completed needs no longer lease; if that
 # completion rolls back, the next heartbeat extends it.
 EXTEND_LEASE = """
-UPDATE outbox_messages o
+UPDATE outbox.outbox_messages o
 SET locked_until = now() + make_interval(secs => :lease_seconds)
 WHERE o.id = ANY(ARRAY(
-        SELECT id FROM outbox_messages
+        SELECT id FROM outbox.outbox_messages
         WHERE claim_token = ANY(CAST(:claim_tokens AS uuid[])) AND status = 'sending'
         FOR NO KEY UPDATE SKIP LOCKED))
   AND o.claim_token = ANY(CAST(:claim_tokens AS uuid[])) AND o.status = 'sending'
@@ -426,14 +428,14 @@ WHERE o.id = ANY(ARRAY(
 RESCUE_EXPIRED = """
 WITH expired AS (
     SELECT id, claim_token
-    FROM outbox_messages
+    FROM outbox.outbox_messages
     WHERE status = 'sending' AND locked_until < now()
     ORDER BY locked_until
     LIMIT :limit
     FOR NO KEY UPDATE SKIP LOCKED
 ),
 rescued AS (
-    UPDATE outbox_messages o
+    UPDATE outbox.outbox_messages o
     SET status = CASE WHEN o.attempts >= o.max_attempts THEN 'failed' ELSE 'queued' END,
         last_error = CASE WHEN o.attempts >= o.max_attempts
                           THEN 'lease expired on the last attempt (worker stopped?); '
@@ -448,7 +450,7 @@ rescued AS (
     RETURNING o.id, o.message_id, o.status, o.last_error
 ),
 failed_messages AS (
-    UPDATE messages m
+    UPDATE outbox.messages m
     SET status = 'failed', error = r.last_error, updated_at = now()
     FROM rescued r
     WHERE m.id = r.message_id AND r.status = 'failed' AND m.status = 'pending'
@@ -462,7 +464,7 @@ FROM rescued
 
 # Timed pauses that have run out: the channel is active again.
 UNPAUSE_EXPIRED = """
-UPDATE channels
+UPDATE outbox.channels
 SET status = 'active', paused_until = NULL, pause_reason = NULL, pause_cause = NULL,
     updated_at = now()
 WHERE paused_until IS NOT NULL AND paused_until <= now() AND status IN ('active', 'paused')
@@ -472,9 +474,9 @@ RETURNING id
 # Keep the hot table small: delete old sent rows, a batch at a time (the
 # messages table keeps the permanent record).
 PRUNE_SENT = """
-DELETE FROM outbox_messages
+DELETE FROM outbox.outbox_messages
 WHERE id IN (
-    SELECT id FROM outbox_messages
+    SELECT id FROM outbox.outbox_messages
     WHERE status = 'sent' AND sent_at < now() - make_interval(secs => :older_than_seconds)
     ORDER BY sent_at
     LIMIT :limit
@@ -485,7 +487,7 @@ WHERE id IN (
 # Dead letters back to the queue with fresh attempts (`outbox retry`).
 RETRY_FAILED = """
 WITH requeued AS (
-    UPDATE outbox_messages o
+    UPDATE outbox.outbox_messages o
     SET status = 'queued', attempts = 0, next_attempt_at = now(), claim_token = NULL,
         locked_until = NULL, updated_at = now()
     WHERE o.status = 'failed'
@@ -495,7 +497,7 @@ WITH requeued AS (
     RETURNING o.message_id
 ),
 messages_back AS (
-    UPDATE messages m
+    UPDATE outbox.messages m
     SET status = 'pending', error = NULL, updated_at = now()
     FROM requeued r
     WHERE m.id = r.message_id AND m.status = 'failed'
@@ -514,8 +516,8 @@ SELECT (SELECT count(*) FROM requeued) AS requeued,
 # --------------------------------------------------------------------------
 STATUS_COUNTS = """
 SELECT o.channel_id, c.name, o.status, count(*) AS n
-FROM outbox_messages o
-JOIN channels c ON c.id = o.channel_id
+FROM outbox.outbox_messages o
+JOIN outbox.channels c ON c.id = o.channel_id
 WHERE (CAST(:workspace_id AS text) IS NULL OR o.workspace_id = CAST(:workspace_id AS text))
 GROUP BY o.channel_id, c.name, o.status
 ORDER BY c.name, o.channel_id, o.status
@@ -523,21 +525,21 @@ ORDER BY c.name, o.channel_id, o.status
 
 STATUS_CHANNELS = """
 SELECT id, name, status, paused_until, pause_reason, rate_limit_strikes
-FROM channels
+FROM outbox.channels
 WHERE (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
 ORDER BY name, id
 """
 
 STATUS_OLDEST_DUE = """
 SELECT EXTRACT(EPOCH FROM now() - min(next_attempt_at))::float8 AS seconds
-FROM outbox_messages
+FROM outbox.outbox_messages
 WHERE status = 'queued' AND next_attempt_at <= now()
   AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
 """
 
 STATUS_DEAD_LETTERS = """
 SELECT o.message_id, o.channel_id, o.recipient, o.attempts, o.last_error, o.updated_at
-FROM outbox_messages o
+FROM outbox.outbox_messages o
 WHERE o.status = 'failed'
   AND (CAST(:workspace_id AS text) IS NULL OR o.workspace_id = CAST(:workspace_id AS text))
 ORDER BY o.updated_at DESC

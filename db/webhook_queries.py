@@ -45,7 +45,7 @@ furthest AS (
     GROUP BY channel_id, wa_message_id
 ),
 applied AS (
-    UPDATE messages m
+    UPDATE outbox.messages m
     SET status = f.status,
         delivered_at = CASE WHEN f.status IN ('delivered', 'read', 'played')
                             THEN COALESCE(m.delivered_at, f.delivered_at, now())
@@ -76,12 +76,12 @@ WITH incoming AS (
 known AS (
     SELECT f.wa_message_id
     FROM furthest f
-    WHERE EXISTS (SELECT 1 FROM messages m
+    WHERE EXISTS (SELECT 1 FROM outbox.messages m
                   WHERE m.channel_id = f.channel_id
                     AND m.wa_message_id = f.wa_message_id)
 ),
 backlogged AS (
-    INSERT INTO webhook_status_backlog (channel_id, wa_message_id, status, status_at, error)
+    INSERT INTO outbox.webhook_status_backlog (channel_id, wa_message_id, status, status_at, error)
     SELECT i.channel_id, i.wa_message_id, i.status, i.status_at, i.error
     FROM incoming i
     WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.wa_message_id = i.wa_message_id)
@@ -99,15 +99,15 @@ SELECT (SELECT count(*) FROM applied) AS applied,
 APPLY_STATUS_BACKLOG = """
 WITH ready AS (
     SELECT b.id
-    FROM webhook_status_backlog b
-    JOIN messages m ON m.channel_id = b.channel_id AND m.wa_message_id = b.wa_message_id
+    FROM outbox.webhook_status_backlog b
+    JOIN outbox.messages m ON m.channel_id = b.channel_id AND m.wa_message_id = b.wa_message_id
     WHERE CAST(:channel_id AS uuid) IS NULL OR b.channel_id = CAST(:channel_id AS uuid)
     ORDER BY b.id
     LIMIT :limit
     FOR UPDATE OF b SKIP LOCKED
 ),
 taken AS (
-    DELETE FROM webhook_status_backlog b
+    DELETE FROM outbox.webhook_status_backlog b
     USING ready r
     WHERE b.id = r.id
     RETURNING b.channel_id, b.wa_message_id, b.status, b.status_at, b.error,
@@ -120,9 +120,9 @@ SELECT (SELECT count(*) FROM taken) AS taken,
 # Statuses whose id never showed up (a send we never recorded: a duplicate
 # after an ambiguous timeout, or a message sent from the phone).
 EXPIRE_STATUS_BACKLOG = """
-DELETE FROM webhook_status_backlog
+DELETE FROM outbox.webhook_status_backlog
 WHERE id IN (
-    SELECT id FROM webhook_status_backlog
+    SELECT id FROM outbox.webhook_status_backlog
     WHERE received_at < now() - make_interval(secs => :older_than_seconds)
     ORDER BY received_at
     LIMIT :limit
@@ -130,7 +130,7 @@ WHERE id IN (
 )
 """
 
-STATUS_BACKLOG_SIZE = "SELECT count(*) FROM webhook_status_backlog"
+STATUS_BACKLOG_SIZE = "SELECT count(*) FROM outbox.webhook_status_backlog"
 
 # --------------------------------------------------------------------------
 # INBOUND MESSAGES
@@ -138,7 +138,7 @@ STATUS_BACKLOG_SIZE = "SELECT count(*) FROM webhook_status_backlog"
 
 CHANNEL_FOR_WEBHOOK = """
 SELECT id, workspace_id, webhook_secret
-FROM channels
+FROM outbox.channels
 WHERE id = CAST(:channel_id AS uuid)
 """
 
@@ -146,25 +146,26 @@ WHERE id = CAST(:channel_id AS uuid)
 # SELECT is a new statement, so its snapshot sees a row a concurrent
 # transaction committed (the one that made the INSERT skip).
 INSERT_CONTACT = """
-INSERT INTO contacts (workspace_id, phone, name, is_group)
+INSERT INTO outbox.contacts (workspace_id, phone, name, is_group)
 VALUES (:workspace_id, :phone, :name, :is_group)
 ON CONFLICT (workspace_id, phone) DO NOTHING
 RETURNING id
 """
 
 SELECT_CONTACT = """
-SELECT id FROM contacts WHERE workspace_id = :workspace_id AND phone = :phone
+SELECT id FROM outbox.contacts WHERE workspace_id = :workspace_id AND phone = :phone
 """
 
 INSERT_CHAT = """
-INSERT INTO chats (workspace_id, channel_id, wa_chat_id, contact_id)
+INSERT INTO outbox.chats (workspace_id, channel_id, wa_chat_id, contact_id)
 VALUES (:workspace_id, CAST(:channel_id AS uuid), :wa_chat_id, CAST(:contact_id AS uuid))
 ON CONFLICT (channel_id, wa_chat_id) DO NOTHING
 RETURNING id
 """
 
 SELECT_CHAT = """
-SELECT id FROM chats WHERE channel_id = CAST(:channel_id AS uuid) AND wa_chat_id = :wa_chat_id
+SELECT id FROM outbox.chats
+WHERE channel_id = CAST(:channel_id AS uuid) AND wa_chat_id = :wa_chat_id
 """
 
 # One statement, so the chat is bumped if and only if the message is new:
@@ -177,7 +178,7 @@ SELECT id FROM chats WHERE channel_id = CAST(:channel_id AS uuid) AND wa_chat_id
 # system notes (:in_listing false) leave the chat as it is.
 INSERT_MESSAGE = """
 WITH new_message AS (
-    INSERT INTO messages (workspace_id, channel_id, chat_id, direction, type, body, payload,
+    INSERT INTO outbox.messages (workspace_id, channel_id, chat_id, direction, type, body, payload,
                           status, wa_message_id, sent_at, delivered_at)
     VALUES (:workspace_id, CAST(:channel_id AS uuid), CAST(:chat_id AS uuid), :direction,
             :type, :body, CAST(:payload AS jsonb), :status, :wa_message_id,
@@ -187,7 +188,7 @@ WITH new_message AS (
     RETURNING id, chat_id, sent_at
 ),
 bumped AS (
-    UPDATE chats c
+    UPDATE outbox.chats c
     SET unread_count = c.unread_count + CASE WHEN :counts_unread THEN 1 ELSE 0 END,
         status = CASE WHEN :counts_unread THEN 'active' ELSE c.status END,
         last_message_preview = CASE WHEN c.last_message_at IS NULL OR n.sent_at >= c.last_message_at
@@ -204,7 +205,7 @@ SELECT (SELECT id FROM new_message) AS message_id,
 """
 
 MESSAGE_EXISTS = """
-SELECT EXISTS (SELECT 1 FROM messages
+SELECT EXISTS (SELECT 1 FROM outbox.messages
                WHERE channel_id = CAST(:channel_id AS uuid) AND wa_message_id = :wa_message_id)
 """
 
@@ -217,7 +218,7 @@ SELECT EXISTS (SELECT 1 FROM messages
 # --------------------------------------------------------------------------
 _TARGET = """
 target AS (
-    SELECT id FROM messages
+    SELECT id FROM outbox.messages
     WHERE channel_id = CAST(:channel_id AS uuid) AND wa_message_id = :target
 )"""
 
@@ -225,7 +226,7 @@ target AS (
 # tombstone (emoji "") so an older reaction arriving late can't return.
 APPLY_REACTION = "WITH" + _TARGET + """,
 applied AS (
-    UPDATE messages m
+    UPDATE outbox.messages m
     SET reactions = m.reactions || jsonb_build_object(
             CAST(:reactor AS text),
             jsonb_build_object('emoji', CAST(:emoji AS text), 'at', CAST(:at AS float8))),
@@ -245,7 +246,7 @@ SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM applied) AS
 # media). A deleted message stays deleted.
 APPLY_EDIT = "WITH" + _TARGET + """,
 applied AS (
-    UPDATE messages m
+    UPDATE outbox.messages m
     SET edit_history = m.edit_history || jsonb_build_array(jsonb_build_object(
             'body', m.body, 'until', CAST(:at AS timestamptz))),
         body = CAST(:body AS text),
@@ -268,7 +269,7 @@ SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM applied) AS
 # the first deletion's time is kept.
 APPLY_DELETE = "WITH" + _TARGET + """,
 applied AS (
-    UPDATE messages m
+    UPDATE outbox.messages m
     SET deleted_at = CAST(:at AS timestamptz), updated_at = now()
     FROM target t
     WHERE m.id = t.id AND m.deleted_at IS NULL
@@ -281,7 +282,8 @@ SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM applied) AS
 # PENDING: actions and echoes whose message is not stored yet.
 # --------------------------------------------------------------------------
 INSERT_PENDING = """
-INSERT INTO webhook_pending (channel_id, wa_message_id, kind, action_key, payload, occurred_at)
+INSERT INTO outbox.webhook_pending
+    (channel_id, wa_message_id, kind, action_key, payload, occurred_at)
 VALUES (CAST(:channel_id AS uuid), :wa_message_id, :kind, :action_key, CAST(:payload AS jsonb),
         COALESCE(CAST(:occurred_at AS timestamptz), now()))
 ON CONFLICT (channel_id, wa_message_id, kind, action_key) DO NOTHING
@@ -296,12 +298,12 @@ RETURNING id
 TAKE_PENDING = """
 SELECT p.id, p.channel_id, ch.workspace_id, p.wa_message_id, p.kind, p.action_key,
        p.payload, p.occurred_at,
-       EXISTS (SELECT 1 FROM messages m
+       EXISTS (SELECT 1 FROM outbox.messages m
                WHERE m.channel_id = p.channel_id AND m.wa_message_id = p.wa_message_id) AS found
-FROM webhook_pending p
-JOIN channels ch ON ch.id = p.channel_id
+FROM outbox.webhook_pending p
+JOIN outbox.channels ch ON ch.id = p.channel_id
 WHERE (CAST(:channel_id AS uuid) IS NULL OR p.channel_id = CAST(:channel_id AS uuid))
-  AND (EXISTS (SELECT 1 FROM messages m
+  AND (EXISTS (SELECT 1 FROM outbox.messages m
                WHERE m.channel_id = p.channel_id AND m.wa_message_id = p.wa_message_id)
        OR p.received_at < now() - make_interval(secs => CASE WHEN p.kind = 'echo'
                                                              THEN :echo_seconds
@@ -311,15 +313,15 @@ LIMIT :limit
 FOR UPDATE OF p SKIP LOCKED
 """
 
-DELETE_PENDING = "DELETE FROM webhook_pending WHERE id = ANY(CAST(:ids AS bigint[]))"
+DELETE_PENDING = "DELETE FROM outbox.webhook_pending WHERE id = ANY(CAST(:ids AS bigint[]))"
 
-PENDING_SIZE = "SELECT kind, count(*) FROM webhook_pending GROUP BY kind"
+PENDING_SIZE = "SELECT kind, count(*) FROM outbox.webhook_pending GROUP BY kind"
 
 # --------------------------------------------------------------------------
 # CHATS and CHANNEL SESSIONS from Whapi's own events
 # --------------------------------------------------------------------------
 SET_CHAT_ARCHIVED = """
-UPDATE chats
+UPDATE outbox.chats
 SET status = CASE WHEN :archived THEN 'archived' ELSE 'active' END, updated_at = now()
 WHERE channel_id = CAST(:channel_id AS uuid) AND wa_chat_id = :wa_chat_id
   AND status <> CASE WHEN :archived THEN 'archived' ELSE 'active' END
@@ -330,7 +332,7 @@ RETURNING id
 # so its rows wait instead of collecting 401s. A channel an operator paused
 # or disabled keeps that state (its own resume must not be pre-empted).
 SESSION_DOWN = """
-UPDATE channels
+UPDATE outbox.channels
 SET status = 'paused', paused_until = NULL, pause_reason = :reason, pause_cause = 'session',
     updated_at = now()
 WHERE id = CAST(:channel_id AS uuid)
@@ -341,7 +343,7 @@ RETURNING id
 # Back to AUTH / logged in: a channel paused for its session (by a 401 or
 # by SESSION_DOWN) resumes by itself; other pauses are not this event's.
 SESSION_UP = """
-UPDATE channels
+UPDATE outbox.channels
 SET status = 'active', paused_until = NULL, pause_reason = NULL, pause_cause = NULL,
     updated_at = now()
 WHERE id = CAST(:channel_id AS uuid)
@@ -353,7 +355,8 @@ RETURNING id
 # DEAD LETTERS: authenticated bodies we could not use, once per body.
 # --------------------------------------------------------------------------
 INSERT_DEAD_LETTER = """
-INSERT INTO webhook_dead_letters (channel_id, event_type, event_method, reason, body, body_sha256)
+INSERT INTO outbox.webhook_dead_letters
+    (channel_id, event_type, event_method, reason, body, body_sha256)
 VALUES (CAST(:channel_id AS uuid), :event_type, :event_method, :reason, :body, :body_sha256)
 ON CONFLICT (channel_id, body_sha256) DO NOTHING
 RETURNING id
@@ -361,8 +364,8 @@ RETURNING id
 
 DEAD_LETTER_COUNTS = """
 SELECT ch.workspace_id, count(*) AS n, max(d.received_at) AS latest
-FROM webhook_dead_letters d
-JOIN channels ch ON ch.id = d.channel_id
+FROM outbox.webhook_dead_letters d
+JOIN outbox.channels ch ON ch.id = d.channel_id
 WHERE CAST(:workspace_id AS text) IS NULL OR ch.workspace_id = CAST(:workspace_id AS text)
 GROUP BY ch.workspace_id
 """
@@ -371,26 +374,26 @@ GROUP BY ch.workspace_id
 # API KEYS: only a hash is stored; the prefix (not secret) finds the row.
 # --------------------------------------------------------------------------
 INSERT_API_KEY = """
-INSERT INTO api_keys (workspace_id, name, prefix, key_hash)
+INSERT INTO outbox.api_keys (workspace_id, name, prefix, key_hash)
 VALUES (:workspace_id, :name, :prefix, :key_hash)
 RETURNING id, created_at
 """
 
 API_KEY_BY_PREFIX = """
 SELECT id, workspace_id, key_hash
-FROM api_keys
+FROM outbox.api_keys
 WHERE prefix = :prefix AND revoked_at IS NULL
 """
 
 LIST_API_KEYS = """
 SELECT id, workspace_id, name, prefix, created_at, revoked_at
-FROM api_keys
+FROM outbox.api_keys
 WHERE CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text)
 ORDER BY created_at, id
 """
 
 REVOKE_API_KEY = """
-UPDATE api_keys SET revoked_at = now()
+UPDATE outbox.api_keys SET revoked_at = now()
 WHERE id = CAST(:id AS uuid) AND revoked_at IS NULL
 RETURNING id
 """
@@ -405,9 +408,9 @@ SELECT m.id, m.channel_id, m.chat_id, c.wa_chat_id, m.direction, m.type, m.statu
        m.sent_at, m.delivered_at, m.read_at,
        o.id AS outbox_id, o.status AS outbox_status, o.attempts, o.max_attempts,
        o.last_error, o.next_attempt_at, o.priority
-FROM messages m
-JOIN chats c ON c.id = m.chat_id
-LEFT JOIN outbox_messages o ON o.message_id = m.id
+FROM outbox.messages m
+JOIN outbox.chats c ON c.id = m.chat_id
+LEFT JOIN outbox.outbox_messages o ON o.message_id = m.id
 WHERE m.id = CAST(:message_id AS uuid)
   AND m.workspace_id = :workspace_id
 """
@@ -419,8 +422,8 @@ WHERE m.id = CAST(:message_id AS uuid)
 LIST_CHATS = """
 SELECT c.id, c.channel_id, c.wa_chat_id, ct.phone, ct.name, c.last_message_at,
        c.last_message_preview, c.unread_count, c.status, c.created_at
-FROM chats c
-JOIN contacts ct ON ct.id = c.contact_id
+FROM outbox.chats c
+JOIN outbox.contacts ct ON ct.id = c.contact_id
 WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))
   AND (CAST(:channel_id AS uuid) IS NULL OR c.channel_id = CAST(:channel_id AS uuid))
   AND c.status = CAST(:status AS text)
@@ -438,7 +441,7 @@ LIMIT :limit
 """
 
 SET_CHAT_STATUS = """
-UPDATE chats
+UPDATE outbox.chats
 SET status = CAST(:status AS text), updated_at = now()
 WHERE id = CAST(:chat_id AS uuid)
   AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
@@ -448,14 +451,14 @@ RETURNING id, status, unread_count
 # Unread back to 0; the chat's inbound messages count as read from now.
 MARK_CHAT_READ = """
 WITH chat AS (
-    UPDATE chats
+    UPDATE outbox.chats
     SET unread_count = 0, updated_at = now()
     WHERE id = CAST(:chat_id AS uuid)
       AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
     RETURNING id, status
 ),
 read_messages AS (
-    UPDATE messages m
+    UPDATE outbox.messages m
     SET status = 'read', read_at = now(), updated_at = now()
     FROM chat
     WHERE m.chat_id = chat.id AND m.direction = 'inbound' AND m.status = 'delivered'
@@ -472,14 +475,14 @@ SELECT (SELECT id FROM chat) AS chat_id,
 # --------------------------------------------------------------------------
 METRICS_QUEUE_DEPTH = """
 SELECT channel_id, status, count(*) AS n
-FROM outbox_messages
+FROM outbox.outbox_messages
 WHERE status IN ('queued', 'sending', 'failed')
 GROUP BY channel_id, status
 """
 
 METRICS_OLDEST_DUE = """
 SELECT channel_id, EXTRACT(EPOCH FROM now() - min(next_attempt_at))::float8 AS seconds
-FROM outbox_messages
+FROM outbox.outbox_messages
 WHERE status = 'queued' AND next_attempt_at <= now()
 GROUP BY channel_id
 """

@@ -71,10 +71,11 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from db.engine import database_url
     from outbox.migrate import current_revision, shown, upgrade
 
-    url = database_url(settings)
-    before = current_revision(url)
-    upgrade(url, args.revision)
-    print(f"{shown(url)}: {before or 'empty'} -> {current_revision(url) or 'empty'}")
+    url, schema = database_url(settings), settings.db_schema
+    before = current_revision(url, schema=schema)
+    upgrade(url, args.revision, schema=schema)
+    after = current_revision(url, schema=schema)
+    print(f"{shown(url)}: {before or 'empty'} -> {after or 'empty'} (schema {schema})")
     return EXIT_OK
 
 
@@ -82,10 +83,11 @@ def cmd_db_downgrade(args: argparse.Namespace, settings: Settings) -> int:
     from db.engine import database_url
     from outbox.migrate import current_revision, downgrade, shown
 
-    url = database_url(settings)
-    before = current_revision(url)
-    downgrade(url, args.revision)
-    print(f"{shown(url)}: {before or 'empty'} -> {current_revision(url) or 'empty'}")
+    url, schema = database_url(settings), settings.db_schema
+    before = current_revision(url, schema=schema)
+    downgrade(url, args.revision, schema=schema)
+    after = current_revision(url, schema=schema)
+    print(f"{shown(url)}: {before or 'empty'} -> {after or 'empty'} (schema {schema})")
     return EXIT_OK
 
 
@@ -97,11 +99,23 @@ def cmd_db_url(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_db_grants(args: argparse.Namespace, settings: Settings) -> int:
+    from db.grants import grant_statements
+    from outbox.errors import InvalidInput
+
+    if not (args.service_role or args.app_role):
+        raise InvalidInput("name --service-role, --app-role or both")
+    for statement in grant_statements(settings.db_schema, service_role=args.service_role,
+                                      app_role=args.app_role, owner_role=args.owner_role):
+        print(statement)
+    return EXIT_OK
+
+
 def cmd_db_current(args: argparse.Namespace, settings: Settings) -> int:
     from db.engine import database_url
     from outbox.migrate import current_revision, head_revision
 
-    current = current_revision(database_url(settings))
+    current = current_revision(database_url(settings), schema=settings.db_schema)
     head = head_revision()
     behind = current != head
     print(f"{current or 'empty'} (head: {head}){' - run: outbox db upgrade' if behind else ''}")
@@ -317,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = db.add_parser("current", help="print the schema revision")
     p.add_argument("--check", action="store_true", help="exit 1 unless migrations are at head")
     p.set_defaults(handler=cmd_db_current)
+    p = db.add_parser("grants", help="print least-privilege GRANTs for the service and "
+                      "application roles (run them as the migration role)")
+    p.add_argument("--service-role", help="the role of outbox run/dispatch/serve")
+    p.add_argument("--app-role", help="the role the application enqueues with")
+    p.add_argument("--owner-role", help="the migration role (so later tables are granted too)")
+    p.set_defaults(handler=cmd_db_grants)
 
     ch = sub.add_parser("channel", help="WhatsApp channels").add_subparsers(
         dest="channel_cmd", required=True)

@@ -35,6 +35,7 @@ from outbox.message_types import (
     check_workspace_id,
     prepare,
 )
+from outbox.settings import get_settings
 
 DEFAULT_MAX_ATTEMPTS = 5
 # Rows that lost a race (a concurrent enqueue committed a contact, chat or
@@ -267,7 +268,9 @@ def enqueue_prepared(
         raise InvalidInput("max_attempts must be from 1 to 100", field="max_attempts")
     if options.workspace_id is not None:
         options = replace(options, workspace_id=check_workspace_id(options.workspace_id))
-    runner = runner_for(session)
+    # Our tables' schema (OUTBOX_DB_SCHEMA, read once): statements name it,
+    # so the caller's search_path doesn't matter and isn't changed.
+    runner = runner_for(session, get_settings().db_schema)
     # The same idempotency key twice in one batch means one message.
     first_by_key: dict[tuple[uuid.UUID, str], int] = {}
     aliases: dict[int, int] = {}

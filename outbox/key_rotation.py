@@ -40,21 +40,21 @@ OLD_KEY_ENV = "OUTBOX_ENCRYPTION_KEY_OLD"
 # instead of deadlocking.
 _TOKENS_FOR_ROTATION = """
 SELECT channel_id, encrypted_token, key_id
-FROM channel_tokens
+FROM outbox.channel_tokens
 ORDER BY channel_id
 FOR UPDATE
 """
 
 _REENCRYPT = """
-UPDATE channel_tokens
+UPDATE outbox.channel_tokens
 SET encrypted_token = :encrypted_token, key_id = :key_id
 WHERE channel_id = :channel_id
 """
 
 _TOKENS_FOR_CHECK = """
 SELECT c.id, c.name, c.workspace_id, c.status, t.encrypted_token, t.key_id
-FROM channels c
-LEFT JOIN channel_tokens t ON t.channel_id = c.id
+FROM outbox.channels c
+LEFT JOIN outbox.channel_tokens t ON t.channel_id = c.id
 WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))
 ORDER BY c.created_at, c.id
 """

@@ -1,5 +1,10 @@
 """Schema migrations (Alembic), driven from code: `outbox db upgrade`.
 
+Our history is kept in `<schema>.alembic_version` (OUTBOX_DB_SCHEMA), beside
+whatever history the application keeps in its own `alembic_version`, which
+is never read or written (except to move an installation of ours made
+before the schema existed: db/relocation.py).
+
 Failures become one `MigrationError` line (which database, which revision,
 what to do) instead of Alembic's or the driver's traceback. Alembic runs an
 upgrade in one transaction on PostgreSQL, so a failed one changes nothing.
@@ -7,50 +12,50 @@ upgrade in one transaction on PostgreSQL, so a failed one changes nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import create_engine, make_url, pool
+from sqlalchemy import Connection, create_engine, make_url, pool
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from db.engine import configured_pooler, driver_connect_args
+from db.engine import configured_pooler, configured_schema, driver_connect_args
+from db.relocation import has_version_table, legacy_revision
+from db.schema import VERSION_TABLE
 from outbox.errors import MigrationError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, schema: str | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser treats % as interpolation: escape it (passwords, socket paths).
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["schema"] = schema or configured_schema()
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    _run(url, "upgrade", revision, command.upgrade)
+def upgrade(url: str, revision: str = "head", *, schema: str | None = None) -> None:
+    """Upgrade our tables in `schema` (default OUTBOX_DB_SCHEMA) to `revision`."""
+    _run(url, "upgrade", revision, command.upgrade, schema)
 
 
-def downgrade(url: str, revision: str = "base") -> None:
-    _run(url, "downgrade", revision, command.downgrade)
+def downgrade(url: str, revision: str = "base", *, schema: str | None = None) -> None:
+    _run(url, "downgrade", revision, command.downgrade, schema)
 
 
-def _run(url: str, verb: str, revision: str, step: Callable[[Config, str], None]) -> None:
+def _run(url: str, verb: str, revision: str, step: Callable[[Config, str], None],
+         schema: str | None) -> None:
     with _one_line(url, f"{verb} to {revision}"):
-        current = current_revision(url)
-        if current is not None and current not in known_revisions():
-            raise MigrationError(
-                f"database {shown(url)} is at revision {current!r}, which is not one of "
-                f"whapi-outbox's (head {head_revision()}): its alembic_version table belongs "
-                "to another migration history; give whapi-outbox a database of its own "
-                "(OUTBOX_DATABASE_URL) until it can keep a history of its own beside it")
-        step(alembic_config(url), revision)
+        step(alembic_config(url, schema), revision)
 
 
 @contextmanager
@@ -67,8 +72,8 @@ def _one_line(url: str, doing: str) -> Iterator[None]:
                                  f"{_first_line(exc.orig or exc)}") from None
         raise MigrationError(
             f"{doing} on {shown(url)} failed, nothing was changed: {_first_line(exc.orig)}"
-            " (a table of that name may belong to the application: whapi-outbox needs a "
-            "database without tables named like its own for now)") from None
+            " (if the schema holds tables that aren't whapi-outbox's, set OUTBOX_DB_SCHEMA "
+            "to a schema of its own)") from None
     except SQLAlchemyError as exc:
         raise MigrationError(f"{doing} on {shown(url)} failed: {_first_line(exc)}") from None
 
@@ -90,26 +95,58 @@ def shown(url: str) -> str:
         return "<unparsable database URL>"
 
 
-def known_revisions() -> set[str]:
+@functools.cache
+def known_revisions() -> frozenset[str]:
     script = ScriptDirectory.from_config(alembic_config("postgresql://"))
-    return {rev.revision for rev in script.walk_revisions()}
+    return frozenset(rev.revision for rev in script.walk_revisions())
 
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
 
 
-def current_revision(url: str) -> str | None:
-    """The database's revision (None: no migration applied); `MigrationError`
-    when the database can't be reached."""
+def current_revision(url: str, *, schema: str | None = None) -> str | None:
+    """The database's revision of our tables (None: no migration applied);
+    `MigrationError` when the database can't be reached."""
     engine = create_engine(url, poolclass=pool.NullPool,
                            connect_args=driver_connect_args(url, configured_pooler()))
     try:
         with _one_line(url, "reading the revision"), engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return revision_on(conn, schema or configured_schema())
     finally:
         engine.dispose()
 
 
+def revision_on(conn: Connection, schema: str) -> str | None:
+    """Our revision as `conn` sees it: in `<schema>.alembic_version`, or, for
+    an installation made before the schema (which the next upgrade moves),
+    ours in `public.alembic_version`."""
+    if has_version_table(conn, schema) or schema == "public":
+        return MigrationContext.configure(conn, opts={
+            "version_table": VERSION_TABLE, "version_table_schema": schema,
+        }).get_current_revision()
+    return legacy_revision(conn, known_revisions())
+
+
 def is_at_head(url: str) -> bool:
     return current_revision(url) == head_revision()
+
+
+def skip_outbox_schema(schema: str | None = None) -> Callable[[str | None, str, Any], bool]:
+    """An `include_name` for the application's own Alembic env.py, so its
+    autogenerate never proposes changes to our schema (`schema`, default
+    OUTBOX_DB_SCHEMA)::
+
+        from outbox.migrate import skip_outbox_schema
+
+        context.configure(..., include_schemas=True, include_name=skip_outbox_schema())
+
+    Needed only with `include_schemas=True`: without it Alembic compares the
+    default schema alone, which holds nothing of ours.
+    """
+    ours = schema or configured_schema()
+
+    def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+        return not (type_ == "schema" and name == ours)
+
+    return include_name

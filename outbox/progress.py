@@ -13,7 +13,8 @@ from outbox.dispatcher import ClaimedRow, Observer
 from outbox.outcomes import Decision, Kind
 
 DUE_COUNT = (
-    "SELECT count(*) FROM outbox_messages WHERE status = 'queued' AND next_attempt_at <= now()"
+    "SELECT count(*) FROM outbox.outbox_messages "
+    "WHERE status = 'queued' AND next_attempt_at <= now()"
 )
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from db.schema import check_schema_name
 from outbox.errors import ConfigurationError
 
 ENV_PREFIX = "OUTBOX_"
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
         default="none",
         description="'transaction' when OUTBOX_DATABASE_URL goes through a transaction-mode "
         "pooler (PgBouncer, Supabase port 6543): no prepared statements, no LISTEN through it.",
+    )
+    db_schema: str = Field(
+        default="outbox",
+        description="The PostgreSQL schema that holds every table of ours and our migration "
+        "history, apart from the application's own.",
     )
     listen_database_url: str | None = Field(
         default=None,
@@ -105,6 +111,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_pooler(cls, v: object) -> object:
         return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("db_schema")
+    @classmethod
+    def _check_schema(cls, v: str) -> str:
+        return check_schema_name(v)
 
     @field_validator("whapi_base_url")
     @classmethod

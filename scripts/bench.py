@@ -81,7 +81,7 @@ from providers.simulator_control import SimulatorControl, start_simulator  # noq
 BENCH_KEY = "bench-encryption-key-not-secret-" + "x" * 16
 SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory",
              "statements")
-QUEUE_TABLES = "outbox_messages, messages, chats, contacts"
+QUEUE_TABLES = "outbox.outbox_messages, outbox.messages, outbox.chats, outbox.contacts"
 
 TARGETS = {
     "dispatch_over_ceiling": 0.7,
@@ -318,7 +318,7 @@ class Bench:
     def reset_queue(self) -> None:
         with self.engine.begin() as conn:
             conn.execute(text(f"TRUNCATE {QUEUE_TABLES} RESTART IDENTITY"))
-            conn.execute(text("UPDATE channels SET status = 'active', paused_until = NULL, "
+            conn.execute(text("UPDATE outbox.channels SET status = 'active', paused_until = NULL, "
                               "pause_reason = NULL, rate_limit_strikes = 0"))
         self.backlog_loaded = False
 
@@ -334,7 +334,8 @@ class Bench:
                 enqueue_many(s, plan)
         seconds = time.perf_counter() - started
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("ANALYZE outbox_messages, messages, chats, contacts"))
+            conn.execute(text("ANALYZE outbox.outbox_messages, outbox.messages, outbox.chats, "
+                              "outbox.contacts"))
         return {"messages": n, "seconds": round(seconds, 3)}
 
     def _message(self, i: int, tag: str) -> TextMessage:
@@ -406,7 +407,7 @@ class Bench:
     def outbox_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {r[0]: int(r[1]) for r in conn.execute(text(
-                "SELECT status, count(*) FROM outbox_messages GROUP BY status"))}
+                "SELECT status, count(*) FROM outbox.outbox_messages GROUP BY status"))}
 
     def client_run(self, requests: int, concurrency: int, tag: str) -> dict[str, Any]:
         tokens = ",".join(t for _, t in self.channels)

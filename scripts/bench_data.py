@@ -19,16 +19,16 @@ from typing import Any
 
 import psycopg
 
-BIG_TABLES = ("messages", "outbox_messages")
+BIG_TABLES = ("outbox.messages", "outbox.outbox_messages")
 
 _CONTACTS = """
-INSERT INTO contacts (id, workspace_id, phone, is_group)
+INSERT INTO outbox.contacts (id, workspace_id, phone, is_group)
 SELECT md5('bt' || g)::uuid, 'default', '+1556' || lpad(g::text, 7, '0'), false
 FROM generate_series(0, CAST(%(chats)s AS int) - 1) g
 """
 
 _CHATS = """
-INSERT INTO chats (id, workspace_id, channel_id, wa_chat_id, contact_id)
+INSERT INTO outbox.chats (id, workspace_id, channel_id, wa_chat_id, contact_id)
 SELECT md5('bc' || g)::uuid, 'default', c.id, '1556' || lpad(g::text, 7, '0') || '@s.whatsapp.net',
        md5('bt' || g)::uuid
 FROM generate_series(0, CAST(%(chats)s AS int) - 1) g
@@ -39,7 +39,7 @@ JOIN bench_channels c ON c.k = g %% %(channels)s
 # whole id range, in order); the first `sent` messages are sent, the rest
 # queued and due. Timestamps grow with n, 1 ms apart, ending now.
 _MESSAGES = """
-INSERT INTO messages (id, workspace_id, channel_id, chat_id, direction, type, body, payload,
+INSERT INTO outbox.messages (id, workspace_id, channel_id, chat_id, direction, type, body, payload,
                       status, wa_message_id, created_at, updated_at, sent_at)
 SELECT md5('bm' || n)::uuid, 'default', c.id, md5('bc' || (n %% %(chats)s))::uuid,
        'outbound', 'text', %(tag)s || n, jsonb_build_object('body', %(tag)s || n),
@@ -52,7 +52,7 @@ CROSS JOIN LATERAL (SELECT now() - make_interval(secs => (%(total)s - n) * 0.001
 """
 
 _OUTBOX = """
-INSERT INTO outbox_messages (workspace_id, message_id, channel_id, chat_id, recipient,
+INSERT INTO outbox.outbox_messages (workspace_id, message_id, channel_id, chat_id, recipient,
                              message_type, payload, status, attempts, max_attempts, priority,
                              next_attempt_at, created_at, updated_at, sent_at)
 SELECT 'default', md5('bm' || n)::uuid, c.id, md5('bc' || (n %% %(chats)s))::uuid,
@@ -87,7 +87,7 @@ def load_backlog(
         conn.execute("SET synchronous_commit = off")
         conn.execute("SET maintenance_work_mem = '256MB'")
         t = time.perf_counter()
-        conn.execute("TRUNCATE outbox_messages, messages, chats, contacts RESTART IDENTITY")
+        conn.execute("TRUNCATE outbox.outbox_messages, messages, chats, contacts RESTART IDENTITY")
         conn.execute("CREATE TEMP TABLE bench_channels (k int PRIMARY KEY, id uuid NOT NULL)")
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO bench_channels VALUES (%s, %s)",

@@ -176,7 +176,7 @@ class PausePoller(threading.Thread):
 
     SQL = ("SELECT id::text, status, extract(epoch FROM paused_until)::float8, "
            "extract(epoch FROM updated_at)::float8, pause_reason, "
-           "extract(epoch FROM clock_timestamp())::float8 FROM channels "
+           "extract(epoch FROM clock_timestamp())::float8 FROM outbox.channels "
            "WHERE paused_until IS NOT NULL OR status <> 'active'")
 
     def __init__(self, conninfo: str, token_of: dict[str, str], interval: float = 0.1) -> None:
@@ -447,7 +447,7 @@ class Chaos:
 
     def _sending(self) -> dict[int, tuple[str, str]]:
         return {r[0]: (r[1], r[2]) for r in self.pg.query(
-            "SELECT id, claim_token::text, payload->>'body' FROM outbox_messages "
+            "SELECT id, claim_token::text, payload->>'body' FROM outbox.outbox_messages "
             "WHERE status = 'sending'")}
 
     def _kill_one(self) -> None:
@@ -501,7 +501,7 @@ class Chaos:
 
     def counts(self) -> dict[str, int]:
         return {r[0]: int(r[1]) for r in self.pg.query(
-            "SELECT status, count(*) FROM outbox_messages GROUP BY status")}
+            "SELECT status, count(*) FROM outbox.outbox_messages GROUP BY status")}
 
     def _progress(self, phase: str) -> None:
         c = self.counts()
@@ -606,8 +606,8 @@ class Chaos:
                    for r in self.ctl.sent()]
         raw = self.pg.query(
             "SELECT o.payload->>'body', o.id, o.status, o.attempts, o.last_error, m.status, "
-            "m.wa_message_id, o.chat_id::text FROM outbox_messages o "
-            "JOIN messages m ON m.id = o.message_id")
+            "m.wa_message_id, o.chat_id::text FROM outbox.outbox_messages o "
+            "JOIN outbox.messages m ON m.id = o.message_id")
         rows = [Row(body=r[0], outbox_id=r[1], status=r[2], attempts=r[3], last_error=r[4],
                     message_status=r[5], wa_message_id=r[6]) for r in raw]
         chat_of_body = {r[0]: r[7] for r in raw}

@@ -105,7 +105,7 @@ def main() -> int:
         print(f"Unique messages delivered to the simulator: {unique:,} of {args.messages:,}")
         with engine.connect() as conn:
             spent = conn.execute(text(
-                "SELECT count(*) FROM outbox_messages WHERE attempts > 1")).scalar_one()
+                "SELECT count(*) FROM outbox.outbox_messages WHERE attempts > 1")).scalar_one()
         print(f"Rows that spent more than one attempt: {spent} (429s don't spend attempts)")
         control.close()
     engine.dispose()
@@ -132,7 +132,7 @@ async def _dispatch_all(settings, total: int) -> float:  # type: ignore[no-untyp
                 await asyncio.sleep(0.5)
                 async with runtime.engine.connect() as conn:
                     left = (await conn.execute(text(
-                        "SELECT count(*) FROM outbox_messages WHERE status IN "
+                        "SELECT count(*) FROM outbox.outbox_messages WHERE status IN "
                         "('queued', 'sending')"))).scalar_one()
                 if left == 0 or task.done():
                     break

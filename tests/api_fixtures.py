@@ -70,7 +70,8 @@ def live_url(database_url: str) -> Iterator[str]:
 def api_db(clean_db: Engine) -> Engine:
     """clean_db, plus this service's own tables emptied."""
     with clean_db.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(API_TABLES)} RESTART IDENTITY CASCADE"))
+        conn.execute(text(f"TRUNCATE {', '.join('outbox.' + t for t in API_TABLES)} "
+                          "RESTART IDENTITY CASCADE"))
     return clean_db
 
 
@@ -98,13 +99,13 @@ def auth(key: str) -> dict[str, str]:
 
 def row_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())
+        return {t: int(conn.execute(text(f"SELECT count(*) FROM outbox.{t}")).scalar_one())
                 for t in COUNTED}
 
 
 def webhook_secret(engine: Engine, channel_id: object) -> str:
     with engine.connect() as conn:
-        return str(conn.execute(text("SELECT webhook_secret FROM channels WHERE id = :id"),
+        return str(conn.execute(text("SELECT webhook_secret FROM outbox.channels WHERE id = :id"),
                                 {"id": channel_id}).scalar_one())
 
 

@@ -75,7 +75,8 @@ def _env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Non
 def clean_db(engine: Engine) -> Iterator[Engine]:
     """A database with empty tables (the schema stays)."""
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        conn.execute(text(f"TRUNCATE {', '.join('outbox.' + t for t in TABLES)} "
+                          "RESTART IDENTITY CASCADE"))
     yield engine
 
 
@@ -105,7 +106,7 @@ def make_channel(clean_db: Engine):  # type: ignore[no-untyped-def]
                 encryption_key=TEST_KEY, workspace_id=workspace_id, base_url=base_url,
             )
             if status != "active":
-                s.execute(text("UPDATE channels SET status = :s WHERE id = :id"),
+                s.execute(text("UPDATE outbox.channels SET status = :s WHERE id = :id"),
                           {"s": status, "id": info.id})
         return info.id
 

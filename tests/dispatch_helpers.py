@@ -65,7 +65,8 @@ def channel_tokens(engine: Engine) -> dict[uuid.UUID, str]:
     from outbox.crypto import decrypt_token
 
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT channel_id, encrypted_token FROM channel_tokens")).all()
+        rows = conn.execute(
+            text("SELECT channel_id, encrypted_token FROM outbox.channel_tokens")).all()
     return {r.channel_id: decrypt_token(r.encrypted_token, TEST_KEY) for r in rows}
 
 
@@ -91,7 +92,7 @@ def order_violations(records: list[SentRecord]) -> int:
 def outbox_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return dict(conn.execute(text(
-            "SELECT status, count(*) FROM outbox_messages GROUP BY status")).all())  # type: ignore[arg-type]
+            "SELECT status, count(*) FROM outbox.outbox_messages GROUP BY status")).all())  # type: ignore[arg-type]
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,

@@ -40,8 +40,9 @@ def test_enqueue_text_then_get(api: httpx.Client, api_key, make_channel, api_db:
     assert body["status"] == "pending" and body["duplicate"] is False
     assert isinstance(body["outbox_id"], int)
     with api_db.connect() as conn:
-        row = conn.execute(text("SELECT o.status, o.recipient, m.body FROM outbox_messages o "
-                                "JOIN messages m ON m.id = o.message_id WHERE m.id = :id"),
+        row = conn.execute(text("SELECT o.status, o.recipient, m.body "
+                                "FROM outbox.outbox_messages o "
+                                "JOIN outbox.messages m ON m.id = o.message_id WHERE m.id = :id"),
                            {"id": body["message_id"]}).one()
     assert (row.status, row.recipient, row.body) == ("queued", "15550100001@s.whatsapp.net",
                                                     "hello")
@@ -66,7 +67,7 @@ def test_enqueue_media_with_schedule_and_priority(api: httpx.Client, api_key, ma
     assert r.status_code == 201, r.text
     with api_db.connect() as conn:
         row = conn.execute(text("SELECT message_type, payload, priority, next_attempt_at "
-                                "FROM outbox_messages")).one()
+                                "FROM outbox.outbox_messages")).one()
     assert row.message_type == "document"
     assert row.payload == {"media": "https://example.com/a.pdf", "caption": "invoice",
                            "filename": "a.pdf"}
@@ -96,9 +97,9 @@ def test_get_message_after_outbox_row_pruned(api: httpx.Client, api_key, make_ch
     ch = make_channel()
     mid = _send(api, key, channel_id=str(ch), to="+15550100004", text="x").json()["message_id"]
     with api_db.begin() as conn:
-        conn.execute(text("UPDATE messages SET status = 'sent', wa_message_id = 'w1', "
+        conn.execute(text("UPDATE outbox.messages SET status = 'sent', wa_message_id = 'w1', "
                           "sent_at = now() WHERE id = :id"), {"id": mid})
-        conn.execute(text("DELETE FROM outbox_messages"))
+        conn.execute(text("DELETE FROM outbox.outbox_messages"))
     detail = api.get(f"/v1/messages/{mid}", headers=auth(key)).json()
     assert detail["status"] == "sent" and detail["wa_message_id"] == "w1"
     assert detail["attempts"] is None and detail["outbox_status"] is None
@@ -141,14 +142,15 @@ def test_revoked_key_is_401(api: httpx.Client, api_key, api_db: Engine) -> None:
     key = api_key()
     assert api.get("/v1/chats", headers=auth(key)).status_code == 200
     with api_db.begin() as conn:
-        conn.execute(text("UPDATE api_keys SET revoked_at = now()"))
+        conn.execute(text("UPDATE outbox.api_keys SET revoked_at = now()"))
     assert api.get("/v1/chats", headers=auth(key)).status_code == 401
 
 
 def test_key_is_stored_only_as_a_hash(api_key, api_db: Engine) -> None:
     key = api_key()
     with api_db.connect() as conn:
-        dump = str(conn.execute(text("SELECT row_to_json(k)::text FROM api_keys k")).scalar_one())
+        dump = str(conn.execute(
+            text("SELECT row_to_json(k)::text FROM outbox.api_keys k")).scalar_one())
     assert key not in dump and key.split("_", 2)[2] not in dump
 
 
@@ -308,7 +310,8 @@ def test_cron_wrong_secret_is_401_and_dispatches_nothing(
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
     assert row_counts(api_db) == before
     with api_db.connect() as conn:
-        assert conn.execute(text("SELECT status FROM outbox_messages")).scalar_one() == "queued"
+        assert conn.execute(
+            text("SELECT status FROM outbox.outbox_messages")).scalar_one() == "queued"
 
 
 def test_cron_dispatches_and_returns_summary(api: httpx.Client, api_key, make_channel,

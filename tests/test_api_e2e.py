@@ -56,7 +56,7 @@ def test_enqueue_send_delivered_read_over_http(
     assert r.status_code == 201, r.text
     mid = r.json()["message_id"]
     with api_db.connect() as conn:
-        assert conn.execute(text("SELECT status FROM outbox_messages WHERE message_id = :m"),
+        assert conn.execute(text("SELECT status FROM outbox.outbox_messages WHERE message_id = :m"),
                             {"m": mid}).scalar_one() == "queued"
 
     started = time.monotonic()

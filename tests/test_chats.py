@@ -33,7 +33,8 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def _inbound(session: Session, channel_id: uuid.UUID, n: int, *, at: datetime,
              body: str = "hi") -> None:
-    ws = session.execute(text("SELECT workspace_id, webhook_secret FROM channels WHERE id = :c"),
+    ws = session.execute(text("SELECT workspace_id, webhook_secret FROM outbox.channels "
+                              "WHERE id = :c"),
                          {"c": channel_id}).one()
     payload = {"messages": [{"id": f"in-{channel_id}-{n}-{at.timestamp()}", "from_me": False,
                              "type": "text", "chat_id": f"1555030{n:04d}@s.whatsapp.net",
@@ -53,7 +54,7 @@ def test_cursor_pages_through_every_chat_once_in_order(api_db: Engine, make_chan
     ch = make_channel()
     _seed(api_db, ch, 25)
     with api_db.begin() as conn:  # two chats without any message sort last
-        conn.execute(text("UPDATE chats SET last_message_at = NULL WHERE wa_chat_id IN "
+        conn.execute(text("UPDATE outbox.chats SET last_message_at = NULL WHERE wa_chat_id IN "
                           "('15550300003@s.whatsapp.net', '15550300007@s.whatsapp.net')"))
     seen: list[tuple[datetime | None, uuid.UUID]] = []
     cursor = None
@@ -88,7 +89,7 @@ def test_filters_unread_archived_channel(api_db: Engine, make_channel) -> None:
         assert [c.id for c in list_chats(s, archived=True).chats] == [chats[1].id]
         assert len(list_chats(s).chats) == 4
         assert unarchive_chat(s, chats[1].id) == "active"
-        status = s.execute(text("SELECT status FROM messages WHERE chat_id = :c"),
+        status = s.execute(text("SELECT status FROM outbox.messages WHERE chat_id = :c"),
                            {"c": chats[0].id}).scalar_one()
         assert status == "read"
 
@@ -174,7 +175,8 @@ def test_cli_apikey_and_webhook_info(api_db: Engine, make_channel, live_url: str
     assert data["url"] == f"https://hooks.example.com/webhooks/whapi/{ch}"
     assert data["header"] == SECRET_HEADER
     with api_db.connect() as conn:
-        assert data["secret"] == conn.execute(text("SELECT webhook_secret FROM channels")).scalar()
+        assert data["secret"] == conn.execute(
+            text("SELECT webhook_secret FROM outbox.channels")).scalar()
     # Every event kind the service routes, offline backlogs (put) included.
     subscribed = {(e["type"], e["method"]) for e in data["events"]}
     assert {("messages", "put"), ("statuses", "put"), ("messages", "patch"),

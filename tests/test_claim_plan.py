@@ -47,18 +47,18 @@ def _fill(engine: Engine, channels: list[uuid.UUID]) -> None:
         for k, cid in enumerate(channels):
             conn.execute(text("INSERT INTO plan_channels VALUES (:k, :id)"), {"k": k, "id": cid})
         conn.execute(text("""
-            INSERT INTO contacts (id, workspace_id, phone)
+            INSERT INTO outbox.contacts (id, workspace_id, phone)
             SELECT md5('pt' || g)::uuid, 'default', '+1556' || lpad(g::text, 7, '0')
             FROM generate_series(0, :chats - 1) g"""), {"chats": CHATS})
         conn.execute(text("""
-            INSERT INTO chats (id, workspace_id, channel_id, wa_chat_id, contact_id)
+            INSERT INTO outbox.chats (id, workspace_id, channel_id, wa_chat_id, contact_id)
             SELECT md5('pc' || g)::uuid, 'default', c.id,
                    '1556' || lpad(g::text, 7, '0') || '@s.whatsapp.net', md5('pt' || g)::uuid
             FROM generate_series(0, :chats - 1) g JOIN plan_channels c ON c.k = g % :n"""),
             {"chats": CHATS, "n": len(channels)})
         conn.execute(text("""
-            INSERT INTO messages (id, workspace_id, channel_id, chat_id, direction, type, body,
-                                  status, sent_at)
+            INSERT INTO outbox.messages (id, workspace_id, channel_id, chat_id, direction,
+                                         type, body, status, sent_at)
             SELECT md5('pm' || g)::uuid, 'default', c.id, md5('pc' || (g % :chats))::uuid,
                    'outbound', 'text', 'm' || g,
                    CASE WHEN g < :sent THEN 'sent' ELSE 'pending' END,
@@ -67,9 +67,9 @@ def _fill(engine: Engine, channels: list[uuid.UUID]) -> None:
             """), {"chats": CHATS, "n": len(channels), "sent": SENT_ROWS,
                    "total": SENT_ROWS + QUEUED_ROWS})
         conn.execute(text("""
-            INSERT INTO outbox_messages (workspace_id, message_id, channel_id, chat_id, recipient,
-                                         message_type, payload, status, attempts,
-                                         next_attempt_at, sent_at)
+            INSERT INTO outbox.outbox_messages (workspace_id, message_id, channel_id, chat_id,
+                                                recipient, message_type, payload, status, attempts,
+                                                next_attempt_at, sent_at)
             SELECT 'default', md5('pm' || g)::uuid, c.id, md5('pc' || (g % :chats))::uuid,
                    '1556' || lpad((g % :chats)::text, 7, '0') || '@s.whatsapp.net', 'text',
                    jsonb_build_object('body', 'm' || g),
@@ -176,7 +176,8 @@ def test_claim_uses_the_due_index(clean_db: Engine, make_channel, statement: str
     with clean_db.connect() as conn:
         conn.exec_driver_sql("SET enable_seqscan = on")
         if analyzed:
-            conn.exec_driver_sql("ANALYZE outbox_messages, messages, chats, contacts, channels")
+            conn.exec_driver_sql("ANALYZE outbox.outbox_messages, outbox.messages, outbox.chats, "
+                                 "outbox.contacts, outbox.channels")
         plan = (_explain_generic if generic else _explain)(conn, sql, params)
         conn.rollback()
     _assert_index_only_access(plan, what=f"{statement} ({'generic' if generic else 'custom'} "

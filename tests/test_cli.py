@@ -19,7 +19,8 @@ COUNTED = ("channels", "channel_tokens", "contacts", "chats", "messages", "outbo
 
 def _counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in COUNTED}
+        return {t: conn.execute(text(f"SELECT count(*) FROM outbox.{t}")).scalar_one()
+                for t in COUNTED}
 
 
 def _one_line_error(proc, *, names: str | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -73,9 +74,10 @@ def test_channel_add_list_send_status_never_show_the_token(clean_db: Engine) -> 
     with clean_db.connect() as conn:
         dumped = conn.execute(text(
             "SELECT string_agg(row_to_json(t)::text, ' ') FROM "
-            "(SELECT * FROM channels c JOIN channel_tokens ct ON ct.channel_id = c.id) t"
+            "(SELECT * FROM outbox.channels c "
+            "JOIN outbox.channel_tokens ct ON ct.channel_id = c.id) t"
         )).scalar_one()
-        msg = conn.execute(text("SELECT body, status FROM messages WHERE id = :id"),
+        msg = conn.execute(text("SELECT body, status FROM outbox.messages WHERE id = :id"),
                            {"id": message_id}).one()
     assert token not in dumped
     assert (msg.body, msg.status) == ("hello", "pending")
@@ -220,7 +222,7 @@ def test_channel_pause_and_resume(make_channel, clean_db: Engine) -> None:
     assert state["status"] == "active" and state["paused_until"] is None
 
     with clean_db.begin() as conn:
-        conn.execute(text("UPDATE channels SET status = 'disabled'"))
+        conn.execute(text("UPDATE outbox.channels SET status = 'disabled'"))
     assert cli("channel", "resume", channel).returncode == 0
     assert _channel_state(channel)["status"] == "active"
 
@@ -253,9 +255,9 @@ def test_retry_requeues_failed_and_dispatch_once_sends(clean_db: Engine, sim, si
     assert sent.returncode == 0, sent.stderr
     message_id = sent.stdout.strip()
     with clean_db.begin() as conn:
-        conn.execute(text("UPDATE outbox_messages SET status = 'failed', attempts = 5, "
+        conn.execute(text("UPDATE outbox.outbox_messages SET status = 'failed', attempts = 5, "
                           "last_error = 'gave up after 5 attempts: HTTP 503'"))
-        conn.execute(text("UPDATE messages SET status = 'failed', error = 'HTTP 503'"))
+        conn.execute(text("UPDATE outbox.messages SET status = 'failed', error = 'HTTP 503'"))
 
     status = json.loads(cli("status", "--json").stdout)
     assert status["totals"]["failed"] == 1
@@ -264,8 +266,8 @@ def test_retry_requeues_failed_and_dispatch_once_sends(clean_db: Engine, sim, si
     retried = cli("retry")
     assert retried.returncode == 0 and retried.stdout.strip() == "requeued 1 failed message"
     with clean_db.connect() as conn:
-        row = conn.execute(text("SELECT status, attempts FROM outbox_messages")).one()
-        msg = conn.execute(text("SELECT status, error FROM messages")).one()
+        row = conn.execute(text("SELECT status, attempts FROM outbox.outbox_messages")).one()
+        msg = conn.execute(text("SELECT status, error FROM outbox.messages")).one()
     assert (row.status, row.attempts) == ("queued", 0)
     assert (msg.status, msg.error) == ("pending", None)
     assert cli("retry").stdout.strip() == "requeued 0 failed messages"
@@ -278,7 +280,7 @@ def test_retry_requeues_failed_and_dispatch_once_sends(clean_db: Engine, sim, si
     assert record.token == token and record.body == "try again"
     assert record.to == "15550002222@s.whatsapp.net"
     with clean_db.connect() as conn:
-        assert conn.execute(text("SELECT status FROM messages")).scalar_one() == "sent"
+        assert conn.execute(text("SELECT status FROM outbox.messages")).scalar_one() == "sent"
     for proc in (added, sent, retried, dispatched):
         assert token not in proc.stdout + proc.stderr
 

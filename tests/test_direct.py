@@ -34,11 +34,11 @@ async def test_runs_statements_in_autocommit_with_named_parameters(
     assert await direct.fetchall(driver_sql("SELECT :a + 1, CAST(:b AS text) || '%'"),
                                  {"a": 41, "b": "x"}) == [(42, "x%")]
     await direct.execute(driver_sql(
-        "INSERT INTO contacts (id, workspace_id, phone) "
+        "INSERT INTO outbox.contacts (id, workspace_id, phone) "
         "VALUES (gen_random_uuid(), 'default', :phone)"), {"phone": "+15550001111"})
     # Autocommit: another connection sees the row at once.
     with clean_db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM contacts")).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM outbox.contacts")).scalar_one() == 1
     assert len(_backends(clean_db)) == 1  # named, and one connection reused
 
 
@@ -78,7 +78,7 @@ async def test_a_refused_statement_names_no_values_and_leaves_the_connection_usa
 
 async def test_a_transaction_commits_together_or_not_at_all(
         direct: DirectConnection, clean_db: Engine) -> None:
-    insert = driver_sql("INSERT INTO contacts (id, workspace_id, phone) "
+    insert = driver_sql("INSERT INTO outbox.contacts (id, workspace_id, phone) "
                         "VALUES (gen_random_uuid(), 'default', :phone)")
     with pytest.raises(StatementRefused):
         async with direct.transaction():
@@ -88,13 +88,14 @@ async def test_a_transaction_commits_together_or_not_at_all(
         await direct.execute(insert, {"phone": "+15550003333"})
         await direct.execute(insert, {"phone": "+15550004444"})
     with clean_db.connect() as conn:
-        phones = conn.execute(text("SELECT phone FROM contacts ORDER BY phone")).scalars().all()
+        phones = conn.execute(
+            text("SELECT phone FROM outbox.contacts ORDER BY phone")).scalars().all()
     assert phones == ["+15550003333", "+15550004444"]
 
 
 async def test_a_statement_cancelled_mid_transaction_does_not_leak_into_the_next(
         direct: DirectConnection, clean_db: Engine) -> None:
-    insert = driver_sql("INSERT INTO contacts (id, workspace_id, phone) "
+    insert = driver_sql("INSERT INTO outbox.contacts (id, workspace_id, phone) "
                         "VALUES (gen_random_uuid(), 'default', :phone)")
 
     async def slow() -> None:
@@ -110,7 +111,7 @@ async def test_a_statement_cancelled_mid_transaction_does_not_leak_into_the_next
     # A fresh statement runs in autocommit and the cancelled insert is gone.
     assert await direct.fetchone("SELECT 4", {}) == (4,)
     with clean_db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM contacts")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM outbox.contacts")).scalar_one() == 0
 
 
 async def test_use_after_aclose_is_a_programming_error(database_url: str) -> None:

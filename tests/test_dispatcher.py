@@ -42,9 +42,9 @@ async def test_every_message_sent_once_in_chat_order(make_channel, clean_db: Eng
     with clean_db.connect() as conn:
         rows = conn.execute(text(
             "SELECT m.body, m.status, m.wa_message_id, m.sent_at IS NOT NULL AS has_sent_at "
-            "FROM messages m")).all()
+            "FROM outbox.messages m")).all()
         chats = conn.execute(text(
-            "SELECT count(*) FROM chats WHERE last_message_at IS NOT NULL "
+            "SELECT count(*) FROM outbox.chats WHERE last_message_at IS NOT NULL "
             "AND last_message_preview LIKE 'm%'")).scalar_one()
     assert all(r.status == "sent" and r.has_sent_at for r in rows)
     assert {r.body: r.wa_message_id for r in rows} == {b: v[0].id for b, v in by_body.items()}
@@ -78,7 +78,7 @@ async def test_transient_errors_follow_backoff_then_dead_letter(
             rows = conn.execute(text(
                 "SELECT status, attempts, last_error, "
                 "EXTRACT(EPOCH FROM next_attempt_at - updated_at)::float8 AS wait "
-                "FROM outbox_messages")).all()
+                "FROM outbox.outbox_messages")).all()
         assert all(r.attempts == attempt for r in rows)
         if attempt < 5:
             assert summary.retried == 3 and summary.failed == 0
@@ -89,15 +89,15 @@ async def test_transient_errors_follow_backoff_then_dead_letter(
             again = await run_dispatcher(database_url)
             assert again.claimed == 0
             with clean_db.begin() as conn:  # time travel: the retry is due
-                conn.execute(text("UPDATE outbox_messages SET next_attempt_at = now()"))
+                conn.execute(text("UPDATE outbox.outbox_messages SET next_attempt_at = now()"))
         else:
             assert summary.failed == 3
             assert all(r.status == "failed" and "gave up after 5 attempts" in r.last_error
                        for r in rows)
     assert sim.stats().accepted == 0 and sim.stats().rejected_total == 15
     with clean_db.connect() as conn:
-        assert conn.execute(text("SELECT DISTINCT status FROM messages")).scalars().all() == [
-            "failed"]
+        assert conn.execute(
+            text("SELECT DISTINCT status FROM outbox.messages")).scalars().all() == ["failed"]
 
     # Dead letters show in status; retry requeues them with fresh attempts.
     from sqlalchemy.orm import Session
@@ -113,8 +113,8 @@ async def test_transient_errors_follow_backoff_then_dead_letter(
     sim.clear_faults()
     assert (await run_dispatcher(database_url)).sent == 3
     with clean_db.connect() as conn:
-        assert conn.execute(text("SELECT DISTINCT status FROM messages")).scalars().all() == [
-            "sent"]
+        assert conn.execute(
+            text("SELECT DISTINCT status FROM outbox.messages")).scalars().all() == ["sent"]
 
 
 async def test_timeout_is_transient_and_counted_ambiguous(make_channel, clean_db: Engine,
@@ -146,10 +146,10 @@ async def test_rate_limit_pauses_channel_without_spending_attempts(
         ch = conn.execute(text(
             "SELECT paused_until, pause_reason, rate_limit_strikes, "
             "EXTRACT(EPOCH FROM paused_until - now())::float8 AS left "
-            "FROM channels WHERE id = :id"),
+            "FROM outbox.channels WHERE id = :id"),
             {"id": limited}).one()
         rows = conn.execute(text(
-            "SELECT status, attempts FROM outbox_messages WHERE channel_id = :id"),
+            "SELECT status, attempts FROM outbox.outbox_messages WHERE channel_id = :id"),
             {"id": limited}).all()
     assert "429" in ch.pause_reason and ch.rate_limit_strikes == 1
     assert 0 < ch.left <= (retry_after or 4)
@@ -170,7 +170,7 @@ async def test_rate_limit_pauses_channel_without_spending_attempts(
     assert len(limited_records) == 20
     assert min(r.received_at for r in limited_records) >= pause_end - 0.05
     with clean_db.connect() as conn:
-        assert conn.execute(text("SELECT rate_limit_strikes FROM channels WHERE id = :id"),
+        assert conn.execute(text("SELECT rate_limit_strikes FROM outbox.channels WHERE id = :id"),
                             {"id": limited}).scalar_one() == 0
 
 
@@ -185,9 +185,9 @@ async def test_rate_limit_pause_escalates_without_retry_after(
         await run_dispatcher(database_url, rate_limit_pause_seconds=10)
         with clean_db.begin() as conn:
             pauses.append(conn.execute(text(
-                "SELECT EXTRACT(EPOCH FROM paused_until - now())::float8 FROM channels")
+                "SELECT EXTRACT(EPOCH FROM paused_until - now())::float8 FROM outbox.channels")
             ).scalar_one())
-            conn.execute(text("UPDATE channels SET paused_until = now()"))
+            conn.execute(text("UPDATE outbox.channels SET paused_until = now()"))
     assert 8 < pauses[0] <= 10 and 18 < pauses[1] <= 20 and 38 < pauses[2] <= 40
 
 
@@ -202,9 +202,9 @@ async def test_channel_problems_pause_and_keep_rows(
     summary = await run_dispatcher(database_url)
     assert summary.sent == 10 and bad in summary.paused_channels
     with clean_db.connect() as conn:
-        ch = conn.execute(text("SELECT status, pause_reason, pause_cause FROM channels "
+        ch = conn.execute(text("SELECT status, pause_reason, pause_cause FROM outbox.channels "
                                "WHERE id = :id"), {"id": bad}).one()
-        rows = conn.execute(text("SELECT status, attempts FROM outbox_messages "
+        rows = conn.execute(text("SELECT status, attempts FROM outbox.outbox_messages "
                                  "WHERE channel_id = :id"), {"id": bad}).all()
     # Never disabled on a guess: paused, with the cause a resume can act on.
     assert (ch.status, ch.pause_cause) == ("paused", cause) and str(status) in ch.pause_reason
@@ -223,7 +223,7 @@ async def test_permanent_errors_fail_that_message_only(make_channel, clean_db: E
     assert summary.failed == 3 and summary.sent == 9
     with clean_db.connect() as conn:
         failed = conn.execute(text(
-            "SELECT m.error, o.attempts FROM messages m JOIN outbox_messages o "
+            "SELECT m.error, o.attempts FROM outbox.messages m JOIN outbox.outbox_messages o "
             "ON o.message_id = m.id WHERE m.status = 'failed'")).all()
     assert len(failed) == 3 and all("403" in f.error and f.attempts == 1 for f in failed)
 
@@ -249,12 +249,12 @@ async def test_lease_guard_late_completion_loses_to_rescue(make_channel, clean_d
         conn.execute(text(queries.CLAIM), {"per_channel": 1, "batch_size": 1,
                                            "claim_token": new, "lease_seconds": 60})
     with clean_db.begin() as conn:
-        row_id = conn.execute(text("SELECT id FROM outbox_messages")).scalar_one()
+        row_id = conn.execute(text("SELECT id FROM outbox.outbox_messages")).scalar_one()
         late = conn.execute(text(queries.COMPLETE), {
             "ids": [row_id], "claim_tokens": [old], "statuses": ["sent"], "refunds": [0],
             "delays": [0.0], "errors": [None], "wa_message_ids": ["late"]}).one()
         assert late.completed == 0
-        row = conn.execute(text("SELECT status, claim_token, attempts FROM outbox_messages")
+        row = conn.execute(text("SELECT status, claim_token, attempts FROM outbox.outbox_messages")
                            ).one()
     assert row.status == "sending" and row.claim_token == new and row.attempts == 2
 
@@ -288,9 +288,9 @@ async def test_absurd_retry_after_is_capped_at_a_day(make_channel, clean_db: Eng
     assert channel in summary.paused_channels and summary.stale == 0
     with clean_db.connect() as conn:
         left = conn.execute(text(
-            "SELECT EXTRACT(EPOCH FROM paused_until - now())::float8 FROM channels")
+            "SELECT EXTRACT(EPOCH FROM paused_until - now())::float8 FROM outbox.channels")
         ).scalar_one()
-        rows = conn.execute(text("SELECT status, attempts FROM outbox_messages")).all()
+        rows = conn.execute(text("SELECT status, attempts FROM outbox.outbox_messages")).all()
     assert 86000 < left <= 86400
     assert all(r.status == "queued" and r.attempts == 0 for r in rows)
 
@@ -311,7 +311,7 @@ async def test_tokens_of_channels_with_queued_rows_are_decrypted_before_the_firs
     disabled = make_channel(name="off", phone="+15550000021", base_url=sim_url)
     enqueue_spread(clean_db, [*busy, disabled], messages=8, chats=2)
     with clean_db.begin() as conn:
-        conn.execute(text("UPDATE channels SET status = 'disabled' WHERE id = :id"),
+        conn.execute(text("UPDATE outbox.channels SET status = 'disabled' WHERE id = :id"),
                      {"id": disabled})
 
     engine = make_async_engine(database_url, pool_size=2)
@@ -390,8 +390,9 @@ async def test_one_rate_limit_event_is_one_strike(
         ch = conn.execute(text(
             "SELECT rate_limit_strikes, pause_cause, "
             "EXTRACT(EPOCH FROM paused_until - now())::float8 AS left "
-            "FROM channels WHERE id = :id"), {"id": channel}).one()
-        attempts = conn.execute(text("SELECT sum(attempts) FROM outbox_messages")).scalar_one()
+            "FROM outbox.channels WHERE id = :id"), {"id": channel}).one()
+        attempts = conn.execute(
+            text("SELECT sum(attempts) FROM outbox.outbox_messages")).scalar_one()
     assert ch.rate_limit_strikes == 1 and ch.pause_cause == "rate_limit"
     assert 25 < ch.left <= 30
     assert attempts == 0
@@ -407,13 +408,14 @@ async def test_rate_limit_after_the_pause_is_a_new_strike(
     sim.set_faults(token=token, error_status=429, latency_ms=50)
     await run_dispatcher(database_url, channel_concurrency=8, rate_limit_pause_seconds=10)
     with clean_db.begin() as conn:
-        assert conn.execute(text("SELECT rate_limit_strikes FROM channels")).scalar_one() == 1
-        conn.execute(text("UPDATE channels SET paused_until = now()"))
+        assert conn.execute(
+            text("SELECT rate_limit_strikes FROM outbox.channels")).scalar_one() == 1
+        conn.execute(text("UPDATE outbox.channels SET paused_until = now()"))
     await run_dispatcher(database_url, channel_concurrency=8, rate_limit_pause_seconds=10)
     with clean_db.connect() as conn:
         ch = conn.execute(text(
             "SELECT rate_limit_strikes, EXTRACT(EPOCH FROM paused_until - now())::float8 AS left "
-            "FROM channels")).one()
+            "FROM outbox.channels")).one()
     assert ch.rate_limit_strikes == 2 and 18 < ch.left <= 20
 
 
@@ -440,11 +442,11 @@ async def test_404_on_a_media_send_fails_that_message_and_the_channel_keeps_send
     assert (summary.sent, summary.failed) == (15, 1) and not summary.paused_channels
     assert sim.stats().rejected == {404: 1}
     with clean_db.connect() as conn:
-        ch = conn.execute(text("SELECT status, pause_cause FROM channels")).one()
+        ch = conn.execute(text("SELECT status, pause_cause FROM outbox.channels")).one()
         failed = conn.execute(text(
-            "SELECT m.status, m.error, o.status AS outbox_status FROM messages m "
-            "JOIN outbox_messages o ON o.message_id = m.id "
-            "JOIN chats c ON c.id = m.chat_id WHERE c.wa_chat_id LIKE :chat"),
+            "SELECT m.status, m.error, o.status AS outbox_status FROM outbox.messages m "
+            "JOIN outbox.outbox_messages o ON o.message_id = m.id "
+            "JOIN outbox.chats c ON c.id = m.chat_id WHERE c.wa_chat_id LIKE :chat"),
             {"chat": missing[1:] + "@%"}).one()
     assert (ch.status, ch.pause_cause) == ("active", None)
     assert (failed.status, failed.outbox_status) == ("failed", "failed")

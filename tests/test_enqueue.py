@@ -31,7 +31,7 @@ from tests.conftest import run_concurrently
 def counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {
-            t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
+            t: conn.execute(text(f"SELECT count(*) FROM outbox.{t}")).scalar_one()
             for t in ("contacts", "chats", "messages", "outbox_messages")
         }
 
@@ -52,10 +52,10 @@ def test_enqueue_commit_writes_linked_rows(session: Session, make_channel, clean
             SELECT o.status, o.attempts, o.recipient, o.message_type, o.payload, o.chat_id,
                    m.status AS m_status, m.direction, m.body, m.channel_id, m.workspace_id,
                    c.wa_chat_id, c.contact_id, ct.phone, o.next_attempt_at <= now() AS due
-            FROM outbox_messages o
-            JOIN messages m ON m.id = o.message_id
-            JOIN chats c ON c.id = o.chat_id
-            JOIN contacts ct ON ct.id = c.contact_id
+            FROM outbox.outbox_messages o
+            JOIN outbox.messages m ON m.id = o.message_id
+            JOIN outbox.chats c ON c.id = o.chat_id
+            JOIN outbox.contacts ct ON ct.id = c.contact_id
             WHERE o.id = :id"""), {"id": r.outbox_id}).one()
     assert row.status == "queued" and row.attempts == 0 and row.due
     assert row.m_status == "pending" and row.direction == "outbound"
@@ -98,7 +98,8 @@ def test_known_contact_on_a_new_channel_gets_a_chat_not_a_second_contact(
     assert counts(clean_db) == {"contacts": 2, "chats": 3, "messages": 4, "outbox_messages": 4}
     with clean_db.connect() as conn:
         contact_of = dict(conn.execute(text(
-            "SELECT c.id, ct.phone FROM chats c JOIN contacts ct ON ct.id = c.contact_id")).all())
+            "SELECT c.id, ct.phone FROM outbox.chats c "
+            "JOIN outbox.contacts ct ON ct.id = c.contact_id")).all())
     assert contact_of[a.chat_id] == contact_of[new_chat.chat_id] == "+15550100001"
     assert contact_of[new_contact.chat_id] == "+15550100002"
 
@@ -128,7 +129,7 @@ def test_business_row_and_message_commit_or_roll_back_together(make_channel, cle
             s.commit()
         with clean_db.connect() as conn:
             assert conn.execute(text("SELECT id FROM app_orders")).scalars().all() == [2]
-            bodies = conn.execute(text("SELECT body FROM messages")).scalars().all()
+            bodies = conn.execute(text("SELECT body FROM outbox.messages")).scalars().all()
         assert bodies == ["Order 2 shipped"]
     finally:
         with clean_db.begin() as conn:
@@ -226,8 +227,8 @@ def test_enqueue_many_in_order_with_duplicates_in_batch(session: Session, make_c
     assert results[3].message_id == results[4].message_id
     with clean_db.connect() as conn:
         rows = conn.execute(text(
-            "SELECT m.body, o.payload FROM outbox_messages o "
-            "JOIN messages m ON m.id = o.message_id "
+            "SELECT m.body, o.payload FROM outbox.outbox_messages o "
+            "JOIN outbox.messages m ON m.id = o.message_id "
             "ORDER BY o.id")).all()
     assert [r.body for r in rows] == ["1", "2", "invoice", "3"]
     assert rows[2].payload == {"media": "https://x.test/f.pdf", "caption": "invoice",
@@ -241,7 +242,7 @@ def test_scheduled_and_priority(session: Session, make_channel, clean_db: Engine
                      send_at=later, priority=5)
     session.commit()
     with clean_db.connect() as conn:
-        row = conn.execute(text("SELECT next_attempt_at, priority FROM outbox_messages "
+        row = conn.execute(text("SELECT next_attempt_at, priority FROM outbox.outbox_messages "
                                 "WHERE id = :id"), {"id": r.outbox_id}).one()
     assert abs((row.next_attempt_at - later).total_seconds()) < 0.001
     assert row.priority == 5

@@ -53,7 +53,8 @@ NOTHING = dict.fromkeys(TABLES, 0)
 
 def counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES}
+        return {t: conn.execute(text(f"SELECT count(*) FROM outbox.{t}")).scalar_one()
+                for t in TABLES}
 
 
 def test_text_and_media_commit_linked_rows(caller: Caller, make_channel, clean_db: Engine):
@@ -74,10 +75,10 @@ def test_text_and_media_commit_linked_rows(caller: Caller, make_channel, clean_d
         rows = conn.execute(text("""
             SELECT o.id, o.message_id, o.status, o.recipient, o.message_type, o.payload,
                    o.priority, o.next_attempt_at, m.status AS m_status, m.body, ct.phone
-            FROM outbox_messages o
-            JOIN messages m ON m.id = o.message_id
-            JOIN chats c ON c.id = o.chat_id
-            JOIN contacts ct ON ct.id = c.contact_id
+            FROM outbox.outbox_messages o
+            JOIN outbox.messages m ON m.id = o.message_id
+            JOIN outbox.chats c ON c.id = o.chat_id
+            JOIN outbox.contacts ct ON ct.id = c.contact_id
             ORDER BY o.id""")).all()
     assert [(x.id, x.message_id) for x in rows] == [(r.outbox_id, r.message_id),
                                                     (m.outbox_id, m.message_id)]
@@ -122,7 +123,8 @@ def test_batches_in_order_and_callers_settings_kept(
     assert ids == sorted(ids) and len(set(ids)) == 7 * 60
     with clean_db.connect() as conn:
         bodies = conn.execute(text(
-            "SELECT m.body FROM outbox_messages o JOIN messages m ON m.id = o.message_id "
+            "SELECT m.body FROM outbox.outbox_messages o "
+            "JOIN outbox.messages m ON m.id = o.message_id "
             "ORDER BY o.id")).scalars().all()
     assert bodies == (["1", "2", "c", "3"]
                       + [f"r{run}-{i}" for run in range(7) for i in range(60)])
@@ -209,7 +211,7 @@ def test_rollback_leaves_nothing_commit_keeps_both(caller: Caller, make_channel,
             tx.enqueue_text(channel_id=channel, to="+15550100001", body="Order 2 shipped")
         with clean_db.connect() as conn:
             assert conn.execute(text("SELECT id FROM app_orders")).scalars().all() == [2]
-            assert conn.execute(text("SELECT body FROM messages")).scalars().all() == [
+            assert conn.execute(text("SELECT body FROM outbox.messages")).scalars().all() == [
                 "Order 2 shipped"]
     finally:
         with clean_db.begin() as conn:
@@ -416,7 +418,8 @@ def test_django_on_psycopg2_commits_and_rolls_back_with_atomic(
         assert done.stdout.strip().startswith("psycopg2")
         with clean_db.connect() as conn:
             assert conn.execute(text("SELECT id FROM app_orders")).scalars().all() == [1]
-            assert conn.execute(text("SELECT body FROM messages")).scalars().all() == ["kept"]
+            assert conn.execute(
+                text("SELECT body FROM outbox.messages")).scalars().all() == ["kept"]
     finally:
         with clean_db.begin() as conn:
             conn.execute(text("DROP TABLE app_orders"))

@@ -63,7 +63,8 @@ def test_batch_enqueue_probes_indexes_and_never_scans(  # type: ignore[no-untype
     with Session(clean_db) as session:
         if analyzed:
             session.connection().exec_driver_sql(
-                "ANALYZE outbox_messages, messages, chats, contacts, channels")
+                "ANALYZE outbox.outbox_messages, outbox.messages, outbox.chats, outbox.contacts, "
+                "outbox.channels")
         plan = _explain_enqueue(session, _batch(channels))
         session.rollback()
     nodes = _nodes(plan)

@@ -73,18 +73,19 @@ def target(engine: Engine, live_url: str) -> Iterator[Target]:
     from outbox.enqueue import enqueue_text
 
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(COUNTED)} RESTART IDENTITY CASCADE"))
+        conn.execute(text(f"TRUNCATE {', '.join('outbox.' + t for t in COUNTED)} "
+                          "RESTART IDENTITY CASCADE"))
     with Session(engine) as s, s.begin():
         channel = create_channel(s, name="fuzz", phone_number="+15550008001",
                                  token=secrets.token_hex(16), encryption_key=TEST_KEY,
                                  workspace_id="fuzz", base_url="http://127.0.0.1:9").id
-        s.execute(text("UPDATE channels SET status = 'paused', pause_reason = 'fuzzing' "
+        s.execute(text("UPDATE outbox.channels SET status = 'paused', pause_reason = 'fuzzing' "
                        "WHERE id = :id"), {"id": channel})
         key = create_api_key(s, workspace_id="fuzz").key
         message = enqueue_text(s, channel_id=channel, to="+15550100001", body="seed",
                                workspace_id="fuzz").message_id
     with engine.connect() as conn:
-        secret = conn.execute(text("SELECT webhook_secret FROM channels WHERE id = :id"),
+        secret = conn.execute(text("SELECT webhook_secret FROM outbox.channels WHERE id = :id"),
                               {"id": channel}).scalar_one()
     yield Target(live_url, key, channel, secret, message)
 

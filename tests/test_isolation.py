@@ -59,7 +59,7 @@ def _workspace(engine: Engine, name: str, phone: str, prefix: str) -> Workspace:
                                      idempotency_key=f"{prefix}-idem-{n}",
                                      workspace_id=name).message_id) for n in (1, 2)]
         # One of them "sent", with a WhatsApp id that statuses can name.
-        s.execute(text("UPDATE messages SET status = 'sent', wa_message_id = :w "
+        s.execute(text("UPDATE outbox.messages SET status = 'sent', wa_message_id = :w "
                        "WHERE id = :id"), {"w": f"{prefix}-wa-out-1", "id": messages[0]})
     with Session(engine) as s, s.begin():
         wc = find_webhook_channel(s, str(channel))
@@ -70,9 +70,9 @@ def _workspace(engine: Engine, name: str, phone: str, prefix: str) -> Workspace:
                           "from_name": f"{prefix.upper()} Contact Name"}],
             "statuses": [{"id": f"{prefix}-status-early", "status": "read"}]})
     with engine.connect() as conn:
-        secret = conn.execute(text("SELECT webhook_secret FROM channels WHERE id = :id"),
+        secret = conn.execute(text("SELECT webhook_secret FROM outbox.channels WHERE id = :id"),
                               {"id": channel}).scalar_one()
-        chat = conn.execute(text("SELECT id FROM chats WHERE channel_id = :c AND "
+        chat = conn.execute(text("SELECT id FROM outbox.chats WHERE channel_id = :c AND "
                                  "wa_chat_id = '15550100009@s.whatsapp.net'"),
                             {"c": channel}).scalar_one()
     return Workspace(name, key, channel, secret, messages, chat, "+15550100009")
@@ -99,16 +99,17 @@ def client(live_url: str) -> Iterator[httpx.Client]:
 
 _B_ROWS = text("""
 SELECT md5(string_agg(r, '|' ORDER BY r)) FROM (
-    SELECT row_to_json(c)::text AS r FROM channels c WHERE c.workspace_id = 'team-b'
-    UNION ALL SELECT row_to_json(k)::text FROM channel_tokens k
-        JOIN channels c ON c.id = k.channel_id WHERE c.workspace_id = 'team-b'
-    UNION ALL SELECT row_to_json(x)::text FROM contacts x WHERE x.workspace_id = 'team-b'
-    UNION ALL SELECT row_to_json(x)::text FROM chats x WHERE x.workspace_id = 'team-b'
-    UNION ALL SELECT row_to_json(x)::text FROM messages x WHERE x.workspace_id = 'team-b'
-    UNION ALL SELECT row_to_json(x)::text FROM outbox_messages x WHERE x.workspace_id = 'team-b'
-    UNION ALL SELECT row_to_json(x)::text FROM api_keys x WHERE x.workspace_id = 'team-b'
-    UNION ALL SELECT row_to_json(b)::text FROM webhook_status_backlog b
-        JOIN channels c ON c.id = b.channel_id WHERE c.workspace_id = 'team-b'
+    SELECT row_to_json(c)::text AS r FROM outbox.channels c WHERE c.workspace_id = 'team-b'
+    UNION ALL SELECT row_to_json(k)::text FROM outbox.channel_tokens k
+        JOIN outbox.channels c ON c.id = k.channel_id WHERE c.workspace_id = 'team-b'
+    UNION ALL SELECT row_to_json(x)::text FROM outbox.contacts x WHERE x.workspace_id = 'team-b'
+    UNION ALL SELECT row_to_json(x)::text FROM outbox.chats x WHERE x.workspace_id = 'team-b'
+    UNION ALL SELECT row_to_json(x)::text FROM outbox.messages x WHERE x.workspace_id = 'team-b'
+    UNION ALL SELECT row_to_json(x)::text FROM outbox.outbox_messages x
+        WHERE x.workspace_id = 'team-b'
+    UNION ALL SELECT row_to_json(x)::text FROM outbox.api_keys x WHERE x.workspace_id = 'team-b'
+    UNION ALL SELECT row_to_json(b)::text FROM outbox.webhook_status_backlog b
+        JOIN outbox.channels c ON c.id = b.channel_id WHERE c.workspace_id = 'team-b'
 ) rows
 """)
 
@@ -177,7 +178,7 @@ def test_a_chats_listing_never_shows_b(pair: Pair, client: httpx.Client) -> None
 
     p = pair
     with p.engine.connect() as conn:
-        b_chat_at = conn.execute(text("SELECT last_message_at FROM chats WHERE id = :id"),
+        b_chat_at = conn.execute(text("SELECT last_message_at FROM outbox.chats WHERE id = :id"),
                                  {"id": p.b.chat}).scalar_one()
     queries: list[dict[str, Any]] = [
         {}, {"channel_id": str(p.b.channel)}, {"channel_id": str(p.b.channel).upper()},
@@ -299,7 +300,8 @@ def test_a_webhook_cannot_touch_b_rows(pair: Pair, client: httpx.Client) -> None
     # A now has a message with B's WhatsApp id "b-wa-out-1"? No: but give it one, then
     # let the backlog applier run; B's early status must stay B's.
     with Session(p.engine) as s, s.begin():
-        s.execute(text("UPDATE messages SET wa_message_id = 'b-status-early' WHERE id = :id"),
+        s.execute(text("UPDATE outbox.messages SET wa_message_id = 'b-status-early' "
+                       "WHERE id = :id"),
                   {"id": p.a.messages[1]})
     with Session(p.engine) as s, s.begin():
         apply_status_backlog(s)
@@ -359,7 +361,7 @@ def test_library_enqueue_with_b_channel_is_channel_not_found(pair: Pair) -> None
         with Session(p.engine) as s, s.begin():
             with pytest.raises(ChannelNotFound):
                 call(s)
-            count = s.execute(text("SELECT count(*) FROM messages WHERE body = 'ok'")
+            count = s.execute(text("SELECT count(*) FROM outbox.messages WHERE body = 'ok'")
                               ).scalar_one()
             assert count == 0  # all or nothing: A's half of the batch isn't written either
     assert b_rows(p.engine) == before

@@ -30,7 +30,7 @@ ROTATE_ENV = {"OUTBOX_ENCRYPTION_KEY": NEW_KEY, "OUTBOX_ENCRYPTION_KEY_OLD": TES
 def _tokens(engine: Engine) -> dict[uuid.UUID, tuple[str, str]]:
     with engine.connect() as conn:
         rows = conn.execute(text(
-            "SELECT channel_id, encrypted_token, key_id FROM channel_tokens")).all()
+            "SELECT channel_id, encrypted_token, key_id FROM outbox.channel_tokens")).all()
     return {r.channel_id: (r.encrypted_token, r.key_id) for r in rows}
 
 
@@ -45,7 +45,7 @@ def _make_channels(make_channel, n: int) -> dict[uuid.UUID, str]:  # type: ignor
 def _plant(engine: Engine, channel_id: uuid.UUID, token: str, key: str) -> None:
     """Overwrite a channel's token with one encrypted under `key`."""
     with engine.begin() as conn:
-        conn.execute(text("UPDATE channel_tokens SET encrypted_token = :b, key_id = :k "
+        conn.execute(text("UPDATE outbox.channel_tokens SET encrypted_token = :b, key_id = :k "
                           "WHERE channel_id = :id"),
                      {"b": crypto.encrypt_token(token, key), "k": crypto.key_id(key),
                       "id": channel_id})
@@ -87,7 +87,7 @@ def test_rotate_with_a_stale_key_id_still_reads_the_token(make_channel, clean_db
     """key_id says 'unknown key' but the blob is under the old key: re-encrypted, not refused."""
     (channel_id, token), = _make_channels(make_channel, 1).items()
     with clean_db.begin() as conn:
-        conn.execute(text("UPDATE channel_tokens SET key_id = 'deadbeefdeadbeef'"))
+        conn.execute(text("UPDATE outbox.channel_tokens SET key_id = 'deadbeefdeadbeef'"))
     with Session(clean_db) as s, s.begin():
         assert rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY).reencrypted == 1
     blob, kid = _tokens(clean_db)[channel_id]

@@ -58,7 +58,8 @@ def test_metrics_move_as_messages_flow(api: httpx.Client, api_key, make_channel,
     api.post("/v1/messages", headers=auth(key), json={
         "channel_id": str(ch), "to": "+15550100000", "text": "m0", "idempotency_key": "k0"})
     with api_db.begin() as conn:  # make them look a minute old
-        conn.execute(text("UPDATE outbox_messages SET next_attempt_at = now() - interval '60 s'"))
+        conn.execute(text("UPDATE outbox.outbox_messages "
+                          "SET next_attempt_at = now() - interval '60 s'"))
     queued = _metrics(api)
     assert queued[("outbox_messages_enqueued_total", c)] - before.get(
         ("outbox_messages_enqueued_total", c), 0) == 4

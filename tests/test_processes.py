@@ -60,7 +60,7 @@ def test_concurrent_dispatchers_send_each_message_once_in_order(
         with clean_db.connect() as conn:
             left = conn.execute(text(
                 "SELECT o.channel_id, o.status, o.attempts, o.last_error, ch.status AS ch_status, "
-                "ch.pause_reason, count(*) FROM outbox_messages o JOIN channels ch "
+                "ch.pause_reason, count(*) FROM outbox.outbox_messages o JOIN outbox.channels ch "
                 "ON ch.id = o.channel_id WHERE o.status <> 'sent' GROUP BY 1, 2, 3, 4, 5, 6"
             )).all()
         raise AssertionError(f"{len(by_body)} of 1500 sent; unsent: {left}; "
@@ -87,7 +87,8 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_are_counted(
     accepted_bodies = set(sent_by_body(sim))
     with clean_db.connect() as conn:
         in_flight = conn.execute(text(
-            "SELECT m.body FROM outbox_messages o JOIN messages m ON m.id = o.message_id "
+            "SELECT m.body FROM outbox.outbox_messages o "
+            "JOIN outbox.messages m ON m.id = o.message_id "
             "WHERE o.status = 'sending'")).scalars().all()
     assert in_flight, "the kill should catch rows in flight"
     # Rows the provider accepted but we never recorded: the only possible duplicates.

@@ -94,14 +94,15 @@ class OutboxRowMachine(RuleBasedStateMachine):
     def enqueue(self, plan: list[tuple[int, int]]) -> None:
         with self.engine.begin() as conn:
             for table in ("outbox_messages", "messages", "chats", "contacts"):
-                conn.execute(text(f"DELETE FROM {table}"))
+                conn.execute(text(f"DELETE FROM outbox.{table}"))
         with Session(self.engine) as s, s.begin():
             results = enqueue_many(s, [TextMessage(self.channel_id, CHATS[chat], f"m{i}")
                                        for i, (chat, _) in enumerate(plan)])
         with self.engine.begin() as conn:
             for result, (_, max_attempts) in zip(results, plan, strict=True):
                 assert result.outbox_id is not None
-                conn.execute(text("UPDATE outbox_messages SET max_attempts = :m WHERE id = :id"),
+                conn.execute(text("UPDATE outbox.outbox_messages SET max_attempts = :m "
+                                  "WHERE id = :id"),
                              {"m": max_attempts, "id": result.outbox_id})
                 self.rows[result.outbox_id] = Row(result.chat_id, max_attempts)
 
@@ -114,7 +115,7 @@ class OutboxRowMachine(RuleBasedStateMachine):
             now = conn.execute(text("SELECT now()")).scalar_one()
             snapshot = conn.execute(text(
                 "SELECT id, chat_id, status, attempts, priority, next_attempt_at "
-                "FROM outbox_messages")).all()
+                "FROM outbox.outbox_messages")).all()
             got = conn.execute(text(queries.CLAIM), {
                 "per_channel": batch, "batch_size": batch, "claim_token": token,
                 "lease_seconds": LEASE_SECONDS}).all()
@@ -153,7 +154,7 @@ class OutboxRowMachine(RuleBasedStateMachine):
         token = data.draw(st.sampled_from(list(self.live)), label="claim")
         with self.engine.begin() as conn:
             conn.execute(text(
-                "UPDATE outbox_messages SET locked_until = now() - interval '1 second' "
+                "UPDATE outbox.outbox_messages SET locked_until = now() - interval '1 second' "
                 "WHERE claim_token = :t AND status = 'sending'"), {"t": token})
         with self.engine.begin() as conn:
             res = conn.execute(text(queries.RESCUE_EXPIRED), {"limit": 1000}).one()
@@ -197,7 +198,8 @@ class OutboxRowMachine(RuleBasedStateMachine):
         are left alone (they expire only in lease_expires_and_rescue)."""
         with self.engine.begin() as conn:
             conn.execute(text(
-                "UPDATE outbox_messages SET next_attempt_at = next_attempt_at - interval '1 hour'"))
+                "UPDATE outbox.outbox_messages "
+                "SET next_attempt_at = next_attempt_at - interval '1 hour'"))
 
     # --- invariants -----------------------------------------------------------------------
 
@@ -234,7 +236,7 @@ class OutboxRowMachine(RuleBasedStateMachine):
         for round_no in range(200):
             with self.engine.begin() as conn:
                 conn.execute(text(
-                    "UPDATE outbox_messages SET locked_until = now() - interval '1 second', "
+                    "UPDATE outbox.outbox_messages SET locked_until = now() - interval '1 second', "
                     "next_attempt_at = next_attempt_at - interval '1 hour'"))
             with self.engine.begin() as conn:
                 conn.execute(text(queries.RESCUE_EXPIRED), {"limit": 1000})
@@ -312,12 +314,13 @@ class OutboxRowMachine(RuleBasedStateMachine):
             return list(conn.execute(text(
                 "SELECT o.id, o.chat_id, o.status, o.attempts, o.max_attempts, o.claim_token, "
                 "o.locked_until, m.status AS message_status, m.wa_message_id, m.error "
-                "FROM outbox_messages o JOIN messages m ON m.id = o.message_id ORDER BY o.id")))
+                "FROM outbox.outbox_messages o JOIN outbox.messages m ON m.id = o.message_id "
+                "ORDER BY o.id")))
 
     def dump(self) -> list[Any]:
         with self.engine.connect() as conn:
             return [
-                list(conn.execute(text(f"SELECT * FROM {table} ORDER BY id")))
+                list(conn.execute(text(f"SELECT * FROM outbox.{table} ORDER BY id")))
                 for table in ("outbox_messages", "messages", "chats", "channels")]
 
 

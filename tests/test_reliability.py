@@ -29,8 +29,8 @@ async def test_circuit_breaker_pauses_a_failing_channel_instead_of_burning_attem
     assert summary.sent == 200 and down in summary.paused_channels
     with clean_db.connect() as conn:
         ch = conn.execute(text("SELECT pause_reason, paused_until > now() AS paused "
-                               "FROM channels WHERE id = :id"), {"id": down}).one()
-        spent = conn.execute(text("SELECT count(*) FROM outbox_messages "
+                               "FROM outbox.channels WHERE id = :id"), {"id": down}).one()
+        spent = conn.execute(text("SELECT count(*) FROM outbox.outbox_messages "
                                   "WHERE channel_id = :id AND attempts > 0"),
                              {"id": down}).scalar_one()
     assert ch.paused and "circuit open" in ch.pause_reason
@@ -76,7 +76,7 @@ async def test_lost_database_connections_lose_nothing(
     # Rows whose claim or completion died with a connection wait for their
     # lease; a second pass after rescue sends the rest.
     with clean_db.begin() as conn:
-        conn.execute(text("UPDATE outbox_messages SET locked_until = now() "
+        conn.execute(text("UPDATE outbox.outbox_messages SET locked_until = now() "
                           "WHERE status = 'sending'"))
     from db import queries
 
@@ -136,8 +136,9 @@ def test_heartbeat_never_waits_for_rows_being_completed(make_channel, clean_db: 
                                            "claim_token": token, "lease_seconds": 60})
     with clean_db.connect() as completing, clean_db.connect() as heartbeat:
         completing.execute(text(
-            "UPDATE outbox_messages SET last_error = 'completing' "
-            "WHERE id = (SELECT min(id) FROM outbox_messages)"))  # row lock held, uncommitted
+            "UPDATE outbox.outbox_messages SET last_error = 'completing' "
+            "WHERE id = (SELECT min(id) "
+            "FROM outbox.outbox_messages)"))  # row lock held, uncommitted
         heartbeat.execute(text("SET lock_timeout = '1s'"))  # waiting would raise here
         extended = heartbeat.execute(text(queries.EXTEND_LEASE), {
             "claim_tokens": [token], "lease_seconds": 60}).rowcount

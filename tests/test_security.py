@@ -48,11 +48,11 @@ def test_tokens_are_only_ciphertext_in_the_database(make_channel, clean_db: Engi
                              token=secrets.token_hex(16)) for i in range(3)]
     with clean_db.connect() as conn:
         plain: dict[uuid.UUID, str] = dict(conn.execute(text(
-            "SELECT channel_id, encrypted_token FROM channel_tokens")).all())
+            "SELECT channel_id, encrypted_token FROM outbox.channel_tokens")).all())
         # Every text-like column of both tables, whatever columns they grow.
         columns = conn.execute(text(
             "SELECT table_name, column_name FROM information_schema.columns "
-            "WHERE table_schema = 'public' AND table_name IN ('channels', 'channel_tokens') "
+            "WHERE table_schema = 'outbox' AND table_name IN ('channels', 'channel_tokens') "
             "AND data_type IN ('text', 'character varying', 'character', 'json', 'jsonb')")
         ).all()
         assert {c.column_name for c in columns} >= {"encrypted_token", "key_id", "name",
@@ -62,13 +62,14 @@ def test_tokens_are_only_ciphertext_in_the_database(make_channel, clean_db: Engi
         for token in decrypted.values():
             for c in columns:
                 hits = conn.execute(text(
-                    f'SELECT count(*) FROM {c.table_name} '  # names from the catalog
+                    f'SELECT count(*) FROM outbox.{c.table_name} '  # names from the catalog
                     f'WHERE position(:t IN "{c.column_name}"::text) > 0'), {"t": token}
                 ).scalar_one()
                 assert hits == 0, f"token found in {c.table_name}.{c.column_name}"
             # Nor hex-encoded (a lazy "encryption").
             hex_hits = conn.execute(text(
-                "SELECT count(*) FROM channel_tokens WHERE position(:h IN encrypted_token) > 0"),
+                "SELECT count(*) FROM outbox.channel_tokens "
+                "WHERE position(:h IN encrypted_token) > 0"),
                 {"h": token.encode().hex()}).scalar_one()
             assert hex_hits == 0
     for blob in plain.values():
@@ -295,7 +296,7 @@ def test_api_keys_are_stored_only_as_a_hash_anywhere(api_db: Engine, api_key) ->
     with api_db.connect() as conn:
         columns = conn.execute(text(
             "SELECT table_name, column_name FROM information_schema.columns "
-            "WHERE table_schema = 'public' AND data_type IN "
+            "WHERE table_schema = 'outbox' AND data_type IN "
             "('text', 'character varying', 'character', 'json', 'jsonb', 'bytea')")).all()
         assert ("api_keys", "key_hash") in {(c.table_name, c.column_name) for c in columns}
         for key in keys:
@@ -305,11 +306,12 @@ def test_api_keys_are_stored_only_as_a_hash_anywhere(api_db: Engine, api_key) ->
             for c in columns:
                 for needle in needles:
                     hits = conn.execute(text(
-                        f'SELECT count(*) FROM "{c.table_name}" '  # names from the catalog
+                        f'SELECT count(*) FROM outbox."{c.table_name}" '  # names from the catalog
                         f'WHERE position(:n IN "{c.column_name}"::text) > 0'), {"n": needle}
                     ).scalar_one()
                     assert hits == 0, f"API key material in {c.table_name}.{c.column_name}"
-            row = conn.execute(text("SELECT prefix, key_hash FROM api_keys WHERE prefix = :p"),
+            row = conn.execute(text("SELECT prefix, key_hash FROM outbox.api_keys "
+                                    "WHERE prefix = :p"),
                                {"p": key.split("_")[1]}).one()
             assert row.key_hash == hashlib.sha256(key.encode()).hexdigest()
             assert re.fullmatch(r"[0-9a-f]{64}", row.key_hash)

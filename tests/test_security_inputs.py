@@ -42,13 +42,13 @@ from tests.conftest import TEST_KEY
 # --- the catalogue of hostile values ------------------------------------------------------
 
 SQL = [
-    "'", "''", '"', "`", "\\", "\\'", "\\\\'", "'\\", "'; DROP TABLE messages; --",
-    '"; DROP TABLE messages; --', "x'); DELETE FROM channels; --", "1' OR '1'='1",
+    "'", "''", '"', "`", "\\", "\\'", "\\\\'", "'\\", "'; DROP TABLE outbox.messages; --",
+    '"; DROP TABLE outbox.messages; --', "x'); DELETE FROM outbox.channels; --", "1' OR '1'='1",
     "1 OR 1=1", "' OR 1=1 --", "') OR ('a'='a", "'; SELECT pg_sleep(5); --",
-    "$$; DROP TABLE messages; $$", "$1", "$1::text", "E'\\x27'", "/* comment */", "--", ";",
-    "U&'\\0041'", "\\x00", "'::uuid", "'); TRUNCATE api_keys CASCADE; --",
-    "' UNION SELECT key_hash FROM api_keys --", "%' OR workspace_id LIKE '%",
-    "\\'; DROP TABLE outbox_messages; --",
+    "$$; DROP TABLE outbox.messages; $$", "$1", "$1::text", "E'\\x27'", "/* comment */", "--", ";",
+    "U&'\\0041'", "\\x00", "'::uuid", "'); TRUNCATE outbox.api_keys CASCADE; --",
+    "' UNION SELECT key_hash FROM outbox.api_keys --", "%' OR workspace_id LIKE '%",
+    "\\'; DROP TABLE outbox.outbox_messages; --",
 ]
 FORMAT = [
     "%s", "%(x)s", "%%", "%d%n%x", "%(workspace_id)s", "{}", "{0}", "{x}", "{{x}}", "${x}",
@@ -62,7 +62,7 @@ UNICODE = [
     "日本語テキスト", "\U0001f600" * 10, "a\u0300\u0301\u0302\u0303\u0304\u0305",
 ]
 CONTROL = [
-    "\x00", "a\x00b", "\x00'; DROP TABLE messages; --", "\x01\x02\x03", "\x1b[31mred\x1b[0m",
+    "\x00", "a\x00b", "\x00'; DROP TABLE outbox.messages; --", "\x01\x02\x03", "\x1b[31mred\x1b[0m",
     "\x7f", "\r\n", "line1\nline2", "\t", "\x08\x0c\x0b", "tail\x00",
 ]
 OTHER = [
@@ -72,7 +72,7 @@ OTHER = [
     "+15550100001", "15550100001@s.whatsapp.net", "120363025343298765@g.us",
 ]
 LARGE = ["x" * 100_000, "'" * 100_000, "\U0001f600" * 25_000, "\\" * 100_000, "%s" * 50_000,
-         "'; DROP TABLE messages; --" * 4_000]
+         "'; DROP TABLE outbox.messages; --" * 4_000]
 STRINGS = [*SQL, *FORMAT, *UNICODE, *CONTROL, *OTHER, *LARGE]
 #: A smaller set for fields validated strictly before anything reaches SQL
 #: (a phone number, a UUID, an enum), to keep the run short.
@@ -82,7 +82,7 @@ CORE = [*SQL[:14], *FORMAT[:6], *UNICODE[:8], *CONTROL, *OTHER[:12], *LARGE[:2]]
 SURROGATES = ["\ud800", "\udfff", "a\ud83db", "\udc00\ud800", "ok \udbff"]
 WRONG_TYPES: list[Any] = [
     None, 0, -1, 10**30, -(10**30), 1.5, True, False, [], ["x"], {}, {"a": "b"},
-    [[[["deep"]]]], {"$gt": ""}, {"__proto__": {"x": 1}}, ["'; DROP TABLE messages; --"],
+    [[[["deep"]]]], {"$gt": ""}, {"__proto__": {"x": 1}}, ["'; DROP TABLE outbox.messages; --"],
 ]
 NUMBERS: list[Any] = [
     10**30, -(10**30), 2**63, -(2**63) - 1, 2**31, -(2**31), 1001, -1001, 1000, -1000, 0,
@@ -91,8 +91,8 @@ NUMBERS: list[Any] = [
 SEND_AT: list[Any] = [
     "", "now", "2030-01-31", "2030-01-31T09:00:00", "2030-01-31T09:00:00Z", "9999-12-31T00:00:00Z",
     "0001-01-02T00:00:00Z", "2030-02-30T00:00:00Z", "2030-01-31T25:00:00Z",
-    "2030-01-31T09:00:00+25:00", "2030-01-31T09:00:00+00:00'; DROP TABLE messages; --", 0, -1,
-    10**20, 1e308, "1700000000", "%s", None, [], {"year": 2030},
+    "2030-01-31T09:00:00+25:00", "2030-01-31T09:00:00+00:00'; DROP TABLE outbox.messages; --",
+    0, -1, 10**20, 1e308, "1700000000", "%s", None, [], {"year": 2030},
 ]
 #: Raw request bodies for POST /v1/messages ({C} is replaced by a channel id).
 RAW_BODIES = [
@@ -155,7 +155,8 @@ def world(engine: Engine, live_url: str) -> Iterator[World]:
     from outbox.webhooks import find_webhook_channel, process_webhook
 
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(COUNTED)} RESTART IDENTITY CASCADE"))
+        conn.execute(text(f"TRUNCATE {', '.join('outbox.' + t for t in COUNTED)} "
+                          "RESTART IDENTITY CASCADE"))
     with Session(engine) as s, s.begin():
         victim_channel = create_channel(s, name="victim", phone_number="+15550009001",
                                         token=secrets.token_hex(16), encryption_key=TEST_KEY,
@@ -176,7 +177,7 @@ def world(engine: Engine, live_url: str) -> Iterator[World]:
             "statuses": [{"id": "victim-unknown", "status": "read", "timestamp": "1712995300"}]})
     with engine.connect() as conn:
         secrets_by_channel = dict(conn.execute(text(
-            "SELECT id, webhook_secret FROM channels")).all())
+            "SELECT id, webhook_secret FROM outbox.channels")).all())
     yield World(engine, live_url, key, attacker_channel, secrets_by_channel[attacker_channel],
                 victim_key, victim_channel, victim_message, secrets_by_channel[victim_channel])
 
@@ -195,25 +196,26 @@ def _json_logs() -> Iterator[None]:
 
 
 _SNAPSHOT = text(
-    "SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in COUNTED) + """,
+    "SELECT " + ", ".join(f"(SELECT count(*) FROM outbox.{t}) AS {t}" for t in COUNTED) + """,
     (SELECT md5(coalesce(string_agg(r, '|' ORDER BY r), '')) FROM (
-        SELECT 'ch' || row_to_json(c)::text AS r FROM channels c WHERE c.workspace_id = 'victim'
-        UNION ALL SELECT 'tok' || row_to_json(k)::text FROM channel_tokens k
-            JOIN channels c ON c.id = k.channel_id WHERE c.workspace_id = 'victim'
-        UNION ALL SELECT 'ct' || row_to_json(x)::text FROM contacts x
+        SELECT 'ch' || row_to_json(c)::text AS r FROM outbox.channels c
+            WHERE c.workspace_id = 'victim'
+        UNION ALL SELECT 'tok' || row_to_json(k)::text FROM outbox.channel_tokens k
+            JOIN outbox.channels c ON c.id = k.channel_id WHERE c.workspace_id = 'victim'
+        UNION ALL SELECT 'ct' || row_to_json(x)::text FROM outbox.contacts x
             WHERE x.workspace_id = 'victim'
-        UNION ALL SELECT 'chat' || row_to_json(x)::text FROM chats x
+        UNION ALL SELECT 'chat' || row_to_json(x)::text FROM outbox.chats x
             WHERE x.workspace_id = 'victim'
-        UNION ALL SELECT 'msg' || row_to_json(x)::text FROM messages x
+        UNION ALL SELECT 'msg' || row_to_json(x)::text FROM outbox.messages x
             WHERE x.workspace_id = 'victim'
-        UNION ALL SELECT 'ob' || row_to_json(x)::text FROM outbox_messages x
+        UNION ALL SELECT 'ob' || row_to_json(x)::text FROM outbox.outbox_messages x
             WHERE x.workspace_id = 'victim'
-        UNION ALL SELECT 'key' || row_to_json(x)::text FROM api_keys x
+        UNION ALL SELECT 'key' || row_to_json(x)::text FROM outbox.api_keys x
             WHERE x.workspace_id = 'victim'
-        UNION ALL SELECT 'bl' || row_to_json(b)::text FROM webhook_status_backlog b
-            JOIN channels c ON c.id = b.channel_id WHERE c.workspace_id = 'victim'
+        UNION ALL SELECT 'bl' || row_to_json(b)::text FROM outbox.webhook_status_backlog b
+            JOIN outbox.channels c ON c.id = b.channel_id WHERE c.workspace_id = 'victim'
     ) victim) AS victim_checksum,
-    (SELECT count(*) FROM pg_tables WHERE schemaname = 'public') AS tables
+    (SELECT count(*) FROM pg_tables WHERE schemaname = 'outbox') AS tables
 """)
 
 
@@ -304,9 +306,10 @@ def _message_row(engine: Engine, message_id: str) -> Any:
     with engine.connect() as conn:
         return conn.execute(text(
             "SELECT m.body, m.payload, m.idempotency_key, m.workspace_id, o.priority, "
-            "o.next_attempt_at, ct.phone FROM messages m "
-            "JOIN outbox_messages o ON o.message_id = m.id "
-            "JOIN chats c ON c.id = m.chat_id JOIN contacts ct ON ct.id = c.contact_id "
+            "o.next_attempt_at, ct.phone FROM outbox.messages m "
+            "JOIN outbox.outbox_messages o ON o.message_id = m.id "
+            "JOIN outbox.chats c ON c.id = m.chat_id "
+            "JOIN outbox.contacts ct ON ct.id = c.contact_id "
             "WHERE m.id = :id"), {"id": message_id}).one()
 
 
@@ -514,7 +517,7 @@ PATH_IDS = [
     "urn:uuid:00000000-0000-0000-0000-000000000000", "{00000000-0000-0000-0000-000000000000}",
     "0" * 32, "0" * 33, "g" * 36, "-1", "1", "1e9", "%00", "..", "...", "./", "../../etc/passwd",
     "..\\..\\etc\\passwd", "%2e%2e%2f%2e%2e%2f", "....//....//", "/etc/passwd", "\x00",
-    "'; DROP TABLE messages; --", "' OR '1'='1", "%s", "{}", "😀", "\u202e", "x" * 5000,
+    "'; DROP TABLE outbox.messages; --", "' OR '1'='1", "%s", "{}", "😀", "\u202e", "x" * 5000,
     " 00000000-0000-0000-0000-000000000000 ", "00000000-0000-0000-0000-000000000000\n",
 ]
 
@@ -653,9 +656,9 @@ def _inbound_row(engine: Engine, wa_id: str) -> Any:
     with engine.connect() as conn:
         return conn.execute(text(
             "SELECT m.body, m.type, m.payload, m.workspace_id, ct.name, ct.phone "
-            "FROM messages m JOIN chats c ON c.id = m.chat_id "
-            "JOIN contacts ct ON ct.id = c.contact_id "
-            "WHERE m.channel_id = (SELECT id FROM channels WHERE workspace_id = 'attacker') "
+            "FROM outbox.messages m JOIN outbox.chats c ON c.id = m.chat_id "
+            "JOIN outbox.contacts ct ON ct.id = c.contact_id "
+            "WHERE m.channel_id = (SELECT id FROM outbox.channels WHERE workspace_id = 'attacker') "
             "AND m.wa_message_id = :w"), {"w": wa_id}).one_or_none()
 
 
@@ -735,9 +738,9 @@ def test_webhook_statuses_stored_verbatim_or_ignored(world: World,
             if field == "id":
                 with w.engine.connect() as conn:
                     n = conn.execute(text(
-                        "SELECT (SELECT count(*) FROM webhook_status_backlog WHERE "
+                        "SELECT (SELECT count(*) FROM outbox.webhook_status_backlog WHERE "
                         "channel_id = :c AND wa_message_id = :w) + (SELECT count(*) FROM "
-                        "messages WHERE channel_id = :c AND wa_message_id = :w)"),
+                        "outbox.messages WHERE channel_id = :c AND wa_message_id = :w)"),
                         {"c": w.channel, "w": value.strip()}).scalar_one()
                 assert n == 1, context
 
@@ -760,7 +763,7 @@ def test_webhook_structures(world: World, client: httpx.Client) -> None:
         {"messages": [{"from_me": False, "id": "deep-1", "chat_id": WA_CHAT,
                        "x": json.loads("[" * 200 + "]" * 200)}]},
         {"messages": [{"from_me": False, "id": "keys-1", "chat_id": WA_CHAT,
-                       "x": {"\x00": 1, "'; DROP TABLE messages; --": "%s", "": {}}}]},
+                       "x": {"\x00": 1, "'; DROP TABLE outbox.messages; --": "%s", "": {}}}]},
         {"messages": [{"from_me": False, "id": "big-int-1", "chat_id": WA_CHAT,
                        "x": 10**300, "y": -(10**300)}]},
         {"statuses": [{"id": f"batch-{i}", "status": "read"} for i in range(2000)]},
@@ -861,7 +864,7 @@ def _library_case(engine: Engine, call: Callable[[Session], Any], context: str,
         problems.append(str(exc).splitlines()[0][:300])
 
 
-_COUNTS = text("SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in COUNTED))
+_COUNTS = text("SELECT " + ", ".join(f"(SELECT count(*) FROM outbox.{t})" for t in COUNTED))
 
 
 def _txn_counts(s: Session) -> tuple[int, ...]:
@@ -903,7 +906,8 @@ def test_library_enqueue_hostile_values(world: World, unchanged: None) -> None:
             _record("enqueue_text", field, value)
 
             def verify(s: Session, result: Any, f: str = field, v: Any = value) -> None:
-                row = s.execute(text("SELECT body, idempotency_key, workspace_id FROM messages "
+                row = s.execute(text("SELECT body, idempotency_key, workspace_id "
+                                     "FROM outbox.messages "
                                      "WHERE id = :id"), {"id": result.message_id}).one()
                 assert row.workspace_id == "attacker"
                 if f == "body":
@@ -921,7 +925,7 @@ def test_library_enqueue_hostile_values(world: World, unchanged: None) -> None:
             _record("enqueue_media", field, value)
 
             def verify_media(s: Session, result: Any, f: str = field, v: Any = value) -> None:
-                payload = s.execute(text("SELECT payload FROM outbox_messages "
+                payload = s.execute(text("SELECT payload FROM outbox.outbox_messages "
                                          "WHERE message_id = :id"),
                                     {"id": result.message_id}).scalar_one()
                 if f != "media_type" and v is not None:
@@ -958,7 +962,7 @@ def test_library_channel_and_key_creation_hostile_values(
             _record("create_channel", field, value)
 
             def verify(s: Session, info: Any, f: str = field, v: Any = value) -> None:
-                row = s.execute(text("SELECT name, workspace_id, base_url FROM channels "
+                row = s.execute(text("SELECT name, workspace_id, base_url FROM outbox.channels "
                                      "WHERE id = :id"), {"id": info.id}).one()
                 if f == "name":
                     assert row.name == v.strip()

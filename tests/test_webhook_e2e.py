@@ -44,7 +44,7 @@ def test_a_conversation_in_each_webhook_mode(
     with Session(api_db) as s, s.begin():
         enqueue_text(s, channel_id=ch, to=CUSTOMER, body="Your order #1042 has shipped")
     assert asyncio.run(run_dispatcher(database_url)).sent == 0
-    assert _query(api_db, "SELECT status, pause_cause FROM channels")[0] == (
+    assert _query(api_db, "SELECT status, pause_cause FROM outbox.channels")[0] == (
         "paused", "unauthorized")
 
     # Configure the simulator exactly as webhook-info says to configure Whapi.
@@ -60,7 +60,7 @@ def test_a_conversation_in_each_webhook_mode(
 
     # Whapi reports the session authorised: the channel resumes by itself.
     assert ctl.channel_health(token, "AUTH", wait=True).delivered
-    assert _query(api_db, "SELECT status, pause_cause FROM channels")[0] == ("active", None)
+    assert _query(api_db, "SELECT status, pause_cause FROM outbox.channels")[0] == ("active", None)
 
     summary = asyncio.run(run_dispatcher(database_url))
     assert summary.sent == 1
@@ -70,37 +70,38 @@ def test_a_conversation_in_each_webhook_mode(
 
     # The echo (sent before the HTTP answer) and the statuses (as put) come
     # back; the message ends read, stored once.
-    wait_for(lambda: _query(api_db, "SELECT status FROM messages WHERE wa_message_id = :w",
+    wait_for(lambda: _query(api_db, "SELECT status FROM outbox.messages WHERE wa_message_id = :w",
                             w=ours) == [("read",)])
 
     # The customer answers from Whapi's 521 form: the same chat and contact.
     reply = ctl.inbound(token, phone=CUSTOMER, text="¿Cuándo llega?", wait=True)
     assert reply.delivered
-    chats = _query(api_db, "SELECT id, wa_chat_id, unread_count FROM chats")
+    chats = _query(api_db, "SELECT id, wa_chat_id, unread_count FROM outbox.chats")
     assert [(c.wa_chat_id, c.unread_count) for c in chats] == [
         ("5215512345678@s.whatsapp.net", 1)]
-    assert _query(api_db, "SELECT count(*) FROM contacts") == [(1,)]
+    assert _query(api_db, "SELECT count(*) FROM outbox.contacts") == [(1,)]
 
     # They react to our message, edit and then delete their reply.
     assert ctl.action(token, ours, "reaction", emoji="👍", phone=CUSTOMER, wait=True).delivered
     assert ctl.message_update(token, reply.message_id, text="¿Cuándo llega mi pedido?",
                               wait=True).delivered
     assert ctl.messages_removed(token, [reply.message_id], wait=True).delivered
-    (mine,) = _query(api_db, "SELECT reactions FROM messages WHERE wa_message_id = :w", w=ours)
+    (mine,) = _query(api_db, "SELECT reactions FROM outbox.messages WHERE wa_message_id = :w",
+                     w=ours)
     assert [r["emoji"] for r in mine.reactions.values()] == ["👍"]
-    (theirs,) = _query(api_db, "SELECT body, edit_history, deleted_at FROM messages "
+    (theirs,) = _query(api_db, "SELECT body, edit_history, deleted_at FROM outbox.messages "
                                "WHERE wa_message_id = :w", w=reply.message_id)
     assert theirs.body == "¿Cuándo llega mi pedido?" and theirs.deleted_at is not None
     assert [h["body"] for h in theirs.edit_history] == ["¿Cuándo llega?"]
     assert _query(api_db, "SELECT count(*), sum(CASE WHEN direction = 'inbound' THEN 1 END) "
-                          "FROM messages") == [(2, 1)]
-    assert _query(api_db, "SELECT unread_count FROM chats") == [(1,)]
+                          "FROM outbox.messages") == [(2, 1)]
+    assert _query(api_db, "SELECT unread_count FROM outbox.chats") == [(1,)]
 
     # The phone logs out: the channel pauses; logging in resumes it.
     assert ctl.logout(token, wait=True).delivered
-    assert _query(api_db, "SELECT pause_cause FROM channels") == [("session",)]
+    assert _query(api_db, "SELECT pause_cause FROM outbox.channels") == [("session",)]
     assert ctl.login(token, wait=True).delivered
-    assert _query(api_db, "SELECT status FROM channels") == [("active",)]
+    assert _query(api_db, "SELECT status FROM outbox.channels") == [("active",)]
 
     # Every webhook went to the mode's URL with the mode's HTTP method, got
     # its 200 at the first attempt, and its body is Whapi's as the spec has it.
@@ -117,7 +118,7 @@ def test_a_conversation_in_each_webhook_mode(
         ("messages", "delete"), ("channel", "post"), ("users", "post"), ("users", "delete")}
     for body in (a.body for a in log):
         assert_valid(WEBHOOK_SCHEMA, body)
-    assert _query(api_db, "SELECT count(*) FROM webhook_dead_letters") == [(0,)]
+    assert _query(api_db, "SELECT count(*) FROM outbox.webhook_dead_letters") == [(0,)]
 
 
 def test_webhooks_refused_are_retried_until_a_200(
@@ -134,19 +135,19 @@ def test_webhooks_refused_are_retried_until_a_200(
                      headers={SECRET_HEADER: secret}, events=SUBSCRIBED_EVENTS,
                      callback_backoff_delay_ms=50)
     with api_db.begin() as conn:  # our side out of step (e.g. mid-rotation)
-        conn.execute(text("UPDATE channels SET webhook_secret = 'other' WHERE id = :id"),
+        conn.execute(text("UPDATE outbox.channels SET webhook_secret = 'other' WHERE id = :id"),
                      {"id": ch})
     injected = ctl.inbound(token, phone="+15550100009", text="hello?")
     attempts = ctl.wait_webhook_attempts(3, token=token)
     assert {a.status for a in attempts} == {401}
-    assert _query(api_db, "SELECT count(*) FROM messages") == [(0,)]
+    assert _query(api_db, "SELECT count(*) FROM outbox.messages") == [(0,)]
     with api_db.begin() as conn:
-        conn.execute(text("UPDATE channels SET webhook_secret = :s WHERE id = :id"),
+        conn.execute(text("UPDATE outbox.channels SET webhook_secret = :s WHERE id = :id"),
                      {"s": secret, "id": ch})
-    wait_for(lambda: _query(api_db, "SELECT count(*) FROM messages") == [(1,)])
+    wait_for(lambda: _query(api_db, "SELECT count(*) FROM outbox.messages") == [(1,)])
     ctl.inbound(token, phone="+15550100009", text="hello again?", wait=True)
-    assert _query(api_db, "SELECT wa_message_id FROM messages ORDER BY sent_at")[0] == (
+    assert _query(api_db, "SELECT wa_message_id FROM outbox.messages ORDER BY sent_at")[0] == (
         injected.message_id,)
-    assert _query(api_db, "SELECT unread_count FROM chats") == [(2,)]
+    assert _query(api_db, "SELECT unread_count FROM outbox.chats") == [(2,)]
     retried = [a for a in ctl.webhook_log(token=token) if a.delivery == attempts[0].delivery]
     assert [a.status for a in retried][-1] == 200 and len(retried) >= 4

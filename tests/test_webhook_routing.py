@@ -55,13 +55,13 @@ def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     """Everything a webhook may change, for before/after comparisons."""
     queries = {
         "messages": "SELECT wa_message_id, direction, type, status, body, reactions, "
-                    "edit_history, edited_at, deleted_at, updated_at FROM messages",
+                    "edit_history, edited_at, deleted_at, updated_at FROM outbox.messages",
         "chats": "SELECT wa_chat_id, unread_count, status, last_message_at, "
-                 "last_message_preview, updated_at FROM chats",
-        "contacts": "SELECT phone, name, is_group FROM contacts",
-        "channels": "SELECT id, status, pause_cause, updated_at FROM channels",
-        "pending": "SELECT wa_message_id, kind, action_key FROM webhook_pending",
-        "dead": "SELECT reason FROM webhook_dead_letters",
+                 "last_message_preview, updated_at FROM outbox.chats",
+        "contacts": "SELECT phone, name, is_group FROM outbox.contacts",
+        "channels": "SELECT id, status, pause_cause, updated_at FROM outbox.channels",
+        "pending": "SELECT wa_message_id, kind, action_key FROM outbox.webhook_pending",
+        "dead": "SELECT reason FROM outbox.webhook_dead_letters",
     }
     with engine.connect() as conn:
         return {name: sorted(map(tuple, conn.execute(text(sql))), key=repr)
@@ -74,8 +74,8 @@ def message(engine: Engine, wa_id: str) -> Any:
             "SELECT m.direction, m.type, m.status, m.body, m.payload, m.reactions, "
             "m.edit_history, m.edited_at, m.deleted_at, c.wa_chat_id, c.unread_count, "
             "c.status AS chat_status, c.last_message_preview, ct.phone, ct.name "
-            "FROM messages m JOIN chats c ON c.id = m.chat_id "
-            "JOIN contacts ct ON ct.id = c.contact_id WHERE m.wa_message_id = :w"),
+            "FROM outbox.messages m JOIN outbox.chats c ON c.id = m.chat_id "
+            "JOIN outbox.contacts ct ON ct.id = c.contact_id WHERE m.wa_message_id = :w"),
             {"w": wa_id}).one_or_none()
 
 
@@ -86,7 +86,7 @@ def sent_to_alice(engine: Engine, channel: uuid.UUID, wa_id: str = OUT_API) -> u
     with Session(engine) as s, s.begin():
         mid = enqueue_text(s, channel_id=channel, to="+44 7700 900123",
                            body="Your order #1042 has shipped").message_id
-        s.execute(text("UPDATE messages SET status = 'sent', wa_message_id = :w, "
+        s.execute(text("UPDATE outbox.messages SET status = 'sent', wa_message_id = :w, "
                        "sent_at = now() WHERE id = :id"), {"w": wa_id, "id": mid})
     return mid
 
@@ -134,7 +134,7 @@ def test_offline_backlog_put_is_stored_like_post(api: httpx.Client, api_db: Engi
     as_post = {**payload, "event": {"type": "messages", "event": "post"}}
     assert deliver(api, ch, secret, as_post)["messages"]["duplicates"] == n
     with api_db.connect() as conn:
-        assert conn.execute(text("SELECT sum(unread_count) FROM chats")).scalar_one() == n
+        assert conn.execute(text("SELECT sum(unread_count) FROM outbox.chats")).scalar_one() == n
 
 
 @pytest.mark.parametrize(("name", "outbound_to"), [
@@ -155,9 +155,9 @@ def test_reply_from_a_country_rule_number_lands_in_the_outbound_chat(
     payload = load_payload(f"messages_post_{name}")
     deliver(api, ch, secret, payload)
     with api_db.connect() as conn:
-        chats = conn.execute(text("SELECT id, wa_chat_id FROM chats")).all()
-        contacts = conn.execute(text("SELECT count(*) FROM contacts")).scalar_one()
-        recipient = conn.execute(text("SELECT recipient FROM outbox_messages")).scalar_one()
+        chats = conn.execute(text("SELECT id, wa_chat_id FROM outbox.chats")).all()
+        contacts = conn.execute(text("SELECT count(*) FROM outbox.contacts")).scalar_one()
+        recipient = conn.execute(text("SELECT recipient FROM outbox.outbox_messages")).scalar_one()
     assert [c.id for c in chats] == [sent.chat_id] and contacts == 1
     assert recipient == chats[0].wa_chat_id == payload["messages"][0]["chat_id"]
 
@@ -197,7 +197,7 @@ def test_reaction_is_recorded_on_its_target_not_as_a_message(api: httpx.Client, 
     ch, secret = channel
     mid = sent_to_alice(api_db, ch)
     with Session(api_db) as s, s.begin():
-        archive_chat(s, s.execute(text("SELECT chat_id FROM messages WHERE id = :id"),
+        archive_chat(s, s.execute(text("SELECT chat_id FROM outbox.messages WHERE id = :id"),
                                   {"id": mid}).scalar_one())
     reaction = load_payload("messages_post_action_reaction")
     result = deliver(api, ch, secret, reaction)
@@ -208,7 +208,7 @@ def test_reaction_is_recorded_on_its_target_not_as_a_message(api: httpx.Client, 
     # campaign message must not reopen it).
     assert (row.unread_count, row.chat_status) == (0, "archived")
     with api_db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM messages")).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM outbox.messages")).scalar_one() == 1
 
     before = snapshot(api_db)
     assert deliver(api, ch, secret, reaction)["actions"]["unchanged"] == 1
@@ -266,7 +266,7 @@ def test_edit_before_its_original_waits_and_is_applied_when_it_arrives(
     result = deliver(api, ch, secret, load_payload("messages_patch_update"))
     assert result["actions"]["pending"] == 1
     with api_db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM messages")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM outbox.messages")).scalar_one() == 0
     deliver(api, ch, secret, load_payload("messages_post_text"))
     row = message(api_db, IN_TEXT)
     assert row.body == "Hi, where is my order #1043?"
@@ -347,13 +347,13 @@ def test_echo_before_the_dispatcher_records_the_id_is_stored_once(
     assert deliver(api, ch, secret, echo)["messages"]["echoes"] == 1
     assert [p[1] for p in snapshot(api_db)["pending"]] == ["echo"]
     with api_db.begin() as conn:  # what COMPLETE does
-        conn.execute(text("UPDATE messages SET status = 'sent', wa_message_id = :w "
+        conn.execute(text("UPDATE outbox.messages SET status = 'sent', wa_message_id = :w "
                           "WHERE id = :id"), {"w": OUT_API, "id": mid})
     with Session(api_db) as s, s.begin():
         result = apply_pending(s, echo_wait_seconds=0)
     assert (result.echoes_matched, result.echoes_stored) == (1, 0)
     with api_db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM messages")).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM outbox.messages")).scalar_one() == 1
     assert snapshot(api_db)["pending"] == []
 
 
@@ -419,7 +419,8 @@ def test_failed_status_records_why(api: httpx.Client, api_db: Engine, channel,
         _sent(api_db, ch, wa_id, 1)
         assert deliver(api, ch, secret, payload)["statuses"]["applied"] == 1
     with api_db.connect() as conn:
-        row = conn.execute(text("SELECT status, error FROM messages WHERE wa_message_id = :w"),
+        row = conn.execute(text("SELECT status, error FROM outbox.messages "
+                                "WHERE wa_message_id = :w"),
                            {"w": wa_id}).one()
     assert row.status == "failed"
     assert row.error == ("400: Message undeliverable: "
@@ -431,7 +432,7 @@ def _sent(engine: Engine, channel: uuid.UUID, wa_id: str, n: int) -> None:
 
     with Session(engine) as s, s.begin():
         mid = enqueue_text(s, channel_id=channel, to=f"+1555010{n:04d}", body="x").message_id
-        s.execute(text("UPDATE messages SET status = 'sent', wa_message_id = :w "
+        s.execute(text("UPDATE outbox.messages SET status = 'sent', wa_message_id = :w "
                        "WHERE id = :id"), {"w": wa_id, "id": mid})
 
 
@@ -456,7 +457,7 @@ def test_archive_state_follows_the_phone(api: httpx.Client, api_db: Engine, chan
 
 def _channel(engine: Engine, channel: uuid.UUID) -> Any:
     with engine.connect() as conn:
-        return conn.execute(text("SELECT status, pause_cause, pause_reason FROM channels "
+        return conn.execute(text("SELECT status, pause_cause, pause_reason FROM outbox.channels "
                                  "WHERE id = :id"), {"id": channel}).one()
 
 
@@ -479,7 +480,8 @@ def test_auth_resumes_a_channel_paused_by_a_401_but_not_by_an_operator(
 
     by_401, by_hand = make_channel(name="a"), make_channel(name="b", phone="+15550000002")
     with api_db.begin() as conn:
-        conn.execute(text("UPDATE channels SET status = 'paused', pause_cause = 'unauthorized', "
+        conn.execute(text("UPDATE outbox.channels SET status = 'paused', "
+                          "pause_cause = 'unauthorized', "
                           "pause_reason = 'HTTP 401' WHERE id = :id"), {"id": by_401})
     with Session(api_db) as s, s.begin():
         pause_channel(s, by_hand)

@@ -136,7 +136,7 @@ def _sent_message(engine: Engine, channel_id: uuid.UUID, wa_id: str | None,
     with Session(engine) as s, s.begin():
         mid = enqueue_text(s, channel_id=channel_id, to=to, body="x").message_id
         if wa_id is not None:
-            s.execute(text("UPDATE messages SET status = 'sent', wa_message_id = :w, "
+            s.execute(text("UPDATE outbox.messages SET status = 'sent', wa_message_id = :w, "
                            "sent_at = now() WHERE id = :id"), {"w": wa_id, "id": mid})
     return mid
 
@@ -144,7 +144,7 @@ def _sent_message(engine: Engine, channel_id: uuid.UUID, wa_id: str | None,
 def _message(engine: Engine, mid: uuid.UUID) -> Any:
     with engine.connect() as conn:
         return conn.execute(text("SELECT status, delivered_at, read_at, updated_at "
-                                 "FROM messages WHERE id = :id"), {"id": mid}).one()
+                                 "FROM outbox.messages WHERE id = :id"), {"id": mid}).one()
 
 
 # --- statuses ----------------------------------------------------------------------------
@@ -204,7 +204,7 @@ def test_late_failed_or_deleted_never_undo_a_delivery(api: httpx.Client, make_ch
     # `deleted` marks the message deleted and keeps what it reached.
     _hook(api, ch, _status("wa-a", "deleted"), secret)
     with api_db.connect() as conn:
-        row = conn.execute(text("SELECT status, deleted_at FROM messages WHERE id = :id"),
+        row = conn.execute(text("SELECT status, deleted_at FROM outbox.messages WHERE id = :id"),
                            {"id": a}).one()
     assert row.status == "read" and row.deleted_at is not None
 
@@ -226,9 +226,10 @@ def test_statuses_apply_to_outbound_messages_only(api: httpx.Client, make_channe
         body = _hook(api, ch, _status("in-st", status), secret).json()
         assert body["statuses"] == {"applied": 0, "unchanged": 1, "backlogged": 0}
     with api_db.connect() as conn:
-        assert conn.execute(text("SELECT status FROM messages WHERE wa_message_id = 'in-st'")
+        assert conn.execute(text("SELECT status FROM outbox.messages WHERE wa_message_id = 'in-st'")
                             ).scalar_one() == "delivered"
-        assert conn.execute(text("SELECT count(*) FROM webhook_status_backlog")).scalar() == 0
+        assert conn.execute(
+            text("SELECT count(*) FROM outbox.webhook_status_backlog")).scalar() == 0
 
 
 def test_status_before_the_id_is_known_is_applied_later(api: httpx.Client, make_channel,
@@ -242,23 +243,26 @@ def test_status_before_the_id_is_known_is_applied_later(api: httpx.Client, make_
         body = _hook(api, ch, _status("wa-early", s), secret).json()
         assert body["statuses"]["applied"] == 0
     with api_db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM webhook_status_backlog")).scalar() == 2
+        assert conn.execute(
+            text("SELECT count(*) FROM outbox.webhook_status_backlog")).scalar() == 2
     # The dispatcher records the id it got back (what db/queries.py COMPLETE does).
     with api_db.begin() as conn:
-        conn.execute(text("UPDATE messages SET status = 'sent', wa_message_id = 'wa-early', "
+        conn.execute(text("UPDATE outbox.messages SET status = 'sent', wa_message_id = 'wa-early', "
                           "sent_at = now() WHERE id = :id"), {"id": mid})
     # The next webhook for the channel (any id) applies the backlog ...
     _hook(api, ch, _status("wa-unrelated", "read"), secret)
     assert _message(api_db, mid).status == "delivered"
     with api_db.connect() as conn:
-        left = conn.execute(text("SELECT wa_message_id FROM webhook_status_backlog")).scalars()
+        left = conn.execute(
+            text("SELECT wa_message_id FROM outbox.webhook_status_backlog")).scalars()
         assert list(left) == ["wa-unrelated"]
     # ... and so does the periodic pass; old rows that never matched expire.
     with Session(api_db) as s, s.begin():
         result = apply_status_backlog(s, expire_after_seconds=0)
     assert result.expired == 1 and result.applied == 0
     with api_db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM webhook_status_backlog")).scalar() == 0
+        assert conn.execute(
+            text("SELECT count(*) FROM outbox.webhook_status_backlog")).scalar() == 0
 
 
 def test_statuses_are_per_channel(api: httpx.Client, make_channel, api_db: Engine) -> None:
@@ -275,14 +279,14 @@ def test_statuses_are_per_channel(api: httpx.Client, make_channel, api_db: Engin
 def _chat(engine: Engine, channel_id: uuid.UUID) -> Any:
     with engine.connect() as conn:
         return conn.execute(text("SELECT id, unread_count, status, last_message_at, "
-                                 "last_message_preview FROM chats WHERE channel_id = :c"),
+                                 "last_message_preview FROM outbox.chats WHERE channel_id = :c"),
                             {"c": channel_id}).one()
 
 
 def _inbound_count(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text(
-            "SELECT count(*) FROM messages WHERE direction = 'inbound'")).scalar_one())
+            "SELECT count(*) FROM outbox.messages WHERE direction = 'inbound'")).scalar_one())
 
 
 def test_inbound_twice_is_one_message_and_unread_once(api: httpx.Client, make_channel,
@@ -300,8 +304,8 @@ def test_inbound_twice_is_one_message_and_unread_once(api: httpx.Client, make_ch
     assert chat.last_message_preview == "Hello world"
     with api_db.connect() as conn:
         m = conn.execute(text("SELECT status, type, body, payload->'text'->>'body' AS raw "
-                              "FROM messages WHERE wa_message_id = 'in-1'")).one()
-        contact = conn.execute(text("SELECT phone, name FROM contacts")).one()
+                              "FROM outbox.messages WHERE wa_message_id = 'in-1'")).one()
+        contact = conn.execute(text("SELECT phone, name FROM outbox.contacts")).one()
     assert (m.status, m.type, m.body, m.raw) == ("delivered", "text", "Hello world",
                                                 "Hello world")
     assert (contact.phone, contact.name) == ("+15550100009", "Gerald")
@@ -353,8 +357,9 @@ def test_group_inbound_uses_the_group_as_the_chat(api: httpx.Client, make_channe
     payload["messages"][0]["chat_name"] = "Family"
     assert _hook(api, ch, payload, webhook_secret(api_db, ch)).status_code == 200
     with api_db.connect() as conn:
-        row = conn.execute(text("SELECT c.wa_chat_id, ct.phone, ct.is_group, ct.name FROM chats c "
-                                "JOIN contacts ct ON ct.id = c.contact_id")).one()
+        row = conn.execute(text("SELECT c.wa_chat_id, ct.phone, ct.is_group, ct.name "
+                                "FROM outbox.chats c "
+                                "JOIN outbox.contacts ct ON ct.id = c.contact_id")).one()
     assert tuple(row) == ("120363025343298765@g.us", "120363025343298765@g.us", True, "Family")
 
 
@@ -417,7 +422,7 @@ def test_unusable_body_is_kept_as_a_dead_letter_and_answered_200(
         assert r.status_code == 200 and r.json()["dead_lettered"], r.text
     assert row_counts(api_db) == before
     with api_db.connect() as conn:
-        rows = conn.execute(text("SELECT channel_id, body, reason FROM webhook_dead_letters")
+        rows = conn.execute(text("SELECT channel_id, body, reason FROM outbox.webhook_dead_letters")
                             ).all()
     assert [(r.channel_id, bytes(r.body)) for r in rows] == [(ch, content)]
     assert rows[0].reason
@@ -450,7 +455,7 @@ def test_concurrent_webhooks_race_safely(live_url: str, make_channel, api_db: En
     assert {_message(api_db, mid).status for mid in mids.values()} == {"read"}
     assert _inbound_count(api_db) == 1
     with api_db.connect() as conn:
-        unread = conn.execute(text("SELECT unread_count FROM chats WHERE wa_chat_id = "
+        unread = conn.execute(text("SELECT unread_count FROM outbox.chats WHERE wa_chat_id = "
                                    "'15550100009@s.whatsapp.net'")).scalar_one()
     assert unread == 1
 
@@ -466,7 +471,7 @@ async def test_apply_status_backlog_async_for_the_daemon(database_url: str, make
         channel = WebhookChannel(ch, "default", webhook_secret(api_db, ch))
         assert process_webhook(s, channel, _status("wa-d", "read")).statuses_backlogged == 1
     with api_db.begin() as conn:
-        conn.execute(text("UPDATE messages SET status = 'sent', wa_message_id = 'wa-d' "
+        conn.execute(text("UPDATE outbox.messages SET status = 'sent', wa_message_id = 'wa-d' "
                           "WHERE id = :id"), {"id": mid})
     engine = make_async_engine(database_url, pool_size=1)
     try:
@@ -478,4 +483,5 @@ async def test_apply_status_backlog_async_for_the_daemon(database_url: str, make
     assert (result.applied, result.taken) in {(1, 1), (0, 0)}
     assert _message(api_db, mid).status == "read"
     with api_db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM webhook_status_backlog")).scalar_one() == 0
+        assert conn.execute(
+            text("SELECT count(*) FROM outbox.webhook_status_backlog")).scalar_one() == 0

@@ -3,14 +3,14 @@ migrated to head), GET /metrics (Prometheus)."""
 
 from __future__ import annotations
 
-from alembic.runtime.migration import MigrationContext
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from db.engine import engine_schema
 from outbox import metrics
 from outbox.api.context import AppContext, context
-from outbox.migrate import head_revision
+from outbox.migrate import head_revision, revision_on
 
 router = APIRouter(tags=["health"])
 
@@ -36,7 +36,7 @@ def _readiness(ctx: AppContext) -> tuple[bool, dict[str, object]]:
     head = head_revision()
     try:
         with ctx.engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
+            current = revision_on(conn, engine_schema(ctx.engine))
     except Exception as exc:
         return False, {"status": "unavailable",
                        "reason": f"database unreachable ({type(exc).__name__})"}

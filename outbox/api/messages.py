@@ -103,7 +103,7 @@ def _enqueue_unchecked(ctx: AppContext, principal: Principal,
                                  "message)", field="text")
         status = "pending"
         if result.duplicate:
-            status = session.execute(text("SELECT status FROM messages WHERE id = :id"),
+            status = session.execute(text("SELECT status FROM outbox.messages WHERE id = :id"),
                                      {"id": result.message_id}).scalar_one()
     return MessageQueued(message_id=result.message_id, outbox_id=result.outbox_id,
                          chat_id=result.chat_id, status=status, duplicate=result.duplicate)
