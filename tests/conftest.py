@@ -50,6 +50,20 @@ def database_url() -> Iterator[str]:
         drop_database(server_url, name)
 
 
+@pytest.fixture
+def fresh_database_url() -> Iterator[str]:
+    """An empty database of its own (no migrations), dropped after the test."""
+    from db.admin import create_database, drop_database
+
+    server_url = _server_url()
+    name = f"outbox_fresh_{os.getpid()}_{secrets.token_hex(3)}"
+    url = create_database(server_url, name)
+    try:
+        yield url
+    finally:
+        drop_database(server_url, name)
+
+
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> Iterator[Engine]:
     from db.engine import make_engine

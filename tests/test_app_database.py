@@ -13,7 +13,6 @@ schema existed moved with every row kept, and the least-privilege roles.
 
 from __future__ import annotations
 
-import os
 import secrets
 import textwrap
 import uuid
@@ -26,7 +25,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, inspect, make_url, pool, text
 from sqlalchemy.orm import Session
 
-from db.admin import create_database, drop_database
+from db.admin import drop_database
 from db.engine import libpq_url, make_engine
 from tests.conftest import TEST_KEY, _server_url
 from tests.dispatch_helpers import cli, run_dispatcher
@@ -94,14 +93,19 @@ APP_SECOND_BODY = """
 
 
 @pytest.fixture
-def fresh_url() -> Iterator[str]:
-    server = _server_url()
-    name = f"outbox_app_{os.getpid()}_{secrets.token_hex(3)}"
-    url = create_database(server, name)
-    try:
-        yield url
-    finally:
-        drop_database(server, name)
+def fresh_url(fresh_database_url: str) -> str:
+    return fresh_database_url
+
+
+def _channel(engine: Engine, base_url: str) -> uuid.UUID:
+    """A committed channel that sends to `base_url` (the simulator)."""
+    from outbox.channels import create_channel
+
+
+    with Session(engine) as s, s.begin():
+        return create_channel(s, name="shop", phone_number="+15550000001",
+                              token=secrets.token_hex(16), encryption_key=TEST_KEY,
+                              base_url=base_url).id
 
 
 @pytest.fixture
@@ -227,7 +231,6 @@ def test_upgrade_beside_an_application_leaves_it_alone(fresh_url: str, app_alemb
 def test_enqueue_in_the_applications_session_with_its_own_search_path(
         fresh_url: str, sim, sim_url: str) -> None:
     from outbox import enqueue_text
-    from outbox.channels import create_channel
     from outbox.migrate import upgrade
 
     upgrade(fresh_url)
@@ -240,10 +243,7 @@ def test_enqueue_in_the_applications_session_with_its_own_search_path(
         with ours.begin() as conn:
             conn.execute(text("CREATE SCHEMA shop"))
             conn.execute(text("CREATE TABLE shop.orders (id int PRIMARY KEY, total int)"))
-        with Session(ours) as s, s.begin():
-            channel = create_channel(s, name="shop", phone_number="+15550000001",
-                                     token=secrets.token_hex(16), encryption_key=TEST_KEY,
-                                     base_url=sim_url).id
+        channel = _channel(ours, sim_url)
 
         with Session(app) as s, s.begin():
             s.execute(text("INSERT INTO orders VALUES (1, 990)"))
@@ -284,7 +284,6 @@ def test_upgrade_moves_an_installation_from_public_keeping_every_row(
     from db.models import Base
     from outbox import enqueue_text
     from outbox.apikeys import create_api_key
-    from outbox.channels import create_channel
     from outbox.migrate import current_revision, head_revision, upgrade
     from outbox.settings import get_settings
 
@@ -293,10 +292,8 @@ def test_upgrade_moves_an_installation_from_public_keeping_every_row(
     get_settings.cache_clear()
     legacy = make_engine(fresh_url, pool_size=1, schema="public")
     try:
+        channel = _channel(legacy, sim_url)
         with Session(legacy) as s, s.begin():
-            channel = create_channel(s, name="old", phone_number="+15550000001",
-                                     token=secrets.token_hex(16), encryption_key=TEST_KEY,
-                                     base_url=sim_url).id
             create_api_key(s, workspace_id="default", name="ops")
             for n in range(3):
                 enqueue_text(s, channel_id=channel, to=f"+1555765432{n}", body=f"old {n}")
@@ -362,7 +359,6 @@ def roles(fresh_url: str) -> Iterator[dict[str, str]]:
 def test_enqueue_and_dispatch_under_least_privilege_roles(
         roles: dict[str, str], sim, sim_url: str) -> None:
     from outbox import enqueue_text
-    from outbox.channels import create_channel
 
     upgrade = cli("db", "upgrade", env={"OUTBOX_DATABASE_URL": roles["owner"]})
     assert upgrade.returncode == 0, upgrade.stderr
@@ -376,10 +372,7 @@ def test_enqueue_and_dispatch_under_least_privilege_roles(
     service = make_engine(roles["service"], pool_size=1)
     app = create_engine(roles["app"], poolclass=pool.NullPool)
     try:
-        with Session(service) as s, s.begin():
-            channel = create_channel(s, name="c", phone_number="+15550000001",
-                                     token=secrets.token_hex(16), encryption_key=TEST_KEY,
-                                     base_url=sim_url).id
+        channel = _channel(service, sim_url)
         with Session(app) as s, s.begin():
             s.execute(text("INSERT INTO orders VALUES (7)"))
             enqueue_text(s, channel_id=channel, to="+15557654321", body="order 7")
@@ -428,7 +421,6 @@ def test_another_schema_name_holds_everything(fresh_url: str, sim, sim_url: str,
     """OUTBOX_DB_SCHEMA=wa: the same statements run with that schema, and
     nothing lands in `outbox` or `public`."""
     from outbox import enqueue_text
-    from outbox.channels import create_channel
     from outbox.settings import get_settings
 
     monkeypatch.setenv("OUTBOX_DB_SCHEMA", "wa")
@@ -437,10 +429,8 @@ def test_another_schema_name_holds_everything(fresh_url: str, sim, sim_url: str,
     assert result.returncode == 0, result.stderr
     engine = make_engine(fresh_url, pool_size=1)
     try:
+        channel = _channel(engine, sim_url)
         with Session(engine) as s, s.begin():
-            channel = create_channel(s, name="c", phone_number="+15550000001",
-                                     token=secrets.token_hex(16), encryption_key=TEST_KEY,
-                                     base_url=sim_url).id
             enqueue_text(s, channel_id=channel, to="+15557654321", body="in wa")
         sent = cli("dispatch", "--once", "--no-progress",
                    env={"OUTBOX_DATABASE_URL": fresh_url})
@@ -454,4 +444,3 @@ def test_another_schema_name_holds_everything(fresh_url: str, sim, sim_url: str,
         assert status.returncode == 0, status.stderr
     finally:
         engine.dispose()
-    _ = uuid

@@ -3,27 +3,9 @@ and the models (db/models.py) describe exactly what the migrations create."""
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import create_engine, inspect, pool, text
-
-from db.admin import create_database, drop_database
-from tests.conftest import _server_url
-
-
-@pytest.fixture
-def fresh_database_url() -> Iterator[str]:
-    server_url = _server_url()
-    name = f"outbox_migr_{os.getpid()}_{secrets.token_hex(3)}"
-    url = create_database(server_url, name)
-    try:
-        yield url
-    finally:
-        drop_database(server_url, name)
 
 
 def _schema(url: str) -> tuple[set[str], dict[str, list[str]]]:
