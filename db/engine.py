@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
-from db.schema import DEFAULT_SCHEMA, in_schema
+from outbox.db.schema import DEFAULT_SCHEMA, in_schema
 from outbox.errors import ConfigurationError
 from outbox.settings import Pooler, Settings, load_settings
 
@@ -48,7 +48,7 @@ def database_url(settings: Settings) -> str:
         return normalize_url(settings.database_url)
     key = str(settings.data_dir)
     if key not in _resolved:
-        from db.embedded import embedded_server_url
+        from outbox.db.embedded import embedded_server_url
 
         _resolved[key] = embedded_server_url(settings.data_dir)
     return _resolved[key]

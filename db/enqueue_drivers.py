@@ -36,9 +36,9 @@ from psycopg.rows import tuple_row
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db import queries
-from db.driver_sql import binary_params_sql, driver_sql
-from db.schema import DEFAULT_SCHEMA, in_schema
+from outbox.db import queries
+from outbox.db.driver_sql import binary_params_sql, driver_sql
+from outbox.db.schema import DEFAULT_SCHEMA, in_schema
 
 Row = tuple[Any, ...]
 

@@ -15,7 +15,7 @@ migration role (an owner can grant on what it owns).
 
 from __future__ import annotations
 
-from db.schema import check_schema_name
+from outbox.db.schema import check_schema_name
 
 # What ENQUEUE and CHANNELS_FOR_ENQUEUE (db/queries.py) touch. Foreign-key
 # checks run as the tables' owner, so the application needs nothing on

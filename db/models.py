@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from db.schema import DEFAULT_SCHEMA
+from outbox.db.schema import DEFAULT_SCHEMA
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

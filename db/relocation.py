@@ -15,7 +15,7 @@ from collections.abc import Collection
 
 from sqlalchemy import Connection, text
 
-from db.schema import TABLES, VERSION_TABLE
+from outbox.db.schema import TABLES, VERSION_TABLE
 
 # Our tables as the last release before the schema made them.
 LEGACY_TABLES = tuple(t for t in TABLES if t != VERSION_TABLE)

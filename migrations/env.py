@@ -13,10 +13,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool, text
 
-from db.engine import configured_pooler, configured_schema, driver_connect_args
-from db.models import Base
-from db.relocation import ensure_schema, has_version_table, legacy_revision, move_into_schema
-from db.schema import VERSION_TABLE
+from outbox.db.engine import configured_pooler, configured_schema, driver_connect_args
+from outbox.db.models import Base
+from outbox.db.relocation import ensure_schema, has_version_table, legacy_revision, move_into_schema
+from outbox.db.schema import VERSION_TABLE
 
 config = context.config
 target_metadata = Base.metadata

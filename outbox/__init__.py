@@ -10,6 +10,8 @@ Each adds rows to the caller's transaction, a SQLAlchemy `Session` or
 Errors form one hierarchy rooted at `outbox.errors.OutboxError`.
 """
 
+from importlib.metadata import version as _version
+
 from outbox.enqueue import EnqueueResult, enqueue_many, enqueue_media, enqueue_text
 from outbox.errors import (
     ChannelDisabled,
@@ -25,6 +27,9 @@ from outbox.errors import (
     OutboxError,
 )
 from outbox.message_types import MediaMessage, TextMessage
+
+#: The installed distribution's version (pyproject.toml is the one place it's written).
+__version__ = _version("whapi-outbox")
 
 __all__ = [
     "ChannelDisabled",

@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 @contextlib.contextmanager
 def session_scope(settings: Settings) -> Iterator[Session]:
     """A session in a transaction that commits on success (for command handlers)."""
-    from db.engine import database_url, make_engine, session_factory
+    from outbox.db.engine import database_url, make_engine, session_factory
 
     engine = make_engine(database_url(settings), pool_size=2, pooler=settings.db_pooler)
     try:
@@ -68,7 +68,7 @@ def print_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> Non
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from db.engine import database_url
+    from outbox.db.engine import database_url
     from outbox.migrate import current_revision, shown, upgrade
 
     url, schema = database_url(settings), settings.db_schema
@@ -80,7 +80,7 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_downgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from db.engine import database_url
+    from outbox.db.engine import database_url
     from outbox.migrate import current_revision, downgrade, shown
 
     url, schema = database_url(settings), settings.db_schema
@@ -92,7 +92,7 @@ def cmd_db_downgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_url(args: argparse.Namespace, settings: Settings) -> int:
-    from db.engine import database_url, libpq_url
+    from outbox.db.engine import database_url, libpq_url
 
     url = database_url(settings)
     print(libpq_url(url) if args.libpq else url)
@@ -100,7 +100,7 @@ def cmd_db_url(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_grants(args: argparse.Namespace, settings: Settings) -> int:
-    from db.grants import grant_statements
+    from outbox.db.grants import grant_statements
     from outbox.errors import InvalidInput
 
     if not (args.service_role or args.app_role):
@@ -112,7 +112,7 @@ def cmd_db_grants(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_current(args: argparse.Namespace, settings: Settings) -> int:
-    from db.engine import database_url
+    from outbox.db.engine import database_url
     from outbox.migrate import current_revision, head_revision
 
     current = current_revision(database_url(settings), schema=settings.db_schema)
@@ -126,7 +126,7 @@ def cmd_db_current(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_channel_add(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.channels import create_channel
+    from outbox.admin.channels import create_channel
     from outbox.errors import InvalidInput
 
     if not args.token_stdin:
@@ -145,7 +145,7 @@ def cmd_channel_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_channel_list(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.channels import list_channels
+    from outbox.admin.channels import list_channels
 
     with session_scope(settings) as session:
         channels = list_channels(session, workspace_id=args.workspace)
@@ -168,7 +168,7 @@ def cmd_channel_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_channel_pause(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.channels import pause_channel
+    from outbox.admin.channels import pause_channel
 
     with session_scope(settings) as session:
         c = pause_channel(session, args.channel_id, seconds=args.for_seconds)
@@ -178,7 +178,7 @@ def cmd_channel_pause(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_channel_resume(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.channels import resume_channel
+    from outbox.admin.channels import resume_channel
 
     with session_scope(settings) as session:
         c = resume_channel(session, args.channel_id)
@@ -211,7 +211,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from outbox.daemon import run_daemon
+    from outbox.dispatch.daemon import run_daemon
 
     asyncio.run(run_daemon(settings))
     return EXIT_OK
@@ -239,10 +239,10 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: float | None,
                          *, progress: bool) -> Any:
+    from outbox.dispatch.progress import due_count, progress_observer
+    from outbox.dispatch.runtime import open_runtime, tune_gc
     from outbox.maintenance.rescuer import rescue_expired
     from outbox.maintenance.unpauser import unpause_expired
-    from outbox.progress import due_count, progress_observer
-    from outbox.runtime import open_runtime, tune_gc
 
     tune_gc()
     async with open_runtime(settings) as runtime:
@@ -258,7 +258,7 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.status import queue_status
+    from outbox.admin.status import queue_status
 
     with session_scope(settings) as session:
         status = queue_status(session, workspace_id=args.workspace)
@@ -293,7 +293,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.status import retry_failed
+    from outbox.admin.status import retry_failed
 
     with session_scope(settings) as session:
         n = retry_failed(session, channel_id=args.channel, message_id=args.message)
@@ -305,7 +305,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace, settings: Settings) -> int:
-    from providers.simulator import serve
+    from outbox.providers.simulator.app import serve
 
     serve(host=args.host, port=args.port, accept_any_token=args.accept_any_token)
     return EXIT_OK

@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.apikeys import create_api_key
+    from outbox.admin.apikeys import create_api_key
     from outbox.cli import session_scope
 
     with session_scope(settings) as session:
@@ -53,7 +53,7 @@ def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_apikey_list(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.apikeys import list_api_keys
+    from outbox.admin.apikeys import list_api_keys
     from outbox.cli import print_table, session_scope
 
     with session_scope(settings) as session:
@@ -66,7 +66,7 @@ def cmd_apikey_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.apikeys import revoke_api_key
+    from outbox.admin.apikeys import revoke_api_key
     from outbox.cli import session_scope
 
     with session_scope(settings) as session:
@@ -79,9 +79,9 @@ def cmd_apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def webhook_info(settings: Settings, channel_id: str, mode: str = "body") -> dict[str, Any]:
-    from outbox.channels import get_channel
+    from outbox.admin.channels import get_channel
     from outbox.cli import session_scope
-    from outbox.webhooks import SECRET_HEADER, whapi_webhook_settings
+    from outbox.webhooks.apply import SECRET_HEADER, whapi_webhook_settings
 
     with session_scope(settings) as session:
         channel = get_channel(session, channel_id)
@@ -119,7 +119,7 @@ def cmd_channel_webhook_info(args: argparse.Namespace, settings: Settings) -> in
 
 
 def cmd_chats_list(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.chats import list_chats
+    from outbox.admin.chats import list_chats
     from outbox.cli import print_table, session_scope
 
     with session_scope(settings) as session:
@@ -140,7 +140,7 @@ def cmd_chats_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_chats_archive(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.chats import archive_chat, unarchive_chat
+    from outbox.admin.chats import archive_chat, unarchive_chat
     from outbox.cli import session_scope
 
     change = unarchive_chat if args.chats_cmd == "unarchive" else archive_chat
@@ -151,7 +151,7 @@ def cmd_chats_archive(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_chats_read(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.chats import mark_chat_read
+    from outbox.admin.chats import mark_chat_read
     from outbox.cli import session_scope
 
     with session_scope(settings) as session:

@@ -21,8 +21,8 @@ EXIT_FAILURE = 1
 
 
 def cmd_tokens_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.admin.key_rotation import require_rotation_keys, rotate_keys
     from outbox.cli import session_scope
-    from outbox.key_rotation import require_rotation_keys, rotate_keys
 
     new = settings.encryption_key.get_secret_value() if settings.encryption_key else None
     old = settings.encryption_key_old.get_secret_value() if settings.encryption_key_old else None
@@ -44,8 +44,8 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_tokens_check(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.admin.key_rotation import check_tokens
     from outbox.cli import print_table, session_scope
-    from outbox.key_rotation import check_tokens
 
     key = settings.require_encryption_key()
     old = settings.encryption_key_old.get_secret_value() if settings.encryption_key_old else None

@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 # ENQUEUE_SQL and batch_plan_settings: re-exported for the plan tests.
-from db.enqueue_drivers import ENQUEUE_SQL as ENQUEUE_SQL
-from db.enqueue_drivers import EnqueueRunner, runner_for
-from db.enqueue_drivers import batch_plan_settings as batch_plan_settings
+from outbox.db.enqueue_drivers import ENQUEUE_SQL as ENQUEUE_SQL
+from outbox.db.enqueue_drivers import EnqueueRunner, runner_for
+from outbox.db.enqueue_drivers import batch_plan_settings as batch_plan_settings
 from outbox.errors import ChannelDisabled, ChannelNotFound, IdempotencyConflict, InvalidInput
 from outbox.ids import uuid7s
 from outbox.jsonio import dumps_unicode

@@ -28,11 +28,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from sqlalchemy import Engine, text
 
-from db import webhook_queries as q
-from outbox.dispatcher import ClaimedRow, Dispatcher, Observer
-from outbox.outcomes import ChannelAction, Decision, Kind
-from outbox.runtime import Runtime
-from providers.base import OutgoingMessage, Provider, SendResult
+from outbox.db import webhook_queries as q
+from outbox.dispatch.dispatcher import ClaimedRow, Dispatcher, Observer
+from outbox.dispatch.outcomes import ChannelAction, Decision, Kind
+from outbox.dispatch.runtime import Runtime
+from outbox.providers.base import OutgoingMessage, Provider, SendResult
 
 log = structlog.get_logger(__name__)
 
@@ -207,7 +207,7 @@ def start_metrics_server(port: int, *, database_url: str, addr: str = "0.0.0.0")
     Binds all interfaces by default: the scraper is usually on another host.
     Returns prometheus_client's (server, thread) pair.
     """
-    from db.engine import make_engine
+    from outbox.db.engine import make_engine
 
     engine = make_engine(database_url, pool_size=1)
     server = start_http_server(port, addr=addr, registry=build_registry(engine))

@@ -26,12 +26,12 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Connection, create_engine, make_url, pool
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from db.engine import configured_pooler, configured_schema, driver_connect_args
-from db.relocation import has_version_table, legacy_revision
-from db.schema import VERSION_TABLE
+from outbox.db.engine import configured_pooler, configured_schema, driver_connect_args
+from outbox.db.relocation import has_version_table, legacy_revision
+from outbox.db.schema import VERSION_TABLE
 from outbox.errors import MigrationError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 def alembic_config(url: str, schema: str | None = None) -> Config:

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from db.schema import check_schema_name
+from outbox.db.schema import check_schema_name
 from outbox.errors import ConfigurationError
 
 ENV_PREFIX = "OUTBOX_"

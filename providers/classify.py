@@ -52,7 +52,7 @@ from typing import Any, Final
 import aiohttp
 import httpx
 
-from providers.base import ChannelProblem, Outcome, SendResult
+from outbox.providers.base import ChannelProblem, Outcome, SendResult
 
 __all__ = [
     "MAX_REASON_CHARS",

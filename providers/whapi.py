@@ -45,8 +45,8 @@ from tenacity import (
     wait_random,
 )
 
-from providers.base import MESSAGE_TYPES, Outcome, OutgoingMessage, Provider, SendResult
-from providers.classify import (
+from outbox.providers.base import MESSAGE_TYPES, Outcome, OutgoingMessage, Provider, SendResult
+from outbox.providers.classify import (
     classify_exception,
     classify_response,
     is_connect_failure,

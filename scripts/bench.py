@@ -69,14 +69,14 @@ from sqlalchemy import Engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from db import queries  # noqa: E402
-from db.admin import create_database, drop_database  # noqa: E402
-from db.engine import libpq_url, make_engine, normalize_url  # noqa: E402
-from outbox.channels import create_channel  # noqa: E402
+from outbox.admin.channels import create_channel  # noqa: E402
+from outbox.db import queries  # noqa: E402
+from outbox.db.admin import create_database, drop_database  # noqa: E402
+from outbox.db.engine import libpq_url, make_engine, normalize_url  # noqa: E402
 from outbox.enqueue import enqueue_many, enqueue_text  # noqa: E402
 from outbox.message_types import TextMessage  # noqa: E402
+from outbox.providers.simulator.control import SimulatorControl, start_simulator  # noqa: E402
 from outbox.settings import Settings  # noqa: E402
-from providers.simulator_control import SimulatorControl, start_simulator  # noqa: E402
 
 BENCH_KEY = "bench-encryption-key-not-secret-" + "x" * 16
 SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory",
@@ -857,7 +857,7 @@ def _server_url() -> str:
     url = os.environ.get("OUTBOX_DATABASE_URL")
     if url:
         return normalize_url(url)
-    from db.embedded import embedded_server_url
+    from outbox.db.embedded import embedded_server_url
 
     return embedded_server_url(REPO / ".outbox", database="postgres")
 

@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from outbox.dispatch.runtime import tune_gc
 from outbox.logging import configure_logging
-from outbox.runtime import tune_gc
+from outbox.providers.base import OutgoingMessage
+from outbox.providers.whapi import WhapiClient
 from outbox.settings import Settings
-from providers.base import OutgoingMessage
-from providers.whapi import WhapiClient
 
 
 async def run(url: str, tokens: list[str], requests: int, concurrency: int,

@@ -28,8 +28,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from db import queries
-from db.driver_sql import driver_sql
+from outbox.db import queries
+from outbox.db.driver_sql import driver_sql
 
 CLAIM = driver_sql(queries.CLAIM)
 COMPLETE = driver_sql(queries.COMPLETE)

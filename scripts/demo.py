@@ -44,14 +44,14 @@ def main() -> int:
     from sqlalchemy import text
     from sqlalchemy.orm import Session
 
-    from db.engine import make_engine
-    from outbox.channels import create_channel
+    from outbox.admin.channels import create_channel
+    from outbox.db.engine import make_engine
     from outbox.enqueue import enqueue_many
     from outbox.logging import configure_logging
     from outbox.message_types import TextMessage
     from outbox.migrate import upgrade
+    from outbox.providers.simulator.control import start_simulator
     from outbox.settings import get_settings
-    from providers.simulator_control import start_simulator
 
     settings = get_settings()
     configure_logging(level=settings.log_level)
@@ -119,9 +119,9 @@ def main() -> int:
 async def _dispatch_all(settings, total: int) -> float:  # type: ignore[no-untyped-def]
     from sqlalchemy import text
 
-    from outbox.daemon import Daemon
-    from outbox.progress import progress_observer
-    from outbox.runtime import open_runtime
+    from outbox.dispatch.daemon import Daemon
+    from outbox.dispatch.progress import progress_observer
+    from outbox.dispatch.runtime import open_runtime
 
     started = time.perf_counter()
     async with open_runtime(settings) as runtime:
@@ -143,9 +143,9 @@ async def _dispatch_all(settings, total: int) -> float:  # type: ignore[no-untyp
 
 def _demo_database_url(settings) -> str:  # type: ignore[no-untyped-def]
     """A fresh demo database each run, on the embedded server or OUTBOX_DATABASE_URL's."""
-    from db.admin import create_database
-    from db.embedded import embedded_server_url
-    from db.engine import normalize_url
+    from outbox.db.admin import create_database
+    from outbox.db.embedded import embedded_server_url
+    from outbox.db.engine import normalize_url
 
     if settings.database_url:
         server = normalize_url(settings.database_url)

@@ -84,7 +84,7 @@ def api(live_url: str, api_db: Engine) -> Iterator[httpx.Client]:
 @pytest.fixture
 def api_key(api_db: Engine) -> Callable[..., str]:
     """Create a committed API key for a workspace; returns the key."""
-    from outbox.apikeys import create_api_key
+    from outbox.admin.apikeys import create_api_key
 
     def _make(workspace: str = "default") -> str:
         with Session(api_db) as s, s.begin():

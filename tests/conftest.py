@@ -27,17 +27,17 @@ TABLES = ("outbox_messages", "messages", "chats", "contacts", "channel_tokens", 
 def _server_url() -> str:
     url = os.environ.get("OUTBOX_TEST_DATABASE_URL")
     if url:
-        from db.engine import normalize_url
+        from outbox.db.engine import normalize_url
 
         return normalize_url(url)
-    from db.embedded import embedded_server_url
+    from outbox.db.embedded import embedded_server_url
 
     return embedded_server_url(REPO / ".outbox", database="postgres")
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    from db.admin import create_database, drop_database
+    from outbox.db.admin import create_database, drop_database
     from outbox.migrate import upgrade
 
     server_url = _server_url()
@@ -53,7 +53,7 @@ def database_url() -> Iterator[str]:
 @pytest.fixture
 def fresh_database_url() -> Iterator[str]:
     """An empty database of its own (no migrations), dropped after the test."""
-    from db.admin import create_database, drop_database
+    from outbox.db.admin import create_database, drop_database
 
     server_url = _server_url()
     name = f"outbox_fresh_{os.getpid()}_{secrets.token_hex(3)}"
@@ -66,7 +66,7 @@ def fresh_database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> Iterator[Engine]:
-    from db.engine import make_engine
+    from outbox.db.engine import make_engine
 
     eng = make_engine(database_url, pool_size=5)
     yield eng
@@ -103,7 +103,7 @@ def session(clean_db: Engine) -> Iterator[Session]:
 @pytest.fixture
 def make_channel(clean_db: Engine):  # type: ignore[no-untyped-def]
     """Create a committed channel; returns its id."""
-    from outbox.channels import create_channel
+    from outbox.admin.channels import create_channel
 
     def _make(
         *,
@@ -130,7 +130,7 @@ def make_channel(clean_db: Engine):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def simulator_process():  # type: ignore[no-untyped-def]
     """One Whapi simulator (a real HTTP server on loopback) for the run."""
-    from providers.simulator_control import start_simulator
+    from outbox.providers.simulator.control import start_simulator
 
     with start_simulator() as handle:
         yield handle

@@ -12,12 +12,12 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from outbox.credentials import CredentialCache
-from outbox.dispatcher import Dispatcher, DispatcherConfig, Summary
+from outbox.dispatch.credentials import CredentialCache
+from outbox.dispatch.dispatcher import Dispatcher, DispatcherConfig, Summary
 from outbox.enqueue import enqueue_many
 from outbox.message_types import TextMessage
-from providers.simulator_control import SentRecord, SimulatorControl
-from providers.whapi import WhapiClient
+from outbox.providers.simulator.control import SentRecord, SimulatorControl
+from outbox.providers.whapi import WhapiClient
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_KEY = "test-encryption-key-not-secret-" + "x" * 16
@@ -31,7 +31,7 @@ async def run_dispatcher(
     max_seconds: float | None = 60.0,
     **config: object,
 ) -> Summary:
-    from db.engine import make_async_engine
+    from outbox.db.engine import make_async_engine
 
     engine = make_async_engine(database_url, pool_size=4)
     client = WhapiClient(timeout=http_timeout, connect_attempts=2, connect_retry_wait=0.01)

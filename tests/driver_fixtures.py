@@ -32,8 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from db.engine import libpq_url
 from outbox import EnqueueResult, enqueue_many, enqueue_media, enqueue_text
+from outbox.db.engine import libpq_url
 from outbox.message_types import NewMessage
 
 T = TypeVar("T")

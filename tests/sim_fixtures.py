@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from providers.simulator_control import SimulatorControl, SimulatorHandle, start_simulator
+from outbox.providers.simulator.control import SimulatorControl, SimulatorHandle, start_simulator
 from tests.whapi_spec import WEBHOOK_SCHEMA, assert_valid
 
 

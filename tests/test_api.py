@@ -273,8 +273,8 @@ def test_healthz_and_readyz(api: httpx.Client) -> None:
 
 
 def test_readyz_503_when_database_unreachable_or_behind(database_url: str) -> None:
-    from db.admin import create_database, drop_database
     from outbox.api import create_app
+    from outbox.db.admin import create_database, drop_database
 
     unreachable = "postgresql+psycopg://nobody@127.0.0.1:1/none"
     empty = f"outbox_ready_{uuid.uuid4().hex[:8]}"

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, text
 
-from outbox.webhooks import SECRET_HEADER
+from outbox.webhooks.apply import SECRET_HEADER
 from tests.api_fixtures import (  # noqa: F401
     api,
     api_db,

@@ -25,8 +25,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, inspect, make_url, pool, text
 from sqlalchemy.orm import Session
 
-from db.admin import drop_database
-from db.engine import libpq_url, make_engine
+from outbox.db.admin import drop_database
+from outbox.db.engine import libpq_url, make_engine
 from tests.conftest import TEST_KEY, _server_url
 from tests.dispatch_helpers import cli, run_dispatcher
 
@@ -99,7 +99,7 @@ def fresh_url(fresh_database_url: str) -> str:
 
 def _channel(engine: Engine, base_url: str) -> uuid.UUID:
     """A committed channel that sends to `base_url` (the simulator)."""
-    from outbox.channels import create_channel
+    from outbox.admin.channels import create_channel
 
 
     with Session(engine) as s, s.begin():
@@ -180,7 +180,7 @@ def _app_metadata() -> Any:
 def test_upgrade_beside_an_application_leaves_it_alone(fresh_url: str, app_alembic: Any) -> None:
     from alembic import command
 
-    from db.models import Base
+    from outbox.db.models import Base
     from outbox.migrate import head_revision, skip_outbox_schema
 
     engine = create_engine(fresh_url, poolclass=pool.NullPool)
@@ -281,9 +281,9 @@ def test_upgrade_moves_an_installation_from_public_keeping_every_row(
     """An installation as the releases before the schema made it: our tables
     and our revision in public (the same migrations, run with no schema of
     their own), with channels, messages sent and queued, API keys."""
-    from db.models import Base
     from outbox import enqueue_text
-    from outbox.apikeys import create_api_key
+    from outbox.admin.apikeys import create_api_key
+    from outbox.db.models import Base
     from outbox.migrate import current_revision, head_revision, upgrade
     from outbox.settings import get_settings
 

@@ -8,7 +8,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from outbox.backoff import DEFAULT_BASE_SECONDS, DEFAULT_CAP_SECONDS, RetryPolicy, retry_delay
+from outbox.dispatch.backoff import (
+    DEFAULT_BASE_SECONDS,
+    DEFAULT_CAP_SECONDS,
+    RetryPolicy,
+    retry_delay,
+)
 
 
 class Draw:

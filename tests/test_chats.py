@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from outbox.chats import (
+from outbox.admin.chats import (
     archive_chat,
     decode_cursor,
     encode_cursor,
@@ -23,7 +23,7 @@ from outbox.chats import (
     unarchive_chat,
 )
 from outbox.errors import InvalidInput, NotFound
-from outbox.webhooks import SECRET_HEADER, WebhookChannel, process_webhook
+from outbox.webhooks.apply import SECRET_HEADER, WebhookChannel, process_webhook
 from tests.api_fixtures import api, api_db, api_key, auth, live_url  # noqa: F401
 from tests.dispatch_helpers import cli
 from tests.whapi_spec import assert_valid

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from db import queries
+from outbox.db import queries
 
 SENT_ROWS = 5_000
 QUEUED_ROWS = 100

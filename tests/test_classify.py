@@ -12,8 +12,8 @@ import httpx
 import pytest
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 
-from providers.base import ChannelProblem, Outcome
-from providers.classify import (
+from outbox.providers.base import ChannelProblem, Outcome
+from outbox.providers.classify import (
     MAX_REASON_CHARS,
     MEDIA_ENDPOINTS,
     classify_exception,

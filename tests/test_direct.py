@@ -8,9 +8,9 @@ import socket
 import pytest
 from sqlalchemy import Engine, text
 
-from db.direct import DatabaseUnavailable, DirectConnection, StatementRefused
-from db.driver_sql import driver_sql
-from db.engine import libpq_url
+from outbox.db.direct import DatabaseUnavailable, DirectConnection, StatementRefused
+from outbox.db.driver_sql import driver_sql
+from outbox.db.engine import libpq_url
 
 APP = "outbox-test-direct"
 

@@ -102,7 +102,7 @@ async def test_transient_errors_follow_backoff_then_dead_letter(
     # Dead letters show in status; retry requeues them with fresh attempts.
     from sqlalchemy.orm import Session
 
-    from outbox.status import queue_status, retry_failed
+    from outbox.admin.status import queue_status, retry_failed
 
     with Session(clean_db) as s:
         status = queue_status(s)
@@ -233,7 +233,7 @@ async def test_lease_guard_late_completion_loses_to_rescue(make_channel, clean_d
     """A completion whose row was rescued (token changed) changes nothing."""
     import uuid
 
-    from db import queries
+    from outbox.db import queries
 
     channel = make_channel()
     enqueue_spread(clean_db, [channel], messages=1, chats=1)
@@ -299,10 +299,10 @@ async def test_tokens_of_channels_with_queued_rows_are_decrypted_before_the_firs
         make_channel, clean_db: Engine, database_url: str, sim_url):
     """One claim of one row still warms every channel with queued rows, and
     only those: not an idle channel, not a disabled one."""
-    from db.engine import make_async_engine
-    from outbox.credentials import CredentialCache
-    from outbox.dispatcher import Dispatcher, DispatcherConfig
-    from providers.whapi import WhapiClient
+    from outbox.db.engine import make_async_engine
+    from outbox.dispatch.credentials import CredentialCache
+    from outbox.dispatch.dispatcher import Dispatcher, DispatcherConfig
+    from outbox.providers.whapi import WhapiClient
     from tests.dispatch_helpers import TEST_KEY
 
     busy = [make_channel(name=f"b{i}", phone=f"+1555000001{i}", base_url=sim_url)
@@ -336,10 +336,10 @@ async def test_a_completion_during_an_empty_claim_does_not_end_the_drain(
     those rows complete while it runs, the chats it saw as busy have work
     again. The drain claims again instead of stopping with messages due
     (found on PostgreSQL 18: a pass stopped with half of a queue left)."""
-    from db.engine import make_async_engine
-    from outbox.credentials import CredentialCache
-    from outbox.dispatcher import Dispatcher, DispatcherConfig
-    from providers.whapi import WhapiClient
+    from outbox.db.engine import make_async_engine
+    from outbox.dispatch.credentials import CredentialCache
+    from outbox.dispatch.dispatcher import Dispatcher, DispatcherConfig
+    from outbox.providers.whapi import WhapiClient
     from tests.dispatch_helpers import TEST_KEY
 
     class SlowEmptyClaims(Dispatcher):

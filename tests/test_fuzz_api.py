@@ -68,8 +68,8 @@ def target(engine: Engine, live_url: str) -> Iterator[Target]:
     """A workspace with a key, a channel and a message. The channel is paused
     indefinitely: what the fuzzer enqueues is stored but never sent, and the
     cron route has nothing to dispatch."""
-    from outbox.apikeys import create_api_key
-    from outbox.channels import create_channel
+    from outbox.admin.apikeys import create_api_key
+    from outbox.admin.channels import create_channel
     from outbox.enqueue import enqueue_text
 
     with engine.begin() as conn:

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from outbox.errors import ChannelNotFound, NotFound
-from outbox.webhooks import SECRET_HEADER
+from outbox.webhooks.apply import SECRET_HEADER
 from tests.api_fixtures import CRON_SECRET, api_db, api_key, auth, live_url  # noqa: F401
 from tests.conftest import TEST_KEY
 
@@ -44,10 +44,10 @@ class Workspace:
 
 
 def _workspace(engine: Engine, name: str, phone: str, prefix: str) -> Workspace:
-    from outbox.apikeys import create_api_key
-    from outbox.channels import create_channel
+    from outbox.admin.apikeys import create_api_key
+    from outbox.admin.channels import create_channel
     from outbox.enqueue import enqueue_text
-    from outbox.webhooks import find_webhook_channel, process_webhook
+    from outbox.webhooks.apply import find_webhook_channel, process_webhook
 
     with Session(engine) as s, s.begin():
         channel = create_channel(s, name=f"{name}-channel", phone_number=phone,
@@ -174,7 +174,7 @@ def test_a_cannot_read_b_messages(pair: Pair, client: httpx.Client) -> None:
 
 
 def test_a_chats_listing_never_shows_b(pair: Pair, client: httpx.Client) -> None:
-    from outbox.chats import encode_cursor
+    from outbox.admin.chats import encode_cursor
 
     p = pair
     with p.engine.connect() as conn:
@@ -279,7 +279,7 @@ def test_a_webhook_cannot_touch_b_rows(pair: Pair, client: httpx.Client) -> None
     """On A's own channel (A's secret), naming B's WhatsApp ids and B's
     contact: statuses don't move B's message, inbound doesn't rename or
     reopen B's contact/chat; the backlog applier never crosses channels."""
-    from outbox.webhooks import apply_status_backlog
+    from outbox.webhooks.apply import apply_status_backlog
 
     p = pair
     before = b_rows(p.engine)
@@ -370,7 +370,7 @@ def test_library_enqueue_with_b_channel_is_channel_not_found(pair: Pair) -> None
 async def test_library_async_enqueue_with_b_channel(pair: Pair, database_url: str) -> None:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from db.engine import make_async_engine
+    from outbox.db.engine import make_async_engine
     from outbox.enqueue import enqueue_text
 
     p = pair
@@ -385,9 +385,9 @@ async def test_library_async_enqueue_with_b_channel(pair: Pair, database_url: st
 
 
 def test_library_channel_and_chat_operations_filter_by_workspace(pair: Pair) -> None:
-    from outbox.apikeys import list_api_keys
-    from outbox.channels import get_channel, list_channels, pause_channel, resume_channel
-    from outbox.chats import archive_chat, list_chats, mark_chat_read, unarchive_chat
+    from outbox.admin.apikeys import list_api_keys
+    from outbox.admin.channels import get_channel, list_channels, pause_channel, resume_channel
+    from outbox.admin.chats import archive_chat, list_chats, mark_chat_read, unarchive_chat
 
     p = pair
     before = b_rows(p.engine)

@@ -18,8 +18,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from outbox import crypto
+from outbox.admin.key_rotation import check_tokens, rotate_keys
 from outbox.errors import ConfigurationError, DecryptionFailed, MissingEncryptionKey
-from outbox.key_rotation import check_tokens, rotate_keys
 from tests.dispatch_helpers import REPO, TEST_KEY, cli
 
 NEW_KEY = "the-new-encryption-key-for-rotation-" + "y" * 12
@@ -259,8 +259,8 @@ def test_cli_killed_mid_rotation_changes_nothing(make_channel, clean_db: Engine,
 async def test_credential_cache_reads_both_keys_during_rolling_deploy(
         make_channel, clean_db: Engine, database_url: str) -> None:
     """Dispatchers run with keys=[new, old] while tokens are on either key."""
-    from db.engine import make_async_engine
-    from outbox.credentials import CredentialCache, Credentials, Unusable
+    from outbox.db.engine import make_async_engine
+    from outbox.dispatch.credentials import CredentialCache, Credentials, Unusable
 
     tokens = _make_channels(make_channel, 2)
     on_new, on_old = sorted(tokens)

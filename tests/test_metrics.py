@@ -13,7 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
-from outbox.webhooks import SECRET_HEADER
+from outbox.webhooks.apply import SECRET_HEADER
 from tests.api_fixtures import (  # noqa: F401
     CRON_SECRET,
     api,

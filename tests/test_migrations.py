@@ -39,7 +39,7 @@ def _leftovers(url: str) -> list[str]:
 
 
 def test_upgrade_downgrade_upgrade(fresh_database_url: str) -> None:
-    from db.models import Base
+    from outbox.db.models import Base
     from outbox.migrate import current_revision, downgrade, head_revision, upgrade
 
     url = fresh_database_url
@@ -65,7 +65,7 @@ def test_models_match_migrations(fresh_database_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from db.models import Base
+    from outbox.db.models import Base
     from outbox.migrate import upgrade
 
     def include_name(name: str | None, type_: str, _: object) -> bool:

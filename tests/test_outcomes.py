@@ -1,4 +1,4 @@
-"""outbox/outcomes.py: what a send result does to the row, exhaustively."""
+"""outbox/dispatch/outcomes.py: what a send result does to the row, exhaustively."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from outbox.backoff import RetryPolicy
-from outbox.outcomes import (
+from outbox.dispatch.backoff import RetryPolicy
+from outbox.dispatch.outcomes import (
     MAX_ERROR_LENGTH,
     ChannelAction,
     Decision,
@@ -18,7 +18,7 @@ from outbox.outcomes import (
     decide,
     release,
 )
-from providers.base import ChannelProblem, Outcome, SendResult
+from outbox.providers.base import ChannelProblem, Outcome, SendResult
 
 POLICY = RetryPolicy()
 LEGAL_STATUSES = {"queued", "sent", "failed"}

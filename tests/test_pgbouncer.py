@@ -153,7 +153,7 @@ max_client_conn = 500
 
 
 def _wait_until_accepting(url: str, proc: subprocess.Popen[str], workdir: Path) -> None:
-    from db.engine import libpq_url
+    from outbox.db.engine import libpq_url
 
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while True:
@@ -191,8 +191,8 @@ def _sent_once(sim, expected: int) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_direct_connection_prepares_nothing_under_a_transaction_pooler(database_url: str):
-    from db.direct import DirectConnection
-    from db.engine import libpq_url
+    from outbox.db.direct import DirectConnection
+    from outbox.db.engine import libpq_url
 
     async def prepared_after_repeats(pooler: str) -> int:
         conn = DirectConnection(libpq_url(database_url), application_name="t",
@@ -211,7 +211,7 @@ def test_direct_connection_prepares_nothing_under_a_transaction_pooler(database_
 
 
 def test_engines_prepare_nothing_under_a_transaction_pooler(database_url: str):
-    from db.engine import engine_pooler, make_engine
+    from outbox.db.engine import engine_pooler, make_engine
 
     def prepared_after_repeats(pooler: str) -> int:
         engine = make_engine(database_url, pool_size=1, pooler=pooler)  # type: ignore[arg-type]
@@ -231,7 +231,7 @@ def test_engines_prepare_nothing_under_a_transaction_pooler(database_url: str):
 
 def test_the_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch,
                                                 database_url: str):
-    from db.engine import engine_pooler, make_async_engine
+    from outbox.db.engine import engine_pooler, make_async_engine
     from outbox.errors import ConfigurationError
     from outbox.settings import load_settings
 
@@ -244,7 +244,7 @@ def test_the_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_where_the_daemon_listens():
-    from outbox.daemon import listen_url
+    from outbox.dispatch.daemon import listen_url
     from outbox.errors import ConfigurationError
     from outbox.settings import Settings
 
@@ -286,7 +286,7 @@ def test_without_the_setting_pgbouncer_breaks_prepared_statements(pgbouncer_url:
     statement on a server that never saw it. Two clients taking turns show it
     whenever PgBouncer lends them the same server connections (a whole
     dispatcher run shows it only when its queries happen to interleave)."""
-    from db.engine import libpq_url, psycopg_connect_args
+    from outbox.db.engine import libpq_url, psycopg_connect_args
 
     def alternate(**connect_args: object) -> tuple[set[int], set[int]]:
         """The server backends each client's statements ran on."""
@@ -332,7 +332,7 @@ def _enqueue_one_and_time(engine: Engine, channel, sim, *, body: str,  # type: i
 
 def test_daemon_through_pgbouncer_polls_and_sends_each_message_once(
         make_channel, clean_db: Engine, sim, sim_url, pgbouncer_url: str):
-    from db.engine import make_engine
+    from outbox.db.engine import make_engine
 
     channels = [make_channel(name=f"c{i}", base_url=sim_url) for i in range(3)]
     enqueue_spread(clean_db, channels, messages=600, chats=120)
@@ -361,7 +361,7 @@ def test_daemon_through_pgbouncer_polls_and_sends_each_message_once(
 
 def test_daemon_through_pgbouncer_wakes_on_notify_from_a_direct_listen(
         make_channel, clean_db: Engine, sim, sim_url, pgbouncer_url: str, database_url: str):
-    from db.engine import make_engine
+    from outbox.db.engine import make_engine
 
     channels = [make_channel(name=f"c{i}", base_url=sim_url) for i in range(2)]
     enqueue_spread(clean_db, channels, messages=300, chats=60)

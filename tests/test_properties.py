@@ -43,12 +43,12 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from db import queries
-from outbox.backoff import RetryPolicy
+from outbox.db import queries
+from outbox.dispatch.backoff import RetryPolicy
+from outbox.dispatch.outcomes import Decision, decide, release
 from outbox.enqueue import enqueue_many
 from outbox.message_types import TextMessage
-from outbox.outcomes import Decision, decide, release
-from providers.base import ChannelProblem, Outcome, SendResult
+from outbox.providers.base import ChannelProblem, Outcome, SendResult
 
 CHATS = ("+15550100001", "+15550100002", "+15550100003")
 POLICY = RetryPolicy()

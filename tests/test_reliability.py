@@ -78,7 +78,7 @@ async def test_lost_database_connections_lose_nothing(
     with clean_db.begin() as conn:
         conn.execute(text("UPDATE outbox.outbox_messages SET locked_until = now() "
                           "WHERE status = 'sending'"))
-    from db import queries
+    from outbox.db import queries
 
     with clean_db.begin() as conn:
         conn.execute(text(queries.RESCUE_EXPIRED), {"limit": 10_000})
@@ -96,7 +96,7 @@ async def test_heartbeat_keeps_a_slow_batch_from_being_rescued(
         make_channel, clean_db: Engine, database_url: str, sim, sim_url):
     """Sends slower than the lease: the heartbeat extends it, so a rescuer
     running all along finds nothing to rescue and nothing is sent twice."""
-    from db import queries
+    from outbox.db import queries
 
     channel = make_channel(base_url=sim_url)
     enqueue_spread(clean_db, [channel], messages=20, chats=20)
@@ -126,7 +126,7 @@ def test_heartbeat_never_waits_for_rows_being_completed(make_channel, clean_db: 
     now skips rows locked by a completion in progress."""
     import uuid
 
-    from db import queries
+    from outbox.db import queries
 
     channel = make_channel()
     enqueue_spread(clean_db, [channel], messages=4, chats=4)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from outbox.runtime import GC_GEN0_THRESHOLD, tune_gc
+from outbox.dispatch.runtime import GC_GEN0_THRESHOLD, tune_gc
 
 
 def test_tune_gc_raises_only_the_young_generation_threshold() -> None:

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from outbox import crypto
-from outbox.dispatcher import Summary
+from outbox.dispatch.dispatcher import Summary
 from outbox.errors import DecryptionFailed
 from outbox.logging import _unconfigure, clear_secrets, configure_logging
 from tests.conftest import TEST_KEY
@@ -86,10 +86,10 @@ def test_tokens_are_only_ciphertext_in_the_database(make_channel, clean_db: Engi
 
 async def _dispatch(database_url: str) -> Summary:
     """The dispatcher as `outbox dispatch --once` builds it, with a short HTTP timeout."""
-    from db.engine import make_async_engine
-    from outbox.credentials import CredentialCache
-    from outbox.dispatcher import Dispatcher, DispatcherConfig
-    from providers.whapi import WhapiClient
+    from outbox.db.engine import make_async_engine
+    from outbox.dispatch.credentials import CredentialCache
+    from outbox.dispatch.dispatcher import Dispatcher, DispatcherConfig
+    from outbox.providers.whapi import WhapiClient
 
     engine = make_async_engine(database_url, pool_size=4)
     client = WhapiClient(timeout=0.5, connect_attempts=2, connect_retry_wait=0.01)
@@ -152,9 +152,9 @@ async def test_dispatch_logs_hold_no_token_and_no_body(
 
 
 async def test_reprs_hold_no_token(make_channel, clean_db: Engine, database_url: str) -> None:
-    from db.engine import make_async_engine
-    from outbox.credentials import CredentialCache, Credentials
-    from providers.whapi import WhapiClient
+    from outbox.db.engine import make_async_engine
+    from outbox.dispatch.credentials import CredentialCache, Credentials
+    from outbox.providers.whapi import WhapiClient
 
     token = secrets.token_hex(16)
     channel = make_channel(token=token)
@@ -187,9 +187,9 @@ from tests.api_fixtures import api_db, api_key, live_url  # noqa: E402, F401
 
 
 def _secret_checks() -> dict[str, object]:
+    from outbox.admin.apikeys import authenticate
     from outbox.api.auth import require_cron_secret
-    from outbox.apikeys import authenticate
-    from outbox.webhooks import check_webhook_secret, secret_matches
+    from outbox.webhooks.apply import check_webhook_secret, secret_matches
 
     return {"authenticate": authenticate, "secret_matches": secret_matches,
             "check_webhook_secret": check_webhook_secret,
@@ -244,7 +244,7 @@ def test_every_auth_path_compares_in_constant_time(live_url: str, api_db: Engine
 
     import httpx
 
-    from outbox.webhooks import SECRET_HEADER
+    from outbox.webhooks.apply import SECRET_HEADER
     from tests.api_fixtures import CRON_SECRET, webhook_secret
 
     key = api_key("ct")
@@ -252,7 +252,7 @@ def test_every_auth_path_compares_in_constant_time(live_url: str, api_db: Engine
     ch = make_channel(workspace_id="ct")
     secret = webhook_secret(api_db, ch)
     stored_hash = hashlib.sha256(key.encode()).hexdigest().encode()
-    from outbox.apikeys import _DUMMY_HASH
+    from outbox.admin.apikeys import _DUMMY_HASH
 
     cases = [
         # (what, request, expected status, the stored side that must be compared)
@@ -327,7 +327,7 @@ def test_credentials_stay_out_of_logs_even_on_a_500(
     import httpx
 
     from outbox.api import messages as messages_route
-    from outbox.webhooks import SECRET_HEADER
+    from outbox.webhooks.apply import SECRET_HEADER
     from tests.api_fixtures import webhook_secret
 
     key = api_key()

@@ -34,8 +34,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from outbox.errors import OutboxError
-from outbox.webhook_events import STATUS_ORDER, _strip_nul
-from outbox.webhooks import SECRET_HEADER
+from outbox.webhooks.apply import SECRET_HEADER
+from outbox.webhooks.routes import STATUS_ORDER, _strip_nul
 from tests.api_fixtures import COUNTED, CRON_SECRET, auth, live_url  # noqa: F401
 from tests.conftest import TEST_KEY
 
@@ -149,10 +149,10 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(engine: Engine, live_url: str) -> Iterator[World]:
-    from outbox.apikeys import create_api_key
-    from outbox.channels import create_channel
+    from outbox.admin.apikeys import create_api_key
+    from outbox.admin.channels import create_channel
     from outbox.enqueue import enqueue_text
-    from outbox.webhooks import find_webhook_channel, process_webhook
+    from outbox.webhooks.apply import find_webhook_channel, process_webhook
 
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join('outbox.' + t for t in COUNTED)} "
@@ -562,7 +562,7 @@ def test_webhook_channel_ids_in_path(world: World, client: httpx.Client) -> None
 
 
 def test_chats_listing_query_parameters(world: World, client: httpx.Client) -> None:
-    from outbox.chats import encode_cursor
+    from outbox.admin.chats import encode_cursor
 
     w = world
     cursors = [encode_cursor(None, uuid.uuid4()), "MDAwMS0wMS0wMVQwMDowMDowMCsxNDowMHw",
@@ -939,9 +939,9 @@ def test_library_enqueue_hostile_values(world: World, unchanged: None) -> None:
 
 def test_library_channel_and_key_creation_hostile_values(
         world: World, unchanged: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from outbox import channels
-    from outbox.apikeys import create_api_key
-    from outbox.channels import create_channel
+    from outbox.admin import channels
+    from outbox.admin.apikeys import create_api_key
+    from outbox.admin.channels import create_channel
 
     # Encryption is not under test here and costs ~50 ms a channel (PBKDF2).
     monkeypatch.setattr(channels.crypto, "encrypt_token",
@@ -986,7 +986,7 @@ def test_library_channel_and_key_creation_hostile_values(
 @pytest.mark.parametrize("target", ["enqueue_text.body", "enqueue_text.idempotency_key",
                                     "enqueue_media.caption", "create_channel.name"])
 def test_library_surrogates_regression(world: World, unchanged: None, target: str) -> None:
-    from outbox.channels import create_channel
+    from outbox.admin.channels import create_channel
     from outbox.enqueue import enqueue_media, enqueue_text
 
     w = world
@@ -1037,9 +1037,9 @@ def test_library_workspace_with_nul_regression(world: World, unchanged: None) ->
                                     "create_api_key.name", "enqueue_text.default_region"])
 def test_library_wrong_types_regression(world: World, unchanged: None, target: str,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from outbox import channels
-    from outbox.apikeys import create_api_key
-    from outbox.channels import create_channel
+    from outbox.admin import channels
+    from outbox.admin.apikeys import create_api_key
+    from outbox.admin.channels import create_channel
     from outbox.enqueue import enqueue_text
 
     monkeypatch.setattr(channels.crypto, "encrypt_token", lambda token, key: "00:00:00:00")

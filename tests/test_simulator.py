@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.simulator import SimulatorState
-from providers.simulator_control import (
+from outbox.providers.simulator.app import SimulatorState
+from outbox.providers.simulator.control import (
     SimulatorControl,
     SimulatorStartError,
     start_simulator,

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.simulator_control import SimulatorControl
+from outbox.providers.simulator.control import SimulatorControl
 from tests.sim_fixtures import (
     WebhookReceiver,
     assert_spec,

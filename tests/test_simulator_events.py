@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.simulator_chat_ids import whapi_chat_id
-from providers.simulator_control import Injection, SimulatorControl
+from outbox.providers.simulator.chat_ids import whapi_chat_id
+from outbox.providers.simulator.control import Injection, SimulatorControl
 from tests.sim_fixtures import (
     WebhookReceiver,
     assert_webhook_body,

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.simulator_channels import ChannelRegistry
-from providers.simulator_control import Injection, SimulatorControl
-from providers.simulator_settings import parse_control_config
-from providers.simulator_webhooks import WebhookSender
+from outbox.providers.simulator.channels import ChannelRegistry
+from outbox.providers.simulator.control import Injection, SimulatorControl
+from outbox.providers.simulator.settings import parse_control_config
+from outbox.providers.simulator.webhooks import WebhookSender
 from tests.sim_fixtures import (
     WebhookReceiver,
     assert_spec,

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from outbox.webhooks import SECRET_HEADER, SUBSCRIBED_EVENTS, whapi_webhook_settings
-from providers.simulator_control import SimulatorControl, SimulatorHandle
+from outbox.providers.simulator.control import SimulatorControl, SimulatorHandle
+from outbox.webhooks.apply import SECRET_HEADER, SUBSCRIBED_EVENTS, whapi_webhook_settings
 from tests.api_fixtures import api_db, live_url, wait_for, webhook_secret  # noqa: F401
 from tests.dispatch_helpers import run_dispatcher
 from tests.sim_fixtures import new_token, strict_ctl, strict_sim  # noqa: F401

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from outbox.webhooks import SECRET_HEADER, apply_pending
+from outbox.webhooks.apply import SECRET_HEADER, apply_pending
 from tests.api_fixtures import api, api_db, live_url, webhook_secret  # noqa: F401
 from tests.whapi_spec import load_payload
 
@@ -192,7 +192,7 @@ def test_what_is_not_a_conversation_is_counted_and_changes_nothing(
 
 def test_reaction_is_recorded_on_its_target_not_as_a_message(api: httpx.Client, api_db: Engine,
                                                              channel) -> None:
-    from outbox.chats import archive_chat
+    from outbox.admin.chats import archive_chat
 
     ch, secret = channel
     mid = sent_to_alice(api_db, ch)
@@ -405,7 +405,7 @@ def test_failed_status_records_why(api: httpx.Client, api_db: Engine, channel,
                                    early: bool) -> None:
     """Whapi's `errors` on a failed status become the message's error, also
     when the status came before the dispatcher recorded the id."""
-    from outbox.webhooks import apply_status_backlog
+    from outbox.webhooks.apply import apply_status_backlog
 
     ch, secret = channel
     payload = load_payload("statuses_post_failed")
@@ -476,7 +476,7 @@ def test_session_lost_pauses_the_channel_and_auth_resumes_it(
 
 def test_auth_resumes_a_channel_paused_by_a_401_but_not_by_an_operator(
         api: httpx.Client, api_db: Engine, make_channel) -> None:
-    from outbox.channels import pause_channel
+    from outbox.admin.channels import pause_channel
 
     by_401, by_hand = make_channel(name="a"), make_channel(name="b", phone="+15550000002")
     with api_db.begin() as conn:

@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from outbox.webhook_events import parse_timestamp, parse_webhook
-from outbox.webhooks import (
+from outbox.webhooks.apply import (
     SECRET_HEADER,
     STATUS_ORDER,
     furthest_status,
     next_status,
 )
+from outbox.webhooks.routes import parse_timestamp, parse_webhook
 from tests.api_fixtures import (  # noqa: F401
     api,
     api_db,
@@ -234,7 +234,7 @@ def test_statuses_apply_to_outbound_messages_only(api: httpx.Client, make_channe
 
 def test_status_before_the_id_is_known_is_applied_later(api: httpx.Client, make_channel,
                                                        api_db: Engine) -> None:
-    from outbox.webhooks import apply_status_backlog
+    from outbox.webhooks.apply import apply_status_backlog
 
     ch = make_channel()
     secret = webhook_secret(api_db, ch)
@@ -320,7 +320,7 @@ def test_inbound_twice_is_one_message_and_unread_once(api: httpx.Client, make_ch
 
 def test_inbound_reopens_an_archived_chat(api: httpx.Client, make_channel,
                                           api_db: Engine) -> None:
-    from outbox.chats import archive_chat
+    from outbox.admin.chats import archive_chat
 
     ch = make_channel()
     secret = webhook_secret(api_db, ch)
@@ -462,8 +462,8 @@ def test_concurrent_webhooks_race_safely(live_url: str, make_channel, api_db: En
 
 async def test_apply_status_backlog_async_for_the_daemon(database_url: str, make_channel,
                                                          api_db: Engine) -> None:
-    from db.engine import make_async_engine
-    from outbox.webhooks import WebhookChannel, apply_status_backlog_async, process_webhook
+    from outbox.db.engine import make_async_engine
+    from outbox.webhooks.apply import WebhookChannel, apply_status_backlog_async, process_webhook
 
     ch = make_channel()
     mid = _sent_message(api_db, ch, None)

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from providers.base import ChannelProblem, Outcome, OutgoingMessage, Provider
-from providers.simulator_control import SimulatorControl, start_simulator
-from providers.whapi import DEFAULT_BASE_URL, WhapiClient
+from outbox.providers.base import ChannelProblem, Outcome, OutgoingMessage, Provider
+from outbox.providers.simulator.control import SimulatorControl, start_simulator
+from outbox.providers.whapi import DEFAULT_BASE_URL, WhapiClient
 from tests.sim_fixtures import ctl, new_token, sim_url, unused_port, whapi_sim
 
 __all__ = ["ctl", "sim_url", "whapi_sim"]  # fixtures, imported for pytest

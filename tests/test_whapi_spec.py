@@ -21,9 +21,9 @@ from jsonschema import Draft202012Validator
 
 from outbox.errors import InvalidMessage
 from outbox.message_types import MediaMessage, NewMessage, TextMessage, prepare
-from providers.base import MESSAGE_TYPES, Outcome, OutgoingMessage
-from providers.simulator_control import SimulatorControl
-from providers.whapi import WhapiClient
+from outbox.providers.base import MESSAGE_TYPES, Outcome, OutgoingMessage
+from outbox.providers.simulator.control import SimulatorControl
+from outbox.providers.whapi import WhapiClient
 from tests.sim_fixtures import ctl, new_token, sim_url, whapi_sim
 from tests.whapi_spec import (
     BASE_URI,

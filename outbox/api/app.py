@@ -15,13 +15,14 @@ import structlog
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from db.engine import database_url as resolve_database_url
-from db.engine import make_engine
+import outbox
 from outbox.api import chats, cron, health, messages, webhooks
 from outbox.api.context import AppContext
 from outbox.api.errors import install_error_handlers
+from outbox.db.engine import database_url as resolve_database_url
+from outbox.db.engine import make_engine
 from outbox.settings import Settings, get_settings
-from outbox.webhooks import apply_pending, apply_status_backlog
+from outbox.webhooks.apply import apply_pending, apply_status_backlog
 
 BACKLOG_INTERVAL_SECONDS = 5.0  # how often early statuses and actions are matched again
 
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
                 await backlog
             ctx.engine.dispose()
 
-    app = FastAPI(title="whapi-outbox", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="whapi-outbox", version=outbox.__version__, lifespan=lifespan,
                   description="Send WhatsApp messages through Whapi.cloud from a "
                               "transactional outbox; receive Whapi webhooks.")
     app.state.outbox = ctx

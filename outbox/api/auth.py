@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from outbox.admin.apikeys import Principal, Unauthorized, authenticate, bearer_token
 from outbox.api.context import context
-from outbox.apikeys import Principal, Unauthorized, authenticate, bearer_token
 from outbox.errors import NotFound
 
 

@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from outbox.admin.chats import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, list_chats
 from outbox.api.auth import ApiCaller
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import ERROR_RESPONSES
-from outbox.chats import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, list_chats
 
 router = APIRouter(prefix="/v1/chats", tags=["chats"])
 

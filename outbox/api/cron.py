@@ -11,7 +11,7 @@ from outbox import metrics
 from outbox.api.auth import require_cron_secret
 from outbox.api.context import context
 from outbox.api.schemas import ERROR_RESPONSES
-from outbox.runtime import open_runtime
+from outbox.dispatch.runtime import open_runtime
 
 DEFAULT_BUDGET_SECONDS = 25.0  # fits the 30 s request limit of most schedulers
 MAX_BUDGET_SECONDS = 300.0

@@ -7,9 +7,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from db.engine import engine_schema
 from outbox import metrics
 from outbox.api.context import AppContext, context
+from outbox.db.engine import engine_schema
 from outbox.migrate import head_revision, revision_on
 
 router = APIRouter(tags=["health"])

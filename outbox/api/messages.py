@@ -15,13 +15,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from db import webhook_queries as q
 from outbox import metrics
+from outbox.admin.apikeys import Principal
 from outbox.api.auth import ApiCaller
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import ERROR_RESPONSES, MessageDetail, MessageQueued, SendMessage
-from outbox.apikeys import Principal
+from outbox.db import webhook_queries as q
 from outbox.enqueue import EnqueueResult, enqueue_media, enqueue_text
 from outbox.errors import InvalidInput, InvalidMessage, InvalidPhone, MessageNotFound
 from outbox.message_types import parse_channel_id

@@ -25,8 +25,7 @@ from outbox import metrics
 from outbox.api.body import read_body
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import ERROR_RESPONSES
-from outbox.webhook_events import EventName
-from outbox.webhooks import (
+from outbox.webhooks.apply import (
     SECRET_HEADER,
     WebhookChannel,
     WebhookResult,
@@ -36,6 +35,7 @@ from outbox.webhooks import (
     find_webhook_channel,
     process_webhook_body,
 )
+from outbox.webhooks.routes import EventName
 
 WEBHOOK_MAX_BODY_BYTES = 5 * 1024 * 1024
 PREFIX = "/webhooks/whapi/{channel_id}"

@@ -9,7 +9,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db import queries
+from outbox.db import queries
 
 PRUNE_INTERVAL_SECONDS = 60.0
 PRUNE_BATCH = 5000

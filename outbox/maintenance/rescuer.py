@@ -8,7 +8,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db import queries
+from outbox.db import queries
 
 RESCUE_INTERVAL_SECONDS = 15.0
 RESCUE_BATCH = 1000

@@ -10,7 +10,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db import queries
+from outbox.db import queries
 
 UNPAUSE_INTERVAL_SECONDS = 5.0
 

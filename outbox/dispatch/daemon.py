@@ -32,14 +32,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import database_url, libpq_url, normalize_url
-from outbox.dispatcher import Dispatcher, Observer, Summary
+from outbox.db.engine import database_url, libpq_url, normalize_url
+from outbox.dispatch.dispatcher import Dispatcher, Observer, Summary
+from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc
 from outbox.errors import ConfigurationError
 from outbox.maintenance.pruner import PRUNE_INTERVAL_SECONDS, prune_sent
 from outbox.maintenance.rescuer import RESCUE_INTERVAL_SECONDS, rescue_expired
 from outbox.maintenance.unpauser import UNPAUSE_INTERVAL_SECONDS, unpause_expired
 from outbox.metrics import instrumented_dispatcher, start_metrics_server
-from outbox.runtime import Runtime, open_runtime, tune_gc
 from outbox.settings import Settings
 
 NOTIFY_CHANNEL = "outbox_enqueued"

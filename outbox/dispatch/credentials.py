@@ -19,8 +19,8 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db import queries
 from outbox import crypto
+from outbox.db import queries
 from outbox.errors import CryptoError
 from outbox.logging import register_secret
 

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from providers.simulator_channels import Channel, ChannelRegistry
+from outbox.providers.simulator.channels import Channel, ChannelRegistry
 
 __all__ = [
     "STATUS_MESSAGES",

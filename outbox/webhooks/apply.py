@@ -41,11 +41,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
-from db import webhook_queries as q
+from outbox.db import webhook_queries as q
 from outbox.errors import ChannelNotFound, OutboxError
 from outbox.jsonio import dumps_unicode, loads_untrusted
 from outbox.phone import Recipient, normalize_recipient
-from outbox.webhook_events import (
+from outbox.webhooks.routes import (
     STATUS_ORDER,
     EventName,
     MalformedWebhook,

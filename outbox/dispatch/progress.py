@@ -9,8 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tqdm import tqdm
 
-from outbox.dispatcher import ClaimedRow, Observer
-from outbox.outcomes import Decision, Kind
+from outbox.dispatch.dispatcher import ClaimedRow, Observer
+from outbox.dispatch.outcomes import Decision, Kind
 
 DUE_COUNT = (
     "SELECT count(*) FROM outbox.outbox_messages "

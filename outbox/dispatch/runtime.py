@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import database_url, make_async_engine
-from outbox.credentials import CredentialCache
-from outbox.dispatcher import Dispatcher, DispatcherConfig, Observer
+from outbox.db.engine import database_url, make_async_engine
+from outbox.dispatch.credentials import CredentialCache
+from outbox.dispatch.dispatcher import Dispatcher, DispatcherConfig, Observer
+from outbox.providers.base import Provider
+from outbox.providers.whapi import WhapiClient
 from outbox.settings import Settings
-from providers.base import Provider
-from providers.whapi import WhapiClient
 
 
 @dataclass(slots=True)

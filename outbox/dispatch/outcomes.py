@@ -11,8 +11,8 @@ import enum
 import random
 from dataclasses import dataclass
 
-from outbox.backoff import RetryPolicy
-from providers.base import Outcome, SendResult
+from outbox.dispatch.backoff import RetryPolicy
+from outbox.providers.base import Outcome, SendResult
 
 MAX_ERROR_LENGTH = 500
 

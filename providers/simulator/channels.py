@@ -7,7 +7,7 @@ logs in again. The registry mirrors that.
 
 Two modes:
 
-* strict (the default of `python -m providers.simulator`): only tokens
+* strict (the default of `python -m outbox.providers.simulator`): only tokens
   registered with `POST /_sim/channels` exist; any other token is refused
   with `unknown_token_status` (401 by default; Whapi's own tooling also
   documents 404 "Channel not found" for a bad token, so 404 can be chosen);
@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from providers.simulator_payloads import HEALTH_CODES
+from outbox.providers.simulator.payloads import HEALTH_CODES
 
 __all__ = ["Channel", "ChannelConfigError", "ChannelRegistry", "derived_channel_id"]
 

@@ -11,7 +11,7 @@ simulator is configured exactly as a Whapi channel is:
     GET    /settings/events    schema Events: every {type, method} the simulator emits
 
 The settings live with the simulator's other webhook configuration
-(providers.simulator_webhooks), under the caller's token; the simulator's own
+(outbox.providers.simulator.webhooks), under the caller's token; the simulator's own
 knobs (status delays, echo, ...) of that token are kept by a PATCH.
 """
 
@@ -19,16 +19,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from providers.simulator_channels import Channel, ChannelRegistry
-from providers.simulator_http import authenticate, json_response, read_json, whapi_error
-from providers.simulator_settings import (
+from outbox.providers.simulator.channels import Channel, ChannelRegistry
+from outbox.providers.simulator.http import authenticate, json_response, read_json, whapi_error
+from outbox.providers.simulator.settings import (
     ALL_EVENTS,
     ChannelSettings,
     SettingsError,
     WebhookConfig,
     patch_settings,
 )
-from providers.simulator_webhooks import WebhookSender
+from outbox.providers.simulator.webhooks import WebhookSender
 
 __all__ = ["install_settings_api"]
 

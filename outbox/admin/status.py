@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db import queries
-from db import webhook_queries as wq
+from outbox.db import queries
+from outbox.db import webhook_queries as wq
 from outbox.message_types import parse_channel_id
 
 DEAD_LETTERS_SHOWN = 20

@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, Final
 
-from providers.simulator_payloads import MEDIA_ID_PATTERN, MEDIA_MIME
+from outbox.providers.simulator.payloads import MEDIA_ID_PATTERN, MEDIA_MIME
 
 __all__ = [
     "MEDIA_404_KINDS",

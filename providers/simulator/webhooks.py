@@ -2,9 +2,9 @@
 
 Every event (a status of an accepted send, the `from_me` echo of an API send,
 or anything injected through the control endpoints of
-providers.simulator_inject) becomes one JSON body, sent once to each
+outbox.providers.simulator.inject) becomes one JSON body, sent once to each
 webhook of the channel that subscribed to its `{type, method}`, in that
-webhook's mode (providers.simulator_settings). A delivery is retried until
+webhook's mode (outbox.providers.simulator.settings). A delivery is retried until
 it gets HTTP 200 (the spec: "each time a callback fails to get a HTTPS 200
 OK response"; a 201 or 204 is retried too), with Whapi's linear backoff
 (delay, 2 x delay, ... capped), and never given up while the simulator runs:
@@ -24,7 +24,7 @@ Control API:
            last attempt failed (being retried); `statuses`: per attempt, 0 =
            connection error or timeout.
     POST   /_sim/webhooks                configure one scope (fields in
-           providers.simulator_settings): {"token": str | null, "url" | "webhooks",
+           outbox.providers.simulator.settings): {"token": str | null, "url" | "webhooks",
            "mode", "headers", "events", "callback_backoff_delay_ms",
            "max_callback_backoff_delay_ms", "delays_ms", "statuses_method", "echo",
            "channel_id"}. `token` null: every token without its own configuration.
@@ -53,10 +53,10 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
-from providers.simulator_channels import ChannelRegistry
-from providers.simulator_http import json_response, read_json
-from providers.simulator_payloads import envelope, status_entry
-from providers.simulator_settings import (
+from outbox.providers.simulator.channels import ChannelRegistry
+from outbox.providers.simulator.http import json_response, read_json
+from outbox.providers.simulator.payloads import envelope, status_entry
+from outbox.providers.simulator.settings import (
     SettingsError,
     WebhookConfig,
     parse_control_config,

@@ -47,13 +47,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db import queries
-from db.direct import DatabaseUnavailable, DirectConnection, StatementRefused
-from db.driver_sql import driver_sql
-from outbox.backoff import RetryPolicy
-from outbox.credentials import CredentialCache, Credentials, Unusable
-from outbox.outcomes import ChannelAction, Decision, Kind, RateLimitEvent, decide, release
-from providers.base import Outcome, OutgoingMessage, Provider
+from outbox.db import queries
+from outbox.db.direct import DatabaseUnavailable, DirectConnection, StatementRefused
+from outbox.db.driver_sql import driver_sql
+from outbox.dispatch.backoff import RetryPolicy
+from outbox.dispatch.credentials import CredentialCache, Credentials, Unusable
+from outbox.dispatch.outcomes import ChannelAction, Decision, Kind, RateLimitEvent, decide, release
+from outbox.providers.base import Outcome, OutgoingMessage, Provider
 
 log = structlog.get_logger(__name__)
 

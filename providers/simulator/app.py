@@ -19,7 +19,7 @@ Whapi's API (Bearer token of a channel, Whapi-shaped bodies and errors):
     GET    /health              the channel's health (without a token: a probe
                                 answer, AUTH, so "is it up?" needs no token)
     GET|PATCH|DELETE /settings, GET /settings/events
-                                webhook settings: providers.simulator_settings_api
+                                webhook settings: outbox.providers.simulator.settings_api
 
 Control API under `/_sim/`:
 
@@ -38,17 +38,17 @@ Control API under `/_sim/`:
     PATCH  /_sim/channels                              {accept_any_token?, unknown_token_status?}
     DELETE /_sim/channels?token=                       forget one channel
     GET|POST|DELETE /_sim/webhooks, GET /_sim/webhooks/log
-                                                       providers.simulator_webhooks
+                                                       outbox.providers.simulator.webhooks
     POST   /_sim/{inbound,action,messages_updates,messages_removed,statuses,calls,
                   chats,channel,users,raw}             events on demand:
-                                                       providers.simulator_inject
+                                                       outbox.providers.simulator.inject
 
-Tokens (providers.simulator_channels): strict by default (`python -m
+Tokens (outbox.providers.simulator.channels): strict by default (`python -m
 providers.simulator`): only registered tokens exist, others get 401. With
 `--accept-any-token` (what `start_simulator()` selects) a new token becomes a
 channel on first use.
 
-Faults (providers.simulator_faults): latency, error status and rate, 429 with
+Faults (outbox.providers.simulator.faults): latency, error status and rate, 429 with
 or without Retry-After, per-token rate limit, hang, hang after send, and
 `media_not_found_rate` (404 on media endpoints), per scope.
 
@@ -64,7 +64,7 @@ per-request logging (no access log) and no O(n) work per request.
 Tokens are stored (they are the simulator's own data, returned by
 `/_sim/sent` and `/_sim/stats`) but never logged.
 
-Run: `python -m providers.simulator --host 127.0.0.1 --port 8099`
+Run: `python -m outbox.providers.simulator --host 127.0.0.1 --port 8099`
 (port 0 picks a free port; the actual URL is printed on stdout).
 """
 
@@ -85,23 +85,23 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from providers.simulator_channels import Channel, ChannelConfigError, ChannelRegistry
-from providers.simulator_faults import (
+from outbox.providers.simulator.channels import Channel, ChannelConfigError, ChannelRegistry
+from outbox.providers.simulator.faults import (
     FAULT_FIELDS,
     MAX_HANG_S,
     FaultConfigError,
     FaultScopes,
     validate_faults,
 )
-from providers.simulator_http import (
+from outbox.providers.simulator.http import (
     authenticate,
     json_response,
     parse_bearer,
     read_json,
     whapi_error,
 )
-from providers.simulator_payloads import health_object, new_message_id
-from providers.simulator_sends import (
+from outbox.providers.simulator.payloads import health_object, new_message_id
+from outbox.providers.simulator.sends import (
     MEDIA_404_KINDS,
     REQUIRED_FIELDS,
     TO_PATTERN,
@@ -152,7 +152,7 @@ class SimulatorState:
         self.channels = ChannelRegistry(accept_any_token=accept_any_token)
         #: Called as hook(token, message) for every accepted send (message is
         #: the Whapi message object: id, chat_id, type, ...). Must not block
-        #: or raise; providers.simulator_webhooks schedules its POSTs here.
+        #: or raise; outbox.providers.simulator.webhooks schedules its POSTs here.
         self.accept_hooks: list[Callable[[str, dict[str, Any]], None]] = []
         #: Called on POST /_sim/reset.
         self.reset_hooks: list[Callable[[], None]] = []
@@ -609,9 +609,9 @@ def build_app(
     *, state: SimulatorState | None = None, seed: int | None = None, accept_any_token: bool = False
 ) -> web.Application:
     """The simulator as an aiohttp application (state under `app[STATE_KEY]`)."""
-    from providers.simulator_inject import MessageStore, install_inject
-    from providers.simulator_settings_api import install_settings_api
-    from providers.simulator_webhooks import install
+    from outbox.providers.simulator.inject import MessageStore, install_inject
+    from outbox.providers.simulator.settings_api import install_settings_api
+    from outbox.providers.simulator.webhooks import install
 
     state = state if state is not None else SimulatorState(
         seed=seed, accept_any_token=accept_any_token)
@@ -699,7 +699,7 @@ def serve(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m providers.simulator", description="Run the Whapi.cloud simulator."
+        prog="python -m outbox.providers.simulator", description="Run the Whapi.cloud simulator."
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument(

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from providers.simulator_payloads import EVENT_METHODS, EVENT_TYPES, STATUS_CODES
+from outbox.providers.simulator.payloads import EVENT_METHODS, EVENT_TYPES, STATUS_CODES
 
 __all__ = [
     "ALL_EVENTS",

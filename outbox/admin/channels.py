@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from db.models import DEFAULT_WORKSPACE, Channel, ChannelToken
 from outbox import crypto
+from outbox.db.models import DEFAULT_WORKSPACE, Channel, ChannelToken
 from outbox.errors import ChannelNotFound, InvalidInput
 from outbox.message_types import check_workspace_id, is_utf8, parse_channel_id
 from outbox.phone import normalize_recipient

@@ -13,7 +13,7 @@ and events.
         attempts = ctl.webhook_log()               # every delivery attempt, in order
 
 The endpoints behind each method are documented in providers.simulator,
-providers.simulator_webhooks and providers.simulator_inject.
+outbox.providers.simulator.webhooks and outbox.providers.simulator.inject.
 
 The control client is synchronous (httpx.Client): tests, the demo and the
 benchmark call it between phases, not on a hot path.
@@ -38,7 +38,8 @@ from typing import Any
 
 import httpx
 
-from providers.simulator import LISTENING_PREFIX
+import outbox
+from outbox.providers.simulator.app import LISTENING_PREFIX
 
 __all__ = [
     "ChannelInfo",
@@ -54,7 +55,9 @@ __all__ = [
     "start_simulator",
 ]
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+# Where the `outbox` package is imported from (the checkout or site-packages),
+# so the simulator's process imports the same code.
+_REPO_ROOT = Path(outbox.__file__).resolve().parent.parent
 
 
 @functools.cache
@@ -409,7 +412,7 @@ class SimulatorControl:
 
         `url` (+ mode, headers, events) for one webhook, or `webhooks` (Whapi's
         list of {url, mode, headers, events}). `events` as (type, method)
-        pairs; omitted: statuses post and put. See providers.simulator_settings
+        pairs; omitted: statuses post and put. See outbox.providers.simulator.settings
         for the rest and the defaults. Returns the whole configuration.
         """
         body = _drop_none({
@@ -742,7 +745,7 @@ def start_simulator(
     extra_args: tuple[str, ...] = (),
     accept_any_token: bool = True,
 ) -> Iterator[SimulatorHandle]:
-    """Run `python -m providers.simulator` in a subprocess for the block.
+    """Run `python -m outbox.providers.simulator` in a subprocess for the block.
 
     `port=0` lets the OS pick a free port; the handle's `.url` is the real
     one. Waits (at most `startup_timeout` s) until `/health` answers, and
@@ -761,7 +764,7 @@ def start_simulator(
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p
     )
-    cmd = [sys.executable, "-m", "providers.simulator", "--host", host, "--port", str(port)]
+    cmd = [sys.executable, "-m", "outbox.providers.simulator", "--host", host, "--port", str(port)]
     if accept_any_token:
         cmd.append("--accept-any-token")
     with os.fdopen(fd, "wb") as log_file:

@@ -1,6 +1,6 @@
 """Events on demand: control endpoints that make the simulator post any webhook
-Whapi sends, in Whapi's shapes (providers.simulator_payloads), through the
-channel's webhook configuration (providers.simulator_webhooks: mode,
+Whapi sends, in Whapi's shapes (outbox.providers.simulator.payloads), through the
+channel's webhook configuration (outbox.providers.simulator.webhooks: mode,
 subscriptions, retries).
 
 Every endpoint takes a JSON body with, besides its own fields:
@@ -78,10 +78,10 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from providers.simulator_channels import Channel, ChannelRegistry
-from providers.simulator_chat_ids import digits_of, whapi_chat_id
-from providers.simulator_http import json_response, read_json
-from providers.simulator_payloads import (
+from outbox.providers.simulator.channels import Channel, ChannelRegistry
+from outbox.providers.simulator.chat_ids import digits_of, whapi_chat_id
+from outbox.providers.simulator.http import json_response, read_json
+from outbox.providers.simulator.payloads import (
     ACTION_TYPES,
     CALL_STATUSES,
     EVENT_METHODS,
@@ -99,7 +99,12 @@ from providers.simulator_payloads import (
     status_entry,
     user_object,
 )
-from providers.simulator_webhooks import FAILED_ERRORS, Delivery, WebhookSender, wait_delivered
+from outbox.providers.simulator.webhooks import (
+    FAILED_ERRORS,
+    Delivery,
+    WebhookSender,
+    wait_delivered,
+)
 
 __all__ = ["InjectError", "MessageStore", "install_inject"]
 
