@@ -1,16 +1,23 @@
-"""Statements from db/queries.py in psycopg's own parameter style."""
+"""Statements from db/queries.py in psycopg's own parameter style.
+
+Our statements are written once, with SQLAlchemy's `:name` parameters (what
+`text()` runs on any driver). Where a psycopg connection (or psycopg2's)
+runs one directly, SQLAlchemy's own compiler turns it into `%(name)s`, once
+per statement: it knows the rules (`::` casts, `%` doubled) so we keep none.
+"""
 
 from __future__ import annotations
 
-import re
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import psycopg
 
-_NAMED_PARAM = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+_PSYCOPG = psycopg.dialect()
 
 
 def driver_sql(sql: str) -> str:
     """A `:name` statement (as in db/queries.py) in psycopg's own style,
-    `%(name)s`, for a psycopg connection used directly (db/direct.py)."""
-    return _NAMED_PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+    `%(name)s`, for a psycopg or psycopg2 connection used directly."""
+    return text(sql).compile(dialect=_PSYCOPG).string
 
 
 def binary_params_sql(sql: str) -> str:
@@ -22,4 +29,8 @@ def binary_params_sql(sql: str) -> str:
     element in Python (a regex per element to decide on quoting), ~10 us a
     message for an enqueue batch's arrays; the binary dumpers are C, ~1.7 us.
     """
-    return _NAMED_PARAM.sub(r"%(\1)b", sql.replace("%", "%%"))
+    compiled = text(sql).compile(dialect=_PSYCOPG)
+    out = compiled.string
+    for name in compiled.binds:
+        out = out.replace(f"%({name})s", f"%({name})b")
+    return out
