@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import psycopg
 
-_PSYCOPG = psycopg.dialect()
+_PSYCOPG = psycopg.dialect()  # type: ignore[no-untyped-call]
 
 
 def driver_sql(sql: str) -> str:
