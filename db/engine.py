@@ -121,12 +121,14 @@ def _use_schema(engine: Engine, pooler: Pooler, schema: str | None) -> None:
 # hide_parameters: SQLAlchemy puts bound values in exception text, and our
 # values include message bodies, which must never reach a log.
 def make_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None,
-                schema: str | None = None) -> Engine:
+                schema: str | None = None, pool_timeout: float = 30.0) -> Engine:
     """`pooler`: what sits in front of PostgreSQL (default: OUTBOX_DB_POOLER);
-    `schema`: where our tables are (default: OUTBOX_DB_SCHEMA)."""
+    `schema`: where our tables are (default: OUTBOX_DB_SCHEMA); `pool_timeout`:
+    seconds to wait for a free connection before `sqlalchemy.exc.TimeoutError`."""
     pooler = pooler or configured_pooler()
     engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                           hide_parameters=True, connect_args=driver_connect_args(url, pooler))
+                           pool_timeout=pool_timeout, hide_parameters=True,
+                           connect_args=driver_connect_args(url, pooler))
     _use_schema(engine, pooler, schema)
     return engine
 

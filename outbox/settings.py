@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         default=Path(".outbox"), description="Where the embedded server keeps its data."
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_pool_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=300,
+        description="How long an API request waits for a free database connection before "
+        "it is answered 503.",
+    )
     db_pooler: Pooler = Field(
         default="none",
         description="'transaction' when OUTBOX_DATABASE_URL goes through a transaction-mode "
@@ -136,6 +141,11 @@ class Settings(BaseSettings):
     # --- HTTP service (outbox serve) ------------------------------------------
     http_host: str = Field(default="127.0.0.1", description="Where `outbox serve` listens.")
     http_port: int = Field(default=8080, ge=0, le=65535)
+    api_docs: bool = Field(
+        default=False,
+        description="Serve /docs and /redoc (they load Swagger UI and ReDoc from a CDN); "
+        "/openapi.json is always served.",
+    )
     public_url: str | None = Field(
         default=None,
         description="Base URL Whapi reaches this service at (for channel webhook-info).",

@@ -401,11 +401,19 @@ def test_webhook_secret_failures_are_401_and_write_nothing(api: httpx.Client, ma
     assert row_counts(api_db) == before
 
 
-def test_unknown_or_malformed_channel_is_404(api: httpx.Client, api_db: Engine) -> None:
+def test_unknown_or_malformed_channel_answers_like_a_wrong_secret(
+        api: httpx.Client, make_channel, api_db: Engine) -> None:
+    """No channel enumeration: an unknown id, with any secret (even a real
+    channel's), gets the very answer a known channel gives a wrong secret."""
+    ch = make_channel()
+    wrong = _hook(api, ch, _inbound("in-x"), "whatever")
+    before = row_counts(api_db)
     for cid in (uuid.uuid4(), "not-a-uuid", "1"):
-        r = _hook(api, cid, _inbound("in-x"), "whatever")
-        assert r.status_code == 404
-        assert r.json()["error"]["code"] == "channel_not_found"
+        for secret in ("whatever", webhook_secret(api_db, ch), ""):
+            r = _hook(api, cid, _inbound("in-x"), secret)
+            assert (r.status_code, r.json()) == (401, wrong.json())
+    assert wrong.status_code == 401
+    assert row_counts(api_db) == before
 
 
 @pytest.mark.parametrize("content", [b"{oops", b"", b"\xff", b"42", b"\"text\"", b"[1, 2]",

@@ -1,6 +1,6 @@
 """The ASGI app: `create_app(settings)`; `outbox serve` runs it with uvicorn.
 
-OpenAPI at /openapi.json, docs at /docs. Routes are thin: they read the
+OpenAPI at /openapi.json; /docs and /redoc with OUTBOX_API_DOCS. Routes are thin: they read the
 request, call the same service functions as the CLI and the library
 (enqueue, webhooks, chats), and map `OutboxError`s to JSON errors.
 """
@@ -34,7 +34,8 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     url = database_url or resolve_database_url(settings)
     ctx = AppContext(settings=settings, database_url=url,
                      engine=make_engine(url, pool_size=settings.db_pool_size,
-                                        pooler=settings.db_pooler))
+                                        pooler=settings.db_pooler,
+                                        pool_timeout=settings.db_pool_timeout_seconds))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,7 +48,10 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
                 await backlog
             ctx.engine.dispose()
 
+    # /docs and /redoc load their scripts from a CDN: off unless asked for.
+    docs = settings.api_docs
     app = FastAPI(title="whapi-outbox", version=outbox.__version__, lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
                   description="Send WhatsApp messages through Whapi.cloud from a "
                               "transactional outbox; receive Whapi webhooks.")
     app.state.outbox = ctx

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outbox.errors import InvalidInput, OutboxError
@@ -112,6 +113,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("database_unavailable",
                                        "the database is unreachable; try again"),
                             status_code=503)
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_full(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every connection is busy: a moment of overload, not a fault of ours.
+        log.warning("database_pool_full", path=request.url.path)
+        return JSONResponse(error_body("database_busy",
+                                       "all database connections are busy; try again"),
+                            status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

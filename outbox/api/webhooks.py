@@ -6,8 +6,10 @@
 * `method`: the URL + `/<type>`, with the event's own HTTP method (POST,
   PUT, PATCH, DELETE). Whapi's own example bots use this one.
 
-Checks, in this order: the channel exists (404), the secret header matches
-(401). Then the body is applied in one transaction and answered 200, also
+Checks first that the channel exists and the secret header matches it: a
+wrong secret and an unknown channel get the same 401 after the same
+constant-time comparison, so a caller can't tell which channel ids exist.
+Then the body is applied in one transaction and answered 200, also
 when we can't use it: such a body is kept as a webhook dead letter, because
 Whapi retries anything but a 200 forever. A database failure is a 5xx, so
 Whapi retries; applying a webhook twice changes nothing, so retries are safe.
@@ -15,6 +17,8 @@ Whapi retries; applying a webhook twice changes nothing, so retries are safe.
 
 from __future__ import annotations
 
+import secrets
+import uuid
 from typing import Any
 
 import structlog
@@ -25,10 +29,13 @@ from outbox import metrics
 from outbox.api.body import read_body
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import ERROR_RESPONSES
+from outbox.errors import ChannelNotFound
 from outbox.webhooks.apply import (
     SECRET_HEADER,
+    WRONG_SECRET,
     WebhookChannel,
     WebhookResult,
+    WebhookUnauthorized,
     apply_pending,
     apply_status_backlog,
     check_webhook_secret,
@@ -43,6 +50,9 @@ PREFIX = "/webhooks/whapi/{channel_id}"
 EVENT_TYPES = frozenset({"messages", "statuses", "chats", "contacts", "groups", "presences",
                          "calls", "channel", "users", "labels", "service"})
 EVENT_METHODS = frozenset({"post", "put", "patch", "delete"})
+
+# What an unknown channel's webhook is checked against (see _authenticate).
+_NO_CHANNEL = WebhookChannel(uuid.UUID(int=0), "", secrets.token_urlsafe(32))
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -96,8 +106,14 @@ async def _receive(request: Request, channel_id: str, hint: EventName | None) ->
 
 
 def _authenticate(ctx: AppContext, channel_id: str, secret: str | None) -> WebhookChannel:
-    with ctx.transaction() as session:
-        channel = find_webhook_channel(session, channel_id)
+    try:
+        with ctx.transaction() as session:
+            channel = find_webhook_channel(session, channel_id)
+    except ChannelNotFound:
+        # Compared against a secret nobody holds, so it costs what a known
+        # channel's check costs, and answered as a wrong secret.
+        check_webhook_secret(_NO_CHANNEL, secret)
+        raise WebhookUnauthorized(WRONG_SECRET) from None
     check_webhook_secret(channel, secret)
     return channel
 

@@ -82,6 +82,7 @@ __all__ = [
     "STATUS_ORDER",
     "SUBSCRIBED_EVENTS",
     "WEBHOOK_MODES",
+    "WRONG_SECRET",
     "MalformedWebhook",
     "WebhookChannel",
     "WebhookResult",
@@ -223,6 +224,9 @@ class PendingResult:
 # --- the channel -------------------------------------------------------------------
 
 
+WRONG_SECRET = f"missing or wrong {SECRET_HEADER} header (see: outbox channel webhook-info)"
+
+
 def find_webhook_channel(session: Session, channel_id: str) -> WebhookChannel:
     """The channel a webhook URL names; `ChannelNotFound` for unknown or
     malformed ids (both are 404: the URL names nothing)."""
@@ -238,9 +242,7 @@ def find_webhook_channel(session: Session, channel_id: str) -> WebhookChannel:
 
 def check_webhook_secret(channel: WebhookChannel, presented: str | None) -> None:
     if not secret_matches(channel.webhook_secret, presented):
-        raise WebhookUnauthorized(
-            f"missing or wrong {SECRET_HEADER} header (see: outbox channel webhook-info)"
-        )
+        raise WebhookUnauthorized(WRONG_SECRET)
 
 
 # --- apply -------------------------------------------------------------------------
