@@ -228,7 +228,9 @@ def enqueue_many(
     and writes nothing. Results are in the order given.
     """
     options = EnqueueOptions(workspace_id, default_region, max_attempts)
-    prepared = [prepare(m, default_region=default_region) for m in messages]
+    ahead = get_settings().max_schedule_ahead
+    prepared = [prepare(m, default_region=default_region, max_schedule_ahead=ahead)
+                for m in messages]
     if isinstance(session, AsyncSession):
         return session.run_sync(lambda s: enqueue_prepared(s, prepared, options))
     return enqueue_prepared(session, prepared, options)
@@ -243,7 +245,8 @@ def _dispatch_one(
 ) -> EnqueueResult | Awaitable[EnqueueResult]:
     # Validate before touching the session, so bad input raises synchronously
     # (also for async callers) and writes nothing.
-    prepared = [prepare(message, default_region=options.default_region)]
+    prepared = [prepare(message, default_region=options.default_region,
+                        max_schedule_ahead=get_settings().max_schedule_ahead)]
     if isinstance(session, AsyncSession):
         return _run_async_one(session, prepared, options)
     return enqueue_prepared(session, prepared, options)[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from outbox.errors import InvalidInput, InvalidMessage, InvalidSchedule
@@ -19,6 +19,7 @@ MAX_CAPTION_LENGTH = 1024  # WhatsApp's limit for a media caption
 MAX_MEDIA_REF_LENGTH = 2048  # a URL or a media id; base64 uploads go through Whapi's /media
 MAX_FILENAME_LENGTH = 255
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_SCHEDULE_AHEAD = timedelta(days=365)  # OUTBOX_MAX_SCHEDULE_AHEAD
 PRIORITY_RANGE = (-1000, 1000)
 MEDIA_TYPES = ("image", "video", "document", "audio")
 
@@ -79,12 +80,13 @@ def parse_channel_id(value: uuid.UUID | str) -> uuid.UUID:
         ) from None
 
 
-def prepare(message: NewMessage, *, default_region: str | None = None) -> PreparedMessage:
+def prepare(message: NewMessage, *, default_region: str | None = None,
+            max_schedule_ahead: timedelta = MAX_SCHEDULE_AHEAD) -> PreparedMessage:
     channel_id = parse_channel_id(message.channel_id)
     recipient = normalize_recipient(message.to, default_region=default_region)
     key = _check_idempotency_key(message.idempotency_key)
     priority = _check_priority(message.priority)
-    send_at = _check_send_at(message.send_at)
+    send_at = _check_send_at(message.send_at, max_schedule_ahead)
     if isinstance(message, TextMessage):
         body = _check_text(message.body, "body", MAX_TEXT_LENGTH)
         return PreparedMessage(
@@ -183,7 +185,7 @@ def _check_priority(priority: int) -> int:
     return priority
 
 
-def _check_send_at(send_at: datetime | None) -> datetime | None:
+def _check_send_at(send_at: datetime | None, max_ahead: timedelta) -> datetime | None:
     if send_at is None:
         return None
     if not isinstance(send_at, datetime):
@@ -196,10 +198,21 @@ def _check_send_at(send_at: datetime | None) -> datetime | None:
     try:
         # PostgreSQL takes offsets up to 15:59 and psycopg reads years
         # 1..9999 back: bind the UTC time, which is both.
-        return send_at.astimezone(UTC)
+        utc = send_at.astimezone(UTC)
     except OverflowError:
         raise InvalidSchedule("send_at is out of range (years 1 to 9999, UTC)",
                               field="send_at") from None
+    # A row scheduled decades ahead is a typo or an attempt to fill the queue.
+    if utc - datetime.now(UTC) > max_ahead:
+        raise InvalidSchedule(
+            f"send_at is more than {_days(max_ahead)} ahead (OUTBOX_MAX_SCHEDULE_AHEAD)",
+            field="send_at")
+    return utc
+
+
+def _days(span: timedelta) -> str:
+    days = span.total_seconds() / 86400
+    return f"{days:g} days" if days >= 1 else f"{span.total_seconds():g} seconds"
 
 
 def _quote(value: str, limit: int = 40) -> str:

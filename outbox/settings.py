@@ -6,6 +6,7 @@ Every knob has a default that works on a laptop; production sets
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outbox.db.schema import check_schema_name
 from outbox.errors import ConfigurationError
+from outbox.message_types import MAX_SCHEDULE_AHEAD
 
 ENV_PREFIX = "OUTBOX_"
 DEFAULT_WHAPI_BASE_URL = "https://gate.whapi.cloud"
@@ -78,6 +80,11 @@ class Settings(BaseSettings):
     default_region: str | None = Field(
         default=None,
         description="Region (e.g. US, GB) for phone numbers written in national format.",
+    )
+
+    max_schedule_ahead: timedelta = Field(
+        default=MAX_SCHEDULE_AHEAD, gt=timedelta(0),
+        description="How far ahead send_at may be (seconds or ISO 8601, e.g. P365D).",
     )
 
     # --- dispatcher ----------------------------------------------------------

@@ -5,6 +5,7 @@ tenant isolation, health, cron. Against real PostgreSQL."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -61,9 +62,10 @@ def test_enqueue_media_with_schedule_and_priority(api: httpx.Client, api_key, ma
                                                   api_db: Engine) -> None:
     key = api_key()
     ch = make_channel()
+    day = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
     r = _send(api, key, channel_id=str(ch), to="+15550100002", media_type="document",
               media="https://example.com/a.pdf", caption="invoice", filename="a.pdf",
-              priority=5, send_at="2030-01-31T09:00:00+01:00")
+              priority=5, send_at=f"{day}T09:00:00+01:00")
     assert r.status_code == 201, r.text
     with api_db.connect() as conn:
         row = conn.execute(text("SELECT message_type, payload, priority, next_attempt_at "
@@ -72,7 +74,22 @@ def test_enqueue_media_with_schedule_and_priority(api: httpx.Client, api_key, ma
     assert row.payload == {"media": "https://example.com/a.pdf", "caption": "invoice",
                            "filename": "a.pdf"}
     assert row.priority == 5
-    assert row.next_attempt_at.isoformat() == "2030-01-31T08:00:00+00:00"
+    assert row.next_attempt_at.isoformat() == f"{day}T08:00:00+00:00"
+
+
+def test_send_at_more_than_a_year_ahead_is_refused(api: httpx.Client, api_key, make_channel,
+                                                   api_db: Engine) -> None:
+    key, ch = api_key(), make_channel()
+    before = row_counts(api_db)
+    for ahead in (timedelta(days=366), timedelta(days=365 * 80)):
+        r = _send(api, key, channel_id=str(ch), to="+15550100002", text="x",
+                  send_at=(datetime.now(UTC) + ahead).isoformat())
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_schedule"
+        assert "OUTBOX_MAX_SCHEDULE_AHEAD" in r.json()["error"]["message"]
+    assert row_counts(api_db) == before
+    almost = (datetime.now(UTC) + timedelta(days=364)).isoformat()
+    assert _send(api, key, channel_id=str(ch), to="+15550100002", text="x",
+                 send_at=almost).status_code == 201
 
 
 def test_repeated_idempotency_key_returns_existing_with_200(api: httpx.Client, api_key,

@@ -279,6 +279,25 @@ def test_bad_input_raises_typed_error_and_writes_nothing(
     assert counts(clean_db) == NOTHING
 
 
+def test_the_schedule_limit_is_a_setting(session: Session, make_channel, clean_db,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from outbox.settings import get_settings
+
+    channel = make_channel()
+    monkeypatch.setenv("OUTBOX_MAX_SCHEDULE_AHEAD", "PT1H")
+    get_settings.cache_clear()
+    with pytest.raises(InvalidSchedule, match="3600 seconds ahead"):
+        enqueue_text(session, channel_id=channel, to="+15550100001", body="x",
+                     send_at=datetime.now(UTC) + timedelta(hours=2))
+    session.rollback()
+    assert counts(clean_db) == NOTHING
+    enqueue_text(session, channel_id=channel, to="+15550100001", body="x",
+                 send_at=datetime.now(UTC) + timedelta(minutes=50))
+    session.commit()
+    monkeypatch.delenv("OUTBOX_MAX_SCHEDULE_AHEAD")
+    get_settings.cache_clear()
+
+
 def test_exactly_4096_characters_is_accepted(session: Session, make_channel):
     channel = make_channel()
     enqueue_text(session, channel_id=channel, to="+15550100001", body="é" * 4096)
