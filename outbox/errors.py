@@ -99,6 +99,26 @@ class IdempotencyConflict(OutboxError):
     code = "idempotency_conflict"
 
 
+# --- too much, too fast: try again later -------------------------------------
+
+
+class RateLimited(OutboxError):
+    """Too many requests; `retry_after` seconds until the next is taken."""
+
+    http_status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = retry_after
+
+
+class QueueFull(RateLimited):
+    """The workspace holds as many queued messages as it may."""
+
+    code = "queue_full"
+
+
 # --- configuration and secrets ---------------------------------------------
 
 

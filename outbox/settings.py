@@ -148,6 +148,17 @@ class Settings(BaseSettings):
     # --- HTTP service (outbox serve) ------------------------------------------
     http_host: str = Field(default="127.0.0.1", description="Where `outbox serve` listens.")
     http_port: int = Field(default=8080, ge=0, le=65535)
+    api_rate_limit_per_second: float = Field(
+        default=50.0, ge=0,
+        description="Requests a second each API key may make, per process (0: no limit).",
+    )
+    api_rate_limit_burst: int = Field(
+        default=100, ge=1, description="Requests an API key may make at once above the rate.")
+    max_queued_per_workspace: int = Field(
+        default=1_000_000, ge=0,
+        description="Queued messages a workspace may hold before the API answers 429 "
+        "queue_full (0: no cap).",
+    )
     api_docs: bool = Field(
         default=False,
         description="Serve /docs and /redoc (they load Swagger UI and ReDoc from a CDN); "

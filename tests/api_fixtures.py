@@ -50,9 +50,12 @@ def run_server(app: Any) -> Iterator[str]:
 def app_settings(database_url: str, **overrides: Any) -> Any:
     from outbox.settings import Settings
 
+    # Not rate limited: the input and fuzz tests send thousands of requests
+    # with one key. tests/test_api_limits.py turns the limit on.
     values: dict[str, Any] = {"database_url": database_url, "encryption_key": TEST_KEY,
                               "cron_secret": CRON_SECRET, "db_pool_size": 4,
-                              "public_url": "https://outbox.example.com"}
+                              "public_url": "https://outbox.example.com",
+                              "api_rate_limit_per_second": 0}
     values.update(overrides)
     return Settings(**values)
 

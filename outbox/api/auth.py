@@ -22,7 +22,8 @@ class CronDisabled(NotFound):
 
 
 async def require_api_key(request: Request) -> Principal:
-    """The caller's workspace, from `Authorization: Bearer <key>`; 401 otherwise."""
+    """The caller's workspace, from `Authorization: Bearer <key>`; 401 otherwise,
+    429 when the key is over its rate (outbox/api/limits.py)."""
     ctx = context(request)
     header = request.headers.get("authorization")
 
@@ -30,7 +31,9 @@ async def require_api_key(request: Request) -> Principal:
         with ctx.transaction() as session:
             return authenticate(session, header)
 
-    return await run_in_threadpool(lookup)
+    principal = await run_in_threadpool(lookup)
+    ctx.rate_limiter.check(principal.api_key_id)
+    return principal
 
 
 def require_cron_secret(request: Request) -> None:

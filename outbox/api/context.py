@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from outbox.api.limits import KeyRateLimiter, WorkspaceQueueCap
 from outbox.settings import Settings
 
 
@@ -18,6 +19,13 @@ class AppContext:
     settings: Settings
     database_url: str
     engine: Engine
+    rate_limiter: KeyRateLimiter = field(init=False)
+    queue_cap: WorkspaceQueueCap = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rate_limiter = KeyRateLimiter(self.settings.api_rate_limit_per_second,
+                                           self.settings.api_rate_limit_burst)
+        self.queue_cap = WorkspaceQueueCap(self.settings.max_queued_per_workspace)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -10,6 +10,7 @@ pydantic validation errors become the same shape (422, naming the field;
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import structlog
@@ -21,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from outbox.errors import InvalidInput, OutboxError
+from outbox.errors import InvalidInput, OutboxError, RateLimited
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +50,8 @@ def error_body(code: str, message: str, *, field: str | None = None,
 
 def outbox_error_response(exc: OutboxError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers)
 
 

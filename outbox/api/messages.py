@@ -82,6 +82,7 @@ def _enqueue_unchecked(ctx: AppContext, principal: Principal,
     }
     media = body.media_fields()
     with ctx.transaction() as session:
+        ctx.queue_cap.admit(session, principal.workspace_id, adding=1)
         result: EnqueueResult
         if body.text is not None:
             if media:
