@@ -1,0 +1,89 @@
+"""The documentation site's HTTP reference, written from the app's own OpenAPI
+description (docs/hooks/http_reference.py): every operation and schema is on
+the page, and every link in it lands on a heading of the page.
+
+The whole site is built by `scripts/docs` (mkdocs build --strict), which CI
+runs after the tests; these checks need neither MkDocs nor a database.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+HOOK = Path(__file__).resolve().parents[1] / "docs" / "hooks" / "http_reference.py"
+
+
+def _load_hook() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("http_reference", HOOK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def hook() -> ModuleType:
+    return _load_hook()
+
+
+@pytest.fixture(scope="module")
+def spec(hook: ModuleType) -> dict[str, Any]:
+    description: dict[str, Any] = hook.openapi_description()
+    return description
+
+
+@pytest.fixture(scope="module")
+def page(hook: ModuleType, spec: dict[str, Any]) -> str:
+    rendered: str = hook.render(spec)
+    return rendered
+
+
+def _headings(page: str) -> list[str]:
+    return [line.lstrip("#").strip() for line in page.splitlines() if line.startswith("### ")]
+
+
+def test_every_operation_has_a_heading(spec: dict[str, Any], page: str) -> None:
+    headings = _headings(page)
+    assert spec["paths"], "the app describes no paths"
+    for path, item in spec["paths"].items():
+        for method in ("get", "post", "put", "patch", "delete"):
+            if method not in item:
+                continue
+            shown = [h for h in headings
+                     if h.endswith(f" {path}`") and method.upper() in h.strip("`").split(" ")]
+            assert shown, f"{method.upper()} {path} is missing from the HTTP reference"
+
+
+def test_identical_methods_of_a_path_are_shown_once(page: str) -> None:
+    # Whapi's `method` webhook mode: one route for four HTTP methods.
+    assert "### `POST | PUT | PATCH | DELETE /webhooks/whapi/{channel_id}/{event_type}`" in page
+
+
+def test_every_schema_and_body_field_is_described(spec: dict[str, Any], page: str) -> None:
+    for name, schema in spec["components"]["schemas"].items():
+        assert f"### {name} {{#schema-{name.lower()}}}" in page
+        for field in schema.get("properties", {}):
+            assert f"| `{field}` |" in page, f"{name}.{field} is missing"
+    body = spec["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]
+    for field in body["schema"]["properties"]:
+        assert f"| `{field}` |" in page
+
+
+def test_links_land_on_the_page(page: str) -> None:
+    anchors = set(re.findall(r"\{#([a-z0-9-]+)\}", page))
+    links = re.findall(r"\]\(#([^)]+)\)", page)
+    assert links, "no schema is linked"
+    assert set(links) <= anchors
+
+
+def test_pipes_inside_cells_do_not_split_them(page: str) -> None:
+    # "image|video|document|audio" is one description, not four cells.
+    row = next(line for line in page.splitlines() if line.startswith("| `media_type` |"))
+    assert row.count(" | ") == 3
+    assert "image\\|video\\|document\\|audio" in row
