@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
 import os
 import subprocess
 import sys
+import traceback
 import uuid
+import warnings
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
@@ -95,9 +102,117 @@ def outbox_counts(engine: Engine) -> dict[str, int]:
             "SELECT status, count(*) FROM outbox.outbox_messages GROUP BY status")).all())  # type: ignore[arg-type]
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-        input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "outbox", *args], capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO, input=input,
-    )
+def cli(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+        separate_process: bool = False, timeout: float = 120,
+        ) -> subprocess.CompletedProcess[str]:
+    """`outbox *args` with `env` added to the environment and `input` on stdin.
+
+    In this process by default: `main(argv)` with streams of its own and the
+    settings read afresh, as a new process would see them, but without the
+    interpreter start and imports each time. `separate_process=True` runs
+    `python -m outbox` instead, for what only a process shows (the entry
+    point, a real exit status, signals).
+    """
+    if separate_process:
+        return subprocess.run(
+            [sys.executable, "-m", "outbox", *args], capture_output=True, text=True,
+            timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO, input=input,
+        )
+    return _cli_in_process(list(args), env or {}, input)
+
+
+def _cli_in_process(argv: list[str], env: dict[str, str],
+                    input: str | None) -> subprocess.CompletedProcess[str]:
+    from outbox.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_environment(env))
+        stack.enter_context(contextlib.chdir(REPO))
+        stack.enter_context(_process_state())
+        stack.enter_context(_stdin(io.StringIO(input or "")))
+        stack.enter_context(contextlib.redirect_stdout(stdout))
+        stack.enter_context(contextlib.redirect_stderr(stderr))
+        stack.enter_context(_warnings_to_stderr())
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse: --help, bad arguments
+            code = _exit_status(exc.code)
+        except Exception:
+            # What the interpreter does with an uncaught exception.
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(["outbox", *argv], code, stdout.getvalue(),
+                                       stderr.getvalue())
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _process_state() -> Iterator[None]:
+    """Undo what a command sets up once per process: the cached settings,
+    the logging configuration, the collector thresholds (dispatch)."""
+    import structlog
+
+    from outbox.logging import _unconfigure
+    from outbox.settings import get_settings
+
+    logging_was_configured = structlog.is_configured()
+    thresholds = gc.get_threshold()
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        get_settings.cache_clear()
+        if not logging_was_configured:
+            _unconfigure()
+        gc.set_threshold(*thresholds)
+
+
+@contextlib.contextmanager
+def _stdin(stream: io.StringIO) -> Iterator[None]:
+    saved, sys.stdin = sys.stdin, stream
+    try:
+        yield
+    finally:
+        sys.stdin = saved
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Warnings on the command's stderr under the interpreter's default
+    filters (pytest would collect them instead), so "one line on stderr"
+    still means one line."""
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning,
+                         ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.showwarning = _show_warning
+        yield
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: TextIO | None = None, line: str | None = None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

@@ -1,5 +1,6 @@
-"""The `outbox` command line, run as a subprocess (`python -m outbox ...`)
-against the test database (OUTBOX_DATABASE_URL from the fixture)."""
+"""The `outbox` command line against the test database (OUTBOX_DATABASE_URL
+from the fixture), run in this process (tests/test_cli_process.py runs it as
+a process of its own)."""
 
 from __future__ import annotations
 

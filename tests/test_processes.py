@@ -53,7 +53,7 @@ def test_concurrent_dispatchers_send_each_message_once_in_order(
     outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0] * workers, outs
     # One more pass sends anything a worker left because a sibling held the chat.
-    final = cli("dispatch", "--once", "--no-progress")
+    final = cli("dispatch", "--once", "--no-progress", separate_process=True)
     assert final.returncode == 0
     by_body = sent_by_body(sim)
     if len(by_body) != 1500:  # say why: where the rest are, and what the workers said
@@ -96,7 +96,7 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_are_counted(
 
     sim.clear_faults()
     time.sleep(3.2)  # the lease runs out
-    result = cli("dispatch", "--once", "--no-progress")
+    result = cli("dispatch", "--once", "--no-progress", separate_process=True)
     assert result.returncode == 0, result.stderr
     by_body = sent_by_body(sim)
     duplicates = sum(len(v) - 1 for v in by_body.values())

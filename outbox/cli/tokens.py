@@ -1,10 +1,10 @@
-"""CLI commands for the tokens group (registered by outbox.cli.build_parser).
+"""`outbox tokens`: channel token encryption.
 
     outbox tokens rotate-key   re-encrypt every token from OUTBOX_ENCRYPTION_KEY_OLD
                                to OUTBOX_ENCRYPTION_KEY, in one transaction
     outbox tokens check        does every channel's token decrypt with the current key?
 
-Neither prints a token or a key. See outbox/key_rotation.py for the procedure.
+Neither prints a token or a key. See outbox/admin/key_rotation.py for the procedure.
 """
 
 from __future__ import annotations
@@ -12,17 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
+from outbox.cli.parser import EXIT_FAILURE, EXIT_OK, Commands, subcommands
+from outbox.cli.session import session_scope
+from outbox.cli.table import print_table
 from outbox.settings import Settings
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
 
-
-def cmd_tokens_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.admin.key_rotation import require_rotation_keys, rotate_keys
-    from outbox.cli import session_scope
 
     new = settings.encryption_key.get_secret_value() if settings.encryption_key else None
     old = settings.encryption_key_old.get_secret_value() if settings.encryption_key_old else None
@@ -43,9 +41,8 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def cmd_tokens_check(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.admin.key_rotation import check_tokens
-    from outbox.cli import print_table, session_scope
 
     key = settings.require_encryption_key()
     old = settings.encryption_key_old.get_secret_value() if settings.encryption_key_old else None
@@ -67,18 +64,17 @@ def cmd_tokens_check(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILURE if failed else EXIT_OK
 
 
-def register(sub: Any) -> None:
-    """Add this module's subcommands to the `outbox` parser."""
-    tokens = sub.add_parser("tokens", help="channel token encryption").add_subparsers(
-        dest="tokens_cmd", required=True)
+def register(commands: Commands) -> None:
+    tokens = subcommands(commands.add_parser("tokens", help="channel token encryption"),
+                         "tokens_cmd")
     p = tokens.add_parser(
         "rotate-key",
         help="re-encrypt every channel token from OUTBOX_ENCRYPTION_KEY_OLD to "
              "OUTBOX_ENCRYPTION_KEY (one transaction; ~0.1 s per token)")
-    p.set_defaults(handler=cmd_tokens_rotate_key)
+    p.set_defaults(handler=cmd_rotate_key)
     p = tokens.add_parser(
         "check", help="check that every channel's token decrypts with OUTBOX_ENCRYPTION_KEY "
                       "(exit 1 if not)")
     p.add_argument("--workspace")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_tokens_check)
+    p.set_defaults(handler=cmd_check)

@@ -1,0 +1,143 @@
+"""`outbox channel`: WhatsApp channels (add, list, pause, resume, and the
+webhook settings to paste into Whapi)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from outbox.cli.parser import EXIT_OK, Commands, subcommands
+from outbox.cli.session import session_scope
+from outbox.cli.table import print_table
+from outbox.settings import Settings
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.admin.channels import create_channel
+    from outbox.errors import InvalidInput
+
+    if not args.token_stdin:
+        raise InvalidInput("pass the token on standard input with --token-stdin "
+                           "(never on the command line, where ps and shell history see it)")
+    token = sys.stdin.readline().strip()
+    key = settings.require_encryption_key()
+    with session_scope(settings) as session:
+        channel = create_channel(
+            session, name=args.name, phone_number=args.phone, token=token,
+            encryption_key=key, workspace_id=args.workspace, base_url=args.base_url,
+            default_region=settings.default_region,
+        )
+    print(channel.id)
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.admin.channels import list_channels
+
+    with session_scope(settings) as session:
+        channels = list_channels(session, workspace_id=args.workspace)
+    if args.json:
+        print(json.dumps([
+            {"id": str(c.id), "workspace_id": c.workspace_id, "name": c.name,
+             "phone_number": c.phone_number, "base_url": c.base_url, "status": c.status,
+             "paused_until": c.paused_until.isoformat() if c.paused_until else None,
+             "pause_reason": c.pause_reason}
+            for c in channels
+        ], indent=2))
+        return EXIT_OK
+    print_table(
+        [(c.id, c.workspace_id, c.name, c.phone_number, c.status,
+          c.paused_until.isoformat(timespec="seconds") if c.paused_until else "",
+          c.pause_reason or "") for c in channels],
+        ["id", "workspace", "name", "phone", "status", "paused_until", "reason"],
+    )
+    return EXIT_OK
+
+
+def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.admin.channels import pause_channel
+
+    with session_scope(settings) as session:
+        c = pause_channel(session, args.channel_id, seconds=args.for_seconds)
+    until = c.paused_until.isoformat(timespec="seconds") if c.paused_until else "until resumed"
+    print(f"channel {c.id} paused ({until})")
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.admin.channels import resume_channel
+
+    with session_scope(settings) as session:
+        c = resume_channel(session, args.channel_id)
+    print(f"channel {c.id} active")
+    return EXIT_OK
+
+
+def webhook_info(settings: Settings, channel_id: str, mode: str = "body") -> dict[str, Any]:
+    """Where Whapi should send a channel's webhooks, and how (URL, secret
+    header, events, and the body of Whapi's PATCH /settings)."""
+    from outbox.admin.channels import get_channel
+    from outbox.webhooks.apply import SECRET_HEADER, whapi_webhook_settings
+
+    with session_scope(settings) as session:
+        channel = get_channel(session, channel_id)
+        cid, secret = channel.id, channel.webhook_secret
+    base = (settings.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
+    url = f"{base}/webhooks/whapi/{cid}"
+    whapi = whapi_webhook_settings(url, secret, mode=mode)
+    return {"channel_id": str(cid), "url": url, "mode": mode,
+            "header": SECRET_HEADER, "secret": secret,
+            "events": whapi["webhooks"][0]["events"], "whapi_settings": whapi,
+            "public_url_set": settings.public_url is not None}
+
+
+def cmd_webhook_info(args: argparse.Namespace, settings: Settings) -> int:
+    info = webhook_info(settings, args.channel_id, args.mode)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    events: dict[str, list[str]] = {}
+    for e in info["events"]:
+        events.setdefault(e["type"], []).append(e["method"])
+    print(f"URL:    {info['url']}")
+    print(f"Mode:   {info['mode']}")
+    print(f"Header: {info['header']}: {info['secret']}")
+    print("Events: " + "; ".join(f"{t} ({', '.join(m)})" for t, m in events.items()))
+    print("\nOr send this as the body of Whapi's PATCH /settings for the channel:")
+    print(json.dumps(info["whapi_settings"], indent=2, ensure_ascii=False))
+    if not info["public_url_set"]:
+        print("note: OUTBOX_PUBLIC_URL is not set; the URL uses the local listen address, "
+              "which Whapi can't reach from the internet", file=sys.stderr)
+    return EXIT_OK
+
+
+def register(commands: Commands) -> None:
+    ch = subcommands(commands.add_parser("channel", help="WhatsApp channels"), "channel_cmd")
+    p = ch.add_parser("add", help="add a channel; prints its id")
+    p.add_argument("--name", required=True)
+    p.add_argument("--phone", required=True, help="the channel's own number, E.164")
+    p.add_argument("--workspace", default="default")
+    p.add_argument("--base-url", help="Whapi base URL for this channel (default: settings)")
+    p.add_argument("--token-stdin", action="store_true", help="read the Whapi token from stdin")
+    p.set_defaults(handler=cmd_add)
+    p = ch.add_parser("list", help="list channels")
+    p.add_argument("--workspace")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_list)
+    p = ch.add_parser("pause", help="stop sending on a channel")
+    p.add_argument("channel_id")
+    p.add_argument("--for", dest="for_seconds", type=float, help="seconds; default: until resumed")
+    p.set_defaults(handler=cmd_pause)
+    p = ch.add_parser("resume", help="resume a paused or disabled channel")
+    p.add_argument("channel_id")
+    p.set_defaults(handler=cmd_resume)
+    p = ch.add_parser(
+        "webhook-info", help="the webhook configuration to paste into Whapi (URL, mode, "
+                             "header, events)")
+    p.add_argument("channel_id")
+    p.add_argument("--mode", choices=("body", "path", "method"), default="body",
+                   help="Whapi's webhook mode (all three are served; default body)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_webhook_info)

@@ -1,0 +1,68 @@
+"""`outbox status` (queue counts, pauses, dead letters) and `outbox retry`
+(requeue the dead letters status lists)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from outbox.cli.parser import EXIT_OK, Commands
+from outbox.cli.session import session_scope
+from outbox.cli.table import print_table
+from outbox.settings import Settings
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.admin.status import queue_status
+
+    with session_scope(settings) as session:
+        status = queue_status(session, workspace_id=args.workspace)
+    if args.json:
+        print(json.dumps(status.as_dict(), indent=2))
+        return EXIT_OK
+    rows: list[tuple[object, ...]] = []
+    for c in status.channels:
+        state = c.status
+        if c.paused_until is not None:
+            state += f" until {c.paused_until.isoformat(timespec='seconds')}"
+        rows.append((c.name, c.id, state, c.counts.get("queued", 0), c.counts.get("sending", 0),
+                     c.counts.get("sent", 0), c.counts.get("failed", 0), c.pause_reason or ""))
+    t = status.totals()
+    rows.append(("TOTAL", "", "", t["queued"], t["sending"], t["sent"], t["failed"], ""))
+    print_table(rows, ["channel", "id", "state", "queued", "sending", "sent", "failed",
+                        "reason"])
+    oldest = status.oldest_due_seconds
+    print(f"oldest due message waiting: {oldest:.1f}s" if oldest is not None
+          else "nothing due")
+    if status.dead_letters:
+        print(f"dead letters (latest {len(status.dead_letters)}; requeue with: outbox retry):")
+        for d in status.dead_letters:
+            print(f"  {d['message_id']}  to {d['to']}  after {d['attempts']} attempts: "
+                  f"{d['error']}")
+    if status.webhook_dead_letters:
+        latest = status.webhook_dead_letter_latest
+        print(f"webhook bodies kept unused: {status.webhook_dead_letters} (latest "
+              f"{latest.isoformat(timespec='seconds') if latest else '?'}; "
+              "table webhook_dead_letters)")
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.admin.status import retry_failed
+
+    with session_scope(settings) as session:
+        n = retry_failed(session, channel_id=args.channel, message_id=args.message)
+    print(f"requeued {n} failed message{'s' if n != 1 else ''}")
+    return EXIT_OK
+
+
+def register(commands: Commands) -> None:
+    p = commands.add_parser("status", help="queue counts per channel, pauses, dead letters")
+    p.add_argument("--workspace")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_status)
+
+    p = commands.add_parser("retry", help="requeue failed (dead-lettered) messages")
+    p.add_argument("--channel", help="only this channel")
+    p.add_argument("--message", help="only this message id")
+    p.set_defaults(handler=cmd_retry)
