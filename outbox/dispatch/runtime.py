@@ -4,6 +4,7 @@ cron mode, the HTTP cron endpoint, the demo and the benchmark."""
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,15 +25,17 @@ class Runtime:
     engine: AsyncEngine
     provider: WhapiClient
     credentials: CredentialCache
-    _dispatchers: list[Dispatcher] = field(default_factory=list)
+    # Weak: a long-lived runtime (the cron endpoint's) makes a dispatcher
+    # per call, closed by the caller; only those still open matter at exit.
+    _dispatchers: weakref.WeakSet[Dispatcher] = field(default_factory=weakref.WeakSet)
 
     def dispatcher(self, *, provider: Provider | None = None,
                    observers: list[Observer] | None = None) -> Dispatcher:
         """A dispatcher on this runtime's parts (`provider` wraps or replaces
-        the client); closed with the runtime."""
+        the client); closed with the runtime if not before."""
         d = Dispatcher(self.engine, provider or self.provider, self.credentials,
                        DispatcherConfig.from_settings(self.settings), observers=observers)
-        self._dispatchers.append(d)
+        self._dispatchers.add(d)
         return d
 
 
@@ -72,7 +75,7 @@ async def open_runtime(settings: Settings, *, url: str | None = None) -> AsyncIt
     try:
         yield runtime
     finally:
-        for d in runtime._dispatchers:
+        for d in list(runtime._dispatchers):
             await d.aclose()
         await provider.aclose()
         await engine.dispose()
