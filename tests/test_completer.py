@@ -28,27 +28,22 @@ UNREPRESENTABLE_SECONDS = 1e300
 
 
 @pytest.fixture
-async def aengine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    from outbox.db.engine import make_async_engine
-
-    engine = make_async_engine(database_url, pool_size=2)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-async def store(aengine: AsyncEngine) -> AsyncIterator[DispatchStore]:
-    s = DispatchStore.for_engine(aengine, application_name=APP)
+async def store(async_engine: AsyncEngine) -> AsyncIterator[DispatchStore]:
+    s = DispatchStore.for_engine(async_engine, application_name=APP)
     yield s
     await s.aclose()
 
 
-def completer(store: DispatchStore, aengine: AsyncEngine, summary: Summary,
-              **config: object) -> Completer:
-    creds = CredentialCache(aengine, default_base_url="http://127.0.0.1:9", keys=[TEST_KEY])
+async def claimed(store: DispatchStore, async_engine: AsyncEngine,
+                  **config: object) -> tuple[Completer, list[ClaimedRow]]:
+    """A completer (quick to retry), with every due row claimed and handed to it."""
+    creds = CredentialCache(async_engine, default_base_url="http://127.0.0.1:9", keys=[TEST_KEY])
     outage = DatabaseOutage(OutageBackoff(base_seconds=0.05, rng=random.Random(1)))
-    return Completer(store, creds, DispatcherConfig(**config), summary,  # type: ignore[arg-type]
-                     outage)
+    c = Completer(store, creds, DispatcherConfig(**config), Summary(),  # type: ignore[arg-type]
+                  outage)
+    rows = await store.claim(batch_size=100, per_channel=100, lease_seconds=60)
+    c.claimed(rows)
+    return c, rows
 
 
 def sent(row: ClaimedRow) -> Decision:
@@ -62,13 +57,10 @@ def _statuses(engine: Engine) -> dict[int, tuple[str, uuid.UUID | None]]:
 
 
 async def test_a_refused_row_is_set_aside_and_the_rest_of_its_batch_recorded(
-        make_channel, clean_db: Engine, aengine: AsyncEngine, store: DispatchStore) -> None:
+        make_channel, clean_db: Engine, async_engine: AsyncEngine, store: DispatchStore) -> None:
     channel = make_channel()
     enqueue_spread(clean_db, [channel], messages=7, chats=7)
-    rows = await store.claim(batch_size=10, per_channel=10, lease_seconds=60)
-    summary = Summary()
-    c = completer(store, aengine, summary, circuit_breaker_failures=5)
-    c.claimed(rows)
+    c, rows = await claimed(store, async_engine, circuit_breaker_failures=5)
     bad = rows[3]
     for row in rows:
         c.record(row, Decision("queued", Kind.RETRIED, delay_seconds=UNREPRESENTABLE_SECONDS)
@@ -80,6 +72,7 @@ async def test_a_refused_row_is_set_aside_and_the_rest_of_its_batch_recorded(
     statuses = _statuses(clean_db)
     assert statuses.pop(bad.id) == ("sending", bad.claim_token)  # left to the rescuer
     assert set(statuses.values()) == {("sent", None)} and len(statuses) == 6
+    summary = c.summary
     assert (summary.sent, summary.retried, summary.stale) == (6, 0, 0)
     assert c.outstanding == 0 and c.claim_tokens() == []
     with clean_db.connect() as conn:
@@ -89,13 +82,10 @@ async def test_a_refused_row_is_set_aside_and_the_rest_of_its_batch_recorded(
 
 
 async def test_a_lost_connection_is_waited_out_and_the_batch_recorded(
-        make_channel, clean_db: Engine, aengine: AsyncEngine, store: DispatchStore) -> None:
+        make_channel, clean_db: Engine, async_engine: AsyncEngine, store: DispatchStore) -> None:
     channel = make_channel()
     enqueue_spread(clean_db, [channel], messages=5, chats=5)
-    rows = await store.claim(batch_size=10, per_channel=10, lease_seconds=60)
-    summary = Summary()
-    c = completer(store, aengine, summary)
-    c.claimed(rows)
+    c, rows = await claimed(store, async_engine)
     for row in rows:
         c.record(row, sent(row))
     with clean_db.connect() as conn:
@@ -108,7 +98,7 @@ async def test_a_lost_connection_is_waited_out_and_the_batch_recorded(
     await c.flush_all()
 
     assert outbox_counts(clean_db) == {"sent": 5}
-    assert summary.sent == 5 and c.outstanding == 0 and c.flushes == 1
+    assert c.summary.sent == 5 and c.outstanding == 0 and c.flushes == 1
 
 
 async def test_a_refused_pause_takes_its_batch_back_with_it(

@@ -22,15 +22,6 @@ from tests.dispatch_helpers import enqueue_spread, outbox_counts
 
 
 @pytest.fixture
-async def aengine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    from outbox.db.engine import make_async_engine
-
-    engine = make_async_engine(database_url, pool_size=2)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
 async def one_connection(database_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine that can never hand out a second connection (it would wait
     two seconds, then raise)."""
@@ -83,7 +74,7 @@ def _send_out(engine: Engine, *, minutes_ago: dict[int, float]) -> None:
 
 
 async def test_pruner_deletes_only_sent_rows_older_than_the_horizon(
-        make_channel, clean_db: Engine, aengine: AsyncEngine) -> None:
+        make_channel, clean_db: Engine, async_engine: AsyncEngine) -> None:
     channel = make_channel()
     enqueue_spread(clean_db, [channel], messages=8, chats=8)
     ids = _ids(clean_db, "SELECT id FROM outbox.outbox_messages ORDER BY id")
@@ -95,7 +86,7 @@ async def test_pruner_deletes_only_sent_rows_older_than_the_horizon(
                           "updated_at = now() - interval '1 day' WHERE id = :id"),
                      {"id": ids[4]})
 
-    deleted = await Pruner(older_than_seconds=3600).run_once(aengine)
+    deleted = await Pruner(older_than_seconds=3600).run_once(async_engine)
 
     assert deleted == 2
     assert _ids(clean_db, "SELECT id FROM outbox.outbox_messages ORDER BY id") == ids[2:]
@@ -105,27 +96,27 @@ async def test_pruner_deletes_only_sent_rows_older_than_the_horizon(
 
 
 async def test_pruner_works_in_batches_and_bounds_one_run(
-        make_channel, clean_db: Engine, aengine: AsyncEngine) -> None:
+        make_channel, clean_db: Engine, async_engine: AsyncEngine) -> None:
     channel = make_channel()
     enqueue_spread(clean_db, [channel], messages=7, chats=7)
     ids = _ids(clean_db, "SELECT id FROM outbox.outbox_messages ORDER BY id")
     _send_out(clean_db, minutes_ago={i: 600 - n for n, i in enumerate(ids)})
     pruner = Pruner(older_than_seconds=60, batch=2, max_batches=3)
 
-    assert await pruner.run_once(aengine) == 6  # three full batches, then it stops
+    assert await pruner.run_once(async_engine) == 6  # three full batches, then it stops
     assert _ids(clean_db, "SELECT id FROM outbox.outbox_messages") == [ids[-1]]  # oldest first
-    assert await pruner.run_once(aengine) == 1  # the next run continues
-    assert await pruner.run_once(aengine) == 0
+    assert await pruner.run_once(async_engine) == 1  # the next run continues
+    assert await pruner.run_once(async_engine) == 0
     assert outbox_counts(clean_db) == {}
 
 
 async def test_pruner_with_nothing_old_deletes_nothing(
-        make_channel, clean_db: Engine, aengine: AsyncEngine) -> None:
+        make_channel, clean_db: Engine, async_engine: AsyncEngine) -> None:
     channel = make_channel()
     enqueue_spread(clean_db, [channel], messages=3, chats=3)
     ids = _ids(clean_db, "SELECT id FROM outbox.outbox_messages ORDER BY id")
     _send_out(clean_db, minutes_ago=dict.fromkeys(ids, 1.0))
-    assert await Pruner(older_than_seconds=3600).run_once(aengine) == 0
+    assert await Pruner(older_than_seconds=3600).run_once(async_engine) == 0
     assert outbox_counts(clean_db) == {"sent": 3}
 
 
@@ -151,7 +142,7 @@ def _channel(engine: Engine, channel: uuid.UUID) -> tuple[object, ...]:
 
 
 async def test_unpauser_reactivates_only_channels_whose_timed_pause_ran_out(
-        make_channel, clean_db: Engine, aengine: AsyncEngine) -> None:
+        make_channel, clean_db: Engine, async_engine: AsyncEngine) -> None:
     ran_out = make_channel(name="ran-out", phone="+15550000001")
     ran_out_active = make_channel(name="429", phone="+15550000002")
     running = make_channel(name="running", phone="+15550000003")
@@ -163,7 +154,7 @@ async def test_unpauser_reactivates_only_channels_whose_timed_pause_ran_out(
     _pause(clean_db, by_hand, status="paused", seconds=None)
     _pause(clean_db, disabled, status="disabled", seconds=-60)
 
-    unpaused = await Unpauser().run_once(aengine)
+    unpaused = await Unpauser().run_once(async_engine)
 
     assert unpaused is not None and set(unpaused) == {ran_out, ran_out_active}
     assert _channel(clean_db, ran_out) == ("active", False, None, None)
@@ -171,7 +162,7 @@ async def test_unpauser_reactivates_only_channels_whose_timed_pause_ran_out(
     assert _channel(clean_db, running) == ("paused", True, "test", "rate_limit")
     assert _channel(clean_db, by_hand) == ("paused", False, "test", "rate_limit")
     assert _channel(clean_db, disabled) == ("disabled", True, "test", "rate_limit")
-    assert await Unpauser().run_once(aengine) == []  # nothing left to do
+    assert await Unpauser().run_once(async_engine) == []  # nothing left to do
 
 
 # --- rescuer --------------------------------------------------------------------------
@@ -188,7 +179,7 @@ def _claim_all(engine: Engine, *, lease_seconds: float, last_attempt: bool = Fal
 
 
 async def test_rescuer_requeues_expired_leases_and_dead_letters_last_attempts(
-        make_channel, clean_db: Engine, aengine: AsyncEngine) -> None:
+        make_channel, clean_db: Engine, async_engine: AsyncEngine) -> None:
     channel = make_channel()
     enqueue_spread(clean_db, [channel], messages=5, chats=5)
     ids = _ids(clean_db, "SELECT id FROM outbox.outbox_messages ORDER BY id")
@@ -200,7 +191,7 @@ async def test_rescuer_requeues_expired_leases_and_dead_letters_last_attempts(
                           "interval '1 minute' WHERE id = :id"), {"id": ids[1]})  # still alive
 
     # Small batches: one pass takes them all the same.
-    assert await Rescuer(batch=1).run_once(aengine) == RescueResult(requeued=3, failed=1)
+    assert await Rescuer(batch=1).run_once(async_engine) == RescueResult(requeued=3, failed=1)
 
     with clean_db.connect() as conn:
         rows = {r.id: r for r in conn.execute(text(
@@ -220,7 +211,7 @@ async def test_rescuer_requeues_expired_leases_and_dead_letters_last_attempts(
 @pytest.mark.parametrize("service", [
     Rescuer(), Unpauser(), Pruner(older_than_seconds=0)], ids=lambda s: s.name)
 async def test_a_pass_skips_while_another_process_holds_the_lock(
-        service: MaintenanceService, make_channel, clean_db: Engine, aengine: AsyncEngine,
+        service: MaintenanceService, make_channel, clean_db: Engine, async_engine: AsyncEngine,
         held_lock: Callable[[int], Callable[[], None]]) -> None:
     channel = make_channel()
     enqueue_spread(clean_db, [channel], messages=2, chats=2)
@@ -231,12 +222,12 @@ async def test_a_pass_skips_while_another_process_holds_the_lock(
     before = (outbox_counts(clean_db), _channel(clean_db, channel))
 
     release = held_lock(service.lock_key)
-    assert await service.run_once(aengine) is None
+    assert await service.run_once(async_engine) is None
     assert (outbox_counts(clean_db), _channel(clean_db, channel)) == before
 
     release()
     held_lock(service.lock_key + 1000)  # another service's lock is no obstacle
-    assert await service.run_once(aengine) is not None
+    assert await service.run_once(async_engine) is not None
     assert (outbox_counts(clean_db), _channel(clean_db, channel)) != before
 
 

@@ -62,7 +62,7 @@ class Completer:
         self._store = store
         self._credentials = credentials
         self._config = config
-        self._summary = summary
+        self.summary = summary
         self._outage = outage
         self._observers = list(observers or [])
         self._rate_limit = RateLimitRule(
@@ -217,7 +217,7 @@ class Completer:
 
     def _account(self, batch: Batch, completed: int, *, paused: set[uuid.UUID]) -> None:
         stale = len(batch) - completed
-        s = self._summary
+        s = self.summary
         s.stale += stale
         for row, d in batch:
             if d.kind is Kind.SENT:
