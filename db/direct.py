@@ -3,11 +3,10 @@
 CLAIM and COMPLETE run about a hundred times a second under load. Through
 SQLAlchemy's async layer every statement pays a pool checkout, a pre-ping
 round trip, a greenlet hop and result wrapping: for a 50-row claim and its
-completion that was 0.053-0.064 ms of client CPU per message, against
-0.022-0.034 ms on psycopg's own connection (20,000 rows each way, two runs,
-CI's PostgreSQL 15, 2026-11-28), an eighth of the dispatcher's whole CPU
-per message. So the dispatcher holds one autocommit connection per role
-(claiming, completing) and runs its statements on it directly; the SQL
+completion, about twice the client CPU per message of psycopg's own
+connection, an eighth of the dispatcher's whole CPU per message. So the
+dispatcher holds one autocommit connection per role (claiming, completing:
+db/dispatch_store.py) and runs its statements on it directly; the SQL
 still comes from db/queries.py, converted once by `driver_sql`.
 
 psycopg prepares a statement after its fifth run, which is most of this
