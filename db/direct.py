@@ -3,18 +3,19 @@
 CLAIM and COMPLETE run about a hundred times a second under load. Through
 SQLAlchemy's async layer every statement pays a pool checkout, a pre-ping
 round trip, a greenlet hop and result wrapping: for a 50-row claim and its
-completion that was 0.053-0.064 ms of client CPU per message, against
-0.022-0.034 ms on psycopg's own connection (20,000 rows each way, two runs,
-CI's PostgreSQL 15, 2026-11-28), an eighth of the dispatcher's whole CPU
-per message. So the dispatcher holds one autocommit connection per role
-(claiming, completing) and runs its statements on it directly; the SQL
+completion, about twice the client CPU per message of psycopg's own
+connection, an eighth of the dispatcher's whole CPU per message. So the
+dispatcher holds one autocommit connection per role (claiming, completing:
+db/dispatch_store.py) and runs its statements on it directly; the SQL
 still comes from db/queries.py, converted once by `driver_sql`.
 
 psycopg prepares a statement after its fifth run, which is most of this
 module's speed-up; behind a transaction-mode pooler it must not (db/engine.py
 says why), so a connection made `for_engine` follows that engine's pooler.
 
-Two exceptions say what a caller can do about a failure:
+Two exceptions (both `DatabaseError`) say what a caller can do about a
+failure, whichever way the statement went (this connection, or an engine's
+connection inside `translated_errors`):
 
 * `DatabaseUnavailable`: the connection could not be made or was lost, the
   server is shutting down or cancelled the statement (psycopg's
@@ -24,10 +25,15 @@ Two exceptions say what a caller can do about a failure:
   invalid data). The same statement will be refused again.
 
 Neither message carries parameter values (they can hold message bodies).
+
+A connection serves one task at a time (a lock): the dispatcher's
+completions and its lease heartbeat share one, and a transaction's
+statements never interleave with another task's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -35,6 +41,7 @@ from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox.db.engine import engine_pooler, engine_schema, libpq_url, psycopg_connect_args
@@ -46,18 +53,45 @@ CONNECT_TIMEOUT_SECONDS = 10
 Row = tuple[Any, ...]
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseError(Exception):
+    """A statement did not go through (one of the two below)."""
+
+
+class DatabaseUnavailable(DatabaseError):
     """The database can't be reached now; retrying later may work."""
 
 
-class StatementRefused(Exception):
+class StatementRefused(DatabaseError):
     """The database refused the statement itself; retrying won't help."""
+
+
+@asynccontextmanager
+async def translated_errors() -> AsyncIterator[None]:
+    """psycopg's errors, bare or wrapped by SQLAlchemy, as `DatabaseUnavailable`
+    or `StatementRefused`: the one translation for the dispatcher's reads and
+    writes, whichever connection they use."""
+    try:
+        yield
+    except DBAPIError as exc:
+        raise _translate(exc.orig, invalidated=exc.connection_invalidated) from exc
+    except psycopg.Error as exc:
+        raise _translate(exc) from exc
+
+
+def _translate(exc: BaseException | None, *, invalidated: bool = False) -> DatabaseError:
+    if invalidated or isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return DatabaseUnavailable(_first_line(exc))
+    # Only the class and SQLSTATE: a refusal's text can quote a value
+    # ('invalid input syntax for type uuid: "..."').
+    sqlstate = getattr(exc, "sqlstate", None)
+    return StatementRefused(f"{type(exc).__name__} (SQLSTATE {sqlstate})")
 
 
 class DirectConnection:
     """One autocommit psycopg connection, opened on first use and reopened
-    after it breaks. Not shared between concurrent tasks: each role (claims,
-    completions) has its own, so neither waits for the other."""
+    after it breaks. Concurrent tasks take turns (a transaction is one turn);
+    roles that must not wait for each other (claims, completions) get a
+    connection each."""
 
     def __init__(self, conninfo: str, *, application_name: str,
                  pooler: Pooler = "none", schema: str = DEFAULT_SCHEMA) -> None:
@@ -68,6 +102,8 @@ class DirectConnection:
         self._conn: psycopg.AsyncConnection[Row] | None = None
         self._in_transaction = False
         self._closed = False
+        self._turn = asyncio.Lock()
+        self._turn_holder: asyncio.Task[Any] | None = None
 
     @classmethod
     def for_engine(cls, engine: AsyncEngine, *, application_name: str) -> DirectConnection:
@@ -82,23 +118,24 @@ class DirectConnection:
         return f"DirectConnection({self._application_name!r}, {state})"
 
     async def execute(self, sql: str, params: Mapping[str, Any]) -> None:
-        async with self._translated():
+        async with self._my_turn(), translated_errors():
             await (await self._connection()).execute(in_schema(sql, self._schema), params)
 
     async def fetchall(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
-        async with self._translated():
+        async with self._my_turn(), translated_errors():
             cur = await (await self._connection()).execute(in_schema(sql, self._schema), params)
             return await cur.fetchall()
 
     async def fetchone(self, sql: str, params: Mapping[str, Any]) -> Row | None:
-        async with self._translated():
+        async with self._my_turn(), translated_errors():
             cur = await (await self._connection()).execute(in_schema(sql, self._schema), params)
             return await cur.fetchone()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[DirectConnection]:
-        """BEGIN ... COMMIT around the block (ROLLBACK if it raises)."""
-        async with self._translated():
+        """BEGIN ... COMMIT around the block (ROLLBACK if it raises). The
+        block's statements are this task's turn: others wait for COMMIT."""
+        async with self._my_turn(), translated_errors():
             conn = await self._connection()
             self._in_transaction = True
             try:
@@ -130,26 +167,27 @@ class DirectConnection:
                 connect_timeout=CONNECT_TIMEOUT_SECONDS, **self._connect_args)
         return conn
 
+    @asynccontextmanager
+    async def _my_turn(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if task is not None and self._turn_holder is task:
+            yield  # a statement inside this task's own transaction
+            return
+        async with self._turn:
+            self._turn_holder = task
+            try:
+                yield
+            finally:
+                self._turn_holder = None
+
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.closed:
             with contextlib.suppress(psycopg.Error):  # it was broken anyway
                 await conn.close()
 
-    @asynccontextmanager
-    async def _translated(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            # A broken connection is replaced by the next call (_connection).
-            raise DatabaseUnavailable(_first_line(exc)) from exc
-        except psycopg.Error as exc:
-            # Only the class and SQLSTATE: a refusal's text can quote a
-            # value ('invalid input syntax for type uuid: "..."').
-            raise StatementRefused(f"{type(exc).__name__} (SQLSTATE {exc.sqlstate})") from exc
 
-
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException | None) -> str:
     # Connection failures name hosts and causes, never statement values.
-    text = str(exc)
+    text = str(exc) if exc is not None else ""
     return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"

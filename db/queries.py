@@ -462,6 +462,14 @@ SELECT count(*) FILTER (WHERE status = 'queued') AS requeued,
 FROM rescued
 """
 
+# --------------------------------------------------------------------------
+# MAINTENANCE (outbox/maintenance/): one process at a time does each job.
+# The lock is transaction-scoped: taken at the start of each batch's
+# transaction, released by its COMMIT (so it also works behind a
+# transaction-mode pooler); false when another process holds it.
+# --------------------------------------------------------------------------
+TRY_MAINTENANCE_LOCK = "SELECT pg_try_advisory_xact_lock(:key)"
+
 # Timed pauses that have run out: the channel is active again.
 UNPAUSE_EXPIRED = """
 UPDATE outbox.channels

@@ -11,12 +11,13 @@ import os
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,6 +72,16 @@ def engine(database_url: str) -> Iterator[Engine]:
     eng = make_engine(database_url, pool_size=5)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+async def async_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An asyncio engine on the test database (the dispatcher's kind), for one test."""
+    from outbox.db.engine import make_async_engine
+
+    eng = make_async_engine(database_url, pool_size=2)
+    yield eng
+    await eng.dispose()
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""outbox/backoff.py: the retry schedule (unit tests and properties)."""
+"""outbox/dispatch/backoff.py: the retry schedule and the outage backoff
+(unit tests and properties)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from hypothesis import strategies as st
 from outbox.dispatch.backoff import (
     DEFAULT_BASE_SECONDS,
     DEFAULT_CAP_SECONDS,
+    OUTAGE_BASE_SECONDS,
+    OUTAGE_CAP_SECONDS,
+    OutageBackoff,
     RetryPolicy,
     retry_delay,
 )
@@ -96,3 +100,47 @@ def test_default_policy_first_retries(u: float) -> None:
     for n, d in enumerate(delays, start=1):
         assert 60 * 2 ** (n - 1) * 0.9 <= d <= min(960, 60 * 2 ** (n - 1) * 1.1)
     assert delays == sorted(delays)
+
+
+# --- OutageBackoff: a reconnecting loop's waits ------------------------------------------
+
+
+def test_an_outage_waits_half_a_second_then_doubles_up_to_thirty() -> None:
+    b = OutageBackoff(jitter=0.0)
+    assert [b.failed() for _ in range(9)] == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    assert b.failures == 9
+    assert (OUTAGE_BASE_SECONDS, OUTAGE_CAP_SECONDS) == (0.5, 30.0)
+
+
+def test_success_starts_over_and_says_how_long_the_outage_was() -> None:
+    b = OutageBackoff(jitter=0.0)
+    assert b.succeeded() == 0  # no outage: nothing to report
+    b.failed()
+    b.failed()
+    b.failed()
+    assert b.succeeded() == 3 and b.failures == 0
+    assert b.succeeded() == 0
+    assert b.failed() == 0.5  # the next outage starts from the bottom
+
+
+def test_outage_waits_are_jittered_within_bounds_and_never_past_the_cap() -> None:
+    b = OutageBackoff(rng=random.Random(3))
+    for n in range(1, 40):
+        nominal = min(OUTAGE_CAP_SECONDS, 0.5 * 2 ** (n - 1))
+        d = b.failed()
+        assert d <= OUTAGE_CAP_SECONDS
+        assert min(OUTAGE_CAP_SECONDS, 0.5 * 2 ** (n - 1) * 0.8) <= d <= nominal * 1.2
+
+
+def test_outage_backoffs_with_their_own_rngs_do_not_move_in_step() -> None:
+    """Workers cut off by the same outage must not all come back at once."""
+    first = [OutageBackoff(rng=random.Random(seed)).failed() for seed in range(20)]
+    assert len(set(first)) == 20
+
+
+@settings(max_examples=200)
+@given(failures=st.integers(min_value=1, max_value=200), u=fractions)
+def test_outage_waits_grow_with_failures(failures: int, u: float) -> None:
+    b = OutageBackoff(rng=Draw(u))  # type: ignore[arg-type]
+    waits = [b.failed() for _ in range(failures)]
+    assert waits == sorted(waits) and waits[0] > 0 and waits[-1] <= OUTAGE_CAP_SECONDS

@@ -121,3 +121,63 @@ async def test_use_after_aclose_is_a_programming_error(database_url: str) -> Non
     await conn.aclose()  # idempotent
     with pytest.raises(RuntimeError, match="after aclose"):
         await conn.fetchone("SELECT 1", {})
+
+
+async def test_tasks_sharing_a_connection_take_turns_and_never_join_a_transaction(
+        direct: DirectConnection, clean_db: Engine) -> None:
+    """A statement from another task waits for the transaction in progress
+    instead of running inside it (and being rolled back with it)."""
+    insert = driver_sql("INSERT INTO outbox.contacts (id, workspace_id, phone) "
+                        "VALUES (gen_random_uuid(), 'default', :phone)")
+    inside = asyncio.Event()
+    order: list[str] = []
+
+    async def doomed() -> None:
+        async with direct.transaction():
+            await direct.execute(insert, {"phone": "+15550006666"})
+            inside.set()
+            await asyncio.sleep(0.3)  # the other task tries meanwhile
+            await direct.execute(insert, {"phone": None})  # refused: all rolled back
+        order.append("never")
+
+    async def other() -> None:
+        await inside.wait()
+        await direct.execute(insert, {"phone": "+15550007777"})
+        order.append("other")
+
+    results = await asyncio.gather(doomed(), other(), return_exceptions=True)
+    assert isinstance(results[0], StatementRefused) and results[1] is None
+    assert order == ["other"]
+    with clean_db.connect() as conn:
+        phones = conn.execute(text("SELECT phone FROM outbox.contacts")).scalars().all()
+    assert phones == ["+15550007777"]
+
+
+async def test_the_engine_path_translates_the_same_way(database_url: str,
+                                                       clean_db: Engine) -> None:
+    """What the credential cache reads through SQLAlchemy fails as the
+    dispatcher's own statements do: the same two exceptions, no values."""
+    from outbox.db.direct import translated_errors
+    from outbox.db.engine import make_async_engine
+
+    secret = "not-a-uuid-but-a-message-body"
+    engine = make_async_engine(database_url, pool_size=1)
+    try:
+        with pytest.raises(StatementRefused) as refused:
+            async with translated_errors(), engine.connect() as conn:
+                await conn.execute(text("SELECT CAST(:v AS uuid)"), {"v": secret})
+        assert "SQLSTATE 22P02" in str(refused.value) and secret not in str(refused.value)
+    finally:
+        await engine.dispose()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nowhere = make_async_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/x",
+                                pool_size=1)
+    try:
+        with pytest.raises(DatabaseUnavailable, match="OperationalError"):
+            async with translated_errors(), nowhere.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    finally:
+        await nowhere.dispose()

@@ -350,7 +350,7 @@ async def test_a_completion_during_an_empty_claim_does_not_end_the_drain(
             rows = await super()._claim(n)
             if rows == []:
                 for _ in range(200):
-                    if self._outstanding == 0:
+                    if self._completer.outstanding == 0:
                         break
                     await asyncio.sleep(0.01)
             return rows

@@ -18,13 +18,12 @@ from starlette.concurrency import run_in_threadpool
 import outbox
 from outbox.api import chats, cron, health, messages, webhooks
 from outbox.api.context import AppContext
+from outbox.api.cron import CronRuntime
 from outbox.api.errors import install_error_handlers
 from outbox.db.engine import database_url as resolve_database_url
 from outbox.db.engine import make_engine
+from outbox.maintenance.webhook_backlog import WebhookBacklog
 from outbox.settings import Settings, get_settings
-from outbox.webhooks.apply import apply_pending, apply_status_backlog
-
-BACKLOG_INTERVAL_SECONDS = 5.0  # how often early statuses and actions are matched again
 
 log = structlog.get_logger(__name__)
 
@@ -36,16 +35,18 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
                      engine=make_engine(url, pool_size=settings.db_pool_size,
                                         pooler=settings.db_pooler,
                                         pool_timeout=settings.db_pool_timeout_seconds))
+    cron_runtime = CronRuntime(settings, url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backlog = asyncio.create_task(_apply_backlog_forever(ctx), name="status-backlog")
+        backlog = asyncio.create_task(_run_forever(WebhookBacklog(), ctx), name="status-backlog")
         try:
             yield
         finally:
             backlog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await backlog
+            await cron_runtime.aclose()
             ctx.engine.dispose()
 
     # /docs and /redoc load their scripts from a CDN: off unless asked for.
@@ -55,29 +56,19 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
                   description="Send WhatsApp messages through Whapi.cloud from a "
                               "transactional outbox; receive Whapi webhooks.")
     app.state.outbox = ctx
+    app.state.cron_runtime = cron_runtime
     install_error_handlers(app)
     for module in (messages, chats, webhooks, cron, health):
         app.include_router(module.router)
     return app
 
 
-async def _apply_backlog_forever(ctx: AppContext) -> None:
-    """Statuses that came before their message's WhatsApp id was recorded,
-    and reactions, edits, deletes and echoes before their message: try them
-    again every few seconds (webhooks also do it as they come)."""
-    def once() -> None:
-        with ctx.transaction() as session:
-            result = apply_status_backlog(session)
-            pending = apply_pending(session)
-        if result.applied:
-            log.info("status_backlog_applied", messages=result.applied, rows=result.taken)
-        if pending.applied or pending.echoes_matched:
-            log.info("webhook_pending_applied", actions=pending.applied,
-                     echoes=pending.echoes_matched)
-
+async def _run_forever(service: WebhookBacklog, ctx: AppContext) -> None:
+    """The webhook backlog pass (outbox/maintenance/webhook_backlog.py),
+    every few seconds, in a worker thread (webhooks also do it as they come)."""
     while True:
-        await asyncio.sleep(BACKLOG_INTERVAL_SECONDS)
+        await asyncio.sleep(service.interval_seconds)
         try:
-            await run_in_threadpool(once)
+            await run_in_threadpool(service.run_once, ctx.engine)
         except Exception as exc:
             log.warning("status_backlog_failed", error=type(exc).__name__)

@@ -1,22 +1,59 @@
 """POST /v1/cron/dispatch: one `dispatch --once` pass, for schedulers that
-can only call a URL. Guarded by OUTBOX_CRON_SECRET (disabled when unset)."""
+can only call a URL. Guarded by OUTBOX_CRON_SECRET (disabled when unset).
+
+The dispatcher's parts (an async engine, the Whapi client, the decrypted
+tokens) are built on the first call and kept for the app's life
+(`CronRuntime`): a call pays for none of them again, only for its own
+dispatcher (its connections and its summary).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import AsyncExitStack
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from outbox import metrics
 from outbox.api.auth import require_cron_secret
-from outbox.api.context import context
 from outbox.api.schemas import ERROR_RESPONSES
-from outbox.dispatch.runtime import open_runtime
+from outbox.dispatch.runtime import Runtime, open_runtime
+from outbox.settings import Settings
 
 DEFAULT_BUDGET_SECONDS = 25.0  # fits the 30 s request limit of most schedulers
 MAX_BUDGET_SECONDS = 300.0
 
 router = APIRouter(prefix="/v1/cron", tags=["cron"])
+
+
+class CronRuntime:
+    """One Runtime for the app's life, opened by the first call that needs it
+    (so an app without OUTBOX_ENCRYPTION_KEY still starts: the call answers
+    the error instead), closed by `aclose` at shutdown."""
+
+    def __init__(self, settings: Settings, database_url: str) -> None:
+        self._settings = settings
+        self._database_url = database_url
+        self._stack = AsyncExitStack()
+        self._runtime: Runtime | None = None
+        self._opening = asyncio.Lock()
+
+    async def get(self) -> Runtime:
+        async with self._opening:
+            if self._runtime is None:
+                self._runtime = await self._stack.enter_async_context(
+                    open_runtime(self._settings, url=self._database_url))
+            return self._runtime
+
+    async def aclose(self) -> None:
+        self._runtime = None
+        await self._stack.aclose()
+
+
+def cron_runtime(request: Request) -> CronRuntime:
+    runtime: CronRuntime = request.app.state.cron_runtime
+    return runtime
 
 
 @router.post("/dispatch", dependencies=[Depends(require_cron_secret)], responses=ERROR_RESPONSES)
@@ -26,8 +63,7 @@ async def cron_dispatch(
                           description="stop claiming after this many seconds"),
 ) -> dict[str, Any]:
     """Send what is due (within `budget` seconds) and return the summary."""
-    ctx = context(request)
-    async with open_runtime(ctx.settings, url=ctx.database_url) as runtime:
-        summary = await metrics.instrumented_dispatcher(runtime).drain(max_seconds=budget)
+    runtime = await cron_runtime(request).get()
+    async with metrics.instrumented_dispatcher(runtime) as dispatcher:
+        summary = await dispatcher.drain(max_seconds=budget)
     return summary.as_dict()
-

@@ -48,15 +48,15 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
                          *, progress: bool) -> Summary:
     from outbox.dispatch.progress import due_count, progress_observer
     from outbox.dispatch.runtime import open_runtime, tune_gc
-    from outbox.maintenance.rescuer import rescue_expired
-    from outbox.maintenance.unpauser import unpause_expired
+    from outbox.maintenance.rescuer import Rescuer
+    from outbox.maintenance.unpauser import Unpauser
 
     tune_gc()
     async with open_runtime(settings) as runtime:
         # Cron deployments have no daemon: do its upkeep first (both are
         # safe to run concurrently with daemons and other cron runs).
-        await rescue_expired(runtime.engine)
-        await unpause_expired(runtime.engine)
+        await Rescuer().run_once(runtime.engine)
+        await Unpauser().run_once(runtime.engine)
         total = await due_count(runtime.engine) if progress else 0
         with progress_observer(total if limit is None else min(total, limit),
                                enabled=progress) as observer:

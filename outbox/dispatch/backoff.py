@@ -1,20 +1,31 @@
-"""Retry timing: pure functions, property-tested.
+"""When to try again: pure timing, property-tested.
 
-Attempt 1 goes out at once; after failed attempt n the next one waits
-`base * 2**(n-1)` (1, 2, 4, 8 minutes by default), capped (16 minutes),
-with ±10% jitter so a burst of failures doesn't retry as a burst. Jitter
-stays inside the gap between consecutive steps, so delays never shrink as
-attempts grow.
+Two schedules, one formula (`retry_delay`):
+
+* A message's next attempt (`RetryPolicy`): attempt 1 goes out at once;
+  after failed attempt n the next one waits `base * 2**(n-1)` (1, 2, 4, 8
+  minutes by default), capped (16 minutes), with ±10% jitter so a burst of
+  failures doesn't retry as a burst. Jitter stays inside the gap between
+  consecutive steps, so delays never shrink as attempts grow.
+* A lost database (`OutageBackoff`): every loop of the worker that retries
+  a connection (the dispatcher's claims and completions, the daemon's
+  LISTEN) counts its consecutive failures here and waits 0.5, 1, 2 ... up
+  to 30 seconds, jittered so that workers cut off together don't all come
+  back in the same instant.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_BASE_SECONDS = 60.0
 DEFAULT_CAP_SECONDS = 960.0
 JITTER = 0.1  # ±10%: consecutive steps double, so jittered ranges never overlap
+
+OUTAGE_BASE_SECONDS = 0.5  # the first retry after a lost connection
+OUTAGE_CAP_SECONDS = 30.0  # a long outage is probed this often
+OUTAGE_JITTER = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +54,28 @@ def retry_delay(
     raw = base * 2.0 ** min(failed_attempts - 1, 60)
     r = (rng or random).uniform(1.0 - jitter, 1.0 + jitter) if jitter else 1.0
     return min(cap, raw * r)
+
+
+@dataclass(slots=True)
+class OutageBackoff:
+    """The consecutive failures of one reconnecting loop, and how long to
+    wait after each. The caller sleeps; this only counts and computes, so an
+    outage of any length can be replayed in a test."""
+
+    base_seconds: float = OUTAGE_BASE_SECONDS
+    cap_seconds: float = OUTAGE_CAP_SECONDS
+    jitter: float = OUTAGE_JITTER
+    rng: random.Random = field(default_factory=random.Random)
+    failures: int = 0
+
+    def failed(self) -> float:
+        """Count one more failure; the seconds to wait before the next try."""
+        self.failures += 1
+        return retry_delay(self.failures, base=self.base_seconds, cap=self.cap_seconds,
+                           jitter=self.jitter, rng=self.rng)
+
+    def succeeded(self) -> int:
+        """The loop got through: start over. Returns how many failures the
+        outage lasted (0: there was none), for a "back again" log line."""
+        failures, self.failures = self.failures, 0
+        return failures

@@ -4,6 +4,10 @@ Deriving the token key costs ~50 ms (PBKDF2, 100,000 rounds), so each
 channel's token is decrypted once and cached. The cache is keyed by the
 ciphertext itself: a rotated key or a replaced token is a new entry. Entries
 expire so that a changed base URL or status is seen within a minute.
+
+The cache is shared by a runtime's dispatchers and reads through its engine;
+a failed read raises what every dispatcher statement raises
+(`DatabaseUnavailable` or `StatementRefused`, db/direct.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import crypto
 from outbox.db import queries
+from outbox.db.direct import translated_errors
 from outbox.errors import CryptoError
 from outbox.logging import register_secret
 
@@ -83,7 +88,7 @@ class CredentialCache:
         self._entries.pop(channel_id, None)
 
     async def _load(self, channel_ids: list[uuid.UUID], now: float) -> None:
-        async with self._engine.connect() as conn:
+        async with translated_errors(), self._engine.connect() as conn:
             rows = (await conn.execute(
                 text(queries.CHANNEL_CREDENTIALS), {"channel_ids": channel_ids}
             )).all()

@@ -10,8 +10,9 @@ APScheduler (AsyncIOScheduler) drives everything:
   (the pooler hands the session's server connection to others after each
   statement), so it runs on OUTBOX_LISTEN_DATABASE_URL, a direct connection,
   or not at all: then the tick's polling is what wakes us;
-* maintenance (rescuer, unpauser, pruner), each under a Postgres advisory
-  lock so one instance does it at a time however many daemons run.
+* maintenance (outbox/maintenance/: rescuer, unpauser, pruner): each
+  service says how often it runs and under which advisory lock, and runs
+  its own pass (`run_once`); the daemon only schedules them.
 
 SIGTERM/SIGINT: stop claiming, release what has not been sent, let sends on
 the wire finish (within the lease), record them, exit 0.
@@ -23,31 +24,25 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import psycopg
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox.db.engine import database_url, libpq_url, normalize_url
+from outbox.dispatch.backoff import OutageBackoff
 from outbox.dispatch.dispatcher import Dispatcher, Observer, Summary
 from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc
 from outbox.errors import ConfigurationError
-from outbox.maintenance.pruner import PRUNE_INTERVAL_SECONDS, prune_sent
-from outbox.maintenance.rescuer import RESCUE_INTERVAL_SECONDS, rescue_expired
-from outbox.maintenance.unpauser import UNPAUSE_INTERVAL_SECONDS, unpause_expired
+from outbox.maintenance.pruner import Pruner
+from outbox.maintenance.rescuer import Rescuer
+from outbox.maintenance.service import MaintenanceService
+from outbox.maintenance.unpauser import Unpauser
 from outbox.metrics import instrumented_dispatcher, start_metrics_server
 from outbox.settings import Settings
 
 NOTIFY_CHANNEL = "outbox_enqueued"
-LISTEN_RETRY_MAX_SECONDS = 30.0
-# Advisory lock keys (arbitrary, fixed): one per maintenance service.
-LOCK_RESCUER = 0x0B0C_0001
-LOCK_UNPAUSER = 0x0B0C_0002
-LOCK_PRUNER = 0x0B0C_0003
 
 log = structlog.get_logger(__name__)
 
@@ -78,17 +73,11 @@ class Daemon:
         url = listen_url(s)  # first: a bad OUTBOX_LISTEN_DATABASE_URL stops us before any work
         self.scheduler.add_job(self._tick, "interval", seconds=s.poll_interval_seconds,
                                id="dispatch", next_run_time=datetime.now())
-        engine = self.runtime.engine
-        self.scheduler.add_job(self._locked(LOCK_RESCUER, lambda: rescue_expired(engine)),
-                               "interval", seconds=RESCUE_INTERVAL_SECONDS, id="rescuer",
-                               next_run_time=datetime.now())
-        self.scheduler.add_job(self._locked(LOCK_UNPAUSER, lambda: unpause_expired(engine)),
-                               "interval", seconds=UNPAUSE_INTERVAL_SECONDS, id="unpauser")
-        self.scheduler.add_job(
-            self._locked(LOCK_PRUNER, lambda: prune_sent(
-                engine, older_than_seconds=s.prune_sent_after_seconds)),
-            "interval", seconds=PRUNE_INTERVAL_SECONDS, id="pruner",
-            next_run_time=datetime.now() + timedelta(seconds=10))
+        for service in maintenance_services(s):
+            self.scheduler.add_job(
+                self._maintain, "interval", args=[service], id=service.name,
+                seconds=service.interval_seconds,
+                next_run_time=datetime.now() + timedelta(seconds=service.first_run_after_seconds))
         listener = asyncio.create_task(self._listen(url), name="outbox-listen") if url else None
         if url is None:
             log.info("wakeups_by_polling", poll_interval_seconds=s.poll_interval_seconds,
@@ -144,43 +133,36 @@ class Daemon:
         if job is not None:
             job.modify(next_run_time=datetime.now())
 
-    def _locked(self, key: int,
-                job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
-        engine: AsyncEngine = self.runtime.engine
-
-        async def run_locked() -> None:
-            try:
-                async with engine.begin() as conn:
-                    got = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"),
-                                            {"k": key})
-                    if not got:
-                        return  # another instance is doing it
-                    await job()
-            except Exception as exc:
-                log.warning("maintenance_failed", job=hex(key), error=type(exc).__name__)
-
-        return run_locked
+    async def _maintain(self, service: MaintenanceService) -> None:
+        try:
+            await service.run_once(self.runtime.engine)
+        except Exception as exc:
+            log.warning("maintenance_failed", job=service.name, error=type(exc).__name__)
 
     async def _listen(self, url: str) -> None:
         """LISTEN on its own connection; reconnect with backoff."""
-        failures = 0
+        backoff = OutageBackoff()
         while not self.stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    if failures:
+                    if backoff.succeeded():
                         log.info("listen_reconnected")
-                    failures = 0
                     # A NOTIFY may have fired while we were not listening.
                     self._wake()
                     async for _ in conn.notifies():
                         self._wake()
             except (psycopg.Error, OSError) as exc:
-                failures += 1
-                delay = min(LISTEN_RETRY_MAX_SECONDS, 0.5 * 2 ** min(failures, 8))
-                if failures == 1:
-                    log.warning("listen_lost", error=type(exc).__name__, retry_in_seconds=delay)
+                delay = backoff.failed()
+                if backoff.failures == 1:
+                    log.warning("listen_lost", error=type(exc).__name__,
+                                retry_in_seconds=round(delay, 3))
                 await asyncio.sleep(delay)
+
+
+def maintenance_services(settings: Settings) -> list[MaintenanceService]:
+    """What the daemon keeps up besides dispatching (outbox/maintenance/)."""
+    return [Rescuer(), Unpauser(), Pruner(older_than_seconds=settings.prune_sent_after_seconds)]
 
 
 def listen_url(settings: Settings) -> str | None:

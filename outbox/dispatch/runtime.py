@@ -4,6 +4,7 @@ cron mode, the HTTP cron endpoint, the demo and the benchmark."""
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,15 +25,17 @@ class Runtime:
     engine: AsyncEngine
     provider: WhapiClient
     credentials: CredentialCache
-    _dispatchers: list[Dispatcher] = field(default_factory=list)
+    # Weak: a long-lived runtime (the cron endpoint's) makes a dispatcher
+    # per call, closed by the caller; only those still open matter at exit.
+    _dispatchers: weakref.WeakSet[Dispatcher] = field(default_factory=weakref.WeakSet)
 
     def dispatcher(self, *, provider: Provider | None = None,
                    observers: list[Observer] | None = None) -> Dispatcher:
         """A dispatcher on this runtime's parts (`provider` wraps or replaces
-        the client); closed with the runtime."""
+        the client); closed with the runtime if not before."""
         d = Dispatcher(self.engine, provider or self.provider, self.credentials,
                        DispatcherConfig.from_settings(self.settings), observers=observers)
-        self._dispatchers.append(d)
+        self._dispatchers.add(d)
         return d
 
 
@@ -45,14 +48,14 @@ def tune_gc() -> None:
 
     Every send allocates hundreds of container objects (tasks, futures,
     aiohttp and httpx request/response objects), so with CPython's default
-    thresholds the collector ran ~2,300 times while draining 20,000
-    messages, 17 of them full collections that each walked the whole heap
-    (every imported module's objects too): 1.9 s of a 9.4 s run. At 20,000
-    the same drain ran 255 collections costing 0.15 s, and throughput rose
-    ~30% (2,150-2,220 -> 2,815-2,830 msg/s; CI's PostgreSQL, runs alternated,
-    2026-11-28). Memory is unaffected: garbage waits for at most 20,000
-    allocations, and the peak RSS in `scripts/bench memory` stays flat.
-    (`gc.freeze()` after startup, the other usual remedy, still left 0.8 s.)
+    thresholds the collector runs thousands of times in a drain of 20,000
+    messages, a few of them full collections that each walk the whole heap
+    (every imported module's objects too): a fifth of the run. At 20,000 a
+    drain runs a tenth as many collections, and throughput rose by about a
+    third (`scripts/bench dispatch`, runs alternated). Memory is unaffected:
+    garbage waits for at most 20,000 allocations, and the peak RSS in
+    `scripts/bench memory` stays flat. (`gc.freeze()` after startup, the
+    other usual remedy, still spent about half of what it saved.)
     """
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
@@ -72,7 +75,7 @@ async def open_runtime(settings: Settings, *, url: str | None = None) -> AsyncIt
     try:
         yield runtime
     finally:
-        for d in runtime._dispatchers:
+        for d in list(runtime._dispatchers):
             await d.aclose()
         await provider.aclose()
         await engine.dispose()

@@ -1,6 +1,11 @@
-"""Background upkeep, one module per service (rescuer, unpauser, pruner).
+"""Background upkeep, one module per service.
 
-Each is a plain async function over an engine, safe to run from several
-processes at once (SKIP LOCKED / idempotent updates); the daemon also takes
-an advisory lock so only one instance does the work at a time.
+* `rescuer`: rows whose worker died (lease expired) back to the queue;
+* `unpauser`: channels whose timed pause ran out, active again;
+* `pruner`: old `sent` outbox rows deleted;
+* `webhook_backlog`: early webhook statuses and actions matched again.
+
+Each service owns its interval, its advisory lock key and `run_once`
+(`service.py` says how a pass takes its turn). The daemon schedules the
+first three; the HTTP service runs the webhook backlog.
 """

@@ -7,27 +7,45 @@ from __future__ import annotations
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from outbox.db import queries
+from outbox.maintenance.service import run_locked
 
 PRUNE_INTERVAL_SECONDS = 60.0
+PRUNE_LOCK_KEY = 0x0B0C_0003
 PRUNE_BATCH = 5000
 PRUNE_MAX_BATCHES_PER_RUN = 200  # bounded work per run; the next run continues
 
 log = structlog.get_logger(__name__)
 
 
-async def prune_sent(engine: AsyncEngine, *, older_than_seconds: float,
-                     batch: int = PRUNE_BATCH) -> int:
-    total = 0
-    for _ in range(PRUNE_MAX_BATCHES_PER_RUN):
-        async with engine.begin() as conn:
+class Pruner:
+    name = "pruner"
+    interval_seconds = PRUNE_INTERVAL_SECONDS
+    # Not in the daemon's first seconds: it is never urgent, a claim is.
+    first_run_after_seconds = 10.0
+    lock_key = PRUNE_LOCK_KEY
+
+    def __init__(self, *, older_than_seconds: float, batch: int = PRUNE_BATCH,
+                 max_batches: int = PRUNE_MAX_BATCHES_PER_RUN) -> None:
+        self.older_than_seconds = older_than_seconds
+        self.batch = batch
+        self.max_batches = max_batches
+
+    async def run_once(self, engine: AsyncEngine) -> int | None:
+        """Rows deleted (None: another process has the lock)."""
+        total = 0
+
+        async def prune(conn: AsyncConnection) -> bool:
+            nonlocal total
             result = await conn.execute(text(queries.PRUNE_SENT), {
-                "older_than_seconds": older_than_seconds, "limit": batch})
-        total += result.rowcount
-        if result.rowcount < batch:
-            break
-    if total:
-        log.info("pruned_sent_rows", rows=total)
-    return total
+                "older_than_seconds": self.older_than_seconds, "limit": self.batch})
+            total += result.rowcount
+            return bool(result.rowcount >= self.batch)
+
+        if not await run_locked(engine, self.lock_key, prune, max_batches=self.max_batches):
+            return None
+        if total:
+            log.info("pruned_sent_rows", rows=total)
+        return total

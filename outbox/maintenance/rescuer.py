@@ -1,4 +1,8 @@
-"""Rows stuck in `sending` past their lease (the worker died) go back to the queue."""
+"""Rows stuck in `sending` past their lease (the worker died) go back to the queue.
+
+The attempt stays spent (the request may have reached the provider); a row
+on its last attempt is dead-lettered instead (db/queries.py RESCUE_EXPIRED).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,13 @@ from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from outbox.db import queries
+from outbox.maintenance.service import run_locked
 
 RESCUE_INTERVAL_SECONDS = 15.0
+RESCUE_LOCK_KEY = 0x0B0C_0001
 RESCUE_BATCH = 1000
 
 log = structlog.get_logger(__name__)
@@ -22,15 +28,29 @@ class RescueResult:
     failed: int
 
 
-async def rescue_expired(engine: AsyncEngine, *, batch: int = RESCUE_BATCH) -> RescueResult:
-    requeued = failed = 0
-    while True:
-        async with engine.begin() as conn:
-            row = (await conn.execute(text(queries.RESCUE_EXPIRED), {"limit": batch})).one()
-        requeued += row.requeued
-        failed += row.failed
-        if row.requeued + row.failed < batch:
-            break
-    if requeued or failed:
-        log.warning("rescued_expired_leases", requeued=requeued, failed=failed)
-    return RescueResult(requeued, failed)
+class Rescuer:
+    name = "rescuer"
+    interval_seconds = RESCUE_INTERVAL_SECONDS
+    # At once: a crashed predecessor's rows should not wait an interval.
+    first_run_after_seconds = 0.0
+    lock_key = RESCUE_LOCK_KEY
+
+    def __init__(self, *, batch: int = RESCUE_BATCH) -> None:
+        self.batch = batch
+
+    async def run_once(self, engine: AsyncEngine) -> RescueResult | None:
+        requeued = failed = 0
+
+        async def rescue(conn: AsyncConnection) -> bool:
+            nonlocal requeued, failed
+            row = (await conn.execute(text(queries.RESCUE_EXPIRED),
+                                      {"limit": self.batch})).one()
+            requeued += row.requeued
+            failed += row.failed
+            return bool(row.requeued + row.failed >= self.batch)
+
+        if not await run_locked(engine, self.lock_key, rescue):
+            return None
+        if requeued or failed:
+            log.warning("rescued_expired_leases", requeued=requeued, failed=failed)
+        return RescueResult(requeued, failed)
