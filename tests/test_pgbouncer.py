@@ -373,8 +373,11 @@ def test_daemon_through_pgbouncer_wakes_on_notify_from_a_direct_listen(
     try:
         wait_for(lambda: sim.stats().accepted >= 300, timeout=60)  # the first tick
         time.sleep(1.0)
-        latencies = [_enqueue_one_and_time(app_engine, channels[0], sim, body=f"wake {n}",
-                                           before=300 + n, timeout=15) for n in range(3)]
+        try:
+            latencies = [_enqueue_one_and_time(app_engine, channels[0], sim, body=f"wake {n}",
+                                               before=300 + n, timeout=15) for n in range(3)]
+        except AssertionError:
+            raise AssertionError("not woken; the daemon said:\n" + _stop(daemon)) from None
     finally:
         out = _stop(daemon)
         app_engine.dispose()

@@ -118,7 +118,13 @@ class Daemon:
         self._tick_running = True
         self._tick_idle.clear()
         try:
-            await self.dispatcher.drain(stop=self.stop)
+            # A NOTIFY that comes while a drain is finishing (after its last
+            # claim, flushing completions) is only a set flag: drain again, or
+            # that message would wait for the next poll.
+            while True:
+                await self.dispatcher.drain(stop=self.stop)
+                if self.stop.is_set() or not self.dispatcher.woken:
+                    break
         except Exception:
             log.exception("dispatch_tick_failed")
         finally:

@@ -116,6 +116,12 @@ class Dispatcher:
         """Look for work now (called on NOTIFY; debounced by the event)."""
         self._wake.set()
 
+    @property
+    def woken(self) -> bool:
+        """Whether a wake came after the last claim: work the last drain
+        didn't see may be due."""
+        return self._wake.is_set()
+
     async def drain(self, *, stop: asyncio.Event | None = None, limit: int | None = None,
                     max_seconds: float | None = None) -> Summary:
         """Send what is due, then return: when nothing is claimable, nothing is
