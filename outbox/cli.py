@@ -39,7 +39,8 @@ class _Parser(argparse.ArgumentParser):
 @contextlib.contextmanager
 def session_scope(settings: Settings) -> Iterator[Session]:
     """A session in a transaction that commits on success (for command handlers)."""
-    from outbox.db.engine import database_url, make_engine, session_factory
+    from outbox.database import database_url, make_engine
+    from outbox.db.engine import session_factory
 
     engine = make_engine(database_url(settings), pool_size=2, pooler=settings.db_pooler)
     try:
@@ -68,7 +69,7 @@ def print_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> Non
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.db.engine import database_url
+    from outbox.database import database_url
     from outbox.migrate import current_revision, shown, upgrade
 
     url, schema = database_url(settings), settings.db_schema
@@ -80,7 +81,7 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_downgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.db.engine import database_url
+    from outbox.database import database_url
     from outbox.migrate import current_revision, downgrade, shown
 
     url, schema = database_url(settings), settings.db_schema
@@ -92,7 +93,8 @@ def cmd_db_downgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_url(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.db.engine import database_url, libpq_url
+    from outbox.database import database_url
+    from outbox.db.engine import libpq_url
 
     url = database_url(settings)
     print(libpq_url(url) if args.libpq else url)
@@ -112,7 +114,7 @@ def cmd_db_grants(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_current(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.db.engine import database_url
+    from outbox.database import database_url
     from outbox.migrate import current_revision, head_revision
 
     current = current_revision(database_url(settings), schema=settings.db_schema)

@@ -208,7 +208,7 @@ def start_metrics_server(port: int, *, database_url: str, addr: str = "0.0.0.0")
     Binds all interfaces by default: the scraper is usually on another host.
     Returns prometheus_client's (server, thread) pair.
     """
-    from outbox.db.engine import make_engine
+    from outbox.database import make_engine
 
     engine = make_engine(database_url, pool_size=1)
     server = start_http_server(port, addr=addr, registry=build_registry(engine))

@@ -66,7 +66,7 @@ def fresh_database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> Iterator[Engine]:
-    from outbox.db.engine import make_engine
+    from outbox.database import make_engine
 
     eng = make_engine(database_url, pool_size=5)
     yield eng
