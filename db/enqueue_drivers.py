@@ -65,6 +65,11 @@ def enqueue_sql(schema: str) -> str:
     return in_schema(ENQUEUE_SQL, schema)
 
 
+class AutocommitConnection(ValueError):
+    """A DB-API connection in autocommit mode: no transaction of the caller's
+    for the messages to join."""
+
+
 class EnqueueRunner(ABC):
     """Runs the enqueue statements on one caller's connection; our tables
     are named in `schema` (db/schema.py), whatever the caller's search_path."""
@@ -107,7 +112,7 @@ class EnqueueRunner(ABC):
 def runner_for(target: Any, schema: str = DEFAULT_SCHEMA) -> EnqueueRunner:
     """The runner for a SQLAlchemy `Session` or a DB-API connection.
 
-    Raises `TypeError` for anything else, and `ConfigurationError` for a
+    Raises `TypeError` for anything else, and `AutocommitConnection` for a
     DB-API connection in autocommit mode: there is no transaction of the
     caller's to join, so the messages would be queued at once, whatever
     happens to the caller's other writes.
@@ -258,10 +263,7 @@ def _is_psycopg2_connection(target: Any) -> bool:
 
 def _check_in_transaction(autocommit: bool) -> None:
     if autocommit:
-        # Imported here: `outbox` imports this module (through outbox.enqueue).
-        from outbox.errors import ConfigurationError
-
-        raise ConfigurationError(
+        raise AutocommitConnection(
             "the connection is in autocommit mode: enqueue inside a transaction (with Django, "
             "inside transaction.atomic()) so the message is queued only if it commits"
         )

@@ -1,8 +1,11 @@
 """SQLAlchemy 2 typed models: the schema as Python sees it.
 
 The Alembic migrations create exactly this (a test compares them).
-Hot-path SQL (claim, complete, rescue, enqueue) lives in `db/queries.py`,
-readable as SQL; the models serve the ORM-shaped work (CLI, API, tests).
+The statements themselves are SQL, named by concern: the queue's in
+`db/queries.py`, the webhooks' in `db/webhook_queries.py`, the admin
+services' in `db/admin_queries.py`, the gauges' in `db/metrics_queries.py`.
+The models are the schema the migrations are checked against, and what
+rows load into where a caller wants objects (tests, `get_channel`).
 
 Every row carries `workspace_id`, and every query filters by it.
 """

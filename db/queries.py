@@ -518,38 +518,3 @@ SELECT (SELECT count(*) FROM requeued) AS requeued,
        (SELECT count(*) FROM messages_back) AS messages,
        (SELECT count(*) FROM notify) AS notified
 """
-
-# --------------------------------------------------------------------------
-# STATUS (`outbox status`): what the queue holds, per channel.
-# --------------------------------------------------------------------------
-STATUS_COUNTS = """
-SELECT o.channel_id, c.name, o.status, count(*) AS n
-FROM outbox.outbox_messages o
-JOIN outbox.channels c ON c.id = o.channel_id
-WHERE (CAST(:workspace_id AS text) IS NULL OR o.workspace_id = CAST(:workspace_id AS text))
-GROUP BY o.channel_id, c.name, o.status
-ORDER BY c.name, o.channel_id, o.status
-"""
-
-STATUS_CHANNELS = """
-SELECT id, name, status, paused_until, pause_reason, rate_limit_strikes
-FROM outbox.channels
-WHERE (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
-ORDER BY name, id
-"""
-
-STATUS_OLDEST_DUE = """
-SELECT EXTRACT(EPOCH FROM now() - min(next_attempt_at))::float8 AS seconds
-FROM outbox.outbox_messages
-WHERE status = 'queued' AND next_attempt_at <= now()
-  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
-"""
-
-STATUS_DEAD_LETTERS = """
-SELECT o.message_id, o.channel_id, o.recipient, o.attempts, o.last_error, o.updated_at
-FROM outbox.outbox_messages o
-WHERE o.status = 'failed'
-  AND (CAST(:workspace_id AS text) IS NULL OR o.workspace_id = CAST(:workspace_id AS text))
-ORDER BY o.updated_at DESC
-LIMIT :limit
-"""

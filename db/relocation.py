@@ -21,14 +21,36 @@ from outbox.db.schema import TABLES, VERSION_TABLE
 LEGACY_TABLES = tuple(t for t in TABLES if t != VERSION_TABLE)
 
 TABLE_EXISTS = "SELECT to_regclass(:table) IS NOT NULL"
+SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = :schema"
+LEGACY_REVISIONS = "SELECT version_num FROM public.alembic_version"
+DELETE_LEGACY_REVISION = "DELETE FROM public.alembic_version WHERE version_num = :revision"
+# The table was made for us; one that still holds another history's row stays.
+DROP_EMPTY_LEGACY_VERSION_TABLE = """
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM public.alembic_version) THEN
+        DROP TABLE public.alembic_version;
+    END IF;
+END $$
+"""
+
+# DDL names a schema, which no parameter can: the name is put in
+# (OUTBOX_DB_SCHEMA's are checked by db/schema.py check_schema_name).
+CREATE_SCHEMA = "CREATE SCHEMA {schema}"
+MOVE_TABLE = "ALTER TABLE public.{table} SET SCHEMA {schema}"
+CREATE_VERSION_TABLE = """
+CREATE TABLE {schema}.{table} (
+    version_num varchar(32) NOT NULL,
+    CONSTRAINT {table}_pkc PRIMARY KEY (version_num)
+)
+"""
+INSERT_REVISION = "INSERT INTO {schema}.{table} VALUES (:revision)"
 
 
 def legacy_revision(conn: Connection, known: Collection[str]) -> str | None:
     """Our revision in `public.alembic_version`, if an installation of ours is there."""
     if not conn.execute(text(TABLE_EXISTS), {"table": "public.alembic_version"}).scalar():
         return None
-    ours = [r for r in conn.execute(text("SELECT version_num FROM public.alembic_version"))
-            .scalars() if r in known]
+    ours = [r for r in conn.execute(text(LEGACY_REVISIONS)).scalars() if r in known]
     return ours[0] if ours else None
 
 
@@ -41,9 +63,8 @@ def ensure_schema(conn: Connection, schema: str) -> None:
     """Create `schema` unless it exists. Asked first: CREATE SCHEMA IF NOT
     EXISTS needs the CREATE privilege on the database even when the schema
     is there, and a migration role may only own a schema made for it."""
-    if not conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"),
-                        {"s": schema}).scalar():
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    if not conn.execute(text(SCHEMA_EXISTS), {"schema": schema}).scalar():
+        conn.execute(text(CREATE_SCHEMA.format(schema=schema)))
 
 
 def move_into_schema(conn: Connection, schema: str, revision: str) -> list[str]:
@@ -53,16 +74,11 @@ def move_into_schema(conn: Connection, schema: str, revision: str) -> list[str]:
     moved = []
     for table in LEGACY_TABLES:
         if conn.execute(text(TABLE_EXISTS), {"table": f"public.{table}"}).scalar():
-            conn.execute(text(f"ALTER TABLE public.{table} SET SCHEMA {schema}"))
+            conn.execute(text(MOVE_TABLE.format(table=table, schema=schema)))
             moved.append(table)
-    conn.execute(text(
-        f"CREATE TABLE {schema}.{VERSION_TABLE} (version_num varchar(32) NOT NULL, "
-        f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"))
-    conn.execute(text(f"INSERT INTO {schema}.{VERSION_TABLE} VALUES (:v)"), {"v": revision})
-    conn.execute(text("DELETE FROM public.alembic_version WHERE version_num = :v"),
-                 {"v": revision})
-    # The table was made for us; one that still holds another history's row stays.
-    conn.execute(text(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM public.alembic_version) THEN "
-        "DROP TABLE public.alembic_version; END IF; END $$"))
+    conn.execute(text(CREATE_VERSION_TABLE.format(schema=schema, table=VERSION_TABLE)))
+    conn.execute(text(INSERT_REVISION.format(schema=schema, table=VERSION_TABLE)),
+                 {"revision": revision})
+    conn.execute(text(DELETE_LEGACY_REVISION), {"revision": revision})
+    conn.execute(text(DROP_EMPTY_LEGACY_VERSION_TABLE))
     return moved

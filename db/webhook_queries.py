@@ -1,9 +1,11 @@
-"""The HTTP service's statements, as SQL, in one place (like db/queries.py).
+"""Whapi's webhooks applied to the database, as SQL, in one place (like
+db/queries.py).
 
-Webhook statuses and inbound messages, the early-status backlog, API keys,
-the message detail the API returns, chats, and what `/metrics` reads at
-scrape time. Parameters are named (`:name`) and always bound. Statements that
-take a batch take arrays, so one round trip handles the whole batch.
+Statuses and the early-status backlog, inbound messages, reactions, edits
+and deletes (and what waits for its message), chats and channel sessions
+from Whapi's own events, and the bodies we could not use. Parameters are
+named (`:name`) and always bound. Statements that take a batch take arrays,
+so one round trip handles the whole batch.
 """
 
 from __future__ import annotations
@@ -129,8 +131,6 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 )
 """
-
-STATUS_BACKLOG_SIZE = "SELECT count(*) FROM outbox.webhook_status_backlog"
 
 # --------------------------------------------------------------------------
 # INBOUND MESSAGES
@@ -360,129 +360,4 @@ INSERT INTO outbox.webhook_dead_letters
 VALUES (CAST(:channel_id AS uuid), :event_type, :event_method, :reason, :body, :body_sha256)
 ON CONFLICT (channel_id, body_sha256) DO NOTHING
 RETURNING id
-"""
-
-DEAD_LETTER_COUNTS = """
-SELECT ch.workspace_id, count(*) AS n, max(d.received_at) AS latest
-FROM outbox.webhook_dead_letters d
-JOIN outbox.channels ch ON ch.id = d.channel_id
-WHERE CAST(:workspace_id AS text) IS NULL OR ch.workspace_id = CAST(:workspace_id AS text)
-GROUP BY ch.workspace_id
-"""
-
-# --------------------------------------------------------------------------
-# API KEYS: only a hash is stored; the prefix (not secret) finds the row.
-# --------------------------------------------------------------------------
-INSERT_API_KEY = """
-INSERT INTO outbox.api_keys (workspace_id, name, prefix, key_hash)
-VALUES (:workspace_id, :name, :prefix, :key_hash)
-RETURNING id, created_at
-"""
-
-API_KEY_BY_PREFIX = """
-SELECT id, workspace_id, key_hash
-FROM outbox.api_keys
-WHERE prefix = :prefix AND revoked_at IS NULL
-"""
-
-LIST_API_KEYS = """
-SELECT id, workspace_id, name, prefix, created_at, revoked_at
-FROM outbox.api_keys
-WHERE CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text)
-ORDER BY created_at, id
-"""
-
-REVOKE_API_KEY = """
-UPDATE outbox.api_keys SET revoked_at = now()
-WHERE id = CAST(:id AS uuid) AND revoked_at IS NULL
-RETURNING id
-"""
-
-# --------------------------------------------------------------------------
-# MESSAGE DETAIL (GET /v1/messages/{id}): the permanent record, plus the
-# outbox row while it exists (sent rows are pruned after a while).
-# --------------------------------------------------------------------------
-MESSAGE_DETAIL = """
-SELECT m.id, m.channel_id, m.chat_id, c.wa_chat_id, m.direction, m.type, m.status,
-       m.wa_message_id, m.error, m.idempotency_key, m.created_at, m.updated_at,
-       m.sent_at, m.delivered_at, m.read_at,
-       o.id AS outbox_id, o.status AS outbox_status, o.attempts, o.max_attempts,
-       o.last_error, o.next_attempt_at, o.priority
-FROM outbox.messages m
-JOIN outbox.chats c ON c.id = m.chat_id
-LEFT JOIN outbox.outbox_messages o ON o.message_id = m.id
-WHERE m.id = CAST(:message_id AS uuid)
-  AND m.workspace_id = :workspace_id
-"""
-
-# --------------------------------------------------------------------------
-# CHATS: newest first, keyset-paginated on (last_message_at, id). Chats
-# with no message yet (NULL) come last.
-# --------------------------------------------------------------------------
-LIST_CHATS = """
-SELECT c.id, c.channel_id, c.wa_chat_id, ct.phone, ct.name, c.last_message_at,
-       c.last_message_preview, c.unread_count, c.status, c.created_at
-FROM outbox.chats c
-JOIN outbox.contacts ct ON ct.id = c.contact_id
-WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))
-  AND (CAST(:channel_id AS uuid) IS NULL OR c.channel_id = CAST(:channel_id AS uuid))
-  AND c.status = CAST(:status AS text)
-  AND (NOT CAST(:unread_only AS bool) OR c.unread_count > 0)
-  AND (NOT CAST(:has_cursor AS bool) OR (
-        CASE WHEN CAST(:cursor_at AS timestamptz) IS NULL
-             THEN c.last_message_at IS NULL AND c.id < CAST(:cursor_id AS uuid)
-             ELSE c.last_message_at < CAST(:cursor_at AS timestamptz)
-                  OR (c.last_message_at = CAST(:cursor_at AS timestamptz)
-                      AND c.id < CAST(:cursor_id AS uuid))
-                  OR c.last_message_at IS NULL
-        END))
-ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC
-LIMIT :limit
-"""
-
-SET_CHAT_STATUS = """
-UPDATE outbox.chats
-SET status = CAST(:status AS text), updated_at = now()
-WHERE id = CAST(:chat_id AS uuid)
-  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
-RETURNING id, status, unread_count
-"""
-
-# Unread back to 0; the chat's inbound messages count as read from now.
-MARK_CHAT_READ = """
-WITH chat AS (
-    UPDATE outbox.chats
-    SET unread_count = 0, updated_at = now()
-    WHERE id = CAST(:chat_id AS uuid)
-      AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
-    RETURNING id, status
-),
-read_messages AS (
-    UPDATE outbox.messages m
-    SET status = 'read', read_at = now(), updated_at = now()
-    FROM chat
-    WHERE m.chat_id = chat.id AND m.direction = 'inbound' AND m.status = 'delivered'
-    RETURNING m.id
-)
-SELECT (SELECT id FROM chat) AS chat_id,
-       (SELECT status FROM chat) AS status,
-       (SELECT count(*) FROM read_messages) AS messages_read
-"""
-
-# --------------------------------------------------------------------------
-# METRICS at scrape time. Only statuses with a partial index are counted
-# (queued, sending, failed): `sent` rows are many and pruned anyway.
-# --------------------------------------------------------------------------
-METRICS_QUEUE_DEPTH = """
-SELECT channel_id, status, count(*) AS n
-FROM outbox.outbox_messages
-WHERE status IN ('queued', 'sending', 'failed')
-GROUP BY channel_id, status
-"""
-
-METRICS_OLDEST_DUE = """
-SELECT channel_id, EXTRACT(EPOCH FROM now() - min(next_attempt_at))::float8 AS seconds
-FROM outbox.outbox_messages
-WHERE status = 'queued' AND next_attempt_at <= now()
-GROUP BY channel_id
 """

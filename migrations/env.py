@@ -13,7 +13,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool, text
 
-from outbox.db.engine import configured_pooler, configured_schema, driver_connect_args
+from outbox.database import configured_pooler, configured_schema
+from outbox.db.engine import driver_connect_args
 from outbox.db.models import Base
 from outbox.db.relocation import ensure_schema, has_version_table, legacy_revision, move_into_schema
 from outbox.db.schema import VERSION_TABLE

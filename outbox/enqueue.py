@@ -22,9 +22,15 @@ from sqlalchemy.orm import Session
 
 # ENQUEUE_SQL and batch_plan_settings: re-exported for the plan tests.
 from outbox.db.enqueue_drivers import ENQUEUE_SQL as ENQUEUE_SQL
-from outbox.db.enqueue_drivers import EnqueueRunner, runner_for
+from outbox.db.enqueue_drivers import AutocommitConnection, EnqueueRunner, runner_for
 from outbox.db.enqueue_drivers import batch_plan_settings as batch_plan_settings
-from outbox.errors import ChannelDisabled, ChannelNotFound, IdempotencyConflict, InvalidInput
+from outbox.errors import (
+    ChannelDisabled,
+    ChannelNotFound,
+    ConfigurationError,
+    IdempotencyConflict,
+    InvalidInput,
+)
 from outbox.ids import uuid7s
 from outbox.jsonio import dumps_unicode
 from outbox.message_types import (
@@ -273,7 +279,10 @@ def enqueue_prepared(
         options = replace(options, workspace_id=check_workspace_id(options.workspace_id))
     # Our tables' schema (OUTBOX_DB_SCHEMA, read once): statements name it,
     # so the caller's search_path doesn't matter and isn't changed.
-    runner = runner_for(session, get_settings().db_schema)
+    try:
+        runner = runner_for(session, get_settings().db_schema)
+    except AutocommitConnection as exc:
+        raise ConfigurationError(str(exc)) from None
     # The same idempotency key twice in one batch means one message.
     first_by_key: dict[tuple[uuid.UUID, str], int] = {}
     aliases: dict[int, int] = {}

@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from sqlalchemy import Engine, text
 
-from outbox.db import webhook_queries as q
+from outbox.db import metrics_queries as q
 from outbox.dispatch.dispatcher import ClaimedRow, Dispatcher, Observer
 from outbox.dispatch.outcomes import ChannelAction, Decision, Kind
 from outbox.dispatch.runtime import Runtime
@@ -163,13 +163,14 @@ class QueueCollector:
                                "1 if the scrape could read the queue from the database.")
         try:
             with self._engine.begin() as conn:
-                conn.execute(text(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}"))
+                conn.execute(text(q.SCRAPE_TIMEOUT),
+                             {"milliseconds": SCRAPE_STATEMENT_TIMEOUT_MS})
                 for r in conn.execute(text(q.METRICS_QUEUE_DEPTH)):
                     depth.add_metric([str(r.channel_id), r.status], float(r.n))
                 for r in conn.execute(text(q.METRICS_OLDEST_DUE)):
                     oldest.add_metric([str(r.channel_id)], float(r.seconds))
                 backlog.add_metric([], float(conn.execute(
-                    text(q.STATUS_BACKLOG_SIZE)).scalar_one()))
+                    text(q.METRICS_STATUS_BACKLOG)).scalar_one()))
             up.add_metric([], 1.0)
         except Exception as exc:  # a scrape reports the outage, it doesn't fail
             log.warning("metrics_queue_query_failed", error=type(exc).__name__)
@@ -207,7 +208,7 @@ def start_metrics_server(port: int, *, database_url: str, addr: str = "0.0.0.0")
     Binds all interfaces by default: the scraper is usually on another host.
     Returns prometheus_client's (server, thread) pair.
     """
-    from outbox.db.engine import make_engine
+    from outbox.database import make_engine
 
     engine = make_engine(database_url, pool_size=1)
     server = start_http_server(port, addr=addr, registry=build_registry(engine))

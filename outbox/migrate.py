@@ -26,7 +26,8 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Connection, create_engine, make_url, pool
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from outbox.db.engine import configured_pooler, configured_schema, driver_connect_args
+from outbox.database import configured_pooler, configured_schema
+from outbox.db.engine import driver_connect_args
 from outbox.db.relocation import has_version_table, legacy_revision
 from outbox.db.schema import VERSION_TABLE
 from outbox.errors import MigrationError

@@ -9,23 +9,17 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from outbox.db.engine import Pooler
 from outbox.db.schema import check_schema_name
 from outbox.errors import ConfigurationError
 from outbox.message_types import MAX_SCHEDULE_AHEAD
 
 ENV_PREFIX = "OUTBOX_"
 DEFAULT_WHAPI_BASE_URL = "https://gate.whapi.cloud"
-
-# What sits between us and PostgreSQL. "session" behaves like "none" (a
-# session pooler keeps each client on one server connection); "transaction"
-# (PgBouncer's pool_mode=transaction, Supabase's pooler on port 6543) hands
-# each transaction to any server connection, so nothing may outlive one.
-Pooler = Literal["none", "session", "transaction"]
 
 
 class Settings(BaseSettings):

@@ -74,7 +74,7 @@ from chaos_analysis import (  # noqa: E402
 from sqlalchemy.exc import DBAPIError  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from outbox.db.engine import make_engine  # noqa: E402
+from outbox.database import make_engine  # noqa: E402
 from outbox.enqueue import enqueue_many  # noqa: E402
 from outbox.providers.simulator.control import SimulatorControl  # noqa: E402
 

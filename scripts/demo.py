@@ -45,7 +45,7 @@ def main() -> int:
     from sqlalchemy.orm import Session
 
     from outbox.admin.channels import create_channel
-    from outbox.db.engine import make_engine
+    from outbox.database import make_engine
     from outbox.enqueue import enqueue_many
     from outbox.logging import configure_logging
     from outbox.message_types import TextMessage
@@ -143,9 +143,9 @@ async def _dispatch_all(settings, total: int) -> float:  # type: ignore[no-untyp
 
 def _demo_database_url(settings) -> str:  # type: ignore[no-untyped-def]
     """A fresh demo database each run, on the embedded server or OUTBOX_DATABASE_URL's."""
+    from outbox.database import normalize_url
     from outbox.db.admin import create_database
     from outbox.db.embedded import embedded_server_url
-    from outbox.db.engine import normalize_url
 
     if settings.database_url:
         server = normalize_url(settings.database_url)

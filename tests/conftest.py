@@ -28,7 +28,7 @@ TABLES = ("outbox_messages", "messages", "chats", "contacts", "channel_tokens", 
 def _server_url() -> str:
     url = os.environ.get("OUTBOX_TEST_DATABASE_URL")
     if url:
-        from outbox.db.engine import normalize_url
+        from outbox.database import normalize_url
 
         return normalize_url(url)
     from outbox.db.embedded import embedded_server_url
@@ -67,7 +67,7 @@ def fresh_database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> Iterator[Engine]:
-    from outbox.db.engine import make_engine
+    from outbox.database import make_engine
 
     eng = make_engine(database_url, pool_size=5)
     yield eng
@@ -77,7 +77,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 async def async_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """An asyncio engine on the test database (the dispatcher's kind), for one test."""
-    from outbox.db.engine import make_async_engine
+    from outbox.database import make_async_engine
 
     eng = make_async_engine(database_url, pool_size=2)
     yield eng

@@ -38,7 +38,7 @@ async def run_dispatcher(
     max_seconds: float | None = 60.0,
     **config: object,
 ) -> Summary:
-    from outbox.db.engine import make_async_engine
+    from outbox.database import make_async_engine
 
     engine = make_async_engine(database_url, pool_size=4)
     client = WhapiClient(timeout=http_timeout, connect_attempts=2, connect_retry_wait=0.01)

@@ -157,8 +157,8 @@ async def test_the_engine_path_translates_the_same_way(database_url: str,
                                                        clean_db: Engine) -> None:
     """What the credential cache reads through SQLAlchemy fails as the
     dispatcher's own statements do: the same two exceptions, no values."""
+    from outbox.database import make_async_engine
     from outbox.db.direct import translated_errors
-    from outbox.db.engine import make_async_engine
 
     secret = "not-a-uuid-but-a-message-body"
     engine = make_async_engine(database_url, pool_size=1)

@@ -299,7 +299,7 @@ async def test_tokens_of_channels_with_queued_rows_are_decrypted_before_the_firs
         make_channel, clean_db: Engine, database_url: str, sim_url):
     """One claim of one row still warms every channel with queued rows, and
     only those: not an idle channel, not a disabled one."""
-    from outbox.db.engine import make_async_engine
+    from outbox.database import make_async_engine
     from outbox.dispatch.credentials import CredentialCache
     from outbox.dispatch.dispatcher import Dispatcher, DispatcherConfig
     from outbox.providers.whapi import WhapiClient
@@ -336,7 +336,7 @@ async def test_a_completion_during_an_empty_claim_does_not_end_the_drain(
     those rows complete while it runs, the chats it saw as busy have work
     again. The drain claims again instead of stopping with messages due
     (found on PostgreSQL 18: a pass stopped with half of a queue left)."""
-    from outbox.db.engine import make_async_engine
+    from outbox.database import make_async_engine
     from outbox.dispatch.credentials import CredentialCache
     from outbox.dispatch.dispatcher import Dispatcher, DispatcherConfig
     from outbox.providers.whapi import WhapiClient

@@ -370,7 +370,7 @@ def test_library_enqueue_with_b_channel_is_channel_not_found(pair: Pair) -> None
 async def test_library_async_enqueue_with_b_channel(pair: Pair, database_url: str) -> None:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from outbox.db.engine import make_async_engine
+    from outbox.database import make_async_engine
     from outbox.enqueue import enqueue_text
 
     p = pair

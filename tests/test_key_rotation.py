@@ -259,7 +259,7 @@ def test_cli_killed_mid_rotation_changes_nothing(make_channel, clean_db: Engine,
 async def test_credential_cache_reads_both_keys_during_rolling_deploy(
         make_channel, clean_db: Engine, database_url: str) -> None:
     """Dispatchers run with keys=[new, old] while tokens are on either key."""
-    from outbox.db.engine import make_async_engine
+    from outbox.database import make_async_engine
     from outbox.dispatch.credentials import CredentialCache, Credentials, Unusable
 
     tokens = _make_channels(make_channel, 2)

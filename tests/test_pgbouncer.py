@@ -211,7 +211,8 @@ def test_direct_connection_prepares_nothing_under_a_transaction_pooler(database_
 
 
 def test_engines_prepare_nothing_under_a_transaction_pooler(database_url: str):
-    from outbox.db.engine import engine_pooler, make_engine
+    from outbox.database import make_engine
+    from outbox.db.engine import engine_pooler
 
     def prepared_after_repeats(pooler: str) -> int:
         engine = make_engine(database_url, pool_size=1, pooler=pooler)  # type: ignore[arg-type]
@@ -231,7 +232,8 @@ def test_engines_prepare_nothing_under_a_transaction_pooler(database_url: str):
 
 def test_the_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch,
                                                 database_url: str):
-    from outbox.db.engine import engine_pooler, make_async_engine
+    from outbox.database import make_async_engine
+    from outbox.db.engine import engine_pooler
     from outbox.errors import ConfigurationError
     from outbox.settings import load_settings
 
@@ -332,7 +334,7 @@ def _enqueue_one_and_time(engine: Engine, channel, sim, *, body: str,  # type: i
 
 def test_daemon_through_pgbouncer_polls_and_sends_each_message_once(
         make_channel, clean_db: Engine, sim, sim_url, pgbouncer_url: str):
-    from outbox.db.engine import make_engine
+    from outbox.database import make_engine
 
     channels = [make_channel(name=f"c{i}", base_url=sim_url) for i in range(3)]
     enqueue_spread(clean_db, channels, messages=600, chats=120)
@@ -361,7 +363,7 @@ def test_daemon_through_pgbouncer_polls_and_sends_each_message_once(
 
 def test_daemon_through_pgbouncer_wakes_on_notify_from_a_direct_listen(
         make_channel, clean_db: Engine, sim, sim_url, pgbouncer_url: str, database_url: str):
-    from outbox.db.engine import make_engine
+    from outbox.database import make_engine
 
     channels = [make_channel(name=f"c{i}", base_url=sim_url) for i in range(2)]
     enqueue_spread(clean_db, channels, messages=300, chats=60)

@@ -86,7 +86,7 @@ def test_tokens_are_only_ciphertext_in_the_database(make_channel, clean_db: Engi
 
 async def _dispatch(database_url: str) -> Summary:
     """The dispatcher as `outbox dispatch --once` builds it, with a short HTTP timeout."""
-    from outbox.db.engine import make_async_engine
+    from outbox.database import make_async_engine
     from outbox.dispatch.credentials import CredentialCache
     from outbox.dispatch.dispatcher import Dispatcher, DispatcherConfig
     from outbox.providers.whapi import WhapiClient
@@ -152,7 +152,7 @@ async def test_dispatch_logs_hold_no_token_and_no_body(
 
 
 async def test_reprs_hold_no_token(make_channel, clean_db: Engine, database_url: str) -> None:
-    from outbox.db.engine import make_async_engine
+    from outbox.database import make_async_engine
     from outbox.dispatch.credentials import CredentialCache, Credentials
     from outbox.providers.whapi import WhapiClient
 

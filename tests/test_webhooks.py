@@ -470,7 +470,7 @@ def test_concurrent_webhooks_race_safely(live_url: str, make_channel, api_db: En
 
 async def test_apply_status_backlog_async_for_the_daemon(database_url: str, make_channel,
                                                          api_db: Engine) -> None:
-    from outbox.db.engine import make_async_engine
+    from outbox.database import make_async_engine
     from outbox.webhooks.apply import WebhookChannel, apply_status_backlog_async, process_webhook
 
     ch = make_channel()

@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from outbox.db import webhook_queries as q
+from outbox.db import admin_queries as q
 from outbox.errors import InvalidInput, NotFound, OutboxError
 from outbox.message_types import check_workspace_id, is_utf8
 

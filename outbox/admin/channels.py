@@ -9,13 +9,15 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Row, select, text
 from sqlalchemy.orm import Session
 
 from outbox import crypto
-from outbox.db.models import DEFAULT_WORKSPACE, Channel, ChannelToken
+from outbox.db import admin_queries as q
+from outbox.db.models import DEFAULT_WORKSPACE, Channel
 from outbox.errors import ChannelNotFound, InvalidInput
 from outbox.message_types import check_workspace_id, is_utf8, parse_channel_id
 from outbox.phone import normalize_recipient
@@ -36,7 +38,7 @@ class ChannelInfo:
     pause_reason: str | None
 
     @classmethod
-    def of(cls, c: Channel) -> ChannelInfo:
+    def of(cls, c: Channel | Row[Any]) -> ChannelInfo:
         return cls(
             c.id, c.workspace_id, c.name, c.phone_number, c.provider, c.base_url,
             c.status, c.paused_until, c.pause_reason,
@@ -81,44 +83,31 @@ def create_channel(
         base_url = base_url.strip().rstrip("/")
         if not base_url.startswith(("http://", "https://")) or len(base_url) > 2048:
             raise InvalidInput("base URL must start with http:// or https://", field="base_url")
-    encrypted = crypto.encrypt_token(token, encryption_key)
-    channel = Channel(
-        id=uuid.uuid4(),
-        workspace_id=workspace_id,
-        name=name,
-        phone_number=phone.phone,
-        provider="whapi",
-        base_url=base_url,
-        status="active",
-        webhook_secret=secrets.token_urlsafe(32),
-    )
-    session.add(channel)
-    session.flush()
-    session.add(ChannelToken(
-        channel_id=channel.id, encrypted_token=encrypted, key_id=crypto.key_id(encryption_key)
-    ))
-    session.flush()
-    session.refresh(channel)
-    return ChannelInfo.of(channel)
+    row = session.execute(text(q.CREATE_CHANNEL), {
+        "id": uuid.uuid4(), "workspace_id": workspace_id, "name": name,
+        "phone_number": phone.phone, "base_url": base_url,
+        "webhook_secret": secrets.token_urlsafe(32),
+        "encrypted_token": crypto.encrypt_token(token, encryption_key),
+        "key_id": crypto.key_id(encryption_key),
+    }).one()
+    return ChannelInfo.of(row)
 
 
 def list_channels(session: Session, *, workspace_id: str | None = None) -> list[ChannelInfo]:
-    stmt = select(Channel).order_by(Channel.created_at, Channel.id)
-    if workspace_id is not None:
-        stmt = stmt.where(Channel.workspace_id == workspace_id)
-    return [ChannelInfo.of(c) for c in session.scalars(stmt)]
+    return [ChannelInfo.of(r)
+            for r in session.execute(text(q.LIST_CHANNELS), {"workspace_id": workspace_id})]
 
 
 def get_channel(
     session: Session, channel_id: uuid.UUID | str, *, workspace_id: str | None = None
 ) -> Channel:
     cid = parse_channel_id(channel_id)
-    stmt = select(Channel).where(Channel.id == cid)
-    if workspace_id is not None:
-        stmt = stmt.where(Channel.workspace_id == workspace_id)
-    channel = session.scalars(stmt).one_or_none()
+    # The named statement's row, as the session's `Channel` object.
+    as_model = select(Channel).from_statement(text(q.CHANNEL))
+    channel: Channel | None = session.scalars(
+        as_model, {"channel_id": cid, "workspace_id": workspace_id}).one_or_none()
     if channel is None:
-        raise ChannelNotFound(f"channel {cid} does not exist", field="channel_id")
+        raise _not_found(cid)
     return channel
 
 
@@ -132,30 +121,30 @@ def pause_channel(
 ) -> ChannelInfo:
     """Pause a channel: its rows stay queued; nothing is claimed until it resumes
     (or until `seconds` pass, if given)."""
-    channel = get_channel(session, channel_id, workspace_id=workspace_id)
     if seconds is not None and seconds <= 0:
+        get_channel(session, channel_id, workspace_id=workspace_id)  # not found comes first
         raise InvalidInput("pause duration must be positive", field="seconds")
-    now = session.execute(text("SELECT now()")).scalar_one()
-    channel.status = "paused"
-    channel.paused_until = now + timedelta(seconds=seconds) if seconds else None
-    channel.pause_reason = reason
-    channel.pause_cause = "manual"
-    channel.updated_at = now
-    session.flush()
-    return ChannelInfo.of(channel)
+    return _changed(session, q.PAUSE_CHANNEL, channel_id, workspace_id,
+                    seconds=seconds, reason=reason)
 
 
 def resume_channel(
     session: Session, channel_id: uuid.UUID | str, *, workspace_id: str | None = None
 ) -> ChannelInfo:
     """Make a paused or disabled channel active again."""
-    channel = get_channel(session, channel_id, workspace_id=workspace_id)
-    session.execute(
-        update(Channel)
-        .where(Channel.id == channel.id)
-        .values(status="active", paused_until=None, pause_reason=None, pause_cause=None,
-                rate_limit_strikes=0, rate_limited_at=None,
-                updated_at=text("now()"))
-    )
-    session.refresh(channel)
-    return ChannelInfo.of(channel)
+    return _changed(session, q.RESUME_CHANNEL, channel_id, workspace_id)
+
+
+def _changed(session: Session, sql: str, channel_id: uuid.UUID | str,
+             workspace_id: str | None, **params: Any) -> ChannelInfo:
+    """Run a channel's UPDATE ... RETURNING; `ChannelNotFound` if it matched nothing."""
+    cid = parse_channel_id(channel_id)
+    row = session.execute(text(sql), {
+        "channel_id": cid, "workspace_id": workspace_id, **params}).one_or_none()
+    if row is None:
+        raise _not_found(cid)
+    return ChannelInfo.of(row)
+
+
+def _not_found(channel_id: uuid.UUID) -> ChannelNotFound:
+    return ChannelNotFound(f"channel {channel_id} does not exist", field="channel_id")

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from outbox.db import webhook_queries as q
+from outbox.db import admin_queries as q
 from outbox.errors import InvalidInput, NotFound
 from outbox.message_types import parse_channel_id
 

@@ -32,32 +32,10 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from outbox import crypto
+from outbox.db import admin_queries as q
 from outbox.errors import ConfigurationError, CryptoError, DecryptionFailed, MissingEncryptionKey
 
 OLD_KEY_ENV = "OUTBOX_ENCRYPTION_KEY_OLD"
-
-# Locked in a stable order, so two rotations started together queue up
-# instead of deadlocking.
-_TOKENS_FOR_ROTATION = """
-SELECT channel_id, encrypted_token, key_id
-FROM outbox.channel_tokens
-ORDER BY channel_id
-FOR UPDATE
-"""
-
-_REENCRYPT = """
-UPDATE outbox.channel_tokens
-SET encrypted_token = :encrypted_token, key_id = :key_id
-WHERE channel_id = :channel_id
-"""
-
-_TOKENS_FOR_CHECK = """
-SELECT c.id, c.name, c.workspace_id, c.status, t.encrypted_token, t.key_id
-FROM outbox.channels c
-LEFT JOIN outbox.channel_tokens t ON t.channel_id = c.id
-WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))
-ORDER BY c.created_at, c.id
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +75,7 @@ def rotate_keys(
     new_key, old_key = require_rotation_keys(new_key, old_key)
     new_id = crypto.key_id(new_key)
 
-    rows = session.execute(text(_TOKENS_FOR_ROTATION)).all()
+    rows = session.execute(text(q.TOKENS_FOR_ROTATION)).all()
     reencrypted = skipped = 0
     for n, row in enumerate(rows, start=1):
         if row.key_id == new_id:
@@ -107,7 +85,7 @@ def rotate_keys(
             # should mean); a row whose key_id is stale or foreign still gets
             # a chance with the new key before we give up.
             token = _decrypt_with_any(row.encrypted_token, [old_key, new_key], row.channel_id)
-            session.execute(text(_REENCRYPT), {
+            session.execute(text(q.STORE_REENCRYPTED), {
                 "channel_id": row.channel_id,
                 "encrypted_token": crypto.encrypt_token(token, new_key),
                 "key_id": new_id,
@@ -146,7 +124,7 @@ def check_tokens(
     current_id = crypto.key_id(current_key)
     old_id = crypto.key_id(old_key) if old_key else None
     out: list[TokenCheck] = []
-    for row in session.execute(text(_TOKENS_FOR_CHECK), {"workspace_id": workspace_id}):
+    for row in session.execute(text(q.TOKENS_FOR_CHECK), {"workspace_id": workspace_id}):
         if row.encrypted_token is None:
             out.append(TokenCheck(row.id, row.name, row.workspace_id, row.status, "none",
                                   False, "channel has no token"))

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from outbox.db import admin_queries as q
 from outbox.db import queries
-from outbox.db import webhook_queries as wq
 from outbox.message_types import parse_channel_id
 
 DEAD_LETTERS_SHOWN = 20
@@ -67,20 +67,20 @@ def queue_status(session: Session, *, workspace_id: str | None = None) -> QueueS
     channels = {
         r.id: ChannelStatus(r.id, r.name, r.status, r.paused_until, r.pause_reason,
                             dict.fromkeys(OUTBOX_STATUSES, 0))
-        for r in session.execute(text(queries.STATUS_CHANNELS), params)
+        for r in session.execute(text(q.STATUS_CHANNELS), params)
     }
-    for r in session.execute(text(queries.STATUS_COUNTS), params):
+    for r in session.execute(text(q.STATUS_COUNTS), params):
         if r.channel_id in channels:
             channels[r.channel_id].counts[r.status] = int(r.n)
-    oldest = session.execute(text(queries.STATUS_OLDEST_DUE), params).scalar_one_or_none()
+    oldest = session.execute(text(q.STATUS_OLDEST_DUE), params).scalar_one_or_none()
     dead = [
         {"message_id": str(r.message_id), "channel_id": str(r.channel_id),
          "to": r.recipient, "attempts": r.attempts, "error": r.last_error,
          "failed_at": r.updated_at.isoformat()}
-        for r in session.execute(text(queries.STATUS_DEAD_LETTERS),
+        for r in session.execute(text(q.STATUS_DEAD_LETTERS),
                                  {**params, "limit": DEAD_LETTERS_SHOWN})
     ]
-    hooks = session.execute(text(wq.DEAD_LETTER_COUNTS), params).all()
+    hooks = session.execute(text(q.STATUS_WEBHOOK_DEAD_LETTERS), params).all()
     return QueueStatus(list(channels.values()),
                        float(oldest) if oldest is not None else None, dead,
                        webhook_dead_letters=sum(int(h.n) for h in hooks),

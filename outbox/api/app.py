@@ -20,8 +20,8 @@ from outbox.api import chats, cron, health, messages, webhooks
 from outbox.api.context import AppContext
 from outbox.api.cron import CronRuntime
 from outbox.api.errors import install_error_handlers
-from outbox.db.engine import database_url as resolve_database_url
-from outbox.db.engine import make_engine
+from outbox.database import database_url as resolve_database_url
+from outbox.database import make_engine
 from outbox.maintenance.webhook_backlog import WebhookBacklog
 from outbox.settings import Settings, get_settings
 

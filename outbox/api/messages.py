@@ -21,7 +21,7 @@ from outbox.api.auth import ApiCaller
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import ERROR_RESPONSES, MessageDetail, MessageQueued, SendMessage
-from outbox.db import webhook_queries as q
+from outbox.db import admin_queries as q
 from outbox.enqueue import EnqueueResult, enqueue_media, enqueue_text
 from outbox.errors import InvalidInput, InvalidMessage, InvalidPhone, MessageNotFound
 from outbox.message_types import parse_channel_id
@@ -104,8 +104,8 @@ def _enqueue_unchecked(ctx: AppContext, principal: Principal,
                                  "message)", field="text")
         status = "pending"
         if result.duplicate:
-            status = session.execute(text("SELECT status FROM outbox.messages WHERE id = :id"),
-                                     {"id": result.message_id}).scalar_one()
+            status = session.execute(text(q.MESSAGE_STATUS),
+                                     {"message_id": result.message_id}).scalar_one()
     return MessageQueued(message_id=result.message_id, outbox_id=result.outbox_id,
                          chat_id=result.chat_id, status=status, duplicate=result.duplicate)
 

@@ -29,7 +29,7 @@ def cmd_downgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 def _migrate(settings: Settings, move: Migration, revision: str) -> int:
     """Move the schema to `revision` and say from where to where."""
-    from outbox.db.engine import database_url
+    from outbox.database import database_url
     from outbox.migrate import current_revision, shown
 
     url, schema = database_url(settings), settings.db_schema
@@ -41,7 +41,8 @@ def _migrate(settings: Settings, move: Migration, revision: str) -> int:
 
 
 def cmd_url(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.db.engine import database_url, libpq_url
+    from outbox.database import database_url
+    from outbox.db.engine import libpq_url
 
     url = database_url(settings)
     print(libpq_url(url) if args.libpq else url)
@@ -61,7 +62,7 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_current(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.db.engine import database_url
+    from outbox.database import database_url
     from outbox.migrate import current_revision, head_revision
 
     current = current_revision(database_url(settings), schema=settings.db_schema)

@@ -13,7 +13,8 @@ from outbox.settings import Settings
 @contextlib.contextmanager
 def session_scope(settings: Settings) -> Iterator[Session]:
     """A session in a transaction that commits on success (for command handlers)."""
-    from outbox.db.engine import database_url, make_engine, session_factory
+    from outbox.database import database_url, make_engine
+    from outbox.db.engine import session_factory
 
     engine = make_engine(database_url(settings), pool_size=2, pooler=settings.db_pooler)
     try:

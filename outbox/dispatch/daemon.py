@@ -30,7 +30,8 @@ import psycopg
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from outbox.db.engine import database_url, libpq_url, normalize_url
+from outbox.database import database_url, normalize_url
+from outbox.db.engine import libpq_url
 from outbox.dispatch.backoff import OutageBackoff
 from outbox.dispatch.dispatcher import Dispatcher, Observer, Summary
 from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc

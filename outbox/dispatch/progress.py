@@ -9,18 +9,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tqdm import tqdm
 
+from outbox.db import metrics_queries as q
 from outbox.dispatch.dispatcher import ClaimedRow, Observer
 from outbox.dispatch.outcomes import Decision, Kind
-
-DUE_COUNT = (
-    "SELECT count(*) FROM outbox.outbox_messages "
-    "WHERE status = 'queued' AND next_attempt_at <= now()"
-)
 
 
 async def due_count(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
-        return int((await conn.execute(text(DUE_COUNT))).scalar_one())
+        return int((await conn.execute(text(q.DUE_COUNT))).scalar_one())
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from outbox.db.engine import database_url, make_async_engine
+from outbox.database import database_url, make_async_engine
 from outbox.dispatch.credentials import CredentialCache
 from outbox.dispatch.dispatcher import Dispatcher, DispatcherConfig, Observer
 from outbox.providers.base import Provider

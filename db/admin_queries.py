@@ -1,0 +1,262 @@
+"""The admin services' statements, as SQL, in one place (like db/queries.py).
+
+Channels and their tokens (with the key rotation), API keys, chats, a
+message's detail, and what `outbox status` reports: what the CLI and the
+HTTP API read and change, in the caller's session. Parameters are named
+(`:name`) and always bound; a filter the caller may leave out is a NULL
+parameter (`CAST(:workspace_id AS text) IS NULL OR ...`), so each statement
+is one text whatever the caller passes.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------
+# CHANNELS. Each write returns the columns a `ChannelInfo` shows, so it is
+# one round trip.
+# --------------------------------------------------------------------------
+
+# The channel and its encrypted token in one statement: a channel never
+# exists without its token. (The token's foreign key is checked at the end
+# of the statement, when the channel row is there.)
+CREATE_CHANNEL = """
+WITH channel AS (
+    INSERT INTO outbox.channels (id, workspace_id, name, phone_number, provider, base_url,
+                                 status, webhook_secret)
+    VALUES (CAST(:id AS uuid), :workspace_id, :name, :phone_number, 'whapi', :base_url,
+            'active', :webhook_secret)
+    RETURNING id, workspace_id, name, phone_number, provider, base_url, status,
+              paused_until, pause_reason
+),
+token AS (
+    INSERT INTO outbox.channel_tokens (channel_id, encrypted_token, key_id)
+    SELECT id, :encrypted_token, :key_id FROM channel
+)
+SELECT * FROM channel
+"""
+
+LIST_CHANNELS = """
+SELECT id, workspace_id, name, phone_number, provider, base_url, status,
+       paused_until, pause_reason
+FROM outbox.channels
+WHERE CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text)
+ORDER BY created_at, id
+"""
+
+# Every column: the caller gets the whole `Channel` model (its webhook
+# secret too).
+CHANNEL = """
+SELECT *
+FROM outbox.channels
+WHERE id = CAST(:channel_id AS uuid)
+  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+"""
+
+# An operator's pause, in place of any other: until resumed, or for
+# :seconds (NULL seconds, a NULL interval: paused_until stays NULL). Its
+# cause is 'manual', so no session webhook resumes it.
+PAUSE_CHANNEL = """
+UPDATE outbox.channels
+SET status = 'paused',
+    paused_until = now() + make_interval(secs => CAST(:seconds AS float8)),
+    pause_reason = :reason,
+    pause_cause = 'manual',
+    updated_at = now()
+WHERE id = CAST(:channel_id AS uuid)
+  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+RETURNING id, workspace_id, name, phone_number, provider, base_url, status,
+          paused_until, pause_reason
+"""
+
+# Active again from any pause (or from disabled), rate-limit strikes
+# cleared: the next 429 starts the escalating pause from its base.
+RESUME_CHANNEL = """
+UPDATE outbox.channels
+SET status = 'active',
+    paused_until = NULL,
+    pause_reason = NULL,
+    pause_cause = NULL,
+    rate_limit_strikes = 0,
+    rate_limited_at = NULL,
+    updated_at = now()
+WHERE id = CAST(:channel_id AS uuid)
+  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+RETURNING id, workspace_id, name, phone_number, provider, base_url, status,
+          paused_until, pause_reason
+"""
+
+# --------------------------------------------------------------------------
+# TOKENS: the key rotation (`outbox tokens rotate-key`) and its check.
+# --------------------------------------------------------------------------
+
+# Locked in a stable order, so two rotations started together queue up
+# instead of deadlocking.
+TOKENS_FOR_ROTATION = """
+SELECT channel_id, encrypted_token, key_id
+FROM outbox.channel_tokens
+ORDER BY channel_id
+FOR UPDATE
+"""
+
+STORE_REENCRYPTED = """
+UPDATE outbox.channel_tokens
+SET encrypted_token = :encrypted_token, key_id = :key_id
+WHERE channel_id = :channel_id
+"""
+
+# Every channel, with its token if it has one: one without is reported too.
+TOKENS_FOR_CHECK = """
+SELECT c.id, c.name, c.workspace_id, c.status, t.encrypted_token, t.key_id
+FROM outbox.channels c
+LEFT JOIN outbox.channel_tokens t ON t.channel_id = c.id
+WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))
+ORDER BY c.created_at, c.id
+"""
+
+# --------------------------------------------------------------------------
+# API KEYS: only a hash is stored; the prefix (not secret) finds the row.
+# --------------------------------------------------------------------------
+INSERT_API_KEY = """
+INSERT INTO outbox.api_keys (workspace_id, name, prefix, key_hash)
+VALUES (:workspace_id, :name, :prefix, :key_hash)
+RETURNING id, created_at
+"""
+
+API_KEY_BY_PREFIX = """
+SELECT id, workspace_id, key_hash
+FROM outbox.api_keys
+WHERE prefix = :prefix AND revoked_at IS NULL
+"""
+
+LIST_API_KEYS = """
+SELECT id, workspace_id, name, prefix, created_at, revoked_at
+FROM outbox.api_keys
+WHERE CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text)
+ORDER BY created_at, id
+"""
+
+REVOKE_API_KEY = """
+UPDATE outbox.api_keys SET revoked_at = now()
+WHERE id = CAST(:id AS uuid) AND revoked_at IS NULL
+RETURNING id
+"""
+
+# --------------------------------------------------------------------------
+# CHATS: newest first, keyset-paginated on (last_message_at, id). Chats
+# with no message yet (NULL) come last.
+# --------------------------------------------------------------------------
+LIST_CHATS = """
+SELECT c.id, c.channel_id, c.wa_chat_id, ct.phone, ct.name, c.last_message_at,
+       c.last_message_preview, c.unread_count, c.status, c.created_at
+FROM outbox.chats c
+JOIN outbox.contacts ct ON ct.id = c.contact_id
+WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))
+  AND (CAST(:channel_id AS uuid) IS NULL OR c.channel_id = CAST(:channel_id AS uuid))
+  AND c.status = CAST(:status AS text)
+  AND (NOT CAST(:unread_only AS bool) OR c.unread_count > 0)
+  AND (NOT CAST(:has_cursor AS bool) OR (
+        CASE WHEN CAST(:cursor_at AS timestamptz) IS NULL
+             THEN c.last_message_at IS NULL AND c.id < CAST(:cursor_id AS uuid)
+             ELSE c.last_message_at < CAST(:cursor_at AS timestamptz)
+                  OR (c.last_message_at = CAST(:cursor_at AS timestamptz)
+                      AND c.id < CAST(:cursor_id AS uuid))
+                  OR c.last_message_at IS NULL
+        END))
+ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC
+LIMIT :limit
+"""
+
+SET_CHAT_STATUS = """
+UPDATE outbox.chats
+SET status = CAST(:status AS text), updated_at = now()
+WHERE id = CAST(:chat_id AS uuid)
+  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+RETURNING id, status, unread_count
+"""
+
+# Unread back to 0; the chat's inbound messages count as read from now.
+MARK_CHAT_READ = """
+WITH chat AS (
+    UPDATE outbox.chats
+    SET unread_count = 0, updated_at = now()
+    WHERE id = CAST(:chat_id AS uuid)
+      AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+    RETURNING id, status
+),
+read_messages AS (
+    UPDATE outbox.messages m
+    SET status = 'read', read_at = now(), updated_at = now()
+    FROM chat
+    WHERE m.chat_id = chat.id AND m.direction = 'inbound' AND m.status = 'delivered'
+    RETURNING m.id
+)
+SELECT (SELECT id FROM chat) AS chat_id,
+       (SELECT status FROM chat) AS status,
+       (SELECT count(*) FROM read_messages) AS messages_read
+"""
+
+# --------------------------------------------------------------------------
+# MESSAGE DETAIL (GET /v1/messages/{id}): the permanent record, plus the
+# outbox row while it exists (sent rows are pruned after a while).
+# --------------------------------------------------------------------------
+MESSAGE_DETAIL = """
+SELECT m.id, m.channel_id, m.chat_id, c.wa_chat_id, m.direction, m.type, m.status,
+       m.wa_message_id, m.error, m.idempotency_key, m.created_at, m.updated_at,
+       m.sent_at, m.delivered_at, m.read_at,
+       o.id AS outbox_id, o.status AS outbox_status, o.attempts, o.max_attempts,
+       o.last_error, o.next_attempt_at, o.priority
+FROM outbox.messages m
+JOIN outbox.chats c ON c.id = m.chat_id
+LEFT JOIN outbox.outbox_messages o ON o.message_id = m.id
+WHERE m.id = CAST(:message_id AS uuid)
+  AND m.workspace_id = :workspace_id
+"""
+
+# What an enqueue that found its idempotency key answers with: where the
+# existing message is now.
+MESSAGE_STATUS = """
+SELECT status FROM outbox.messages WHERE id = CAST(:message_id AS uuid)
+"""
+
+# --------------------------------------------------------------------------
+# STATUS (`outbox status`): what the queue holds, per channel.
+# --------------------------------------------------------------------------
+STATUS_COUNTS = """
+SELECT o.channel_id, c.name, o.status, count(*) AS n
+FROM outbox.outbox_messages o
+JOIN outbox.channels c ON c.id = o.channel_id
+WHERE (CAST(:workspace_id AS text) IS NULL OR o.workspace_id = CAST(:workspace_id AS text))
+GROUP BY o.channel_id, c.name, o.status
+ORDER BY c.name, o.channel_id, o.status
+"""
+
+STATUS_CHANNELS = """
+SELECT id, name, status, paused_until, pause_reason, rate_limit_strikes
+FROM outbox.channels
+WHERE (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+ORDER BY name, id
+"""
+
+STATUS_OLDEST_DUE = """
+SELECT EXTRACT(EPOCH FROM now() - min(next_attempt_at))::float8 AS seconds
+FROM outbox.outbox_messages
+WHERE status = 'queued' AND next_attempt_at <= now()
+  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+"""
+
+STATUS_DEAD_LETTERS = """
+SELECT o.message_id, o.channel_id, o.recipient, o.attempts, o.last_error, o.updated_at
+FROM outbox.outbox_messages o
+WHERE o.status = 'failed'
+  AND (CAST(:workspace_id AS text) IS NULL OR o.workspace_id = CAST(:workspace_id AS text))
+ORDER BY o.updated_at DESC
+LIMIT :limit
+"""
+
+# Webhook bodies we kept because we could not use them (webhooks/apply.py).
+STATUS_WEBHOOK_DEAD_LETTERS = """
+SELECT ch.workspace_id, count(*) AS n, max(d.received_at) AS latest
+FROM outbox.webhook_dead_letters d
+JOIN outbox.channels ch ON ch.id = d.channel_id
+WHERE CAST(:workspace_id AS text) IS NULL OR ch.workspace_id = CAST(:workspace_id AS text)
+GROUP BY ch.workspace_id
+"""

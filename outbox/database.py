@@ -1,0 +1,73 @@
+"""The application's database, as its settings describe it.
+
+db/ takes plain values (a URL, the pooler in front of PostgreSQL, the
+schema our tables are in) and raises errors of its own. Here
+OUTBOX_DATABASE_URL (or the embedded server), OUTBOX_DB_POOLER and
+OUTBOX_DB_SCHEMA become those values, and db's errors become one-line
+`ConfigurationError`s that name the variable to fix.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from outbox.db import engine as db_engine
+from outbox.db.embedded import EmbeddedServerMissing, embedded_server_url
+from outbox.db.engine import InvalidDatabaseURL, Pooler
+from outbox.errors import ConfigurationError
+from outbox.settings import Settings, load_settings
+
+# The embedded server's URL per data directory: started (or found) once.
+_embedded: dict[str, str] = {}
+
+
+def normalize_url(url: str) -> str:
+    """OUTBOX_DATABASE_URL for SQLAlchemy on psycopg 3 (db.engine.normalize_url)."""
+    try:
+        return db_engine.normalize_url(url)
+    except InvalidDatabaseURL as exc:
+        raise ConfigurationError(f"OUTBOX_DATABASE_URL: {exc}") from None
+
+
+def database_url(settings: Settings) -> str:
+    """The URL in use: OUTBOX_DATABASE_URL, or the embedded server (started on demand)."""
+    if settings.database_url:
+        return normalize_url(settings.database_url)
+    key = str(settings.data_dir)
+    if key not in _embedded:
+        try:
+            _embedded[key] = embedded_server_url(settings.data_dir)
+        except EmbeddedServerMissing as exc:
+            raise ConfigurationError(
+                f"OUTBOX_DATABASE_URL is not set and {exc} or set OUTBOX_DATABASE_URL"
+            ) from None
+    return _embedded[key]
+
+
+def configured_pooler() -> Pooler:
+    """OUTBOX_DB_POOLER, for callers that don't pass one."""
+    return load_settings().db_pooler
+
+
+def configured_schema() -> str:
+    """OUTBOX_DB_SCHEMA, for callers that don't pass one."""
+    return load_settings().db_schema
+
+
+def make_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None,
+                schema: str | None = None, pool_timeout: float = 30.0) -> Engine:
+    """An engine for `url` (db.engine.make_engine); `pooler` and `schema`
+    default to OUTBOX_DB_POOLER and OUTBOX_DB_SCHEMA."""
+    return db_engine.make_engine(url, pool_size=pool_size,
+                                 pooler=pooler or configured_pooler(),
+                                 schema=schema or configured_schema(),
+                                 pool_timeout=pool_timeout)
+
+
+def make_async_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None,
+                      schema: str | None = None) -> AsyncEngine:
+    """The asyncio twin of `make_engine`."""
+    return db_engine.make_async_engine(url, pool_size=pool_size,
+                                       pooler=pooler or configured_pooler(),
+                                       schema=schema or configured_schema())
