@@ -91,10 +91,15 @@ RETURNING id, workspace_id, name, phone_number, provider, base_url, status,
 # Locked in a stable order, so two rotations started together queue up
 # instead of deadlocking.
 TOKENS_FOR_ROTATION = """
-SELECT channel_id, encrypted_token, key_id
-FROM outbox.channel_tokens
-ORDER BY channel_id
+SELECT t.channel_id, t.encrypted_token, t.key_id, c.base_url, c.webhook_secret
+FROM outbox.channel_tokens t
+JOIN outbox.channels c ON c.id = t.channel_id
+ORDER BY t.channel_id
 FOR UPDATE
+"""
+
+STORE_WEBHOOK_CIPHERTEXT = """
+UPDATE outbox.channels SET webhook_secret = :webhook_secret WHERE id = :channel_id
 """
 
 STORE_REENCRYPTED = """
@@ -105,7 +110,7 @@ WHERE channel_id = :channel_id
 
 # Every channel, with its token if it has one: one without is reported too.
 TOKENS_FOR_CHECK = """
-SELECT c.id, c.name, c.workspace_id, c.status, t.encrypted_token, t.key_id
+SELECT c.id, c.name, c.workspace_id, c.status, c.base_url, t.encrypted_token, t.key_id
 FROM outbox.channels c
 LEFT JOIN outbox.channel_tokens t ON t.channel_id = c.id
 WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))

@@ -137,7 +137,7 @@ WHERE id IN (
 # --------------------------------------------------------------------------
 
 CHANNEL_FOR_WEBHOOK = """
-SELECT id, workspace_id, webhook_secret
+SELECT id, workspace_id, webhook_secret, base_url
 FROM outbox.channels
 WHERE id = CAST(:channel_id AS uuid)
 """

@@ -141,6 +141,12 @@ class MissingEncryptionKey(CryptoError, ConfigurationError):
     code = "missing_encryption_key"
 
 
+class WeakEncryptionKey(CryptoError, ConfigurationError):
+    """OUTBOX_ENCRYPTION_KEY is not 32 random bytes in base64."""
+
+    code = "weak_encryption_key"
+
+
 class DecryptionFailed(CryptoError):
     """Wrong key or tampered ciphertext (AES-GCM authentication failed)."""
 

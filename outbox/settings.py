@@ -19,6 +19,7 @@ from outbox.errors import ConfigurationError
 from outbox.message_types import MAX_SCHEDULE_AHEAD
 
 ENV_PREFIX = "OUTBOX_"
+MIN_CRON_SECRET_LENGTH = 32
 DEFAULT_WHAPI_BASE_URL = "https://gate.whapi.cloud"
 
 
@@ -62,10 +63,17 @@ class Settings(BaseSettings):
 
     # --- secrets -------------------------------------------------------------
     encryption_key: SecretStr | None = Field(
-        default=None, description="Key material for channel tokens (any long random string)."
+        default=None, description="The key for channel tokens and webhook secrets: 32 random "
+        "bytes in base64 (`outbox keys generate` prints one)."
     )
     encryption_key_old: SecretStr | None = Field(
         default=None, description="Previous key, read during a key rotation."
+    )
+
+    allow_http_base_url: bool = Field(
+        default=False,
+        description="Let a channel's base URL be plain http on a host other than loopback "
+        "(a simulator in another container); tokens then travel unencrypted.",
     )
 
     # --- provider ------------------------------------------------------------
@@ -123,6 +131,15 @@ class Settings(BaseSettings):
     def _check_schema(cls, v: str) -> str:
         return check_schema_name(v)
 
+    @field_validator("cron_secret")
+    @classmethod
+    def _strong_cron_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        # A bearer secret on an endpoint that sends messages: guessable is open.
+        if v is not None and 0 < len(v.get_secret_value()) < MIN_CRON_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_CRON_SECRET_LENGTH} characters of random "
+                             "text (e.g. `outbox keys generate`)")
+        return v
+
     @field_validator("whapi_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
@@ -131,13 +148,21 @@ class Settings(BaseSettings):
         return v.rstrip("/")
 
     def require_encryption_key(self) -> str:
-        from outbox.errors import MissingEncryptionKey
+        """OUTBOX_ENCRYPTION_KEY, which must be 32 random bytes in base64:
+        `MissingEncryptionKey` or `WeakEncryptionKey` otherwise (checked
+        here, where a key is needed, so commands that need none still run)."""
+        from outbox.crypto import require_strong_key
 
-        if self.encryption_key is None or not self.encryption_key.get_secret_value():
-            raise MissingEncryptionKey(
-                "OUTBOX_ENCRYPTION_KEY is not set: channel tokens can't be encrypted or read"
-            )
-        return self.encryption_key.get_secret_value()
+        key = self.encryption_key.get_secret_value() if self.encryption_key else None
+        return require_strong_key(key)
+
+    def decryption_keys(self) -> list[str]:
+        """The keys tokens may be encrypted with: the current one (strong),
+        then OUTBOX_ENCRYPTION_KEY_OLD (which may be an older passphrase)."""
+        keys = [self.require_encryption_key()]
+        if self.encryption_key_old and self.encryption_key_old.get_secret_value():
+            keys.append(self.encryption_key_old.get_secret_value())
+        return keys
 
     # --- HTTP service (outbox serve) ------------------------------------------
     http_host: str = Field(default="127.0.0.1", description="Where `outbox serve` listens.")

@@ -40,8 +40,10 @@ Prints one JSON object per scenario (one line each), then a table.
 from __future__ import annotations
 
 import argparse
+import base64
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -79,7 +81,7 @@ from outbox.message_types import TextMessage  # noqa: E402
 from outbox.providers.simulator.control import SimulatorControl, start_simulator  # noqa: E402
 from outbox.settings import Settings  # noqa: E402
 
-BENCH_KEY = "bench-encryption-key-not-secret-" + "x" * 16
+BENCH_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox bench").digest()).decode()
 SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory",
              "statements")
 QUEUE_TABLES = "outbox.outbox_messages, outbox.messages, outbox.chats, outbox.contacts"

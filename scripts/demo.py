@@ -37,7 +37,8 @@ def main() -> int:
 
     # Demo-friendly knobs (all ordinary settings): short rate-limit pauses so
     # the limited channel recovers within the demo.
-    os.environ.setdefault("OUTBOX_ENCRYPTION_KEY", "demo-only-key-" + "0" * 32)
+    # A fixed key for the demo's own throwaway data (32 bytes in base64).
+    os.environ.setdefault("OUTBOX_ENCRYPTION_KEY", "ZGVtby1vbmx5LWtleS1ub3Qtc2VjcmV0LTMyYnl0ZXM=")
     os.environ.setdefault("OUTBOX_RATE_LIMIT_PAUSE_SECONDS", "1")
     os.environ.setdefault("OUTBOX_LOG_LEVEL", "ERROR")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -107,9 +108,10 @@ def row_counts(engine: Engine) -> dict[str, int]:
 
 
 def webhook_secret(engine: Engine, channel_id: object) -> str:
-    with engine.connect() as conn:
-        return str(conn.execute(text("SELECT webhook_secret FROM outbox.channels WHERE id = :id"),
-                                {"id": channel_id}).scalar_one())
+    """A channel's webhook secret in the clear (it is stored encrypted)."""
+    from tests.dispatch_helpers import webhook_secrets
+
+    return webhook_secrets(engine)[uuid.UUID(str(channel_id))]
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 15.0,

@@ -7,6 +7,8 @@ creates its own database, migrates it, and drops it at the end.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import secrets
 import threading
@@ -21,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_KEY = "test-encryption-key-not-secret-" + "x" * 16
+# 32 bytes in base64, as OUTBOX_ENCRYPTION_KEY must be (fixed: tests only).
+TEST_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox tests").digest()).decode()
 TABLES = ("outbox_messages", "messages", "chats", "contacts", "channel_tokens", "channels")
 
 

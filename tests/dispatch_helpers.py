@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gc
+import hashlib
 import io
 import os
 import subprocess
@@ -27,7 +29,8 @@ from outbox.providers.simulator.control import SentRecord, SimulatorControl
 from outbox.providers.whapi import WhapiClient
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_KEY = "test-encryption-key-not-secret-" + "x" * 16
+# 32 bytes in base64, as OUTBOX_ENCRYPTION_KEY must be (fixed: tests only).
+TEST_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox tests").digest()).decode()
 
 
 async def run_dispatcher(
@@ -36,6 +39,7 @@ async def run_dispatcher(
     http_timeout: float = 5.0,
     limit: int | None = None,
     max_seconds: float | None = 60.0,
+    keys: list[str] | None = None,
     **config: object,
 ) -> Summary:
     from outbox.database import make_async_engine
@@ -43,7 +47,8 @@ async def run_dispatcher(
     engine = make_async_engine(database_url, pool_size=4)
     client = WhapiClient(timeout=http_timeout, connect_attempts=2, connect_retry_wait=0.01)
     try:
-        creds = CredentialCache(engine, default_base_url="http://127.0.0.1:9", keys=[TEST_KEY])
+        creds = CredentialCache(engine, default_base_url="http://127.0.0.1:9",
+                                keys=keys or [TEST_KEY])
         cfg = DispatcherConfig(**config)  # type: ignore[arg-type]
         async with Dispatcher(engine, client, creds, cfg) as dispatcher:
             return await dispatcher.drain(limit=limit, max_seconds=max_seconds)
@@ -69,12 +74,25 @@ def enqueue_spread(engine: Engine, channels: list[uuid.UUID], *, messages: int,
 
 def channel_tokens(engine: Engine) -> dict[uuid.UUID, str]:
     """Decrypt every channel's token (tests only: to match simulator records)."""
-    from outbox.crypto import decrypt_token
+    from outbox.crypto import Binding, decrypt_token
 
     with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT channel_id, encrypted_token FROM outbox.channel_tokens")).all()
-    return {r.channel_id: decrypt_token(r.encrypted_token, TEST_KEY) for r in rows}
+        rows = conn.execute(text(
+            "SELECT t.channel_id, t.encrypted_token, c.base_url FROM outbox.channel_tokens t "
+            "JOIN outbox.channels c ON c.id = t.channel_id")).all()
+    return {r.channel_id: decrypt_token(r.encrypted_token, TEST_KEY,
+                                        Binding(r.channel_id, r.base_url)) for r in rows}
+
+
+def webhook_secrets(engine: Engine) -> dict[uuid.UUID, str]:
+    """Every channel's webhook secret in the clear (stored encrypted)."""
+    from outbox.admin.channels import webhook_secret_of
+
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT id, webhook_secret, base_url FROM outbox.channels")).all()
+    return {r.id: webhook_secret_of(r.id, r.webhook_secret, r.base_url, [TEST_KEY])
+            for r in rows}
 
 
 def sent_by_body(control: SimulatorControl) -> dict[str, list[SentRecord]]:

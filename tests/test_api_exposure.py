@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 
 import httpx
+import pytest
 from sqlalchemy import Engine
 
 from tests.api_fixtures import api_db, api_key, app_settings, auth, run_server  # noqa: F401
@@ -47,3 +48,17 @@ def test_a_full_connection_pool_is_a_503_with_retry_after(
         held.close()
         assert httpx.get(f"{url}/v1/chats", headers=auth(key)).status_code == 200
 
+
+
+def test_a_short_cron_secret_is_refused_in_one_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from outbox.errors import ConfigurationError
+    from outbox.settings import load_settings
+    from tests.dispatch_helpers import cli
+
+    monkeypatch.setenv("OUTBOX_CRON_SECRET", "letmein")
+    with pytest.raises(ConfigurationError, match=r"OUTBOX_CRON_SECRET: .*at least 32"):
+        load_settings()
+    generated = cli("keys", "generate", env={"OUTBOX_CRON_SECRET": ""})
+    assert generated.returncode == 0 and len(generated.stdout.strip()) == 44
+    monkeypatch.setenv("OUTBOX_CRON_SECRET", generated.stdout.strip())
+    assert load_settings().cron_secret is not None

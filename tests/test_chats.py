@@ -25,7 +25,7 @@ from outbox.admin.chats import (
 from outbox.errors import InvalidInput, NotFound
 from outbox.webhooks.apply import SECRET_HEADER, WebhookChannel, process_webhook
 from tests.api_fixtures import api, api_db, api_key, auth, live_url  # noqa: F401
-from tests.dispatch_helpers import cli
+from tests.dispatch_helpers import cli, webhook_secrets
 from tests.whapi_spec import assert_valid
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -175,8 +175,9 @@ def test_cli_apikey_and_webhook_info(api_db: Engine, make_channel, live_url: str
     assert data["url"] == f"https://hooks.example.com/webhooks/whapi/{ch}"
     assert data["header"] == SECRET_HEADER
     with api_db.connect() as conn:
-        assert data["secret"] == conn.execute(
-            text("SELECT webhook_secret FROM outbox.channels")).scalar()
+        stored = conn.execute(text("SELECT webhook_secret FROM outbox.channels")).scalar()
+    assert stored.startswith("v2:") and data["secret"] not in stored  # kept encrypted
+    assert [data["secret"]] == list(webhook_secrets(api_db).values())
     # Every event kind the service routes, offline backlogs (put) included.
     subscribed = {(e["type"], e["method"]) for e in data["events"]}
     assert {("messages", "put"), ("statuses", "put"), ("messages", "patch"),

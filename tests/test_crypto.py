@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import re
 import traceback
+import uuid as uuid_mod
 from collections.abc import Callable
 
 import pytest
@@ -279,3 +282,65 @@ def test_decryption_failure_does_not_chain_the_library_error(blob: str) -> None:
     assert info.value.__cause__ is None
     assert info.value.__suppress_context__ is True
     assert "InvalidTag" not in "".join(traceback.format_exception(info.value))
+
+
+# --- v2: a 32-byte key, bound to where the ciphertext is stored ---------------------------
+
+STRONG = crypto.generate_key()
+PLACE = crypto.Binding(uuid_mod.UUID(int=7), "https://gate.whapi.cloud")
+
+
+def test_v2_round_trip_and_format() -> None:
+    blob = encrypt_token(TOKEN, STRONG, PLACE)
+    assert re.fullmatch(r"v2:[0-9a-f]{24}:[0-9a-f]{32}:[0-9a-f]+", blob)
+    assert decrypt_token(blob, STRONG, PLACE) == TOKEN
+    assert encrypt_token(TOKEN, STRONG, PLACE) != blob  # a fresh IV each time
+
+
+@pytest.mark.parametrize("part", [0, 1, 2])
+def test_v2_every_part_is_authenticated(part: int) -> None:
+    blob = encrypt_token(TOKEN, STRONG, PLACE)
+    head, rest = blob[:3], blob[3:].split(":")
+    raw = bytearray(bytes.fromhex(rest[part]))
+    raw[0] ^= 1
+    rest[part] = raw.hex()
+    with pytest.raises(DecryptionFailed):
+        decrypt_token(head + ":".join(rest), STRONG, PLACE)
+
+
+def test_v2_needs_its_binding_and_its_key() -> None:
+    blob = encrypt_token(TOKEN, STRONG, PLACE)
+    with pytest.raises(DecryptionFailed):
+        decrypt_token(blob, STRONG)  # no binding
+    with pytest.raises(DecryptionFailed):
+        decrypt_token(blob, crypto.generate_key(), PLACE)
+    with pytest.raises(DecryptionFailed):
+        decrypt_token(blob, KEY, PLACE)  # a passphrase can't read v2
+    with pytest.raises(ValueError):
+        encrypt_token(TOKEN, STRONG)  # and nothing is written unbound
+
+
+def test_keys_generate_and_strength() -> None:
+    for key in (crypto.generate_key() for _ in range(5)):
+        assert crypto.require_strong_key(key) == key
+        assert crypto.strong_key_bytes(key) is not None
+    standard = base64.b64encode(bytes(range(32))).decode()
+    assert crypto.strong_key_bytes(standard) == bytes(range(32))
+    assert crypto.strong_key_bytes(standard.rstrip("=")) == bytes(range(32))
+    for weak in (KEY, "", base64.b64encode(bytes(31)).decode(),
+                 base64.b64encode(bytes(32)).decode()):
+        with pytest.raises(CryptoError) as info:
+            crypto.require_strong_key(weak)
+        assert isinstance(info.value, ConfigurationError)
+        assert "outbox keys generate" in str(info.value)
+
+
+def test_v2_key_id_is_a_keyed_hash_of_the_key() -> None:
+    """Cheap (no derivation: the key is random, nothing to guess), stable,
+    and different per key; a passphrase's id is still the derived one."""
+    kid = key_id(STRONG)
+    assert re.fullmatch(r"[0-9a-f]{16}", kid) and key_id(STRONG) == kid
+    assert key_id(crypto.generate_key()) != kid
+    raw = crypto.strong_key_bytes(STRONG)
+    assert raw is not None
+    assert kid == hmac.new(raw, b"whapi-outbox key id v2", hashlib.sha256).hexdigest()[:16]

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from tests.api_fixtures import COUNTED, CRON_SECRET, live_url  # noqa: F401
 from tests.conftest import TEST_KEY
+from tests.dispatch_helpers import webhook_secrets
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
@@ -84,9 +85,7 @@ def target(engine: Engine, live_url: str) -> Iterator[Target]:
         key = create_api_key(s, workspace_id="fuzz").key
         message = enqueue_text(s, channel_id=channel, to="+15550100001", body="seed",
                                workspace_id="fuzz").message_id
-    with engine.connect() as conn:
-        secret = conn.execute(text("SELECT webhook_secret FROM outbox.channels WHERE id = :id"),
-                              {"id": channel}).scalar_one()
+    secret = webhook_secrets(engine)[channel]
     yield Target(live_url, key, channel, secret, message)
 
 

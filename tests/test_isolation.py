@@ -27,6 +27,7 @@ from outbox.errors import ChannelNotFound, NotFound
 from outbox.webhooks.apply import SECRET_HEADER
 from tests.api_fixtures import CRON_SECRET, api_db, api_key, auth, live_url  # noqa: F401
 from tests.conftest import TEST_KEY
+from tests.dispatch_helpers import webhook_secrets
 
 B_TEXTS = ("b-private-text-1", "b-private-text-2", "b-inbound-body", "B Contact Name",
            "b-idem-1", "b-wa-in-1", "b-wa-out-1", "b-status-early")
@@ -70,8 +71,7 @@ def _workspace(engine: Engine, name: str, phone: str, prefix: str) -> Workspace:
                           "from_name": f"{prefix.upper()} Contact Name"}],
             "statuses": [{"id": f"{prefix}-status-early", "status": "read"}]})
     with engine.connect() as conn:
-        secret = conn.execute(text("SELECT webhook_secret FROM outbox.channels WHERE id = :id"),
-                              {"id": channel}).scalar_one()
+        secret = webhook_secrets(engine)[channel]
         chat = conn.execute(text("SELECT id FROM outbox.chats WHERE channel_id = :c AND "
                                  "wa_chat_id = '15550100009@s.whatsapp.net'"),
                             {"c": channel}).scalar_one()

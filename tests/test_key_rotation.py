@@ -22,8 +22,10 @@ from outbox.admin.key_rotation import check_tokens, rotate_keys
 from outbox.errors import ConfigurationError, DecryptionFailed, MissingEncryptionKey
 from tests.dispatch_helpers import REPO, TEST_KEY, cli
 
-NEW_KEY = "the-new-encryption-key-for-rotation-" + "y" * 12
-STRANGER_KEY = "a-key-nobody-configured-" + "z" * 20
+NEW_KEY = crypto.generate_key()
+STRANGER_KEY = crypto.generate_key()
+# What older versions took as OUTBOX_ENCRYPTION_KEY: a passphrase.
+PASSPHRASE = "an-old-passphrase-from-an-earlier-version"
 ROTATE_ENV = {"OUTBOX_ENCRYPTION_KEY": NEW_KEY, "OUTBOX_ENCRYPTION_KEY_OLD": TEST_KEY}
 
 
@@ -42,12 +44,17 @@ def _make_channels(make_channel, n: int) -> dict[uuid.UUID, str]:  # type: ignor
     return out
 
 
+def _bound(channel_id: uuid.UUID) -> crypto.Binding:
+    return crypto.Binding(channel_id, None)  # make_channel's channels have no base_url
+
+
 def _plant(engine: Engine, channel_id: uuid.UUID, token: str, key: str) -> None:
     """Overwrite a channel's token with one encrypted under `key`."""
     with engine.begin() as conn:
         conn.execute(text("UPDATE outbox.channel_tokens SET encrypted_token = :b, key_id = :k "
                           "WHERE channel_id = :id"),
-                     {"b": crypto.encrypt_token(token, key), "k": crypto.key_id(key),
+                     {"b": crypto.encrypt_token(token, key, _bound(channel_id)),
+                      "k": crypto.key_id(key),
                       "id": channel_id})
 
 
@@ -71,11 +78,11 @@ def test_rotate_reencrypts_and_is_idempotent(make_channel, clean_db: Engine) -> 
     for channel_id, token in tokens.items():
         blob, kid = after[channel_id]
         assert kid == crypto.key_id(NEW_KEY)
-        assert crypto.decrypt_token(blob, NEW_KEY) == token
+        assert crypto.decrypt_token(blob, NEW_KEY, _bound(channel_id)) == token
         if channel_id != already:
             assert blob != before[channel_id][0]
             with pytest.raises(DecryptionFailed):
-                crypto.decrypt_token(blob, TEST_KEY)
+                crypto.decrypt_token(blob, TEST_KEY, _bound(channel_id))
 
     with Session(clean_db) as s, s.begin():
         again = rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY)
@@ -91,7 +98,8 @@ def test_rotate_with_a_stale_key_id_still_reads_the_token(make_channel, clean_db
     with Session(clean_db) as s, s.begin():
         assert rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY).reencrypted == 1
     blob, kid = _tokens(clean_db)[channel_id]
-    assert kid == crypto.key_id(NEW_KEY) and crypto.decrypt_token(blob, NEW_KEY) == token
+    assert kid == crypto.key_id(NEW_KEY)
+    assert crypto.decrypt_token(blob, NEW_KEY, _bound(channel_id)) == token
 
 
 def test_undecryptable_token_aborts_everything(make_channel, clean_db: Engine) -> None:
@@ -211,13 +219,23 @@ def test_cli_killed_mid_rotation_changes_nothing(make_channel, clean_db: Engine,
     """SIGKILL the rotation after it has written some rows (its transaction
     holds a RowExclusiveLock on channel_tokens from the first UPDATE): the
     server rolls the transaction back, every row is as before."""
-    n = 30  # ~0.1 s each: the rotation runs ~3 s, we kill it well before the end
-    _make_channels(make_channel, n)
+    # Tokens from an older version (a passphrase): each costs a key derivation
+    # (~0.05-0.1 s), so the rotation runs for seconds and we kill it midway.
+    n = 40
+    with clean_db.begin() as conn:
+        for channel_id, token in _make_channels(make_channel, n).items():
+            conn.execute(text("UPDATE outbox.channel_tokens SET encrypted_token = :b, "
+                              "key_id = :k WHERE channel_id = :id"),
+                         {"b": crypto.encrypt_token(token, PASSPHRASE),
+                          "k": crypto.key_id(PASSPHRASE), "id": channel_id})
+        # ... which kept webhook secrets in the clear.
+        conn.execute(text("UPDATE outbox.channels SET webhook_secret = 'old-' || id"))
     before = _tokens(clean_db)
     proc = subprocess.Popen(
         [sys.executable, "-m", "outbox", "tokens", "rotate-key"], cwd=REPO,
-        env={**os.environ, **ROTATE_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        env={**os.environ, "OUTBOX_ENCRYPTION_KEY": NEW_KEY,
+             "OUTBOX_ENCRYPTION_KEY_OLD": PASSPHRASE},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         writing = False
@@ -291,3 +309,73 @@ async def test_credential_cache_reads_both_keys_during_rolling_deploy(
             assert {c: got[c].token for c in got} == tokens  # type: ignore[union-attr]
     finally:
         await engine.dispose()
+
+
+# --- from an older version's passphrase to a key ----------------------------------------
+
+
+def test_an_older_installation_moves_from_its_passphrase_to_a_key(
+        make_channel, clean_db: Engine, sim, sim_url: str) -> None:
+    """Tokens written by older versions (a passphrase, no binding) and webhook
+    secrets kept in the clear are still read; rotate-key rewrites both bound
+    to their channel, and the dispatcher sends with what it wrote."""
+    import asyncio
+
+    from outbox import enqueue_text
+    from outbox.admin.channels import WEBHOOK_SECRET, webhook_secret_of
+    from tests.dispatch_helpers import run_dispatcher
+
+    channel_id = make_channel(base_url=sim_url, token="legacy-token-0001")
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.channel_tokens SET encrypted_token = :b, key_id = :k"),
+                     {"b": crypto.encrypt_token("legacy-token-0001", PASSPHRASE),
+                      "k": crypto.key_id(PASSPHRASE)})
+        conn.execute(text("UPDATE outbox.channels SET webhook_secret = 'plain-old-secret'"))
+    with Session(clean_db) as s, s.begin():
+        checks = check_tokens(s, current_key=NEW_KEY, old_key=PASSPHRASE)
+    assert [c.ok for c in checks] == [False] and "rotate-key" in checks[0].problem
+    proc = cli("tokens", "rotate-key", env={"OUTBOX_ENCRYPTION_KEY": NEW_KEY,
+                                            "OUTBOX_ENCRYPTION_KEY_OLD": PASSPHRASE})
+    assert proc.returncode == 0, proc.stderr
+    with clean_db.connect() as conn:
+        row = conn.execute(text(
+            "SELECT t.encrypted_token, t.key_id, c.webhook_secret FROM outbox.channel_tokens t "
+            "JOIN outbox.channels c ON c.id = t.channel_id")).one()
+    assert row.encrypted_token.startswith("v2:") and row.key_id == crypto.key_id(NEW_KEY)
+    assert row.webhook_secret.startswith("v2:") and "plain-old-secret" not in row.webhook_secret
+    assert webhook_secret_of(channel_id, row.webhook_secret, sim_url, [NEW_KEY]) == (
+        "plain-old-secret")
+    with pytest.raises(DecryptionFailed):  # bound: not readable as another purpose
+        crypto.decrypt_token(row.webhook_secret, NEW_KEY,
+                             crypto.Binding(channel_id, sim_url, purpose="token"))
+    assert WEBHOOK_SECRET != "token"
+    with Session(clean_db) as s, s.begin():
+        enqueue_text(s, channel_id=channel_id, to="+15550100001", body="after the move")
+    sim.register_channel("legacy-token-0001")
+    summary = asyncio.run(run_dispatcher(_url(clean_db), keys=[NEW_KEY]))
+    assert summary.sent == 1 and [r.body for r in sim.sent()] == ["after the move"]
+
+
+def _url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def test_a_token_copied_to_another_channel_or_base_url_does_not_decrypt(
+        make_channel, clean_db: Engine) -> None:
+    a = make_channel(name="a", token="token-of-a")
+    b = make_channel(name="b", phone="+15550000002", token="token-of-b")
+    tokens = _tokens(clean_db)
+    blob_a = tokens[a][0]
+    assert crypto.decrypt_token(blob_a, TEST_KEY, crypto.Binding(a, None)) == "token-of-a"
+    for wrong in (crypto.Binding(b, None), crypto.Binding(a, "https://attacker.example"),
+                  crypto.Binding(a, None, purpose="webhook-secret")):
+        with pytest.raises(DecryptionFailed):
+            crypto.decrypt_token(blob_a, TEST_KEY, wrong)
+    # Copied in the database: the dispatcher refuses it rather than sending b's messages
+    # with a's token.
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.channel_tokens SET encrypted_token = :blob "
+                          "WHERE channel_id = :b"), {"blob": blob_a, "b": b})
+    with Session(clean_db) as s, s.begin():
+        checks = {c.channel_id: c for c in check_tokens(s, current_key=TEST_KEY)}
+    assert checks[a].ok and not checks[b].ok

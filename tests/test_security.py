@@ -22,7 +22,7 @@ from outbox.errors import DecryptionFailed
 from outbox.logging import _unconfigure, clear_secrets, configure_logging
 from tests.conftest import TEST_KEY
 
-BLOB = r"^[0-9a-f]{32}:[0-9a-f]{24}:[0-9a-f]{32}:[0-9a-f]+$"
+BLOB = r"^v2:[0-9a-f]{24}:[0-9a-f]{32}:[0-9a-f]+$"  # iv:authTag:ciphertext, hex
 
 
 @pytest.fixture
@@ -57,7 +57,8 @@ def test_tokens_are_only_ciphertext_in_the_database(make_channel, clean_db: Engi
         ).all()
         assert {c.column_name for c in columns} >= {"encrypted_token", "key_id", "name",
                                                     "webhook_secret"}
-        decrypted = {cid: crypto.decrypt_token(blob, TEST_KEY) for cid, blob in plain.items()}
+        decrypted = {cid: crypto.decrypt_token(blob, TEST_KEY, crypto.Binding(cid, None))
+                     for cid, blob in plain.items()}
         assert set(decrypted) == set(channels)
         for token in decrypted.values():
             for c in columns:
@@ -72,13 +73,15 @@ def test_tokens_are_only_ciphertext_in_the_database(make_channel, clean_db: Engi
                 "WHERE position(:h IN encrypted_token) > 0"),
                 {"h": token.encode().hex()}).scalar_one()
             assert hex_hits == 0
-    for blob in plain.values():
+    for cid, blob in plain.items():
         assert re.match(BLOB, blob)
         with pytest.raises(DecryptionFailed):
-            crypto.decrypt_token(blob, TEST_KEY + "-wrong")
-    # The same token twice gives different ciphertexts (fresh salt and IV).
-    token = next(iter(decrypted.values()))
-    assert crypto.encrypt_token(token, TEST_KEY) != crypto.encrypt_token(token, TEST_KEY)
+            crypto.decrypt_token(blob, crypto.generate_key(), crypto.Binding(cid, None))
+    # The same token twice gives different ciphertexts (a fresh IV).
+    cid, token = next(iter(decrypted.items()))
+    bound = crypto.Binding(cid, None)
+    assert crypto.encrypt_token(token, TEST_KEY, bound) != crypto.encrypt_token(token, TEST_KEY,
+                                                                              bound)
 
 
 # --- logs of a full dispatch run ---------------------------------------------------------

@@ -38,6 +38,7 @@ from outbox.webhooks.apply import SECRET_HEADER
 from outbox.webhooks.routes import STATUS_ORDER, _strip_nul
 from tests.api_fixtures import COUNTED, CRON_SECRET, auth, live_url  # noqa: F401
 from tests.conftest import TEST_KEY
+from tests.dispatch_helpers import webhook_secrets
 
 # --- the catalogue of hostile values ------------------------------------------------------
 
@@ -175,9 +176,7 @@ def world(engine: Engine, live_url: str) -> Iterator[World]:
             "id": "victim-in-1", "from_me": False, "type": "text", "chat_id": WA_CHAT,
             "timestamp": 1712995245, "text": {"body": "victim inbound"}, "from_name": "Vic"}],
             "statuses": [{"id": "victim-unknown", "status": "read", "timestamp": "1712995300"}]})
-    with engine.connect() as conn:
-        secrets_by_channel = dict(conn.execute(text(
-            "SELECT id, webhook_secret FROM outbox.channels")).all())
+    secrets_by_channel = webhook_secrets(engine)
     yield World(engine, live_url, key, attacker_channel, secrets_by_channel[attacker_channel],
                 victim_key, victim_channel, victim_message, secrets_by_channel[victim_channel])
 
@@ -941,13 +940,9 @@ def test_library_enqueue_hostile_values(world: World, unchanged: None) -> None:
 
 def test_library_channel_and_key_creation_hostile_values(
         world: World, unchanged: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from outbox.admin import channels
     from outbox.admin.apikeys import create_api_key
     from outbox.admin.channels import create_channel
 
-    # Encryption is not under test here and costs ~50 ms a channel (PBKDF2).
-    monkeypatch.setattr(channels.crypto, "encrypt_token",
-                        lambda token, key: "00" * 16 + ":" + "00" * 12 + ":" + "00" * 16 + ":00")
     w = world
     problems: list[str] = []
     counts = _baseline(w.engine)
@@ -1039,12 +1034,10 @@ def test_library_workspace_with_nul_regression(world: World, unchanged: None) ->
                                     "create_api_key.name", "enqueue_text.default_region"])
 def test_library_wrong_types_regression(world: World, unchanged: None, target: str,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from outbox.admin import channels
     from outbox.admin.apikeys import create_api_key
     from outbox.admin.channels import create_channel
     from outbox.enqueue import enqueue_text
 
-    monkeypatch.setattr(channels.crypto, "encrypt_token", lambda token, key: "00:00:00:00")
     w = world
     func, field = target.split(".")
     for value in (1, ["x"], {"a": "b"}):

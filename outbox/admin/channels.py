@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Row, select, text
 from sqlalchemy.orm import Session
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 from outbox import crypto
 from outbox.db import admin_queries as q
 from outbox.db.models import DEFAULT_WORKSPACE, Channel
-from outbox.errors import ChannelNotFound, InvalidInput
+from outbox.errors import ChannelNotFound, CryptoError, DecryptionFailed, InvalidInput
 from outbox.message_types import check_workspace_id, is_utf8, parse_channel_id
 from outbox.phone import normalize_recipient
 
@@ -55,8 +56,15 @@ def create_channel(
     workspace_id: str = DEFAULT_WORKSPACE,
     base_url: str | None = None,
     default_region: str | None = None,
+    allow_http: bool = False,
 ) -> ChannelInfo:
-    """Add a channel and its encrypted token to the caller's transaction."""
+    """Add a channel and its encrypted token to the caller's transaction.
+
+    The token and the webhook secret are encrypted bound to the channel's id
+    and base URL (outbox/crypto.py). `base_url` must be https, except on
+    loopback or with `allow_http` (OUTBOX_ALLOW_HTTP_BASE_URL, for a
+    simulator on another host)."""
+    encryption_key = crypto.require_strong_key(encryption_key)
     if not isinstance(name, str):
         raise InvalidInput("channel name must be text", field="name")
     name = name.strip()
@@ -78,19 +86,57 @@ def create_channel(
         raise InvalidInput("token is empty or malformed (no spaces, at most 512 characters)",
                            field="token")
     if base_url is not None:
-        if not isinstance(base_url, str):
-            raise InvalidInput("base URL must be text", field="base_url")
-        base_url = base_url.strip().rstrip("/")
-        if not base_url.startswith(("http://", "https://")) or len(base_url) > 2048:
-            raise InvalidInput("base URL must start with http:// or https://", field="base_url")
+        base_url = check_base_url(base_url, allow_http=allow_http)
+    channel_id = uuid.uuid4()
     row = session.execute(text(q.CREATE_CHANNEL), {
-        "id": uuid.uuid4(), "workspace_id": workspace_id, "name": name,
+        "id": channel_id, "workspace_id": workspace_id, "name": name,
         "phone_number": phone.phone, "base_url": base_url,
-        "webhook_secret": secrets.token_urlsafe(32),
-        "encrypted_token": crypto.encrypt_token(token, encryption_key),
+        "webhook_secret": crypto.encrypt_token(
+            secrets.token_urlsafe(32), encryption_key,
+            crypto.Binding(channel_id, base_url, purpose=WEBHOOK_SECRET)),
+        "encrypted_token": crypto.encrypt_token(
+            token, encryption_key, crypto.Binding(channel_id, base_url)),
         "key_id": crypto.key_id(encryption_key),
     }).one()
     return ChannelInfo.of(row)
+
+
+WEBHOOK_SECRET = "webhook-secret"  # noqa: S105 (the Binding purpose of webhook secrets)
+_LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def check_base_url(base_url: object, *, allow_http: bool = False) -> str:
+    """A channel's Whapi base URL, normalised: https, or http on loopback
+    (the token is sent to it in the clear otherwise)."""
+    if not isinstance(base_url, str):
+        raise InvalidInput("base URL must be text", field="base_url")
+    url = base_url.strip().rstrip("/")
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or len(url) > 2048:
+        raise InvalidInput("base URL must start with http:// or https:// and name a host",
+                           field="base_url")
+    host = parsed.hostname
+    loopback = host in _LOOPBACK or host.startswith("127.")
+    if parsed.scheme == "http" and not (loopback or allow_http):
+        raise InvalidInput("base URL must be https (the token travels in it); http only on "
+                           "loopback, or with OUTBOX_ALLOW_HTTP_BASE_URL=true", field="base_url")
+    return url
+
+
+def webhook_secret_of(channel_id: uuid.UUID, stored: str, base_url: str | None,
+                      keys: list[str]) -> str:
+    """A channel's webhook secret in the clear. Older installations stored
+    it in the clear, which is read as is until `outbox tokens rotate-key`."""
+    if not stored.startswith(crypto.V2_PREFIX):
+        return stored
+    binding = crypto.Binding(channel_id, base_url, purpose=WEBHOOK_SECRET)
+    for key in keys:
+        try:
+            return crypto.decrypt_token(stored, key, binding)
+        except CryptoError:
+            continue
+    raise DecryptionFailed(f"channel {channel_id}: webhook secret decrypts with no key set "
+                           "(OUTBOX_ENCRYPTION_KEY, OUTBOX_ENCRYPTION_KEY_OLD)")
 
 
 def list_channels(session: Session, *, workspace_id: str | None = None) -> list[ChannelInfo]:

@@ -32,6 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from outbox import crypto
+from outbox.admin.channels import WEBHOOK_SECRET, webhook_secret_of
 from outbox.db import admin_queries as q
 from outbox.errors import ConfigurationError, CryptoError, DecryptionFailed, MissingEncryptionKey
 
@@ -78,19 +79,30 @@ def rotate_keys(
     rows = session.execute(text(q.TOKENS_FOR_ROTATION)).all()
     reencrypted = skipped = 0
     for n, row in enumerate(rows, start=1):
-        if row.key_id == new_id:
+        binding = crypto.Binding(row.channel_id, row.base_url)
+        if row.key_id == new_id and row.encrypted_token.startswith(crypto.V2_PREFIX):
             skipped += 1
         else:
             # Old key first (that is what a key_id other than the new one
             # should mean); a row whose key_id is stale or foreign still gets
             # a chance with the new key before we give up.
-            token = _decrypt_with_any(row.encrypted_token, [old_key, new_key], row.channel_id)
+            token = _decrypt_with_any(row.encrypted_token, [old_key, new_key], row.channel_id,
+                                      binding)
             session.execute(text(q.STORE_REENCRYPTED), {
                 "channel_id": row.channel_id,
-                "encrypted_token": crypto.encrypt_token(token, new_key),
+                "encrypted_token": crypto.encrypt_token(token, new_key, binding),
                 "key_id": new_id,
             })
             reencrypted += 1
+        # The webhook secret too: in the clear from older versions, or under
+        # the old key.
+        secret = webhook_secret_of(row.channel_id, row.webhook_secret, row.base_url,
+                                   [new_key, old_key])
+        sealed = crypto.Binding(row.channel_id, row.base_url, purpose=WEBHOOK_SECRET)
+        if not _sealed_with(row.webhook_secret, new_key, sealed):
+            session.execute(text(q.STORE_WEBHOOK_CIPHERTEXT), {
+                "channel_id": row.channel_id,
+                "webhook_secret": crypto.encrypt_token(secret, new_key, sealed)})
         if on_progress is not None:
             on_progress(n, len(rows))
     return RotationResult(reencrypted, skipped)
@@ -102,6 +114,7 @@ def require_rotation_keys(new_key: str | None, old_key: str | None) -> tuple[str
         raise MissingEncryptionKey(
             f"{crypto.ENCRYPTION_KEY_ENV} is not set: it is the key to rotate to",
             field=crypto.ENCRYPTION_KEY_ENV)
+    crypto.require_strong_key(new_key)
     if not old_key:
         raise MissingEncryptionKey(
             f"{OLD_KEY_ENV} is not set: it must hold the key the tokens are encrypted with now",
@@ -131,13 +144,17 @@ def check_tokens(
             continue
         key = ("current" if row.key_id == current_id
                else "old" if row.key_id == old_id else "unknown")
+        binding = crypto.Binding(row.id, row.base_url)
         try:
-            crypto.decrypt_token(row.encrypted_token, current_key)
+            crypto.decrypt_token(row.encrypted_token, current_key, binding)
+            if not row.encrypted_token.startswith(crypto.V2_PREFIX):
+                raise DecryptionFailed("written by an older version with a passphrase: run "
+                                       "'outbox tokens rotate-key' to bind it to its channel")
         except CryptoError as exc:
             problem = exc.message
             if old_key:
                 try:
-                    crypto.decrypt_token(row.encrypted_token, old_key)
+                    crypto.decrypt_token(row.encrypted_token, old_key, binding)
                 except CryptoError:
                     pass
                 else:
@@ -150,10 +167,22 @@ def check_tokens(
     return out
 
 
-def _decrypt_with_any(blob: str, keys: list[str], channel_id: uuid.UUID) -> str:
+def _sealed_with(stored: str, key: str, binding: crypto.Binding) -> bool:
+    """Whether `stored` is already encrypted with `key` for `binding`."""
+    if not stored.startswith(crypto.V2_PREFIX):
+        return False
+    try:
+        crypto.decrypt_token(stored, key, binding)
+    except CryptoError:
+        return False
+    return True
+
+
+def _decrypt_with_any(blob: str, keys: list[str], channel_id: uuid.UUID,
+                      binding: crypto.Binding) -> str:
     for key in keys:
         try:
-            return crypto.decrypt_token(blob, key)
+            return crypto.decrypt_token(blob, key, binding)
         except CryptoError:
             continue
     raise DecryptionFailed(

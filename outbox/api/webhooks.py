@@ -114,7 +114,7 @@ def _authenticate(ctx: AppContext, channel_id: str, secret: str | None) -> Webho
         # channel's check costs, and answered as a wrong secret.
         check_webhook_secret(_NO_CHANNEL, secret)
         raise WebhookUnauthorized(WRONG_SECRET) from None
-    check_webhook_secret(channel, secret)
+    check_webhook_secret(channel, secret, ctx.settings.decryption_keys())
     return channel
 
 

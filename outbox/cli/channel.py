@@ -27,7 +27,7 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
         channel = create_channel(
             session, name=args.name, phone_number=args.phone, token=token,
             encryption_key=key, workspace_id=args.workspace, base_url=args.base_url,
-            default_region=settings.default_region,
+            default_region=settings.default_region, allow_http=settings.allow_http_base_url,
         )
     print(channel.id)
     return EXIT_OK
@@ -78,12 +78,14 @@ def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
 def webhook_info(settings: Settings, channel_id: str, mode: str = "body") -> dict[str, Any]:
     """Where Whapi should send a channel's webhooks, and how (URL, secret
     header, events, and the body of Whapi's PATCH /settings)."""
-    from outbox.admin.channels import get_channel
+    from outbox.admin.channels import get_channel, webhook_secret_of
     from outbox.webhooks.apply import SECRET_HEADER, whapi_webhook_settings
 
     with session_scope(settings) as session:
         channel = get_channel(session, channel_id)
-        cid, secret = channel.id, channel.webhook_secret
+        cid = channel.id
+        secret = webhook_secret_of(cid, channel.webhook_secret, channel.base_url,
+                                   settings.decryption_keys())
     base = (settings.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
     url = f"{base}/webhooks/whapi/{cid}"
     whapi = whapi_webhook_settings(url, secret, mode=mode)

@@ -105,7 +105,8 @@ class CredentialCache:
         if row.encrypted_token is None:
             return Unusable(channel_id, "channel has no token")
         try:
-            token = await self._decrypt(row.encrypted_token, row.key_id)
+            token = await self._decrypt(row.encrypted_token, row.key_id,
+                                        crypto.Binding(channel_id, row.base_url))
         except CryptoError as exc:
             log.error("channel_token_unreadable", channel_id=str(channel_id),
                       key_id=row.key_id, error=str(exc))
@@ -113,7 +114,7 @@ class CredentialCache:
         return Credentials(channel_id, row.workspace_id,
                            (row.base_url or self._default_base_url).rstrip("/"), token)
 
-    async def _decrypt(self, blob: str, key_id: str) -> str:
+    async def _decrypt(self, blob: str, key_id: str, binding: crypto.Binding) -> str:
         if blob in self._decrypted:
             return self._decrypted[blob]
         key = self._keys.get(key_id)
@@ -126,7 +127,7 @@ class CredentialCache:
         for candidate in candidates:
             try:
                 # PBKDF2 is CPU work: keep it off the event loop.
-                token = await asyncio.to_thread(crypto.decrypt_token, blob, candidate)
+                token = await asyncio.to_thread(crypto.decrypt_token, blob, candidate, binding)
             except CryptoError as exc:
                 last = exc
                 continue

@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -172,7 +172,8 @@ def whapi_webhook_settings(url: str, secret: str, *, mode: str = "body") -> dict
 class WebhookChannel:
     id: uuid.UUID
     workspace_id: str
-    webhook_secret: str
+    webhook_secret: str  # as stored: encrypted (v2:...), or in the clear from older versions
+    base_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -237,11 +238,18 @@ def find_webhook_channel(session: Session, channel_id: str) -> WebhookChannel:
     row = session.execute(text(q.CHANNEL_FOR_WEBHOOK), {"channel_id": cid}).one_or_none()
     if row is None:
         raise ChannelNotFound("no such channel", field="channel_id")
-    return WebhookChannel(row.id, row.workspace_id, row.webhook_secret)
+    return WebhookChannel(row.id, row.workspace_id, row.webhook_secret, row.base_url)
 
 
-def check_webhook_secret(channel: WebhookChannel, presented: str | None) -> None:
-    if not secret_matches(channel.webhook_secret, presented):
+def check_webhook_secret(channel: WebhookChannel, presented: str | None,
+                         keys: Sequence[str] = ()) -> None:
+    """`WebhookUnauthorized` unless `presented` is the channel's secret
+    (stored encrypted: `keys` read it, outbox/admin/channels.py)."""
+    from outbox.admin.channels import webhook_secret_of
+
+    expected = webhook_secret_of(channel.id, channel.webhook_secret, channel.base_url,
+                                 list(keys))
+    if not secret_matches(expected, presented):
         raise WebhookUnauthorized(WRONG_SECRET)
 
 
