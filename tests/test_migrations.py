@@ -87,6 +87,36 @@ def test_models_match_migrations(fresh_database_url: str) -> None:
     assert diff == [], "models and migrations disagree:\n" + "\n".join(map(repr, diff))
 
 
+def _seed_channel(conn: Any) -> Any:
+    return conn.execute(text(
+        "INSERT INTO outbox.channels (workspace_id, name, phone_number, webhook_secret) "
+        "VALUES ('w', 'c', '+15550000001', 's') RETURNING id")).scalar_one()
+
+
+def _seed_chat(conn: Any, ch: Any, phone: str, wa: str, *, unread: int = 0,
+               at: str = "2026-01-01", outbox_status: str = "queued") -> Any:
+    """A chat (and its contact) on channel `ch` with one message and its outbox row."""
+    contact = conn.execute(text(
+        "INSERT INTO outbox.contacts (workspace_id, phone) VALUES ('w', :p) "
+        "ON CONFLICT (workspace_id, phone) DO UPDATE SET phone = EXCLUDED.phone "
+        "RETURNING id"), {"p": phone}).scalar_one()
+    chat_id = conn.execute(text(
+        "INSERT INTO outbox.chats (workspace_id, channel_id, wa_chat_id, contact_id, "
+        "unread_count, last_message_at, last_message_preview) VALUES "
+        "('w', :ch, :wa, :ct, :u, CAST(:at AS timestamptz), :wa) RETURNING id"),
+        {"ch": ch, "wa": wa, "ct": contact, "u": unread, "at": at}).scalar_one()
+    mid = conn.execute(text(
+        "INSERT INTO outbox.messages (workspace_id, channel_id, chat_id, direction, "
+        "type, status) VALUES ('w', :ch, :chat, 'outbound', 'text', 'pending') "
+        "RETURNING id"), {"ch": ch, "chat": chat_id}).scalar_one()
+    conn.execute(text(
+        "INSERT INTO outbox.outbox_messages (workspace_id, message_id, channel_id, "
+        "chat_id, recipient, message_type, payload, status) "
+        "VALUES ('w', :m, :ch, :chat, :wa, 'text', '{}', :status)"),
+        {"m": mid, "ch": ch, "chat": chat_id, "wa": wa, "status": outbox_status})
+    return chat_id
+
+
 def test_stored_chat_ids_become_canonical(fresh_database_url: str) -> None:
     """0005: what was stored under the old chat-id forms (Mexico 52..., a
     Brazilian reply's second contact and chat) is rewritten and merged so a
@@ -99,30 +129,10 @@ def test_stored_chat_ids_become_canonical(fresh_database_url: str) -> None:
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.begin() as conn:
-            ch = conn.execute(text(
-                "INSERT INTO outbox.channels (workspace_id, name, phone_number, webhook_secret) "
-                "VALUES ('w', 'c', '+15550000001', 's') RETURNING id")).scalar_one()
+            ch = _seed_channel(conn)
 
             def chat(phone: str, wa: str, unread: int, at: str) -> Any:
-                contact = conn.execute(text(
-                    "INSERT INTO outbox.contacts (workspace_id, phone) VALUES ('w', :p) "
-                    "ON CONFLICT (workspace_id, phone) DO UPDATE SET phone = EXCLUDED.phone "
-                    "RETURNING id"), {"p": phone}).scalar_one()
-                chat_id = conn.execute(text(
-                    "INSERT INTO outbox.chats (workspace_id, channel_id, wa_chat_id, contact_id, "
-                    "unread_count, last_message_at, last_message_preview) VALUES "
-                    "('w', :ch, :wa, :ct, :u, CAST(:at AS timestamptz), :wa) RETURNING id"),
-                    {"ch": ch, "wa": wa, "ct": contact, "u": unread, "at": at}).scalar_one()
-                mid = conn.execute(text(
-                    "INSERT INTO outbox.messages (workspace_id, channel_id, chat_id, direction, "
-                    "type, status) VALUES ('w', :ch, :chat, 'outbound', 'text', 'pending') "
-                    "RETURNING id"), {"ch": ch, "chat": chat_id}).scalar_one()
-                conn.execute(text(
-                    "INSERT INTO outbox.outbox_messages (workspace_id, message_id, channel_id, "
-                    "chat_id, recipient, message_type, payload) "
-                    "VALUES ('w', :m, :ch, :chat, :wa, "
-                    "'text', '{}')"), {"m": mid, "ch": ch, "chat": chat_id, "wa": wa})
-                return chat_id
+                return _seed_chat(conn, ch, phone, wa, unread=unread, at=at)
 
             mexico = chat("+525512345678", "525512345678@s.whatsapp.net", 0, "2026-01-01")
             # Our send to a Brazilian mobile (area 31: Whapi drops the 9) and
@@ -273,26 +283,11 @@ def test_a_paused_outbox_row_goes_back_to_the_queue(fresh_database_url: str) -> 
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.begin() as conn:
-            ch = conn.execute(text(
-                "INSERT INTO outbox.channels (workspace_id, name, phone_number, webhook_secret) "
-                "VALUES ('w', 'c', '+15550000001', 's') RETURNING id")).scalar_one()
-            contact = conn.execute(text(
-                "INSERT INTO outbox.contacts (workspace_id, phone) VALUES ('w', '+15550000002') "
-                "RETURNING id")).scalar_one()
-            chat = conn.execute(text(
-                "INSERT INTO outbox.chats (workspace_id, channel_id, wa_chat_id, contact_id) "
-                "VALUES ('w', :ch, '15550000002@s.whatsapp.net', :ct) RETURNING id"),
-                {"ch": ch, "ct": contact}).scalar_one()
-            for status in ("paused", "sent"):
-                mid = conn.execute(text(
-                    "INSERT INTO outbox.messages (workspace_id, channel_id, chat_id, direction, "
-                    "type, status) VALUES ('w', :ch, :chat, 'outbound', 'text', 'pending') "
-                    "RETURNING id"), {"ch": ch, "chat": chat}).scalar_one()
-                conn.execute(text(
-                    "INSERT INTO outbox.outbox_messages (workspace_id, message_id, channel_id, "
-                    "chat_id, recipient, message_type, payload, status) VALUES ('w', :m, :ch, "
-                    ":chat, '15550000002@s.whatsapp.net', 'text', '{}', :status)"),
-                    {"m": mid, "ch": ch, "chat": chat, "status": status})
+            ch = _seed_channel(conn)
+            _seed_chat(conn, ch, "+15550000002", "15550000002@s.whatsapp.net",
+                       outbox_status="paused")
+            _seed_chat(conn, ch, "+15550000003", "15550000003@s.whatsapp.net",
+                       outbox_status="sent")
 
         upgrade(url)
 
