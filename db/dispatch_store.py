@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from outbox.db import queries
 from outbox.db.direct import DirectConnection
 from outbox.db.driver_sql import driver_sql
+from outbox.db.states import OutboxStatus, PauseCause
 
 # The statements in psycopg's parameter style, converted once.
 _CHANNELS_WITH_QUEUED = driver_sql(queries.CHANNELS_WITH_QUEUED)
@@ -60,7 +61,7 @@ class Completion:
 
     id: int
     claim_token: uuid.UUID
-    status: str  # queued | sent | failed
+    status: OutboxStatus  # queued | sent | failed
     refund_attempt: bool
     delay_seconds: float
     error: str | None
@@ -99,7 +100,7 @@ class RateLimitPause:
 class ChannelProblemPause:
     channel_id: uuid.UUID
     reason: str
-    cause: str | None
+    cause: PauseCause | None
 
 
 @dataclass(frozen=True, slots=True)

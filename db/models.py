@@ -12,6 +12,7 @@ Every row carries `workspace_id`, and every query filters by it.
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,14 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from outbox.db.schema import DEFAULT_SCHEMA
+from outbox.db.states import (
+    ChannelStatus,
+    ChatStatus,
+    Direction,
+    MessageStatus,
+    OutboxStatus,
+    PendingKind,
+)
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -47,22 +56,10 @@ NAMING = {
 
 DEFAULT_WORKSPACE = "default"
 
-CHANNEL_STATUSES = ("active", "paused", "disabled")
-CHAT_STATUSES = ("active", "archived")
-MESSAGE_STATUSES = ("pending", "sent", "delivered", "read", "played", "failed", "deleted")
-OUTBOX_STATUSES = ("queued", "sending", "sent", "failed", "paused")
-DIRECTIONS = ("outbound", "inbound")
-#: Channel pause causes. `unauthorized` (HTTP 401) and `session` (Whapi's
-#: health/users webhooks: logged out, QR, ERROR) end when the session is
-#: back; the others need time or a human.
-PAUSE_CAUSES = ("rate_limit", "circuit", "unauthorized", "trial_limit", "not_found",
-                "session", "manual", "credentials")
-#: What waits in webhook_pending for a message that isn't stored yet.
-PENDING_KINDS = ("reaction", "edit", "delete", "echo")
 
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+def _in(column: str, values: type[enum.StrEnum]) -> str:
+    """A CHECK that the column holds one of the enum's values (db/states.py)."""
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
 
 def _uuid_pk() -> Mapped[uuid.UUID]:
@@ -82,7 +79,7 @@ class Base(DeclarativeBase):
 class Channel(Base):
     __tablename__ = "channels"
     __table_args__ = (
-        CheckConstraint(_in("status", CHANNEL_STATUSES), name="status"),
+        CheckConstraint(_in("status", ChannelStatus), name="status"),
         Index(None, "workspace_id"),
     )
 
@@ -92,7 +89,8 @@ class Channel(Base):
     phone_number: Mapped[str] = mapped_column(Text, nullable=False)
     provider: Mapped[str] = mapped_column(Text, nullable=False, server_default="whapi")
     base_url: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
+    status: Mapped[str] = mapped_column(Text, nullable=False,
+                                        server_default=ChannelStatus.ACTIVE.value)
     paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     pause_reason: Mapped[str | None] = mapped_column(Text)
     # Rate-limit events (not 429 answers) without a success in between:
@@ -101,7 +99,7 @@ class Channel(Base):
     # When the current rate-limit event began: 429s to requests sent before
     # it belong to it (migration 0004).
     rate_limited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Why a channel is paused, as a machine code (PAUSE_CAUSES): a channel
+    # Why a channel is paused, as a machine code (PauseCause): a channel
     # paused because its WhatsApp session logged out resumes by itself when
     # Whapi reports it authorised again; one a human paused does not.
     pause_cause: Mapped[str | None] = mapped_column(Text)
@@ -142,7 +140,7 @@ class Chat(Base):
         UniqueConstraint("channel_id", "wa_chat_id"),
         # The target of messages' (chat_id, channel_id) key (migration 0003).
         UniqueConstraint("id", "channel_id"),
-        CheckConstraint(_in("status", CHAT_STATUSES), name="status"),
+        CheckConstraint(_in("status", ChatStatus), name="status"),
         Index(None, "contact_id"),
         Index("ix_chats_listing", "workspace_id", "channel_id", text("last_message_at DESC"), "id"),
     )
@@ -159,7 +157,8 @@ class Chat(Base):
     last_message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_message_preview: Mapped[str | None] = mapped_column(Text)
     unread_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
+    status: Mapped[str] = mapped_column(Text, nullable=False,
+                                        server_default=ChatStatus.ACTIVE.value)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
 
@@ -183,8 +182,8 @@ class Message(Base):
         ForeignKeyConstraint(
             ["chat_id", "channel_id"], ["chats.id", "chats.channel_id"], ondelete="CASCADE"
         ),
-        CheckConstraint(_in("status", MESSAGE_STATUSES), name="status"),
-        CheckConstraint(_in("direction", DIRECTIONS), name="direction"),
+        CheckConstraint(_in("status", MessageStatus), name="status"),
+        CheckConstraint(_in("direction", Direction), name="direction"),
         # Idempotency lives here (not only on the outbox row) so it outlives
         # the pruning of sent outbox rows.
         Index(
@@ -235,7 +234,7 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox_messages"
     __table_args__ = (
-        CheckConstraint(_in("status", OUTBOX_STATUSES), name="status"),
+        CheckConstraint(_in("status", OutboxStatus), name="status"),
         # Due work, per channel, in claim order. Partial: the table's sent
         # rows (millions before pruning) never enter this index.
         Index(
@@ -279,7 +278,8 @@ class OutboxMessage(Base):
     recipient: Mapped[str] = mapped_column(Text, nullable=False)
     message_type: Mapped[str] = mapped_column(Text, nullable=False)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="queued")
+    status: Mapped[str] = mapped_column(Text, nullable=False,
+                                        server_default=OutboxStatus.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="5")
     priority: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
@@ -359,7 +359,7 @@ class WebhookPending(Base):
     __tablename__ = "webhook_pending"
     __table_args__ = (
         UniqueConstraint("channel_id", "wa_message_id", "kind", "action_key"),
-        CheckConstraint(_in("kind", PENDING_KINDS), name="kind"),
+        CheckConstraint(_in("kind", PendingKind), name="kind"),
         Index(None, "received_at"),
     )
 

@@ -42,6 +42,7 @@ from outbox.message_types import (
     prepare,
 )
 from outbox.settings import get_settings
+from outbox.states import ChannelStatus
 
 DEFAULT_MAX_ATTEMPTS = 5
 # Rows that lost a race (a concurrent enqueue committed a contact, chat or
@@ -393,7 +394,7 @@ def _raise_for_channels(
         status = found.get(channel_id)
         if status is None:
             raise ChannelNotFound(f"channel {channel_id} does not exist", field="channel_id")
-        if status == "disabled":
+        if status == ChannelStatus.DISABLED:
             raise ChannelDisabled(
                 f"channel {channel_id} is disabled: resume it or use another channel",
                 field="channel_id",

@@ -3,7 +3,11 @@
 Catch `OutboxError` for everything, or a family (`InvalidInput`,
 `NotFound`, `ConfigurationError`, `CryptoError`) for one kind of problem.
 Every message is one line a person can act on and never contains a token or
-a message body.
+a message body. Each class carries the HTTP status and the JSON `code` the
+API answers with, so every error the package raises on purpose is here.
+
+db/ keeps its own (`DatabaseError`, `InvalidDatabaseURL`, ...): it imports
+nothing from this package; outbox/database.py turns them into these.
 """
 
 from __future__ import annotations
@@ -70,6 +74,39 @@ class InvalidSchedule(InvalidInput):
     code = "invalid_schedule"
 
 
+# --- requests the HTTP API can't read ----------------------------------------
+
+
+class MalformedJson(OutboxError):
+    http_status = 400
+    code = "malformed_json"
+
+
+class MalformedWebhook(OutboxError):
+    """A webhook body that is not JSON, or not an object or a list of them.
+    The webhook route keeps such a body as a dead letter (Whapi retries
+    anything but a 200 forever); the parser raises this to say so."""
+
+    http_status = 400
+    code = "malformed_webhook"
+
+
+class PayloadTooLarge(OutboxError):
+    http_status = 413
+    code = "payload_too_large"
+
+
+# --- who is calling -----------------------------------------------------------
+
+
+class Unauthorized(OutboxError):
+    """Missing, malformed, unknown or revoked credentials: an API key, the
+    cron secret, a channel's webhook secret (HTTP 401)."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
 # --- things that don't exist or can't be used ------------------------------
 
 
@@ -84,6 +121,17 @@ class ChannelNotFound(NotFound):
 
 class MessageNotFound(NotFound):
     code = "message_not_found"
+
+
+class ChatNotFound(NotFound):
+    code = "chat_not_found"
+
+
+class CronDisabled(NotFound):
+    """`OUTBOX_CRON_SECRET` is unset: the cron endpoint does not exist, so a
+    forgotten setting can't leave it open."""
+
+    code = "cron_disabled"
 
 
 class ChannelDisabled(OutboxError):

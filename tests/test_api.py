@@ -370,3 +370,19 @@ def test_openapi_describes_the_api(api: httpx.Client) -> None:
         spec["paths"])
     body = spec["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]
     assert "channel_id" in body["schema"]["properties"]
+
+
+def test_openapi_shows_the_states_as_enums(api: httpx.Client) -> None:
+    """Clients generated from /openapi.json get the statuses as enums, the
+    values of outbox.states (the schema's CHECK constraints)."""
+    from outbox.states import Direction, MessageStatus, OutboxStatus
+
+    schemas = api.get("/openapi.json").json()["components"]["schemas"]
+    for enum in (MessageStatus, OutboxStatus, Direction):
+        assert schemas[enum.__name__]["enum"] == [s.value for s in enum]
+    detail = schemas["MessageDetail"]["properties"]
+    assert detail["status"] == {"$ref": "#/components/schemas/MessageStatus"}
+    assert detail["direction"] == {"$ref": "#/components/schemas/Direction"}
+    assert {"$ref": "#/components/schemas/OutboxStatus"} in detail["outbox_status"]["anyOf"]
+    queued = schemas["MessageQueued"]["properties"]
+    assert queued["status"] == {"$ref": "#/components/schemas/MessageStatus"}

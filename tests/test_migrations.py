@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, inspect, pool, text
+from sqlalchemy.exc import IntegrityError
 
 
 def _schema(url: str) -> tuple[set[str], dict[str, list[str]]]:
@@ -85,6 +87,36 @@ def test_models_match_migrations(fresh_database_url: str) -> None:
     assert diff == [], "models and migrations disagree:\n" + "\n".join(map(repr, diff))
 
 
+def _seed_channel(conn: Any) -> Any:
+    return conn.execute(text(
+        "INSERT INTO outbox.channels (workspace_id, name, phone_number, webhook_secret) "
+        "VALUES ('w', 'c', '+15550000001', 's') RETURNING id")).scalar_one()
+
+
+def _seed_chat(conn: Any, ch: Any, phone: str, wa: str, *, unread: int = 0,
+               at: str = "2026-01-01", outbox_status: str = "queued") -> Any:
+    """A chat (and its contact) on channel `ch` with one message and its outbox row."""
+    contact = conn.execute(text(
+        "INSERT INTO outbox.contacts (workspace_id, phone) VALUES ('w', :p) "
+        "ON CONFLICT (workspace_id, phone) DO UPDATE SET phone = EXCLUDED.phone "
+        "RETURNING id"), {"p": phone}).scalar_one()
+    chat_id = conn.execute(text(
+        "INSERT INTO outbox.chats (workspace_id, channel_id, wa_chat_id, contact_id, "
+        "unread_count, last_message_at, last_message_preview) VALUES "
+        "('w', :ch, :wa, :ct, :u, CAST(:at AS timestamptz), :wa) RETURNING id"),
+        {"ch": ch, "wa": wa, "ct": contact, "u": unread, "at": at}).scalar_one()
+    mid = conn.execute(text(
+        "INSERT INTO outbox.messages (workspace_id, channel_id, chat_id, direction, "
+        "type, status) VALUES ('w', :ch, :chat, 'outbound', 'text', 'pending') "
+        "RETURNING id"), {"ch": ch, "chat": chat_id}).scalar_one()
+    conn.execute(text(
+        "INSERT INTO outbox.outbox_messages (workspace_id, message_id, channel_id, "
+        "chat_id, recipient, message_type, payload, status) "
+        "VALUES ('w', :m, :ch, :chat, :wa, 'text', '{}', :status)"),
+        {"m": mid, "ch": ch, "chat": chat_id, "wa": wa, "status": outbox_status})
+    return chat_id
+
+
 def test_stored_chat_ids_become_canonical(fresh_database_url: str) -> None:
     """0005: what was stored under the old chat-id forms (Mexico 52..., a
     Brazilian reply's second contact and chat) is rewritten and merged so a
@@ -97,30 +129,10 @@ def test_stored_chat_ids_become_canonical(fresh_database_url: str) -> None:
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.begin() as conn:
-            ch = conn.execute(text(
-                "INSERT INTO outbox.channels (workspace_id, name, phone_number, webhook_secret) "
-                "VALUES ('w', 'c', '+15550000001', 's') RETURNING id")).scalar_one()
+            ch = _seed_channel(conn)
 
             def chat(phone: str, wa: str, unread: int, at: str) -> Any:
-                contact = conn.execute(text(
-                    "INSERT INTO outbox.contacts (workspace_id, phone) VALUES ('w', :p) "
-                    "ON CONFLICT (workspace_id, phone) DO UPDATE SET phone = EXCLUDED.phone "
-                    "RETURNING id"), {"p": phone}).scalar_one()
-                chat_id = conn.execute(text(
-                    "INSERT INTO outbox.chats (workspace_id, channel_id, wa_chat_id, contact_id, "
-                    "unread_count, last_message_at, last_message_preview) VALUES "
-                    "('w', :ch, :wa, :ct, :u, CAST(:at AS timestamptz), :wa) RETURNING id"),
-                    {"ch": ch, "wa": wa, "ct": contact, "u": unread, "at": at}).scalar_one()
-                mid = conn.execute(text(
-                    "INSERT INTO outbox.messages (workspace_id, channel_id, chat_id, direction, "
-                    "type, status) VALUES ('w', :ch, :chat, 'outbound', 'text', 'pending') "
-                    "RETURNING id"), {"ch": ch, "chat": chat_id}).scalar_one()
-                conn.execute(text(
-                    "INSERT INTO outbox.outbox_messages (workspace_id, message_id, channel_id, "
-                    "chat_id, recipient, message_type, payload) "
-                    "VALUES ('w', :m, :ch, :chat, :wa, "
-                    "'text', '{}')"), {"m": mid, "ch": ch, "chat": chat_id, "wa": wa})
-                return chat_id
+                return _seed_chat(conn, ch, phone, wa, unread=unread, at=at)
 
             mexico = chat("+525512345678", "525512345678@s.whatsapp.net", 0, "2026-01-01")
             # Our send to a Brazilian mobile (area 31: Whapi drops the 9) and
@@ -222,3 +234,68 @@ def test_unreachable_database_and_unknown_revision_are_one_line(
         assert "s3cret" not in line
     _one_line_failure(cli("db", "upgrade", "ffff", env={"OUTBOX_DATABASE_URL":
                                                         fresh_database_url}), "ffff")
+
+
+def _check_values(conn: Any) -> dict[tuple[str, str], list[str]]:
+    """(table, column) -> the values each CHECK constraint of ours allows, as migrated."""
+    import re
+
+    out: dict[tuple[str, str], list[str]] = {}
+    for table, definition in conn.execute(text(
+            "SELECT t.relname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+            "JOIN pg_class t ON t.oid = c.conrelid "
+            "JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "WHERE n.nspname = 'outbox' AND c.contype = 'c'")):
+        column = re.search(r"\((\w+) = ANY", definition)
+        assert column is not None, definition
+        out[(table, column[1])] = re.findall(r"'([^']*)'::text", definition)
+    return out
+
+
+def test_migrated_check_constraints_are_the_states(fresh_database_url: str) -> None:
+    """Autogenerate doesn't compare CHECK constraints: what the migrations
+    leave allows exactly the values of outbox.states, and 0006 undoes cleanly."""
+    from outbox.migrate import downgrade, upgrade
+    from tests.test_states import CONSTRAINED
+
+    url = fresh_database_url
+    upgrade(url)
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            assert _check_values(conn) == {key: [s.value for s in enum]
+                                           for key, enum in CONSTRAINED.items()}
+        downgrade(url, "0005")
+        with engine.connect() as conn:
+            assert _check_values(conn)[("outbox_messages", "status")] == [
+                "queued", "sending", "sent", "failed", "paused"]
+    finally:
+        engine.dispose()
+
+
+def test_a_paused_outbox_row_goes_back_to_the_queue(fresh_database_url: str) -> None:
+    """0006: no code wrote the outbox status `paused`; a row holding it
+    anyway is queued again (where the claim finds it) before it is refused."""
+    from outbox.migrate import upgrade
+
+    url = fresh_database_url
+    upgrade(url, "0005")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            ch = _seed_channel(conn)
+            _seed_chat(conn, ch, "+15550000002", "15550000002@s.whatsapp.net",
+                       outbox_status="paused")
+            _seed_chat(conn, ch, "+15550000003", "15550000003@s.whatsapp.net",
+                       outbox_status="sent")
+
+        upgrade(url)
+
+        with engine.connect() as conn:
+            statuses = sorted(conn.execute(text(
+                "SELECT status FROM outbox.outbox_messages")).scalars())
+            assert statuses == ["queued", "sent"]
+            with pytest.raises(IntegrityError, match="ck_outbox_messages_status"):
+                conn.execute(text("UPDATE outbox.outbox_messages SET status = 'paused'"))
+    finally:
+        engine.dispose()

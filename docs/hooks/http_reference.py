@@ -126,7 +126,8 @@ def _schema_block(schema: dict[str, Any]) -> list[str]:
         lines += [schema["description"].strip(), ""]
     props = schema.get("properties", {})
     if not props:
-        lines += [f"Type: {_type(schema)}", ""]
+        allowed = _describe(None, schema)
+        lines += [f"Type: {_type(schema)}" + (f", {allowed}" if allowed else ""), ""]
         return lines
     required = set(schema.get("required", []))
     lines += ["| field | type | required | description |", "|---|---|---|---|"]

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from outbox.db import admin_queries as q
-from outbox.errors import InvalidInput, NotFound, OutboxError
+from outbox.errors import InvalidInput, NotFound, Unauthorized
 from outbox.message_types import check_workspace_id, is_utf8
 
 KEY_SCHEME = "wo"
@@ -28,13 +28,6 @@ SECRET_BYTES = 32
 MAX_NAME_LENGTH = 200
 # Compared against when the prefix is unknown, so a miss costs the same.
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
-
-
-class Unauthorized(OutboxError):
-    """Missing, malformed, unknown or revoked credentials (HTTP 401)."""
-
-    http_status = 401
-    code = "unauthorized"
 
 
 @dataclass(frozen=True, slots=True)

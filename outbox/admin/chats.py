@@ -19,15 +19,12 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from outbox.db import admin_queries as q
-from outbox.errors import InvalidInput, NotFound
+from outbox.errors import ChatNotFound, InvalidInput
 from outbox.message_types import parse_channel_id
+from outbox.states import ChatStatus
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-
-
-class ChatNotFound(NotFound):
-    code = "chat_not_found"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +74,8 @@ def list_chats(
     after = decode_cursor(cursor) if cursor else None
     rows = session.execute(text(q.LIST_CHATS), {
         "workspace_id": workspace_id, "channel_id": cid,
-        "status": "archived" if archived else "active", "unread_only": unread_only,
+        "status": ChatStatus.ARCHIVED if archived else ChatStatus.ACTIVE,
+        "unread_only": unread_only,
         "has_cursor": after is not None,
         "cursor_at": after[0] if after else None, "cursor_id": after[1] if after else None,
         "limit": limit + 1,
@@ -92,12 +90,12 @@ def list_chats(
 
 def archive_chat(session: Session, chat_id: uuid.UUID | str, *,
                  workspace_id: str | None = None) -> str:
-    return _set_status(session, chat_id, "archived", workspace_id)
+    return _set_status(session, chat_id, ChatStatus.ARCHIVED, workspace_id)
 
 
 def unarchive_chat(session: Session, chat_id: uuid.UUID | str, *,
                    workspace_id: str | None = None) -> str:
-    return _set_status(session, chat_id, "active", workspace_id)
+    return _set_status(session, chat_id, ChatStatus.ACTIVE, workspace_id)
 
 
 def mark_chat_read(session: Session, chat_id: uuid.UUID | str, *,
@@ -128,7 +126,7 @@ def decode_cursor(cursor: str) -> tuple[datetime | None, uuid.UUID]:
         raise InvalidInput("cursor is not one this API returned", field="cursor") from None
 
 
-def _set_status(session: Session, chat_id: uuid.UUID | str, status: str,
+def _set_status(session: Session, chat_id: uuid.UUID | str, status: ChatStatus,
                 workspace_id: str | None) -> str:
     row = session.execute(text(q.SET_CHAT_STATUS), {
         "chat_id": _chat_id(chat_id), "status": status, "workspace_id": workspace_id,

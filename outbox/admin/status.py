@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from outbox.db import admin_queries as q
 from outbox.db import queries
 from outbox.message_types import parse_channel_id
+from outbox.states import OutboxStatus
 
 DEAD_LETTERS_SHOWN = 20
-OUTBOX_STATUSES = ("queued", "sending", "sent", "failed")
 
 
 @dataclass(slots=True)
@@ -38,7 +38,7 @@ class QueueStatus:
     webhook_dead_letter_latest: datetime | None = None
 
     def totals(self) -> dict[str, int]:
-        out = dict.fromkeys(OUTBOX_STATUSES, 0)
+        out = _no_rows()
         for c in self.channels:
             for k, v in c.counts.items():
                 out[k] = out.get(k, 0) + v
@@ -62,11 +62,16 @@ class QueueStatus:
         }
 
 
+def _no_rows() -> dict[str, int]:
+    """Every outbox status, counted or not, so a table always has its columns."""
+    return {s.value: 0 for s in OutboxStatus}
+
+
 def queue_status(session: Session, *, workspace_id: str | None = None) -> QueueStatus:
     params = {"workspace_id": workspace_id}
     channels = {
         r.id: ChannelStatus(r.id, r.name, r.status, r.paused_until, r.pause_reason,
-                            dict.fromkeys(OUTBOX_STATUSES, 0))
+                            _no_rows())
         for r in session.execute(text(q.STATUS_CHANNELS), params)
     }
     for r in session.execute(text(q.STATUS_COUNTS), params):

@@ -12,13 +12,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from outbox.admin.apikeys import Principal, Unauthorized, authenticate, bearer_token
+from outbox.admin.apikeys import Principal, authenticate, bearer_token
 from outbox.api.context import context
-from outbox.errors import NotFound
-
-
-class CronDisabled(NotFound):
-    code = "cron_disabled"
+from outbox.errors import CronDisabled, Unauthorized
 
 
 async def require_api_key(request: Request) -> Principal:

@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from outbox.api.errors import MalformedJson, PayloadTooLarge, validation_error
+from outbox.api.errors import validation_error
+from outbox.errors import MalformedJson, PayloadTooLarge
 from outbox.jsonio import loads_untrusted
 
 MAX_BODY_BYTES = 1024 * 1024  # a message is at most ~10 KB; webhook batches stay small

@@ -22,21 +22,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from outbox.errors import InvalidInput, OutboxError, RateLimited
+from outbox.errors import InvalidInput, MalformedJson, OutboxError, RateLimited
 
 log = structlog.get_logger(__name__)
 
 _LOCATIONS = ("body", "query", "path", "header")
-
-
-class MalformedJson(OutboxError):
-    http_status = 400
-    code = "malformed_json"
-
-
-class PayloadTooLarge(OutboxError):
-    http_status = 413
-    code = "payload_too_large"
 
 
 def error_body(code: str, message: str, *, field: str | None = None,

@@ -25,6 +25,7 @@ from outbox.db import admin_queries as q
 from outbox.enqueue import EnqueueResult, enqueue_media, enqueue_text
 from outbox.errors import InvalidInput, InvalidMessage, InvalidPhone, MessageNotFound
 from outbox.message_types import parse_channel_id
+from outbox.states import MessageStatus
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
@@ -102,10 +103,10 @@ def _enqueue_unchecked(ctx: AppContext, principal: Principal,
         else:
             raise InvalidMessage("text is required (or media_type and media for a media "
                                  "message)", field="text")
-        status = "pending"
+        status = MessageStatus.PENDING
         if result.duplicate:
-            status = session.execute(text(q.MESSAGE_STATUS),
-                                     {"message_id": result.message_id}).scalar_one()
+            status = MessageStatus(session.execute(text(q.MESSAGE_STATUS),
+                                                   {"message_id": result.message_id}).scalar_one())
     return MessageQueued(message_id=result.message_id, outbox_id=result.outbox_id,
                          chat_id=result.chat_id, status=status, duplicate=result.duplicate)
 

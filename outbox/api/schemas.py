@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from outbox.states import Direction, MessageStatus, OutboxStatus
+
 
 class SendMessage(BaseModel):
     """A text message (`text`), or a media message (`media_type` + `media`)."""
@@ -37,7 +39,7 @@ class MessageQueued(BaseModel):
     message_id: uuid.UUID
     outbox_id: int | None
     chat_id: uuid.UUID
-    status: str
+    status: MessageStatus
     duplicate: bool
 
 
@@ -46,15 +48,15 @@ class MessageDetail(BaseModel):
     channel_id: uuid.UUID
     chat_id: uuid.UUID
     to: str
-    direction: str
+    direction: Direction
     type: str
-    status: str = Field(description="pending|sent|delivered|read|played|deleted|failed")
+    status: MessageStatus
     wa_message_id: str | None
     error: str | None
     idempotency_key: str | None
     attempts: int | None = Field(description="null once the outbox row is pruned")
     max_attempts: int | None
-    outbox_status: str | None
+    outbox_status: OutboxStatus | None
     last_error: str | None
     next_attempt_at: datetime | None
     created_at: datetime

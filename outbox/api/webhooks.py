@@ -29,13 +29,12 @@ from outbox import metrics
 from outbox.api.body import read_body
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import ERROR_RESPONSES
-from outbox.errors import ChannelNotFound
+from outbox.errors import ChannelNotFound, Unauthorized
 from outbox.webhooks.apply import (
     SECRET_HEADER,
     WRONG_SECRET,
     WebhookChannel,
     WebhookResult,
-    WebhookUnauthorized,
     apply_pending,
     apply_status_backlog,
     check_webhook_secret,
@@ -113,7 +112,7 @@ def _authenticate(ctx: AppContext, channel_id: str, secret: str | None) -> Webho
         # Compared against a secret nobody holds, so it costs what a known
         # channel's check costs, and answered as a wrong secret.
         check_webhook_secret(_NO_CHANNEL, secret)
-        raise WebhookUnauthorized(WRONG_SECRET) from None
+        raise Unauthorized(WRONG_SECRET) from None
     check_webhook_secret(channel, secret, ctx.settings.decryption_keys())
     return channel
 

@@ -10,6 +10,7 @@ from outbox.cli.parser import EXIT_OK, Commands
 from outbox.cli.session import session_scope
 from outbox.cli.table import print_table
 from outbox.settings import Settings
+from outbox.states import OutboxStatus
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -25,12 +26,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         state = c.status
         if c.paused_until is not None:
             state += f" until {c.paused_until.isoformat(timespec='seconds')}"
-        rows.append((c.name, c.id, state, c.counts.get("queued", 0), c.counts.get("sending", 0),
-                     c.counts.get("sent", 0), c.counts.get("failed", 0), c.pause_reason or ""))
+        rows.append((c.name, c.id, state, *(c.counts.get(s, 0) for s in OutboxStatus),
+                     c.pause_reason or ""))
     t = status.totals()
-    rows.append(("TOTAL", "", "", t["queued"], t["sending"], t["sent"], t["failed"], ""))
-    print_table(rows, ["channel", "id", "state", "queued", "sending", "sent", "failed",
-                        "reason"])
+    rows.append(("TOTAL", "", "", *(t[s] for s in OutboxStatus), ""))
+    print_table(rows, ["channel", "id", "state", *OutboxStatus, "reason"])
     oldest = status.oldest_due_seconds
     print(f"oldest due message waiting: {oldest:.1f}s" if oldest is not None
           else "nothing due")

@@ -56,6 +56,7 @@ from outbox.dispatch.outage import DatabaseOutage
 from outbox.dispatch.outcomes import ChannelAction, Decision, Kind, decide, release
 from outbox.dispatch.summary import Summary
 from outbox.providers.base import OutgoingMessage, Provider
+from outbox.states import OutboxStatus, PauseCause
 
 __all__ = ["ClaimedRow", "Dispatcher", "DispatcherConfig", "Observer", "Summary"]
 
@@ -260,8 +261,8 @@ class Dispatcher:
     async def _send_one(self, row: ClaimedRow, creds: Credentials | Unusable) -> None:
         if isinstance(creds, Unusable):
             self._completer.record(row, Decision(
-                "queued", Kind.RELEASED, refund_attempt=True, error=creds.reason,
-                channel_action=ChannelAction.PAUSE, pause_cause="credentials"))
+                OutboxStatus.QUEUED, Kind.RELEASED, refund_attempt=True, error=creds.reason,
+                channel_action=ChannelAction.PAUSE, pause_cause=PauseCause.CREDENTIALS))
             return
         cfg = self.config
         sem = self._channel_sems.get(row.channel_id)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from outbox.dispatch.backoff import RetryPolicy
 from outbox.providers.base import Outcome, SendResult
+from outbox.states import OutboxStatus, PauseCause
 
 MAX_ERROR_LENGTH = 500
 
@@ -34,7 +35,7 @@ class Kind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    outbox_status: str  # queued | sent | failed
+    outbox_status: OutboxStatus  # queued | sent | failed
     kind: Kind
     refund_attempt: bool = False
     delay_seconds: float = 0.0
@@ -47,8 +48,8 @@ class Decision:
     # decisions): a 429 to a request sent before the channel's pause began
     # belongs to that rate-limit event and must not escalate it.
     requested_at: float | None = None
-    # For PAUSE: why, as a channel pause cause (db.models.PAUSE_CAUSES).
-    pause_cause: str | None = None
+    # For PAUSE: why, as a channel pause cause (outbox.states.PauseCause).
+    pause_cause: PauseCause | None = None
 
 
 def decide(
@@ -63,23 +64,25 @@ def decide(
     error = _clip(result.error)
     match result.outcome:
         case Outcome.SENT:
-            return Decision("sent", Kind.SENT, wa_message_id=result.wa_message_id)
+            return Decision(OutboxStatus.SENT, Kind.SENT, wa_message_id=result.wa_message_id)
         case Outcome.PERMANENT:
-            return Decision("failed", Kind.FAILED, error=error or "rejected by the provider")
+            return Decision(OutboxStatus.FAILED, Kind.FAILED,
+                            error=error or "rejected by the provider")
         case Outcome.RATE_LIMITED:
-            return Decision("queued", Kind.RELEASED, refund_attempt=True, error=error,
+            return Decision(OutboxStatus.QUEUED, Kind.RELEASED, refund_attempt=True, error=error,
                             channel_action=ChannelAction.RATE_LIMIT,
                             retry_after=result.retry_after)
         case Outcome.CHANNEL_PROBLEM:
             problem = result.channel_problem
-            return Decision("queued", Kind.RELEASED, refund_attempt=True, error=error,
+            return Decision(OutboxStatus.QUEUED, Kind.RELEASED, refund_attempt=True, error=error,
                             channel_action=ChannelAction.PAUSE,
-                            pause_cause=problem.value if problem is not None else None)
+                            pause_cause=PauseCause(problem) if problem is not None else None)
         case Outcome.TRANSIENT:
             if attempts >= max_attempts:
-                return Decision("failed", Kind.FAILED, ambiguous=result.ambiguous,
+                return Decision(OutboxStatus.FAILED, Kind.FAILED, ambiguous=result.ambiguous,
                                 error=_clip(f"gave up after {attempts} attempts: {error}"))
-            return Decision("queued", Kind.RETRIED, delay_seconds=policy.delay(attempts, rng),
+            return Decision(OutboxStatus.QUEUED, Kind.RETRIED,
+                            delay_seconds=policy.delay(attempts, rng),
                             error=error, ambiguous=result.ambiguous)
     raise AssertionError(f"unhandled outcome {result.outcome!r}")  # pragma: no cover
 
@@ -114,7 +117,7 @@ def _max(a: float | None, b: float | None) -> float | None:
 
 def release() -> Decision:
     """Give a claimed row back untouched (shutdown, channel paused meanwhile)."""
-    return Decision("queued", Kind.RELEASED, refund_attempt=True)
+    return Decision(OutboxStatus.QUEUED, Kind.RELEASED, refund_attempt=True)
 
 
 def _clip(error: str | None) -> str | None:

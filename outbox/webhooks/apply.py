@@ -42,13 +42,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from outbox.db import webhook_queries as q
-from outbox.errors import ChannelNotFound, OutboxError
+from outbox.errors import ChannelNotFound, MalformedWebhook, Unauthorized
 from outbox.jsonio import dumps_unicode, loads_untrusted
 from outbox.phone import Recipient, normalize_recipient
+from outbox.states import Direction, MessageStatus
 from outbox.webhooks.routes import (
     STATUS_ORDER,
     EventName,
-    MalformedWebhook,
     MessageAction,
     ParsedWebhook,
     StatusUpdate,
@@ -72,18 +72,12 @@ ACTION_WAIT_SECONDS = 3600.0
 PENDING_BATCH = 500
 
 
-class WebhookUnauthorized(OutboxError):
-    http_status = 401
-    code = "unauthorized"
-
-
 __all__ = [
     "SECRET_HEADER",
     "STATUS_ORDER",
     "SUBSCRIBED_EVENTS",
     "WEBHOOK_MODES",
     "WRONG_SECRET",
-    "MalformedWebhook",
     "WebhookChannel",
     "WebhookResult",
     "apply_pending",
@@ -123,7 +117,7 @@ def next_status(current: str, incoming: str) -> str | None:
     return incoming if status_rank(incoming) > status_rank(current) else None
 
 
-def furthest_status(statuses: Iterable[str], start: str = "pending") -> str:
+def furthest_status(statuses: Iterable[str], start: str = MessageStatus.PENDING) -> str:
     """Where a message ends up after `statuses`, in any order."""
     current = start
     for s in statuses:
@@ -243,14 +237,14 @@ def find_webhook_channel(session: Session, channel_id: str) -> WebhookChannel:
 
 def check_webhook_secret(channel: WebhookChannel, presented: str | None,
                          keys: Sequence[str] = ()) -> None:
-    """`WebhookUnauthorized` unless `presented` is the channel's secret
-    (stored encrypted: `keys` read it, outbox/admin/channels.py)."""
+    """`Unauthorized` unless `presented` is the channel's secret (stored
+    encrypted: `keys` read it, outbox/admin/channels.py)."""
     from outbox.admin.channels import webhook_secret_of
 
     expected = webhook_secret_of(channel.id, channel.webhook_secret, channel.base_url,
                                  list(keys))
     if not secret_matches(expected, presented):
-        raise WebhookUnauthorized(WRONG_SECRET)
+        raise Unauthorized(WRONG_SECRET)
 
 
 # --- apply -------------------------------------------------------------------------
@@ -426,8 +420,9 @@ def _echo_message(wa_message_id: str, data: dict[str, Any]) -> StoredMessage:
     sent_at = data.get("sent_at")
     return StoredMessage(
         wa_message_id=wa_message_id, chat=normalize_recipient(str(data["chat_id"])),
-        contact_name=None, direction="outbound", type=str(data["type"]),
-        status=str(data["status"]), body=data.get("body"), preview=str(data["preview"]),
+        contact_name=None, direction=Direction.OUTBOUND, type=str(data["type"]),
+        status=MessageStatus(data["status"]), body=data.get("body"),
+        preview=str(data["preview"]),
         payload=dict(data["payload"]),
         sent_at=datetime.fromtimestamp(sent_at, UTC) if sent_at is not None else None,
         counts_unread=False, in_listing=data["type"] not in ("call", "system"))

@@ -38,16 +38,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from outbox.errors import InvalidPhone, NotAConversation, OutboxError
+from outbox.errors import InvalidPhone, MalformedWebhook, NotAConversation
 from outbox.phone import Recipient, normalize_recipient
+from outbox.states import Direction, MessageStatus
 
 #: Forward-only order of delivery statuses. `failed` only moves a message
 #: not yet delivered (a late failure never undoes a delivery; a delivery
 #: after a failure is the stronger fact). `deleted` is not a delivery
 #: status: it marks the message deleted (MessageAction) and leaves its
 #: status alone.
-STATUS_ORDER: Final = ("pending", "sent", "failed", "delivered", "read", "played")
-DELETED_STATUS: Final = "deleted"
+STATUS_ORDER: Final = (MessageStatus.PENDING, MessageStatus.SENT, MessageStatus.FAILED,
+                       MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.PLAYED)
+DELETED_STATUS: Final = MessageStatus.DELETED
 MAX_WA_ID_LENGTH: Final = 200
 MAX_PREVIEW_LENGTH: Final = 100
 MAX_NAME_LENGTH: Final = 200
@@ -64,18 +66,13 @@ _TEXT_FIELDS: Final = ("body", "caption", "title", "name")
 _MIN_TS, _MAX_TS = 946_684_800, 4_102_444_800  # 2000-01-01 .. 2100-01-01
 
 
-class MalformedWebhook(OutboxError):
-    http_status = 400
-    code = "malformed_webhook"
-
-
 # --- events ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class StatusUpdate:
     wa_message_id: str
-    status: str
+    status: MessageStatus
     at: datetime | None
     error: str | None = None  # failed: Whapi's `errors`, as "code: message"
 
@@ -87,9 +84,9 @@ class StoredMessage:
     wa_message_id: str
     chat: Recipient
     contact_name: str | None
-    direction: str  # inbound | outbound (typed on the phone)
+    direction: Direction  # outbound: typed on the phone
     type: str
-    status: str
+    status: MessageStatus
     body: str | None
     preview: str
     payload: dict[str, Any]
@@ -223,8 +220,9 @@ def _statuses(value: Any, event: EventName, out: ParsedWebhook) -> None:
         elif status == DELETED_STATUS:
             out.actions.append(MessageAction("delete", wa_id, "status", at))
         elif status in STATUS_ORDER:
-            error = _status_error(entry.get("errors")) if status == "failed" else None
-            out.statuses.append(StatusUpdate(wa_id, status, at, error))
+            error = (_status_error(entry.get("errors")) if status == MessageStatus.FAILED
+                     else None)
+            out.statuses.append(StatusUpdate(wa_id, MessageStatus(status), at, error))
         else:
             out.unusable.append(f"unknown status {str(status)[:40]!r}")
 
@@ -269,8 +267,9 @@ def _message(entry: Mapping[str, Any], out: ParsedWebhook) -> None:
     if from_me:
         status = entry.get("status")
         message = StoredMessage(
-            wa_message_id=wa_id, chat=chat, contact_name=None, direction="outbound",
-            type=kind, status=status if status in STATUS_ORDER else "sent", body=body,
+            wa_message_id=wa_id, chat=chat, contact_name=None, direction=Direction.OUTBOUND,
+            type=kind, status=MessageStatus(status) if status in STATUS_ORDER
+            else MessageStatus.SENT, body=body,
             preview=_preview(kind, body), payload=_strip_nul(entry), sent_at=sent_at,
             counts_unread=False, in_listing=not chat_event)
         if entry.get("source") == "api":
@@ -281,7 +280,7 @@ def _message(entry: Mapping[str, Any], out: ParsedWebhook) -> None:
     out.messages.append(StoredMessage(
         wa_message_id=wa_id, chat=chat,
         contact_name=(_clean(name)[:MAX_NAME_LENGTH] or None) if isinstance(name, str) else None,
-        direction="inbound", type=kind, status="delivered", body=body,
+        direction=Direction.INBOUND, type=kind, status=MessageStatus.DELIVERED, body=body,
         preview=_preview(kind, body), payload=_strip_nul(entry), sent_at=sent_at,
         counts_unread=not chat_event, in_listing=not chat_event))
 

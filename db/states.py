@@ -1,0 +1,80 @@
+"""The states a stored row can be in: one vocabulary for the schema and the code.
+
+The models' CHECK constraints are built from these enums, and the rest of
+the package uses them by name (`outbox.states` re-exports them as the
+public vocabulary). They live here, in the lower layer, because db/
+imports nothing from outbox/ and the schema must not hold a second copy.
+
+`StrEnum`: a member is its value (`OutboxStatus.QUEUED == "queued"`), so it
+goes into SQL parameters and JSON as it is.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ChannelStatus(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"  # until `paused_until`, or until resumed (`pause_cause`)
+    DISABLED = "disabled"
+
+
+class ChatStatus(enum.StrEnum):
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+
+
+class MessageStatus(enum.StrEnum):
+    """A message's delivery status, in both directions: `pending` until the
+    provider accepts it, then what WhatsApp reports, forward only."""
+
+    PENDING = "pending"  # queued, not yet accepted by the provider
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    PLAYED = "played"  # a voice message listened to
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+class OutboxStatus(enum.StrEnum):
+    """The message's row in the send queue: `queued` (waiting, or retrying
+    later), `sending`, `sent`, or `failed` (a dead letter, until retried)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"  # claimed: a dispatcher holds its lease
+    SENT = "sent"
+    FAILED = "failed"  # a dead letter: `outbox retry` queues it again
+
+
+class Direction(enum.StrEnum):
+    """`outbound`: sent from the channel (the API, or typed on its phone);
+    `inbound`: written to it."""
+
+    OUTBOUND = "outbound"
+    INBOUND = "inbound"
+
+
+class PauseCause(enum.StrEnum):
+    """Why a channel is paused. `unauthorized` (HTTP 401) and `session`
+    (Whapi's health/users webhooks: logged out, QR, ERROR) end when the
+    session is back; the others need time or a human."""
+
+    RATE_LIMIT = "rate_limit"
+    CIRCUIT = "circuit"
+    UNAUTHORIZED = "unauthorized"
+    TRIAL_LIMIT = "trial_limit"
+    NOT_FOUND = "not_found"
+    SESSION = "session"
+    MANUAL = "manual"
+    CREDENTIALS = "credentials"
+
+
+class PendingKind(enum.StrEnum):
+    """What waits in webhook_pending for a message that isn't stored yet."""
+
+    REACTION = "reaction"
+    EDIT = "edit"
+    DELETE = "delete"
+    ECHO = "echo"
