@@ -57,5 +57,6 @@ def test_codes_and_statuses_are_the_api_contract() -> None:
         "CryptoError": (500, "crypto_error"),
         "MissingEncryptionKey": (500, "missing_encryption_key"),
         "DecryptionFailed": (500, "decryption_failed"),
+        "WeakEncryptionKey": (500, "weak_encryption_key"),
         "MalformedCiphertext": (500, "malformed_ciphertext"),
     }
