@@ -470,6 +470,14 @@ FROM rescued
 # --------------------------------------------------------------------------
 TRY_MAINTENANCE_LOCK = "SELECT pg_try_advisory_xact_lock(:key)"
 
+# The cron pass's lock (outbox/api/cron.py), held by a transaction that
+# stays open, idle, for the whole pass: the server's idle-in-transaction
+# timeout, if set, must not end it (and the lock with it) mid-pass.
+TRY_CRON_LOCK = """
+SELECT set_config('idle_in_transaction_session_timeout', '0', true) IS NOT NULL
+       AND pg_try_advisory_xact_lock(:key)
+"""
+
 # Timed pauses that have run out: the channel is active again.
 UNPAUSE_EXPIRED = """
 UPDATE outbox.channels
