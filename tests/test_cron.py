@@ -49,7 +49,7 @@ def test_calls_share_one_runtime_and_leave_no_dispatcher_connection_open(
             assert r.json()["sent"] == 2  # each call's own summary
             runtimes.append(app.state.cron_runtime._runtime)
             # (a backend leaves pg_stat_activity just after its client hangs up)
-            assert wait_for(lambda: _dispatcher_backends(clean_db) == 0, timeout=5), (
+            assert wait_for(lambda: _dispatcher_backends(clean_db) == 0, timeout=15), (
                 f"call {n} left connections open")
         assert runtimes[0] is not None and all(rt is runtimes[0] for rt in runtimes)
         # The token was decrypted by the first call and is still cached.

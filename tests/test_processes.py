@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -105,6 +106,51 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_are_counted(
     assert duplicates == accepted_unrecorded
     print(f"\nkilled with {len(in_flight)} rows in flight, {accepted_unrecorded} of them "
           f"already accepted by the provider -> {duplicates} duplicate sends")
+
+
+def test_sigkill_spends_attempts_only_on_rows_whose_request_started(
+        make_channel, clean_db: Engine, sim, sim_url, database_url: str):
+    """The worker claims a batch ahead of its senders; killed, it must not
+    spend the attempts of the rows still waiting for a send slot."""
+    from outbox.maintenance.rescuer import Rescuer, RescueResult
+
+    channels = [make_channel(name=f"c{i}", base_url=sim_url) for i in range(4)]
+    enqueue_spread(clean_db, channels, messages=40, chats=40)
+    sim.set_faults(hang=True, hang_after_send=True)  # recorded on arrival, never answered
+    daemon = start_daemon({"OUTBOX_CONCURRENCY": "4", "OUTBOX_BATCH_SIZE": "8",
+                           "OUTBOX_LEASE_SECONDS": "60"})
+    try:
+        wait_for(lambda: len(sim.sent()) == 4 and outbox_counts(clean_db).get("sending") == 8)
+        time.sleep(0.3)  # nothing more goes out: the 4 slots are held
+    finally:
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(timeout=30)
+    started = set(sent_by_body(sim))
+    assert len(started) == 4
+    with clean_db.begin() as conn:  # the lease runs out
+        conn.execute(text("UPDATE outbox.outbox_messages SET locked_until = now() - "
+                          "interval '1 second' WHERE status = 'sending'"))
+
+    rescued = asyncio.run(_rescue(Rescuer(), database_url))
+    assert rescued == RescueResult(requeued=8, failed=0, refunded=4)
+
+    with clean_db.connect() as conn:
+        attempts = dict(conn.execute(text(
+            "SELECT m.body, o.attempts FROM outbox.outbox_messages o "
+            "JOIN outbox.messages m ON m.id = o.message_id WHERE o.last_error IS NOT NULL")).all())
+    assert len(attempts) == 8
+    assert {b: a for b, a in attempts.items() if b in started} == dict.fromkeys(started, 1)
+    assert {a for b, a in attempts.items() if b not in started} == {0}
+
+
+async def _rescue(rescuer, database_url: str):  # type: ignore[no-untyped-def]
+    from outbox.database import make_async_engine
+
+    engine = make_async_engine(database_url, pool_size=1)
+    try:
+        return await rescuer.run_once(engine)
+    finally:
+        await engine.dispose()
 
 
 def test_sigterm_exits_cleanly_with_nothing_left_sending(
