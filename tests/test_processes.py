@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -169,6 +170,49 @@ def test_sigterm_exits_cleanly_with_nothing_left_sending(
     assert counts.get("sent", 0) == sim.stats().accepted
     assert counts.get("sent", 0) + counts.get("queued", 0) == 2000
     assert "daemon_stopped" in out
+
+
+def test_serve_exits_0_on_sigterm_after_finishing_the_request_in_flight(
+        make_channel, clean_db: Engine, sim, sim_url, database_url: str):
+    """Like the daemon: SIGTERM is a clean stop, not death by signal (-15)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.api_fixtures import CRON_SECRET
+    from tests.sim_fixtures import unused_port
+
+    channel = make_channel(base_url=sim_url)
+    enqueue_spread(clean_db, [channel], messages=1, chats=1)
+    sim.set_faults(latency_ms=2000)  # the cron call is slow: it waits for the send
+    port = unused_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "outbox", "serve", "--port", str(port)], cwd=REPO, text=True,
+        env={**os.environ, "OUTBOX_CRON_SECRET": CRON_SECRET},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=30, trust_env=False) as client:
+            def up() -> bool:
+                with contextlib.suppress(httpx.TransportError):
+                    return client.get("/healthz").status_code == 200
+                return False
+
+            wait_for(up, timeout=30)
+            with ThreadPoolExecutor(1) as pool:
+                call = pool.submit(client.post, "/v1/cron/dispatch?budget=20",
+                                   headers={"Authorization": f"Bearer {CRON_SECRET}"})
+                wait_for(lambda: sim.stats().in_flight == 1, timeout=15, interval=0.02)
+                server.send_signal(signal.SIGTERM)
+                response = call.result(timeout=30)
+        out, _ = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert response.status_code == 200 and response.json()["sent"] == 1, response.text
+    assert server.returncode == 0, out
+    assert outbox_counts(clean_db) == {"sent": 1}
 
 
 def test_daemon_wakes_on_notify_not_on_poll(make_channel, clean_db: Engine, sim, sim_url):
