@@ -133,9 +133,7 @@ class OutboxRowMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.live)
     @rule(data=st.data())
     def complete(self, data: st.DataObject) -> None:
-        token = data.draw(st.sampled_from(list(self.live)), label="claim")
-        ids = data.draw(st.lists(st.sampled_from(sorted(self.live[token])), min_size=1,
-                                 unique=True), label="rows")
+        token, ids = self.draw_claimed_rows(data)
         batch = []
         for row_id in ids:
             row = self.rows[row_id]
@@ -153,9 +151,7 @@ class OutboxRowMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.live)
     @rule(data=st.data())
     def sends_start(self, data: st.DataObject) -> None:
-        token = data.draw(st.sampled_from(list(self.live)), label="claim")
-        ids = data.draw(st.lists(st.sampled_from(sorted(self.live[token])), min_size=1,
-                                 unique=True), label="rows")
+        token, ids = self.draw_claimed_rows(data)
         with self.engine.begin() as conn:
             conn.execute(text(queries.MARK_SENDS_STARTED), {"ids": ids, "claim_tokens": [token]})
         for row_id in ids:
@@ -280,6 +276,13 @@ class OutboxRowMachine(RuleBasedStateMachine):
         assert all(r.message_status == r.status for r in rows), rows
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def draw_claimed_rows(self, data: st.DataObject) -> tuple[uuid.UUID, list[int]]:
+        """A live claim and some of the rows it holds."""
+        token = data.draw(st.sampled_from(list(self.live)), label="claim")
+        ids = data.draw(st.lists(st.sampled_from(sorted(self.live[token])), min_size=1,
+                                 unique=True), label="rows")
+        return token, ids
 
     @staticmethod
     def claimable(snapshot: Sequence[Any], now: datetime, batch: int) -> list[int]:
