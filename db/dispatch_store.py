@@ -9,9 +9,10 @@ SQLAlchemy's). A failure arrives as `DatabaseUnavailable` (wait and try
 again) or `StatementRefused` (this statement will never go through), and as
 nothing else.
 
-Two connections, one per role, so a claim never waits for a completion:
+Three connections, one per role, so none waits for another's statement:
 claims (and the start-up read) on one; completions and the heartbeat on the
-other, taking turns (a heartbeat waits for at most one completion).
+second, taking turns (a heartbeat waits for at most one completion); the
+marks of sends about to start on the third (a request waits for its mark).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _PAUSE_CHANNEL_FOR = driver_sql(queries.PAUSE_CHANNEL_FOR)
 _PAUSE_RATE_LIMITED = driver_sql(queries.PAUSE_RATE_LIMITED)
 _CHANNEL_PROBLEM = driver_sql(queries.CHANNEL_PROBLEM)
 _EXTEND_LEASE = driver_sql(queries.EXTEND_LEASE)
+_MARK_SENDS_STARTED = driver_sql(queries.MARK_SENDS_STARTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,23 +121,26 @@ class Completed:
 
 
 class DispatchStore:
-    def __init__(self, claims: DirectConnection, completions: DirectConnection) -> None:
+    def __init__(self, claims: DirectConnection, completions: DirectConnection,
+                 starts: DirectConnection) -> None:
         self._claims = claims
         self._completions = completions
+        self._starts = starts
 
     @classmethod
     def for_engine(cls, engine: AsyncEngine, *, application_name: str) -> DispatchStore:
         """Connections to the database `engine` points at (same URL,
         credentials, pooler and schema), opened on first use."""
-        return cls(DirectConnection.for_engine(engine, application_name=application_name),
-                   DirectConnection.for_engine(engine, application_name=application_name))
+        return cls(*(DirectConnection.for_engine(engine, application_name=application_name)
+                     for _ in range(3)))
 
     def __repr__(self) -> str:
-        return f"DispatchStore({self._claims!r}, {self._completions!r})"
+        return f"DispatchStore({self._claims!r}, {self._completions!r}, {self._starts!r})"
 
     async def aclose(self) -> None:
         await self._claims.aclose()
         await self._completions.aclose()
+        await self._starts.aclose()
 
     async def channels_with_queued(self, *, limit: int) -> list[uuid.UUID]:
         rows = await self._claims.fetchall(_CHANNELS_WITH_QUEUED, {"limit": limit})
@@ -155,6 +160,12 @@ class DispatchStore:
                            payload, attempts, max_attempts, token)
                 for (id_, message_id, channel_id, chat_id, recipient, message_type, payload,
                      attempts, max_attempts) in raw]
+
+    async def mark_sends_started(self, rows: Sequence[ClaimedRow]) -> None:
+        """Record (committed) that these rows' requests are about to start."""
+        await self._starts.execute(_MARK_SENDS_STARTED, {
+            "ids": [r.id for r in rows],
+            "claim_tokens": list({r.claim_token for r in rows})})
 
     async def complete(
         self,

@@ -289,6 +289,9 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     claim_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When this claim's request started (NULL: not yet): the rescuer refunds
+    # the attempt of a row whose worker died before it (migration 0007).
+    send_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     idempotency_key: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()

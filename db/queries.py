@@ -190,6 +190,9 @@ WHERE id = ANY(CAST(:channel_ids AS uuid[]))
 #   head-of-line test also holds back the rows behind it.
 # * MATERIALIZED: the candidate set is computed once, never re-planned into
 #   the UPDATE (where it could be evaluated more than once).
+# * The claim spends an attempt; `send_started_at` stays NULL until the
+#   row's request is about to start (MARK_SENDS_STARTED), so the rescuer can
+#   give the attempt back if the worker dies before that.
 # --------------------------------------------------------------------------
 CLAIM = """
 WITH ready_channels AS MATERIALIZED (
@@ -227,10 +230,23 @@ SET status = 'sending',
     attempts = o.attempts + 1,
     claim_token = :claim_token,
     locked_until = now() + make_interval(secs => :lease_seconds),
+    send_started_at = NULL,
     updated_at = now()
 WHERE o.id = ANY(ARRAY(SELECT id FROM candidates))
 RETURNING o.id, o.message_id, o.channel_id, o.chat_id, o.recipient, o.message_type,
           o.payload, o.attempts, o.max_attempts
+"""
+
+# These claimed rows' requests are about to start: committed before they
+# go out, many rows per statement (outbox/dispatch/starts.py). Guarded by
+# the claim: a row rescued meanwhile is left alone. No updated_at: a column
+# no index covers, so the new row version is a HOT update.
+MARK_SENDS_STARTED = """
+UPDATE outbox.outbox_messages
+SET send_started_at = now()
+WHERE id = ANY(CAST(:ids AS bigint[]))
+  AND claim_token = ANY(CAST(:claim_tokens AS uuid[]))
+  AND status = 'sending'
 """
 
 # Channels the dispatcher will soon send on (they have queued rows): their
@@ -420,14 +436,17 @@ WHERE o.id = ANY(ARRAY(
 
 # --------------------------------------------------------------------------
 # RESCUE: rows whose worker vanished (lease expired) go back to the queue.
-# The attempt stays spent: the request may have reached the provider. On
-# the last attempt, the row is dead-lettered with a reason instead of being
-# retried past max_attempts. Guarded by the claim token we read, so a
-# completion that lands first wins and the rescue skips the row.
+# A row whose request had started keeps its attempt spent (the provider
+# may have it) and is retried now; on the last attempt it is dead-lettered
+# with a reason instead of being retried past max_attempts. A row whose
+# request never started (its worker died with it waiting for a send slot)
+# gets its attempt back and keeps its place, like a released row. Guarded
+# by the claim token we read, so a completion that lands first wins and the
+# rescue skips the row.
 # --------------------------------------------------------------------------
 RESCUE_EXPIRED = """
 WITH expired AS (
-    SELECT id, claim_token
+    SELECT id, claim_token, send_started_at IS NULL AS refund
     FROM outbox.outbox_messages
     WHERE status = 'sending' AND locked_until < now()
     ORDER BY locked_until
@@ -436,18 +455,23 @@ WITH expired AS (
 ),
 rescued AS (
     UPDATE outbox.outbox_messages o
-    SET status = CASE WHEN o.attempts >= o.max_attempts THEN 'failed' ELSE 'queued' END,
-        last_error = CASE WHEN o.attempts >= o.max_attempts
+    SET status = CASE WHEN NOT e.refund AND o.attempts >= o.max_attempts
+                      THEN 'failed' ELSE 'queued' END,
+        attempts = o.attempts - CASE WHEN e.refund THEN 1 ELSE 0 END,
+        last_error = CASE WHEN e.refund
+                          THEN 'lease expired before the request started (worker stopped?); '
+                               || 'attempt given back'
+                          WHEN o.attempts >= o.max_attempts
                           THEN 'lease expired on the last attempt (worker stopped?); '
                                || 'the provider may have accepted it'
                           ELSE 'lease expired (worker stopped?); retrying' END,
-        next_attempt_at = now(),
+        next_attempt_at = CASE WHEN e.refund THEN o.next_attempt_at ELSE now() END,
         claim_token = NULL,
         locked_until = NULL,
         updated_at = now()
     FROM expired e
     WHERE o.id = e.id AND o.claim_token = e.claim_token
-    RETURNING o.id, o.message_id, o.status, o.last_error
+    RETURNING o.id, o.message_id, o.status, o.last_error, e.refund
 ),
 failed_messages AS (
     UPDATE outbox.messages m
@@ -458,6 +482,7 @@ failed_messages AS (
 )
 SELECT count(*) FILTER (WHERE status = 'queued') AS requeued,
        count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE refund) AS refunded,
        (SELECT count(*) FROM failed_messages) AS messages_failed
 FROM rescued
 """
@@ -469,6 +494,14 @@ FROM rescued
 # transaction-mode pooler); false when another process holds it.
 # --------------------------------------------------------------------------
 TRY_MAINTENANCE_LOCK = "SELECT pg_try_advisory_xact_lock(:key)"
+
+# The cron pass's lock (outbox/api/cron.py), held by a transaction that
+# stays open, idle, for the whole pass: the server's idle-in-transaction
+# timeout, if set, must not end it (and the lock with it) mid-pass.
+TRY_CRON_LOCK = """
+SELECT set_config('idle_in_transaction_session_timeout', '0', true) IS NOT NULL
+       AND pg_try_advisory_xact_lock(:key)
+"""
 
 # Timed pauses that have run out: the channel is active again.
 UNPAUSE_EXPIRED = """

@@ -139,6 +139,14 @@ class ChannelDisabled(OutboxError):
     code = "channel_disabled"
 
 
+class CronBusy(OutboxError):
+    """A cron pass is already running (POST /v1/cron/dispatch): this call
+    would only compete with it for the same rows."""
+
+    http_status = 409
+    code = "cron_busy"
+
+
 class IdempotencyConflict(OutboxError):
     """The idempotency key exists but the concurrent insert that owns it is
     not visible to this transaction's snapshot (REPEATABLE READ callers)."""

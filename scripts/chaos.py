@@ -349,6 +349,23 @@ class Daemons:
                     d.proc.wait(timeout=30)
         self.live = []
 
+    def rescues(self) -> dict[str, int]:
+        """What the daemons' rescuers logged: rows whose lease ran out
+        (requeued or dead-lettered), and of those, how many got their
+        attempt back (their request had never started)."""
+        total: Counter[str] = Counter()
+        for d in self.all:
+            for line in d.log_path.read_text(errors="replace").splitlines():
+                if '"rescued_expired_leases"' not in line:
+                    continue
+                with contextlib.suppress(ValueError):
+                    ev = json.loads(line)
+                    for key in ("requeued", "failed", "refunded"):
+                        total[key] += int(ev.get(key, 0))
+        rescued = total["requeued"] + total["failed"]
+        return {"rescued": rescued, "refunded": total["refunded"],
+                "attempts_spent": rescued - total["refunded"]}
+
     def log_events(self) -> dict[str, Any]:
         """Warnings and errors the daemons logged (JSON lines), and anything
         that was not JSON (a traceback would be)."""
@@ -629,11 +646,13 @@ def analyse(chaos: Chaos, run: dict[str, Any]) -> dict[str, Any]:
         "kills": len(obs.kills),
         "rows_sending_at_kills": sum(k["sending_before"] for k in obs.kills),
         "rows_orphaned_by_kills": sum(k.get("orphaned", 0) for k in obs.kills),
+        **chaos.daemons.rescues(),
         "hangs_after_send": sum(h["hangs"] for h in obs.hang_phases if h["after_send"]),
         "hangs_plain": sum(h["hangs"] for h in obs.hang_phases if not h["after_send"]),
         "db_terminations": len(obs.terminations),
         "rows_sending_at_termination": sum(t["sending_before"] for t in obs.terminations),
     })
+    dup["attempts_spent_per_kill"] = round(dup["attempts_spent"] / max(len(obs.kills), 1), 1)
     order = order_violations(records)
     order["enqueue_order_mismatches"] = enqueue_order_mismatches(rows, chat_of_body)
     grace = p.client_timeout + 1.0
@@ -709,6 +728,9 @@ def table(r: dict[str, Any]) -> str:
          f"sending at the kills, {dup['rows_orphaned_by_kills']} orphaned), "
          f"{dup['hangs_after_send']} hang_after_send, {dup['hangs_plain']} plain hangs, "
          f"{dup['db_terminations']} connection kill", "", ""),
+        ("  attempts per kill", f"{dup['attempts_spent'] / max(dup['kills'], 1):.1f} spent "
+         f"(rescuer: {dup['rescued']} rows with expired leases, {dup['refunded']} of them "
+         f"refunded: their request never started)", "", ""),
         ("  kill window", "accepted -> SIGKILL, kill duplicates: " + (", ".join(
             f"{k} {v}s" for k, v in dup["kill_accept_to_kill_seconds"].items() if k != "n")
             or "-"), "", ""),

@@ -240,8 +240,11 @@ async def test_lease_guard_late_completion_loses_to_rescue(make_channel, clean_d
     old, new = uuid.uuid4(), uuid.uuid4()
     # Each step in its own transaction: now() is fixed within one.
     with clean_db.begin() as conn:
-        conn.execute(text(queries.CLAIM), {"per_channel": 1, "batch_size": 1,
-                                           "claim_token": old, "lease_seconds": 0.01})
+        ids = conn.execute(text(queries.CLAIM), {
+            "per_channel": 1, "batch_size": 1, "claim_token": old,
+            "lease_seconds": 0.01}).scalars().all()
+        # Its request went out (it completes as sent): the attempt stays spent.
+        conn.execute(text(queries.MARK_SENDS_STARTED), {"ids": ids, "claim_tokens": [old]})
     await asyncio.sleep(0.05)
     with clean_db.begin() as conn:
         assert conn.execute(text(queries.RESCUE_EXPIRED), {"limit": 10}).one().requeued == 1

@@ -58,5 +58,6 @@ def test_codes_and_statuses_are_the_api_contract() -> None:
         "MissingEncryptionKey": (500, "missing_encryption_key"),
         "DecryptionFailed": (500, "decryption_failed"),
         "WeakEncryptionKey": (500, "weak_encryption_key"),
+        "CronBusy": (409, "cron_busy"),
         "MalformedCiphertext": (500, "malformed_ciphertext"),
     }

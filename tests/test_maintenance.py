@@ -168,14 +168,18 @@ async def test_unpauser_reactivates_only_channels_whose_timed_pause_ran_out(
 # --- rescuer --------------------------------------------------------------------------
 
 
-def _claim_all(engine: Engine, *, lease_seconds: float, last_attempt: bool = False) -> None:
+def _claim_all(engine: Engine, *, lease_seconds: float, last_attempt: bool = False,
+               started: bool = True) -> None:
+    """Claim every queued row, as CLAIM does; `started`: and their requests
+    went out (as the sender marks them)."""
     with engine.begin() as conn:
         conn.execute(text(
             "UPDATE outbox.outbox_messages SET status = 'sending', attempts = attempts + 1, "
             "claim_token = gen_random_uuid(), "
-            "locked_until = now() + make_interval(secs => :lease) "
+            "locked_until = now() + make_interval(secs => :lease), "
+            "send_started_at = CASE WHEN :started THEN now() END"
             + (", max_attempts = attempts + 1" if last_attempt else "")
-            + " WHERE status = 'queued'"), {"lease": lease_seconds})
+            + " WHERE status = 'queued'"), {"lease": lease_seconds, "started": started})
 
 
 async def test_rescuer_requeues_expired_leases_and_dead_letters_last_attempts(
@@ -203,6 +207,38 @@ async def test_rescuer_requeues_expired_leases_and_dead_letters_last_attempts(
         # Back in the queue; the attempt stays spent (the provider may have it).
         assert (rows[i].status, rows[i].attempts, rows[i].claim_token) == ("queued", 1, None)
         assert rows[i].message == "pending"
+
+
+async def test_rescuer_gives_back_the_attempt_of_rows_whose_request_never_started(
+        make_channel, clean_db: Engine, async_engine: AsyncEngine) -> None:
+    channel = make_channel()
+    enqueue_spread(clean_db, [channel], messages=4, chats=4)
+    ids = _ids(clean_db, "SELECT id FROM outbox.outbox_messages ORDER BY id")
+    with clean_db.begin() as conn:  # two earlier attempts failed; one was the last
+        conn.execute(text("UPDATE outbox.outbox_messages SET attempts = 1, next_attempt_at = "
+                          "now() - interval '1 hour' WHERE id = ANY(:ids)"), {"ids": ids[2:]})
+    _claim_all(clean_db, lease_seconds=-30, started=False, last_attempt=True)
+    due_before = dict(_due(clean_db))
+
+    assert await Rescuer().run_once(async_engine) == RescueResult(
+        requeued=4, failed=0, refunded=4)
+
+    with clean_db.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT id, status, attempts, claim_token, last_error, next_attempt_at "
+            "FROM outbox.outbox_messages ORDER BY id")).all()
+    # Never sent: the attempt comes back, even the last one; no backoff, and
+    # the row keeps its time (so its place), like a released row.
+    assert [(r.status, r.attempts, r.claim_token) for r in rows] == [
+        ("queued", 0, None), ("queued", 0, None), ("queued", 1, None), ("queued", 1, None)]
+    assert all("before the request started" in r.last_error for r in rows)
+    assert {r.id: r.next_attempt_at for r in rows} == due_before
+
+
+def _due(engine: Engine) -> list[tuple[int, object]]:
+    with engine.connect() as conn:
+        return [(r.id, r.next_attempt_at) for r in conn.execute(text(
+            "SELECT id, next_attempt_at FROM outbox.outbox_messages"))]
 
 
 # --- taking turns ---------------------------------------------------------------------

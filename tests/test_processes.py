@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -107,6 +109,51 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_are_counted(
           f"already accepted by the provider -> {duplicates} duplicate sends")
 
 
+def test_sigkill_spends_attempts_only_on_rows_whose_request_started(
+        make_channel, clean_db: Engine, sim, sim_url, database_url: str):
+    """The worker claims a batch ahead of its senders; killed, it must not
+    spend the attempts of the rows still waiting for a send slot."""
+    from outbox.maintenance.rescuer import Rescuer, RescueResult
+
+    channels = [make_channel(name=f"c{i}", base_url=sim_url) for i in range(4)]
+    enqueue_spread(clean_db, channels, messages=40, chats=40)
+    sim.set_faults(hang=True, hang_after_send=True)  # recorded on arrival, never answered
+    daemon = start_daemon({"OUTBOX_CONCURRENCY": "4", "OUTBOX_BATCH_SIZE": "8",
+                           "OUTBOX_LEASE_SECONDS": "60"})
+    try:
+        wait_for(lambda: len(sim.sent()) == 4 and outbox_counts(clean_db).get("sending") == 8)
+        time.sleep(0.3)  # nothing more goes out: the 4 slots are held
+    finally:
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(timeout=30)
+    started = set(sent_by_body(sim))
+    assert len(started) == 4
+    with clean_db.begin() as conn:  # the lease runs out
+        conn.execute(text("UPDATE outbox.outbox_messages SET locked_until = now() - "
+                          "interval '1 second' WHERE status = 'sending'"))
+
+    rescued = asyncio.run(_rescue(Rescuer(), database_url))
+    assert rescued == RescueResult(requeued=8, failed=0, refunded=4)
+
+    with clean_db.connect() as conn:
+        attempts = dict(conn.execute(text(
+            "SELECT m.body, o.attempts FROM outbox.outbox_messages o "
+            "JOIN outbox.messages m ON m.id = o.message_id WHERE o.last_error IS NOT NULL")).all())
+    assert len(attempts) == 8
+    assert {b: a for b, a in attempts.items() if b in started} == dict.fromkeys(started, 1)
+    assert {a for b, a in attempts.items() if b not in started} == {0}
+
+
+async def _rescue(rescuer, database_url: str):  # type: ignore[no-untyped-def]
+    from outbox.database import make_async_engine
+
+    engine = make_async_engine(database_url, pool_size=1)
+    try:
+        return await rescuer.run_once(engine)
+    finally:
+        await engine.dispose()
+
+
 def test_sigterm_exits_cleanly_with_nothing_left_sending(
         make_channel, clean_db: Engine, sim, sim_url):
     channels = [make_channel(name=f"c{i}", base_url=sim_url) for i in range(2)]
@@ -123,6 +170,49 @@ def test_sigterm_exits_cleanly_with_nothing_left_sending(
     assert counts.get("sent", 0) == sim.stats().accepted
     assert counts.get("sent", 0) + counts.get("queued", 0) == 2000
     assert "daemon_stopped" in out
+
+
+def test_serve_exits_0_on_sigterm_after_finishing_the_request_in_flight(
+        make_channel, clean_db: Engine, sim, sim_url, database_url: str):
+    """Like the daemon: SIGTERM is a clean stop, not death by signal (-15)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.api_fixtures import CRON_SECRET
+    from tests.sim_fixtures import unused_port
+
+    channel = make_channel(base_url=sim_url)
+    enqueue_spread(clean_db, [channel], messages=1, chats=1)
+    sim.set_faults(latency_ms=2000)  # the cron call is slow: it waits for the send
+    port = unused_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "outbox", "serve", "--port", str(port)], cwd=REPO, text=True,
+        env={**os.environ, "OUTBOX_CRON_SECRET": CRON_SECRET},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=30, trust_env=False) as client:
+            def up() -> bool:
+                with contextlib.suppress(httpx.TransportError):
+                    return client.get("/healthz").status_code == 200
+                return False
+
+            wait_for(up, timeout=30)
+            with ThreadPoolExecutor(1) as pool:
+                call = pool.submit(client.post, "/v1/cron/dispatch?budget=20",
+                                   headers={"Authorization": f"Bearer {CRON_SECRET}"})
+                wait_for(lambda: sim.stats().in_flight == 1, timeout=15, interval=0.02)
+                server.send_signal(signal.SIGTERM)
+                response = call.result(timeout=30)
+        out, _ = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert response.status_code == 200 and response.json()["sent"] == 1, response.text
+    assert server.returncode == 0, out
+    assert outbox_counts(clean_db) == {"sent": 1}
 
 
 def test_daemon_wakes_on_notify_not_on_poll(make_channel, clean_db: Engine, sim, sim_url):

@@ -1,7 +1,7 @@
 """Model-based test of the outbox row state machine against the real SQL.
 
-Hypothesis drives the statements of db/queries.py (CLAIM, COMPLETE,
-RESCUE_EXPIRED, RETRY_FAILED) on a handful of rows in PostgreSQL, in random
+Hypothesis drives the statements of db/queries.py (CLAIM, MARK_SENDS_STARTED,
+COMPLETE, RESCUE_EXPIRED, RETRY_FAILED) on a handful of rows in PostgreSQL, in random
 interleavings, and keeps a model of what each row must be. After every step:
 
 - every row is in a legal state; `sending` iff it holds a claim token and a
@@ -72,6 +72,7 @@ class Row:
     attempts: int = 0
     claim_token: uuid.UUID | None = None
     retried: bool = False  # requeued by RETRY_FAILED at least once
+    started: bool = False  # this claim's request started (MARK_SENDS_STARTED)
 
 
 class OutboxRowMachine(RuleBasedStateMachine):
@@ -124,6 +125,7 @@ class OutboxRowMachine(RuleBasedStateMachine):
             row = self.rows[r.id]
             assert row.status == "queued"
             row.status, row.attempts, row.claim_token = "sending", row.attempts + 1, token
+            row.started = False
             assert r.attempts == row.attempts
         if got:
             self.live[token] = {r.id for r in got}
@@ -131,9 +133,7 @@ class OutboxRowMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.live)
     @rule(data=st.data())
     def complete(self, data: st.DataObject) -> None:
-        token = data.draw(st.sampled_from(list(self.live)), label="claim")
-        ids = data.draw(st.lists(st.sampled_from(sorted(self.live[token])), min_size=1,
-                                 unique=True), label="rows")
+        token, ids = self.draw_claimed_rows(data)
         batch = []
         for row_id in ids:
             row = self.rows[row_id]
@@ -150,6 +150,15 @@ class OutboxRowMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
+    def sends_start(self, data: st.DataObject) -> None:
+        token, ids = self.draw_claimed_rows(data)
+        with self.engine.begin() as conn:
+            conn.execute(text(queries.MARK_SENDS_STARTED), {"ids": ids, "claim_tokens": [token]})
+        for row_id in ids:
+            self.rows[row_id].started = True
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
     def lease_expires_and_rescue(self, data: st.DataObject) -> None:
         token = data.draw(st.sampled_from(list(self.live)), label="claim")
         with self.engine.begin() as conn:
@@ -159,12 +168,16 @@ class OutboxRowMachine(RuleBasedStateMachine):
         with self.engine.begin() as conn:
             res = conn.execute(text(queries.RESCUE_EXPIRED), {"limit": 1000}).one()
         held = self.live[token]
-        failing = {i for i in held if self.rows[i].attempts >= self.rows[i].max_attempts}
-        assert (res.requeued, res.failed, res.messages_failed) == (
-            len(held) - len(failing), len(failing), len(failing))
+        # A row whose request never started gets its attempt back.
+        refunded = {i for i in held if not self.rows[i].started}
+        failing = {i for i in held - refunded
+                   if self.rows[i].attempts >= self.rows[i].max_attempts}
+        assert (res.requeued, res.failed, res.messages_failed, res.refunded) == (
+            len(held) - len(failing), len(failing), len(failing), len(refunded))
         for row_id in held:
             row = self.rows[row_id]
             row.status = "failed" if row_id in failing else "queued"
+            row.attempts -= 1 if row_id in refunded else 0
             row.claim_token = None
         self.forget(token, set(held))
 
@@ -263,6 +276,13 @@ class OutboxRowMachine(RuleBasedStateMachine):
         assert all(r.message_status == r.status for r in rows), rows
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def draw_claimed_rows(self, data: st.DataObject) -> tuple[uuid.UUID, list[int]]:
+        """A live claim and some of the rows it holds."""
+        token = data.draw(st.sampled_from(list(self.live)), label="claim")
+        ids = data.draw(st.lists(st.sampled_from(sorted(self.live[token])), min_size=1,
+                                 unique=True), label="rows")
+        return token, ids
 
     @staticmethod
     def claimable(snapshot: Sequence[Any], now: datetime, batch: int) -> list[int]:

@@ -48,15 +48,11 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
                          *, progress: bool) -> Summary:
     from outbox.dispatch.progress import due_count, progress_observer
     from outbox.dispatch.runtime import open_runtime, tune_gc
-    from outbox.maintenance.rescuer import Rescuer
-    from outbox.maintenance.unpauser import Unpauser
+    from outbox.maintenance.upkeep import run_upkeep
 
     tune_gc()
     async with open_runtime(settings) as runtime:
-        # Cron deployments have no daemon: do its upkeep first (both are
-        # safe to run concurrently with daemons and other cron runs).
-        await Rescuer().run_once(runtime.engine)
-        await Unpauser().run_once(runtime.engine)
+        await run_upkeep(runtime.engine)  # no daemon does it for cron deployments
         total = await due_count(runtime.engine) if progress else 0
         with progress_observer(total if limit is None else min(total, limit),
                                enabled=progress) as observer:

@@ -1,11 +1,33 @@
-"""`outbox serve`: the HTTP service (API, webhooks, cron, metrics)."""
+"""`outbox serve`: the HTTP service (API, webhooks, cron, metrics).
+
+SIGTERM (or SIGINT): stop accepting connections, let the requests in flight
+finish (up to SHUTDOWN_GRACE_SECONDS), run the app's shutdown, exit 0, like
+`outbox run`. Plain uvicorn re-raises the signal after its graceful
+shutdown, so the process died of it (exit -15) and a supervisor counted a
+clean stop as a crash.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from outbox.cli.parser import EXIT_OK, Commands
 from outbox.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
+
+# Requests in flight get this long after SIGTERM (as the dispatcher's sends
+# do); what is still running then is cut (a cron pass's unsent rows go back
+# to the queue when their lease runs out).
+SHUTDOWN_GRACE_SECONDS = 30
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -17,9 +39,38 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     port = args.port if args.port is not None else settings.http_port
     # log_config=None: uvicorn's records go through our logging (structlog,
     # redaction) instead of its own handlers.
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None,
-                access_log=False)
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_config=None,
+                            access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
+    _graceful_server(config).run()
     return EXIT_OK
+
+
+def _graceful_server(config: uvicorn.Config) -> uvicorn.Server:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn's Server, whose stop signals end in a graceful shutdown
+        and a normal return instead of the signal raised again."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield  # signals reach the main thread only
+                return
+            originals = {sig: signal.signal(sig, self._stop) for sig in STOP_SIGNALS}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+        def _stop(self, sig: int, frame: FrameType | None) -> None:
+            # A second signal: stop waiting for the requests in flight.
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+
+    return GracefulServer(config)
 
 
 def register(commands: Commands) -> None:

@@ -13,6 +13,8 @@ This module is the claim/send loop. Its parts, each in a module of its own:
   COMPLETE, the pauses, the heartbeat) on the dispatcher's own psycopg
   connections; `aclose()` closes them, and a Runtime closes its dispatchers.
 * `Completer` (completer.py) records decisions in batches;
+* `SendStarts` (starts.py) records, in batches, that rows' requests are
+  about to start (so a dead worker's unsent rows get their attempt back);
 * `ChannelGate` (gate.py) holds back a channel's claimed rows after a 429,
   a channel problem, or a tripped circuit breaker: pure, no I/O;
 * `DatabaseOutage` (outage.py) waits out a lost database for all of them.
@@ -23,7 +25,8 @@ The loop:
   recorded stay under `concurrency` plus a batch). The claim commits
   before any HTTP request (db/queries.py CLAIM);
 * sends each row on a task of its own; a per-channel semaphore bounds each
-  channel. A row whose channel the gate holds back is released unsent;
+  channel. A row whose channel the gate holds back is released unsent; a
+  row about to go out is first marked started (`SendStarts`);
 * extends the lease of rows still in flight (a heartbeat);
 * before its first claim, decrypts, all at once, the tokens of the
   channels that have queued rows.
@@ -54,6 +57,7 @@ from outbox.dispatch.credentials import CredentialCache, Credentials, Unusable
 from outbox.dispatch.gate import ChannelGate, local_pause_seconds
 from outbox.dispatch.outage import DatabaseOutage
 from outbox.dispatch.outcomes import ChannelAction, Decision, Kind, decide, release
+from outbox.dispatch.starts import SendStarts
 from outbox.dispatch.summary import Summary
 from outbox.providers.base import OutgoingMessage, Provider
 from outbox.states import OutboxStatus, PauseCause
@@ -88,6 +92,7 @@ class Dispatcher:
         self._outage = DatabaseOutage(OutageBackoff(rng=self._rng))
         self._completer = Completer(self._store, credentials, cfg, self.summary,
                                     self._outage, observers=observers)
+        self._starts = SendStarts(self._store)
         self._gate = ChannelGate(breaker_failures=cfg.circuit_breaker_failures,
                                  breaker_pause_seconds=cfg.circuit_breaker_pause_seconds,
                                  max_pause_seconds=cfg.lease_seconds)
@@ -269,6 +274,17 @@ class Dispatcher:
         if sem is None:
             sem = self._channel_sems[row.channel_id] = asyncio.Semaphore(cfg.channel_concurrency)
         async with sem, self._send_slots:
+            if self._stopping or self._gate.paused(row.channel_id, time.monotonic()):
+                self._completer.record(row, release())
+                return
+            try:
+                await self._starts.started(row)
+            except DatabaseError:
+                # Not recorded as started: it goes back unsent (the
+                # completer waits out the outage to record that).
+                self._completer.record(row, release())
+                return
+            # The mark took a round trip: a 429 may have paused the channel since.
             if self._stopping or self._gate.paused(row.channel_id, time.monotonic()):
                 self._completer.record(row, release())
                 return

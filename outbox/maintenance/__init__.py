@@ -7,5 +7,7 @@
 
 Each service owns its interval, its advisory lock key and `run_once`
 (`service.py` says how a pass takes its turn). The daemon schedules the
-first three; the HTTP service runs the webhook backlog.
+first three; the HTTP service runs the webhook backlog. `upkeep` is what
+a cron pass (`dispatch --once`, `POST /v1/cron/dispatch`) runs before it
+drains: the rescuer and the unpauser, once.
 """

@@ -1,7 +1,9 @@
 """Rows stuck in `sending` past their lease (the worker died) go back to the queue.
 
-The attempt stays spent (the request may have reached the provider); a row
-on its last attempt is dead-lettered instead (db/queries.py RESCUE_EXPIRED).
+A row whose request had started keeps its attempt spent (the request may
+have reached the provider), and on its last attempt is dead-lettered
+instead; a row whose request never started gets its attempt back
+(db/queries.py RESCUE_EXPIRED).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ log = structlog.get_logger(__name__)
 class RescueResult:
     requeued: int
     failed: int
+    refunded: int = 0  # of the requeued: their request never started, attempt given back
 
 
 class Rescuer:
@@ -39,18 +42,20 @@ class Rescuer:
         self.batch = batch
 
     async def run_once(self, engine: AsyncEngine) -> RescueResult | None:
-        requeued = failed = 0
+        requeued = failed = refunded = 0
 
         async def rescue(conn: AsyncConnection) -> bool:
-            nonlocal requeued, failed
+            nonlocal requeued, failed, refunded
             row = (await conn.execute(text(queries.RESCUE_EXPIRED),
                                       {"limit": self.batch})).one()
             requeued += row.requeued
             failed += row.failed
+            refunded += row.refunded
             return bool(row.requeued + row.failed >= self.batch)
 
         if not await run_locked(engine, self.lock_key, rescue):
             return None
         if requeued or failed:
-            log.warning("rescued_expired_leases", requeued=requeued, failed=failed)
-        return RescueResult(requeued, failed)
+            log.warning("rescued_expired_leases", requeued=requeued, failed=failed,
+                        refunded=refunded)
+        return RescueResult(requeued, failed, refunded)

@@ -1,0 +1,31 @@
+"""The upkeep a cron pass does before it drains: with no daemon, nobody else
+puts a dead worker's rows back in the queue or lifts a pause that ran out.
+
+`dispatch --once` and `POST /v1/cron/dispatch` both run it. Safe next to
+daemons and other cron passes: each service takes its own advisory lock,
+and a pass that finds it taken skips that service (another process is
+doing it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from outbox.maintenance.rescuer import Rescuer, RescueResult
+from outbox.maintenance.unpauser import Unpauser
+
+
+@dataclass(frozen=True, slots=True)
+class Upkeep:
+    rescued: RescueResult | None  # None: another process was rescuing
+    unpaused: list[uuid.UUID] | None  # None: another process was unpausing
+
+
+async def run_upkeep(engine: AsyncEngine) -> Upkeep:
+    """Rescue expired leases, then lift expired pauses (one pass each)."""
+    rescued = await Rescuer().run_once(engine)
+    unpaused = await Unpauser().run_once(engine)
+    return Upkeep(rescued, unpaused)
