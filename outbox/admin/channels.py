@@ -23,6 +23,7 @@ from outbox.message_types import check_workspace_id, is_utf8, parse_channel_id
 from outbox.phone import normalize_recipient
 
 MAX_NAME_LENGTH = 200
+MAX_REASON_LENGTH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +72,7 @@ def create_channel(
         # channel is our own account, whose number we know.
         raise InvalidInput("a channel's phone number must be a number, not a linked id (@lid)",
                            field="phone_number")
-    if not isinstance(token, str):
-        raise InvalidInput("token must be text", field="token")
-    token = token.strip()
-    if not token or any(ch.isspace() for ch in token) or len(token) > 512:
-        raise InvalidInput("token is empty or malformed (no spaces, at most 512 characters)",
-                           field="token")
+    stored_token = _encrypted_token(token, encryption_key)
     if base_url is not None:
         if not isinstance(base_url, str):
             raise InvalidInput("base URL must be text", field="base_url")
@@ -86,11 +82,53 @@ def create_channel(
     row = session.execute(text(q.CREATE_CHANNEL), {
         "id": uuid.uuid4(), "workspace_id": workspace_id, "name": name,
         "phone_number": phone.phone, "base_url": base_url,
-        "webhook_secret": secrets.token_urlsafe(32),
-        "encrypted_token": crypto.encrypt_token(token, encryption_key),
-        "key_id": crypto.key_id(encryption_key),
+        "webhook_secret": secrets.token_urlsafe(32), **stored_token,
     }).one()
     return ChannelInfo.of(row)
+
+
+def replace_channel_token(
+    session: Session,
+    channel_id: uuid.UUID | str,
+    *,
+    token: str,
+    encryption_key: str,
+    workspace_id: str | None = None,
+) -> ChannelInfo:
+    """Store a new token for a channel. A channel disabled, or paused because
+    Whapi refused its token or it could not be decrypted, is active again; any
+    other pause (an operator's, a rate limit) stays. The dispatcher picks the
+    new token up when its cached one expires (outbox/dispatch/credentials.py)."""
+    cid = parse_channel_id(channel_id)
+    return _changed(session, q.STORE_NEW_CREDENTIAL, cid, workspace_id,
+                    **_encrypted_token(token, encryption_key))
+
+
+def _encrypted_token(token: object, encryption_key: str) -> dict[str, str]:
+    """A Whapi token checked and encrypted: the columns channel_tokens stores."""
+    if not isinstance(token, str):
+        raise InvalidInput("token must be text", field="token")
+    token = token.strip()
+    if not token or any(ch.isspace() for ch in token) or len(token) > 512:
+        raise InvalidInput("token is empty or malformed (no spaces, at most 512 characters)",
+                           field="token")
+    return {"encrypted_token": crypto.encrypt_token(token, encryption_key),
+            "key_id": crypto.key_id(encryption_key)}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelQueue:
+    """A channel with what waits on it: for an operator's list."""
+
+    channel: ChannelInfo
+    pause_cause: str | None
+    queued: int
+    oldest_due_at: datetime | None  # the longest-waiting row that could go now
+
+
+def channel_queues(session: Session, *, workspace_id: str) -> list[ChannelQueue]:
+    return [ChannelQueue(ChannelInfo.of(r), r.pause_cause, r.queued, r.oldest_due_at)
+            for r in session.execute(text(q.CHANNEL_QUEUES), {"workspace_id": workspace_id})]
 
 
 def list_channels(session: Session, *, workspace_id: str | None = None) -> list[ChannelInfo]:
@@ -124,6 +162,10 @@ def pause_channel(
     if seconds is not None and seconds <= 0:
         get_channel(session, channel_id, workspace_id=workspace_id)  # not found comes first
         raise InvalidInput("pause duration must be positive", field="seconds")
+    if (not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH or "\x00" in reason
+            or not is_utf8(reason)):
+        raise InvalidInput(f"pause reason must be text of at most {MAX_REASON_LENGTH} "
+                           "characters", field="reason")
     return _changed(session, q.PAUSE_CHANNEL, channel_id, workspace_id,
                     seconds=seconds, reason=reason)
 
