@@ -64,7 +64,11 @@ def create_channel(
     if not name or len(name) > MAX_NAME_LENGTH or "\x00" in name or not is_utf8(name):
         raise InvalidInput(f"channel name must be 1 to {MAX_NAME_LENGTH} characters", field="name")
     workspace_id = check_workspace_id(workspace_id)
-    phone = normalize_recipient(phone_number, default_region=default_region)
+    try:
+        phone = normalize_recipient(phone_number, default_region=default_region)
+    except InvalidInput as exc:
+        exc.field = exc.field or "phone_number"
+        raise
     if phone.is_group:
         raise InvalidInput("a channel's phone number can't be a group", field="phone_number")
     if not phone.phone.startswith("+"):
