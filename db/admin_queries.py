@@ -42,6 +42,23 @@ WHERE CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id A
 ORDER BY created_at, id
 """
 
+# Each channel of a workspace with its queue: rows waiting, and the
+# oldest that is due. Both come from the partial index on queued rows.
+CHANNEL_QUEUES = """
+SELECT c.id, c.workspace_id, c.name, c.phone_number, c.provider, c.base_url, c.status,
+       c.paused_until, c.pause_reason, c.pause_cause,
+       q.queued, q.oldest_due_at
+FROM outbox.channels c
+CROSS JOIN LATERAL (
+    SELECT count(*) AS queued,
+           min(o.next_attempt_at) FILTER (WHERE o.next_attempt_at <= now()) AS oldest_due_at
+    FROM outbox.outbox_messages o
+    WHERE o.channel_id = c.id AND o.status = 'queued'
+) q
+WHERE c.workspace_id = :workspace_id
+ORDER BY c.created_at, c.id
+"""
+
 # Every column: the caller gets the whole `Channel` model (its webhook
 # secret too).
 CHANNEL = """
@@ -84,6 +101,38 @@ RETURNING id, workspace_id, name, phone_number, provider, base_url, status,
           paused_until, pause_reason
 """
 
+# A new token (stored, or added if the channel had none). A channel that
+# stopped because of its token (disabled, or paused as `unauthorized` by
+# Whapi's 401 or `credentials` when it could not be decrypted) is active
+# again; other pauses stay.
+STORE_NEW_CREDENTIAL = """
+WITH target AS (
+    SELECT id, (status = 'disabled' OR (status = 'paused'
+                AND pause_cause IN ('unauthorized', 'credentials'))) AS revive
+    FROM outbox.channels
+    WHERE id = CAST(:channel_id AS uuid)
+      AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+    FOR UPDATE
+),
+stored AS (
+    INSERT INTO outbox.channel_tokens (channel_id, encrypted_token, key_id)
+    SELECT id, :encrypted_token, :key_id FROM target
+    ON CONFLICT (channel_id) DO UPDATE
+    SET encrypted_token = EXCLUDED.encrypted_token, key_id = EXCLUDED.key_id,
+        created_at = now()
+)
+UPDATE outbox.channels c
+SET status = CASE WHEN t.revive THEN 'active' ELSE c.status END,
+    paused_until = CASE WHEN t.revive THEN NULL ELSE c.paused_until END,
+    pause_reason = CASE WHEN t.revive THEN NULL ELSE c.pause_reason END,
+    pause_cause = CASE WHEN t.revive THEN NULL ELSE c.pause_cause END,
+    updated_at = now()
+FROM target t
+WHERE c.id = t.id
+RETURNING c.id, c.workspace_id, c.name, c.phone_number, c.provider, c.base_url, c.status,
+          c.paused_until, c.pause_reason
+"""
+
 # --------------------------------------------------------------------------
 # TOKENS: the key rotation (`outbox tokens rotate-key`) and its check.
 # --------------------------------------------------------------------------
@@ -121,19 +170,19 @@ ORDER BY c.created_at, c.id
 # API KEYS: only a hash is stored; the prefix (not secret) finds the row.
 # --------------------------------------------------------------------------
 INSERT_API_KEY = """
-INSERT INTO outbox.api_keys (workspace_id, name, prefix, key_hash)
-VALUES (:workspace_id, :name, :prefix, :key_hash)
+INSERT INTO outbox.api_keys (workspace_id, name, prefix, key_hash, scopes)
+VALUES (:workspace_id, :name, :prefix, :key_hash, CAST(:scopes AS text[]))
 RETURNING id, created_at
 """
 
 API_KEY_BY_PREFIX = """
-SELECT id, workspace_id, key_hash
+SELECT id, workspace_id, key_hash, scopes
 FROM outbox.api_keys
 WHERE prefix = :prefix AND revoked_at IS NULL
 """
 
 LIST_API_KEYS = """
-SELECT id, workspace_id, name, prefix, created_at, revoked_at
+SELECT id, workspace_id, name, prefix, scopes, created_at, revoked_at
 FROM outbox.api_keys
 WHERE CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text)
 ORDER BY created_at, id

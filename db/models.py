@@ -33,7 +33,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from outbox.db.schema import DEFAULT_SCHEMA
@@ -44,6 +44,8 @@ from outbox.db.states import (
     MessageStatus,
     OutboxStatus,
     PendingKind,
+    Role,
+    Scope,
 )
 
 NAMING = {
@@ -309,7 +311,12 @@ class ApiKey(Base):
     """
 
     __tablename__ = "api_keys"
-    __table_args__ = (UniqueConstraint("prefix"), Index(None, "workspace_id"))
+    __table_args__ = (
+        UniqueConstraint("prefix"),
+        Index(None, "workspace_id"),
+        CheckConstraint(f"scopes <@ ARRAY[{', '.join(repr(s.value) for s in Scope)}]::text[] "
+                        "AND cardinality(scopes) > 0", name="scopes"),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     workspace_id: Mapped[str] = mapped_column(Text, nullable=False)
@@ -317,6 +324,48 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(Text, nullable=False)
     key_hash: Mapped[str] = mapped_column(Text, nullable=False)  # hex SHA-256 of the whole key
     created_at: Mapped[datetime] = _created()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the key may do (migration 0009); keys made before could read and send.
+    scopes: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{read,send}'::text[]"))
+
+
+# --- Console users and their sessions (migration 0009) -------------------------
+
+
+class User(Base):
+    """A person who signs in to a workspace. Only an Argon2id hash of the
+    password is kept; the email is stored lower-cased, unique per workspace."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "email"),
+        CheckConstraint(_in("role", Role), name="role"),
+        CheckConstraint("email = lower(email)", name="email_lower"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    workspace_id: Mapped[str] = mapped_column(Text, nullable=False)
+    email: Mapped[str] = mapped_column(Text, nullable=False)
+    role: Mapped[str] = mapped_column(Text, nullable=False)
+    password_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created()
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UserSession(Base):
+    """A signed-in user: the token is opaque and random, kept as its SHA-256."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (UniqueConstraint("token_hash"), Index(None, "user_id"))
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    token_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_seen_at: Mapped[datetime] = _created()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

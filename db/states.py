@@ -71,6 +71,23 @@ class PauseCause(enum.StrEnum):
     CREDENTIALS = "credentials"
 
 
+class Scope(enum.StrEnum):
+    """What an API key or a user may do (outbox/admin/access.py)."""
+
+    READ = "read"
+    SEND = "send"
+    CHATS = "chats"
+    ADMIN = "admin"
+
+
+class Role(enum.StrEnum):
+    """A user's role: the scopes it grants (outbox/admin/access.py)."""
+
+    VIEWER = "viewer"
+    AGENT = "agent"
+    ADMIN = "admin"
+
+
 class PendingKind(enum.StrEnum):
     """What waits in webhook_pending for a message that isn't stored yet."""
 

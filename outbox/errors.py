@@ -139,6 +139,20 @@ class ChannelDisabled(OutboxError):
     code = "channel_disabled"
 
 
+class InsufficientScope(OutboxError):
+    """Authenticated, but not allowed this (HTTP 403)."""
+
+    http_status = 403
+    code = "insufficient_scope"
+
+
+class UserExists(OutboxError):
+    """A user with that email is already in the workspace."""
+
+    http_status = 409
+    code = "user_exists"
+
+
 class CronBusy(OutboxError):
     """A cron pass is already running (POST /v1/cron/dispatch): this call
     would only compete with it for the same rows."""

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from tests.conftest import TABLES, TEST_KEY
 
 CRON_SECRET = "cron-secret-for-tests-" + "y" * 16
-API_TABLES = ("api_keys", "webhook_status_backlog")
+API_TABLES = ("api_keys", "webhook_status_backlog", "users", "sessions")
 COUNTED = (*TABLES, *API_TABLES)
 
 

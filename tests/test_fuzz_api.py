@@ -58,6 +58,7 @@ class Target:
     channel: uuid.UUID
     secret: str
     message: uuid.UUID
+    spare: uuid.UUID  # what the channel admin routes get: resuming it sends nothing
     examples: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
@@ -66,9 +67,11 @@ class Target:
 
 @pytest.fixture(scope="module")
 def target(engine: Engine, live_url: str) -> Iterator[Target]:
-    """A workspace with a key, a channel and a message. The channel is paused
-    indefinitely: what the fuzzer enqueues is stored but never sent, and the
-    cron route has nothing to dispatch."""
+    """A workspace with a key (every scope), a channel and a message. The
+    channel is paused indefinitely: what the fuzzer enqueues is stored but
+    never sent, and the cron route has nothing to dispatch. The channel admin
+    routes get a spare channel with nothing queued, so resuming it sends
+    nothing either."""
     from outbox.admin.apikeys import create_api_key
     from outbox.admin.channels import create_channel
     from outbox.enqueue import enqueue_text
@@ -82,11 +85,14 @@ def target(engine: Engine, live_url: str) -> Iterator[Target]:
                                  workspace_id="fuzz", base_url="http://127.0.0.1:9").id
         s.execute(text("UPDATE outbox.channels SET status = 'paused', pause_reason = 'fuzzing' "
                        "WHERE id = :id"), {"id": channel})
-        key = create_api_key(s, workspace_id="fuzz").key
+        spare = create_channel(s, name="spare", phone_number="+15550008002",
+                               token=secrets.token_hex(16), encryption_key=TEST_KEY,
+                               workspace_id="fuzz", base_url="http://127.0.0.1:9").id
+        key = create_api_key(s, workspace_id="fuzz", scopes="admin").key
         message = enqueue_text(s, channel_id=channel, to="+15550100001", body="seed",
                                workspace_id="fuzz").message_id
     secret = webhook_secrets(engine)[channel]
-    yield Target(live_url, key, channel, secret, message)
+    yield Target(live_url, key, channel, secret, message, spare)
 
 
 # Whapi-shaped webhook bodies, and arbitrary JSON (finite numbers only).
@@ -143,7 +149,8 @@ def _fuzz_operation(t: Target, operation: Any, mode: Any) -> None:
         headers = {"Authorization": f"Bearer {CRON_SECRET if is_cron else t.key}"}
         if real:
             if "channel_id" in (case.path_parameters or {}):
-                case.path_parameters["channel_id"] = str(t.channel)
+                case.path_parameters["channel_id"] = str(
+                    t.spare if operation.path.startswith("/v1/channels/") else t.channel)
             if "message_id" in (case.path_parameters or {}):
                 case.path_parameters["message_id"] = str(t.message)
             if isinstance(case.body, dict) and operation.path == "/v1/messages":

@@ -1,4 +1,5 @@
-"""API keys: one workspace per key, shown once, stored as a hash.
+"""API keys: one workspace per key, with scopes (outbox/admin/access.py),
+shown once, stored as a hash.
 
 A key reads `wo_<prefix>_<secret>`. The prefix (12 hex characters, not
 secret) finds the row; the SHA-256 of the whole key is compared with the
@@ -18,7 +19,11 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+# Principal is re-exported: routes name it from here.
+from outbox.admin.access import DEFAULT_KEY_SCOPES, parse_scopes
+from outbox.admin.access import Principal as Principal
 from outbox.db import admin_queries as q
+from outbox.db.states import Scope
 from outbox.errors import InvalidInput, NotFound, Unauthorized
 from outbox.message_types import check_workspace_id, is_utf8
 
@@ -36,6 +41,7 @@ class NewApiKey:
     workspace_id: str
     prefix: str
     key: str  # shown once, never stored
+    scopes: frozenset[Scope] = DEFAULT_KEY_SCOPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,25 +50,21 @@ class ApiKeyInfo:
     workspace_id: str
     name: str | None
     prefix: str
+    scopes: frozenset[Scope]
     created_at: datetime
     revoked_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the workspace every API query is filtered by."""
-
-    api_key_id: uuid.UUID
-    workspace_id: str
 
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_api_key(session: Session, *, workspace_id: str, name: str | None = None) -> NewApiKey:
-    """Add a key to the caller's transaction; the returned `key` is the only copy."""
+def create_api_key(session: Session, *, workspace_id: str, name: str | None = None,
+                   scopes: str | frozenset[Scope] = DEFAULT_KEY_SCOPES) -> NewApiKey:
+    """Add a key to the caller's transaction; the returned `key` is the only copy.
+    `scopes`: a set, or names separated by commas (`"send,read"`)."""
     workspace_id = check_workspace_id(workspace_id)
+    scopes = parse_scopes(scopes)
     if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_LENGTH
                              or "\x00" in name or not is_utf8(name)):
         raise InvalidInput(f"name must be at most {MAX_NAME_LENGTH} characters", field="name")
@@ -70,8 +72,9 @@ def create_api_key(session: Session, *, workspace_id: str, name: str | None = No
     key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
     row = session.execute(text(q.INSERT_API_KEY), {
         "workspace_id": workspace_id, "name": name, "prefix": prefix, "key_hash": hash_key(key),
+        "scopes": sorted(scopes),
     }).one()
-    return NewApiKey(row.id, workspace_id, prefix, key)
+    return NewApiKey(row.id, workspace_id, prefix, key, scopes)
 
 
 def authenticate(session: Session, authorization: str | None) -> Principal:
@@ -86,11 +89,12 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     stored = row.key_hash if row is not None else _DUMMY_HASH
     if not hmac.compare_digest(stored.encode(), hash_key(key).encode()) or row is None:
         raise Unauthorized("invalid or revoked API key")
-    return Principal(row.id, row.workspace_id)
+    return Principal(row.workspace_id, parse_scopes(row.scopes), api_key_id=row.id)
 
 
 def list_api_keys(session: Session, *, workspace_id: str | None = None) -> list[ApiKeyInfo]:
-    return [ApiKeyInfo(r.id, r.workspace_id, r.name, r.prefix, r.created_at, r.revoked_at)
+    return [ApiKeyInfo(r.id, r.workspace_id, r.name, r.prefix, parse_scopes(r.scopes),
+                       r.created_at, r.revoked_at)
             for r in session.execute(text(q.LIST_API_KEYS), {"workspace_id": workspace_id})]
 
 

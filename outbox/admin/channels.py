@@ -24,6 +24,7 @@ from outbox.message_types import check_workspace_id, is_utf8, parse_channel_id
 from outbox.phone import normalize_recipient
 
 MAX_NAME_LENGTH = 200
+MAX_REASON_LENGTH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,11 @@ def create_channel(
     if not name or len(name) > MAX_NAME_LENGTH or "\x00" in name or not is_utf8(name):
         raise InvalidInput(f"channel name must be 1 to {MAX_NAME_LENGTH} characters", field="name")
     workspace_id = check_workspace_id(workspace_id)
-    phone = normalize_recipient(phone_number, default_region=default_region)
+    try:
+        phone = normalize_recipient(phone_number, default_region=default_region)
+    except InvalidInput as exc:
+        exc.field = exc.field or "phone_number"
+        raise
     if phone.is_group:
         raise InvalidInput("a channel's phone number can't be a group", field="phone_number")
     if not phone.phone.startswith("+"):
@@ -79,12 +84,7 @@ def create_channel(
         # channel is our own account, whose number we know.
         raise InvalidInput("a channel's phone number must be a number, not a linked id (@lid)",
                            field="phone_number")
-    if not isinstance(token, str):
-        raise InvalidInput("token must be text", field="token")
-    token = token.strip()
-    if not token or any(ch.isspace() for ch in token) or len(token) > 512:
-        raise InvalidInput("token is empty or malformed (no spaces, at most 512 characters)",
-                           field="token")
+    _check_token(token)
     if base_url is not None:
         base_url = check_base_url(base_url, allow_http=allow_http)
     channel_id = uuid.uuid4()
@@ -94,9 +94,7 @@ def create_channel(
         "webhook_secret": crypto.encrypt_token(
             secrets.token_urlsafe(32), encryption_key,
             crypto.Binding(channel_id, base_url, purpose=WEBHOOK_SECRET)),
-        "encrypted_token": crypto.encrypt_token(
-            token, encryption_key, crypto.Binding(channel_id, base_url)),
-        "key_id": crypto.key_id(encryption_key),
+        **_encrypted_token(token, encryption_key, crypto.Binding(channel_id, base_url)),
     }).one()
     return ChannelInfo.of(row)
 
@@ -139,6 +137,61 @@ def webhook_secret_of(channel_id: uuid.UUID, stored: str, base_url: str | None,
                            "(OUTBOX_ENCRYPTION_KEY, OUTBOX_ENCRYPTION_KEY_OLD)")
 
 
+def replace_channel_token(
+    session: Session,
+    channel_id: uuid.UUID | str,
+    *,
+    token: str,
+    encryption_key: str,
+    workspace_id: str | None = None,
+) -> ChannelInfo:
+    """Store a new token for a channel. A channel disabled, or paused because
+    Whapi refused its token or it could not be decrypted, is active again; any
+    other pause (an operator's, a rate limit) stays. The dispatcher picks the
+    new token up when its cached one expires (outbox/dispatch/credentials.py)."""
+    encryption_key = crypto.require_strong_key(encryption_key)
+    checked = _check_token(token)
+    channel = get_channel(session, channel_id, workspace_id=workspace_id)
+    return _changed(session, q.STORE_NEW_CREDENTIAL, channel.id, workspace_id,
+                    **_encrypted_token(checked, encryption_key,
+                                       crypto.Binding(channel.id, channel.base_url)))
+
+
+def _check_token(token: object) -> str:
+    """A Whapi token as given, checked: `InvalidInput` naming `token` otherwise."""
+    if not isinstance(token, str):
+        raise InvalidInput("token must be text", field="token")
+    token = token.strip()
+    if not token or any(ch.isspace() for ch in token) or len(token) > 512:
+        raise InvalidInput("token is empty or malformed (no spaces, at most 512 characters)",
+                           field="token")
+    return token
+
+
+def _encrypted_token(token: object, encryption_key: str,
+                     binding: crypto.Binding) -> dict[str, str]:
+    """A Whapi token checked and encrypted for its channel: the columns
+    channel_tokens stores."""
+    return {"encrypted_token": crypto.encrypt_token(_check_token(token), encryption_key,
+                                                    binding),
+            "key_id": crypto.key_id(encryption_key)}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelQueue:
+    """A channel with what waits on it: for an operator's list."""
+
+    channel: ChannelInfo
+    pause_cause: str | None
+    queued: int
+    oldest_due_at: datetime | None  # the longest-waiting row that could go now
+
+
+def channel_queues(session: Session, *, workspace_id: str) -> list[ChannelQueue]:
+    return [ChannelQueue(ChannelInfo.of(r), r.pause_cause, r.queued, r.oldest_due_at)
+            for r in session.execute(text(q.CHANNEL_QUEUES), {"workspace_id": workspace_id})]
+
+
 def list_channels(session: Session, *, workspace_id: str | None = None) -> list[ChannelInfo]:
     return [ChannelInfo.of(r)
             for r in session.execute(text(q.LIST_CHANNELS), {"workspace_id": workspace_id})]
@@ -170,6 +223,10 @@ def pause_channel(
     if seconds is not None and seconds <= 0:
         get_channel(session, channel_id, workspace_id=workspace_id)  # not found comes first
         raise InvalidInput("pause duration must be positive", field="seconds")
+    if (not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH or "\x00" in reason
+            or not is_utf8(reason)):
+        raise InvalidInput(f"pause reason must be text of at most {MAX_REASON_LENGTH} "
+                           "characters", field="reason")
     return _changed(session, q.PAUSE_CHANNEL, channel_id, workspace_id,
                     seconds=seconds, reason=reason)
 

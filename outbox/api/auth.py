@@ -1,4 +1,11 @@
-"""Who may call what: API keys (per workspace), the cron secret.
+"""Who may call what: API keys and console sessions (per workspace, with
+scopes), the cron secret.
+
+Every route declares the scopes it needs (outbox/admin/access.py) with a
+parameter type from here: `principal: Reader`, `Sender`, `ChatAgent`,
+`Admin`; a caller without them gets 403 insufficient_scope. A credential is
+an API key (`Authorization: Bearer wo_...`) or a session token
+(`Authorization: Bearer ws_...`, or the SESSION_COOKIE the console carries).
 
 Webhook secrets are per channel and checked by outbox.webhooks. Every
 comparison of a secret is constant-time.
@@ -7,29 +14,58 @@ comparison of a secret is constant-time.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
+from functools import cache
 from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from outbox.admin.apikeys import Principal, authenticate, bearer_token
+from outbox.admin.access import Principal
+from outbox.admin.apikeys import authenticate, bearer_token
+from outbox.admin.sessions import authenticate_session, is_session_token
 from outbox.api.context import context
+from outbox.db.states import Scope
 from outbox.errors import CronDisabled, Unauthorized
 
+#: The console's session cookie (HttpOnly, SameSite=Strict: see outbox/api/sessions.py).
+SESSION_COOKIE = "outbox_session"
 
-async def require_api_key(request: Request) -> Principal:
-    """The caller's workspace, from `Authorization: Bearer <key>`; 401 otherwise,
-    429 when the key is over its rate (outbox/api/limits.py)."""
+
+async def authenticate_caller(request: Request) -> Principal:
+    """The caller, from `Authorization: Bearer <API key or session token>` or,
+    without that header, the session cookie; 401 otherwise, 429 when the key
+    or user is over its rate (outbox/api/limits.py)."""
     ctx = context(request)
     header = request.headers.get("authorization")
+    token = bearer_token(header)
+    cookie = request.cookies.get(SESSION_COOKIE) if header is None else None
 
     def lookup() -> Principal:
         with ctx.transaction() as session:
+            if token is not None and is_session_token(token):
+                return authenticate_session(session, token)
+            if cookie:
+                return authenticate_session(session, cookie)
             return authenticate(session, header)
 
     principal = await run_in_threadpool(lookup)
-    ctx.rate_limiter.check(principal.api_key_id)
+    ctx.rate_limiter.check(principal.rate_key,
+                           what="API key" if principal.api_key_id else "user")
     return principal
+
+
+@cache
+def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller, who must hold every one of `scopes`
+    (403 insufficient_scope otherwise). Cached, so each set is one dependency."""
+
+    async def scoped(principal: Annotated[Principal, Depends(authenticate_caller)]) -> Principal:
+        principal.demand(*scopes)
+        return principal
+
+    scoped.__name__ = f"require_{'_'.join(scopes) or 'any'}"
+    return scoped
 
 
 def require_cron_secret(request: Request) -> None:
@@ -44,5 +80,13 @@ def require_cron_secret(request: Request) -> None:
         raise Unauthorized("missing or wrong cron secret (Authorization: Bearer <secret>)")
 
 
-#: A route parameter that authenticates the caller: `principal: ApiCaller`.
-ApiCaller = Annotated[Principal, Depends(require_api_key)]
+# Route parameter types: `principal: Reader` authenticates the caller and
+# demands the scope.
+#: Any authenticated caller, whatever its scopes.
+Caller = Annotated[Principal, Depends(authenticate_caller)]
+Reader = Annotated[Principal, Depends(require(Scope.READ))]
+Sender = Annotated[Principal, Depends(require(Scope.SEND))]
+ChatAgent = Annotated[Principal, Depends(require(Scope.CHATS))]
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+#: What every API key could do before keys had scopes: read and send.
+ApiCaller = Annotated[Principal, Depends(require(Scope.READ, Scope.SEND))]

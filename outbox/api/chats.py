@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from outbox.admin.chats import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, list_chats
-from outbox.api.auth import ApiCaller
+from outbox.api.auth import Reader
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import ERROR_RESPONSES
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/chats", tags=["chats"])
 @router.get("", responses=ERROR_RESPONSES)
 async def get_chats(
     request: Request,
-    principal: ApiCaller,
+    principal: Reader,
     channel_id: str | None = None,
     unread: bool = False,
     archived: bool = False,

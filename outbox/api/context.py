@@ -10,7 +10,7 @@ from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from outbox.api.limits import KeyRateLimiter, WorkspaceQueueCap
+from outbox.api.limits import KeyRateLimiter, LoginLimits, WorkspaceQueueCap
 from outbox.settings import Settings
 
 
@@ -21,11 +21,13 @@ class AppContext:
     engine: Engine
     rate_limiter: KeyRateLimiter = field(init=False)
     queue_cap: WorkspaceQueueCap = field(init=False)
+    login_limits: LoginLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.rate_limiter = KeyRateLimiter(self.settings.api_rate_limit_per_second,
                                            self.settings.api_rate_limit_burst)
         self.queue_cap = WorkspaceQueueCap(self.settings.max_queued_per_workspace)
+        self.login_limits = LoginLimits()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -1,6 +1,7 @@
-"""Abuse limits of the HTTP API: requests per API key, queued rows per workspace.
+"""Abuse limits of the HTTP API: requests per API key (or signed-in user),
+queued rows per workspace, sign-in attempts per account and per address.
 
-Both answer 429 with Retry-After. Both are per process: behind N replicas of
+All answer 429 with Retry-After. All are per process: behind N replicas of
 `outbox serve` a key may make N times the rate, and a workspace may overshoot
 its cap by what the replicas admit in one refresh interval; they bound abuse,
 they are not quotas to bill by.
@@ -26,6 +27,13 @@ Clock = Callable[[], float]
 MAX_TRACKED_KEYS = 10_000
 # How long a workspace's queued count is trusted before it is counted again.
 QUEUE_COUNT_TTL_SECONDS = 5.0
+# Sign-in attempts: a few in a row for one account, then one a minute (a
+# password guesser gets ~1,400 a day per account); an address may try more
+# accounts (an office behind one NAT), then one every five seconds.
+LOGIN_ACCOUNT_BURST = 5
+LOGIN_ACCOUNT_PER_SECOND = 1 / 60
+LOGIN_ADDRESS_BURST = 20
+LOGIN_ADDRESS_PER_SECOND = 1 / 5
 
 
 @dataclass(slots=True)
@@ -64,13 +72,33 @@ class KeyRateLimiter:
                 return 0.0
             return (1 - bucket.tokens) / self.per_second
 
-    def check(self, key: Hashable) -> None:
-        """`RateLimited` (429, Retry-After) when `key` is out of tokens."""
+    def check(self, key: Hashable, *, what: str = "API key") -> None:
+        """`RateLimited` (429, Retry-After) when `key` is out of tokens;
+        `what` names the key in the message."""
         wait = self.take(key)
         if wait > 0:
-            raise RateLimited(f"too many requests for this API key: more than "
+            raise RateLimited(f"too many requests for this {what}: more than "
                               f"{self.per_second:g} a second; retry in {math.ceil(wait)} s",
                               retry_after=wait)
+
+
+class LoginLimits:
+    """Sign-in attempts, counted before the password is checked (so a locked
+    account costs no Argon2 work), the same for unknown and real accounts."""
+
+    def __init__(self, *, clock: Clock = time.monotonic) -> None:
+        self.per_account = KeyRateLimiter(LOGIN_ACCOUNT_PER_SECOND, LOGIN_ACCOUNT_BURST,
+                                          clock=clock)
+        self.per_address = KeyRateLimiter(LOGIN_ADDRESS_PER_SECOND, LOGIN_ADDRESS_BURST,
+                                          clock=clock)
+
+    def check(self, address: str, account: Hashable) -> None:
+        for limiter, key, what in ((self.per_address, address, "address"),
+                                   (self.per_account, account, "account")):
+            wait = limiter.take(key)
+            if wait > 0:
+                raise RateLimited(f"too many sign-in attempts from this {what}; retry in "
+                                  f"{math.ceil(wait)} s", retry_after=wait)
 
 
 class WorkspaceQueueCap:

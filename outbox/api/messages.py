@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from outbox import metrics
 from outbox.admin.apikeys import Principal
-from outbox.api.auth import ApiCaller
+from outbox.api.auth import Reader, Sender
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import ERROR_RESPONSES, MessageDetail, MessageQueued, SendMessage
@@ -38,7 +38,7 @@ _SEND_BODY = {"requestBody": {"required": True, "content": {
                               "description": "Idempotency key seen before: the existing message"},
                         **ERROR_RESPONSES})
 async def send_message(request: Request,
-                       principal: ApiCaller) -> JSONResponse:
+                       principal: Sender) -> JSONResponse:
     """Queue a message. 201 when queued; 200 with the existing message when
     the idempotency key was used before on this channel."""
     body = parse_model(SendMessage, await read_body(request))
@@ -52,7 +52,7 @@ async def send_message(request: Request,
 
 @router.get("/{message_id}", response_model=MessageDetail, responses=ERROR_RESPONSES)
 async def get_message(message_id: str, request: Request,
-                      principal: ApiCaller) -> MessageDetail:
+                      principal: Reader) -> MessageDetail:
     """A message's status, attempts, last error, WhatsApp id and timestamps."""
     ctx = context(request)
     return await run_in_threadpool(_detail, ctx, principal.workspace_id, message_id)

@@ -79,6 +79,7 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in ((400, "Malformed JSON"), (401, "Missing or invalid credentials"),
+                       (403, "The credentials lack a scope the route needs"),
                        (404, "Not found (or another workspace's)"),
                        (409, "Channel disabled"), (422, "Invalid field"))
 }

@@ -10,6 +10,7 @@ One module per command group; each adds its commands with `register`:
     simulator                                                     cli/simulator.py
     serve                                                         cli/serve.py
     apikey    create | list | revoke                              cli/apikey.py
+    user      add | list | disable                                cli/user.py
     chats     list | archive | unarchive | read                   cli/chats.py
     tokens    rotate-key | check                                  cli/tokens.py
     keys      generate                                            cli/keys.py
@@ -35,13 +36,15 @@ from outbox.cli import (
     simulator,
     status,
     tokens,
+    user,
 )
 from outbox.cli.parser import EXIT_USAGE, CommandParser, Handler, subcommands
 from outbox.errors import OutboxError
 from outbox.settings import get_settings
 
 # In this order in `outbox --help` and in the "choose from" of a wrong command.
-GROUPS = (db, channel, send, dispatch, status, simulator, serve, apikey, chats, tokens, keys)
+GROUPS = (db, channel, send, dispatch, status, simulator, serve, apikey, user, chats, tokens,
+          keys)
 
 
 def build_parser() -> CommandParser:

@@ -15,10 +15,12 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.admin.apikeys import create_api_key
 
     with session_scope(settings) as session:
-        key = create_api_key(session, workspace_id=args.workspace, name=args.name)
+        key = create_api_key(session, workspace_id=args.workspace, name=args.name,
+                             scopes=args.scope)
     print(key.key)
-    print(f"API key {key.id} for workspace {key.workspace_id!r}: shown once, store it now "
-          "(only a hash is kept)", file=sys.stderr)
+    print(f"API key {key.id} for workspace {key.workspace_id!r} (scopes: "
+          f"{','.join(sorted(key.scopes))}): shown once, store it now (only a hash is kept)",
+          file=sys.stderr)
     return EXIT_OK
 
 
@@ -28,9 +30,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     with session_scope(settings) as session:
         keys = list_api_keys(session, workspace_id=args.workspace)
     print_table([(k.id, k.workspace_id, k.name or "", f"wo_{k.prefix}_…",
-                  k.created_at.isoformat(timespec="seconds"),
+                  ",".join(sorted(k.scopes)), k.created_at.isoformat(timespec="seconds"),
                   k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "")
-                 for k in keys], ["id", "workspace", "name", "key", "created", "revoked"])
+                 for k in keys],
+                ["id", "workspace", "name", "key", "scopes", "created", "revoked"])
     return EXIT_OK
 
 
@@ -48,6 +51,9 @@ def register(commands: Commands) -> None:
     p = keys.add_parser("create", help="create a key for a workspace; prints it once")
     p.add_argument("--workspace", required=True)
     p.add_argument("--name", help="what the key is for")
+    p.add_argument("--scope", default="send,read",
+                   help="what the key may do, comma-separated: read, send, chats, admin "
+                        "(admin includes the others; default: send,read)")
     p.set_defaults(handler=cmd_create)
     p = keys.add_parser("list", help="list keys (never the keys themselves)")
     p.add_argument("--workspace")

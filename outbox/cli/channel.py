@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from outbox.cli.parser import EXIT_OK, Commands, subcommands
 from outbox.cli.session import session_scope
@@ -75,28 +74,11 @@ def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def webhook_info(settings: Settings, channel_id: str, mode: str = "body") -> dict[str, Any]:
-    """Where Whapi should send a channel's webhooks, and how (URL, secret
-    header, events, and the body of Whapi's PATCH /settings)."""
-    from outbox.admin.channels import get_channel, webhook_secret_of
-    from outbox.webhooks.apply import SECRET_HEADER, whapi_webhook_settings
+def cmd_webhook_info(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.admin.webhook_info import webhook_info
 
     with session_scope(settings) as session:
-        channel = get_channel(session, channel_id)
-        cid = channel.id
-        secret = webhook_secret_of(cid, channel.webhook_secret, channel.base_url,
-                                   settings.decryption_keys())
-    base = (settings.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
-    url = f"{base}/webhooks/whapi/{cid}"
-    whapi = whapi_webhook_settings(url, secret, mode=mode)
-    return {"channel_id": str(cid), "url": url, "mode": mode,
-            "header": SECRET_HEADER, "secret": secret,
-            "events": whapi["webhooks"][0]["events"], "whapi_settings": whapi,
-            "public_url_set": settings.public_url is not None}
-
-
-def cmd_webhook_info(args: argparse.Namespace, settings: Settings) -> int:
-    info = webhook_info(settings, args.channel_id, args.mode)
+        info = webhook_info(session, settings, args.channel_id, mode=args.mode)
     if args.json:
         print(json.dumps(info, indent=2))
         return EXIT_OK

@@ -1,0 +1,173 @@
+"""/v1/channels: the workspace's WhatsApp channels, for its admins (admin
+scope). The same services as `outbox channel` (outbox/admin/channels.py).
+
+A Whapi token goes in (create, replace) and never comes out: no response
+and no log line carries it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from starlette.concurrency import run_in_threadpool
+
+from outbox.admin.channels import (
+    ChannelInfo,
+    channel_queues,
+    create_channel,
+    pause_channel,
+    replace_channel_token,
+    resume_channel,
+)
+from outbox.admin.webhook_info import webhook_info
+from outbox.api.auth import Admin
+from outbox.api.body import parse_model, read_body
+from outbox.api.context import context
+from outbox.api.schemas import ERROR_RESPONSES
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/v1/channels", tags=["channels"])
+
+MAX_PAUSE_SECONDS = 366 * 86400  # longer is "until resumed"
+
+
+class NewChannel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr
+    phone_number: StrictStr = Field(description="the channel's own number, E.164")
+    token: StrictStr = Field(description="the Whapi channel token (stored encrypted, never shown)")
+    base_url: StrictStr | None = Field(default=None, description="Whapi base URL for this channel")
+
+
+class NewToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: StrictStr
+
+
+class Pause(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float | None = Field(default=None, gt=0, le=MAX_PAUSE_SECONDS, allow_inf_nan=False,
+                                  description="default: until resumed")
+    reason: StrictStr | None = Field(default=None, description="shown in the channel list")
+
+
+def _body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    return {"requestBody": {"required": required, "content": {
+        "application/json": {"schema": model.model_json_schema()}}}}
+
+
+@router.get("", responses=ERROR_RESPONSES)
+async def list_channels(request: Request, principal: Admin) -> dict[str, Any]:
+    """`{"channels": [...]}`: each with its state, pause (reason, cause, until),
+    queued rows and the oldest due one."""
+    ctx = context(request)
+
+    def run() -> dict[str, Any]:
+        with ctx.transaction() as session:
+            queues = channel_queues(session, workspace_id=principal.workspace_id)
+        return {"channels": [
+            _channel(q.channel) | {"pause_cause": q.pause_cause, "queued": q.queued,
+                                   "oldest_due_at": _iso(q.oldest_due_at)}
+            for q in queues]}
+
+    return await run_in_threadpool(run)
+
+
+@router.post("", status_code=201, openapi_extra=_body(NewChannel), responses=ERROR_RESPONSES)
+async def add_channel(request: Request, principal: Admin) -> JSONResponse:
+    """Add a channel with its Whapi token; the answer never includes the token."""
+    body = parse_model(NewChannel, await read_body(request))
+    ctx = context(request)
+
+    def run() -> ChannelInfo:
+        key = ctx.settings.require_encryption_key()
+        with ctx.transaction() as session:
+            return create_channel(session, name=body.name, phone_number=body.phone_number,
+                                  token=body.token, encryption_key=key,
+                                  workspace_id=principal.workspace_id, base_url=body.base_url,
+                                  default_region=ctx.settings.default_region)
+
+    channel = await run_in_threadpool(run)
+    log.info("channel_created", channel_id=str(channel.id), workspace_id=channel.workspace_id)
+    return JSONResponse(_channel(channel), status_code=201)
+
+
+@router.put("/{channel_id}/token", openapi_extra=_body(NewToken), responses=ERROR_RESPONSES)
+async def put_token(channel_id: str, request: Request, principal: Admin) -> dict[str, Any]:
+    """Replace the channel's token. A channel stopped by a bad token (disabled,
+    or paused as unauthorized/credentials) is active again."""
+    body = parse_model(NewToken, await read_body(request))
+    ctx = context(request)
+
+    def run() -> ChannelInfo:
+        key = ctx.settings.require_encryption_key()
+        with ctx.transaction() as session:
+            return replace_channel_token(session, channel_id, token=body.token,
+                                         encryption_key=key, workspace_id=principal.workspace_id)
+
+    channel = await run_in_threadpool(run)
+    log.info("channel_token_replaced", channel_id=str(channel.id))
+    return _channel(channel)
+
+
+@router.post("/{channel_id}/pause", openapi_extra=_body(Pause, required=False),
+             responses=ERROR_RESPONSES)
+async def pause(channel_id: str, request: Request, principal: Admin) -> dict[str, Any]:
+    """Stop sending on the channel (its rows stay queued), until resumed or for
+    `seconds`. The body is optional."""
+    raw = await read_body(request)
+    body = parse_model(Pause, raw) if raw.strip() else Pause()
+    ctx = context(request)
+
+    def run() -> ChannelInfo:
+        with ctx.transaction() as session:
+            return pause_channel(session, channel_id, seconds=body.seconds,
+                                 reason=body.reason or "paused by an admin",
+                                 workspace_id=principal.workspace_id)
+
+    return _channel(await run_in_threadpool(run))
+
+
+@router.post("/{channel_id}/resume", responses=ERROR_RESPONSES)
+async def resume(channel_id: str, request: Request, principal: Admin) -> dict[str, Any]:
+    """Make a paused or disabled channel active again."""
+    ctx = context(request)
+
+    def run() -> ChannelInfo:
+        with ctx.transaction() as session:
+            return resume_channel(session, channel_id, workspace_id=principal.workspace_id)
+
+    return _channel(await run_in_threadpool(run))
+
+
+@router.get("/{channel_id}/webhook-info", responses=ERROR_RESPONSES)
+async def get_webhook_info(channel_id: str, request: Request, principal: Admin,
+                           mode: Literal["body", "path", "method"] = "body") -> dict[str, Any]:
+    """The webhook settings to give Whapi: URL, secret header, events, and the
+    body of Whapi's PATCH /settings."""
+    ctx = context(request)
+
+    def run() -> dict[str, Any]:
+        with ctx.transaction() as session:
+            return webhook_info(session, ctx.settings, channel_id, mode=mode,
+                                workspace_id=principal.workspace_id)
+
+    return await run_in_threadpool(run)
+
+
+def _channel(c: ChannelInfo) -> dict[str, Any]:
+    return {"id": str(c.id), "workspace_id": c.workspace_id, "name": c.name,
+            "phone_number": c.phone_number, "base_url": c.base_url, "status": c.status,
+            "paused_until": _iso(c.paused_until), "pause_reason": c.pause_reason}
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,123 @@
+"""POST /v1/sessions (sign in), GET /v1/sessions/current, DELETE /v1/sessions
+(sign out): console users' sessions (outbox/admin/sessions.py).
+
+Signing in answers the token in the body (for `Authorization: Bearer`) and
+sets it as the SESSION_COOKIE: HttpOnly (page scripts can't read it),
+SameSite=Strict (another site's form or fetch doesn't carry it, so it can't
+make requests on the user's behalf), Secure when the service is reached over
+HTTPS. Attempts are limited per account and per client address before the
+password is checked (outbox/api/limits.py); every failure is the same 401.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, StrictStr
+from starlette.concurrency import run_in_threadpool
+
+from outbox.admin.access import Principal
+from outbox.admin.sessions import SESSION_TTL_SECONDS, NewSession, sign_in, sign_out
+from outbox.admin.users import UserInfo, normalize_email
+from outbox.api.auth import SESSION_COOKIE, Caller
+from outbox.api.body import parse_model, read_body
+from outbox.api.context import context
+from outbox.api.schemas import ERROR_RESPONSES
+from outbox.db.models import DEFAULT_WORKSPACE
+from outbox.errors import InvalidInput
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+class SignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workspace_id: StrictStr = DEFAULT_WORKSPACE
+    email: StrictStr
+    password: StrictStr
+
+
+_SIGN_IN_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": SignIn.model_json_schema()}}}}
+
+
+@router.post("", status_code=201, openapi_extra=_SIGN_IN_BODY,
+             responses={**ERROR_RESPONSES, 429: ERROR_RESPONSES[401] | {
+                 "description": "Too many sign-in attempts (Retry-After)"}})
+async def create_session(request: Request) -> JSONResponse:
+    """Sign in with email and password: the session token (also set as a cookie)."""
+    body = parse_model(SignIn, await read_body(request))
+    ctx = context(request)
+    address = request.client.host if request.client else "unknown"
+    ctx.login_limits.check(address, (body.workspace_id, _account(body.email)))
+
+    def run() -> NewSession:
+        with ctx.transaction() as session:
+            return sign_in(session, workspace_id=body.workspace_id, email=body.email,
+                           password=body.password)
+
+    new = await run_in_threadpool(run)
+    log.info("signed_in", workspace_id=new.user.workspace_id, user_id=str(new.user.id))
+    response = JSONResponse({"token": new.token, "expires_at": new.expires_at.isoformat(),
+                             **_who(new.user)}, status_code=201)
+    response.set_cookie(SESSION_COOKIE, new.token, max_age=SESSION_TTL_SECONDS, path="/",
+                        httponly=True, samesite="strict", secure=_https(request))
+    return response
+
+
+@router.get("/current", responses=ERROR_RESPONSES)
+async def current_session(principal: Caller) -> dict[str, Any]:
+    """Who the session belongs to, and what it may do."""
+    _session_of(principal)
+    return {"workspace_id": principal.workspace_id, "user_id": str(principal.user_id),
+            "scopes": sorted(principal.scopes)}
+
+
+@router.delete("", status_code=204, responses=ERROR_RESPONSES)
+async def delete_session(request: Request, principal: Caller) -> Response:
+    """Sign out: the session (the bearer token's, or the cookie's) ends now."""
+    ctx = context(request)
+    session_id = _session_of(principal)
+
+    def run() -> None:
+        with ctx.transaction() as session:
+            sign_out(session, session_id)
+
+    await run_in_threadpool(run)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
+                           secure=_https(request))
+    return response
+
+
+def _account(email: str) -> str:
+    """What the per-account limit counts: the address as stored, or the raw
+    text when it isn't one (sign_in refuses it, but the attempt counts)."""
+    try:
+        return normalize_email(email)
+    except InvalidInput:
+        return email[:300]
+
+
+def _session_of(principal: Principal) -> uuid.UUID:
+    if principal.session_id is None:
+        raise InvalidInput("this request is authenticated with an API key, not a session "
+                           "(revoke keys with: outbox apikey revoke)")
+    return principal.session_id
+
+
+def _who(user: UserInfo) -> dict[str, Any]:
+    return {"user": {"id": str(user.id), "workspace_id": user.workspace_id, "email": user.email,
+                     "role": user.role},
+            "scopes": sorted(user.scopes)}
+
+
+def _https(request: Request) -> bool:
+    public = context(request).settings.public_url or ""
+    return request.url.scheme == "https" or public.startswith("https://")
