@@ -17,7 +17,6 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from tests.api_fixtures import api, api_db, auth, live_url, row_counts  # noqa: F401
-from tests.conftest import TEST_KEY
 from tests.test_security import debug_logging  # noqa: F401
 
 WHAPI_TOKEN = "whapi-token-" + uuid.uuid4().hex
@@ -36,12 +35,9 @@ def admin(api_db: Engine) -> Callable[..., str]:
 
 
 def stored_token(engine: Engine, channel_id: object) -> str:
-    from outbox.crypto import decrypt_token
+    from tests.dispatch_helpers import channel_tokens
 
-    with engine.connect() as conn:
-        blob = conn.execute(text("SELECT encrypted_token FROM outbox.channel_tokens "
-                                 "WHERE channel_id = :id"), {"id": channel_id}).scalar_one()
-    return decrypt_token(blob, TEST_KEY)
+    return channel_tokens(engine)[uuid.UUID(str(channel_id))]
 
 
 def channel_row(engine: Engine, channel_id: object) -> Any:

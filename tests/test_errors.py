@@ -59,5 +59,7 @@ def test_codes_and_statuses_are_the_api_contract() -> None:
         "DecryptionFailed": (500, "decryption_failed"),
         "WeakEncryptionKey": (500, "weak_encryption_key"),
         "CronBusy": (409, "cron_busy"),
+        "InsufficientScope": (403, "insufficient_scope"),
+        "UserExists": (409, "user_exists"),
         "MalformedCiphertext": (500, "malformed_ciphertext"),
     }
