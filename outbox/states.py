@@ -17,6 +17,8 @@ from outbox.db.states import (
     OutboxStatus,
     PauseCause,
     PendingKind,
+    Role,
+    Scope,
 )
 
 __all__ = [
@@ -27,4 +29,6 @@ __all__ = [
     "OutboxStatus",
     "PauseCause",
     "PendingKind",
+    "Role",
+    "Scope",
 ]

@@ -27,6 +27,8 @@ CONSTRAINED = {
     ("messages", "direction"): states.Direction,
     ("outbox_messages", "status"): states.OutboxStatus,
     ("webhook_pending", "kind"): states.PendingKind,
+    ("users", "role"): states.Role,
+    ("api_keys", "scopes"): states.Scope,
 }
 
 
@@ -36,8 +38,10 @@ def _checks() -> dict[tuple[str, str], list[str]]:
     for table in Base.metadata.tables.values():
         for c in table.constraints:
             if isinstance(c, CheckConstraint):
-                match = re.fullmatch(r"(\w+) IN \((.*)\)", str(c.sqltext))
-                assert match is not None, c.sqltext
+                match = (re.fullmatch(r"(\w+) IN \((.*)\)", str(c.sqltext))
+                         or re.match(r"(\w+) <@ ARRAY\[(.*?)\]", str(c.sqltext)))
+                if match is None:  # not a list of values (e.g. email = lower(email))
+                    continue
                 out[(table.name, match[1])] = re.findall(r"'([^']*)'", match[2])
     return out
 
