@@ -30,9 +30,10 @@ from sqlalchemy import (
     MetaData,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from outbox.db.schema import DEFAULT_SCHEMA
@@ -49,8 +50,14 @@ DEFAULT_WORKSPACE = "default"
 
 CHANNEL_STATUSES = ("active", "paused", "disabled")
 CHAT_STATUSES = ("active", "archived")
-MESSAGE_STATUSES = ("pending", "sent", "delivered", "read", "played", "failed", "deleted")
-OUTBOX_STATUSES = ("queued", "sending", "sent", "failed", "paused")
+# `cancelled`: taken back before the dispatcher claimed it (migration 0008).
+MESSAGE_STATUSES = ("pending", "sent", "delivered", "read", "played", "failed", "deleted",
+                    "cancelled")
+OUTBOX_STATUSES = ("queued", "sending", "sent", "failed", "paused", "cancelled")
+#: The inbox's chat order: newest message first, chats without one last. As
+#: one expression, a page and the cursor after it are one index range
+#: (DESC NULLS LAST over two columns is not).
+CHAT_RECENCY = "COALESCE(last_message_at, '-infinity'::timestamptz)"
 DIRECTIONS = ("outbound", "inbound")
 #: Channel pause causes. `unauthorized` (HTTP 401) and `session` (Whapi's
 #: health/users webhooks: logged out, QR, ERROR) end when the session is
@@ -126,14 +133,34 @@ class ChannelToken(Base):
 
 class Contact(Base):
     __tablename__ = "contacts"
-    __table_args__ = (UniqueConstraint("workspace_id", "phone"),)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "phone"),
+        # Search by the start of a name or number (migration 0008): btree
+        # prefix indexes, which every PostgreSQL has (pg_trgm is an extension
+        # a server may lack or a role may not be allowed to create).
+        # text_pattern_ops: LIKE 'abc%' uses them whatever the collation.
+        Index("ix_contacts_phone_prefix", "workspace_id", "phone",
+              postgresql_ops={"phone": "text_pattern_ops"}),
+        Index("ix_contacts_recent", "workspace_id", text("created_at DESC"), text("id DESC")),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     workspace_id: Mapped[str] = mapped_column(Text, nullable=False)
     phone: Mapped[str] = mapped_column(Text, nullable=False)  # E.164, or a group id
     name: Mapped[str | None] = mapped_column(Text)
     is_group: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    email: Mapped[str | None] = mapped_column(Text)
+    notes: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{}'::text[]"))
     created_at: Mapped[datetime] = _created()
+
+
+# An expression with an operator class: declared beside the model, where
+# the column can be named (and labelled for postgresql_ops).
+Index("ix_contacts_name_prefix", Contact.workspace_id,
+      func.lower(Contact.name).label("lower_name"),
+      postgresql_ops={"lower_name": "text_pattern_ops"})
 
 
 class Chat(Base):
@@ -145,6 +172,11 @@ class Chat(Base):
         CheckConstraint(_in("status", CHAT_STATUSES), name="status"),
         Index(None, "contact_id"),
         Index("ix_chats_listing", "workspace_id", "channel_id", text("last_message_at DESC"), "id"),
+        # The inbox (migration 0008): a workspace's chats in CHAT_RECENCY
+        # order, and one agent's.
+        Index("ix_chats_inbox", "workspace_id", text(f"{CHAT_RECENCY} DESC"), text("id DESC")),
+        Index("ix_chats_assigned", "workspace_id", "assigned_to", text(f"{CHAT_RECENCY} DESC"),
+              text("id DESC"), postgresql_where=text("assigned_to IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -160,6 +192,9 @@ class Chat(Base):
     last_message_preview: Mapped[str | None] = mapped_column(Text)
     unread_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
+    # The user the chat is assigned to. Users live elsewhere (and may be
+    # removed): a plain uuid, no foreign key.
+    assigned_to: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
 
@@ -195,6 +230,10 @@ class Message(Base):
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
         Index(None, "chat_id", "created_at"),
+        # GET /v1/messages: a workspace's messages, newest first (migration
+        # 0008). Not on status: an indexed status would make every status
+        # change a non-HOT update of this, the largest table.
+        Index(None, "workspace_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()

@@ -7,6 +7,7 @@ One module per command group; each adds its commands with `register`:
     send                                                          cli/send.py
     run, dispatch --once                                          cli/dispatch.py
     status, retry                                                 cli/status.py
+    cancel                                                        cli/cancel.py
     simulator                                                     cli/simulator.py
     serve                                                         cli/serve.py
     apikey    create | list | revoke                              cli/apikey.py
@@ -22,13 +23,25 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from outbox.cli import apikey, channel, chats, db, dispatch, send, serve, simulator, status, tokens
+from outbox.cli import (
+    apikey,
+    cancel,
+    channel,
+    chats,
+    db,
+    dispatch,
+    send,
+    serve,
+    simulator,
+    status,
+    tokens,
+)
 from outbox.cli.parser import EXIT_USAGE, CommandParser, Handler, subcommands
 from outbox.errors import OutboxError
 from outbox.settings import get_settings
 
 # In this order in `outbox --help` and in the "choose from" of a wrong command.
-GROUPS = (db, channel, send, dispatch, status, simulator, serve, apikey, chats, tokens)
+GROUPS = (db, channel, send, dispatch, status, cancel, simulator, serve, apikey, chats, tokens)
 
 
 def build_parser() -> CommandParser:
