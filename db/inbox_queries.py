@@ -61,7 +61,7 @@ LIMIT :limit
 # One chat with its contact and its latest message (the chat's newest row
 # of ix_messages_chat_id_created_at).
 CHAT = f"""
-SELECT {_CHAT_COLUMNS}, ct.email, ct.notes, ct.tags,
+SELECT {_CHAT_COLUMNS}, ct.email, ct.notes, ct.tags, ct.created_at AS contact_created_at,
        lm.id AS last_id, lm.direction AS last_direction, lm.type AS last_type,
        lm.body AS last_body, lm.status AS last_status, lm.created_at AS last_created_at,
        lm.sent_at AS last_sent_at, lm.deleted_at AS last_deleted_at

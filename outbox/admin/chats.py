@@ -152,7 +152,7 @@ def get_chat(session: Session, chat_id: uuid.UUID | str, *,
         raise ChatNotFound(f"chat {chat_id} does not exist", field="chat_id")
     contact = {"id": str(r.contact_id), "phone": r.phone, "name": r.name,
                "is_group": r.is_group, "email": r.email, "notes": r.notes,
-               "tags": list(r.tags)}
+               "tags": list(r.tags), "created_at": r.contact_created_at.isoformat()}
     last = None
     if r.last_id is not None:
         last = {"id": str(r.last_id), "direction": r.last_direction, "type": r.last_type,
