@@ -57,6 +57,8 @@ class Target:
     channel: uuid.UUID
     secret: str
     message: uuid.UUID
+    chat: uuid.UUID
+    contact: uuid.UUID
     examples: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
@@ -82,12 +84,14 @@ def target(engine: Engine, live_url: str) -> Iterator[Target]:
         s.execute(text("UPDATE outbox.channels SET status = 'paused', pause_reason = 'fuzzing' "
                        "WHERE id = :id"), {"id": channel})
         key = create_api_key(s, workspace_id="fuzz").key
-        message = enqueue_text(s, channel_id=channel, to="+15550100001", body="seed",
-                               workspace_id="fuzz").message_id
+        seeded = enqueue_text(s, channel_id=channel, to="+15550100001", body="seed",
+                              workspace_id="fuzz")
     with engine.connect() as conn:
         secret = conn.execute(text("SELECT webhook_secret FROM outbox.channels WHERE id = :id"),
                               {"id": channel}).scalar_one()
-    yield Target(live_url, key, channel, secret, message)
+        contact = conn.execute(text("SELECT contact_id FROM outbox.chats WHERE id = :id"),
+                               {"id": seeded.chat_id}).scalar_one()
+    yield Target(live_url, key, channel, secret, seeded.message_id, seeded.chat_id, contact)
 
 
 # Whapi-shaped webhook bodies, and arbitrary JSON (finite numbers only).
@@ -147,6 +151,10 @@ def _fuzz_operation(t: Target, operation: Any, mode: Any) -> None:
                 case.path_parameters["channel_id"] = str(t.channel)
             if "message_id" in (case.path_parameters or {}):
                 case.path_parameters["message_id"] = str(t.message)
+            if "chat_id" in (case.path_parameters or {}):
+                case.path_parameters["chat_id"] = str(t.chat)
+            if "contact_id" in (case.path_parameters or {}):
+                case.path_parameters["contact_id"] = str(t.contact)
             if isinstance(case.body, dict) and operation.path == "/v1/messages":
                 case.body["channel_id"] = str(t.channel)
                 case.body["to"] = "+15550100001"
@@ -163,6 +171,8 @@ def _fuzz_operation(t: Target, operation: Any, mode: Any) -> None:
                         case.body.pop("idempotency_key")
             if isinstance(case.query, dict) and "channel_id" in case.query:
                 case.query["channel_id"] = str(t.channel)
+            if isinstance(case.query, dict) and "chat_id" in case.query:
+                case.query["chat_id"] = str(t.chat)
         if is_webhook:
             if real or mode == schemathesis.GenerationMode.POSITIVE:
                 headers["X-Outbox-Webhook-Secret"] = t.secret
