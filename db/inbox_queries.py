@@ -41,7 +41,9 @@ _CHAT_COLUMNS = """c.id, c.channel_id, c.wa_chat_id, c.contact_id, ct.phone, ct.
 LIST_CHATS = f"""
 SELECT {_CHAT_COLUMNS}
 FROM outbox.chats c
-JOIN outbox.contacts ct ON ct.id = c.contact_id
+-- The same workspace, said outright: a search then reaches the contacts'
+-- prefix indexes, which lead with workspace_id.
+JOIN outbox.contacts ct ON ct.id = c.contact_id AND ct.workspace_id = c.workspace_id
 WHERE {_WORKSPACE.format(t="c")}
   AND (CAST(:channel_id AS uuid) IS NULL OR c.channel_id = CAST(:channel_id AS uuid))
   AND (CAST(:include_archived AS bool) OR c.status = CAST(:status AS text))
