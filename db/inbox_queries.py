@@ -13,9 +13,9 @@ threads and message lists on (created_at, id).
 
 Search is by the start of a contact's name (case-insensitive) or number,
 on btree prefix indexes (ix_contacts_name_prefix, ix_contacts_phone_prefix):
-`lower(name) LIKE 'mar%'`, `phone LIKE '+5511%'`. The caller passes three
-patterns, none NULL (a NULL arm would keep the planner from combining the
-indexes with a BitmapOr).
+`lower(name) LIKE 'mar%'`, `ltrim(phone, '+') LIKE '5511%'` (E.164 numbers
+and group ids alike). The caller passes both patterns, neither NULL (a NULL
+arm would keep the planner from combining the indexes with a BitmapOr).
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ _WORKSPACE = ("(CAST(:workspace_id AS text) IS NULL"
 
 _SEARCH = """(NOT CAST(:searching AS bool)
         OR lower(ct.name) LIKE lower(CAST(:name_pattern AS text))
-        OR ct.phone LIKE CAST(:phone_pattern AS text)
-        OR ct.phone LIKE CAST(:digits_pattern AS text))"""
+        OR ltrim(ct.phone, '+') LIKE CAST(:digits_pattern AS text))"""
 
 # --------------------------------------------------------------------------
 # CHATS

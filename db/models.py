@@ -139,8 +139,6 @@ class Contact(Base):
         # prefix indexes, which every PostgreSQL has (pg_trgm is an extension
         # a server may lack or a role may not be allowed to create).
         # text_pattern_ops: LIKE 'abc%' uses them whatever the collation.
-        Index("ix_contacts_phone_prefix", "workspace_id", "phone",
-              postgresql_ops={"phone": "text_pattern_ops"}),
         Index("ix_contacts_recent", "workspace_id", text("created_at DESC"), text("id DESC")),
     )
 
@@ -156,11 +154,16 @@ class Contact(Base):
     created_at: Mapped[datetime] = _created()
 
 
-# An expression with an operator class: declared beside the model, where
-# the column can be named (and labelled for postgresql_ops).
+# Expressions with an operator class: declared beside the model, where the
+# column can be named (and labelled for postgresql_ops). The number's is
+# without its "+": one prefix finds E.164 numbers and group ids, and an
+# equality probe on phone keeps using the unique index.
 Index("ix_contacts_name_prefix", Contact.workspace_id,
       func.lower(Contact.name).label("lower_name"),
       postgresql_ops={"lower_name": "text_pattern_ops"})
+Index("ix_contacts_phone_prefix", Contact.workspace_id,
+      func.ltrim(Contact.phone, "+").label("phone_digits"),
+      postgresql_ops={"phone_digits": "text_pattern_ops"})
 
 
 class Chat(Base):

@@ -4,7 +4,8 @@
   live elsewhere and may go; no foreign key);
 * contacts.email, notes, tags;
 * search by the start of a contact's name or number: btree prefix indexes
-  (lower(name) and phone, text_pattern_ops), which every PostgreSQL has;
+  (lower(name), and phone without its "+", text_pattern_ops), which every
+  PostgreSQL has;
   pg_trgm is an extension a server may lack or a role may not create;
 * the inbox's chat order as one index (newest message first, chats without
   one last), also per assigned user; a workspace's messages newest first;
@@ -50,8 +51,8 @@ def upgrade() -> None:
         nullable=False))
     op.create_index("ix_contacts_name_prefix", "contacts",
                     ["workspace_id", sa.text("lower(name) text_pattern_ops")])
-    op.create_index("ix_contacts_phone_prefix", "contacts", ["workspace_id", "phone"],
-                    postgresql_ops={"phone": "text_pattern_ops"})
+    op.create_index("ix_contacts_phone_prefix", "contacts",
+                    ["workspace_id", sa.text("ltrim(phone, '+') text_pattern_ops")])
     op.create_index("ix_contacts_recent", "contacts",
                     ["workspace_id", sa.text("created_at DESC"), sa.text("id DESC")])
     op.create_index("ix_chats_inbox", "chats",

@@ -59,32 +59,31 @@ def cursor_params(cursor: str | None, *, field: str = "cursor") -> dict[str, Any
 @dataclass(frozen=True, slots=True)
 class Search:
     """`q` as the LIKE patterns of db/inbox_queries.py's search: the start of
-    a name (any case), of an E.164 number, of a group id."""
+    a name (any case), of a number or group id (digits, without "+")."""
 
     searching: bool
     name_pattern: str
-    phone_pattern: str
     digits_pattern: str
 
     def params(self) -> dict[str, Any]:
         return {"searching": self.searching, "name_pattern": self.name_pattern,
-                "phone_pattern": self.phone_pattern, "digits_pattern": self.digits_pattern}
+                "digits_pattern": self.digits_pattern}
 
 
 def search(q: str | None) -> Search:
     if q is None or not q.strip():
         # Never NULL patterns: see db/inbox_queries.py.
-        return Search(False, "", "", "")
+        return Search(False, "", "")
     q = q.strip()
     if len(q) > MAX_QUERY_LENGTH or "\x00" in q or not is_utf8(q):
         raise InvalidInput(f"q must be 1 to {MAX_QUERY_LENGTH} characters", field="q")
     name = _escape_like(q) + "%"
     digits = _NON_DIGITS.sub("", q)
     if not digits.isdigit():
-        # Not a number: the phone patterns repeat the name's, which matches
-        # no phone and keeps every arm indexable.
-        return Search(True, name, name, name)
-    return Search(True, name, f"+{digits}%", f"{digits}%")
+        # Not a number: the number's pattern repeats the name's, which
+        # matches no number and keeps both arms indexable.
+        return Search(True, name, name)
+    return Search(True, name, f"{digits}%")
 
 
 def _escape_like(value: str) -> str:
