@@ -37,26 +37,56 @@ _CHAT_COLUMNS = """c.id, c.channel_id, c.wa_chat_id, c.contact_id, ct.phone, ct.
 
 # :status is the one status listed unless :include_archived; :assigned_to a
 # user, or :unassigned for chats nobody has.
-LIST_CHATS = f"""
-SELECT {_CHAT_COLUMNS}
-FROM outbox.chats c
--- The same workspace, said outright: a search then reaches the contacts'
--- prefix indexes, which lead with workspace_id.
-JOIN outbox.contacts ct ON ct.id = c.contact_id AND ct.workspace_id = c.workspace_id
-WHERE {_WORKSPACE.format(t="c")}
-  AND (CAST(:channel_id AS uuid) IS NULL OR c.channel_id = CAST(:channel_id AS uuid))
+_CHAT_FILTERS = """(CAST(:channel_id AS uuid) IS NULL OR c.channel_id = CAST(:channel_id AS uuid))
   AND (CAST(:include_archived AS bool) OR c.status = CAST(:status AS text))
   AND (NOT CAST(:unread_only AS bool) OR c.unread_count > 0)
   AND (CAST(:is_group AS bool) IS NULL OR ct.is_group = CAST(:is_group AS bool))
   AND (CAST(:assigned_to AS uuid) IS NULL OR c.assigned_to = CAST(:assigned_to AS uuid))
   AND (NOT CAST(:unassigned AS bool) OR c.assigned_to IS NULL)
-  AND {_SEARCH}
   AND (NOT CAST(:has_cursor AS bool)
        OR (COALESCE(c.last_message_at, '-infinity'::timestamptz), c.id)
           < (COALESCE(CAST(:cursor_at AS timestamptz), '-infinity'::timestamptz),
              CAST(:cursor_id AS uuid)))
 ORDER BY COALESCE(c.last_message_at, '-infinity'::timestamptz) DESC, c.id DESC
-LIMIT :limit
+LIMIT :limit"""
+
+# The list: ix_chats_inbox in order, a page's worth; a search that matches
+# many contacts too (they are dense in the list: a page comes soon).
+LIST_CHATS = f"""
+SELECT {_CHAT_COLUMNS}
+FROM outbox.chats c
+JOIN outbox.contacts ct ON ct.id = c.contact_id AND ct.workspace_id = c.workspace_id
+WHERE {_WORKSPACE.format(t="c")}
+  AND {_SEARCH}
+  AND {_CHAT_FILTERS}
+"""
+
+# How many contacts a search matches, up to :cap (the prefix indexes).
+COUNT_MATCHES = f"""
+SELECT count(*) FROM (
+    SELECT 1 FROM outbox.contacts ct
+    WHERE {_WORKSPACE.format(t="ct")} AND {_SEARCH}
+    LIMIT :cap
+) m
+"""
+
+# A search that matches few contacts: those first (the prefix indexes),
+# then their chats, one probe of ix_chats_contact_id each (LATERAL with
+# LIMIT is never flattened into a hash join), sorted. Walking the list
+# instead would cost where the matches sit (an old customer's number: far
+# down); this costs what it matches.
+SEARCH_CHATS = f"""
+WITH ct AS MATERIALIZED (
+    SELECT ct.id, ct.phone, ct.name, ct.is_group FROM outbox.contacts ct
+    WHERE {_WORKSPACE.format(t="ct")} AND {_SEARCH}
+)
+SELECT {_CHAT_COLUMNS}
+FROM ct
+CROSS JOIN LATERAL (
+    SELECT * FROM outbox.chats c WHERE c.contact_id = ct.id LIMIT 10000  -- a chat per channel
+) c
+WHERE {_WORKSPACE.format(t="c")}
+  AND {_CHAT_FILTERS}
 """
 
 # One chat with its contact and its latest message (the chat's newest row

@@ -67,7 +67,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psycopg  # noqa: E402
-from bench_data import load_backlog, table_sizes  # noqa: E402
+from bench_data import load_backlog, plan_summary, table_sizes  # noqa: E402
 from bench_inbox import load as load_inbox  # noqa: E402
 from bench_inbox import measure as measure_inbox  # noqa: E402
 from bench_statements import measure as measure_statements  # noqa: E402
@@ -656,21 +656,9 @@ class Bench:
             plan = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.CLAIM),
                                 {**params, "claim_token": uuid.uuid4()}).scalar_one()
             tx.rollback()
-        top = plan[0]
-        nodes: list[dict[str, Any]] = []
-
-        def walk(node: dict[str, Any]) -> None:
-            nodes.append(node)
-            for child in node.get("Plans", []):
-                walk(child)
-
-        walk(top["Plan"])
-        seq = sorted({n.get("Relation Name", "?") for n in nodes if n["Node Type"] == "Seq Scan"})
-        idx = sorted({n["Index Name"] for n in nodes if "Index Name" in n})
-        p = top["Plan"]
-        return {"execution_ms": top.get("Execution Time"), "seq_scans": seq, "indexes": idx,
-                "shared_hit": p.get("Shared Hit Blocks"),
-                "shared_read": p.get("Shared Read Blocks")}
+        summary = plan_summary(plan[0])
+        return {k: summary[k] for k in ("execution_ms", "seq_scans", "indexes", "shared_hit",
+                                        "shared_read")}
 
     def load_backlog(self, queued: int, sent: int, chats: int, tag: str) -> dict[str, Any]:
         started = time.perf_counter()

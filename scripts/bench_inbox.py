@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from bench_data import plan_summary
 from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
@@ -148,21 +149,7 @@ def _plan(engine: Engine, statement: str, parameters: Any) -> dict[str, Any]:
             cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, parameters)
             top = cur.fetchone()[0][0]
         conn.rollback()
-    nodes: list[dict[str, Any]] = []
-
-    def walk(node: dict[str, Any]) -> None:
-        nodes.append(node)
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(top["Plan"])
-    return {"execution_ms": top.get("Execution Time"),
-            "seq_scans": sorted({n.get("Relation Name", "?") for n in nodes
-                                 if n["Node Type"] == "Seq Scan"}),
-            "indexes": sorted({n["Index Name"] for n in nodes if "Index Name" in n}),
-            "rows_read": sum(int(n.get("Actual Rows", 0)) for n in nodes
-                             if "Scan" in n["Node Type"]),
-            "shared_hit": top["Plan"].get("Shared Hit Blocks")}
+    return plan_summary(top)
 
 
 def _md5_uuid(value: str) -> str:

@@ -272,8 +272,20 @@ def test_inbound_sender_name_fills_an_empty_name_only(api: httpx.Client, api_db:
     assert query(api_db, "SELECT name FROM outbox.contacts") == [("Ana Lopez",)]
 
 
-def test_chat_list_library_matches_http(api_db: Engine, team) -> None:
-    """The CLI's view (every workspace) and the HTTP one run the same statement."""
+@pytest.mark.parametrize("few", [2_000, 1], ids=["contacts-first", "list-walk"])
+def test_a_search_finds_the_same_either_way(api_db: Engine, team, few: int,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few matches read their chats directly; many walk the list: one answer.
+    (The CLI's view, every workspace, runs the same statements.)"""
+    from outbox.admin import chats
+
+    monkeypatch.setattr(chats, "FEW_MATCHES", few)
     with Session(api_db) as s:
-        page = list_chats(s, q="mar", include_archived=True)
-    assert [c.name for c in page.chats] == ["Mario Rossi", "Maria Silva"]
+        assert [c.name for c in list_chats(s, q="mar", include_archived=True).chats] == [
+            "Mario Rossi", "Maria Silva"]
+        assert [c.name for c in list_chats(s, q="+1 555 0300 003").chats] == ["Bob 100%"]
+        page = list_chats(s, q="1555", limit=2, workspace_id="team-a")
+        rest = list_chats(s, q="1555", cursor=page.next_cursor, workspace_id="team-a")
+        assert [c.name for c in page.chats + rest.chats] == [
+            "Bob 100%", "Mario Rossi", "Maria Silva"]
+        assert list_chats(s, q="mar", is_group=True).chats == []

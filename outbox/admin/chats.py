@@ -52,6 +52,11 @@ __all__ = [
 ]
 
 
+#: A search matching fewer contacts reads their chats directly; more, and
+#: it walks the list (dense matches fill a page soon).
+FEW_MATCHES = 2_000
+
+
 class ChatNotFound(NotFound):
     code = "chat_not_found"
 
@@ -130,11 +135,17 @@ def list_chats(
     number; `assigned_to` a user, or `unassigned`."""
     check_limit(limit)
     cid = parse_channel_id(channel_id) if channel_id is not None else None
-    rows = session.execute(text(sql.LIST_CHATS), {
+    found = search(q)
+    statement = sql.LIST_CHATS
+    if found.searching and session.execute(text(sql.COUNT_MATCHES), {
+            "workspace_id": workspace_id, **found.params(), "cap": FEW_MATCHES,
+    }).scalar_one() < FEW_MATCHES:
+        statement = sql.SEARCH_CHATS
+    rows = session.execute(text(statement), {
         "workspace_id": workspace_id, "channel_id": cid,
         "status": "archived" if archived else "active", "include_archived": include_archived,
         "unread_only": unread_only, "is_group": is_group, "assigned_to": assigned_to,
-        "unassigned": unassigned, **search(q).params(), **cursor_params(cursor),
+        "unassigned": unassigned, **found.params(), **cursor_params(cursor),
         "limit": limit + 1,
     }).all()
     chats = [ChatInfo.from_row(r) for r in rows[:limit]]
