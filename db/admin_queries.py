@@ -1,8 +1,8 @@
 """The admin services' statements, as SQL, in one place (like db/queries.py).
 
-Channels and their tokens (with the key rotation), API keys, chats, a
-message's detail, and what `outbox status` reports: what the CLI and the
-HTTP API read and change, in the caller's session. Parameters are named
+Channels and their tokens (with the key rotation), API keys, and what
+`outbox status` reports (the inbox's statements are in db/inbox_queries.py):
+what the CLI and the HTTP API read and change, in the caller's session. Parameters are named
 (`:name`) and always bound; a filter the caller may leave out is a NULL
 parameter (`CAST(:workspace_id AS text) IS NULL OR ...`), so each statement
 is one text whatever the caller passes.
@@ -194,77 +194,11 @@ WHERE id = CAST(:id AS uuid) AND revoked_at IS NULL
 RETURNING id
 """
 
-# --------------------------------------------------------------------------
-# CHATS: newest first, keyset-paginated on (last_message_at, id). Chats
-# with no message yet (NULL) come last.
-# --------------------------------------------------------------------------
-LIST_CHATS = """
-SELECT c.id, c.channel_id, c.wa_chat_id, ct.phone, ct.name, c.last_message_at,
-       c.last_message_preview, c.unread_count, c.status, c.created_at
-FROM outbox.chats c
-JOIN outbox.contacts ct ON ct.id = c.contact_id
-WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))
-  AND (CAST(:channel_id AS uuid) IS NULL OR c.channel_id = CAST(:channel_id AS uuid))
-  AND c.status = CAST(:status AS text)
-  AND (NOT CAST(:unread_only AS bool) OR c.unread_count > 0)
-  AND (NOT CAST(:has_cursor AS bool) OR (
-        CASE WHEN CAST(:cursor_at AS timestamptz) IS NULL
-             THEN c.last_message_at IS NULL AND c.id < CAST(:cursor_id AS uuid)
-             ELSE c.last_message_at < CAST(:cursor_at AS timestamptz)
-                  OR (c.last_message_at = CAST(:cursor_at AS timestamptz)
-                      AND c.id < CAST(:cursor_id AS uuid))
-                  OR c.last_message_at IS NULL
-        END))
-ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC
-LIMIT :limit
-"""
-
-SET_CHAT_STATUS = """
-UPDATE outbox.chats
-SET status = CAST(:status AS text), updated_at = now()
-WHERE id = CAST(:chat_id AS uuid)
-  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
-RETURNING id, status, unread_count
-"""
-
-# Unread back to 0; the chat's inbound messages count as read from now.
-MARK_CHAT_READ = """
-WITH chat AS (
-    UPDATE outbox.chats
-    SET unread_count = 0, updated_at = now()
-    WHERE id = CAST(:chat_id AS uuid)
-      AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
-    RETURNING id, status
-),
-read_messages AS (
-    UPDATE outbox.messages m
-    SET status = 'read', read_at = now(), updated_at = now()
-    FROM chat
-    WHERE m.chat_id = chat.id AND m.direction = 'inbound' AND m.status = 'delivered'
-    RETURNING m.id
-)
-SELECT (SELECT id FROM chat) AS chat_id,
-       (SELECT status FROM chat) AS status,
-       (SELECT count(*) FROM read_messages) AS messages_read
-"""
+# Chats, threads, contacts and a message's detail: db/inbox_queries.py.
 
 # --------------------------------------------------------------------------
-# MESSAGE DETAIL (GET /v1/messages/{id}): the permanent record, plus the
-# outbox row while it exists (sent rows are pruned after a while).
+# MESSAGE STATUS
 # --------------------------------------------------------------------------
-MESSAGE_DETAIL = """
-SELECT m.id, m.channel_id, m.chat_id, c.wa_chat_id, m.direction, m.type, m.status,
-       m.wa_message_id, m.error, m.idempotency_key, m.created_at, m.updated_at,
-       m.sent_at, m.delivered_at, m.read_at,
-       o.id AS outbox_id, o.status AS outbox_status, o.attempts, o.max_attempts,
-       o.last_error, o.next_attempt_at, o.priority
-FROM outbox.messages m
-JOIN outbox.chats c ON c.id = m.chat_id
-LEFT JOIN outbox.outbox_messages o ON o.message_id = m.id
-WHERE m.id = CAST(:message_id AS uuid)
-  AND m.workspace_id = :workspace_id
-"""
-
 # What an enqueue that found its idempotency key answers with: where the
 # existing message is now.
 MESSAGE_STATUS = """

@@ -31,6 +31,7 @@ from sqlalchemy import (
     MetaData,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -58,6 +59,10 @@ NAMING = {
 
 DEFAULT_WORKSPACE = "default"
 
+#: The inbox's chat order: newest message first, chats without one last. As
+#: one expression, a page and the cursor after it are one index range
+#: (DESC NULLS LAST over two columns is not).
+CHAT_RECENCY = "COALESCE(last_message_at, '-infinity'::timestamptz)"
 
 def _in(column: str, values: type[enum.StrEnum]) -> str:
     """A CHECK that the column holds one of the enum's values (db/states.py)."""
@@ -126,14 +131,37 @@ class ChannelToken(Base):
 
 class Contact(Base):
     __tablename__ = "contacts"
-    __table_args__ = (UniqueConstraint("workspace_id", "phone"),)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "phone"),
+        # Search by the start of a name or number (migration 0008): btree
+        # prefix indexes, which every PostgreSQL has (pg_trgm is an extension
+        # a server may lack or a role may not be allowed to create).
+        # text_pattern_ops: LIKE 'abc%' uses them whatever the collation.
+        Index("ix_contacts_recent", "workspace_id", text("created_at DESC"), text("id DESC")),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     workspace_id: Mapped[str] = mapped_column(Text, nullable=False)
     phone: Mapped[str] = mapped_column(Text, nullable=False)  # E.164, or a group id
     name: Mapped[str | None] = mapped_column(Text)
     is_group: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    email: Mapped[str | None] = mapped_column(Text)
+    notes: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{}'::text[]"))
     created_at: Mapped[datetime] = _created()
+
+
+# Expressions with an operator class: declared beside the model, where the
+# column can be named (and labelled for postgresql_ops). The number's is
+# without its "+": one prefix finds E.164 numbers and group ids, and an
+# equality probe on phone keeps using the unique index.
+Index("ix_contacts_name_prefix", Contact.workspace_id,
+      func.lower(Contact.name).label("lower_name"),
+      postgresql_ops={"lower_name": "text_pattern_ops"})
+Index("ix_contacts_phone_prefix", Contact.workspace_id,
+      func.ltrim(Contact.phone, "+").label("phone_digits"),
+      postgresql_ops={"phone_digits": "text_pattern_ops"})
 
 
 class Chat(Base):
@@ -145,6 +173,11 @@ class Chat(Base):
         CheckConstraint(_in("status", ChatStatus), name="status"),
         Index(None, "contact_id"),
         Index("ix_chats_listing", "workspace_id", "channel_id", text("last_message_at DESC"), "id"),
+        # The inbox (migration 0008): a workspace's chats in CHAT_RECENCY
+        # order, and one agent's.
+        Index("ix_chats_inbox", "workspace_id", text(f"{CHAT_RECENCY} DESC"), text("id DESC")),
+        Index("ix_chats_assigned", "workspace_id", "assigned_to", text(f"{CHAT_RECENCY} DESC"),
+              text("id DESC"), postgresql_where=text("assigned_to IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -161,6 +194,9 @@ class Chat(Base):
     unread_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     status: Mapped[str] = mapped_column(Text, nullable=False,
                                         server_default=ChatStatus.ACTIVE.value)
+    # The user the chat is assigned to. Users live elsewhere (and may be
+    # removed): a plain uuid, no foreign key.
+    assigned_to: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
 
@@ -196,6 +232,10 @@ class Message(Base):
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
         Index(None, "chat_id", "created_at"),
+        # GET /v1/messages: a workspace's messages, newest first (migration
+        # 0008). Not on status: an indexed status would make every status
+        # change a non-HOT update of this, the largest table.
+        Index(None, "workspace_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()

@@ -329,7 +329,7 @@ chat AS (
                COALESCE(payload->>'body', payload->>'caption',
                         '[' || message_type || ']') AS preview
         FROM done
-        WHERE status = 'sent'
+        WHERE status = 'sent' AND message_type <> 'read'  -- a read receipt is no message
         ORDER BY chat_id, id DESC
     ) x
     WHERE c.id = x.chat_id

@@ -142,13 +142,17 @@ FROM outbox.channels
 WHERE id = CAST(:channel_id AS uuid)
 """
 
-# Get-or-create in two statements: INSERT ... DO NOTHING, then SELECT. The
+# Get-or-create in two statements: INSERT ... ON CONFLICT, then SELECT. The
 # SELECT is a new statement, so its snapshot sees a row a concurrent
-# transaction committed (the one that made the INSERT skip).
+# transaction committed (the one that made the INSERT skip). A known contact
+# without a name takes the sender's (`from_name`); a name it has (an earlier
+# one, the team's) stays. (DO UPDATE locks the contact's row until commit,
+# as the message's insert locks its chat's.)
 INSERT_CONTACT = """
-INSERT INTO outbox.contacts (workspace_id, phone, name, is_group)
+INSERT INTO outbox.contacts AS ct (workspace_id, phone, name, is_group)
 VALUES (:workspace_id, :phone, :name, :is_group)
-ON CONFLICT (workspace_id, phone) DO NOTHING
+ON CONFLICT (workspace_id, phone) DO UPDATE SET name = EXCLUDED.name
+    WHERE ct.name IS NULL AND EXCLUDED.name IS NOT NULL
 RETURNING id
 """
 

@@ -2,18 +2,23 @@
 
 The library's whole public surface::
 
-    from outbox import enqueue_text, enqueue_media, enqueue_many
+    from outbox import enqueue_text, enqueue_media, enqueue_many, cancel
 
-Each adds rows to the caller's transaction, a SQLAlchemy `Session` or
+Each enqueue adds rows to the caller's transaction, a SQLAlchemy `Session` or
 `AsyncSession` on any PostgreSQL driver, or a plain DB-API connection (psycopg
 3 or psycopg2, e.g. Django's inside `transaction.atomic()`), and never commits.
-Errors form one hierarchy rooted at `outbox.errors.OutboxError`.
+`cancel` takes back a message the dispatcher has not claimed, in the
+caller's transaction. Errors form one hierarchy rooted at `outbox.errors.OutboxError`.
 """
 
 from importlib.metadata import version as _version
 
+from outbox.admin.messages import cancel
 from outbox.enqueue import EnqueueResult, enqueue_many, enqueue_media, enqueue_text
 from outbox.errors import (
+    AlreadyFailed,
+    AlreadySending,
+    AlreadySent,
     ChannelDisabled,
     ChannelNotFound,
     ConfigurationError,
@@ -23,6 +28,7 @@ from outbox.errors import (
     InvalidPhone,
     InvalidSchedule,
     NotAConversation,
+    NotCancellable,
     NotFound,
     OutboxError,
 )
@@ -32,6 +38,9 @@ from outbox.message_types import MediaMessage, TextMessage
 __version__ = _version("whapi-outbox")
 
 __all__ = [
+    "AlreadyFailed",
+    "AlreadySending",
+    "AlreadySent",
     "ChannelDisabled",
     "ChannelNotFound",
     "ConfigurationError",
@@ -43,9 +52,11 @@ __all__ = [
     "InvalidSchedule",
     "MediaMessage",
     "NotAConversation",
+    "NotCancellable",
     "NotFound",
     "OutboxError",
     "TextMessage",
+    "cancel",
     "enqueue_many",
     "enqueue_media",
     "enqueue_text",

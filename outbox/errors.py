@@ -153,6 +153,36 @@ class UserExists(OutboxError):
     code = "user_exists"
 
 
+class NotCancellable(OutboxError):
+    """The message can't be cancelled any more (HTTP 409); `code` says why."""
+
+    http_status = 409
+    code = "not_cancellable"
+
+
+class AlreadySending(NotCancellable):
+    code = "already_sending"
+
+
+class AlreadySent(NotCancellable):
+    code = "already_sent"
+
+
+class AlreadyFailed(NotCancellable):
+    code = "already_failed"
+
+
+class NotFailed(OutboxError):
+    """Only a failed message goes back to the queue (HTTP 409)."""
+
+    http_status = 409
+    code = "not_failed"
+
+
+class ContactNotFound(NotFound):
+    code = "contact_not_found"
+
+
 class CronBusy(OutboxError):
     """A cron pass is already running (POST /v1/cron/dispatch): this call
     would only compete with it for the same rows."""

@@ -58,6 +58,7 @@ __all__ = [
     "MAX_REASON_CHARS",
     "MEDIA_ENDPOINTS",
     "classify_exception",
+    "classify_read_receipt",
     "classify_response",
     "is_connect_failure",
     "parse_retry_after",
@@ -224,6 +225,33 @@ def classify_response(
     if status_code in PERMANENT_STATUSES:
         return SendResult(outcome=Outcome.PERMANENT, status_code=status_code, error=error)
     return SendResult(outcome=Outcome.TRANSIENT, status_code=status_code, error=error)
+
+
+def classify_read_receipt(
+    status_code: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    wa_message_id: str,
+    now: float | None = None,
+) -> SendResult:
+    """Classify Whapi's answer to `PUT /messages/{id}` (mark as read).
+
+    A 2xx is `{"success": true}` (no message of its own): SENT, carrying
+    the id of the message read. A 404 is that message unknown to Whapi:
+    PERMANENT for this receipt, never the channel's problem. The rest as
+    for a send."""
+    if 200 <= status_code < 300:
+        data = _json_object(body)
+        if data is not None and data.get("success") is False:
+            return SendResult(outcome=Outcome.TRANSIENT, status_code=status_code,
+                              error=f'HTTP {status_code} with "success": false')
+        return SendResult(outcome=Outcome.SENT, wa_message_id=wa_message_id,
+                          status_code=status_code)
+    if status_code == 404:
+        return SendResult(outcome=Outcome.PERMANENT, status_code=status_code,
+                          error=_error_text(status_code, body))
+    return classify_response(status_code, body, headers, endpoint="read", now=now)
 
 
 # -- exceptions ---------------------------------------------------------------

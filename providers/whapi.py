@@ -31,6 +31,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Final
+from urllib.parse import quote
 
 import aiohttp
 import httpx
@@ -48,6 +49,7 @@ from tenacity import (
 from outbox.providers.base import MESSAGE_TYPES, Outcome, OutgoingMessage, Provider, SendResult
 from outbox.providers.classify import (
     classify_exception,
+    classify_read_receipt,
     classify_response,
     is_connect_failure,
     root_transport_error,
@@ -57,6 +59,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
     "ENDPOINTS",
+    "READ_RECEIPT",
     "WhapiClient",
 ]
 
@@ -74,6 +77,9 @@ DEFAULT_KEEPALIVE_EXPIRY: Final = 4.0
 DEFAULT_USER_AGENT: Final = "whapi-outbox/0.1"
 
 ENDPOINTS: Final[Mapping[str, str]] = {kind: f"/messages/{kind}" for kind in MESSAGE_TYPES}
+#: The outbox's kind for a read receipt (payload `{"message_id": <WhatsApp
+#: id>}`): Whapi's `PUT /messages/{MessageID}`, not a message of its own.
+READ_RECEIPT: Final = "read"
 # One encoder, made once: json.dumps with options builds one per call
 # (0.7 us more per request).
 _encode_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -190,34 +196,53 @@ class WhapiClient:
         """
         if self._closed:
             raise RuntimeError("WhapiClient.send() called after aclose()")
-        path = ENDPOINTS.get(message.message_type)
-        if path is None:
-            return self._done(
-                message,
-                SendResult(
-                    outcome=Outcome.PERMANENT,
-                    error=f"unsupported message type {message.message_type[:40]!r}",
-                ),
-                attempts=0,
-                started=time.monotonic(),
-            )
-        body = {"to": message.to, **{k: v for k, v in message.payload.items() if k != "to"}}
-        try:
-            content = _encode_json(body).encode()
-        except (TypeError, ValueError):
-            return self._done(
-                message,
-                SendResult(outcome=Outcome.PERMANENT, error="payload is not JSON-serialisable"),
-                attempts=0,
-                started=time.monotonic(),
-            )
-        url = base_url.rstrip("/") + path
+        read_target: str | None = None
+        if message.message_type == READ_RECEIPT:
+            target = message.payload.get("message_id")
+            if not isinstance(target, str) or not target:
+                return self._done(
+                    message,
+                    SendResult(outcome=Outcome.PERMANENT,
+                               error="read receipt without a message id"),
+                    attempts=0,
+                    started=time.monotonic(),
+                )
+            read_target = target
+            # No body: Whapi's markMessageAsRead takes the id in the path.
+            method, content = "PUT", b""
+            url = httpx.URL(base_url.rstrip("/") + "/messages/" + quote(target, safe=""))
+        else:
+            path = ENDPOINTS.get(message.message_type)
+            if path is None:
+                return self._done(
+                    message,
+                    SendResult(
+                        outcome=Outcome.PERMANENT,
+                        error=f"unsupported message type {message.message_type[:40]!r}",
+                    ),
+                    attempts=0,
+                    started=time.monotonic(),
+                )
+            body = {"to": message.to,
+                    **{k: v for k, v in message.payload.items() if k != "to"}}
+            try:
+                content = _encode_json(body).encode()
+            except (TypeError, ValueError):
+                return self._done(
+                    message,
+                    SendResult(outcome=Outcome.PERMANENT,
+                               error="payload is not JSON-serialisable"),
+                    attempts=0,
+                    started=time.monotonic(),
+                )
+            method, url = "POST", _url(base_url.rstrip("/") + path)
         headers = {
             "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": self._user_agent,
         }
+        if content:
+            headers["Content-Type"] = "application/json"
 
         started = time.monotonic()
         attempts = 1
@@ -225,7 +250,7 @@ class WhapiClient:
         async with self._semaphore:
             try:
                 try:
-                    response = await self._post(url, content, headers)
+                    response = await self._request(method, url, content, headers)
                 except Exception as exc:
                     # Slow path, only when the connection could not be made:
                     # the request never reached the server, so repeating it
@@ -238,12 +263,17 @@ class WhapiClient:
                     async for attempt in self._retrying():
                         with attempt:
                             attempts = 1 + attempt.retry_state.attempt_number
-                            response = await self._post(url, content, headers)
+                            response = await self._request(method, url, content, headers)
             except Exception as exc:  # classified, never raised: see module doc
                 result = classify_exception(exc)
             else:
-                result = classify_response(response.status_code, response.content,
-                                           response.headers, endpoint=message.message_type)
+                if read_target is not None:
+                    result = classify_read_receipt(response.status_code, response.content,
+                                                   response.headers, wa_message_id=read_target)
+                else:
+                    result = classify_response(response.status_code, response.content,
+                                               response.headers,
+                                               endpoint=message.message_type)
         return self._done(message, result, attempts=attempts, started=started)
 
     def _retrying(self) -> AsyncRetrying:
@@ -257,9 +287,10 @@ class WhapiClient:
             reraise=True,
         )
 
-    async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
+    async def _request(self, method: str, url: httpx.URL, content: bytes,
+                       headers: dict[str, str]) -> httpx.Response:
         request = httpx.Request(
-            "POST", _url(url), content=content, headers=headers,
+            method, url, content=content, headers=headers,
             extensions={"timeout": self._timeout_extension},
         )
         async with _maybe_timeout(self._deadline):
@@ -303,6 +334,7 @@ class WhapiClient:
 @functools.lru_cache(maxsize=1024)
 def _url(url: str) -> httpx.URL:
     # A few distinct URLs (channels' base URLs x message types), parsed once.
+    # (A read receipt's names its message: parsed each time, not cached.)
     return httpx.URL(url)
 
 

@@ -27,6 +27,10 @@ Scenarios (all by default, in this order):
             message wall time, client CPU and PostgreSQL CPU, prepared or
             not, generic plans, pipeline mode, batch sizes
             (scripts/bench_statements.py)
+  inbox     100,000 chats and a chat of 10,000 messages: p50/p99 of the
+            chat list (first page, half-way down, name and number search,
+            one agent's) and the thread (latest, half-way back), with each
+            statement's plan (scripts/bench_inbox.py)
 
 Rates are over the simulator's window (first to last accepted request) so
 process start-up is not counted; the dispatcher's own drain time (from its
@@ -65,7 +69,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psycopg  # noqa: E402
-from bench_data import load_backlog, table_sizes  # noqa: E402
+from bench_data import load_backlog, plan_summary, table_sizes  # noqa: E402
+from bench_inbox import load as load_inbox  # noqa: E402
+from bench_inbox import measure as measure_inbox  # noqa: E402
 from bench_statements import measure as measure_statements  # noqa: E402
 from sqlalchemy import Engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
@@ -83,7 +89,7 @@ from outbox.settings import Settings  # noqa: E402
 
 BENCH_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox bench").digest()).decode()
 SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory",
-             "statements")
+             "statements", "inbox")
 QUEUE_TABLES = "outbox.outbox_messages, outbox.messages, outbox.chats, outbox.contacts"
 
 TARGETS = {
@@ -121,6 +127,9 @@ class Sizes:
     memory_drain: int = 20_000
     statements_messages: int = 20_000
     statements_rounds: int = 3
+    inbox_chats: int = 100_000
+    inbox_thread: int = 10_000
+    inbox_samples: int = 200
 
 
 FULL = Sizes()
@@ -128,7 +137,7 @@ QUICK = Sizes(
     ceiling_requests=4_000, dispatch_messages=2_000, latency_messages=3_000,
     enqueue_single=1_000, enqueue_many_messages=20_000, scale_messages=2_000,
     backlog_queued=50_000, backlog_sent=200_000, claim_samples=100, memory_drain=2_000,
-    statements_messages=2_000, statements_rounds=1,
+    statements_messages=2_000, statements_rounds=1, inbox_samples=50,
 )
 
 
@@ -649,21 +658,9 @@ class Bench:
             plan = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.CLAIM),
                                 {**params, "claim_token": uuid.uuid4()}).scalar_one()
             tx.rollback()
-        top = plan[0]
-        nodes: list[dict[str, Any]] = []
-
-        def walk(node: dict[str, Any]) -> None:
-            nodes.append(node)
-            for child in node.get("Plans", []):
-                walk(child)
-
-        walk(top["Plan"])
-        seq = sorted({n.get("Relation Name", "?") for n in nodes if n["Node Type"] == "Seq Scan"})
-        idx = sorted({n["Index Name"] for n in nodes if "Index Name" in n})
-        p = top["Plan"]
-        return {"execution_ms": top.get("Execution Time"), "seq_scans": seq, "indexes": idx,
-                "shared_hit": p.get("Shared Hit Blocks"),
-                "shared_read": p.get("Shared Read Blocks")}
+        summary = plan_summary(plan[0])
+        return {k: summary[k] for k in ("execution_ms", "seq_scans", "indexes", "shared_hit",
+                                        "shared_read")}
 
     def load_backlog(self, queued: int, sent: int, chats: int, tag: str) -> dict[str, Any]:
         started = time.perf_counter()
@@ -750,6 +747,15 @@ class Bench:
                     modes["unprepared"]["postgres_cpu_us"] / base["postgres_cpu_us"], 2),
                 "pipeline_over_prepared_wall": round(
                     modes["pipeline"]["wall_us"] / base["wall_us"], 2)}
+
+    def inbox(self) -> dict[str, Any]:
+        s = self.s
+        loaded = load_inbox(self.conninfo, self.channels[0][0], chats=s.inbox_chats,
+                            thread_messages=s.inbox_thread)
+        cases = measure_inbox(self.engine, samples=s.inbox_samples, chats=s.inbox_chats)
+        return {"load": loaded, "samples": s.inbox_samples, "cases": cases,
+                "seq_scans": sorted({t for c in cases.values() for p in c["plans"]
+                                     for t in p["seq_scans"]})}
 
     def run_scenario(self, name: str) -> dict[str, Any]:
         say(f"== {name}")
@@ -846,6 +852,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                      f"{m['unprepared']['postgres_cpu_us']:.0f}, generic plan "
                      f"{m['generic_plan']['postgres_cpu_us']:.0f}; pipeline wall "
                      f"x{r['pipeline_over_prepared_wall']:.2f}", "", ""))
+    r = results.get("inbox")
+    if r:
+        c = r["cases"]
+        rows.append(("inbox", ", ".join(f"{k} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}"
+                                        for k, v in c.items()) + " ms p50/p99; seq scans: "
+                     + (", ".join(r["seq_scans"]) or "none"), "", ""))
     head = ("scenario", "result", "target", "met")
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -168,3 +168,24 @@ def table_sizes(conn: psycopg.Connection[Any], tables: Sequence[str] = BIG_TABLE
             "indexes_mb": {name: round(size / 2**20, 1) for name, size in idx},
         }
     return out
+
+
+def plan_summary(explained: dict[str, Any]) -> dict[str, Any]:
+    """One EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) result: its time, the
+    tables it scanned sequentially, the indexes it used, rows its scans read."""
+    nodes: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        nodes.append(node)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(explained["Plan"])
+    p = explained["Plan"]
+    return {"execution_ms": explained.get("Execution Time"),
+            "seq_scans": sorted({n.get("Relation Name", "?") for n in nodes
+                                 if n["Node Type"] == "Seq Scan"}),
+            "indexes": sorted({n["Index Name"] for n in nodes if "Index Name" in n}),
+            "rows_read": sum(int(n.get("Actual Rows", 0)) for n in nodes
+                             if "Scan" in n["Node Type"]),
+            "shared_hit": p.get("Shared Hit Blocks"), "shared_read": p.get("Shared Read Blocks")}

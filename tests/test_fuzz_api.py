@@ -59,6 +59,8 @@ class Target:
     secret: str
     message: uuid.UUID
     spare: uuid.UUID  # what the channel admin routes get: resuming it sends nothing
+    chat: uuid.UUID
+    contact: uuid.UUID
     examples: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
@@ -89,10 +91,14 @@ def target(engine: Engine, live_url: str) -> Iterator[Target]:
                                token=secrets.token_hex(16), encryption_key=TEST_KEY,
                                workspace_id="fuzz", base_url="http://127.0.0.1:9").id
         key = create_api_key(s, workspace_id="fuzz", scopes="admin").key
-        message = enqueue_text(s, channel_id=channel, to="+15550100001", body="seed",
-                               workspace_id="fuzz").message_id
+        seeded = enqueue_text(s, channel_id=channel, to="+15550100001", body="seed",
+                              workspace_id="fuzz")
     secret = webhook_secrets(engine)[channel]
-    yield Target(live_url, key, channel, secret, message, spare)
+    with engine.connect() as conn:
+        contact = conn.execute(text("SELECT contact_id FROM outbox.chats WHERE id = :id"),
+                               {"id": seeded.chat_id}).scalar_one()
+    yield Target(live_url, key, channel, secret, seeded.message_id, spare, seeded.chat_id,
+                 contact)
 
 
 # Whapi-shaped webhook bodies, and arbitrary JSON (finite numbers only).
@@ -153,6 +159,10 @@ def _fuzz_operation(t: Target, operation: Any, mode: Any) -> None:
                     t.spare if operation.path.startswith("/v1/channels/") else t.channel)
             if "message_id" in (case.path_parameters or {}):
                 case.path_parameters["message_id"] = str(t.message)
+            if "chat_id" in (case.path_parameters or {}):
+                case.path_parameters["chat_id"] = str(t.chat)
+            if "contact_id" in (case.path_parameters or {}):
+                case.path_parameters["contact_id"] = str(t.contact)
             if isinstance(case.body, dict) and operation.path == "/v1/messages":
                 case.body["channel_id"] = str(t.channel)
                 case.body["to"] = "+15550100001"
@@ -169,6 +179,8 @@ def _fuzz_operation(t: Target, operation: Any, mode: Any) -> None:
                         case.body.pop("idempotency_key")
             if isinstance(case.query, dict) and "channel_id" in case.query:
                 case.query["channel_id"] = str(t.channel)
+            if isinstance(case.query, dict) and "chat_id" in case.query:
+                case.query["chat_id"] = str(t.chat)
         if is_webhook:
             if real or mode == schemathesis.GenerationMode.POSITIVE:
                 headers["X-Outbox-Webhook-Secret"] = t.secret

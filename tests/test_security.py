@@ -341,7 +341,7 @@ def test_credentials_stay_out_of_logs_even_on_a_500(
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("unexpected failure")
 
-    monkeypatch.setattr(messages_route, "_enqueue", boom)
+    monkeypatch.setattr(messages_route, "enqueue", boom)
     with httpx.Client(base_url=live_url, timeout=30, trust_env=False) as client:
         r = client.post("/v1/messages", headers={"Authorization": f"Bearer {key}"},
                         json={"channel_id": str(ch), "to": "+15550100001", "text": body_text})

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import outbox
-from outbox.api import channels, chats, cron, health, messages, sessions, webhooks
+from outbox.api import channels, chats, contacts, cron, health, messages, sessions, webhooks
 from outbox.api.context import AppContext
 from outbox.api.cron import CronRuntime
 from outbox.api.errors import install_error_handlers
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     app.state.outbox = ctx
     app.state.cron_runtime = cron_runtime
     install_error_handlers(app)
-    for module in (messages, chats, channels, sessions, webhooks, cron, health):
+    for module in (messages, chats, contacts, channels, sessions, webhooks, cron, health):
         app.include_router(module.router)
     return app
 

@@ -7,6 +7,7 @@ One module per command group; each adds its commands with `register`:
     send                                                          cli/send.py
     run, dispatch --once                                          cli/dispatch.py
     status, retry                                                 cli/status.py
+    cancel                                                        cli/cancel.py
     simulator                                                     cli/simulator.py
     serve                                                         cli/serve.py
     apikey    create | list | revoke                              cli/apikey.py
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 
 from outbox.cli import (
     apikey,
+    cancel,
     channel,
     chats,
     db,
@@ -43,8 +45,8 @@ from outbox.errors import OutboxError
 from outbox.settings import get_settings
 
 # In this order in `outbox --help` and in the "choose from" of a wrong command.
-GROUPS = (db, channel, send, dispatch, status, simulator, serve, apikey, user, chats, tokens,
-          keys)
+GROUPS = (db, channel, send, dispatch, status, cancel, simulator, serve, apikey, user, chats,
+          tokens, keys)
 
 
 def build_parser() -> CommandParser:

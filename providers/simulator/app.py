@@ -14,7 +14,8 @@ Whapi's API (Bearer token of a channel, Whapi-shaped bodies and errors):
            when `media` is a media id the simulator never handed out
     POST   /messages/{id}       forward a message ({"to"}); 404 if unknown
     GET    /messages/{id}       one message (sent or injected) of this channel; 404
-    PUT    /messages/{id}       mark as read: {"success": true}; 404; emits nothing
+    PUT    /messages/{id}       mark as read: {"success": true}; 404; emits nothing;
+                                recorded (GET /_sim/reads), not counted as a send
     DELETE /messages/{id}       delete: {"success": true}; 404; emits nothing
     GET    /health              the channel's health (without a token: a probe
                                 answer, AUTH, so "is it up?" needs no token)
@@ -24,6 +25,8 @@ Whapi's API (Bearer token of a channel, Whapi-shaped bodies and errors):
 Control API under `/_sim/`:
 
     GET    /_sim/sent?token=&to=&since=<seq>&limit=   accepted sends, arrival order
+    GET    /_sim/reads?token=                          read receipts (PUT /messages/{id}),
+                                                       arrival order
     GET    /_sim/stats                                 counters
     GET    /_sim/faults                                current fault config
     POST   /_sim/faults                                set faults for one scope
@@ -168,6 +171,8 @@ class SimulatorState:
         self.owners: dict[str, str | None] = {}
         #: media ids the simulator handed out (sends, injected messages)
         self.media_ids: set[str] = set()
+        #: read receipts (PUT /messages/{id}) answered 200, arrival order
+        self.reads: list[dict[str, Any]] = []
         self.accepted = 0
         self.rejected: dict[int, int] = {}
         self.tokens: dict[str, TokenCounters] = {}
@@ -497,8 +502,12 @@ class _Handlers:
         found = self._own_message(request)
         if isinstance(found, web.Response):
             return found
-        if not found[0].can_send:
+        channel, message = found
+        if not channel.can_send:
             return whapi_error(401, "Channel needs authorization")
+        self.state.reads.append({"token": channel.token, "message_id": message["id"],
+                                 "chat_id": message.get("chat_id"),
+                                 "received_at": time.time()})
         return json_response({"success": True})
 
     async def delete_message(self, request: web.Request) -> web.StreamResponse:
@@ -545,6 +554,11 @@ class _Handlers:
                 "has_more": more,
             }
         )
+
+    async def sim_reads(self, request: web.Request) -> web.StreamResponse:
+        token = request.query.get("token") or None
+        reads = [r for r in self.state.reads if token is None or r["token"] == token]
+        return json_response({"reads": reads, "count": len(reads)})
 
     async def sim_stats(self, request: web.Request) -> web.StreamResponse:
         return json_response(self.state.stats_json())
@@ -626,6 +640,7 @@ def build_app(
         ("DELETE", "/messages/{message_id}", h.delete_message),
         ("GET", "/health", h.health),
         ("GET", "/_sim/sent", h.sim_sent),
+        ("GET", "/_sim/reads", h.sim_reads),
         ("GET", "/_sim/stats", h.sim_stats),
         ("GET", "/_sim/faults", h.sim_get_faults),
         ("POST", "/_sim/faults", h.sim_set_faults),

@@ -295,6 +295,14 @@ class SimulatorControl:
             if not page["has_more"]:
                 return out
 
+    def reads(self, token: str | None = None) -> list[dict[str, Any]]:
+        """Read receipts the simulator answered (PUT /messages/{id}), in
+        arrival order: {"token", "message_id", "chat_id", "received_at"}."""
+        params = {"token": token} if token is not None else {}
+        reads: list[dict[str, Any]] = self._json(self._http.get("/_sim/reads",
+                                                                params=params))["reads"]
+        return reads
+
     def stats(self) -> SimulatorStats:
         return SimulatorStats.from_json(self._json(self._http.get("/_sim/stats")))
 
