@@ -90,9 +90,11 @@ def api_key(api_db: Engine) -> Callable[..., str]:
     """Create a committed API key for a workspace; returns the key."""
     from outbox.admin.apikeys import create_api_key
 
-    def _make(workspace: str = "default") -> str:
+    def _make(workspace: str = "default", scopes: str | None = None) -> str:
         with Session(api_db) as s, s.begin():
-            return create_api_key(s, workspace_id=workspace).key
+            if scopes is None:  # the default a key is created with (read, send)
+                return create_api_key(s, workspace_id=workspace).key
+            return create_api_key(s, workspace_id=workspace, scopes=scopes).key
 
     return _make
 

@@ -21,6 +21,9 @@ from tests.inbox_helpers import T0, chat_of, inbound, query
 
 GROUP = "120363025343298765@g.us"
 
+# An agent's key: reading, sending and managing chats (outbox/admin/access.py).
+AGENT = "read,send,chats"
+
 
 @pytest.fixture
 def team(api_db: Engine, make_channel, api_key) -> tuple[str, uuid.UUID, str]:
@@ -31,7 +34,7 @@ def team(api_db: Engine, make_channel, api_key) -> tuple[str, uuid.UUID, str]:
     inbound(api_db, ch, "15550300002", "oi", name="Mario Rossi", at=T0 + timedelta(minutes=1))
     inbound(api_db, ch, "15550300003", "hey", name="Bob 100%", at=T0 + timedelta(minutes=2))
     inbound(api_db, ch, GROUP, "all", group_name="Team", at=T0 + timedelta(minutes=3))
-    return api_key("team-a"), ch, api_key("team-b")
+    return api_key("team-a", scopes=AGENT), ch, api_key("team-b", scopes=AGENT)
 
 
 def _names(response: httpx.Response) -> list[str | None]:
@@ -265,7 +268,7 @@ def test_inbound_sender_name_fills_an_empty_name_only(api: httpx.Client, api_db:
     assert contact.name is None
     inbound(api_db, ch, "15550300020", "hi!", name="Ana")
     assert query(api_db, "SELECT name FROM outbox.contacts") == [("Ana",)]
-    key = api_key()
+    key = api_key(scopes=AGENT)
     assert api.patch(f"/v1/contacts/{contact.id}", json={"name": "Ana Lopez"},
                      headers=auth(key)).status_code == 200
     inbound(api_db, ch, "15550300020", "again", name="Ana L.")

@@ -35,12 +35,16 @@ from tests.dispatch_helpers import REPO, cli, run_dispatcher, sent_by_body
 from tests.inbox_helpers import chat_of, inbound, query, wire_webhooks
 from tests.sim_fixtures import new_token, strict_ctl, strict_sim  # noqa: F401
 
+# An agent's key: reading, sending and managing chats (outbox/admin/access.py).
+AGENT = "read,send,chats"
+
 
 @pytest.fixture
-def ws(api_db: Engine, make_channel, api_key) -> tuple[str, uuid.UUID, str, uuid.UUID]:
-    """team-a's key and channel, team-b's key and channel."""
-    return (api_key("team-a"), make_channel(workspace_id="team-a"), api_key("team-b"),
-            make_channel(workspace_id="team-b", name="b", phone="+15550000002"))
+def ws(api_db: Engine, make_channel, api_key, sim_url) -> tuple[str, uuid.UUID, str, uuid.UUID]:
+    """team-a's key and channel (sending to the simulator), team-b's key and channel."""
+    return (api_key("team-a", scopes=AGENT), make_channel(workspace_id="team-a", base_url=sim_url),
+            api_key("team-b", scopes=AGENT), make_channel(workspace_id="team-b", name="b",
+                                            phone="+15550000002"))
 
 
 def _queue(engine: Engine, channel: uuid.UUID, n: int, *, workspace: str = "team-a",
@@ -102,8 +106,6 @@ def test_list_and_detail(api: httpx.Client, ws, api_db: Engine) -> None:
 def test_cancel_and_retry(api: httpx.Client, ws, api_db: Engine, sim, sim_url) -> None:
     key, ch, other, _ = ws
     h = auth(key)
-    with api_db.begin() as conn:
-        conn.execute(text("UPDATE outbox.channels SET base_url = :u"), {"u": sim_url})
     ids = _queue(api_db, ch, 4)
     before = row_counts(api_db)
     for message_id in (ids[0], str(uuid.uuid4()), "nope"):
@@ -218,7 +220,7 @@ def wired(strict_sim: SimulatorHandle, strict_ctl: SimulatorControl, live_url: s
     token = new_token()
     ch = make_channel(base_url=strict_sim.url, token=token, workspace_id="team-a")
     wire_webhooks(strict_ctl, live_url, api_db, ch, token)
-    return strict_ctl, token, ch, api_key("team-a")
+    return strict_ctl, token, ch, api_key("team-a", scopes=AGENT)
 
 
 def test_read_receipts_reach_whatsapp(api: httpx.Client, wired, api_db: Engine,
@@ -262,7 +264,7 @@ def test_send_into_a_chat(api: httpx.Client, wired, api_db: Engine, database_url
     ctl, token, _ch, key = wired
     question = ctl.inbound(token, phone="+15550700003", text="price?", wait=True)
     chat = chat_of(api_db, "15550700003@s.whatsapp.net")
-    other = api_key("team-b")
+    other = api_key("team-b", scopes=AGENT)
     before = row_counts(api_db)
     for body, field in (({"text": ""}, "text"), ({}, "text"),
                         ({"text": "hi", "media": "https://x/y.png"}, "media"),
