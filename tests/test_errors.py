@@ -61,5 +61,11 @@ def test_codes_and_statuses_are_the_api_contract() -> None:
         "CronBusy": (409, "cron_busy"),
         "InsufficientScope": (403, "insufficient_scope"),
         "UserExists": (409, "user_exists"),
+        "NotCancellable": (409, "not_cancellable"),
+        "AlreadySending": (409, "already_sending"),
+        "AlreadySent": (409, "already_sent"),
+        "AlreadyFailed": (409, "already_failed"),
+        "NotFailed": (409, "not_failed"),
+        "ContactNotFound": (404, "contact_not_found"),
         "MalformedCiphertext": (500, "malformed_ciphertext"),
     }

@@ -31,7 +31,8 @@ from outbox.errors import (
 from outbox.message_types import parse_channel_id
 
 #: Message statuses that mean WhatsApp has it.
-SENT_STATUSES = frozenset({"sent", "delivered", "read", "played", "deleted"})
+SENT_STATUSES = frozenset({MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ,
+                           MessageStatus.PLAYED, MessageStatus.DELETED})
 
 
 @dataclass(frozen=True, slots=True)
