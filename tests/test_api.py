@@ -1,7 +1,6 @@
 """The HTTP API over a real socket: enqueue, read back, auth, validation,
 tenant isolation, health, cron. Against real PostgreSQL."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures)
 from __future__ import annotations
 
 import uuid
@@ -12,17 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.api_fixtures import (  # noqa: F401
-    CRON_SECRET,
-    api,
-    api_db,
-    api_key,
-    app_settings,
-    auth,
-    live_url,
-    row_counts,
-    run_server,
-)
+from tests.api_fixtures import CRON_SECRET, app_settings, auth, row_counts, run_server
 
 
 def _send(api: httpx.Client, key: str, **body: Any) -> httpx.Response:

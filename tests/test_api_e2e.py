@@ -2,7 +2,6 @@
 the dispatcher sends to the simulator → GET shows `sent` → the simulator's
 status webhooks come back to the app → `delivered` → `read`."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures)
 from __future__ import annotations
 
 import asyncio
@@ -13,15 +12,7 @@ import httpx
 from sqlalchemy import Engine, text
 
 from outbox.webhooks.apply import SECRET_HEADER
-from tests.api_fixtures import (  # noqa: F401
-    api,
-    api_db,
-    api_key,
-    auth,
-    live_url,
-    wait_for,
-    webhook_secret,
-)
+from tests.api_fixtures import auth, wait_for, webhook_secret
 from tests.dispatch_helpers import run_dispatcher
 
 

@@ -7,7 +7,6 @@ and async), plain DB-API connections and Django's `transaction.atomic()`
 (tests/driver_fixtures.py); then the dispatcher sends what each wrote.
 """
 
-# ruff: noqa: F811  (the pytest fixture `caller` imported from tests.driver_fixtures)
 
 from __future__ import annotations
 
@@ -39,13 +38,7 @@ from outbox.db.engine import libpq_url
 from outbox.errors import ConfigurationError
 from tests.conftest import run_concurrently
 from tests.dispatch_helpers import REPO, channel_tokens, outbox_counts, run_dispatcher
-from tests.driver_fixtures import (  # noqa: F401
-    Caller,
-    caller,
-    configure_django,
-    django_database,
-    run,
-)
+from tests.driver_fixtures import Caller, configure_django, django_database, run
 
 TABLES = ("contacts", "chats", "messages", "outbox_messages")
 NOTHING = dict.fromkeys(TABLES, 0)

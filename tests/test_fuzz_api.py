@@ -19,7 +19,6 @@ them): JSON NaN/Infinity in webhook bodies, and lone surrogates
 (hypothesis' text strategies don't generate them anyway).
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures)
 from __future__ import annotations
 
 import os
@@ -35,7 +34,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from tests.api_fixtures import COUNTED, CRON_SECRET, live_url  # noqa: F401
+from tests.api_fixtures import COUNTED, CRON_SECRET
 from tests.conftest import TEST_KEY
 
 schemathesis = pytest.importorskip("schemathesis")

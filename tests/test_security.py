@@ -182,9 +182,6 @@ async def test_reprs_hold_no_token(make_channel, clean_db: Engine, database_url:
 # on every auth path through the real HTTP server (hmac.compare_digest is wrapped
 # by a recorder while the requests run).
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures, below)
-from tests.api_fixtures import api_db, api_key, live_url  # noqa: E402, F401
-
 
 def _secret_checks() -> dict[str, object]:
     from outbox.admin.apikeys import authenticate
