@@ -161,9 +161,12 @@ async def test_rate_limit_pauses_channel_without_spending_attempts(
     assert during.claimed == 0
     assert sim.stats().tokens[tokens[limited]].accepted == 0
 
-    # After the pause, the rows go out and the strikes reset.
-    pause_end = time.time() + ch.left
-    await asyncio.sleep(max(0.0, ch.left) + 0.2)
+    # After the pause (moved into the past rather than waited out), the rows
+    # go out and the strikes reset.
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.channels SET paused_until = now() - interval '1 second' "
+                          "WHERE id = :id"), {"id": limited})
+    pause_end = time.time()
     after = await run_dispatcher(database_url)
     assert after.sent == 20
     limited_records = [r for r in sim.sent() if r.token == tokens[limited]]
@@ -241,8 +244,10 @@ async def test_lease_guard_late_completion_loses_to_rescue(make_channel, clean_d
     # Each step in its own transaction: now() is fixed within one.
     with clean_db.begin() as conn:
         conn.execute(text(queries.CLAIM), {"per_channel": 1, "batch_size": 1,
-                                           "claim_token": old, "lease_seconds": 0.01})
-    await asyncio.sleep(0.05)
+                                           "claim_token": old, "lease_seconds": 60})
+        # The lease runs out (moved into the past rather than waited out).
+        conn.execute(text("UPDATE outbox.outbox_messages "
+                          "SET locked_until = now() - interval '1 second'"))
     with clean_db.begin() as conn:
         assert conn.execute(text(queries.RESCUE_EXPIRED), {"limit": 10}).one().requeued == 1
     with clean_db.begin() as conn:
