@@ -278,6 +278,7 @@ def test_healthz_and_readyz(api: httpx.Client) -> None:
     assert r.status_code == 200 and r.json()["status"] == "ready"
 
 
+@pytest.mark.slow
 def test_readyz_503_when_database_unreachable_or_behind(database_url: str) -> None:
     from outbox.api import create_app
     from outbox.db.admin import create_database, drop_database

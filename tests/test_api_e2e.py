@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import Engine, text
 
 from outbox.webhooks.apply import SECRET_HEADER
@@ -31,6 +32,7 @@ def _sim_webhook_stats(sim_url: str) -> dict[str, Any]:
         return dict(c.get("/_sim/webhooks").json()["stats"])
 
 
+@pytest.mark.slow
 def test_enqueue_send_delivered_read_over_http(
         api: httpx.Client, live_url: str, api_key, make_channel, sim, sim_url: str,
         database_url: str, api_db: Engine) -> None:

@@ -197,6 +197,7 @@ def test_cli_apikey_and_webhook_info(api_db: Engine, make_channel, live_url: str
     assert cli("channel", "webhook-info", str(uuid.uuid4())).returncode == 2
 
 
+@pytest.mark.slow
 def test_cli_serve(database_url: str, api_db: Engine) -> None:
     import os
     import socket

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 
 import httpx
+import pytest
 from sqlalchemy import Engine, text
 
 from tests.api_fixtures import CRON_SECRET, app_settings, run_server
@@ -26,6 +27,7 @@ def _dispatcher_backends(engine: Engine) -> int:
             "AND datname = current_database()")).scalar_one())
 
 
+@pytest.mark.slow
 def test_calls_share_one_runtime_and_leave_no_dispatcher_connection_open(
         database_url: str, make_channel, clean_db: Engine, sim_url: str) -> None:
     from outbox.api import create_app

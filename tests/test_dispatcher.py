@@ -66,6 +66,7 @@ async def test_fair_across_channels(make_channel, clean_db: Engine, database_url
     assert len(positions) == 10 and max(positions) < 100
 
 
+@pytest.mark.slow
 async def test_transient_errors_follow_backoff_then_dead_letter(
         make_channel, clean_db: Engine, database_url: str, sim, sim_url):
     channel = make_channel(base_url=sim_url)
@@ -127,6 +128,7 @@ async def test_timeout_is_transient_and_counted_ambiguous(make_channel, clean_db
     assert outbox_counts(clean_db) == {"queued": 2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("retry_after", [None, 3])
 async def test_rate_limit_pauses_channel_without_spending_attempts(
         retry_after, make_channel, clean_db: Engine, database_url: str, sim, sim_url):
@@ -194,6 +196,7 @@ async def test_rate_limit_pause_escalates_without_retry_after(
     assert 8 < pauses[0] <= 10 and 18 < pauses[1] <= 20 and 38 < pauses[2] <= 40
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("status", "cause"), [
     (401, "unauthorized"), (402, "trial_limit"), (404, "not_found")])
 async def test_channel_problems_pause_and_keep_rows(

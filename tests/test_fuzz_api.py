@@ -43,6 +43,8 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
+pytestmark = pytest.mark.slow  # schemathesis
+
 #: Examples per operation and generation mode. OUTBOX_FUZZ_EXAMPLES raises it
 #: for a longer run.
 EXAMPLES = int(os.environ.get("OUTBOX_FUZZ_EXAMPLES", "40"))

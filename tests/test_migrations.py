@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, inspect, pool, text
+
+pytestmark = pytest.mark.slow  # migrations up and down on fresh databases
 
 
 def _schema(url: str) -> tuple[set[str], dict[str, list[str]]]:

@@ -23,6 +23,8 @@ from tests.dispatch_helpers import (
     sent_by_body,
 )
 
+pytestmark = pytest.mark.slow  # dispatcher processes
+
 
 def start_daemon(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(

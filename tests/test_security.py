@@ -102,6 +102,7 @@ async def _dispatch(database_url: str) -> Summary:
         await engine.dispose()
 
 
+@pytest.mark.slow
 async def test_dispatch_logs_hold_no_token_and_no_body(
         make_channel, clean_db: Engine, database_url: str, sim, sim_url,
         debug_logging: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -38,6 +38,8 @@ from outbox.webhooks.routes import STATUS_ORDER, _strip_nul
 from tests.api_fixtures import COUNTED, auth
 from tests.conftest import TEST_KEY
 
+pytestmark = pytest.mark.slow  # thousands of hostile inputs
+
 # --- the catalogue of hostile values ------------------------------------------------------
 
 SQL = [

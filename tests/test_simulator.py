@@ -445,6 +445,7 @@ def test_stats_count_in_flight(sim_url: str, sim: SimulatorControl) -> None:
     assert stats.requests == 6
 
 
+@pytest.mark.slow
 def test_state_pagination_scales_to_50k_records() -> None:
     state = SimulatorState(seed=1)
     for i in range(50_000):
@@ -467,6 +468,7 @@ def test_state_pagination_scales_to_50k_records() -> None:
     assert state.sent(token=None, to=None, since=0, limit=10) == ([], False)
 
 
+@pytest.mark.slow
 def test_start_simulator_reports_a_dead_subprocess() -> None:
     with (
         pytest.raises(SimulatorStartError, match="unrecognized arguments"),
@@ -475,6 +477,7 @@ def test_start_simulator_reports_a_dead_subprocess() -> None:
         pass
 
 
+@pytest.mark.slow
 def test_start_simulator_uses_a_free_port_and_stops(simulator_process: Any) -> None:
     with start_simulator() as other:
         assert other.url != simulator_process.url

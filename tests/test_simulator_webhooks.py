@@ -138,6 +138,7 @@ def test_several_webhooks_each_get_their_events(
 # -- retries ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_retries_until_200_with_linear_backoff(
         sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()

@@ -21,6 +21,8 @@ from tests.dispatch_helpers import run_dispatcher
 from tests.sim_fixtures import new_token
 from tests.whapi_spec import WEBHOOK_SCHEMA, assert_valid
 
+pytestmark = pytest.mark.slow  # whole conversations with a second simulator
+
 CUSTOMER = "+52 55 1234 5678"  # Whapi routes it as 5215512345678
 
 

@@ -99,6 +99,7 @@ def channel(make_channel, api_db: Engine) -> tuple[uuid.UUID, str]:  # type: ign
 # --- inbound content -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONTENT)
 def test_inbound_content_is_stored_once_with_its_text(api: httpx.Client, api_db: Engine,
                                                       channel, name: str) -> None:

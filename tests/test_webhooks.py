@@ -431,6 +431,7 @@ def test_unusable_body_is_kept_as_a_dead_letter_and_answered_200(
 # --- concurrency -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_concurrent_webhooks_race_safely(live_url: str, make_channel, api_db: Engine) -> None:
     """Statuses in every order from many connections at once, and the same
     inbound message delivered many times at once: the SQL decides, not a

@@ -269,6 +269,7 @@ async def test_client_survives_the_server_going_away_and_coming_back(
     assert second.outcome is Outcome.SENT
 
 
+@pytest.mark.slow
 async def test_server_closing_idle_connections_is_harmless() -> None:
     """The server's keep-alive timeout is shorter than ours: the pooled
     connection it closed must not turn the next send into an error."""
