@@ -1,9 +1,7 @@
 """Fixtures for the HTTP service tests: the real app under uvicorn on a
 loopback port (a background thread), API keys, row counts.
 
-Import them into a test module:
-
-    from tests.api_fixtures import api, api_db, api_key, live_url  # noqa: F401
+Registered for every test module by `pytest_plugins` in tests/conftest.py.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox tests").digest()).decode()
 TABLES = ("outbox_messages", "messages", "chats", "contacts", "channel_tokens", "channels")
 
+# Fixtures of the HTTP service, the enqueue callers and the simulator, for
+# every test module (no per-module imports of fixture names).
+pytest_plugins = ["tests.api_fixtures", "tests.driver_fixtures", "tests.sim_fixtures"]
+
 
 def _server_url() -> str:
     url = os.environ.get("OUTBOX_TEST_DATABASE_URL")
@@ -139,30 +143,6 @@ def make_channel(clean_db: Engine):  # type: ignore[no-untyped-def]
         return info.id
 
     return _make
-
-
-@pytest.fixture(scope="session")
-def simulator_process():  # type: ignore[no-untyped-def]
-    """One Whapi simulator (a real HTTP server on loopback) for the run."""
-    from outbox.providers.simulator.control import start_simulator
-
-    with start_simulator() as handle:
-        yield handle
-
-
-@pytest.fixture
-def sim(simulator_process):  # type: ignore[no-untyped-def]
-    """The simulator's control client, reset (no records, no faults) for each test."""
-    control = simulator_process.control()
-    control.reset()
-    yield control
-    control.reset()
-    control.close()
-
-
-@pytest.fixture
-def sim_url(simulator_process) -> str:  # type: ignore[no-untyped-def]
-    return str(simulator_process.url)
 
 
 def run_concurrently(worker: Callable[[Any], None], args: Sequence[Any]) -> None:

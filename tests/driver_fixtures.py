@@ -11,9 +11,8 @@ A transaction may be used from any thread (the race tests start one per
 caller): async ones run on an event loop of their own, on a connection of
 their own (NullPool), like two web requests.
 
-Import the fixture into a test module:
-
-    from tests.driver_fixtures import caller  # noqa: F401
+The `caller` fixture is registered for every test module by `pytest_plugins`
+in tests/conftest.py.
 """
 
 from __future__ import annotations

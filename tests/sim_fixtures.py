@@ -1,9 +1,7 @@
 """Fixtures for the provider tests: a real Whapi simulator on loopback, and a
 real HTTP server to receive its webhooks.
 
-Import them into a test module:
-
-    from tests.sim_fixtures import ctl, sim_url, whapi_sim  # noqa: F401
+Registered for every test module by `pytest_plugins` in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -25,16 +23,18 @@ from tests.whapi_spec import WEBHOOK_SCHEMA, assert_valid
 
 
 @pytest.fixture(scope="session")
-def whapi_sim() -> Iterator[SimulatorHandle]:
-    """One simulator subprocess (port picked by the OS), accepting any token."""
+def simulator_process() -> Iterator[SimulatorHandle]:
+    """The one Whapi simulator of the run: a subprocess on a loopback port the OS
+    picks, accepting any token."""
     with start_simulator() as handle:
         yield handle
 
 
 @pytest.fixture
-def ctl(whapi_sim: SimulatorHandle) -> Iterator[SimulatorControl]:
-    """Control client; the simulator is reset before and after each test."""
-    control = whapi_sim.control()
+def sim(simulator_process: SimulatorHandle) -> Iterator[SimulatorControl]:
+    """The simulator's control client, reset (no records, no faults) before and
+    after each test."""
+    control = simulator_process.control()
     control.reset()
     yield control
     control.reset()
@@ -42,13 +42,14 @@ def ctl(whapi_sim: SimulatorHandle) -> Iterator[SimulatorControl]:
 
 
 @pytest.fixture
-def sim_url(whapi_sim: SimulatorHandle) -> str:
-    return whapi_sim.url
+def sim_url(simulator_process: SimulatorHandle) -> str:
+    return simulator_process.url
 
 
 @pytest.fixture(scope="session")
 def strict_sim() -> Iterator[SimulatorHandle]:
-    """A simulator in its command-line default mode: only registered tokens."""
+    """A second simulator, in its command-line default mode (only registered
+    tokens): the tests of that start-up policy need a process started with it."""
     with start_simulator(accept_any_token=False) as handle:
         yield handle
 

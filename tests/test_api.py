@@ -1,7 +1,6 @@
 """The HTTP API over a real socket: enqueue, read back, auth, validation,
 tenant isolation, health, cron. Against real PostgreSQL."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures)
 from __future__ import annotations
 
 import uuid
@@ -12,17 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.api_fixtures import (  # noqa: F401
-    CRON_SECRET,
-    api,
-    api_db,
-    api_key,
-    app_settings,
-    auth,
-    live_url,
-    row_counts,
-    run_server,
-)
+from tests.api_fixtures import CRON_SECRET, app_settings, auth, row_counts, run_server
 
 
 def _send(api: httpx.Client, key: str, **body: Any) -> httpx.Response:
@@ -289,6 +278,7 @@ def test_healthz_and_readyz(api: httpx.Client) -> None:
     assert r.status_code == 200 and r.json()["status"] == "ready"
 
 
+@pytest.mark.slow
 def test_readyz_503_when_database_unreachable_or_behind(database_url: str) -> None:
     from outbox.api import create_app
     from outbox.db.admin import create_database, drop_database

@@ -2,7 +2,6 @@
 the dispatcher sends to the simulator → GET shows `sent` → the simulator's
 status webhooks come back to the app → `delivered` → `read`."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures)
 from __future__ import annotations
 
 import asyncio
@@ -10,18 +9,11 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import Engine, text
 
 from outbox.webhooks.apply import SECRET_HEADER
-from tests.api_fixtures import (  # noqa: F401
-    api,
-    api_db,
-    api_key,
-    auth,
-    live_url,
-    wait_for,
-    webhook_secret,
-)
+from tests.api_fixtures import auth, wait_for, webhook_secret
 from tests.dispatch_helpers import run_dispatcher
 
 
@@ -40,6 +32,7 @@ def _sim_webhook_stats(sim_url: str) -> dict[str, Any]:
         return dict(c.get("/_sim/webhooks").json()["stats"])
 
 
+@pytest.mark.slow
 def test_enqueue_send_delivered_read_over_http(
         api: httpx.Client, live_url: str, api_key, make_channel, sim, sim_url: str,
         database_url: str, api_db: Engine) -> None:

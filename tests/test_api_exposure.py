@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from tests.api_fixtures import api_db, api_key, app_settings, auth, run_server  # noqa: F401
+from tests.api_fixtures import app_settings, auth, run_server
 
 
 def test_docs_pages_are_off_by_default_and_the_description_is_served(database_url: str) -> None:
@@ -31,7 +31,7 @@ def test_docs_pages_are_off_by_default_and_the_description_is_served(database_ur
 
 
 def test_a_full_connection_pool_is_a_503_with_retry_after(
-        database_url: str, api_db: Engine, api_key) -> None:  # noqa: F811
+        database_url: str, api_db: Engine, api_key) -> None:
     from outbox.api import create_app
 
     key = api_key()

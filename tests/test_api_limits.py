@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from outbox.api.limits import QUEUE_COUNT_TTL_SECONDS, KeyRateLimiter, WorkspaceQueueCap
 from outbox.errors import RateLimited
-from tests.api_fixtures import api_db, api_key, app_settings, auth, row_counts, run_server  # noqa: F401
+from tests.api_fixtures import app_settings, auth, row_counts, run_server
 
 
 class Clock:
@@ -59,7 +59,7 @@ def _send(url: str, key: str, channel: object, n: int = 0) -> httpx.Response:
 
 
 def test_a_key_over_its_rate_gets_429_with_retry_after(
-        database_url: str, api_db: Engine, api_key, make_channel) -> None:  # noqa: F811
+        database_url: str, api_db: Engine, api_key, make_channel) -> None:
     from outbox.api import create_app
 
     busy, calm = api_key(), api_key()
@@ -79,7 +79,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(
 
 
 def test_a_workspace_at_its_cap_gets_429_queue_full(
-        database_url: str, api_db: Engine, api_key, make_channel) -> None:  # noqa: F811
+        database_url: str, api_db: Engine, api_key, make_channel) -> None:
     from outbox.api import create_app
 
     full, other = api_key("full"), api_key("other")

@@ -31,6 +31,8 @@ from outbox.db.engine import libpq_url
 from tests.conftest import TEST_KEY, _server_url
 from tests.dispatch_helpers import cli, run_dispatcher
 
+pytestmark = pytest.mark.slow  # fresh databases, migrated and rolled back
+
 APP_TABLES = ("messages", "contacts", "channels", "chats")
 APP_FIRST, APP_SECOND = "a1b2c3d4e5f6", "b2c3d4e5f6a7"
 

@@ -2,7 +2,6 @@
 read; the CLI (`outbox chats`, `outbox apikey`, `outbox channel
 webhook-info`) and GET /v1/chats."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures)
 from __future__ import annotations
 
 import json
@@ -24,7 +23,7 @@ from outbox.admin.chats import (
 )
 from outbox.errors import InvalidInput, NotFound
 from outbox.webhooks.apply import SECRET_HEADER, WebhookChannel, process_webhook
-from tests.api_fixtures import api, api_db, api_key, auth, live_url  # noqa: F401
+from tests.api_fixtures import auth
 from tests.dispatch_helpers import cli, webhook_secrets
 from tests.whapi_spec import assert_valid
 
@@ -199,6 +198,7 @@ def test_cli_apikey_and_webhook_info(api_db: Engine, make_channel, live_url: str
     assert cli("channel", "webhook-info", str(uuid.uuid4())).returncode == 2
 
 
+@pytest.mark.slow
 def test_cli_serve(database_url: str, api_db: Engine) -> None:
     import os
     import socket

@@ -16,6 +16,8 @@ from sqlalchemy import Engine
 
 from tests.dispatch_helpers import REPO, cli
 
+pytestmark = pytest.mark.slow  # the CLI in processes of its own
+
 COMMANDS = ("db", "channel", "send", "run", "dispatch", "status", "retry", "simulator", "serve",
             "apikey", "chats", "tokens")
 

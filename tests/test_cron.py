@@ -16,6 +16,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from sqlalchemy import Engine, text
 
 from outbox.providers.simulator.control import SimulatorControl
@@ -32,6 +33,7 @@ def _dispatcher_backends(engine: Engine) -> int:
             "AND datname = current_database()")).scalar_one())
 
 
+@pytest.mark.slow
 def test_calls_share_one_runtime_and_leave_no_dispatcher_connection_open(
         database_url: str, make_channel, clean_db: Engine, sim_url: str) -> None:
     from outbox.api import create_app

@@ -85,6 +85,7 @@ def test_uppercase_hex_is_accepted(blob: str) -> None:
     assert decrypt_token(blob.upper(), KEY) == TOKEN
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None)
 @given(token=st.text(min_size=1).filter(str.strip), key=st.text(min_size=1).filter(str.strip))
 def test_round_trip_property(token: str, key: str) -> None:

@@ -58,6 +58,7 @@ def _ours(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: svc for name, svc in compose["services"].items() if svc.get("build") == "."}
 
 
+@pytest.mark.slow
 def test_every_service_of_ours_runs_a_real_command_with_flags_it_takes(
         compose: dict[str, Any]) -> None:
     ours = _ours(compose)

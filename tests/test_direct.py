@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 from sqlalchemy import Engine, text
@@ -93,6 +94,15 @@ async def test_a_transaction_commits_together_or_not_at_all(
     assert phones == ["+15550003333", "+15550004444"]
 
 
+def _running(engine: Engine, fragment: str) -> bool:
+    """Whether another session is executing a statement containing `fragment`."""
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+            "AND strpos(query, :q) > 0 "
+            "AND pid <> pg_backend_pid()"), {"q": fragment}).scalar_one())
+
+
 async def test_a_statement_cancelled_mid_transaction_does_not_leak_into_the_next(
         direct: DirectConnection, clean_db: Engine) -> None:
     insert = driver_sql("INSERT INTO outbox.contacts (id, workspace_id, phone) "
@@ -104,7 +114,10 @@ async def test_a_statement_cancelled_mid_transaction_does_not_leak_into_the_next
             await direct.execute("SELECT pg_sleep(30)", {})
 
     task = asyncio.create_task(slow())
-    await asyncio.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while not _running(clean_db, "pg_sleep(30)"):  # the insert is done, mid-transaction
+        assert time.monotonic() < deadline, "the statement never started"
+        await asyncio.sleep(0.02)
     task.cancel()
     with pytest.raises((asyncio.CancelledError, DatabaseUnavailable)):
         await task

@@ -7,7 +7,6 @@ and async), plain DB-API connections and Django's `transaction.atomic()`
 (tests/driver_fixtures.py); then the dispatcher sends what each wrote.
 """
 
-# ruff: noqa: F811  (the pytest fixture `caller` imported from tests.driver_fixtures)
 
 from __future__ import annotations
 
@@ -39,13 +38,7 @@ from outbox.db.engine import libpq_url
 from outbox.errors import ConfigurationError
 from tests.conftest import run_concurrently
 from tests.dispatch_helpers import REPO, channel_tokens, outbox_counts, run_dispatcher
-from tests.driver_fixtures import (  # noqa: F401
-    Caller,
-    caller,
-    configure_django,
-    django_database,
-    run,
-)
+from tests.driver_fixtures import Caller, configure_django, django_database, run
 
 TABLES = ("contacts", "chats", "messages", "outbox_messages")
 NOTHING = dict.fromkeys(TABLES, 0)
@@ -93,6 +86,7 @@ def test_text_and_media_commit_linked_rows(caller: Caller, make_channel, clean_d
     assert abs((media_row.next_attempt_at - later).total_seconds()) < 0.001
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("callers_nestloop", ["on", "off"])
 def test_batches_in_order_and_callers_settings_kept(
         callers_nestloop, caller: Caller, make_channel, clean_db: Engine):
@@ -149,6 +143,7 @@ def test_idempotency_key_returns_the_existing_message(caller: Caller, make_chann
     assert counts(clean_db)["messages"] == 1
 
 
+@pytest.mark.slow
 def test_idempotency_under_concurrent_callers(caller: Caller, make_channel, clean_db: Engine):
     """Two transactions race with one key: the second waits on the first's
     uncommitted row, sees the winner, and both return its id."""
@@ -171,6 +166,7 @@ def test_idempotency_under_concurrent_callers(caller: Caller, make_channel, clea
     assert counts(clean_db) == {"contacts": 1, "chats": 1, "messages": 1, "outbox_messages": 1}
 
 
+@pytest.mark.slow
 def test_concurrent_first_messages_to_one_new_chat(caller: Caller, make_channel,
                                                    clean_db: Engine):
     channel = make_channel()
@@ -254,6 +250,7 @@ def test_bad_input_and_bad_channels_raise_typed_errors_and_write_nothing(
     assert counts(clean_db) == NOTHING
 
 
+@pytest.mark.slow
 def test_notify_only_after_commit(caller: Caller, make_channel, database_url: str):
     channel = make_channel()
     with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
@@ -269,6 +266,7 @@ def test_notify_only_after_commit(caller: Caller, make_channel, database_url: st
     assert [n.channel for n in got] == ["outbox_enqueued"]
 
 
+@pytest.mark.slow
 def test_dispatcher_sends_what_each_driver_enqueued(caller: Caller, make_channel,
                                                     clean_db: Engine, database_url: str,
                                                     sim, sim_url):
@@ -401,6 +399,7 @@ print(type(connection.connection).__module__)
 """
 
 
+@pytest.mark.slow
 def test_django_on_psycopg2_commits_and_rolls_back_with_atomic(
         make_channel, clean_db: Engine, database_url: str):
     """Django on psycopg2 (its only driver before Django 4.2), in a process

@@ -19,7 +19,6 @@ them): JSON NaN/Infinity in webhook bodies, and lone surrogates
 (hypothesis' text strategies don't generate them anyway).
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures)
 from __future__ import annotations
 
 import os
@@ -35,7 +34,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from tests.api_fixtures import COUNTED, CRON_SECRET, live_url  # noqa: F401
+from tests.api_fixtures import COUNTED, CRON_SECRET
 from tests.conftest import TEST_KEY
 from tests.dispatch_helpers import webhook_secrets
 
@@ -44,6 +43,8 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
+
+pytestmark = pytest.mark.slow  # schemathesis
 
 #: Examples per operation and generation mode. OUTBOX_FUZZ_EXAMPLES raises it
 #: for a longer run.

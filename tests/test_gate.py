@@ -207,6 +207,7 @@ steps = st.lists(st.tuples(
 ), max_size=60)
 
 
+@pytest.mark.slow
 @settings(max_examples=400)
 @given(steps=steps, failures=st.integers(min_value=0, max_value=4),
        trip_pause=st.floats(min_value=0.0, max_value=100.0))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+
 from outbox.ids import uuid7s
 
 
@@ -25,6 +27,7 @@ def test_timestamp_is_the_clock_in_milliseconds() -> None:
     assert before <= _millis(u) <= after
 
 
+@pytest.mark.slow
 def test_unique_and_random_within_one_millisecond() -> None:
     ids = uuid7s(200_000)
     assert len(set(ids)) == len(ids)

@@ -9,7 +9,6 @@ and B's rows byte-for-byte unchanged. The library's workspace filter
 (`workspace_id=`) is held to the same rule.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures)
 from __future__ import annotations
 
 import json
@@ -25,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from outbox.errors import ChannelNotFound, NotFound
 from outbox.webhooks.apply import SECRET_HEADER
-from tests.api_fixtures import CRON_SECRET, api_db, api_key, auth, live_url  # noqa: F401
+from tests.api_fixtures import CRON_SECRET, auth
 from tests.conftest import TEST_KEY
 from tests.dispatch_helpers import webhook_secrets
 

@@ -214,6 +214,7 @@ def test_cli_undecryptable_names_channel_and_changes_nothing(make_channel,
     assert _tokens(clean_db) == before
 
 
+@pytest.mark.slow
 def test_cli_killed_mid_rotation_changes_nothing(make_channel, clean_db: Engine,
                                                  database_url: str) -> None:
     """SIGKILL the rotation after it has written some rows (its transaction

@@ -3,7 +3,6 @@ API, queue depth and oldest due age from the database, sent and latency
 from a dispatch (the cron endpoint), webhook counters; and the daemon's
 own metrics server."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures)
 from __future__ import annotations
 
 import json
@@ -14,15 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
 from outbox.webhooks.apply import SECRET_HEADER
-from tests.api_fixtures import (  # noqa: F401
-    CRON_SECRET,
-    api,
-    api_db,
-    api_key,
-    auth,
-    live_url,
-    webhook_secret,
-)
+from tests.api_fixtures import CRON_SECRET, auth, webhook_secret
 
 
 def _scrape(text_body: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import create_engine, inspect, pool, text
 from sqlalchemy.exc import IntegrityError
 
+pytestmark = pytest.mark.slow  # migrations up and down on fresh databases
+
 
 def _schema(url: str) -> tuple[set[str], dict[str, list[str]]]:
     """Tables in our schema (besides alembic_version) and, per table, its index names."""

@@ -37,6 +37,7 @@ def results() -> st.SearchStrategy[SendResult]:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=500)
 @given(result=results(), attempts=st.integers(1, 200), max_attempts=st.integers(1, 100),
        seed=st.integers(0, 2**32))

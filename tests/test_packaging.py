@@ -22,6 +22,8 @@ import pytest
 
 from tests.dispatch_helpers import REPO
 
+pytestmark = pytest.mark.slow  # builds the wheel
+
 SOURCE_DIRS = ("outbox", "db", "providers", "migrations", "scripts", "tests")
 _TOP_LEVEL_IMPORT = re.compile(r"^\s*(?:from|import)\s+(db|providers|migrations)\b", re.M)
 

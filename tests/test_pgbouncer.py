@@ -32,6 +32,8 @@ from sqlalchemy.orm import Session
 from outbox import enqueue_text
 from tests.dispatch_helpers import REPO, cli, enqueue_spread, outbox_counts, sent_by_body
 
+pytestmark = pytest.mark.slow  # PgBouncer processes
+
 PGBOUNCER_PATHS = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")
 # Fewer server connections than a dispatcher opens (its pool, a claiming
 # and a completing connection): transactions of different clients share them.

@@ -424,6 +424,7 @@ def _check_output(recipient: Recipient) -> None:
     assert normalize_recipient(recipient.wa_chat_id) == recipient
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(region=st.sampled_from(_REGIONS), kind=st.sampled_from(_TYPES), data=st.data())
 def test_example_numbers_in_every_format(region: str, kind: int, data: st.DataObject) -> None:
@@ -457,6 +458,7 @@ def test_example_numbers_in_every_format(region: str, kind: int, data: st.DataOb
     _check_output(recipient)
 
 
+@pytest.mark.slow
 @settings(max_examples=500)
 @given(
     raw=st.one_of(
@@ -483,6 +485,7 @@ _BR_AREAS = ["11", "12", "15", "19", "21", "22", "24", "27", "28",
              "31", "41", "47", "51", "61", "71", "79", "81", "85", "92", "98", "99"]
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(national=st.from_regex(r"[2-9][0-9]{9}", fullmatch=True))
 def test_mexico_every_form_is_one_recipient(national: str) -> None:
@@ -495,6 +498,7 @@ def test_mexico_every_form_is_one_recipient(national: str) -> None:
     _check_output(expected)
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(national=st.from_regex(r"[1-3][0-9]{9}", fullmatch=True))
 def test_argentina_every_form_is_one_recipient(national: str) -> None:
@@ -505,6 +509,7 @@ def test_argentina_every_form_is_one_recipient(national: str) -> None:
     _check_output(expected)
 
 
+@pytest.mark.slow
 @settings(max_examples=500)
 @given(area=st.sampled_from(_BR_AREAS), subscriber=st.from_regex(r"[6-9][0-9]{7}",
                                                                    fullmatch=True))

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from outbox import enqueue_text
+from outbox.dispatch.daemon import NOTIFY_CHANNEL
 from tests.dispatch_helpers import (
     REPO,
     cli,
@@ -23,6 +24,8 @@ from tests.dispatch_helpers import (
     outbox_counts,
     sent_by_body,
 )
+
+pytestmark = pytest.mark.slow  # dispatcher processes
 
 
 def start_daemon(env: dict[str, str]) -> subprocess.Popen[str]:
@@ -39,6 +42,14 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1) -> None:  
             return
         time.sleep(interval)
     raise AssertionError("condition not reached in time")
+
+
+def listening(engine: Engine) -> bool:
+    """Whether a daemon's LISTEN connection is open on the test database."""
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query = :listen"), {"listen": f"LISTEN {NOTIFY_CHANNEL}"}).scalar_one())
 
 
 @pytest.mark.parametrize("workers", [2, 4])
@@ -97,7 +108,10 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_are_counted(
     accepted_unrecorded = sum(1 for b in in_flight if b in accepted_bodies)
 
     sim.clear_faults()
-    time.sleep(3.2)  # the lease runs out
+    # The lease runs out (moved into the past rather than waited out).
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.outbox_messages SET locked_until = "
+                          "now() - interval '1 second' WHERE status = 'sending'"))
     result = cli("dispatch", "--once", "--no-progress", separate_process=True)
     assert result.returncode == 0, result.stderr
     by_body = sent_by_body(sim)
@@ -220,7 +234,10 @@ def test_daemon_wakes_on_notify_not_on_poll(make_channel, clean_db: Engine, sim,
     # A poll interval far longer than the wait below: only NOTIFY can explain a fast send.
     daemon = start_daemon({"OUTBOX_POLL_INTERVAL_SECONDS": "60"})
     try:
-        time.sleep(2)  # started and listening
+        wait_for(lambda: listening(clean_db), timeout=30)
+        # Its start-up drains (of an empty queue) end within milliseconds: a
+        # message enqueued after them can only be sent at once by a NOTIFY.
+        time.sleep(0.5)
         with Session(clean_db) as s, s.begin():
             enqueue_text(s, channel_id=channel, to="+15550100001", body="wake up")
         wait_for(lambda: sim.stats().accepted == 1, timeout=15)

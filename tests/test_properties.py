@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -49,6 +50,8 @@ from outbox.dispatch.outcomes import Decision, decide, release
 from outbox.enqueue import enqueue_many
 from outbox.message_types import TextMessage
 from outbox.providers.base import ChannelProblem, Outcome, SendResult
+
+pytestmark = pytest.mark.slow  # hypothesis state machines
 
 CHATS = ("+15550100001", "+15550100002", "+15550100003")
 POLICY = RetryPolicy()

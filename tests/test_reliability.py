@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import Engine, text
 
 from tests.dispatch_helpers import (
@@ -14,6 +15,8 @@ from tests.dispatch_helpers import (
     run_dispatcher,
     sent_by_body,
 )
+
+pytestmark = pytest.mark.slow  # faults and lost connections
 
 
 async def test_circuit_breaker_pauses_a_failing_channel_instead_of_burning_attempts(

@@ -105,6 +105,7 @@ async def _dispatch(database_url: str) -> Summary:
         await engine.dispose()
 
 
+@pytest.mark.slow
 async def test_dispatch_logs_hold_no_token_and_no_body(
         make_channel, clean_db: Engine, database_url: str, sim, sim_url,
         debug_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
@@ -184,9 +185,6 @@ async def test_reprs_hold_no_token(make_channel, clean_db: Engine, database_url:
 # (no ==/!= between two non-constant values in those functions), and at run time
 # on every auth path through the real HTTP server (hmac.compare_digest is wrapped
 # by a recorder while the requests run).
-
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures, below)
-from tests.api_fixtures import api_db, api_key, live_url  # noqa: E402, F401
 
 
 def _secret_checks() -> dict[str, object]:

@@ -15,7 +15,6 @@ Every input actually sent is recorded; `test_zz_count_of_distinct_bad_inputs`
 prints how many (run with ``-s``).
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures)
 from __future__ import annotations
 
 import json
@@ -36,9 +35,11 @@ from sqlalchemy.orm import Session
 from outbox.errors import OutboxError
 from outbox.webhooks.apply import SECRET_HEADER
 from outbox.webhooks.routes import STATUS_ORDER, _strip_nul
-from tests.api_fixtures import COUNTED, CRON_SECRET, auth, live_url  # noqa: F401
+from tests.api_fixtures import COUNTED, auth
 from tests.conftest import TEST_KEY
 from tests.dispatch_helpers import webhook_secrets
+
+pytestmark = pytest.mark.slow  # thousands of hostile inputs
 
 # --- the catalogue of hostile values ------------------------------------------------------
 

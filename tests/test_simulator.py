@@ -17,9 +17,7 @@ from outbox.providers.simulator.control import (
     SimulatorStartError,
     start_simulator,
 )
-from tests.sim_fixtures import assert_spec, ctl, new_token, sim_url, whapi_sim
-
-__all__ = ["ctl", "sim_url", "whapi_sim"]  # fixtures, imported for pytest
+from tests.sim_fixtures import assert_spec, new_token
 
 # Schema MessageID: Whapi's message ids are `<4-30>-<4-14>` of [A-Za-z0-9._].
 ID_RE = re.compile(r"^[A-Za-z0-9._]{4,30}-[A-Za-z0-9._]{4,14}$")
@@ -52,7 +50,7 @@ def assert_whapi_error(resp: httpx.Response, status: int) -> dict[str, Any]:
 # -- the Whapi API -----------------------------------------------------------------
 
 
-def test_text_success_shape(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_text_success_shape(http: httpx.Client, sim: SimulatorControl) -> None:
     token = new_token()
     before = time.time()
     resp = post(http, "text", {"to": "15551234567", "body": "hi"}, token)
@@ -70,7 +68,7 @@ def test_text_success_shape(http: httpx.Client, ctl: SimulatorControl) -> None:
     assert isinstance(msg["timestamp"], int)
     assert msg["text"] == {"body": "hi"}
 
-    [rec] = ctl.sent()
+    [rec] = sim.sent()
     assert (rec.id, rec.token, rec.to, rec.type, rec.body) == (
         msg["id"],
         token,
@@ -92,12 +90,12 @@ def test_valid_recipients(http: httpx.Client, to: str) -> None:
 @pytest.mark.parametrize(
     "to", ["+15551234567", "12345678", "1555 123 4567", "abc123456789", "", 15551234567, None]
 )
-def test_bad_to_is_400(http: httpx.Client, ctl: SimulatorControl, to: Any) -> None:
+def test_bad_to_is_400(http: httpx.Client, sim: SimulatorControl, to: Any) -> None:
     body = {"body": "x"} if to is None else {"to": to, "body": "x"}
     err = assert_whapi_error(post(http, "text", body), 400)
     assert "'to'" in err["details"]
-    assert ctl.sent() == []
-    assert ctl.stats().rejected == {400: 1}
+    assert sim.sent() == []
+    assert sim.stats().rejected == {400: 1}
 
 
 @pytest.mark.parametrize(
@@ -116,11 +114,11 @@ def test_bad_to_is_400(http: httpx.Client, ctl: SimulatorControl, to: Any) -> No
     ],
 )
 def test_missing_or_bad_fields_are_400(
-    http: httpx.Client, ctl: SimulatorControl, kind: str, body: dict[str, Any], field: str
+    http: httpx.Client, sim: SimulatorControl, kind: str, body: dict[str, Any], field: str
 ) -> None:
     err = assert_whapi_error(post(http, kind, body), 400)
     assert f"'{field}'" in err["details"]
-    assert ctl.sent() == []
+    assert sim.sent() == []
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b""])
@@ -141,12 +139,12 @@ def test_body_must_be_a_json_object(http: httpx.Client, raw: bytes) -> None:
     ],
 )
 def test_missing_or_malformed_auth_is_401(
-    http: httpx.Client, ctl: SimulatorControl, headers: dict[str, str]
+    http: httpx.Client, sim: SimulatorControl, headers: dict[str, str]
 ) -> None:
     resp = http.post("/messages/text", json={"to": "15551234567", "body": "x"}, headers=headers)
     assert_whapi_error(resp, 401)
-    assert ctl.sent() == []
-    assert ctl.stats().rejected == {401: 1}
+    assert sim.sent() == []
+    assert sim.stats().rejected == {401: 1}
 
 
 def test_auth_scheme_is_case_insensitive(http: httpx.Client) -> None:
@@ -179,13 +177,13 @@ def test_unknown_endpoint_is_a_forward_of_an_unknown_message(http: httpx.Client)
     ],
 )
 def test_every_send_endpoint(
-    http: httpx.Client, ctl: SimulatorControl, kind: str, body: dict[str, Any]
+    http: httpx.Client, sim: SimulatorControl, kind: str, body: dict[str, Any]
 ) -> None:
     resp = post(http, kind, {"to": "15551234567", **body})
     assert resp.status_code == 200
     assert_spec("sent_message", resp.json())
     assert resp.json()["message"]["type"] == kind
-    [rec] = ctl.sent()
+    [rec] = sim.sent()
     assert rec.type == kind
     assert rec.payload == {"to": "15551234567", **body}
 
@@ -218,21 +216,21 @@ def test_ids_are_unique(http: httpx.Client) -> None:
 # -- faults and scoping ------------------------------------------------------------------
 
 
-def test_faults_per_token(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_faults_per_token(http: httpx.Client, sim: SimulatorControl) -> None:
     bad, good = new_token(), new_token()
-    ctl.set_faults(token=bad, error_status=503)
+    sim.set_faults(token=bad, error_status=503)
     body = {"to": "15551234567", "body": "x"}
     assert_whapi_error(post(http, "text", body, bad), 503)
     assert post(http, "text", body, good).status_code == 200
-    stats = ctl.stats()
+    stats = sim.stats()
     assert stats.tokens[bad].rejected == {503: 1} and stats.tokens[bad].accepted == 0
     assert stats.tokens[good].accepted == 1 and stats.tokens[good].rejected == {}
-    assert [r.token for r in ctl.sent()] == [good]
+    assert [r.token for r in sim.sent()] == [good]
 
 
-def test_faults_per_recipient(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_faults_per_recipient(http: httpx.Client, sim: SimulatorControl) -> None:
     token = new_token()
-    ctl.set_faults(to="15550000001", error_status=403)
+    sim.set_faults(to="15550000001", error_status=403)
     assert_whapi_error(post(http, "text", {"to": "15550000001", "body": "x"}, token), 403)
     # the chat-id form of the same recipient is the same recipient
     assert_whapi_error(
@@ -241,79 +239,79 @@ def test_faults_per_recipient(http: httpx.Client, ctl: SimulatorControl) -> None
     assert post(http, "text", {"to": "15550000002", "body": "x"}, token).status_code == 200
 
 
-def test_faults_per_token_and_recipient(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_faults_per_token_and_recipient(http: httpx.Client, sim: SimulatorControl) -> None:
     a, b = new_token(), new_token()
-    ctl.set_faults(token=a, to="15550000001", error_status=400)
+    sim.set_faults(token=a, to="15550000001", error_status=400)
     assert_whapi_error(post(http, "text", {"to": "15550000001", "body": "x"}, a), 400)
     assert post(http, "text", {"to": "15550000001", "body": "x"}, b).status_code == 200
     assert post(http, "text", {"to": "15550000002", "body": "x"}, a).status_code == 200
 
 
-def test_scopes_merge_most_specific_last(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_scopes_merge_most_specific_last(http: httpx.Client, sim: SimulatorControl) -> None:
     token = new_token()
-    ctl.set_faults(error_status=500)
-    ctl.set_faults(token=token, error_status=402)
+    sim.set_faults(error_status=500)
+    sim.set_faults(token=token, error_status=402)
     assert_whapi_error(post(http, "text", {"to": "15551234567", "body": "x"}, token), 402)
     assert_whapi_error(post(http, "text", {"to": "15551234567", "body": "x"}, new_token()), 500)
-    faults = ctl.faults()
+    faults = sim.faults()
     assert {(f["token"], f["error_status"]) for f in faults} == {(None, 500), (token, 402)}
-    ctl.clear_faults(token=token)
+    sim.clear_faults(token=token)
     assert_whapi_error(post(http, "text", {"to": "15551234567", "body": "x"}, token), 500)
-    ctl.clear_faults()
-    assert ctl.faults() == []
+    sim.clear_faults()
+    assert sim.faults() == []
     assert post(http, "text", {"to": "15551234567", "body": "x"}, token).status_code == 200
 
 
-def test_retry_after_header_only_when_configured(http: httpx.Client, ctl: SimulatorControl) -> None:
-    ctl.set_faults(error_status=429)
+def test_retry_after_header_only_when_configured(http: httpx.Client, sim: SimulatorControl) -> None:
+    sim.set_faults(error_status=429)
     resp = post(http, "text", {"to": "15551234567", "body": "x"})
     assert_whapi_error(resp, 429)
     assert "Retry-After" not in resp.headers
-    ctl.set_faults(error_status=429, retry_after=5)
+    sim.set_faults(error_status=429, retry_after=5)
     resp = post(http, "text", {"to": "15551234567", "body": "x"})
     assert resp.headers["Retry-After"] == "5"
 
 
-def test_error_rate_between_0_and_1(http: httpx.Client, ctl: SimulatorControl) -> None:
-    ctl.set_faults(error_status=500, error_rate=0.5)
+def test_error_rate_between_0_and_1(http: httpx.Client, sim: SimulatorControl) -> None:
+    sim.set_faults(error_status=500, error_rate=0.5)
     codes = [post(http, "text", {"to": "15551234567", "body": "x"}).status_code for _ in range(200)]
     assert set(codes) == {200, 500}  # P(all one kind) = 2 * 0.5**200
-    stats = ctl.stats()
+    stats = sim.stats()
     assert stats.accepted == codes.count(200)
     assert stats.rejected == {500: codes.count(500)}
 
 
-def test_latency_is_applied(http: httpx.Client, ctl: SimulatorControl) -> None:
-    ctl.set_faults(latency_ms=200)
+def test_latency_is_applied(http: httpx.Client, sim: SimulatorControl) -> None:
+    sim.set_faults(latency_ms=200)
     t0 = time.monotonic()
     assert post(http, "text", {"to": "15551234567", "body": "x"}).status_code == 200
     assert time.monotonic() - t0 >= 0.2  # a lower bound: never flaky on slow machines
 
 
-def test_hang_never_answers_and_never_records(sim_url: str, ctl: SimulatorControl) -> None:
-    ctl.set_faults(hang=True)
+def test_hang_never_answers_and_never_records(sim_url: str, sim: SimulatorControl) -> None:
+    sim.set_faults(hang=True)
     with (
         httpx.Client(base_url=sim_url, timeout=0.3, trust_env=False) as short,
         pytest.raises(httpx.ReadTimeout),
     ):
         post(short, "text", {"to": "15551234567", "body": "x"})
-    assert ctl.sent() == []
-    stats = ctl.stats()
+    assert sim.sent() == []
+    stats = sim.stats()
     assert stats.hangs == 1 and stats.rejected == {}
     deadline = time.monotonic() + 10  # the simulator notices the client left
-    while ctl.stats().hanging and time.monotonic() < deadline:
+    while sim.stats().hanging and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert ctl.stats().hanging == 0
+    assert sim.stats().hanging == 0
 
 
-def test_hang_rate_zero_never_hangs(http: httpx.Client, ctl: SimulatorControl) -> None:
-    ctl.set_faults(hang_rate=0.0)
+def test_hang_rate_zero_never_hangs(http: httpx.Client, sim: SimulatorControl) -> None:
+    sim.set_faults(hang_rate=0.0)
     assert post(http, "text", {"to": "15551234567", "body": "x"}).status_code == 200
 
 
-def test_rate_limit_per_token(sim_url: str, ctl: SimulatorControl) -> None:
+def test_rate_limit_per_token(sim_url: str, sim: SimulatorControl) -> None:
     limited, other = new_token(), new_token()
-    ctl.set_faults(token=limited, rate_limit_per_s=5, retry_after=1)
+    sim.set_faults(token=limited, rate_limit_per_s=5, retry_after=1)
     body = {"to": "15551234567", "body": "x"}
 
     def burst(token: str, n: int) -> tuple[list[int], float]:
@@ -332,15 +330,15 @@ def test_rate_limit_per_token(sim_url: str, ctl: SimulatorControl) -> None:
         assert accepted == 5 and codes.count(429) == 25
     other_codes, _ = burst(other, 10)
     assert other_codes == [200] * 10
-    stats = ctl.stats()
+    stats = sim.stats()
     assert stats.tokens[limited].rejected.get(429, 0) == codes.count(429)
     assert stats.tokens[other].rejected == {}
 
 
 def test_global_rate_limit_counts_each_token_separately(
-    http: httpx.Client, ctl: SimulatorControl
+    http: httpx.Client, sim: SimulatorControl
 ) -> None:
-    ctl.set_faults(rate_limit_per_s=2)
+    sim.set_faults(rate_limit_per_s=2)
     a, b = new_token(), new_token()
     t0 = time.monotonic()
     codes = {
@@ -365,38 +363,38 @@ def test_global_rate_limit_counts_each_token_separately(
         {"token": 5},
     ],
 )
-def test_bad_fault_config_is_400(http: httpx.Client, ctl: SimulatorControl, body: Any) -> None:
+def test_bad_fault_config_is_400(http: httpx.Client, sim: SimulatorControl, body: Any) -> None:
     resp = http.post("/_sim/faults", json=body)
     assert resp.status_code == 400
     assert "error" in resp.json()
-    assert ctl.faults() == []
+    assert sim.faults() == []
 
 
 # -- control API -------------------------------------------------------------------------
 
 
-def test_reset_clears_records_stats_and_faults(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_reset_clears_records_stats_and_faults(http: httpx.Client, sim: SimulatorControl) -> None:
     token = new_token()
     post(http, "text", {"to": "15551234567", "body": "a"}, token)
-    last = ctl.sent()[-1].seq
-    ctl.set_faults(error_status=500)
+    last = sim.sent()[-1].seq
+    sim.set_faults(error_status=500)
     post(http, "text", {"to": "15551234567", "body": "b"}, token)
-    ctl.reset()
-    assert ctl.sent() == []
-    stats = ctl.stats()
+    sim.reset()
+    assert sim.sent() == []
+    stats = sim.stats()
     assert (stats.accepted, stats.rejected, stats.tokens, stats.requests) == (0, {}, {}, 0)
-    assert ctl.faults() == []
+    assert sim.faults() == []
     post(http, "text", {"to": "15551234567", "body": "c"}, token)
-    [rec] = ctl.sent()
+    [rec] = sim.sent()
     assert rec.seq > last  # sequence numbers never restart
     assert rec.body == "c"
 
 
-def test_since_pagination(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_since_pagination(http: httpx.Client, sim: SimulatorControl) -> None:
     a, b = new_token(), new_token()
     for i in range(25):
         post(http, "text", {"to": "15551234567", "body": f"m{i:02d}"}, a if i % 2 else b)
-    everything = ctl.sent()
+    everything = sim.sent()
     assert [r.body for r in everything] == [f"m{i:02d}" for i in range(25)]
     seqs = [r.seq for r in everything]
     assert seqs == sorted(set(seqs))
@@ -410,27 +408,27 @@ def test_since_pagination(http: httpx.Client, ctl: SimulatorControl) -> None:
         collected += page["records"]
     assert [r["seq"] for r in collected] == seqs
 
-    assert [r.body for r in ctl.sent(since=seqs[19])] == ["m20", "m21", "m22", "m23", "m24"]
-    assert [r.body for r in ctl.sent(token=a, since=seqs[19])] == ["m21", "m23"]
-    assert [r.body for r in ctl.sent(token=b, page_size=3)] == [
+    assert [r.body for r in sim.sent(since=seqs[19])] == ["m20", "m21", "m22", "m23", "m24"]
+    assert [r.body for r in sim.sent(token=a, since=seqs[19])] == ["m21", "m23"]
+    assert [r.body for r in sim.sent(token=b, page_size=3)] == [
         f"m{i:02d}" for i in range(0, 25, 2)
     ]
-    assert len(ctl.sent(limit=7)) == 7
-    assert ctl.sent(since=seqs[-1]) == []
-    assert ctl.sent(token=new_token()) == []
+    assert len(sim.sent(limit=7)) == 7
+    assert sim.sent(since=seqs[-1]) == []
+    assert sim.sent(token=new_token()) == []
 
 
-def test_sent_filter_by_recipient(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_sent_filter_by_recipient(http: httpx.Client, sim: SimulatorControl) -> None:
     for to in ("15550000001", "15550000002", "15550000001@s.whatsapp.net"):
         post(http, "text", {"to": to, "body": to})
-    assert [r.body for r in ctl.sent(to="15550000001")] == [
+    assert [r.body for r in sim.sent(to="15550000001")] == [
         "15550000001",
         "15550000001@s.whatsapp.net",
     ]
 
 
-def test_stats_count_in_flight(sim_url: str, ctl: SimulatorControl) -> None:
-    ctl.set_faults(latency_ms=300)
+def test_stats_count_in_flight(sim_url: str, sim: SimulatorControl) -> None:
+    sim.set_faults(latency_ms=300)
     with (
         httpx.Client(base_url=sim_url, timeout=10, trust_env=False) as c,
         ThreadPoolExecutor(6) as pool,
@@ -441,12 +439,13 @@ def test_stats_count_in_flight(sim_url: str, ctl: SimulatorControl) -> None:
             )
         )
     assert codes == [200] * 6
-    stats = ctl.stats()
+    stats = sim.stats()
     assert 1 <= stats.max_in_flight <= 6
     assert stats.in_flight == 0
     assert stats.requests == 6
 
 
+@pytest.mark.slow
 def test_state_pagination_scales_to_50k_records() -> None:
     state = SimulatorState(seed=1)
     for i in range(50_000):
@@ -469,6 +468,7 @@ def test_state_pagination_scales_to_50k_records() -> None:
     assert state.sent(token=None, to=None, since=0, limit=10) == ([], False)
 
 
+@pytest.mark.slow
 def test_start_simulator_reports_a_dead_subprocess() -> None:
     with (
         pytest.raises(SimulatorStartError, match="unrecognized arguments"),
@@ -477,9 +477,10 @@ def test_start_simulator_reports_a_dead_subprocess() -> None:
         pass
 
 
-def test_start_simulator_uses_a_free_port_and_stops(whapi_sim: Any) -> None:
+@pytest.mark.slow
+def test_start_simulator_uses_a_free_port_and_stops(simulator_process: Any) -> None:
     with start_simulator() as other:
-        assert other.url != whapi_sim.url
+        assert other.url != simulator_process.url
         assert httpx.get(other.url + "/health", trust_env=False).status_code == 200
         proc = other.process
     assert proc.poll() is not None

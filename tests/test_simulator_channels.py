@@ -10,19 +10,7 @@ import httpx
 import pytest
 
 from outbox.providers.simulator.control import SimulatorControl
-from tests.sim_fixtures import (
-    WebhookReceiver,
-    assert_spec,
-    ctl,
-    new_token,
-    receiver,
-    sim_url,
-    strict_ctl,
-    strict_sim,
-    whapi_sim,
-)
-
-__all__ = ["ctl", "receiver", "sim_url", "strict_ctl", "strict_sim", "whapi_sim"]
+from tests.sim_fixtures import WebhookReceiver, assert_spec, new_token
 
 TEXT = {"to": "15551234567", "body": "hi"}
 
@@ -105,19 +93,19 @@ def test_unknown_tokens_can_answer_404(
 
 
 def test_accept_any_token_mode_registers_on_first_use(
-        http: httpx.Client, ctl: SimulatorControl) -> None:
-    assert ctl.token_policy() == (True, 401)
+        http: httpx.Client, sim: SimulatorControl) -> None:
+    assert sim.token_policy() == (True, 401)
     token = new_token()
     assert send(http, token).status_code == 200
-    [channel] = ctl.channels()
+    [channel] = sim.channels()
     assert channel.token == token and channel.auto and channel.status == "AUTH"
     assert send(http, token).status_code == 200
-    assert len(ctl.channels()) == 1
-    ctl.set_token_policy(accept_any_token=False)
+    assert len(sim.channels()) == 1
+    sim.set_token_policy(accept_any_token=False)
     error_of(send(http, new_token()), 401)
     assert send(http, token).status_code == 200  # already a channel
-    ctl.reset()
-    assert ctl.token_policy() == (True, 401) and ctl.channels() == []
+    sim.reset()
+    assert sim.token_policy() == (True, 401) and sim.channels() == []
 
 
 @pytest.mark.parametrize(
@@ -125,16 +113,16 @@ def test_accept_any_token_mode_registers_on_first_use(
     [{"token": "has space"}, {"token": 5}, {"phone": "12"}, {"status": "ONLINE"},
      {"name": ""}, {"nonsense": 1}],
 )
-def test_bad_registrations_are_400(http: httpx.Client, ctl: SimulatorControl, body: Any) -> None:
+def test_bad_registrations_are_400(http: httpx.Client, sim: SimulatorControl, body: Any) -> None:
     assert http.post("/_sim/channels", json=body).status_code == 400
-    assert ctl.channels() == []
+    assert sim.channels() == []
 
 
 @pytest.mark.parametrize("body", [{"accept_any_token": "yes"}, {"unknown_token_status": 403},
                                   {"other": 1}])
-def test_bad_token_policies_are_400(http: httpx.Client, ctl: SimulatorControl, body: Any) -> None:
+def test_bad_token_policies_are_400(http: httpx.Client, sim: SimulatorControl, body: Any) -> None:
     assert http.patch("/_sim/channels", json=body).status_code == 400
-    assert ctl.token_policy() == (True, 401)
+    assert sim.token_policy() == (True, 401)
 
 
 # -- logged in or not --------------------------------------------------------------------
@@ -142,9 +130,9 @@ def test_bad_token_policies_are_400(http: httpx.Client, ctl: SimulatorControl, b
 
 @pytest.mark.parametrize("strict", [False, True])
 def test_logout_makes_sends_401_until_login(
-        http: httpx.Client, strict_http: httpx.Client, ctl: SimulatorControl,
+        http: httpx.Client, strict_http: httpx.Client, sim: SimulatorControl,
         strict_ctl: SimulatorControl, strict: bool) -> None:
-    client, control = (strict_http, strict_ctl) if strict else (http, ctl)
+    client, control = (strict_http, strict_ctl) if strict else (http, sim)
     token = control.register_channel().token
     assert send(client, token).status_code == 200
     control.logout(token)
@@ -161,15 +149,15 @@ def test_logout_makes_sends_401_until_login(
 
 @pytest.mark.parametrize("status", ["QR", "ERROR", "SYNC_ERROR", "LAUNCH"])
 def test_a_channel_not_in_auth_cannot_send(
-        http: httpx.Client, ctl: SimulatorControl, status: str) -> None:
+        http: httpx.Client, sim: SimulatorControl, status: str) -> None:
     token = new_token()
-    ctl.channel_health(token, status)
+    sim.channel_health(token, status)
     error_of(send(http, token), 401)
-    ctl.channel_health(token, "AUTH")
+    sim.channel_health(token, "AUTH")
     assert send(http, token).status_code == 200
 
 
-def test_health_without_a_token_is_a_probe(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_health_without_a_token_is_a_probe(http: httpx.Client, sim: SimulatorControl) -> None:
     data = http.get("/health").json()
     assert data["status"] == {"code": 4, "text": "AUTH"}
     assert isinstance(data["start_at"], int) and isinstance(data["uptime"], int)
@@ -179,21 +167,21 @@ def test_health_without_a_token_is_a_probe(http: httpx.Client, ctl: SimulatorCon
 
 
 def test_an_unknown_media_id_is_404_on_media_endpoints(
-        http: httpx.Client, ctl: SimulatorControl) -> None:
+        http: httpx.Client, sim: SimulatorControl) -> None:
     token = new_token()
     for kind in ("image", "video", "document", "audio", "voice", "sticker", "gif", "short"):
         err = error_of(send(http, token, kind, {"to": "15551234567",
                                                 "media": "jpeg-0123456789abcdef"}), 404)
         assert err["message"] == "Media with specified id not found"
-    assert ctl.sent() == []
-    assert ctl.stats().rejected == {404: 8}
+    assert sim.sent() == []
+    assert sim.stats().rejected == {404: 8}
     # Other messages of the channel flow meanwhile.
     assert send(http, token).status_code == 200
 
 
-def test_known_media_ids_work(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_known_media_ids_work(http: httpx.Client, sim: SimulatorControl) -> None:
     token = new_token()
-    inbound = ctl.inbound(token, kind="image")
+    inbound = sim.inbound(token, kind="image")
     media_id = inbound.body["messages"][0]["image"]["id"]
     resp = send(http, token, "image", {"to": "15551234567", "media": media_id})
     assert resp.status_code == 200
@@ -208,9 +196,9 @@ def test_known_media_ids_work(http: httpx.Client, ctl: SimulatorControl) -> None
                                        "mime_type": "audio/ogg"}).status_code == 200
 
 
-def test_media_not_found_fault(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_media_not_found_fault(http: httpx.Client, sim: SimulatorControl) -> None:
     token = new_token()
-    ctl.set_faults(token=token, media_not_found_rate=1.0)
+    sim.set_faults(token=token, media_not_found_rate=1.0)
     error_of(send(http, token, "image", {"to": "15551234567",
                                          "media": "https://example.com/a.png"}), 404)
     assert send(http, token).status_code == 200  # text has no media to miss
@@ -234,12 +222,12 @@ GOOD = {
 
 
 @pytest.mark.parametrize("kind", list(GOOD))
-def test_more_send_endpoints(http: httpx.Client, ctl: SimulatorControl, kind: str) -> None:
+def test_more_send_endpoints(http: httpx.Client, sim: SimulatorControl, kind: str) -> None:
     resp = send(http, new_token(), kind, {"to": "15551234567", **GOOD[kind]})
     assert resp.status_code == 200, resp.text
     assert_spec("sent_message", resp.json())
     assert resp.json()["message"]["type"] == kind
-    assert [r.type for r in ctl.sent()] == [kind]
+    assert [r.type for r in sim.sent()] == [kind]
 
 
 @pytest.mark.parametrize(
@@ -265,12 +253,12 @@ def test_more_send_endpoints_validate(http: httpx.Client, kind: str, body: dict[
 
 
 def test_mark_read_and_delete(
-        http: httpx.Client, ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        http: httpx.Client, sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
     everything = [(t, m) for t in ("messages", "statuses", "chats") for m in
                   ("post", "put", "patch", "delete")]
-    ctl.set_webhooks(receiver.url, token=token, events=everything, echo="none", delays_ms={})
-    inbound = ctl.inbound(token, text="hello", wait=True)
+    sim.set_webhooks(receiver.url, token=token, events=everything, echo="none", delays_ms={})
+    inbound = sim.inbound(token, text="hello", wait=True)
     receiver.wait_for(1)
     auth = {"Authorization": f"Bearer {token}"}
     mid = inbound.message_id
@@ -284,12 +272,12 @@ def test_mark_read_and_delete(
         error_of(http.request(method, f"/messages/{mid}",
                               headers={"Authorization": f"Bearer {new_token()}"}), 404)
         error_of(http.request(method, f"/messages/{mid}"), 401)
-    ctl.logout(token)
+    sim.logout(token)
     error_of(http.put(f"/messages/{mid}", headers=auth), 401)
     assert len(receiver.requests) == 1  # mark-read and delete emit nothing
 
 
-def test_forward_a_message(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_forward_a_message(http: httpx.Client, sim: SimulatorControl) -> None:
     token = new_token()
     original = send(http, token).json()["message"]
     resp = http.post(f"/messages/{original['id']}", json={"to": "15557654321"},
@@ -299,7 +287,7 @@ def test_forward_a_message(http: httpx.Client, ctl: SimulatorControl) -> None:
     assert forwarded["id"] != original["id"]
     assert forwarded["text"] == original["text"]
     assert forwarded["chat_id"] == "15557654321@s.whatsapp.net"
-    assert [r.chat_id for r in ctl.sent()] == ["15551234567@s.whatsapp.net",
+    assert [r.chat_id for r in sim.sent()] == ["15551234567@s.whatsapp.net",
                                                "15557654321@s.whatsapp.net"]
     # Another channel can't forward it; a bad `to` is a 400.
     error_of(http.post(f"/messages/{original['id']}", json={"to": "15557654321"},

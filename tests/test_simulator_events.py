@@ -11,19 +11,7 @@ import pytest
 
 from outbox.providers.simulator.chat_ids import whapi_chat_id
 from outbox.providers.simulator.control import Injection, SimulatorControl
-from tests.sim_fixtures import (
-    WebhookReceiver,
-    assert_webhook_body,
-    ctl,
-    new_token,
-    receiver,
-    sim_url,
-    strict_ctl,
-    strict_sim,
-    whapi_sim,
-)
-
-__all__ = ["ctl", "receiver", "sim_url", "strict_ctl", "strict_sim", "whapi_sim"]
+from tests.sim_fixtures import WebhookReceiver, assert_webhook_body, new_token
 
 EVERYTHING = [{"type": t, "method": m} for t, m in (
     ("messages", "post"), ("messages", "put"), ("messages", "patch"), ("messages", "delete"),
@@ -33,10 +21,10 @@ EVERYTHING = [{"type": t, "method": m} for t, m in (
 
 
 @pytest.fixture
-def token(ctl: SimulatorControl, receiver: WebhookReceiver) -> str:
+def token(sim: SimulatorControl, receiver: WebhookReceiver) -> str:
     """A channel whose webhook (mode body) is subscribed to everything."""
     tok = new_token()
-    ctl.set_webhooks(token=tok, webhooks=[{"url": receiver.url, "events": EVERYTHING}],
+    sim.set_webhooks(token=tok, webhooks=[{"url": receiver.url, "events": EVERYTHING}],
                      callback_backoff_delay_ms=50)
     return tok
 
@@ -69,8 +57,8 @@ CONTENT_TYPES = [*MEDIA_TYPES, "text", "location", "live_location", "contact", "
 
 @pytest.mark.parametrize("kind", CONTENT_TYPES)
 def test_inbound_of_every_type(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str, kind: str) -> None:
-    message = one_message(ctl.inbound(token, kind=kind, wait=True), receiver)
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str, kind: str) -> None:
+    message = one_message(sim.inbound(token, kind=kind, wait=True), receiver)
     assert (message["type"], message["from_me"], message["source"]) == (kind, False, "mobile")
     assert message["chat_id"] == "15550100200@s.whatsapp.net"
     assert (message["from"], message["from_name"]) == ("15550100200", "Simulated Contact")
@@ -90,8 +78,8 @@ def test_inbound_of_every_type(
 
 
 def test_a_call_entry_has_no_content(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    message = one_message(ctl.inbound(token, kind="call", wait=True), receiver)
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    message = one_message(sim.inbound(token, kind="call", wait=True), receiver)
     assert message["type"] == "call" and "call" not in message
 
 
@@ -99,15 +87,15 @@ def test_a_call_entry_has_no_content(
                                            ("document", "caption"), ("link_preview", "body"),
                                            ("location", "comment")])
 def test_text_is_the_body_or_caption(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str, kind: str, key: str) -> None:
-    message = one_message(ctl.inbound(token, kind=kind, text="look here", wait=True), receiver)
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str, kind: str, key: str) -> None:
+    message = one_message(sim.inbound(token, kind=kind, text="look here", wait=True), receiver)
     assert message[kind][key] == "look here"
 
 
 def test_given_content_replaces_the_generated_one(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
     content = {"body": "custom", "buttons": [{"type": "quick_reply", "title": "A", "id": "a"}]}
-    message = one_message(ctl.inbound(token, content=content, message_id="AbCdEf12-Given01",
+    message = one_message(sim.inbound(token, content=content, message_id="AbCdEf12-Given01",
                                       timestamp=1767261600, wait=True), receiver)
     assert message["text"] == content
     assert (message["id"], message["timestamp"]) == ("AbCdEf12-Given01", 1767261600)
@@ -140,21 +128,21 @@ def test_chat_ids_pass_through_and_rules_can_be_off() -> None:
 
 
 def test_inbound_from_a_country_rule_number(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    message = one_message(ctl.inbound(token, phone="+52 55 1234 5678", wait=True), receiver)
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    message = one_message(sim.inbound(token, phone="+52 55 1234 5678", wait=True), receiver)
     assert message["chat_id"] == "5215512345678@s.whatsapp.net"
     assert message["from"] == "5215512345678"
 
 
-def test_inbound_from_a_lid(ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    message = one_message(ctl.inbound(token, chat_id="183729465018273@lid", sender_name="Dana",
+def test_inbound_from_a_lid(sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    message = one_message(sim.inbound(token, chat_id="183729465018273@lid", sender_name="Dana",
                                       wait=True), receiver)
     assert (message["chat_id"], message["from"], message["from_name"]) == (
         "183729465018273@lid", "183729465018273", "Dana")
 
 
-def test_inbound_in_a_group(ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    message = one_message(ctl.inbound(
+def test_inbound_in_a_group(sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    message = one_message(sim.inbound(
         token, chat_id="120363041234567890@g.us", sender="447700900123", sender_name="Alice",
         chat_name="Pickups", wait=True), receiver)
     assert message["chat_id"] == "120363041234567890@g.us"
@@ -163,18 +151,18 @@ def test_inbound_in_a_group(ctl: SimulatorControl, receiver: WebhookReceiver, to
 
 
 def test_a_message_typed_on_the_phone(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    message = one_message(ctl.inbound(token, from_me=True, text="On my way", wait=True),
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    message = one_message(sim.inbound(token, from_me=True, text="On my way", wait=True),
                           receiver)
-    [channel] = [c for c in ctl.channels() if c.token == token]
+    [channel] = [c for c in sim.channels() if c.token == token]
     assert (message["from_me"], message["source"]) == (True, "mobile")
     assert (message["from"], message["from_name"]) == (channel.phone, channel.name)
     assert message["chat_id"] == "15550100200@s.whatsapp.net"
 
 
 def test_an_offline_backlog_is_one_put_with_several_messages(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    injected = ctl.inbound_many(token, [
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    injected = sim.inbound_many(token, [
         {"text": "Are you open tomorrow?", "timestamp": 1767254400},
         {"text": "Hello?", "timestamp": 1767254500},
         {"phone": "+52 55 1234 5678", "text": "¿Hacen envíos?"},
@@ -188,9 +176,9 @@ def test_an_offline_backlog_is_one_put_with_several_messages(
 
 
 def test_a_quote_points_at_the_quoted_message(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    first = ctl.inbound(token, text="first")
-    message = one_message(ctl.inbound(token, text="reply", quoted=first.message_id, wait=True),
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    first = sim.inbound(token, text="first")
+    message = one_message(sim.inbound(token, text="reply", quoted=first.message_id, wait=True),
                           receiver)
     context = message["context"]
     assert (context["quoted_id"], context["quoted_type"]) == (first.message_id, "text")
@@ -198,8 +186,8 @@ def test_a_quote_points_at_the_quoted_message(
 
 
 def test_injected_messages_are_readable_through_whapi(
-        sim_url: str, ctl: SimulatorControl, token: str) -> None:
-    injected = ctl.inbound(token, text="hello")
+        sim_url: str, sim: SimulatorControl, token: str) -> None:
+    injected = sim.inbound(token, text="hello")
     with httpx.Client(base_url=sim_url, trust_env=False) as c:
         auth = {"Authorization": f"Bearer {token}"}
         assert c.get(f"/messages/{injected.message_id}", headers=auth).json() == (
@@ -228,10 +216,10 @@ def test_injected_messages_are_readable_through_whapi(
     ],
 )
 def test_actions_on_a_message(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str, action: str,
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str, action: str,
         kwargs: dict[str, Any], expected: dict[str, Any]) -> None:
-    target = ctl.inbound(token, phone="447700900123", text="original")
-    message = one_message(ctl.action(token, target.message_id, action, wait=True, **kwargs),
+    target = sim.inbound(token, phone="447700900123", text="original")
+    message = one_message(sim.action(token, target.message_id, action, wait=True, **kwargs),
                           receiver)
     assert message["type"] == "action"
     assert message["chat_id"] == "447700900123@s.whatsapp.net"  # the target's chat
@@ -240,17 +228,17 @@ def test_actions_on_a_message(
 
 
 def test_a_vote_names_a_poll_option(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    poll = ctl.inbound(token, kind="poll")
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    poll = sim.inbound(token, kind="poll")
     options = poll.body["messages"][0]["poll"]["options"]
-    message = one_message(ctl.action(token, poll.message_id, "vote", votes=[options[1]],
+    message = one_message(sim.action(token, poll.message_id, "vote", votes=[options[1]],
                                      wait=True), receiver)
     assert message["action"] == {"target": poll.message_id, "type": "vote",
                                  "votes": [options[1]]}
 
 
-def test_an_event_response(ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    message = one_message(ctl.action(token, "ZLUbsQkyLWvMykSS-qd2Xq7Lm2R", "event_response",
+def test_an_event_response(sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    message = one_message(sim.action(token, "ZLUbsQkyLWvMykSS-qd2Xq7Lm2R", "event_response",
                                      chat_id="120363041234567890@g.us",
                                      sender="447700900123", wait=True), receiver)
     response = message["action"]["event_response"]
@@ -258,19 +246,19 @@ def test_an_event_response(ctl: SimulatorControl, receiver: WebhookReceiver, tok
 
 
 def test_a_reaction_from_the_phone_on_our_send(
-        sim_url: str, ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+        sim_url: str, sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
     with httpx.Client(base_url=sim_url, trust_env=False) as c:
         sent = c.post("/messages/text", json={"to": "15551234567", "body": "hi"},
                       headers={"Authorization": f"Bearer {token}"}).json()["message"]
-    message = one_message(ctl.action(token, sent["id"], "reaction", emoji="❤️", from_me=True,
+    message = one_message(sim.action(token, sent["id"], "reaction", emoji="❤️", from_me=True,
                                      wait=True), receiver)
     assert message["chat_id"] == "15551234567@s.whatsapp.net"
     assert message["from_me"] is True and message["action"]["target"] == sent["id"]
 
 
-def test_messages_updates(ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    original = ctl.inbound(token, text="where is order #1042?")
-    body = delivered(ctl.message_update(token, original.message_id, text="where is #1043?",
+def test_messages_updates(sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    original = sim.inbound(token, text="where is order #1042?")
+    body = delivered(sim.message_update(token, original.message_id, text="where is #1043?",
                                         wait=True), receiver)
     [update] = body["messages_updates"]
     assert update["id"] == original.message_id
@@ -282,7 +270,7 @@ def test_messages_updates(ctl: SimulatorControl, receiver: WebhookReceiver, toke
     assert trigger["type"] == "action" and trigger["action"]["target"] == original.message_id
     assert trigger["action"]["edited_content"] == {"body": "where is #1043?"}
     # The simulator now holds the edited text.
-    second = delivered(ctl.message_update(token, original.message_id, text="third",
+    second = delivered(sim.message_update(token, original.message_id, text="third",
                                           trigger=False, wait=True), receiver)
     [update] = second["messages_updates"]
     assert update["before_update"]["text"] == {"body": "where is #1043?"}
@@ -290,17 +278,17 @@ def test_messages_updates(ctl: SimulatorControl, receiver: WebhookReceiver, toke
 
 
 def test_an_update_of_an_unknown_message(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    body = delivered(ctl.message_update(token, "Unknown1234-Abcdef", text="x", wait=True),
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    body = delivered(sim.message_update(token, "Unknown1234-Abcdef", text="x", wait=True),
                      receiver)
     assert body["messages_updates"][0]["before_update"]["id"] == "Unknown1234-Abcdef"
 
 
-def test_messages_removed(ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+def test_messages_removed(sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
     ids = ["AbCdEf12-XyZ98761", "AbCdEf12-XyZ98762"]
-    body = delivered(ctl.messages_removed(token, ids, wait=True), receiver)
+    body = delivered(sim.messages_removed(token, ids, wait=True), receiver)
     assert body["messages_removed"] == ids and "messages_removed_all" not in body
-    body = delivered(ctl.messages_removed(token, ids[:1], all_in_chat="447700900123@s.whatsapp.net",
+    body = delivered(sim.messages_removed(token, ids[:1], all_in_chat="447700900123@s.whatsapp.net",
                                           wait=True), receiver)
     assert body["messages_removed_all"] == "447700900123@s.whatsapp.net"
 
@@ -312,9 +300,9 @@ def test_messages_removed(ctl: SimulatorControl, receiver: WebhookReceiver, toke
                                               ("delivered", 3), ("read", 4), ("played", 5),
                                               ("deleted", 6)])
 @pytest.mark.parametrize("method", ["post", "put"])
-def test_statuses(ctl: SimulatorControl, receiver: WebhookReceiver, token: str, status: str,
+def test_statuses(sim: SimulatorControl, receiver: WebhookReceiver, token: str, status: str,
                   code: int, method: str) -> None:
-    body = delivered(ctl.status(token, ["AbCdEf12-XyZ98761", "AbCdEf12-XyZ98762"], status,
+    body = delivered(sim.status(token, ["AbCdEf12-XyZ98761", "AbCdEf12-XyZ98762"], status,
                                 method=method, wait=True), receiver)
     entries = body["statuses"]
     assert [e["id"] for e in entries] == ["AbCdEf12-XyZ98761", "AbCdEf12-XyZ98762"]
@@ -325,11 +313,11 @@ def test_statuses(ctl: SimulatorControl, receiver: WebhookReceiver, token: str, 
 
 
 def test_a_status_names_the_message_chat_and_viewer(
-        sim_url: str, ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+        sim_url: str, sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
     with httpx.Client(base_url=sim_url, trust_env=False) as c:
         sent = c.post("/messages/text", json={"to": "120363041234567890@g.us", "body": "hi"},
                       headers={"Authorization": f"Bearer {token}"}).json()["message"]
-    body = delivered(ctl.status(token, sent["id"], "read", viewer_id="447700900123",
+    body = delivered(sim.status(token, sent["id"], "read", viewer_id="447700900123",
                                 errors=[{"code": 1, "message": "x"}], wait=True), receiver)
     [entry] = body["statuses"]
     assert entry["recipient_id"] == "120363041234567890@g.us"
@@ -338,8 +326,8 @@ def test_a_status_names_the_message_chat_and_viewer(
 
 
 @pytest.mark.parametrize("status", ["initiated", "ringing", "missed", "canceled", "answered"])
-def test_calls(ctl: SimulatorControl, receiver: WebhookReceiver, token: str, status: str) -> None:
-    body = delivered(ctl.call(token, phone="447700900123", status=status, video=True, wait=True),
+def test_calls(sim: SimulatorControl, receiver: WebhookReceiver, token: str, status: str) -> None:
+    body = delivered(sim.call(token, phone="447700900123", status=status, video=True, wait=True),
                      receiver)
     [call] = body["calls"]
     assert call["status"] == status
@@ -349,38 +337,38 @@ def test_calls(ctl: SimulatorControl, receiver: WebhookReceiver, token: str, sta
     assert call["id"]
 
 
-def test_a_group_call(ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    body = delivered(ctl.call(token, chat_id="120363041234567890@g.us", wait=True), receiver)
+def test_a_group_call(sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    body = delivered(sim.call(token, chat_id="120363041234567890@g.us", wait=True), receiver)
     assert body["calls"][0]["group_call"] is True
 
 
 def test_chats_post_patch_delete(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    body = delivered(ctl.chat(token, phone="447700900123", name="Alice", unread=1, wait=True),
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    body = delivered(sim.chat(token, phone="447700900123", name="Alice", unread=1, wait=True),
                      receiver)
     [chat] = body["chats"]
     assert (chat["id"], chat["type"], chat["name"], chat["unread"]) == (
         "447700900123@s.whatsapp.net", "contact", "Alice", 1)
-    body = delivered(ctl.chat(token, method="patch", phone="447700900123", archive=True,
+    body = delivered(sim.chat(token, method="patch", phone="447700900123", archive=True,
                               wait=True), receiver)
     [update] = body["chats_updates"]
     assert update["before_update"]["archive"] is False
     assert update["after_update"]["archive"] is True
     assert update["changes"] == ["archive"]
     assert update["before_update"]["id"] == update["after_update"]["id"]
-    body = delivered(ctl.chat(token, method="delete", chat_id="120363041234567890@g.us",
+    body = delivered(sim.chat(token, method="delete", chat_id="120363041234567890@g.us",
                               wait=True), receiver)
     assert body["chats_removed"] == ["120363041234567890@g.us"]
-    group = delivered(ctl.chat(token, chat_id="120363041234567890@g.us", wait=True), receiver)
+    group = delivered(sim.chat(token, chat_id="120363041234567890@g.us", wait=True), receiver)
     assert group["chats"][0]["type"] == "group"
 
 
 @pytest.mark.parametrize(("status", "code"), [("NOT_INIT", 0), ("INIT", 1), ("LAUNCH", 2),
                                               ("QR", 3), ("AUTH", 4), ("ERROR", 5),
                                               ("SYNC_ERROR", 6)])
-def test_channel_health(ctl: SimulatorControl, receiver: WebhookReceiver, token: str,
+def test_channel_health(sim: SimulatorControl, receiver: WebhookReceiver, token: str,
                         status: str, code: int) -> None:
-    body = delivered(ctl.channel_health(token, status, wait=True), receiver)
+    body = delivered(sim.channel_health(token, status, wait=True), receiver)
     health = body["health"]
     assert health["status"] == {"code": code, "text": status}
     assert isinstance(health["start_at"], int) and isinstance(health["uptime"], int)
@@ -389,41 +377,41 @@ def test_channel_health(ctl: SimulatorControl, receiver: WebhookReceiver, token:
 
 
 def test_users_login_and_logout(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    out = delivered(ctl.logout(token, wait=True), receiver)
-    [channel] = [c for c in ctl.channels() if c.token == token]
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    out = delivered(sim.logout(token, wait=True), receiver)
+    [channel] = [c for c in sim.channels() if c.token == token]
     assert out["user"] == {"id": channel.phone, "name": channel.name}
     assert out["event"] == {"type": "users", "event": "delete"}
-    back = delivered(ctl.login(token, wait=True), receiver)
+    back = delivered(sim.login(token, wait=True), receiver)
     assert back["event"] == {"type": "users", "event": "post"}
 
 
 def test_channel_id_comes_from_the_channel_or_the_config(
-        ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
-    registered = ctl.register_channel(channel_id="ORBITA-K7Q2P")
-    ctl.set_webhooks(receiver.url, token=registered.token, events=[("messages", "post")])
-    assert ctl.inbound(registered.token).body["channel_id"] == "ORBITA-K7Q2P"
-    ctl.set_webhooks(receiver.url, token=registered.token, events=[("messages", "post")],
+        sim: SimulatorControl, receiver: WebhookReceiver) -> None:
+    registered = sim.register_channel(channel_id="ORBITA-K7Q2P")
+    sim.set_webhooks(receiver.url, token=registered.token, events=[("messages", "post")])
+    assert sim.inbound(registered.token).body["channel_id"] == "ORBITA-K7Q2P"
+    sim.set_webhooks(receiver.url, token=registered.token, events=[("messages", "post")],
                      channel_id="OTHER-12345")
-    assert ctl.inbound(registered.token).body["channel_id"] == "OTHER-12345"
-    assert ctl.inbound(None).body["channel_id"] == "SIMULATOR"
+    assert sim.inbound(registered.token).body["channel_id"] == "OTHER-12345"
+    assert sim.inbound(None).body["channel_id"] == "SIMULATOR"
 
 
 # -- raw ------------------------------------------------------------------------------
 
 
 def test_raw_json_is_posted_as_given(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
     odd = {"messages": [{"id": 5, "type": None}], "event": "nope"}
-    injected = ctl.raw(token, "messages", "post", body=odd, wait=True)
+    injected = sim.raw(token, "messages", "post", body=odd, wait=True)
     assert injected.delivered is True and injected.body == odd
     [got] = receiver.wait_for(1)
     assert got.json == odd
 
 
 def test_raw_bytes_are_posted_byte_for_byte(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
-    injected = ctl.raw(token, "statuses", "put", raw='{"statuses": [', wait=True)
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+    injected = sim.raw(token, "statuses", "put", raw='{"statuses": [', wait=True)
     assert injected.delivered is True
     [got] = receiver.wait_for(1)
     assert got.raw == b'{"statuses": ['
@@ -432,17 +420,17 @@ def test_raw_bytes_are_posted_byte_for_byte(
 # -- the injection API itself ------------------------------------------------------------
 
 
-def test_without_a_subscriber_nothing_is_delivered(ctl: SimulatorControl) -> None:
-    injected = ctl.inbound(new_token(), text="nobody listens", wait=True)
+def test_without_a_subscriber_nothing_is_delivered(sim: SimulatorControl) -> None:
+    injected = sim.inbound(new_token(), text="nobody listens", wait=True)
     assert injected.deliveries == [] and injected.delivered is False
     assert injected.body["messages"][0]["text"] == {"body": "nobody listens"}
-    assert ctl.inbound(new_token()).delivered is None
+    assert sim.inbound(new_token()).delivered is None
 
 
 def test_wait_gives_up_after_its_timeout(
-        ctl: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
+        sim: SimulatorControl, receiver: WebhookReceiver, token: str) -> None:
     receiver.default_status = 503
-    injected = ctl.inbound(token, wait=True, wait_timeout_s=0.3)
+    injected = sim.inbound(token, wait=True, wait_timeout_s=0.3)
     assert injected.delivered is False and len(injected.deliveries) == 1
 
 
@@ -472,7 +460,7 @@ def test_wait_gives_up_after_its_timeout(
         ("/_sim/raw", {"body": {}}),
     ],
 )
-def test_bad_injections_are_400(sim_url: str, ctl: SimulatorControl, path: str,
+def test_bad_injections_are_400(sim_url: str, sim: SimulatorControl, path: str,
                                 body: dict[str, Any]) -> None:
     with httpx.Client(base_url=sim_url, trust_env=False) as c:
         resp = c.post(path, json=body)

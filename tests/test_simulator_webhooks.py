@@ -19,17 +19,9 @@ from tests.sim_fixtures import (
     WebhookReceiver,
     assert_spec,
     assert_webhook_body,
-    ctl,
     new_token,
-    receiver,
-    sim_url,
-    strict_ctl,
-    strict_sim,
     unused_port,
-    whapi_sim,
 )
-
-__all__ = ["ctl", "receiver", "sim_url", "strict_ctl", "strict_sim", "whapi_sim"]
 
 ALL_EVENTS = [("messages", "post"), ("messages", "put"), ("messages", "patch"),
               ("messages", "delete"), ("statuses", "post"), ("statuses", "put"),
@@ -79,12 +71,12 @@ INJECT: dict[tuple[str, str], Callable[[SimulatorControl, str], Injection]] = {
     ],
 )
 def test_each_mode_uses_the_right_url_and_method(
-    ctl: SimulatorControl, receiver: WebhookReceiver, mode: str,
+    sim: SimulatorControl, receiver: WebhookReceiver, mode: str,
     expect: Callable[[str, str], tuple[str, str]], event: tuple[str, str],
 ) -> None:
     token = new_token()
-    ctl.set_webhooks(f"{receiver.url}/hook", token=token, mode=mode, events=[event])
-    injected = INJECT[event](ctl, token)
+    sim.set_webhooks(f"{receiver.url}/hook", token=token, mode=mode, events=[event])
+    injected = INJECT[event](sim, token)
     assert injected.delivered is True
     [got] = receiver.wait_for(1)
     assert (got.method, got.path) == expect(*event)
@@ -94,51 +86,51 @@ def test_each_mode_uses_the_right_url_and_method(
     assert_webhook_body(got.json)
 
 
-def test_mode_keeps_the_query_string(ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+def test_mode_keeps_the_query_string(sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
-    ctl.set_webhooks(f"{receiver.url}/hook/?key=v1", token=token, mode="path",
+    sim.set_webhooks(f"{receiver.url}/hook/?key=v1", token=token, mode="path",
                      events=[("messages", "post")])
-    ctl.inbound(token, wait=True)
+    sim.inbound(token, wait=True)
     [got] = receiver.wait_for(1)
     assert got.path == "/hook/messages/post?key=v1"
 
 
 def test_custom_headers_are_sent_and_only_their_names_shown(
-        ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
-    config = ctl.set_webhooks(receiver.url, token=token, events=[("messages", "post")],
+    config = sim.set_webhooks(receiver.url, token=token, events=[("messages", "post")],
                               headers={"X-Secret": "s3cret", "Authorization": "Bearer abc"})
     assert config["webhooks"][0]["webhooks"][0]["headers"] == ["Authorization", "X-Secret"]
-    assert "s3cret" not in str(ctl.webhooks())
-    ctl.inbound(token, wait=True)
+    assert "s3cret" not in str(sim.webhooks())
+    sim.inbound(token, wait=True)
     [got] = receiver.wait_for(1)
     assert got.headers["x-secret"] == "s3cret"
     assert got.headers["authorization"] == "Bearer abc"
 
 
-def test_only_subscribed_events_are_sent(ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+def test_only_subscribed_events_are_sent(sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
-    ctl.set_webhooks(receiver.url, token=token, events=[("messages", "post")])
-    assert ctl.inbound(token, method="put", wait=True).deliveries == []
-    assert ctl.status(token, "AbCdEf12-XyZ9876", "read", wait=True).deliveries == []
-    assert ctl.logout(token).deliveries == []
-    posted = ctl.inbound(token, text="only me", wait=True)
+    sim.set_webhooks(receiver.url, token=token, events=[("messages", "post")])
+    assert sim.inbound(token, method="put", wait=True).deliveries == []
+    assert sim.status(token, "AbCdEf12-XyZ9876", "read", wait=True).deliveries == []
+    assert sim.logout(token).deliveries == []
+    posted = sim.inbound(token, text="only me", wait=True)
     assert posted.delivered is True and len(posted.deliveries) == 1
     time.sleep(0.2)  # anything unsubscribed would have arrived by now
     assert [b["event"] for b in receiver.bodies()] == [{"type": "messages", "event": "post"}]
 
 
 def test_several_webhooks_each_get_their_events(
-        ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
-    ctl.set_webhooks(token=token, webhooks=[
+    sim.set_webhooks(token=token, webhooks=[
         {"url": f"{receiver.url}/a", "events": [{"type": "messages", "method": "post"}]},
         {"url": f"{receiver.url}/b", "mode": "method",
          "events": [{"type": "messages", "method": "post"},
                     {"type": "statuses", "method": "post"}]},
     ])
-    assert len(ctl.inbound(token, wait=True).deliveries) == 2
-    assert len(ctl.status(token, "AbCdEf12-XyZ9876", "sent", wait=True).deliveries) == 1
+    assert len(sim.inbound(token, wait=True).deliveries) == 2
+    assert len(sim.status(token, "AbCdEf12-XyZ9876", "sent", wait=True).deliveries) == 1
     got = sorted((r.method, r.path) for r in receiver.wait_for(3))
     assert got == [("POST", "/a"), ("POST", "/b/messages"), ("POST", "/b/statuses")]
 
@@ -146,13 +138,14 @@ def test_several_webhooks_each_get_their_events(
 # -- retries ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_retries_until_200_with_linear_backoff(
-        ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
     receiver.script = [500, 500, 500]
-    ctl.set_webhooks(receiver.url, token=token, events=[("messages", "post")],
+    sim.set_webhooks(receiver.url, token=token, events=[("messages", "post")],
                      callback_backoff_delay_ms=100, max_callback_backoff_delay_ms=60_000)
-    injected = ctl.inbound(token, wait=True)
+    injected = sim.inbound(token, wait=True)
     assert injected.delivered is True
     got = receiver.wait_for(4)
     time.sleep(0.4)  # a fifth attempt would come 400 ms after the fourth
@@ -160,21 +153,21 @@ def test_retries_until_200_with_linear_backoff(
     gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
     # Whapi's linear backoff: delay, 2 x delay, 3 x delay (lower bounds only).
     assert gaps[0] >= 0.1 and gaps[1] >= 0.2 and gaps[2] >= 0.3, gaps
-    log = ctl.webhook_log(token=token)
+    log = sim.webhook_log(token=token)
     assert [(a.attempt, a.status) for a in log] == [(1, 500), (2, 500), (3, 500), (4, 200)]
     assert {a.delivery for a in log} == set(injected.deliveries)
     assert all(a.body == injected.body and a.url == receiver.url for a in log)
-    stats = ctl.webhook_stats()
+    stats = sim.webhook_stats()
     assert (stats.posted, stats.failed, stats.retries, stats.attempts) == (1, 0, 3, 4)
     assert stats.statuses == {500: 3, 200: 1}
 
 
-def test_backoff_is_capped(ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+def test_backoff_is_capped(sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
     receiver.script = [503] * 4
-    ctl.set_webhooks(receiver.url, token=token, events=[("messages", "post")],
+    sim.set_webhooks(receiver.url, token=token, events=[("messages", "post")],
                      callback_backoff_delay_ms=100, max_callback_backoff_delay_ms=100)
-    ctl.inbound(token, wait=True)
+    sim.inbound(token, wait=True)
     got = receiver.wait_for(5)
     gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
     assert all(g >= 0.1 for g in gaps), gaps
@@ -183,49 +176,49 @@ def test_backoff_is_capped(ctl: SimulatorControl, receiver: WebhookReceiver) -> 
 
 
 def test_any_other_status_than_200_is_retried(
-        ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     # The spec: "each time a callback fails to get a HTTPS 200 OK response".
     token = new_token()
     receiver.script = [204, 201, 400, 401]
-    ctl.set_webhooks(receiver.url, token=token, events=[("messages", "post")],
+    sim.set_webhooks(receiver.url, token=token, events=[("messages", "post")],
                      callback_backoff_delay_ms=20)
-    assert ctl.inbound(token, wait=True).delivered is True
-    assert [a.status for a in ctl.webhook_log(token=token)] == [204, 201, 400, 401, 200]
+    assert sim.inbound(token, wait=True).delivered is True
+    assert [a.status for a in sim.webhook_log(token=token)] == [204, 201, 400, 401, 200]
 
 
 def test_never_gives_up_until_the_scope_is_removed(
-        ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
     url = f"http://127.0.0.1:{unused_port()}/nobody"
-    ctl.set_webhooks(url, token=token, events=[("messages", "post")],
+    sim.set_webhooks(url, token=token, events=[("messages", "post")],
                      callback_backoff_delay_ms=5, max_callback_backoff_delay_ms=20)
-    injected = ctl.inbound(token, wait=True, wait_timeout_s=0.5)
+    injected = sim.inbound(token, wait=True, wait_timeout_s=0.5)
     assert injected.delivered is False
-    attempts = ctl.wait_webhook_attempts(12, token=token)
+    attempts = sim.wait_webhook_attempts(12, token=token)
     assert {a.status for a in attempts} == {0} and attempts[0].error
-    stats = ctl.webhook_stats()
+    stats = sim.webhook_stats()
     assert stats.failed == 1 and stats.pending == 1 and stats.posted == 0
-    ctl.clear_webhooks(token)
+    sim.clear_webhooks(token)
     time.sleep(0.1)
-    stats = ctl.webhook_stats()
+    stats = sim.webhook_stats()
     assert stats.pending == 0 and stats.failed == 0
-    count = len(ctl.webhook_log(token=token))
+    count = len(sim.webhook_log(token=token))
     time.sleep(0.1)
-    assert len(ctl.webhook_log(token=token)) == count
+    assert len(sim.webhook_log(token=token)) == count
 
 
-def test_a_failing_receiver_recovers(ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+def test_a_failing_receiver_recovers(sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
     receiver.default_status = 500
-    ctl.set_webhooks(receiver.url, token=token, events=[("messages", "post")],
+    sim.set_webhooks(receiver.url, token=token, events=[("messages", "post")],
                      callback_backoff_delay_ms=5, max_callback_backoff_delay_ms=10)
-    injected = ctl.inbound(token)
+    injected = sim.inbound(token)
     receiver.wait_for(10)
     receiver.default_status = 200
     deadline = time.monotonic() + 5
-    while ctl.webhook_stats().posted == 0 and time.monotonic() < deadline:
+    while sim.webhook_stats().posted == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
-    log = ctl.webhook_log(token=token)
+    log = sim.webhook_log(token=token)
     assert log[-1].status == 200 and log[-1].attempt == len(log) >= 11
     assert {a.delivery for a in log} == set(injected.deliveries)
 
@@ -246,45 +239,45 @@ async def test_deliveries_over_the_cap_are_dropped_and_counted() -> None:
     assert sender.as_json()["stats"]["pending"] == 0
 
 
-def test_reset_cancels_pending_deliveries(ctl: SimulatorControl) -> None:
+def test_reset_cancels_pending_deliveries(sim: SimulatorControl) -> None:
     token = new_token()
-    ctl.set_webhooks(f"http://127.0.0.1:{unused_port()}/", token=token,
+    sim.set_webhooks(f"http://127.0.0.1:{unused_port()}/", token=token,
                      events=[("messages", "post")], callback_backoff_delay_ms=5)
-    ctl.inbound(token)
-    ctl.wait_webhook_attempts(2, token=token)
-    ctl.reset()
-    stats = ctl.webhook_stats()
+    sim.inbound(token)
+    sim.wait_webhook_attempts(2, token=token)
+    sim.reset()
+    stats = sim.webhook_stats()
     assert stats.pending == 0 and stats.attempts == 0
     time.sleep(0.1)
-    assert ctl.webhook_log() == []
+    assert sim.webhook_log() == []
 
 
 def test_log_pages_by_seq_and_filters_by_token(
-        ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     a, b = new_token(), new_token()
     for token in (a, b):
-        ctl.set_webhooks(receiver.url, token=token, events=[("messages", "post")])
+        sim.set_webhooks(receiver.url, token=token, events=[("messages", "post")])
     for i in range(3):
-        ctl.inbound(a, text=f"a{i}", wait=True)
-        ctl.inbound(b, text=f"b{i}", wait=True)
-    log = ctl.webhook_log()
+        sim.inbound(a, text=f"a{i}", wait=True)
+        sim.inbound(b, text=f"b{i}", wait=True)
+    log = sim.webhook_log()
     assert [x.body["messages"][0]["text"]["body"] for x in log] == [
         "a0", "b0", "a1", "b1", "a2", "b2"]
     seqs = [x.seq for x in log]
     assert seqs == sorted(set(seqs))
-    assert [x.body["messages"][0]["text"]["body"] for x in ctl.webhook_log(token=b)] == [
+    assert [x.body["messages"][0]["text"]["body"] for x in sim.webhook_log(token=b)] == [
         "b0", "b1", "b2"]
-    assert [x.seq for x in ctl.webhook_log(seqs[3])] == seqs[4:]
-    assert len(ctl.webhook_log(limit=2)) == 2
+    assert [x.seq for x in sim.webhook_log(seqs[3])] == seqs[4:]
+    assert len(sim.webhook_log(limit=2)) == 2
 
 
 # -- what an accepted send triggers ------------------------------------------------------
 
 
 def test_statuses_of_an_accepted_send(
-        http: httpx.Client, ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        http: httpx.Client, sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
-    ctl.set_webhooks(receiver.url, token=token,
+    sim.set_webhooks(receiver.url, token=token,
                      delays_ms={"sent": 0, "delivered": 50, "read": 100, "played": 150})
     message = send_text(http, token)
     got = receiver.wait_for(3)
@@ -306,9 +299,9 @@ def test_statuses_of_an_accepted_send(
 
 
 def test_voice_sends_are_played(
-        http: httpx.Client, ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        http: httpx.Client, sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
-    ctl.set_webhooks(receiver.url, token=token,
+    sim.set_webhooks(receiver.url, token=token,
                      delays_ms={"sent": 0, "delivered": 10, "read": 20, "played": 30})
     send_text(http, token, kind="voice", media="T2dnUw==", mime_type="audio/ogg")
     got = receiver.wait_for(4)
@@ -318,9 +311,9 @@ def test_voice_sends_are_played(
 
 
 def test_statuses_as_an_offline_backlog_go_by_put(
-        http: httpx.Client, ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        http: httpx.Client, sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
-    ctl.set_webhooks(receiver.url, token=token, mode="method", statuses_method="put",
+    sim.set_webhooks(receiver.url, token=token, mode="method", statuses_method="put",
                      delays_ms={"sent": 0, "delivered": 10})
     send_text(http, token)
     got = receiver.wait_for(2)
@@ -329,9 +322,9 @@ def test_statuses_as_an_offline_backlog_go_by_put(
 
 
 def test_a_send_can_fail_later(
-        http: httpx.Client, ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        http: httpx.Client, sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
-    ctl.set_webhooks(receiver.url, token=token, delays_ms={"sent": 0, "failed": 20})
+    sim.set_webhooks(receiver.url, token=token, delays_ms={"sent": 0, "failed": 20})
     send_text(http, token)
     failed = receiver.wait_for(2)[1].json["statuses"][0]
     assert failed["status"] == "failed" and failed["code"] == 0
@@ -344,10 +337,10 @@ def test_a_send_can_fail_later(
      ("image", {"media": "https://example.com/a.png", "caption": "your parcel"}),
      ("voice", {"media": "T2dnUw==", "mime_type": "audio/ogg"})],
 )
-def test_echo_of_an_api_send(http: httpx.Client, ctl: SimulatorControl,
+def test_echo_of_an_api_send(http: httpx.Client, sim: SimulatorControl,
                              receiver: WebhookReceiver, kind: str, extra: dict[str, Any]) -> None:
     token = new_token()
-    ctl.set_webhooks(receiver.url, token=token, events=[("messages", "post")])
+    sim.set_webhooks(receiver.url, token=token, events=[("messages", "post")])
     message = send_text(http, token, kind=kind, **extra)
     [got] = receiver.wait_for(1)
     [echo] = got.json["messages"]
@@ -357,16 +350,16 @@ def test_echo_of_an_api_send(http: httpx.Client, ctl: SimulatorControl,
     assert echo[kind] == message[kind]
     assert echo["chat_id"] == "15551234567@s.whatsapp.net"
     assert isinstance(echo["timestamp"], int)
-    [channel] = ctl.channels()
+    [channel] = sim.channels()
     assert echo["from"] == channel.phone
     assert_webhook_body(got.json)
 
 
 @pytest.mark.parametrize("echo", ["before", "after"])
 def test_echo_before_or_after_the_answer(
-        http: httpx.Client, ctl: SimulatorControl, receiver: WebhookReceiver, echo: str) -> None:
+        http: httpx.Client, sim: SimulatorControl, receiver: WebhookReceiver, echo: str) -> None:
     token = new_token()
-    ctl.set_webhooks(receiver.url, token=token, events=[("messages", "post")], echo=echo)
+    sim.set_webhooks(receiver.url, token=token, events=[("messages", "post")], echo=echo)
     receiver.answer_delay_s = 0.4  # "before" holds the send's answer that long
     t0 = time.monotonic()
     message = send_text(http, token)
@@ -380,10 +373,10 @@ def test_echo_before_or_after_the_answer(
 
 
 def test_the_control_endpoint_defaults_to_statuses_only(
-        http: httpx.Client, ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        http: httpx.Client, sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     # What /_sim/webhooks did before subscriptions existed: no echo, statuses.
-    ctl.set_webhooks(receiver.url, delays_ms={"sent": 0})
-    [config] = ctl.webhooks()["webhooks"]
+    sim.set_webhooks(receiver.url, delays_ms={"sent": 0})
+    [config] = sim.webhooks()["webhooks"]
     assert config["token"] is None
     assert config["webhooks"][0]["events"] == [{"type": "statuses", "method": "post"},
                                                {"type": "statuses", "method": "put"}]
@@ -413,17 +406,17 @@ def test_the_control_endpoint_defaults_to_statuses_only(
         {"url": "http://x", "whatever": 1},
     ],
 )
-def test_bad_control_config_is_400(http: httpx.Client, ctl: SimulatorControl, body: Any) -> None:
+def test_bad_control_config_is_400(http: httpx.Client, sim: SimulatorControl, body: Any) -> None:
     resp = http.post("/_sim/webhooks", json=body)
     assert resp.status_code == 400 and "error" in resp.json()
-    assert ctl.webhooks()["webhooks"] == []
+    assert sim.webhooks()["webhooks"] == []
 
 
 # -- Whapi's /settings ------------------------------------------------------------------
 
 
 def test_settings_configure_webhooks_like_whapi(
-        http: httpx.Client, ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        http: httpx.Client, sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
     auth = {"Authorization": f"Bearer {token}"}
     default = http.get("/settings", headers=auth).json()
@@ -457,8 +450,8 @@ def test_settings_configure_webhooks_like_whapi(
     assert again.json()["changes"] == ["max_callback_backoff_delay_ms"]
     assert again.json()["after_update"]["webhooks"] == update["after_update"]["webhooks"]
 
-    ctl.inbound(token, text="via settings", wait=True)
-    ctl.status(token, "AbCdEf12-XyZ9876", "read", method="put", wait=True)
+    sim.inbound(token, text="via settings", wait=True)
+    sim.status(token, "AbCdEf12-XyZ9876", "read", method="put", wait=True)
     got = receiver.wait_for(2)
     assert [(r.method, r.path) for r in got] == [("POST", "/hook/messages"),
                                                  ("PUT", "/hook/statuses")]
@@ -466,7 +459,7 @@ def test_settings_configure_webhooks_like_whapi(
 
 
 def test_settings_without_events_subscribe_to_everything(
-        http: httpx.Client, ctl: SimulatorControl, receiver: WebhookReceiver) -> None:
+        http: httpx.Client, sim: SimulatorControl, receiver: WebhookReceiver) -> None:
     token = new_token()
     auth = {"Authorization": f"Bearer {token}"}
     resp = http.patch("/settings", headers=auth, json={"webhooks": [{"url": receiver.url}]})
@@ -490,7 +483,7 @@ def test_settings_without_events_subscribe_to_everything(
         [],
     ],
 )
-def test_bad_settings_are_400(http: httpx.Client, ctl: SimulatorControl, body: Any) -> None:
+def test_bad_settings_are_400(http: httpx.Client, sim: SimulatorControl, body: Any) -> None:
     auth = {"Authorization": f"Bearer {new_token()}"}
     resp = http.patch("/settings", headers=auth, json=body)
     assert resp.status_code == 400
@@ -499,7 +492,7 @@ def test_bad_settings_are_400(http: httpx.Client, ctl: SimulatorControl, body: A
     assert http.get("/settings", headers=auth).json()["webhooks"] == []
 
 
-def test_delete_settings_resets_then_409(http: httpx.Client, ctl: SimulatorControl) -> None:
+def test_delete_settings_resets_then_409(http: httpx.Client, sim: SimulatorControl) -> None:
     auth = {"Authorization": f"Bearer {new_token()}"}
     http.patch("/settings", headers=auth, json={"webhooks": [{"url": "http://127.0.0.1:9/"}]})
     success = http.delete("/settings", headers=auth).json()

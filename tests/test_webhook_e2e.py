@@ -4,7 +4,6 @@ the simulator (strict about tokens, like Whapi) configured with what
 loopback; the dispatcher sending through the real client. Asserts on what
 the simulator received and what the database holds."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures / sim_fixtures)
 from __future__ import annotations
 
 import asyncio
@@ -17,10 +16,12 @@ from sqlalchemy.orm import Session
 
 from outbox.providers.simulator.control import SimulatorControl, SimulatorHandle
 from outbox.webhooks.apply import SECRET_HEADER, SUBSCRIBED_EVENTS, whapi_webhook_settings
-from tests.api_fixtures import api_db, live_url, wait_for, webhook_secret  # noqa: F401
+from tests.api_fixtures import wait_for, webhook_secret
 from tests.dispatch_helpers import run_dispatcher
-from tests.sim_fixtures import new_token, strict_ctl, strict_sim  # noqa: F401
+from tests.sim_fixtures import new_token
 from tests.whapi_spec import WEBHOOK_SCHEMA, assert_valid
+
+pytestmark = pytest.mark.slow  # whole conversations with a second simulator
 
 CUSTOMER = "+52 55 1234 5678"  # Whapi routes it as 5215512345678
 

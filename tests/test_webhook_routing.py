@@ -3,7 +3,6 @@ bodies from the spec-checked corpus (tests/whapi_payloads): the database
 after delivery, after a replay (Whapi retries), after reordering, and in
 each webhook mode (body, path, method)."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures)
 from __future__ import annotations
 
 import json
@@ -16,7 +15,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from outbox.webhooks.apply import SECRET_HEADER, apply_pending
-from tests.api_fixtures import api, api_db, live_url, webhook_secret  # noqa: F401
+from tests.api_fixtures import webhook_secret
 from tests.whapi_spec import load_payload
 
 ALICE = "447700900123@s.whatsapp.net"
@@ -100,6 +99,7 @@ def channel(make_channel, api_db: Engine) -> tuple[uuid.UUID, str]:  # type: ign
 # --- inbound content -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONTENT)
 def test_inbound_content_is_stored_once_with_its_text(api: httpx.Client, api_db: Engine,
                                                       channel, name: str) -> None:

@@ -2,7 +2,6 @@
 early statuses), inbound messages (idempotent, unread once, reopen), echoes,
 auth and malformed payloads. Plus the pure rules, exhaustively."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.api_fixtures)
 from __future__ import annotations
 
 import itertools
@@ -23,14 +22,7 @@ from outbox.webhooks.apply import (
     next_status,
 )
 from outbox.webhooks.routes import parse_timestamp, parse_webhook
-from tests.api_fixtures import (  # noqa: F401
-    api,
-    api_db,
-    api_key,
-    live_url,
-    row_counts,
-    webhook_secret,
-)
+from tests.api_fixtures import row_counts, webhook_secret
 
 PROGRESS = ("sent", "delivered", "read")
 #: Whapi's numeric status codes (its Status.code).
@@ -439,6 +431,7 @@ def test_unusable_body_is_kept_as_a_dead_letter_and_answered_200(
 # --- concurrency -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_concurrent_webhooks_race_safely(live_url: str, make_channel, api_db: Engine) -> None:
     """Statuses in every order from many connections at once, and the same
     inbound message delivered many times at once: the SQL decides, not a

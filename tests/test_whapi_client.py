@@ -12,9 +12,7 @@ from structlog.testing import capture_logs
 from outbox.providers.base import ChannelProblem, Outcome, OutgoingMessage, Provider
 from outbox.providers.simulator.control import SimulatorControl, start_simulator
 from outbox.providers.whapi import DEFAULT_BASE_URL, WhapiClient
-from tests.sim_fixtures import ctl, new_token, sim_url, unused_port, whapi_sim
-
-__all__ = ["ctl", "sim_url", "whapi_sim"]  # fixtures, imported for pytest
+from tests.sim_fixtures import new_token, unused_port
 
 TO = "15551234567@s.whatsapp.net"
 
@@ -43,7 +41,7 @@ def test_is_a_provider() -> None:
 
 
 async def test_text_is_sent_and_recorded_exactly(
-    client: WhapiClient, ctl: SimulatorControl, sim_url: str
+    client: WhapiClient, sim: SimulatorControl, sim_url: str
 ) -> None:
     token = new_token()
     result = await client.send(base_url=sim_url, token=token, message=text("Order shipped"))
@@ -52,7 +50,7 @@ async def test_text_is_sent_and_recorded_exactly(
     assert result.status_code == 200
     assert result.wa_message_id
     assert result.extra["attempts"] == 1
-    [rec] = ctl.sent()
+    [rec] = sim.sent()
     assert rec.id == result.wa_message_id
     assert rec.token == token  # the Authorization: Bearer header
     assert rec.to == TO
@@ -74,14 +72,14 @@ MEDIA: list[tuple[str, dict[str, Any]]] = [
 
 @pytest.mark.parametrize(("kind", "payload"), MEDIA, ids=[m[0] for m in MEDIA])
 async def test_media_is_sent_to_its_endpoint(
-    client: WhapiClient, ctl: SimulatorControl, sim_url: str, kind: str, payload: dict[str, Any]
+    client: WhapiClient, sim: SimulatorControl, sim_url: str, kind: str, payload: dict[str, Any]
 ) -> None:
     token = new_token()
     msg = OutgoingMessage(to="15550001111", message_type=kind, payload=payload)
     result = await client.send(base_url=sim_url, token=token, message=msg)
 
     assert result.outcome is Outcome.SENT
-    [rec] = ctl.sent(token=token)
+    [rec] = sim.sent(token=token)
     assert rec.id == result.wa_message_id
     assert rec.type == kind
     assert rec.to == "15550001111"
@@ -89,44 +87,44 @@ async def test_media_is_sent_to_its_endpoint(
 
 
 async def test_payload_cannot_override_to(
-    client: WhapiClient, ctl: SimulatorControl, sim_url: str
+    client: WhapiClient, sim: SimulatorControl, sim_url: str
 ) -> None:
     msg = OutgoingMessage(to=TO, message_type="text", payload={"body": "x", "to": "19999999999"})
     assert (await client.send(base_url=sim_url, token=new_token(), message=msg)).outcome is (
         Outcome.SENT
     )
-    assert [r.to for r in ctl.sent()] == [TO]
+    assert [r.to for r in sim.sent()] == [TO]
 
 
 async def test_trailing_slash_in_base_url(
-    client: WhapiClient, ctl: SimulatorControl, sim_url: str
+    client: WhapiClient, sim: SimulatorControl, sim_url: str
 ) -> None:
     result = await client.send(base_url=sim_url + "/", token=new_token(), message=text())
     assert result.outcome is Outcome.SENT
-    assert len(ctl.sent()) == 1
+    assert len(sim.sent()) == 1
 
 
 async def test_unsupported_type_is_permanent_and_sends_nothing(
-    client: WhapiClient, ctl: SimulatorControl, sim_url: str
+    client: WhapiClient, sim: SimulatorControl, sim_url: str
 ) -> None:
     msg = OutgoingMessage(to=TO, message_type="sticker", payload={"media": "x"})
     result = await client.send(base_url=sim_url, token=new_token(), message=msg)
     assert result.outcome is Outcome.PERMANENT
     assert result.extra["attempts"] == 0
-    assert ctl.stats().requests == 0
+    assert sim.stats().requests == 0
 
 
 async def test_unserialisable_payload_is_permanent(
-    client: WhapiClient, ctl: SimulatorControl, sim_url: str
+    client: WhapiClient, sim: SimulatorControl, sim_url: str
 ) -> None:
     msg = OutgoingMessage(to=TO, message_type="text", payload={"body": object()})
     result = await client.send(base_url=sim_url, token=new_token(), message=msg)
     assert result.outcome is Outcome.PERMANENT
-    assert ctl.stats().requests == 0
+    assert sim.stats().requests == 0
 
 
 async def test_simulator_validation_is_permanent_with_reason(
-    client: WhapiClient, ctl: SimulatorControl, sim_url: str
+    client: WhapiClient, sim: SimulatorControl, sim_url: str
 ) -> None:
     # "+1..." is not a valid Whapi `to`: callers must normalise first.
     result = await client.send(base_url=sim_url, token=new_token(), message=text(to="+15551234567"))
@@ -135,7 +133,7 @@ async def test_simulator_validation_is_permanent_with_reason(
     assert result.error is not None
     assert result.error.startswith("HTTP 400: Wrong request parameters")
     assert "'to'" in result.error
-    assert ctl.sent() == []
+    assert sim.sent() == []
 
 
 # -- faults -----------------------------------------------------------------------
@@ -158,14 +156,14 @@ FAULTS: list[tuple[int, Outcome, ChannelProblem | None]] = [
 @pytest.mark.parametrize(("status", "outcome", "problem"), FAULTS, ids=[str(f[0]) for f in FAULTS])
 async def test_injected_status_is_classified(
     client: WhapiClient,
-    ctl: SimulatorControl,
+    sim: SimulatorControl,
     sim_url: str,
     status: int,
     outcome: Outcome,
     problem: ChannelProblem | None,
 ) -> None:
     token = new_token()
-    ctl.set_faults(token=token, error_status=status)
+    sim.set_faults(token=token, error_status=status)
     result = await client.send(base_url=sim_url, token=token, message=text())
 
     assert result.outcome is outcome
@@ -175,8 +173,8 @@ async def test_injected_status_is_classified(
     assert result.retry_after is None
     assert result.error is not None and result.error.startswith(f"HTTP {status}: ")
     assert result.extra["attempts"] == 1  # an HTTP answer is never retried in-process
-    stats = ctl.stats()
-    assert stats.accepted == 0 and ctl.sent() == []
+    stats = sim.stats()
+    assert stats.accepted == 0 and sim.sent() == []
     assert stats.rejected == {status: 1}
     assert stats.tokens[token].rejected == {status: 1}
 
@@ -186,30 +184,30 @@ async def test_injected_status_is_classified(
 )
 async def test_429_retry_after(
     client: WhapiClient,
-    ctl: SimulatorControl,
+    sim: SimulatorControl,
     sim_url: str,
     retry_after: float | str | None,
     expected: float | None,
 ) -> None:
-    ctl.set_faults(error_status=429, retry_after=retry_after)
+    sim.set_faults(error_status=429, retry_after=retry_after)
     result = await client.send(base_url=sim_url, token=new_token(), message=text())
     assert result.outcome is Outcome.RATE_LIMITED
     assert result.retry_after == expected
 
 
 async def test_429_retry_after_http_date(
-    client: WhapiClient, ctl: SimulatorControl, sim_url: str
+    client: WhapiClient, sim: SimulatorControl, sim_url: str
 ) -> None:
-    ctl.set_faults(error_status=429, retry_after="Fri, 31 Dec 9999 23:59:59 GMT")
+    sim.set_faults(error_status=429, retry_after="Fri, 31 Dec 9999 23:59:59 GMT")
     result = await client.send(base_url=sim_url, token=new_token(), message=text())
     assert result.outcome is Outcome.RATE_LIMITED
     assert result.retry_after is not None and result.retry_after > 3600
 
 
 async def test_hang_is_transient_ambiguous_and_not_retried(
-    ctl: SimulatorControl, sim_url: str
+    sim: SimulatorControl, sim_url: str
 ) -> None:
-    ctl.set_faults(hang=True)
+    sim.set_faults(hang=True)
     async with WhapiClient(timeout=0.5, connect_attempts=3) as client:
         result = await client.send(base_url=sim_url, token=new_token(), message=text())
 
@@ -218,21 +216,21 @@ async def test_hang_is_transient_ambiguous_and_not_retried(
     assert result.status_code is None
     assert result.extra["attempts"] == 1
     assert result.error is not None and "timeout" in result.error
-    stats = ctl.stats()
+    stats = sim.stats()
     assert stats.requests == 1  # never retried after the request left
     assert stats.hangs == 1
-    assert ctl.sent() == []
+    assert sim.sent() == []
 
 
 async def test_accepted_then_hang_is_ambiguous_and_was_really_sent(
-    ctl: SimulatorControl, sim_url: str
+    sim: SimulatorControl, sim_url: str
 ) -> None:
     """The duplicate window: Whapi sent it, we saw a timeout."""
-    ctl.set_faults(hang=True, hang_after_send=True)
+    sim.set_faults(hang=True, hang_after_send=True)
     async with WhapiClient(timeout=0.5) as client:
         result = await client.send(base_url=sim_url, token=new_token(), message=text())
     assert result.outcome is Outcome.TRANSIENT and result.ambiguous
-    assert len(ctl.sent()) == 1
+    assert len(sim.sent()) == 1
 
 
 async def test_connection_refused_is_retried_then_transient_not_ambiguous() -> None:
@@ -259,18 +257,19 @@ async def test_connect_attempts_1_means_no_retry() -> None:
 
 
 async def test_client_survives_the_server_going_away_and_coming_back(
-    ctl: SimulatorControl, sim_url: str
+    sim: SimulatorControl, sim_url: str
 ) -> None:
     """Errors don't poison the pool: a send after failures works."""
     async with WhapiClient(timeout=0.5) as client:
-        ctl.set_faults(hang=True)
+        sim.set_faults(hang=True)
         first = await client.send(base_url=sim_url, token=new_token(), message=text())
-        ctl.clear_faults()
+        sim.clear_faults()
         second = await client.send(base_url=sim_url, token=new_token(), message=text())
     assert first.outcome is Outcome.TRANSIENT
     assert second.outcome is Outcome.SENT
 
 
+@pytest.mark.slow
 async def test_server_closing_idle_connections_is_harmless() -> None:
     """The server's keep-alive timeout is shorter than ours: the pooled
     connection it closed must not turn the next send into an error."""
@@ -297,7 +296,7 @@ async def test_send_after_aclose_is_a_programming_error(sim_url: str) -> None:
 
 
 async def test_token_and_body_never_in_logs_repr_or_errors(
-    ctl: SimulatorControl, sim_url: str
+    sim: SimulatorControl, sim_url: str
 ) -> None:
     token = new_token()
     body = "my secret message body 4242"
@@ -307,9 +306,9 @@ async def test_token_and_body_never_in_logs_repr_or_errors(
         with capture_logs() as logs:
             results.append(await client.send(base_url=sim_url, token=token, message=text(body)))
             for status in (400, 401, 404, 429, 500):
-                ctl.set_faults(error_status=status, retry_after=3)
+                sim.set_faults(error_status=status, retry_after=3)
                 results.append(await client.send(base_url=sim_url, token=token, message=text(body)))
-            ctl.set_faults(hang=True)
+            sim.set_faults(hang=True)
             results.append(await client.send(base_url=sim_url, token=token, message=text(body)))
             results.append(await client.send(base_url=dead, token=token, message=text(body)))
         client_repr = repr(client)
@@ -327,7 +326,7 @@ async def test_token_and_body_never_in_logs_repr_or_errors(
 
 
 async def test_200_concurrent_sends(
-    client: WhapiClient, ctl: SimulatorControl, sim_url: str
+    client: WhapiClient, sim: SimulatorControl, sim_url: str
 ) -> None:
     tokens = [new_token() for _ in range(4)]
     msgs = [(tokens[i % 4], text(f"m{i:03d}", to=f"1555000{i:04d}")) for i in range(200)]
@@ -338,7 +337,7 @@ async def test_200_concurrent_sends(
     assert all(r.outcome is Outcome.SENT for r in results)
     ids = [r.wa_message_id for r in results]
     assert len(set(ids)) == 200
-    records = ctl.sent()
+    records = sim.sent()
     assert len(records) == 200
     assert {r.id for r in records} == set(ids)
     by_id = {r.id: r for r in records}
@@ -349,15 +348,15 @@ async def test_200_concurrent_sends(
 
 
 async def test_max_in_flight_bounds_concurrent_requests(
-    ctl: SimulatorControl, sim_url: str
+    sim: SimulatorControl, sim_url: str
 ) -> None:
-    ctl.set_faults(latency_ms=30)
+    sim.set_faults(latency_ms=30)
     async with WhapiClient(max_in_flight=5) as client:
         results = await asyncio.gather(
             *(client.send(base_url=sim_url, token=new_token(), message=text()) for _ in range(40))
         )
     assert all(r.outcome is Outcome.SENT for r in results)
-    stats = ctl.stats()
+    stats = sim.stats()
     assert stats.accepted == 40
     assert stats.max_in_flight <= 5
 

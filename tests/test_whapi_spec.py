@@ -24,7 +24,7 @@ from outbox.message_types import MediaMessage, NewMessage, TextMessage, prepare
 from outbox.providers.base import MESSAGE_TYPES, Outcome, OutgoingMessage
 from outbox.providers.simulator.control import SimulatorControl
 from outbox.providers.whapi import WhapiClient
-from tests.sim_fixtures import ctl, new_token, sim_url, whapi_sim
+from tests.sim_fixtures import new_token
 from tests.whapi_spec import (
     BASE_URI,
     PAYLOAD_DIR,
@@ -39,8 +39,6 @@ from tests.whapi_spec import (
     payload_names,
     validator,
 )
-
-__all__ = ["ctl", "sim_url", "whapi_sim"]  # fixtures, imported for pytest
 
 Body = dict[str, Any]
 
@@ -464,7 +462,7 @@ async def client() -> AsyncIterator[WhapiClient]:
          for k, t, r in CLIENT_CASES],
 )
 async def test_client_request_body_matches_the_spec(
-    client: WhapiClient, ctl: SimulatorControl, sim_url: str, kind: str, to: str, rich: bool
+    client: WhapiClient, sim: SimulatorControl, sim_url: str, kind: str, to: str, rich: bool
 ) -> None:
     prepared = prepare(_library_message(kind, to, rich=rich))
     token = new_token()
@@ -474,7 +472,7 @@ async def test_client_request_body_matches_the_spec(
                                 prepared.payload),
     )
     assert result.outcome is Outcome.SENT, result.error
-    [record] = ctl.sent(token=token)
+    [record] = sim.sent(token=token)
     schema = REQUEST_SCHEMAS[kind]
     assert_valid(schema, dict(record.payload))
     undeclared = set(record.payload) - declared_properties(schema)
@@ -513,7 +511,7 @@ def test_simulator_bodies_are_valid_requests() -> None:
 
 @pytest.mark.parametrize("kind", sorted(SIM_BODIES))
 def test_simulator_send_answer_matches_the_spec(
-    http: httpx.Client, ctl: SimulatorControl, kind: str
+    http: httpx.Client, sim: SimulatorControl, kind: str
 ) -> None:
     token = new_token()
     resp = http.post(f"/messages/{kind}", json=SIM_BODIES[kind], headers=_auth(token))
@@ -529,10 +527,10 @@ def test_simulator_send_answer_matches_the_spec(
 
 @pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 413, 415, 429, 500, 503])
 def test_simulator_error_answer_matches_the_spec(
-    http: httpx.Client, ctl: SimulatorControl, status: int
+    http: httpx.Client, sim: SimulatorControl, status: int
 ) -> None:
     token = new_token()
-    ctl.set_faults(token=token, error_status=status)
+    sim.set_faults(token=token, error_status=status)
     resp = http.post("/messages/text", json=SIM_BODIES["text"], headers=_auth(token))
     assert resp.status_code == status
     assert_valid("error", resp.json())
