@@ -71,9 +71,9 @@ def live_url(database_url: str) -> Iterator[str]:
 @pytest.fixture
 def api_db(clean_db: Engine) -> Engine:
     """clean_db, plus this service's own tables emptied."""
-    with clean_db.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join('outbox.' + t for t in API_TABLES)} "
-                          "RESTART IDENTITY CASCADE"))
+    from tests.conftest import truncate
+
+    truncate(clean_db, API_TABLES)
     return clean_db
 
 
