@@ -94,8 +94,8 @@ def measure(engine: Engine, *, samples: int, chats: int) -> dict[str, Any]:
         "chats_first_page": lambda s: list_chats(s, workspace_id=WORKSPACE),
         "chats_deep_page": lambda s: list_chats(s, workspace_id=WORKSPACE, cursor=chats_deep),
         "chats_search_name": lambda s: list_chats(s, workspace_id=WORKSPACE, q="mar"),
-        # 10 numbers match; then 1,000, all in chats a few thousand down the
-        # list (the planner walks the list index rather than sort the matches).
+        # 10 numbers match; then 10,000, all in chats 40,000 down the list:
+        # past FEW_MATCHES the list index is walked, here for 36,000 rows.
         "chats_search_number": lambda s: list_chats(s, workspace_id=WORKSPACE, q="+155700412"),
         "chats_search_number_broad": lambda s: list_chats(s, workspace_id=WORKSPACE,
                                                           q="+1557004"),
