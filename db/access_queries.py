@@ -84,3 +84,17 @@ UPDATE outbox.sessions SET revoked_at = now()
 WHERE id = CAST(:id AS uuid) AND revoked_at IS NULL
 RETURNING id
 """
+
+# Sessions that can no longer sign anyone in, kept `:keep_seconds` past
+# their end (who was signed in when) and then deleted. The table holds about
+# a day of logins: a scan is cheap.
+PRUNE_SESSIONS = """
+DELETE FROM outbox.sessions
+WHERE id IN (
+    SELECT id FROM outbox.sessions
+    WHERE LEAST(expires_at, COALESCE(revoked_at, 'infinity'::timestamptz))
+          < now() - make_interval(secs => :keep_seconds)
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+"""

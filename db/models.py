@@ -297,6 +297,8 @@ class OutboxMessage(Base):
         Index("ix_outbox_lease", "locked_until", postgresql_where=text("status = 'sending'")),
         Index("ix_outbox_sent_at", "sent_at", postgresql_where=text("status = 'sent'")),
         Index("ix_outbox_failed", "channel_id", postgresql_where=text("status = 'failed'")),
+        Index("ix_outbox_cancelled", "updated_at",
+              postgresql_where=text("status = 'cancelled'")),
         Index(
             "uq_outbox_channel_idempotency_key",
             "channel_id",

@@ -525,6 +525,19 @@ WHERE id IN (
 )
 """
 
+# Cancelled rows are no longer work: the message row keeps `cancelled`.
+# ix_outbox_cancelled serves it.
+PRUNE_CANCELLED = """
+DELETE FROM outbox.outbox_messages
+WHERE id IN (
+    SELECT id FROM outbox.outbox_messages
+    WHERE status = 'cancelled' AND updated_at < now() - make_interval(secs => :older_than_seconds)
+    ORDER BY updated_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
 # Dead letters back to the queue with fresh attempts (`outbox retry`).
 RETRY_FAILED = """
 WITH requeued AS (

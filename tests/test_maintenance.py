@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
 
 from outbox.maintenance.pruner import Pruner
 from outbox.maintenance.rescuer import Rescuer, RescueResult
@@ -118,6 +119,62 @@ async def test_pruner_with_nothing_old_deletes_nothing(
     _send_out(clean_db, minutes_ago=dict.fromkeys(ids, 1.0))
     assert await Pruner(older_than_seconds=3600).run_once(async_engine) == 0
     assert outbox_counts(clean_db) == {"sent": 3}
+
+
+async def test_pruner_deletes_cancelled_rows_past_the_horizon_and_keeps_the_message(
+        make_channel, clean_db: Engine, async_engine: AsyncEngine) -> None:
+    from outbox.admin.messages import cancel
+
+    channel = make_channel()
+    enqueue_spread(clean_db, [channel], messages=4, chats=4)
+    with clean_db.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT id, message_id FROM outbox.outbox_messages ORDER BY id")).all()
+    with Session(clean_db) as session, session.begin():
+        for row in rows[:3]:
+            cancel(session, row.message_id)
+    # Two cancelled long ago, one just now; the queued one is not the pruner's.
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.outbox_messages "
+                          "SET updated_at = now() - interval '2 hours' WHERE id = ANY(:ids)"),
+                     {"ids": [rows[0].id, rows[1].id]})
+
+    assert await Pruner(older_than_seconds=3600).run_once(async_engine) == 2
+
+    assert outbox_counts(clean_db) == {"cancelled": 1, "queued": 1}
+    with clean_db.connect() as conn:
+        statuses = conn.execute(text(
+            "SELECT status, count(*) FROM outbox.messages GROUP BY status")).all()
+    assert dict(statuses) == {"cancelled": 3, "pending": 1}  # the record stays
+
+
+async def test_pruner_deletes_sessions_a_week_past_their_end(
+        clean_db: Engine, async_engine: AsyncEngine) -> None:
+    from outbox.admin.sessions import sign_in
+    from outbox.admin.users import create_user
+
+    with Session(clean_db) as session, session.begin():
+        session.execute(text("DELETE FROM outbox.users WHERE workspace_id = 'prune-ws'"))
+        create_user(session, workspace_id="prune-ws", email="ann@example.com", role="agent",
+                    password="correct horse battery")
+        ids = [sign_in(session, workspace_id="prune-ws", email="ann@example.com",
+                       password="correct horse battery").id for _ in range(4)]
+    with clean_db.begin() as conn:
+        back = "now() - interval '8 days'"
+        conn.execute(text(f"UPDATE outbox.sessions SET expires_at = {back} WHERE id = :id"),
+                     {"id": ids[0]})  # expired long ago: goes
+        conn.execute(text(f"UPDATE outbox.sessions SET revoked_at = {back} WHERE id = :id"),
+                     {"id": ids[1]})  # signed out long ago: goes
+        conn.execute(text("UPDATE outbox.sessions SET expires_at = now() - interval '1 day' "
+                          "WHERE id = :id"), {"id": ids[2]})  # ended yesterday: kept
+
+    assert await Pruner(older_than_seconds=3600).run_once(async_engine) == 2
+
+    with clean_db.connect() as conn:
+        left = set(conn.execute(text("SELECT s.id FROM outbox.sessions s JOIN outbox.users u "
+                                     "ON u.id = s.user_id WHERE u.workspace_id = 'prune-ws'"))
+                   .scalars())
+    assert left == {ids[2], ids[3]}
 
 
 # --- unpauser -------------------------------------------------------------------------

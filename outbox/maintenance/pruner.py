@@ -1,4 +1,5 @@
-"""Delete old `sent` outbox rows in batches: the hot table stays small.
+"""Delete what is no longer work, in batches: old `sent` and `cancelled`
+outbox rows (the hot table stays small) and sessions a week past their end.
 
 The `messages` table keeps the permanent record (status, WhatsApp id).
 """
@@ -9,13 +10,14 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from outbox.db import queries
+from outbox.db import access_queries, queries
 from outbox.maintenance.service import run_locked
 
 PRUNE_INTERVAL_SECONDS = 60.0
 PRUNE_LOCK_KEY = 0x0B0C_0003
 PRUNE_BATCH = 5000
 PRUNE_MAX_BATCHES_PER_RUN = 200  # bounded work per run; the next run continues
+SESSION_KEEP_SECONDS = 7 * 86400.0  # ended sessions answer "who was signed in when" a week
 
 log = structlog.get_logger(__name__)
 
@@ -34,18 +36,24 @@ class Pruner:
         self.max_batches = max_batches
 
     async def run_once(self, engine: AsyncEngine) -> int | None:
-        """Rows deleted (None: another process has the lock)."""
+        """Rows deleted, outbox rows and sessions (None: another process has
+        the lock)."""
         total = 0
 
         async def prune(conn: AsyncConnection) -> bool:
             nonlocal total
-            result = await conn.execute(text(queries.PRUNE_SENT), {
-                "older_than_seconds": self.older_than_seconds, "limit": self.batch})
-            total += result.rowcount
-            return bool(result.rowcount >= self.batch)
+            more = False
+            for statement, params in (
+                    (queries.PRUNE_SENT, {"older_than_seconds": self.older_than_seconds}),
+                    (queries.PRUNE_CANCELLED, {"older_than_seconds": self.older_than_seconds}),
+                    (access_queries.PRUNE_SESSIONS, {"keep_seconds": SESSION_KEEP_SECONDS})):
+                result = await conn.execute(text(statement), {**params, "limit": self.batch})
+                total += result.rowcount
+                more = more or result.rowcount >= self.batch
+            return more
 
         if not await run_locked(engine, self.lock_key, prune, max_batches=self.max_batches):
             return None
         if total:
-            log.info("pruned_sent_rows", rows=total)
+            log.info("pruned_rows", rows=total)
         return total

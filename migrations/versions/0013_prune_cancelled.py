@@ -1,0 +1,27 @@
+"""ix_outbox_cancelled: the pruner finds old cancelled outbox rows.
+
+Cancelled rows are no longer work (the message row keeps `cancelled`), so
+the pruner deletes them after the same horizon as sent rows. A partial
+index: only cancelled rows are in it.
+
+Revision ID: 0013
+Revises: 0008
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0013"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_outbox_cancelled", "outbox_messages", ["updated_at"],
+                    postgresql_where="status = 'cancelled'")
+
+
+def downgrade() -> None:
+    op.drop_index("ix_outbox_cancelled", table_name="outbox_messages")
