@@ -368,6 +368,42 @@ async def test_async_session(make_channel, database_url: str, clean_db: Engine):
         await engine.dispose()
 
 
+async def test_cancel_through_an_async_session(make_channel, database_url: str,
+                                              clean_db: Engine):
+    """docs/enqueue.md: an AsyncSession cancels through run_sync, in its own
+    transaction (a rollback keeps the message queued)."""
+    from outbox import AlreadySent, cancel
+
+    channel = make_channel()
+    engine = create_async_engine(database_url)
+    try:
+        async with AsyncSession(engine) as s, s.begin():
+            r = await enqueue_text(s, channel_id=channel, to="+15550100001", body="take back")
+        async with AsyncSession(engine) as s:
+            await s.run_sync(cancel, r.message_id)
+            await s.rollback()
+        assert _message_status(clean_db, r.message_id) == "pending"
+        async with AsyncSession(engine) as s, s.begin():
+            await s.run_sync(cancel, r.message_id)
+        assert _message_status(clean_db, r.message_id) == "cancelled"
+        with clean_db.begin() as conn:
+            conn.execute(text("UPDATE outbox.messages SET status = 'sent' WHERE id = :id"),
+                         {"id": r.message_id})
+            conn.execute(text("UPDATE outbox.outbox_messages SET status = 'sent', "
+                              "sent_at = now() WHERE message_id = :id"), {"id": r.message_id})
+        async with AsyncSession(engine) as s, s.begin():
+            with pytest.raises(AlreadySent):
+                await s.run_sync(cancel, r.message_id)
+    finally:
+        await engine.dispose()
+
+
+def _message_status(engine: Engine, message_id: uuid.UUID) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(text("SELECT status FROM outbox.messages WHERE id = :id"),
+                                {"id": message_id}).scalar_one())
+
+
 @pytest.mark.parametrize("callers_value", ["on", "off"])
 def test_batch_enqueue_leaves_the_callers_planner_settings_alone(
         callers_value, session: Session, make_channel):
