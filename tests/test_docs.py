@@ -87,3 +87,46 @@ def test_pipes_inside_cells_do_not_split_them(page: str) -> None:
     row = next(line for line in page.splitlines() if line.startswith("| `media_type` |"))
     assert row.count(" | ") == 3
     assert "image\\|video\\|document\\|audio" in row
+
+
+# --- every route has an example ------------------------------------------------------
+
+_DOCS = Path(__file__).resolve().parents[1] / "docs"
+_CURL_URL = re.compile(r"(?:https?://)?(?:localhost|127\.0\.0\.1|\$[A-Z_]+|[\w.-]+\.example)"
+                       r"(?::\d+)?(/[^\s\"'?]*)")
+
+
+def _curl_examples() -> set[tuple[str, str]]:
+    """(method, path) of every curl command in the site's pages; a command
+    continued over several lines counts as one."""
+    found: set[tuple[str, str]] = set()
+    for page in _DOCS.glob("*.md"):
+        command = ""
+        for line in page.read_text().splitlines():
+            command += " " + line.rstrip("\\")
+            if line.endswith("\\"):
+                continue
+            if command.strip().startswith("curl "):
+                url = _CURL_URL.search(command)
+                forced = re.search(r"-X\s+([A-Z]+)", command)
+                sends = re.search(r"\s(-d|--data\S*|--json|-F)\s", command)
+                method = forced.group(1) if forced else ("POST" if sends else "GET")
+                if url:
+                    found.add((method, url.group(1)))
+            command = ""
+    return found
+
+
+def test_every_operation_has_a_curl_example_in_the_docs(spec: dict[str, Any]) -> None:
+    """docs/http-api.md (or the page of its feature) shows each route once."""
+    examples = _curl_examples()
+    missing = []
+    for path, item in spec["paths"].items():
+        if path.startswith("/webhooks/"):
+            continue  # Whapi's to call: the Webhooks section says how to point it there
+        pattern = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", r"[^/]+", re.escape(path)) + "$")
+        for method in ("get", "post", "put", "patch", "delete"):
+            if method in item and not any(
+                    m == method.upper() and pattern.match(p) for m, p in examples):
+                missing.append(f"{method.upper()} {path}")
+    assert not missing, f"routes without a curl example in docs/: {missing}"
