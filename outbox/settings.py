@@ -191,7 +191,18 @@ class Settings(BaseSettings):
         default=None, description="Bearer secret for POST /v1/cron/dispatch; unset: disabled."
     )
     metrics_port: int | None = Field(
-        default=None, ge=1, le=65535, description="The daemon serves /metrics here when set."
+        default=None, ge=1, le=65535,
+        description="`outbox run` and `outbox serve` serve /metrics on this port of "
+        "OUTBOX_METRICS_HOST when set (never on the public listener).",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="The interface the metrics listener binds: loopback unless a scraper on "
+        "another host must reach it (the metrics name every workspace's channels).",
+    )
+    metrics_cache_seconds: float = Field(
+        default=5.0, ge=0, le=300,
+        description="Scrapes within this many seconds share one read of the queue gauges.",
     )
 
 

@@ -112,11 +112,18 @@ def test_compose_needs_the_encryption_key() -> None:
 def test_prometheus_scrapes_what_compose_serves(compose: dict[str, Any]) -> None:
     scrape = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
-    api_port = compose["services"]["api"]["command"][-1]
-    assert jobs["outbox-api"]["static_configs"][0]["targets"] == [f"api:{api_port}"]
-    metrics_port = compose["services"]["dispatcher"]["environment"]["OUTBOX_METRICS_PORT"]
+    api = compose["services"]["api"]
+    api_metrics = api["environment"]["OUTBOX_METRICS_PORT"]
+    # The public port serves no metrics; the metrics port is not published.
+    assert api_metrics != api["command"][-1]
+    assert not any(str(p).endswith(f":{api_metrics}") for p in api["ports"])
+    assert jobs["outbox-api"]["static_configs"][0]["targets"] == [f"api:{api_metrics}"]
+    dispatcher = compose["services"]["dispatcher"]["environment"]
     (sd,) = jobs["outbox-dispatcher"]["dns_sd_configs"]
-    assert sd["names"] == ["dispatcher"] and str(sd["port"]) == metrics_port
+    assert sd["names"] == ["dispatcher"] and str(sd["port"]) == dispatcher["OUTBOX_METRICS_PORT"]
+    # Inside a container, loopback is unreachable to Prometheus: bind the network.
+    for env in (api["environment"], dispatcher):
+        assert env["OUTBOX_METRICS_HOST"] == "0.0.0.0"
 
 
 def _lock() -> dict[str, tuple[str, list[str]]]:

@@ -40,7 +40,7 @@ from outbox.maintenance.pruner import Pruner
 from outbox.maintenance.rescuer import Rescuer
 from outbox.maintenance.service import MaintenanceService
 from outbox.maintenance.unpauser import Unpauser
-from outbox.metrics import instrumented_dispatcher, start_metrics_server
+from outbox.metrics import instrumented_dispatcher, serve_metrics
 from outbox.settings import Settings
 
 NOTIFY_CHANNEL = "outbox_enqueued"
@@ -193,6 +193,9 @@ class _SkippedTickFilter(logging.Filter):
 async def run_daemon(settings: Settings) -> Summary:
     tune_gc()
     async with open_runtime(settings) as runtime:
-        if settings.metrics_port:
-            start_metrics_server(settings.metrics_port, database_url=database_url(settings))
-        return await Daemon(runtime).run()
+        metrics = serve_metrics(settings)
+        try:
+            return await Daemon(runtime).run()
+        finally:
+            if metrics is not None:
+                metrics.close()
