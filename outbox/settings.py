@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     )
 
     # --- storage -------------------------------------------------------------
-    database_url: str | None = Field(
+    # Secret types: a URL's password never shows in a repr, a dump or an error.
+    database_url: SecretStr | None = Field(
         default=None,
         description="PostgreSQL URL. Unset: an embedded server in ./.outbox/pgdata.",
     )
@@ -55,7 +56,7 @@ class Settings(BaseSettings):
         description="The PostgreSQL schema that holds every table of ours and our migration "
         "history, apart from the application's own.",
     )
-    listen_database_url: str | None = Field(
+    listen_database_url: SecretStr | None = Field(
         default=None,
         description="A direct (unpooled) URL for the daemon's LISTEN when OUTBOX_DATABASE_URL "
         "is a transaction pooler. Unset there: the daemon polls.",
