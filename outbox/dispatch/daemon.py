@@ -10,7 +10,7 @@ APScheduler (AsyncIOScheduler) drives everything:
   (the pooler hands the session's server connection to others after each
   statement), so it runs on OUTBOX_LISTEN_DATABASE_URL, a direct connection,
   or not at all: then the tick's polling is what wakes us;
-* maintenance (outbox/maintenance/: rescuer, unpauser, pruner): each
+* maintenance (outbox/maintenance/: rescuer, unpauser, pruner, analyzer): each
   service says how often it runs and under which advisory lock, and runs
   its own pass (`run_once`); the daemon only schedules them.
 
@@ -36,6 +36,7 @@ from outbox.dispatch.backoff import OutageBackoff
 from outbox.dispatch.dispatcher import Dispatcher, Observer, Summary
 from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc
 from outbox.errors import ConfigurationError
+from outbox.maintenance.analyzer import Analyzer
 from outbox.maintenance.pruner import Pruner
 from outbox.maintenance.rescuer import Rescuer
 from outbox.maintenance.service import MaintenanceService
@@ -169,7 +170,8 @@ class Daemon:
 
 def maintenance_services(settings: Settings) -> list[MaintenanceService]:
     """What the daemon keeps up besides dispatching (outbox/maintenance/)."""
-    return [Rescuer(), Unpauser(), Pruner(older_than_seconds=settings.prune_sent_after_seconds)]
+    return [Rescuer(), Unpauser(), Pruner(older_than_seconds=settings.prune_sent_after_seconds),
+            Analyzer()]
 
 
 def listen_url(settings: Settings) -> str | None:
