@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     circuit_breaker_pause_seconds: float = Field(default=30.0, gt=0)
 
     log_level: str = Field(default="INFO")
+    heartbeat_file: Path | None = Field(
+        default=None,
+        description="`outbox run` and `outbox serve` touch this file every 10 s from their "
+        "event loop; `outbox alive` checks it is fresh (the image's health check).",
+    )
 
     @field_validator("default_region")
     @classmethod

@@ -22,6 +22,7 @@ from outbox.api.cron import CronRuntime
 from outbox.api.errors import install_error_handlers
 from outbox.database import database_url as resolve_database_url
 from outbox.database import make_engine
+from outbox.heartbeat import beat_forever
 from outbox.maintenance.webhook_backlog import WebhookBacklog
 from outbox.settings import Settings, get_settings
 
@@ -39,13 +40,17 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backlog = asyncio.create_task(_run_forever(WebhookBacklog(), ctx), name="status-backlog")
+        tasks = [asyncio.create_task(_run_forever(WebhookBacklog(), ctx), name="status-backlog")]
+        if settings.heartbeat_file is not None:  # liveness (outbox/heartbeat.py)
+            tasks.append(asyncio.create_task(beat_forever(settings.heartbeat_file),
+                                             name="heartbeat"))
         try:
             yield
         finally:
-            backlog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await backlog
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await cron_runtime.aclose()
             ctx.engine.dispose()
 

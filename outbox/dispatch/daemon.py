@@ -36,6 +36,7 @@ from outbox.dispatch.backoff import OutageBackoff
 from outbox.dispatch.dispatcher import Dispatcher, Observer, Summary
 from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc
 from outbox.errors import ConfigurationError
+from outbox.heartbeat import HEARTBEAT_INTERVAL_SECONDS, beat
 from outbox.maintenance.analyzer import Analyzer
 from outbox.maintenance.pruner import Pruner
 from outbox.maintenance.rescuer import Rescuer
@@ -75,6 +76,9 @@ class Daemon:
         url = listen_url(s)  # first: a bad OUTBOX_LISTEN_DATABASE_URL stops us before any work
         self.scheduler.add_job(self._tick, "interval", seconds=s.poll_interval_seconds,
                                id="dispatch", next_run_time=datetime.now())
+        if s.heartbeat_file is not None:
+            self.scheduler.add_job(self._heartbeat, "interval", id="heartbeat",
+                                   seconds=HEARTBEAT_INTERVAL_SECONDS, next_run_time=datetime.now())
         for service in maintenance_services(s):
             self.scheduler.add_job(
                 self._maintain, "interval", args=[service], id=service.name,
@@ -140,6 +144,12 @@ class Daemon:
         job = self.scheduler.get_job("dispatch")
         if job is not None:
             job.modify(next_run_time=datetime.now())
+
+    async def _heartbeat(self) -> None:
+        # A coroutine, so it runs on the event loop (a plain function would
+        # run in APScheduler's thread pool and beat while the loop is stuck).
+        assert self.settings.heartbeat_file is not None
+        beat(self.settings.heartbeat_file)
 
     async def _maintain(self, service: MaintenanceService) -> None:
         try:
