@@ -192,6 +192,8 @@ def soak(bench: Any, *, minutes: float, without_analyzer: bool, child: Any) -> d
     enqueued = tally["api_created"] + tally["batched"]
     sim = bench.sim_report()
     counts = bench.outbox_counts()
+    if not per_minute:
+        raise RuntimeError("the soak sent nothing: see the processes' errors above")
     first, last = per_minute[0]["p50_s"], per_minute[-1]["p50_s"]
     ratio = round(last / first, 2) if first and last else None
     lines = daemon_run["stderr"].splitlines()
