@@ -176,10 +176,11 @@ def _analyzer_pass(engine: Engine) -> None:
     acts on any server)."""
     from outbox.database import make_async_engine
     from outbox.maintenance.analyzer import Analyzer
+    from tests.test_analyzer import FLUSH_STATS
 
     url = engine.url.render_as_string(hide_password=False)
     with engine.begin() as conn:
-        conn.execute(text("SELECT pg_stat_force_next_flush()"))
+        conn.execute(text(FLUSH_STATS))
         conn.execute(text("ALTER TABLE outbox.outbox_messages SET (autovacuum_enabled = false)"))
 
     async def run() -> None:
