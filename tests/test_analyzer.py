@@ -189,12 +189,26 @@ async def test_a_pass_skips_while_another_process_holds_the_lock(
     assert result is not None and "outbox_messages" in result.vacuumed
 
 
+async def test_a_cron_pass_maintains_the_tables_too(
+        make_channel, autovacuum_off: Engine, async_engine: AsyncEngine) -> None:
+    """`dispatch --once` and the HTTP cron endpoint: no daemon does it for them."""
+    from outbox.maintenance.upkeep import run_upkeep
+
+    channel = make_channel()
+    _churn(autovacuum_off, channel, messages=3000)
+    _wait_for_stats(autovacuum_off, lambda r: r.n_dead_tup >= 3000)
+    upkeep = await run_upkeep(async_engine)
+    assert upkeep.maintained is not None and "outbox_messages" in upkeep.maintained.vacuumed
+    assert _wait_for_stats(autovacuum_off, lambda r: r.vacuum_count == 1).n_dead_tup < 100
+
+
 async def test_the_log_warns_once_when_autovacuum_is_off(
-        autovacuum_off: Engine, async_engine: AsyncEngine) -> None:
-    analyzer = Analyzer()
+        autovacuum_off: Engine, async_engine: AsyncEngine,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Analyzer, "_warned", set())  # as in a new process
     with structlog.testing.capture_logs() as logs:
-        await analyzer.run_once(async_engine)
-        await analyzer.run_once(async_engine)
+        await Analyzer().run_once(async_engine)
+        await Analyzer().run_once(async_engine)
     warnings = [e for e in logs if e["event"] == "table_upkeep_warning"]
     assert [w["kind"] for w in warnings] == ["autovacuum_off"]
     assert "outbox_messages" in warnings[0]["warning"]

@@ -179,8 +179,8 @@ class Analyzer:
     first_run_after_seconds = 5.0  # soon: a restart may find the tables long stale
     lock_key = ANALYZER_LOCK_KEY
 
-    def __init__(self) -> None:
-        self._warned: set[str] = set()  # each warning once per process, not every pass
+    # Each warning once per process, not every pass (a cron pass makes a new Analyzer).
+    _warned: set[str] = set()
 
     async def run_once(self, engine: AsyncEngine) -> AnalyzerResult | None:
         """What this pass analysed and vacuumed (None: another process has the lock)."""
@@ -218,7 +218,7 @@ class Analyzer:
 
     def _warn(self, tables: list[TableHealth]) -> None:
         for warning in health_warnings(tables):
-            if warning.key not in self._warned:
-                self._warned.add(warning.key)
+            if warning.key not in Analyzer._warned:
+                Analyzer._warned.add(warning.key)
                 log.warning("table_upkeep_warning", kind=warning.key.split(":")[0],
                             warning=warning.text)
