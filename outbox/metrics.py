@@ -41,10 +41,10 @@ from outbox.dispatch.dispatcher import ClaimedRow, Dispatcher, Observer
 from outbox.dispatch.outcomes import ChannelAction, Decision, Kind
 from outbox.dispatch.runtime import Runtime
 from outbox.providers.base import OutgoingMessage, Provider, SendResult
+from outbox.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SCRAPE_STATEMENT_TIMEOUT_MS = 2000  # a scrape must never hang on a busy database
 GAUGE_CACHE_SECONDS = 5.0  # scrapes within this window share one read of the queue
 LATENCY_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -274,14 +274,15 @@ def start_metrics_server(port: int, *, engine: Engine, host: str = "127.0.0.1",
     return metrics
 
 
-def serve_metrics(settings: Any) -> MetricsServer | None:
+def serve_metrics(settings: Settings) -> MetricsServer | None:
     """The metrics listener of `outbox run` and `outbox serve`: started when
     OUTBOX_METRICS_PORT is set."""
     if not settings.metrics_port:
         return None
     from outbox.database import database_url, make_engine
 
-    engine = make_engine(database_url(settings), pool_size=1, pooler=settings.db_pooler)
+    engine = make_engine(database_url(settings), pool_size=1, pooler=settings.db_pooler,
+                         schema=settings.db_schema)
     return start_metrics_server(settings.metrics_port, engine=engine,
                                 host=settings.metrics_host,
                                 cache_seconds=settings.metrics_cache_seconds)
