@@ -39,6 +39,7 @@ _PAUSE_RATE_LIMITED = driver_sql(queries.PAUSE_RATE_LIMITED)
 _CHANNEL_PROBLEM = driver_sql(queries.CHANNEL_PROBLEM)
 _EXTEND_LEASE = driver_sql(queries.EXTEND_LEASE)
 _MARK_SENDS_STARTED = driver_sql(queries.MARK_SENDS_STARTED)
+_TRACE_CONTEXTS = driver_sql(queries.TRACE_CONTEXTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,12 @@ class DispatchStore:
                            payload, attempts, max_attempts, token)
                 for (id_, message_id, channel_id, chat_id, recipient, message_type, payload,
                      attempts, max_attempts) in raw]
+
+    async def trace_contexts(self, ids: Sequence[int]) -> dict[int, dict[str, str]]:
+        """The enqueue trace contexts of these rows, those that have one
+        (asked only while tracing, see outbox/tracing.py)."""
+        rows = await self._claims.fetchall(_TRACE_CONTEXTS, {"ids": list(ids)})
+        return {id_: ctx for id_, ctx in rows}
 
     async def mark_sends_started(self, rows: Sequence[ClaimedRow]) -> None:
         """Record (committed) that these rows' requests are about to start."""

@@ -340,6 +340,9 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The enqueuing span's W3C trace context, with OpenTelemetry configured
+    # (outbox/tracing.py): the send's span links back to it (migration 0012).
+    trace_context: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 # --- HTTP service: API keys and early webhook statuses (migration 0002) -------

@@ -22,6 +22,8 @@ from __future__ import annotations
 # * Get-or-create contact and chat without UPDATE: no row locks on hot
 #   chats, no dead tuples. The same snapshot rule applies (NULL → re-run).
 # * NOTIFY is transactional: the dispatcher wakes only if the caller commits.
+# * :trace_context: the enqueuing span's W3C trace context (JSON) when
+#   OpenTelemetry traces, else NULL; one per call (outbox/tracing.py).
 # --------------------------------------------------------------------------
 ENQUEUE = """
 WITH channel AS (
@@ -129,10 +131,10 @@ new_outbox AS (
     -- ORDER BY ord: ids follow the caller's order, and per-chat order is by id.
     INSERT INTO outbox.outbox_messages (workspace_id, message_id, channel_id, chat_id, recipient,
                                  message_type, payload, priority, next_attempt_at,
-                                 max_attempts, idempotency_key)
+                                 max_attempts, idempotency_key, trace_context)
     SELECT f.workspace_id, nm.id, f.channel_id, nm.chat_id, f.wa_chat_id, f.message_type,
            f.payload, f.priority, COALESCE(f.send_at, now()),
-           CAST(:max_attempts AS int), f.idempotency_key
+           CAST(:max_attempts AS int), f.idempotency_key, CAST(:trace_context AS jsonb)
     FROM new_messages nm
     JOIN fresh f ON f.message_id = nm.id
     ORDER BY f.ord
@@ -247,6 +249,14 @@ SET send_started_at = now()
 WHERE id = ANY(CAST(:ids AS bigint[]))
   AND claim_token = ANY(CAST(:claim_tokens AS uuid[]))
   AND status = 'sending'
+"""
+
+# The enqueue trace contexts of rows just claimed, read only while tracing
+# (outbox/tracing.py): a primary-key probe per row, after the claim commits.
+TRACE_CONTEXTS = """
+SELECT id, trace_context
+FROM outbox.outbox_messages
+WHERE id = ANY(CAST(:ids AS bigint[])) AND trace_context IS NOT NULL
 """
 
 # Channels the dispatcher will soon send on (they have queued rows): their

@@ -9,30 +9,44 @@ OUTBOX_DB_SCHEMA become those values, and db's errors become one-line
 
 from __future__ import annotations
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox.db import engine as db_engine
 from outbox.db.embedded import EmbeddedServerMissing, embedded_server_url
 from outbox.db.engine import InvalidDatabaseURL, Pooler
 from outbox.errors import ConfigurationError
+from outbox.logging import register_secret
 from outbox.settings import Settings, load_settings
 
 # The embedded server's URL per data directory: started (or found) once.
 _embedded: dict[str, str] = {}
 
 
-def normalize_url(url: str) -> str:
-    """OUTBOX_DATABASE_URL for SQLAlchemy on psycopg 3 (db.engine.normalize_url)."""
+def normalize_url(url: str | SecretStr) -> str:
+    """OUTBOX_DATABASE_URL for SQLAlchemy on psycopg 3 (db.engine.normalize_url).
+
+    Its password is registered with the log redaction, so it is masked in
+    any log line it turns up in (a driver's error message, say)."""
+    plain = url.get_secret_value() if isinstance(url, SecretStr) else url
     try:
-        return db_engine.normalize_url(url)
+        normalized = db_engine.normalize_url(plain)
     except InvalidDatabaseURL as exc:
         raise ConfigurationError(f"OUTBOX_DATABASE_URL: {exc}") from None
+    password = make_url(normalized).password
+    if password:
+        register_secret(str(password))
+    return normalized
 
 
 def database_url(settings: Settings) -> str:
-    """The URL in use: OUTBOX_DATABASE_URL, or the embedded server (started on demand)."""
-    if settings.database_url:
+    """The URL in use: OUTBOX_DATABASE_URL, or the embedded server (started on demand).
+
+    The password is in it: pass it to an engine, print it with
+    `outbox.migrate.shown`."""
+    if settings.database_url and settings.database_url.get_secret_value():
         return normalize_url(settings.database_url)
     key = str(settings.data_dir)
     if key not in _embedded:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 # ENQUEUE_SQL and batch_plan_settings: re-exported for the plan tests.
+from outbox import tracing
 from outbox.db.enqueue_drivers import ENQUEUE_SQL as ENQUEUE_SQL
 from outbox.db.enqueue_drivers import AutocommitConnection, EnqueueRunner, runner_for
 from outbox.db.enqueue_drivers import batch_plan_settings as batch_plan_settings
@@ -274,6 +275,20 @@ def enqueue_prepared(
     """Write validated messages with the ENQUEUE statement (see db/queries.py)."""
     if not prepared:
         return []
+    if not tracing.active():
+        return _enqueue_prepared(session, prepared, options)
+    with tracing.span("outbox.enqueue", kind="producer",
+                      attributes={"outbox.messages": len(prepared)}) as span:
+        results = _enqueue_prepared(session, prepared, options)
+        span.set_attribute("outbox.duplicates", sum(r.duplicate for r in results))
+        return results
+
+
+def _enqueue_prepared(
+    session: Session | DBAPIConnection,
+    prepared: Sequence[PreparedMessage],
+    options: EnqueueOptions,
+) -> list[EnqueueResult]:
     if not 1 <= options.max_attempts <= 100:
         raise InvalidInput("max_attempts must be from 1 to 100", field="max_attempts")
     if options.workspace_id is not None:
@@ -382,6 +397,8 @@ def enqueue_params(
         "keys": [p.idempotency_key for _, p in batch],
         "priorities": [p.priority for _, p in batch],
         "send_ats": [p.send_at for _, p in batch],
+        # The enqueue span's context, for the send to link back to (or None).
+        "trace_context": tracing.current_trace_context(),
     }
 
 

@@ -17,8 +17,8 @@ alike (`redact_event`):
   api_key, encryption_key, cookie, ...) and message-content keys (body, text,
   caption, preview, vcard) become "[redacted]", in nested dicts and lists too;
   flags and numbers stay (``has_token=True``, ``body_chars=120``);
-- ``Bearer <credential>`` and ``?token=<credential>`` inside any string are
-  masked;
+- ``Bearer <credential>``, ``?token=<credential>`` and the password of a
+  ``scheme://user:password@host`` URL inside any string are masked;
 - values handed to `register_secret` (decrypted channel tokens, the
   encryption key) are masked wherever they appear inside any string,
   including exception messages and tracebacks.
@@ -69,6 +69,8 @@ _CONTENT_KEY_WORDS = frozenset({"body", "text", "caption", "preview", "vcard"})
 _NOT_SECRET_KEYS = frozenset({"claim_token"})  # a lease id, needed to debug rescues
 
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]+=*")
+# scheme://user:password@host: the password of any URL (a database's, a proxy's).
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@\s/]+@")
 _QUERY_CREDENTIAL = re.compile(r"(?i)([?&](?:token|access_token|api_key|apikey)=)[^&#\s\"']+")
 
 _secrets_lock = threading.Lock()
@@ -135,6 +137,8 @@ def scrub_text(text: str, secrets: Iterable[str] | None = None) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     text = _BEARER.sub(rf"\1 {REDACTED}", text)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
     if "=" in text:
         text = _QUERY_CREDENTIAL.sub(rf"\1{REDACTED}", text)
     return text

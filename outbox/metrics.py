@@ -5,10 +5,16 @@ gauges read from the database at scrape time.
   released / rate-limited counters per channel.
 * `TimedProvider` wraps a provider to time every send (the latency
   histogram) without touching the dispatcher.
-* `QueueCollector` runs two cheap queries per scrape (partial indexes only):
-  queue depth by channel and status, and the age of the oldest due message.
-* `render(engine)` is what `GET /metrics` returns; `start_metrics_server`
-  serves the same on a port of its own (the daemon, OUTBOX_METRICS_PORT).
+* `QueueCollector` reads the queue gauges (queue depth by channel and
+  status, the age of the oldest due message, the webhook backlog) with
+  three cheap queries, at most once per `cache_seconds` however often it
+  is scraped (several scrapers, or a scraper hammering the port, cost the
+  database nothing more).
+* `start_metrics_server` serves /metrics on a listener of its own
+  (OUTBOX_METRICS_HOST, loopback by default, and OUTBOX_METRICS_PORT) in
+  `outbox run` and `outbox serve`. Never on the public listener: the
+  metrics name every workspace's channels and queue depths, and that
+  listener faces the internet (webhooks).
 
 Counters live in this process: the API process counts what it enqueued
 (and what its cron endpoint dispatched), a daemon counts what it sent.
@@ -18,12 +24,14 @@ everywhere.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from sqlalchemy import Engine, text
@@ -33,11 +41,12 @@ from outbox.dispatch.dispatcher import ClaimedRow, Dispatcher, Observer
 from outbox.dispatch.outcomes import ChannelAction, Decision, Kind
 from outbox.dispatch.runtime import Runtime
 from outbox.providers.base import OutgoingMessage, Provider, SendResult
+from outbox.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SCRAPE_STATEMENT_TIMEOUT_MS = 2000  # a scrape must never hang on a busy database
+GAUGE_CACHE_SECONDS = 5.0  # scrapes within this window share one read of the queue
 LATENCY_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 #: This process's counters (a registry of our own: importing twice, or two
@@ -144,73 +153,136 @@ def instrumented_dispatcher(runtime: Runtime, *,
                               observers=[dispatch_observer, *(observers or [])])
 
 
-class QueueCollector:
-    """Queue gauges, read from the database at scrape time."""
+@dataclass(frozen=True)
+class QueueReading:
+    """One read of the queue gauges (None: the database could not be read)."""
 
-    def __init__(self, engine: Engine) -> None:
+    depth: list[tuple[str, str, float]] = field(default_factory=list)
+    oldest: list[tuple[str, float]] = field(default_factory=list)
+    backlog: float = 0.0
+    up: bool = True
+
+
+class QueueCollector:
+    """Queue gauges, read from the database at most once per `cache_seconds`."""
+
+    def __init__(self, engine: Engine, *, cache_seconds: float = GAUGE_CACHE_SECONDS) -> None:
         self._engine = engine
+        self._cache_seconds = cache_seconds
+        self._lock = threading.Lock()  # scrapes arrive on several server threads
+        self._reading: QueueReading | None = None
+        self._read_at = 0.0
 
     def collect(self) -> Iterator[Metric]:
+        reading = self._current()
+        up = GaugeMetricFamily("outbox_metrics_database_up",
+                               "1 if the scrape could read the queue from the database.")
+        up.add_metric([], 1.0 if reading.up else 0.0)
+        if not reading.up:
+            yield up
+            return
         depth = GaugeMetricFamily("outbox_queue_depth",
                                   "Outbox rows by channel and status (queued, sending, failed).",
                                   labels=["channel", "status"])
+        for channel, status, n in reading.depth:
+            depth.add_metric([channel, status], n)
         oldest = GaugeMetricFamily("outbox_oldest_due_seconds",
                                    "Age of the oldest due, unsent message per channel.",
                                    labels=["channel"])
+        for channel, seconds in reading.oldest:
+            oldest.add_metric([channel], seconds)
         backlog = GaugeMetricFamily("outbox_webhook_status_backlog",
                                     "Status webhooks waiting for their message's WhatsApp id.")
-        up = GaugeMetricFamily("outbox_metrics_database_up",
-                               "1 if the scrape could read the queue from the database.")
+        backlog.add_metric([], reading.backlog)
+        yield from (depth, oldest, backlog, up)
+
+    def _current(self) -> QueueReading:
+        with self._lock:
+            now = time.monotonic()
+            if self._reading is None or now - self._read_at >= self._cache_seconds:
+                self._reading = self._read()
+                self._read_at = time.monotonic()
+            return self._reading
+
+    def _read(self) -> QueueReading:
         try:
             with self._engine.begin() as conn:
                 conn.execute(text(q.SCRAPE_TIMEOUT),
                              {"milliseconds": SCRAPE_STATEMENT_TIMEOUT_MS})
-                for r in conn.execute(text(q.METRICS_QUEUE_DEPTH)):
-                    depth.add_metric([str(r.channel_id), r.status], float(r.n))
-                for r in conn.execute(text(q.METRICS_OLDEST_DUE)):
-                    oldest.add_metric([str(r.channel_id)], float(r.seconds))
-                backlog.add_metric([], float(conn.execute(
-                    text(q.METRICS_STATUS_BACKLOG)).scalar_one()))
-            up.add_metric([], 1.0)
+                depth = [(str(r.channel_id), r.status, float(r.n))
+                         for r in conn.execute(text(q.METRICS_QUEUE_DEPTH))]
+                oldest = [(str(r.channel_id), float(r.seconds))
+                          for r in conn.execute(text(q.METRICS_OLDEST_DUE))]
+                backlog = float(conn.execute(text(q.METRICS_STATUS_BACKLOG)).scalar_one())
         except Exception as exc:  # a scrape reports the outage, it doesn't fail
             log.warning("metrics_queue_query_failed", error=type(exc).__name__)
-            up.add_metric([], 0.0)
-            yield up
-            return
-        yield from (depth, oldest, backlog, up)
+            return QueueReading(up=False)
+        return QueueReading(depth=depth, oldest=oldest, backlog=backlog)
 
 
 class _Combined:
     """This process's counters plus the queue gauges, as one collector."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._queue = QueueCollector(engine)
+    def __init__(self, engine: Engine, *, cache_seconds: float) -> None:
+        self._queue = QueueCollector(engine, cache_seconds=cache_seconds)
 
     def collect(self) -> Iterator[Metric]:
         yield from REGISTRY.collect()
         yield from self._queue.collect()
 
 
-def build_registry(engine: Engine) -> CollectorRegistry:
+def build_registry(engine: Engine, *,
+                   cache_seconds: float = GAUGE_CACHE_SECONDS) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Combined(engine))
+    registry.register(_Combined(engine, cache_seconds=cache_seconds))
     return registry
 
 
-def render(engine: Engine) -> bytes:
-    """The Prometheus text exposition of everything (for GET /metrics)."""
-    return generate_latest(build_registry(engine))
+class MetricsServer:
+    """/metrics on a listener of its own, in background threads."""
+
+    def __init__(self, server: Any, thread: threading.Thread, engine: Engine) -> None:
+        self._server = server
+        self._thread = thread
+        self.engine = engine
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        self.engine.dispose()
 
 
-def start_metrics_server(port: int, *, database_url: str, addr: str = "0.0.0.0") -> Any:  # noqa: S104
-    """Serve /metrics on `port` in a background thread (for the daemon).
+def start_metrics_server(port: int, *, engine: Engine, host: str = "127.0.0.1",
+                         cache_seconds: float = GAUGE_CACHE_SECONDS) -> MetricsServer:
+    """Serve /metrics on host:port (OUTBOX_METRICS_HOST, OUTBOX_METRICS_PORT).
 
-    Binds all interfaces by default: the scraper is usually on another host.
-    Returns prometheus_client's (server, thread) pair.
+    Loopback by default: a scraper on another host is a decision (set
+    OUTBOX_METRICS_HOST to the interface it reaches), not an accident.
+    `engine`: its own small pool, so a scrape never waits behind sends.
     """
-    from outbox.database import make_engine
+    server, thread = start_http_server(port, addr=host,
+                                       registry=build_registry(engine,
+                                                               cache_seconds=cache_seconds))
+    metrics = MetricsServer(server, thread, engine)
+    log.info("metrics_server_started", host=metrics.address[0], port=metrics.address[1])
+    return metrics
 
-    engine = make_engine(database_url, pool_size=1)
-    server = start_http_server(port, addr=addr, registry=build_registry(engine))
-    log.info("metrics_server_started", port=port)
-    return server
+
+def serve_metrics(settings: Settings) -> MetricsServer | None:
+    """The metrics listener of `outbox run` and `outbox serve`: started when
+    OUTBOX_METRICS_PORT is set."""
+    if not settings.metrics_port:
+        return None
+    from outbox.database import database_url, make_engine
+
+    engine = make_engine(database_url(settings), pool_size=1, pooler=settings.db_pooler,
+                         schema=settings.db_schema)
+    return start_metrics_server(settings.metrics_port, engine=engine,
+                                host=settings.metrics_host,
+                                cache_seconds=settings.metrics_cache_seconds)

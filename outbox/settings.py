@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     )
 
     # --- storage -------------------------------------------------------------
-    database_url: str | None = Field(
+    # Secret types: a URL's password never shows in a repr, a dump or an error.
+    database_url: SecretStr | None = Field(
         default=None,
         description="PostgreSQL URL. Unset: an embedded server in ./.outbox/pgdata.",
     )
@@ -55,7 +56,7 @@ class Settings(BaseSettings):
         description="The PostgreSQL schema that holds every table of ours and our migration "
         "history, apart from the application's own.",
     )
-    listen_database_url: str | None = Field(
+    listen_database_url: SecretStr | None = Field(
         default=None,
         description="A direct (unpooled) URL for the daemon's LISTEN when OUTBOX_DATABASE_URL "
         "is a transaction pooler. Unset there: the daemon polls.",
@@ -115,6 +116,11 @@ class Settings(BaseSettings):
     circuit_breaker_pause_seconds: float = Field(default=30.0, gt=0)
 
     log_level: str = Field(default="INFO")
+    heartbeat_file: Path | None = Field(
+        default=None,
+        description="`outbox run` and `outbox serve` touch this file every 10 s from their "
+        "event loop; `outbox alive` checks it is fresh (the image's health check).",
+    )
 
     @field_validator("default_region")
     @classmethod
@@ -191,7 +197,18 @@ class Settings(BaseSettings):
         default=None, description="Bearer secret for POST /v1/cron/dispatch; unset: disabled."
     )
     metrics_port: int | None = Field(
-        default=None, ge=1, le=65535, description="The daemon serves /metrics here when set."
+        default=None, ge=1, le=65535,
+        description="`outbox run` and `outbox serve` serve /metrics on this port of "
+        "OUTBOX_METRICS_HOST when set (never on the public listener).",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="The interface the metrics listener binds: loopback unless a scraper on "
+        "another host must reach it (the metrics name every workspace's channels).",
+    )
+    metrics_cache_seconds: float = Field(
+        default=5.0, ge=0, le=300,
+        description="Scrapes within this many seconds share one read of the queue gauges.",
     )
 
 

@@ -32,6 +32,13 @@ Scenarios (all by default, in this order):
             one agent's) and the thread (latest, half-way back), with each
             statement's plan (scripts/bench_inbox.py)
 
+Only when named (--only soak), it takes --minutes (default 10):
+  soak      sustained mixed load on the real processes (outbox serve taking
+            40 API requests/s, enqueue_many 200 every 5 s, one outbox run
+            daemon; provider 150-250 ms with 2% 503s): enqueue-to-sent p50/p99
+            per minute, lost and duplicated messages (scripts/bench_soak.py);
+            --soak-without-analyzer keeps the daemon's analyzer from running
+
 Rates are over the simulator's window (first to last accepted request) so
 process start-up is not counted; the dispatcher's own drain time (from its
 --json summary, includes token decryption) is reported beside it. Every
@@ -72,6 +79,8 @@ import psycopg  # noqa: E402
 from bench_data import load_backlog, plan_summary, table_sizes  # noqa: E402
 from bench_inbox import load as load_inbox  # noqa: E402
 from bench_inbox import measure as measure_inbox  # noqa: E402
+from bench_soak import soak as run_soak  # noqa: E402
+from bench_soak import summary as soak_summary  # noqa: E402
 from bench_statements import measure as measure_statements  # noqa: E402
 from sqlalchemy import Engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
@@ -90,6 +99,7 @@ from outbox.settings import Settings  # noqa: E402
 BENCH_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox bench").digest()).decode()
 SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory",
              "statements", "inbox")
+ONLY_WHEN_NAMED = ("soak",)  # minutes long: not part of a default run
 QUEUE_TABLES = "outbox.outbox_messages, outbox.messages, outbox.chats, outbox.contacts"
 
 TARGETS = {
@@ -130,6 +140,8 @@ class Sizes:
     inbox_chats: int = 100_000
     inbox_thread: int = 10_000
     inbox_samples: int = 200
+    soak_minutes: float = 10.0
+    soak_without_analyzer: bool = False
 
 
 FULL = Sizes()
@@ -757,6 +769,10 @@ class Bench:
                 "seq_scans": sorted({t for c in cases.values() for p in c["plans"]
                                      for t in p["seq_scans"]})}
 
+    def soak(self) -> dict[str, Any]:
+        return run_soak(self, minutes=self.s.soak_minutes,
+                        without_analyzer=self.s.soak_without_analyzer, child=Child)
+
     def run_scenario(self, name: str) -> dict[str, Any]:
         say(f"== {name}")
         started = time.perf_counter()
@@ -858,6 +874,10 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         rows.append(("inbox", ", ".join(f"{k} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}"
                                         for k, v in c.items()) + " ms p50/p99; seq scans: "
                      + (", ".join(r["seq_scans"]) or "none"), "", ""))
+    r = results.get("soak")
+    if r:
+        rows.append(("soak", soak_summary(r), f"last/first p50 <= {r['target']}, none lost",
+                     ok(r["meets_target"])))
     head = ("scenario", "result", "target", "met")
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
@@ -910,21 +930,28 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
-    p.add_argument("--only", help=f"comma-separated scenarios of {','.join(SCENARIOS)}")
+    p.add_argument("--only", help="comma-separated scenarios of "
+                   f"{','.join((*SCENARIOS, *ONLY_WHEN_NAMED))}")
     p.add_argument("--backlog-queued", type=int, help="override the backlog's queued rows")
     p.add_argument("--backlog-sent", type=int, help="override the backlog's sent rows")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="record the dispatch scenario's dispatcher with py-spy into DIR")
     p.add_argument("--keep-db", action="store_true", help="don't drop the bench database")
+    p.add_argument("--minutes", type=float, help="how long the soak scenario runs (default 10)")
+    p.add_argument("--soak-without-analyzer", action="store_true",
+                   help="hold the daemon's analyzer off during the soak (a before/after)")
     args = p.parse_args(argv)
     names = list(SCENARIOS)
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in SCENARIOS]
+        unknown = [n for n in wanted if n not in (*SCENARIOS, *ONLY_WHEN_NAMED)]
         if unknown:
             p.error(f"unknown scenario(s): {', '.join(unknown)}")
-        names = [n for n in SCENARIOS if n in wanted]
+        names = [n for n in (*SCENARIOS, *ONLY_WHEN_NAMED) if n in wanted]
     sizes = QUICK if args.quick else FULL
+    if args.minutes is not None:
+        sizes = replace(sizes, soak_minutes=args.minutes)
+    sizes = replace(sizes, soak_without_analyzer=args.soak_without_analyzer)
     if args.backlog_queued is not None:
         sizes = replace(sizes, backlog_queued=args.backlog_queued)
     if args.backlog_sent is not None:

@@ -148,7 +148,7 @@ def _demo_database_url(settings) -> str:  # type: ignore[no-untyped-def]
     from outbox.db.admin import create_database
     from outbox.db.embedded import embedded_server_url
 
-    if settings.database_url:
+    if settings.database_url and settings.database_url.get_secret_value():
         server = normalize_url(settings.database_url)
         print("database: OUTBOX_DATABASE_URL's server, database outbox_demo (recreated)")
     else:

@@ -7,12 +7,16 @@ ones; a sequential scan there makes every claim cost O(table). The CLAIM
 statement (db/queries.py), and its per-channel inner scan on its own, must
 use the partial index `ix_outbox_due` (and `ix_outbox_chat_unfinished` for
 the per-chat head-of-line test), with sequential scans allowed, before and
-after ANALYZE, as a custom plan and as the generic plan a prepared
-statement gets after a few executions (psycopg prepares automatically).
+after ANALYZE, with statistics gone stale (analysed while the tables were
+empty, then filled and churned, as on a server with autovacuum off), after
+the daemon's analyzer pass, as a custom plan and as the generic plan a
+prepared statement gets after a few executions (psycopg prepares
+automatically).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -156,15 +160,66 @@ def _assert_index_only_access(plan: Any, *, what: str, expect: set[str]) -> None
                          f"{_render(plan)}")
 
 
-@pytest.mark.parametrize("analyzed", [False, True], ids=["before-analyze", "after-analyze"])
+HOT = "outbox.outbox_messages, outbox.messages, outbox.chats, outbox.contacts, outbox.channels"
+
+
+def _churn(engine: Engine) -> None:
+    """Dead row versions, as sending leaves them: every sent row updated twice."""
+    with engine.begin() as conn:
+        for _ in range(2):
+            conn.execute(text("UPDATE outbox.outbox_messages SET updated_at = now() "
+                              "WHERE status = 'sent'"))
+
+
+def _analyzer_pass(engine: Engine) -> None:
+    """The daemon's analyzer, with autovacuum off for the queue table (so it
+    acts on any server)."""
+    from outbox.database import make_async_engine
+    from outbox.maintenance.analyzer import Analyzer
+    from tests.test_analyzer import FLUSH_STATS
+
+    url = engine.url.render_as_string(hide_password=False)
+    with engine.begin() as conn:
+        conn.execute(text(FLUSH_STATS))
+        conn.execute(text("ALTER TABLE outbox.outbox_messages SET (autovacuum_enabled = false)"))
+
+    async def run() -> None:
+        async_engine = make_async_engine(url, pool_size=1)
+        try:
+            # The change counts show once the writers' backends report them.
+            for _ in range(100):
+                result = await Analyzer().run_once(async_engine)
+                assert result is not None
+                if "outbox_messages" in result.analyzed + result.vacuumed:
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError("the analyzer never acted on outbox_messages")
+        finally:
+            await async_engine.dispose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE outbox.outbox_messages RESET (autovacuum_enabled)"))
+
+
+@pytest.mark.parametrize("analyzed", ["before-analyze", "stale", "after-analyze", "analyzer"])
 @pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
 @pytest.mark.parametrize("statement", ["claim", "per-channel-scan", "channels-with-queued"])
 def test_claim_uses_the_due_index(clean_db: Engine, make_channel, statement: str,  # type: ignore[no-untyped-def]
-                                  generic: bool, analyzed: bool,
+                                  generic: bool, analyzed: str,
                                   request: pytest.FixtureRequest) -> None:
     channels = [make_channel(name=f"plan-{i}", phone=f"+1555000{i:04d}")
                 for i in range(CHANNELS)]
+    if analyzed == "stale":  # statistics of empty tables, never revisited
+        with clean_db.begin() as conn:
+            conn.execute(text(f"ANALYZE {HOT}"))
     _fill(clean_db, channels)
+    if analyzed in ("stale", "analyzer"):
+        _churn(clean_db)
+    if analyzed == "analyzer":
+        _analyzer_pass(clean_db)
     expect = {"ix_outbox_due", "ix_outbox_chat_unfinished"}
     if statement == "claim":
         sql, params = queries.CLAIM, {**CLAIM_PARAMS, "claim_token": uuid.uuid4()}
@@ -175,14 +230,12 @@ def test_claim_uses_the_due_index(clean_db: Engine, make_channel, statement: str
         params = {"channel_id": channels[0], "per_channel": CLAIM_PARAMS["per_channel"]}
     with clean_db.connect() as conn:
         conn.exec_driver_sql("SET enable_seqscan = on")
-        if analyzed:
-            conn.exec_driver_sql("ANALYZE outbox.outbox_messages, outbox.messages, outbox.chats, "
-                                 "outbox.contacts, outbox.channels")
+        if analyzed == "after-analyze":
+            conn.exec_driver_sql(f"ANALYZE {HOT}")
         plan = (_explain_generic if generic else _explain)(conn, sql, params)
         conn.rollback()
     _assert_index_only_access(plan, what=f"{statement} ({'generic' if generic else 'custom'} "
-                              f"plan, {'after' if analyzed else 'before'} ANALYZE)",
-                              expect=expect)
+                              f"plan, {analyzed})", expect=expect)
 
 
 def test_claim_still_claims_after_the_plan_checks(clean_db: Engine, make_channel) -> None:  # type: ignore[no-untyped-def]

@@ -1,16 +1,21 @@
-"""The deployment files: docker-compose.yml, the Dockerfile and requirements.lock.
+"""The deployment files: docker-compose.yml, the Dockerfile, requirements.lock,
+the systemd units and the Kubernetes CronJob under deploy/.
 
-No Docker engine runs on these machines, so the compose file is read as
-data: every service that runs our image runs a real `outbox` command with
-flags that command takes and settings our Settings accept, in the right
-order (the migration first). The lock pins every runtime dependency, each
-version inside pyproject's range, each file by hash, and the image installs
-from it.
+No Docker engine (nor systemd, nor Kubernetes) runs on these machines, so
+the files are read as data: every service that runs our image runs a real
+`outbox` command with flags that command takes and settings our Settings
+accept, in the right order (the migration first). The lock pins every
+runtime dependency, each version inside pyproject's range, each file by
+hash, and the image installs from it. The image's health check asks the
+process (a heartbeat), not the database.
 """
 
 from __future__ import annotations
 
+import configparser
+import json
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -58,35 +63,44 @@ def _ours(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: svc for name, svc in compose["services"].items() if svc.get("build") == "."}
 
 
+def assert_real_command(name: str, command: list[str]) -> None:
+    """`command` is `outbox ...` with a subcommand and flags that exist."""
+    assert command[0] == "outbox", name
+    words = [w for w in command[1:] if not w.startswith("-")]
+    flags = [w for w in command[1:] if w.startswith("--")]
+    # The subcommand words come before any value: `db upgrade`, `serve`.
+    path = words[: 2 if command[1] == "db" else 1]
+    help_ = subprocess.run([sys.executable, "-m", "outbox", *path, "--help"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+    assert help_.returncode == 0, (name, help_.stderr)
+    for flag in flags:
+        assert flag in help_.stdout, f"{name}: `outbox {' '.join(path)}` takes no {flag}"
+
+
+def assert_known_settings(name: str, env: dict[str, str]) -> None:
+    """Every OUTBOX_ variable in `env` is a setting, and the values are valid."""
+    from outbox.settings import ENV_PREFIX, Settings
+
+    known = {ENV_PREFIX + f.upper() for f in Settings.model_fields}
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+    assert unknown == [], f"{name}: settings that don't exist: {unknown}"
+    fields = {k.removeprefix(ENV_PREFIX).lower(): v for k, v in env.items() if v != ""}
+    Settings(_env_file=None, **fields)  # type: ignore[call-arg]  # raises if invalid
+
+
 @pytest.mark.slow
 def test_every_service_of_ours_runs_a_real_command_with_flags_it_takes(
         compose: dict[str, Any]) -> None:
     ours = _ours(compose)
     assert set(ours) == {"migrate", "api", "dispatcher", "simulator"}
     for name, svc in ours.items():
-        command = svc["command"]
-        assert command[0] == "outbox", name
-        words = [w for w in command[1:] if not w.startswith("-")]
-        flags = [w for w in command[1:] if w.startswith("--")]
-        # The subcommand words come before any value: `db upgrade`, `serve`.
-        path = words[: 2 if command[1] == "db" else 1]
-        help_ = subprocess.run([sys.executable, "-m", "outbox", *path, "--help"], cwd=REPO,
-                               capture_output=True, text=True, timeout=60)
-        assert help_.returncode == 0, (name, help_.stderr)
-        for flag in flags:
-            assert flag in help_.stdout, f"{name}: `outbox {' '.join(path)}` takes no {flag}"
+        assert_real_command(name, svc["command"])
 
 
 def test_every_service_of_ours_has_settings_we_accept(compose: dict[str, Any]) -> None:
-    from outbox.settings import ENV_PREFIX, Settings
-
-    known = {ENV_PREFIX + f.upper() for f in Settings.model_fields}
     for name, svc in _ours(compose).items():
         env = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
-        unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
-        assert unknown == [], f"{name}: settings that don't exist: {unknown}"
-        fields = {k.removeprefix(ENV_PREFIX).lower(): v for k, v in env.items() if v != ""}
-        Settings(_env_file=None, **fields)  # type: ignore[call-arg]  # raises if invalid
+        assert_known_settings(name, env)
         if name != "simulator":
             assert env["OUTBOX_DATABASE_URL"].startswith("postgresql://outbox:pw@postgres:")
             assert env["OUTBOX_ENCRYPTION_KEY"] == DEPLOY_ENV["OUTBOX_ENCRYPTION_KEY"]
@@ -112,11 +126,18 @@ def test_compose_needs_the_encryption_key() -> None:
 def test_prometheus_scrapes_what_compose_serves(compose: dict[str, Any]) -> None:
     scrape = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
-    api_port = compose["services"]["api"]["command"][-1]
-    assert jobs["outbox-api"]["static_configs"][0]["targets"] == [f"api:{api_port}"]
-    metrics_port = compose["services"]["dispatcher"]["environment"]["OUTBOX_METRICS_PORT"]
+    api = compose["services"]["api"]
+    api_metrics = api["environment"]["OUTBOX_METRICS_PORT"]
+    # The public port serves no metrics; the metrics port is not published.
+    assert api_metrics != api["command"][-1]
+    assert not any(str(p).endswith(f":{api_metrics}") for p in api["ports"])
+    assert jobs["outbox-api"]["static_configs"][0]["targets"] == [f"api:{api_metrics}"]
+    dispatcher = compose["services"]["dispatcher"]["environment"]
     (sd,) = jobs["outbox-dispatcher"]["dns_sd_configs"]
-    assert sd["names"] == ["dispatcher"] and str(sd["port"]) == metrics_port
+    assert sd["names"] == ["dispatcher"] and str(sd["port"]) == dispatcher["OUTBOX_METRICS_PORT"]
+    # Inside a container, loopback is unreachable to Prometheus: bind the network.
+    for env in (api["environment"], dispatcher):
+        assert env["OUTBOX_METRICS_HOST"] == "0.0.0.0"
 
 
 def _lock() -> dict[str, tuple[str, list[str]]]:
@@ -155,3 +176,101 @@ def test_the_image_installs_the_lock_with_hashes_then_the_package_alone() -> Non
     assert lines.index("COPY requirements.lock ./") < lines.index(
         next(line for line in lines if line.startswith("COPY outbox")))
     assert Path(REPO / "requirements.lock").stat().st_size > 0
+
+
+# --- health check ------------------------------------------------------------------------------
+
+
+def _dockerfile_instruction(name: str) -> str:
+    """One instruction of the Dockerfile, continuation lines joined."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    (line,) = [x for x in text.splitlines() if x.startswith(name + " ")]
+    return line
+
+
+def test_the_image_checks_the_process_not_the_database() -> None:
+    check = _dockerfile_instruction("HEALTHCHECK")
+    command = json.loads(check.split(" CMD ", 1)[1])
+    assert command == ["outbox", "alive"]
+    assert "db" not in command  # a database outage must not restart every container
+    assert_real_command("HEALTHCHECK", command)
+    env = dict(re.findall(r"(\w+)=(\S+)", _dockerfile_instruction("ENV")))
+    assert env["OUTBOX_HEARTBEAT_FILE"].startswith("/tmp/")  # writable by the image's user
+    assert_known_settings("Dockerfile", {k: v for k, v in env.items() if k.startswith("OUTBOX_")})
+
+
+def test_one_shot_services_do_not_run_the_health_check(compose: dict[str, Any]) -> None:
+    """They write no heartbeat: the check would call them unhealthy."""
+    for name in ("migrate", "simulator"):
+        assert compose["services"][name]["healthcheck"] == {"disable": True}
+    for name in ("api", "dispatcher"):  # the image's check applies
+        assert "healthcheck" not in compose["services"][name]
+
+
+# --- systemd ---------------------------------------------------------------------------------
+
+
+def _unit(name: str) -> configparser.RawConfigParser:
+    # systemd allows a key more than once (Environment=): keep the last
+    # value each, and read every Environment= line separately below.
+    unit = configparser.RawConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string((REPO / "deploy" / "systemd" / name).read_text())
+    return unit
+
+
+def _unit_environment(name: str) -> dict[str, str]:
+    lines = (REPO / "deploy" / "systemd" / name).read_text().splitlines()
+    return dict(line.removeprefix("Environment=").split("=", 1)
+                for line in lines if line.startswith("Environment="))
+
+
+@pytest.mark.parametrize(("name", "command", "stop_within"), [
+    ("outbox-run.service", ["outbox", "run"], 60 + 10),  # the lease, plus a margin
+    ("outbox-serve.service", ["outbox", "serve"], 30 + 10),  # the request grace
+])
+def test_systemd_units_run_a_real_command_and_stop_cleanly(
+        name: str, command: list[str], stop_within: int) -> None:
+    unit = _unit(name)
+    service = unit["Service"]
+    argv = shlex.split(service["ExecStart"])
+    assert argv[0].endswith("/bin/outbox") and argv[0].startswith("/")  # systemd wants a path
+    assert ["outbox", *argv[1:]] == command
+    assert_real_command(name, ["outbox", *argv[1:]])
+    assert_known_settings(name, _unit_environment(name))
+    assert service["EnvironmentFile"].startswith("/etc/")  # secrets stay out of the unit
+    assert "OUTBOX_DATABASE_URL" not in _unit_environment(name)
+    assert "OUTBOX_ENCRYPTION_KEY" not in _unit_environment(name)
+    assert service["KillSignal"] == "SIGTERM"  # a graceful stop, exit 0
+    assert int(service["TimeoutStopSec"]) >= stop_within
+    assert service["Restart"] == "on-failure"
+    assert service["User"] != "root"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    assert _unit_environment(name)["OUTBOX_METRICS_HOST"] == "127.0.0.1"
+
+
+# --- Kubernetes --------------------------------------------------------------------------------
+
+
+def test_the_cronjob_runs_one_pass_a_minute_that_ends_in_time() -> None:
+    docs = list(yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "dispatch-cronjob.yaml")
+                                   .read_text()))
+    (job,) = [d for d in docs if d and d["kind"] == "CronJob"]
+    assert job["apiVersion"] == "batch/v1"
+    spec = job["spec"]
+    assert spec["schedule"] == "* * * * *"
+    assert spec["concurrencyPolicy"] == "Forbid"  # never two passes at once
+    template = spec["jobTemplate"]["spec"]
+    pod = template["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    command = container["command"]
+    assert command[:3] == ["outbox", "dispatch", "--once"]
+    assert_real_command("cronjob", command)
+    max_seconds = float(command[command.index("--max-seconds") + 1])
+    assert max_seconds < 60  # done before the next minute's pass is due
+    assert template["activeDeadlineSeconds"] > max_seconds + 60  # the lease of the last claim
+    assert pod["terminationGracePeriodSeconds"] >= 60
+    assert container["envFrom"] == [{"secretRef": {"name": "whapi-outbox"}}]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001  # the image's user

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from outbox.db import admin_queries as q
 from outbox.db import queries
+from outbox.db.engine import engine_schema
+from outbox.maintenance.analyzer import TableHealth, health_warnings, read_health
 from outbox.message_types import parse_channel_id
 from outbox.states import OutboxStatus
 
@@ -36,6 +38,11 @@ class QueueStatus:
     #: Webhook bodies kept because we couldn't use them (webhook_dead_letters).
     webhook_dead_letters: int = 0
     webhook_dead_letter_latest: datetime | None = None
+    #: The hot tables' statistics and dead rows (outbox/maintenance/analyzer.py).
+    tables: list[TableHealth] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        return [w.text for w in health_warnings(self.tables)]
 
     def totals(self) -> dict[str, int]:
         out = _no_rows()
@@ -59,6 +66,15 @@ class QueueStatus:
                 "count": self.webhook_dead_letters,
                 "latest": (self.webhook_dead_letter_latest.isoformat()
                            if self.webhook_dead_letter_latest else None)},
+            "tables": [
+                {"table": t.table, "live_rows": t.live_rows, "dead_rows": t.dead_rows,
+                 "changes_since_analyze": t.changes_since_analyze,
+                 "last_analyzed": t.last_analyzed.isoformat() if t.last_analyzed else None,
+                 "last_vacuumed": t.last_vacuumed.isoformat() if t.last_vacuumed else None,
+                 "autovacuum": t.autovacuum, "stale": t.stale}
+                for t in self.tables
+            ],
+            "warnings": self.warnings(),
         }
 
 
@@ -89,7 +105,13 @@ def queue_status(session: Session, *, workspace_id: str | None = None) -> QueueS
     return QueueStatus(list(channels.values()),
                        float(oldest) if oldest is not None else None, dead,
                        webhook_dead_letters=sum(int(h.n) for h in hooks),
-                       webhook_dead_letter_latest=max((h.latest for h in hooks), default=None))
+                       webhook_dead_letter_latest=max((h.latest for h in hooks), default=None),
+                       tables=read_health(session, schema=_schema(session)))
+
+
+def _schema(session: Session) -> str:
+    bind = session.get_bind()
+    return engine_schema(bind if isinstance(bind, Engine) else bind.engine)
 
 
 def retry_failed(

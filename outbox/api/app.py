@@ -16,12 +16,15 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import outbox
+from outbox import tracing
 from outbox.api import channels, chats, contacts, cron, health, messages, sessions, webhooks
 from outbox.api.context import AppContext
 from outbox.api.cron import CronRuntime
 from outbox.api.errors import install_error_handlers
+from outbox.api.tracing import FASTAPI_TELEMETRY, TracingMiddleware
 from outbox.database import database_url as resolve_database_url
 from outbox.database import make_engine
+from outbox.heartbeat import beat_forever
 from outbox.maintenance.webhook_backlog import WebhookBacklog
 from outbox.settings import Settings, get_settings
 
@@ -39,13 +42,17 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backlog = asyncio.create_task(_run_forever(WebhookBacklog(), ctx), name="status-backlog")
+        tasks = [asyncio.create_task(_run_forever(WebhookBacklog(), ctx), name="status-backlog")]
+        if settings.heartbeat_file is not None:  # liveness (outbox/heartbeat.py)
+            tasks.append(asyncio.create_task(beat_forever(settings.heartbeat_file),
+                                             name="heartbeat"))
         try:
             yield
         finally:
-            backlog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await backlog
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await cron_runtime.aclose()
             ctx.engine.dispose()
 
@@ -54,10 +61,13 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     app = FastAPI(title="whapi-outbox", version=outbox.__version__, lifespan=lifespan,
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
                   description="Send WhatsApp messages through Whapi.cloud from a "
-                              "transactional outbox; receive Whapi webhooks.")
+                              "transactional outbox; receive Whapi webhooks.",
+                  **FASTAPI_TELEMETRY)
     app.state.outbox = ctx
     app.state.cron_runtime = cron_runtime
     install_error_handlers(app)
+    if tracing.ENABLED:  # OpenTelemetry: a span per request, once a provider is set
+        app.add_middleware(TracingMiddleware)
     for module in (messages, chats, contacts, channels, sessions, webhooks, cron, health):
         app.include_router(module.router)
     return app

@@ -17,7 +17,7 @@ from outbox.settings import Settings
 @dataclass(slots=True)
 class AppContext:
     settings: Settings
-    database_url: str
+    database_url: str = field(repr=False)  # has the password
     engine: Engine
     rate_limiter: KeyRateLimiter = field(init=False)
     queue_cap: WorkspaceQueueCap = field(init=False)

@@ -1,13 +1,14 @@
 """GET /healthz (the process answers), GET /readyz (database reachable and
-migrated to head), GET /metrics (Prometheus)."""
+migrated to head). Prometheus metrics are not here: they name every
+workspace's channels, so they have a listener of their own
+(outbox.metrics, OUTBOX_METRICS_HOST/PORT)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from outbox import metrics
 from outbox.api.context import AppContext, context
 from outbox.db.engine import engine_schema
 from outbox.migrate import head_revision, revision_on
@@ -24,12 +25,6 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     ready, body = await run_in_threadpool(_readiness, context(request))
     return JSONResponse(body, status_code=200 if ready else 503)
-
-
-@router.get("/metrics", response_class=Response)
-async def prometheus_metrics(request: Request) -> Response:
-    data = await run_in_threadpool(metrics.render, context(request).engine)
-    return Response(data, media_type=metrics.CONTENT_TYPE)
 
 
 def _readiness(ctx: AppContext) -> tuple[bool, dict[str, object]]:

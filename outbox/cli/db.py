@@ -43,9 +43,12 @@ def _migrate(settings: Settings, move: Migration, revision: str) -> int:
 def cmd_url(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.database import database_url
     from outbox.db.engine import libpq_url
+    from outbox.migrate import shown
 
     url = database_url(settings)
-    print(libpq_url(url) if args.libpq else url)
+    url = libpq_url(url) if args.libpq else url
+    # The password only when asked for (a terminal's scrollback, a CI log).
+    print(url if args.show_password else shown(url))
     return EXIT_OK
 
 
@@ -82,6 +85,9 @@ def register(commands: Commands) -> None:
     p.set_defaults(handler=cmd_downgrade)
     p = db.add_parser("url", help="print the database URL in use (starts the embedded server)")
     p.add_argument("--libpq", action="store_true", help="plain postgresql:// form for psql")
+    p.add_argument("--show-password", action="store_true",
+                   help="print the password too (else ***), e.g. for psql \"$(outbox db url "
+                   "--libpq --show-password)\"")
     p.set_defaults(handler=cmd_url)
     p = db.add_parser("current", help="print the schema revision")
     p.add_argument("--check", action="store_true", help="exit 1 unless migrations are at head")

@@ -1,4 +1,5 @@
-"""`outbox serve`: the HTTP service (API, webhooks, cron, metrics).
+"""`outbox serve`: the HTTP service (API, webhooks, cron), and /metrics on a
+listener of its own when OUTBOX_METRICS_PORT is set (outbox.metrics).
 
 SIGTERM (or SIGINT): stop accepting connections, let the requests in flight
 finish (up to SHUTDOWN_GRACE_SECONDS), run the app's shutdown, exit 0, like
@@ -34,6 +35,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from outbox.api import create_app
+    from outbox.metrics import serve_metrics
 
     host = args.host or settings.http_host
     port = args.port if args.port is not None else settings.http_port
@@ -41,7 +43,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # redaction) instead of its own handlers.
     config = uvicorn.Config(create_app(settings), host=host, port=port, log_config=None,
                             access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
-    _graceful_server(config).run()
+    metrics = serve_metrics(settings)
+    try:
+        _graceful_server(config).run()
+    finally:
+        if metrics is not None:
+            metrics.close()
     return EXIT_OK
 
 
@@ -74,7 +81,8 @@ def _graceful_server(config: uvicorn.Config) -> uvicorn.Server:
 
 
 def register(commands: Commands) -> None:
-    p = commands.add_parser("serve", help="run the HTTP service (API, webhooks, cron, metrics)")
+    p = commands.add_parser("serve", help="run the HTTP service (API, webhooks, cron; "
+                               "metrics on OUTBOX_METRICS_PORT)")
     p.add_argument("--host", help="listen address (default: OUTBOX_HTTP_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: OUTBOX_HTTP_PORT, 8080)")
     p.set_defaults(handler=cmd_serve)

@@ -1,4 +1,5 @@
-"""`outbox status` (queue counts, pauses, dead letters) and `outbox retry`
+"""`outbox status` (queue counts, pauses, dead letters, warnings about the
+hot tables' statistics and autovacuum) and `outbox retry`
 (requeue the dead letters status lists)."""
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"webhook bodies kept unused: {status.webhook_dead_letters} (latest "
               f"{latest.isoformat(timespec='seconds') if latest else '?'}; "
               "table webhook_dead_letters)")
+    for warning in status.warnings():
+        print(f"warning: {warning}")
     return EXIT_OK
 
 

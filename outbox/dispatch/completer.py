@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import structlog
 
+from outbox import tracing
 from outbox.db.direct import DatabaseUnavailable, StatementRefused
 from outbox.db.dispatch_store import (
     ChannelProblemPause,
@@ -188,14 +189,17 @@ class Completer:
                 problems[row.channel_id] = d
         trips, self._breaker_trips = self._breaker_trips, set()
         try:
-            done = await self._store.complete(
-                rows,
-                circuit=[CircuitPause(c, self._config.circuit_breaker_pause_seconds,
-                                      self._circuit_reason) for c in trips],
-                rate_limited=[RateLimitPause(c, e.retry_after, e.requested_at, self._rate_limit)
-                              for c, e in rate_limited.items()],
-                problems=[ChannelProblemPause(c, d.error or "channel problem", d.pause_cause)
-                          for c, d in problems.items()])
+            with tracing.span("outbox.complete", attributes={"outbox.rows": len(rows)}):
+                done = await self._store.complete(
+                    rows,
+                    circuit=[CircuitPause(c, self._config.circuit_breaker_pause_seconds,
+                                          self._circuit_reason) for c in trips],
+                    rate_limited=[RateLimitPause(c, e.retry_after, e.requested_at,
+                                                 self._rate_limit)
+                                  for c, e in rate_limited.items()],
+                    problems=[ChannelProblemPause(c, d.error or "channel problem",
+                                                  d.pause_cause)
+                              for c, d in problems.items()])
         except BaseException:
             self._breaker_trips |= trips  # written by the retry
             raise

@@ -10,7 +10,7 @@ APScheduler (AsyncIOScheduler) drives everything:
   (the pooler hands the session's server connection to others after each
   statement), so it runs on OUTBOX_LISTEN_DATABASE_URL, a direct connection,
   or not at all: then the tick's polling is what wakes us;
-* maintenance (outbox/maintenance/: rescuer, unpauser, pruner): each
+* maintenance (outbox/maintenance/: rescuer, unpauser, pruner, analyzer): each
   service says how often it runs and under which advisory lock, and runs
   its own pass (`run_once`); the daemon only schedules them.
 
@@ -36,11 +36,13 @@ from outbox.dispatch.backoff import OutageBackoff
 from outbox.dispatch.dispatcher import Dispatcher, Observer, Summary
 from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc
 from outbox.errors import ConfigurationError
+from outbox.heartbeat import HEARTBEAT_INTERVAL_SECONDS, beat
+from outbox.maintenance.analyzer import Analyzer
 from outbox.maintenance.pruner import Pruner
 from outbox.maintenance.rescuer import Rescuer
 from outbox.maintenance.service import MaintenanceService
 from outbox.maintenance.unpauser import Unpauser
-from outbox.metrics import instrumented_dispatcher, start_metrics_server
+from outbox.metrics import instrumented_dispatcher, serve_metrics
 from outbox.settings import Settings
 
 NOTIFY_CHANNEL = "outbox_enqueued"
@@ -74,6 +76,9 @@ class Daemon:
         url = listen_url(s)  # first: a bad OUTBOX_LISTEN_DATABASE_URL stops us before any work
         self.scheduler.add_job(self._tick, "interval", seconds=s.poll_interval_seconds,
                                id="dispatch", next_run_time=datetime.now())
+        if s.heartbeat_file is not None:
+            self.scheduler.add_job(self._heartbeat, "interval", id="heartbeat",
+                                   seconds=HEARTBEAT_INTERVAL_SECONDS, next_run_time=datetime.now())
         for service in maintenance_services(s):
             self.scheduler.add_job(
                 self._maintain, "interval", args=[service], id=service.name,
@@ -140,6 +145,12 @@ class Daemon:
         if job is not None:
             job.modify(next_run_time=datetime.now())
 
+    async def _heartbeat(self) -> None:
+        # A coroutine, so it runs on the event loop (a plain function would
+        # run in APScheduler's thread pool and beat while the loop is stuck).
+        assert self.settings.heartbeat_file is not None
+        beat(self.settings.heartbeat_file)
+
     async def _maintain(self, service: MaintenanceService) -> None:
         try:
             await service.run_once(self.runtime.engine)
@@ -169,7 +180,8 @@ class Daemon:
 
 def maintenance_services(settings: Settings) -> list[MaintenanceService]:
     """What the daemon keeps up besides dispatching (outbox/maintenance/)."""
-    return [Rescuer(), Unpauser(), Pruner(older_than_seconds=settings.prune_sent_after_seconds)]
+    return [Rescuer(), Unpauser(), Pruner(older_than_seconds=settings.prune_sent_after_seconds),
+            Analyzer()]
 
 
 def listen_url(settings: Settings) -> str | None:
@@ -193,6 +205,9 @@ class _SkippedTickFilter(logging.Filter):
 async def run_daemon(settings: Settings) -> Summary:
     tune_gc()
     async with open_runtime(settings) as runtime:
-        if settings.metrics_port:
-            start_metrics_server(settings.metrics_port, database_url=database_url(settings))
-        return await Daemon(runtime).run()
+        metrics = serve_metrics(settings)
+        try:
+            return await Daemon(runtime).run()
+        finally:
+            if metrics is not None:
+                metrics.close()

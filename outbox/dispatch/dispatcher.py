@@ -44,10 +44,12 @@ import math
 import random
 import time
 import uuid
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from outbox import tracing
 from outbox.db.direct import DatabaseError
 from outbox.db.dispatch_store import ClaimedRow, DispatchStore
 from outbox.dispatch.backoff import OutageBackoff
@@ -105,6 +107,8 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._warmed = False
+        # Claimed rows' enqueue trace contexts, until their send starts (tracing only).
+        self._trace_contexts: dict[int, dict[str, str]] = {}
 
     # --- public ------------------------------------------------------------
 
@@ -235,21 +239,35 @@ class Dispatcher:
     async def _claim(self, n: int) -> list[ClaimedRow] | None:
         cfg = self.config
         try:
-            rows = await self._store.claim(batch_size=n, per_channel=min(cfg.per_channel_claim, n),
-                                           lease_seconds=cfg.lease_seconds)
+            with tracing.span("outbox.claim", kind="consumer") as span:
+                rows = await self._store.claim(batch_size=n,
+                                               per_channel=min(cfg.per_channel_claim, n),
+                                               lease_seconds=cfg.lease_seconds)
+                span.set_attribute("outbox.rows", len(rows))
+                traced = span.is_recording()
         except DatabaseError as exc:  # back off, try again
             await self._outage.wait("claim", exc)
             return None
         self._outage.ok()
+        if rows and traced:
+            await self._read_trace_contexts(rows)
         if rows:
             self._completer.claimed(rows)
             self.summary.claimed += len(rows)
             log.debug("claimed", rows=len(rows), claim_token=str(rows[0].claim_token))
         return rows
 
+    async def _read_trace_contexts(self, rows: list[ClaimedRow]) -> None:
+        """While tracing: the rows' enqueue trace contexts, for their send spans' links."""
+        # On an error the sends go ahead unlinked: a trace is not worth a message.
+        with contextlib.suppress(DatabaseError):
+            self._trace_contexts.update(await self._store.trace_contexts([r.id for r in rows]))
+
     # --- send ----------------------------------------------------------------
 
     async def _start_sends(self, rows: list[ClaimedRow]) -> None:
+        contexts = ({r.id: self._trace_contexts.pop(r.id, None) for r in rows}
+                    if self._trace_contexts else {})
         try:
             creds = await self._credentials.get_many({r.channel_id for r in rows})
         except DatabaseError as exc:
@@ -259,11 +277,13 @@ class Dispatcher:
             await self._outage.wait("credentials", exc)
             return
         for row in rows:
-            task = asyncio.create_task(self._send_one(row, creds[row.channel_id]))
+            task = asyncio.create_task(self._send_one(row, creds[row.channel_id],
+                                                      contexts.get(row.id)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send_one(self, row: ClaimedRow, creds: Credentials | Unusable) -> None:
+    async def _send_one(self, row: ClaimedRow, creds: Credentials | Unusable,
+                        trace_context: dict[str, str] | None = None) -> None:
         if isinstance(creds, Unusable):
             self._completer.record(row, Decision(
                 OutboxStatus.QUEUED, Kind.RELEASED, refund_attempt=True, error=creds.reason,
@@ -289,10 +309,12 @@ class Dispatcher:
                 self._completer.record(row, release())
                 return
             requested_at = time.time()
-            result = await self._provider.send(
-                base_url=creds.base_url, token=creds.token,
-                message=OutgoingMessage(row.recipient, row.message_type, row.payload),
-            )
+            with (_send_span(row, trace_context) if tracing.active() else tracing.NO_SPAN) as span:
+                result = await self._provider.send(
+                    base_url=creds.base_url, token=creds.token,
+                    message=OutgoingMessage(row.recipient, row.message_type, row.payload),
+                )
+                span.set_attribute("outbox.outcome", result.outcome.value)
             decision = decide(attempts=row.attempts, max_attempts=row.max_attempts,
                               result=result, policy=cfg.retry, rng=self._rng)
             if decision.channel_action is ChannelAction.RATE_LIMIT:
@@ -346,3 +368,12 @@ class Dispatcher:
                 log.info("dispatch_progress", sent=s.sent, retried=s.retried, failed=s.failed,
                          released=s.released, in_flight=self._completer.outstanding)
                 last = now
+
+
+def _send_span(row: ClaimedRow, trace_context: dict[str, str] | None) -> Any:
+    """The send's span: its own trace, linked to the enqueue's (outbox/tracing.py)."""
+    return tracing.span("outbox.send", kind="client", links=tracing.links_to(trace_context),
+                        attributes={"outbox.message_id": str(row.message_id),
+                                    "outbox.channel_id": str(row.channel_id),
+                                    "outbox.message_type": row.message_type,
+                                    "outbox.attempt": row.attempts})

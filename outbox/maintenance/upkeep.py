@@ -1,5 +1,6 @@
 """The upkeep a cron pass does before it drains: with no daemon, nobody else
-puts a dead worker's rows back in the queue or lifts a pause that ran out.
+puts a dead worker's rows back in the queue, lifts a pause that ran out,
+or (with autovacuum off) analyses and vacuums the hot tables.
 
 `dispatch --once` and `POST /v1/cron/dispatch` both run it. Safe next to
 daemons and other cron passes: each service takes its own advisory lock,
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from outbox.maintenance.analyzer import Analyzer, AnalyzerResult
 from outbox.maintenance.rescuer import Rescuer, RescueResult
 from outbox.maintenance.unpauser import Unpauser
 
@@ -22,10 +24,14 @@ from outbox.maintenance.unpauser import Unpauser
 class Upkeep:
     rescued: RescueResult | None  # None: another process was rescuing
     unpaused: list[uuid.UUID] | None  # None: another process was unpausing
+    maintained: AnalyzerResult | None = None  # None: another process was at it
 
 
 async def run_upkeep(engine: AsyncEngine) -> Upkeep:
-    """Rescue expired leases, then lift expired pauses (one pass each)."""
+    """Rescue expired leases, lift expired pauses, then ANALYZE/VACUUM the
+    hot tables if their change counts say so (one pass each; the last is
+    one read of pg_stat_user_tables when they don't)."""
     rescued = await Rescuer().run_once(engine)
     unpaused = await Unpauser().run_once(engine)
-    return Upkeep(rescued, unpaused)
+    maintained = await Analyzer().run_once(engine)
+    return Upkeep(rescued, unpaused, maintained)
