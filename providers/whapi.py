@@ -30,21 +30,13 @@ import json
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import quote
 
 import aiohttp
 import httpx
 import structlog
 from httpx_aiohttp import AiohttpTransport
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
 from outbox.providers.base import MESSAGE_TYPES, Outcome, OutgoingMessage, Provider, SendResult
 from outbox.providers.classify import (
@@ -62,6 +54,9 @@ __all__ = [
     "READ_RECEIPT",
     "WhapiClient",
 ]
+
+if TYPE_CHECKING:
+    from tenacity import AsyncRetrying, RetryCallState
 
 log = structlog.get_logger(__name__)
 
@@ -278,6 +273,15 @@ class WhapiClient:
 
     def _retrying(self) -> AsyncRetrying:
         """Attempts 2..connect_attempts (tenacity), after a connect failure."""
+        # Loaded here, on the rare path: most processes never retry a connect.
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception,
+            stop_after_attempt,
+            wait_exponential,
+            wait_random,
+        )
+
         wait = self._connect_retry_wait
         return AsyncRetrying(
             retry=retry_if_exception(is_connect_failure),

@@ -46,16 +46,18 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: float | None,
                          *, progress: bool) -> Summary:
-    from outbox.dispatch.progress import due_count, progress_observer
     from outbox.dispatch.runtime import open_runtime, tune_gc
     from outbox.maintenance.upkeep import run_upkeep
 
     tune_gc()
     async with open_runtime(settings) as runtime:
         await run_upkeep(runtime.engine)  # no daemon does it for cron deployments
-        total = await due_count(runtime.engine) if progress else 0
-        with progress_observer(total if limit is None else min(total, limit),
-                               enabled=progress) as observer:
+        if not progress:
+            return await runtime.dispatcher().drain(limit=limit, max_seconds=max_seconds)
+        from outbox.dispatch.progress import due_count, progress_observer
+
+        total = await due_count(runtime.engine)
+        with progress_observer(total if limit is None else min(total, limit)) as observer:
             dispatcher = runtime.dispatcher(observers=[observer])
             return await dispatcher.drain(limit=limit, max_seconds=max_seconds)
 
