@@ -16,17 +16,15 @@ if TYPE_CHECKING:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
-
     from outbox.dispatch.daemon import run_daemon
+    from outbox.dispatch.loop import run
 
-    asyncio.run(run_daemon(settings))
+    run(run_daemon(settings))
     return EXIT_OK
 
 
 def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
-
+    from outbox.dispatch.loop import run
     from outbox.errors import InvalidInput
 
     if not args.once:
@@ -35,7 +33,7 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
         raise InvalidInput("--limit must be at least 1")
     if args.max_seconds is not None and args.max_seconds <= 0:
         raise InvalidInput("--max-seconds must be positive")
-    summary = asyncio.run(_dispatch_once(settings, args.limit, args.max_seconds,
+    summary = run(_dispatch_once(settings, args.limit, args.max_seconds,
                                          progress=not args.no_progress and sys.stderr.isatty()))
     if args.json:
         print(json.dumps(summary.as_dict()))
