@@ -787,6 +787,39 @@ class Bench:
             return int(conn.execute(  # type: ignore[index]
                 "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()[0])
 
+    def _row_stats(self) -> dict[str, dict[str, int]]:
+        """Per table: rows inserted, updated (of which HOT), deleted, and its
+        index count (what a non-HOT row version costs in index writes).
+        Backends report their counts on exit or when idle for a while: the
+        pool's connections are closed first so theirs are in."""
+        self.engine.dispose()
+        time.sleep(0.3)
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            rows = conn.execute(
+                "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, "
+                "(SELECT count(*) FROM pg_index i WHERE i.indrelid = s.relid) "
+                "FROM pg_stat_user_tables s WHERE schemaname = 'outbox'").fetchall()
+        return {r[0]: {"ins": r[1], "upd": r[2], "hot": r[3], "del": r[4], "indexes": r[5]}
+                for r in rows}
+
+    def _row_work(self, before: dict[str, dict[str, int]], n: int) -> dict[str, Any]:
+        """Row versions and index entries written per message between two
+        `_row_stats` snapshots (statistics flushed by the backends first)."""
+        after = self._row_stats()
+        tables: dict[str, dict[str, float]] = {}
+        index_writes = 0.0
+        for name, a in after.items():
+            b = before.get(name, {k: 0 for k in a})
+            d = {k: a[k] - b[k] for k in ("ins", "upd", "hot", "del")}
+            if not any(d.values()):
+                continue
+            per = {k: round(v / n, 3) for k, v in d.items()}
+            per["index_writes"] = round((d["ins"] + d["upd"] - d["hot"]) * a["indexes"] / n, 2)
+            index_writes += per["index_writes"]
+            tables[name] = per
+        return {"tables": tables, "index_writes_per_msg": round(index_writes, 2)}
+
     def peers(self) -> dict[str, Any]:
         import asyncio
 
@@ -839,11 +872,20 @@ class Bench:
                 pgq["cpu"] = monitor.stop()
                 pgq["delivered"] = _api_count(api, reset=True)
                 pgq["from_start_msgs_per_s"] = round(n / pgq["wall_s"], 1)
-                self._fill_one_channel(channel, n, f"pe{int(latency_ms)}")
-                wal0 = self._wal_lsn()
+                monitor = CpuMonitor(self)
+                wal0, rows0 = self._wal_lsn(), self._row_stats()
+                fill_s = self._fill_one_channel(channel, n, f"pe{int(latency_ms)}")
+                enqueue = {"seconds": round(fill_s, 2),
+                           "wal_bytes_per_msg": round((self._wal_lsn() - wal0) / n),
+                           "postgres_cpu_ms_per_msg": round(
+                               1000 * monitor.stop()["postgres_cpu_s"] / n, 3),
+                           **self._row_work(rows0, n)}
+                self.ctl.reset()
+                wal0, rows0 = self._wal_lsn(), self._row_stats()
                 (ours,) = self.run_dispatchers(1, profile=f"peers-{int(latency_ms)}",
                                                concurrency=c, channel_concurrency=c)
                 wal_per_msg = round((self._wal_lsn() - wal0) / n)
+                row_work = self._row_work(rows0, n)
                 delivered = _api_count(api, reset=True)
                 counts = self.outbox_counts()
                 with self.engine.begin() as conn:
@@ -859,7 +901,7 @@ class Bench:
                          "sent": ours["summary"]["sent"], "delivered": delivered,
                          "outbox": counts, "cpu_s": ours["cpu_s"],
                          "peak_rss_mb": ours["peak_rss_mb"], "cpu": ours["cpu"],
-                         "wal_bytes_per_msg": wal_per_msg},
+                         "wal_bytes_per_msg": wal_per_msg, **row_work, "enqueue": enqueue},
                 "ours_over_pgqueuer": round(rate / pgq["msgs_per_s"], 3),
                 "ours_over_raw": round(rate / raw["msgs_per_s"], 3),
                 "pgqueuer_over_raw": round(pgq["msgs_per_s"] / raw["msgs_per_s"], 3),
@@ -886,19 +928,22 @@ class Bench:
         out["meets_target"] = all(checks)
         return out
 
-    def _fill_one_channel(self, channel_id: uuid.UUID, n: int, tag: str) -> None:
-        """Empty the queue, then n texts on one channel, each to its own recipient."""
+    def _fill_one_channel(self, channel_id: uuid.UUID, n: int, tag: str) -> float:
+        """Empty the queue, then n texts on one channel, each to its own
+        recipient (enqueue_many, 1,000 per transaction): seconds enqueueing."""
         self.reset_queue()
+        started = time.perf_counter()
         batch = self.s.enqueue_batch
         for lo in range(0, n, batch):
             plan = [TextMessage(channel_id, f"+1556{i:07d}", f"{tag}-{i:07d}")
                     for i in range(lo, min(n, lo + batch))]
             with Session(self.engine) as s, s.begin():
                 enqueue_many(s, plan)
+        seconds = time.perf_counter() - started
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("ANALYZE outbox.outbox_messages, outbox.messages, outbox.chats, "
                               "outbox.contacts"))
-        self.ctl.reset()
+        return seconds
 
     def run_scenario(self, name: str) -> dict[str, Any]:
         say(f"== {name}")
