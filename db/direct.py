@@ -44,7 +44,8 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from outbox.db.engine import Pooler, engine_pooler, engine_schema, libpq_url, psycopg_connect_args
+from outbox.db.engine import engine_pooler, engine_schema, libpq_url, psycopg_connect_args
+from outbox.db.pooler import Pooler
 from outbox.db.schema import DEFAULT_SCHEMA, in_schema
 
 CONNECT_TIMEOUT_SECONDS = 10

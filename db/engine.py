@@ -15,7 +15,7 @@ raises its own errors: outbox/database.py is where the settings
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Engine, create_engine, event
@@ -23,13 +23,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
+from outbox.db.pooler import Pooler  # what sits between us and PostgreSQL
 from outbox.db.schema import DEFAULT_SCHEMA, in_schema
-
-# What sits between us and PostgreSQL. "session" behaves like "none" (a
-# session pooler keeps each client on one server connection); "transaction"
-# (PgBouncer's pool_mode=transaction, Supabase's pooler on port 6543) hands
-# each transaction to any server connection, so nothing may outlive one.
-Pooler = Literal["none", "session", "transaction"]
 
 # The pooler each engine was made for, so connections opened beside it
 # (db/direct.py) follow the same rule.

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox.db import engine as db_engine
 from outbox.db.embedded import EmbeddedServerMissing, embedded_server_url
-from outbox.db.engine import InvalidDatabaseURL, Pooler
+from outbox.db.engine import InvalidDatabaseURL
+from outbox.db.pooler import Pooler
 from outbox.errors import ConfigurationError
 from outbox.logging import register_secret
 from outbox.settings import Settings, load_settings

@@ -9,10 +9,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from outbox.errors import InvalidInput, InvalidMessage, InvalidSchedule
-from outbox.phone import Recipient, normalize_recipient
+
+if TYPE_CHECKING:
+    from outbox.phone import Recipient
 
 MAX_TEXT_LENGTH = 4096  # WhatsApp's limit for a text message body
 MAX_CAPTION_LENGTH = 1024  # WhatsApp's limit for a media caption
@@ -83,6 +85,10 @@ def parse_channel_id(value: uuid.UUID | str) -> uuid.UUID:
 def prepare(message: NewMessage, *, default_region: str | None = None,
             max_schedule_ahead: timedelta = MAX_SCHEDULE_AHEAD) -> PreparedMessage:
     channel_id = parse_channel_id(message.channel_id)
+    # Here, not at the top: settings import this module, and the dispatcher
+    # (which never parses a phone number) should not load phonenumbers.
+    from outbox.phone import normalize_recipient
+
     recipient = normalize_recipient(message.to, default_region=default_region)
     key = _check_idempotency_key(message.idempotency_key)
     priority = _check_priority(message.priority)

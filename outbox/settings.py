@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from outbox.db.engine import Pooler
+from outbox.db.pooler import Pooler
 from outbox.db.schema import check_schema_name
 from outbox.errors import ConfigurationError
 from outbox.message_types import MAX_SCHEDULE_AHEAD

@@ -23,28 +23,19 @@ never logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
 from urllib.parse import quote
 
 import aiohttp
 import httpx
 import structlog
-from httpx_aiohttp import AiohttpTransport
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
 from outbox.providers.base import MESSAGE_TYPES, Outcome, OutgoingMessage, Provider, SendResult
 from outbox.providers.classify import (
@@ -63,7 +54,11 @@ __all__ = [
     "WhapiClient",
 ]
 
+if TYPE_CHECKING:
+    from tenacity import AsyncRetrying, RetryCallState
+
 log = structlog.get_logger(__name__)
+_stdlib_log = logging.getLogger(__name__)  # the logger structlog's calls end in
 
 DEFAULT_BASE_URL: Final = "https://gate.whapi.cloud"
 #: Explicit per phase. `read` is generous: Whapi answers once WhatsApp took
@@ -86,13 +81,14 @@ _encode_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False
 
 
 class WhapiClient:
-    """Async Whapi client over httpx, with aiohttp as the transport.
+    """Async Whapi client on aiohttp, configured in httpx's terms.
 
     Transport choice, by measurement: httpx's own pool rescans every pooled
     connection per request and collapses with many requests in flight
-    (encode/httpx#3215), so httpx runs over `httpx_aiohttp.AiohttpTransport`.
-    req/s, POST /messages/text to `providers.simulator` over loopback, client
-    and simulator on the same 2-vCPU box, 4 s per cell, two runs (low-high):
+    (encode/httpx#3215), so httpx ran over `httpx_aiohttp.AiohttpTransport`;
+    now aiohttp carries the requests itself (see `_request`). req/s, POST
+    /messages/text to `providers.simulator` over loopback, client and
+    simulator on the same 2-vCPU box, 4 s per cell, two runs (low-high):
 
         in flight                   1          8          64         256        256 @ 200 ms
         httpx default pool       650-850    750-850    290        110-120     90-93
@@ -104,7 +100,9 @@ class WhapiClient:
     client drives the transport directly (no AsyncClient layers) and aiohttp
     keeps no cookie jar: client CPU per request 0.37 -> 0.25 ms, ceiling
     2,960 -> 4,630 req/s (`scripts/bench --only ceiling`, two runs each,
-    alternated, 2026-11-28).
+    alternated, 2026-11-28). Then aiohttp without httpx's request/response
+    objects in between: against a minimal fake API at 64 in flight, client
+    CPU per 20,000 requests 6.6-6.8 -> 4.0-4.3 s (raw aiohttp 2.6-2.8 s).
 
     Options (keyword-only):
       timeout          float (all phases) or httpx.Timeout(connect, read, write, pool)
@@ -137,29 +135,29 @@ class WhapiClient:
         self._connect_attempts = connect_attempts
         self._connect_retry_wait = connect_retry_wait
         self._semaphore = asyncio.Semaphore(max_in_flight)
-        self._deadline = _attempt_deadline(self._timeout)
         self._ssl = httpx.create_ssl_context()
-        # httpx's request/response model and transport interface, driven
-        # directly: the AsyncClient layers above the transport (base-URL and
-        # header merging, auth flow, redirects, cookie jar, event hooks) did
-        # nothing we use and were ~13% of the dispatcher's CPU (py-spy,
-        # scripts/bench dispatch). Redirects stay unfollowed: a 3xx is
-        # classified like any unexpected answer.
-        self._transport = AiohttpTransport(client=self._new_session)
-        self._timeout_extension = self._timeout.as_dict()
+        # httpx's timeouts, applied as httpx-aiohttp applied them: connect
+        # and read per socket operation, pool as aiohttp's connection wait;
+        # `total` is a backstop over one attempt (aiohttp has no write
+        # timeout). One object, shared by every request.
+        t = self._timeout
+        self._client_timeout = aiohttp.ClientTimeout(
+            total=_attempt_deadline(t), sock_connect=t.connect, sock_read=t.read, connect=t.pool)
+        self._session: aiohttp.ClientSession | None = None
         self._user_agent = user_agent
+        # The request headers, one dict per token and body kind, made once.
+        self._headers: dict[tuple[str, bool], dict[str, str]] = {}
         self._closed = False
 
     def _new_session(self) -> aiohttp.ClientSession:
-        # Called lazily by the transport, inside the running event loop.
+        # Made on the first request, inside the running event loop.
         connector = aiohttp.TCPConnector(
             limit=self._max_in_flight,
             keepalive_timeout=self._keepalive_expiry,
             ssl=self._ssl,
         )
-        return aiohttp.ClientSession(
+        self._session = aiohttp.ClientSession(
             connector=connector,
-            auto_decompress=False,  # httpx decodes the body
             # One session serves every channel: never keep or replay cookies
             # (a load balancer's sticky cookie would tie channels together).
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -167,6 +165,7 @@ class WhapiClient:
             # reached directly, as configured.
             trust_env=False,
         )
+        return self._session
 
     def __repr__(self) -> str:
         t = self._timeout
@@ -179,7 +178,8 @@ class WhapiClient:
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._transport.aclose()
+            if self._session is not None:
+                await self._session.close()
 
     async def __aenter__(self) -> WhapiClient:
         return self
@@ -209,8 +209,8 @@ class WhapiClient:
                 )
             read_target = target
             # No body: Whapi's markMessageAsRead takes the id in the path.
-            method, content = "PUT", b""
-            url = httpx.URL(base_url.rstrip("/") + "/messages/" + quote(target, safe=""))
+            method, content = "PUT", None
+            url = base_url.rstrip("/") + "/messages/" + quote(target, safe="")
         else:
             path = ENDPOINTS.get(message.message_type)
             if path is None:
@@ -235,14 +235,10 @@ class WhapiClient:
                     attempts=0,
                     started=time.monotonic(),
                 )
-            method, url = "POST", _url(base_url.rstrip("/") + path)
-        headers = {
-            "Authorization": f"Bearer {token}",
-            "Accept": "application/json",
-            "User-Agent": self._user_agent,
-        }
-        if content:
-            headers["Content-Type"] = "application/json"
+            method, url = "POST", _url(base_url, path)
+        headers = self._headers.get((token, content is not None))
+        if headers is None:
+            headers = self._request_headers(token, with_body=content is not None)
 
         started = time.monotonic()
         attempts = 1
@@ -267,17 +263,26 @@ class WhapiClient:
             except Exception as exc:  # classified, never raised: see module doc
                 result = classify_exception(exc)
             else:
+                status, answer, response_headers = response
                 if read_target is not None:
-                    result = classify_read_receipt(response.status_code, response.content,
-                                                   response.headers, wa_message_id=read_target)
+                    result = classify_read_receipt(status, answer, response_headers,
+                                                   wa_message_id=read_target)
                 else:
-                    result = classify_response(response.status_code, response.content,
-                                               response.headers,
+                    result = classify_response(status, answer, response_headers,
                                                endpoint=message.message_type)
         return self._done(message, result, attempts=attempts, started=started)
 
     def _retrying(self) -> AsyncRetrying:
         """Attempts 2..connect_attempts (tenacity), after a connect failure."""
+        # Loaded here, on the rare path: most processes never retry a connect.
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception,
+            stop_after_attempt,
+            wait_exponential,
+            wait_random,
+        )
+
         wait = self._connect_retry_wait
         return AsyncRetrying(
             retry=retry_if_exception(is_connect_failure),
@@ -287,19 +292,36 @@ class WhapiClient:
             reraise=True,
         )
 
-    async def _request(self, method: str, url: httpx.URL, content: bytes,
-                       headers: dict[str, str]) -> httpx.Response:
-        request = httpx.Request(
-            method, url, content=content, headers=headers,
-            extensions={"timeout": self._timeout_extension},
-        )
-        async with _maybe_timeout(self._deadline):
-            response = await self._transport.handle_async_request(request)
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        return response
+    def _request_headers(self, token: str, *, with_body: bool) -> dict[str, str]:
+        if len(self._headers) >= _MAX_HEADER_SETS:  # tokens rotated many times over
+            self._headers.clear()
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "User-Agent": self._user_agent,
+        }
+        if with_body:
+            headers["Content-Type"] = "application/json"
+        self._headers[(token, with_body)] = headers
+        return headers
+
+    async def _request(self, method: str, url: str, content: bytes | None,
+                       headers: dict[str, str]) -> tuple[int, bytes, Mapping[str, str]]:
+        """One HTTP exchange on aiohttp: status, body, headers.
+
+        aiohttp directly, by measurement: httpx's request and response
+        objects and the httpx-aiohttp adapter between them and aiohttp cost
+        as much CPU per request as aiohttp itself (our client at 64 in
+        flight did 0.45 of raw aiohttp's rate against the same server,
+        scripts/bench --only peers). httpx stays the configuration's
+        vocabulary (httpx.Timeout, its SSL context). Redirects stay
+        unfollowed: a 3xx is classified like any unexpected answer.
+        aiohttp's exceptions reach providers.classify as they are (it
+        judges by them when there is one)."""
+        session = self._session or self._new_session()
+        async with session.request(method, url, data=content, headers=headers,
+                                   allow_redirects=False, timeout=self._client_timeout) as r:
+            return r.status, await r.read(), r.headers
 
     def _done(
         self, message: OutgoingMessage, result: SendResult, *, attempts: int, started: float
@@ -307,6 +329,11 @@ class WhapiClient:
         result = dataclasses.replace(result, extra={**result.extra, "attempts": attempts})
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         if result.outcome is Outcome.SENT:
+            # structlog builds a logger and runs its level filter per call
+            # (its loggers are not cached, see outbox/logging.py); the
+            # standard library answers from a cache. Once per send: it shows.
+            if not _stdlib_log.isEnabledFor(logging.DEBUG):
+                return result
             log.debug(
                 "whapi.sent",
                 wa_message_id=result.wa_message_id,
@@ -331,11 +358,13 @@ class WhapiClient:
         return result
 
 
+_MAX_HEADER_SETS: Final = 4096
+
+
 @functools.lru_cache(maxsize=1024)
-def _url(url: str) -> httpx.URL:
-    # A few distinct URLs (channels' base URLs x message types), parsed once.
-    # (A read receipt's names its message: parsed each time, not cached.)
-    return httpx.URL(url)
+def _url(base_url: str, path: str) -> str:
+    # A few distinct URLs (channels' base URLs x message types), joined once.
+    return base_url.rstrip("/") + path
 
 
 def _attempt_deadline(timeout: httpx.Timeout) -> float | None:
@@ -344,15 +373,6 @@ def _attempt_deadline(timeout: httpx.Timeout) -> float | None:
     if any(p is None for p in parts):
         return None
     return sum(p for p in parts if p is not None) + 1.0
-
-
-@contextlib.asynccontextmanager
-async def _maybe_timeout(seconds: float | None) -> AsyncIterator[None]:
-    if seconds is None:
-        yield
-    else:
-        async with asyncio.timeout(seconds):
-            yield
 
 
 def _log_retry(state: RetryCallState) -> None:

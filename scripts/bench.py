@@ -31,6 +31,13 @@ Scenarios (all by default, in this order):
             chat list (first page, half-way down, name and number search,
             one agent's) and the thread (latest, half-way back), with each
             statement's plan (scripts/bench_inbox.py)
+  peers     side by side against a minimal fake API (uvicorn, raw ASGI), one
+            channel, N messages to distinct recipients, at 0 ms with 64 in
+            flight and at 200 ms with 256: raw aiohttp (the ceiling),
+            PgQueuer in drain mode, our client alone, and `outbox dispatch
+            --once` timed from process start; plus an empty-queue
+            `dispatch --once` (process start). Needs the `bench` extra.
+            --n sets N (scripts/bench_peers.py)
 
 Only when named (--only soak), it takes --minutes (default 10):
   soak      sustained mixed load on the real processes (outbox serve taking
@@ -98,7 +105,7 @@ from outbox.settings import Settings  # noqa: E402
 
 BENCH_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox bench").digest()).decode()
 SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory",
-             "statements", "inbox")
+             "statements", "inbox", "peers")
 ONLY_WHEN_NAMED = ("soak",)  # minutes long: not part of a default run
 QUEUE_TABLES = "outbox.outbox_messages, outbox.messages, outbox.chats, outbox.contacts"
 
@@ -109,6 +116,10 @@ TARGETS = {
     "enqueue_single_tx_per_s": 1_000,
     "backlog_claim_ratio": 2.0,
     "peak_rss_mb": 200,
+    "peers_over_pgqueuer_0ms": 1.3,
+    "peers_over_raw_200ms": 0.95,
+    "empty_dispatch_wall_s": 0.25,
+    "client_over_raw_64": 0.85,
 }
 
 
@@ -142,6 +153,10 @@ class Sizes:
     inbox_samples: int = 200
     soak_minutes: float = 10.0
     soak_without_analyzer: bool = False
+    peers_messages: int = 20_000
+    # (provider latency in ms, in flight)
+    peers_shapes: tuple[tuple[float, int], ...] = ((0.0, 64), (200.0, 256))
+    peers_empty_runs: int = 5
 
 
 FULL = Sizes()
@@ -149,7 +164,7 @@ QUICK = Sizes(
     ceiling_requests=4_000, dispatch_messages=2_000, latency_messages=3_000,
     enqueue_single=1_000, enqueue_many_messages=20_000, scale_messages=2_000,
     backlog_queued=50_000, backlog_sent=200_000, claim_samples=100, memory_drain=2_000,
-    statements_messages=2_000, statements_rounds=1, inbox_samples=50,
+    statements_messages=2_000, statements_rounds=1, inbox_samples=50, peers_messages=5_000,
 )
 
 
@@ -773,6 +788,179 @@ class Bench:
         return run_soak(self, minutes=self.s.soak_minutes,
                         without_analyzer=self.s.soak_without_analyzer, child=Child)
 
+    # -- peers (scripts/bench_peers.py) --------------------------------------------------
+
+    def _peers_child(self, *args: str) -> dict[str, Any]:
+        child = Child([sys.executable, str(REPO / "scripts" / "bench_peers.py"), *args],
+                      self.dispatcher_env())
+        r = child.wait(1800)
+        out = json.loads(r["stdout"].strip().splitlines()[-1])
+        return {**out, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],
+                "peak_rss_mb": r["peak_rss_mb"]}
+
+    def _wal_lsn(self) -> int:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            return int(conn.execute(  # type: ignore[index]
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()[0])
+
+    def _row_stats(self) -> dict[str, dict[str, int]]:
+        """Per table: rows inserted, updated (of which HOT), deleted, and its
+        index count (what a non-HOT row version costs in index writes).
+        Backends report their counts on exit or when idle for a while: the
+        pool's connections are closed first so theirs are in."""
+        self.engine.dispose()
+        time.sleep(0.3)
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            rows = conn.execute(
+                "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, "
+                "(SELECT count(*) FROM pg_index i WHERE i.indrelid = s.relid) "
+                "FROM pg_stat_user_tables s WHERE schemaname = 'outbox'").fetchall()
+        return {r[0]: {"ins": r[1], "upd": r[2], "hot": r[3], "del": r[4], "indexes": r[5]}
+                for r in rows}
+
+    def _row_work(self, before: dict[str, dict[str, int]], n: int) -> dict[str, Any]:
+        """Row versions and index entries written per message between two
+        `_row_stats` snapshots (statistics flushed by the backends first)."""
+        after = self._row_stats()
+        tables: dict[str, dict[str, float]] = {}
+        index_writes = 0.0
+        for name, a in after.items():
+            b = before.get(name, {k: 0 for k in a})
+            d = {k: a[k] - b[k] for k in ("ins", "upd", "hot", "del")}
+            if not any(d.values()):
+                continue
+            per = {k: round(v / n, 3) for k, v in d.items()}
+            per["index_writes"] = round((d["ins"] + d["upd"] - d["hot"]) * a["indexes"] / n, 2)
+            index_writes += per["index_writes"]
+            tables[name] = per
+        return {"tables": tables, "index_writes_per_msg": round(index_writes, 2)}
+
+    def peers(self) -> dict[str, Any]:
+        import asyncio
+
+        from bench_peers import TOKEN, pgqueuer_enqueue, pgqueuer_install
+
+        try:
+            import pgqueuer  # noqa: F401
+        except ImportError:
+            raise SystemExit("the peers scenario needs the bench extra: "
+                             ".venv/bin/pip install -e '.[bench]'") from None
+        n = self.s.peers_messages
+        asyncio_run = asyncio.run
+        asyncio_run(pgqueuer_install(self.conninfo))
+        # Empty queue: how long `dispatch --once` takes when there is nothing
+        # to do (what a cron deployment pays on every run).
+        self.reset_queue()
+        empty = sorted(self.spawn_dispatcher().wait(60)["wall_s"]
+                       for _ in range(self.s.peers_empty_runs))
+        shapes: list[dict[str, Any]] = []
+        for latency_ms, c in self.s.peers_shapes:
+            say(f"  {latency_ms:.0f} ms, {c} in flight, {n:,} messages")
+            with _fake_api(latency_ms) as api:
+                url = api + "/messages/text"
+                with Session(self.engine) as s, s.begin():
+                    channel = create_channel(
+                        s, name=f"peers-{int(latency_ms)}-{c}", phone_number="+15550999999",
+                        token=TOKEN, encryption_key=BENCH_KEY, base_url=api).id
+                _api_count(api, reset=True)
+                raw = self._peers_child("aiohttp", "--url", url, "--n", str(n),
+                                        "--concurrency", str(c))
+                raw["delivered"] = _api_count(api, reset=True)
+                client = None
+                if latency_ms == 0:
+                    child = Child([sys.executable, str(REPO / "scripts" / "bench_client.py"),
+                                   "--url", api, "--tokens", TOKEN, "--requests", str(n),
+                                   "--concurrency", str(c), "--chats", str(n), "--tag", "pc"],
+                                  self.dispatcher_env())
+                    r = child.wait(600)
+                    client = json.loads(r["stdout"].strip().splitlines()[-1])
+                    client["cpu_s"] = r["cpu_s"]
+                    client["delivered"] = _api_count(api, reset=True)
+                    client["over_raw"] = round(client["requests_per_s"] / raw["msgs_per_s"], 3)
+                asyncio_run(pgqueuer_enqueue(self.conninfo, n, "pgq"))
+                _api_count(api, reset=True)
+                monitor = CpuMonitor(self)
+                wal0 = self._wal_lsn()
+                pgq = self._peers_child("pgqueuer", "--dsn", self.conninfo, "--url", url,
+                                        "--n", str(n), "--concurrency", str(c))
+                pgq["wal_bytes_per_msg"] = round((self._wal_lsn() - wal0) / n)
+                pgq["cpu"] = monitor.stop()
+                pgq["delivered"] = _api_count(api, reset=True)
+                pgq["from_start_msgs_per_s"] = round(n / pgq["wall_s"], 1)
+                monitor = CpuMonitor(self)
+                wal0, rows0 = self._wal_lsn(), self._row_stats()
+                fill_s = self._fill_one_channel(channel, n, f"pe{int(latency_ms)}")
+                enqueue = {"seconds": round(fill_s, 2),
+                           "wal_bytes_per_msg": round((self._wal_lsn() - wal0) / n),
+                           "postgres_cpu_ms_per_msg": round(
+                               1000 * monitor.stop()["postgres_cpu_s"] / n, 3),
+                           **self._row_work(rows0, n)}
+                self.ctl.reset()
+                wal0, rows0 = self._wal_lsn(), self._row_stats()
+                (ours,) = self.run_dispatchers(1, profile=f"peers-{int(latency_ms)}",
+                                               concurrency=c, channel_concurrency=c)
+                wal_per_msg = round((self._wal_lsn() - wal0) / n)
+                row_work = self._row_work(rows0, n)
+                delivered = _api_count(api, reset=True)
+                counts = self.outbox_counts()
+                with self.engine.begin() as conn:
+                    conn.execute(text("DELETE FROM outbox.channels WHERE id = :id"),
+                                 {"id": channel})
+            rate = n / ours["wall_s"]
+            shapes.append({
+                "latency_ms": latency_ms, "in_flight": c, "messages": n,
+                "raw_aiohttp": raw, "client": client, "pgqueuer": pgq,
+                "ours": {"msgs_per_s": round(rate, 1), "wall_s": ours["wall_s"],
+                         "drain_s": ours["summary"]["seconds"],
+                         "net_of_start_msgs_per_s": round(n / ours["summary"]["seconds"], 1),
+                         "sent": ours["summary"]["sent"], "delivered": delivered,
+                         "outbox": counts, "cpu_s": ours["cpu_s"],
+                         "peak_rss_mb": ours["peak_rss_mb"], "cpu": ours["cpu"],
+                         "wal_bytes_per_msg": wal_per_msg, **row_work, "enqueue": enqueue},
+                "ours_over_pgqueuer": round(rate / pgq["msgs_per_s"], 3),
+                "ours_over_raw": round(rate / raw["msgs_per_s"], 3),
+                "pgqueuer_over_raw": round(pgq["msgs_per_s"] / raw["msgs_per_s"], 3),
+            })
+        self.reset_queue()
+        by = {(x["latency_ms"], x["in_flight"]): x for x in shapes}
+        fast, slow = by.get((0.0, 64)), by.get((200.0, 256))
+        out: dict[str, Any] = {
+            "messages": n, "shapes": shapes,
+            "empty_dispatch_wall_s": {"median": empty[len(empty) // 2], "runs": empty},
+            "targets": {k: v for k, v in TARGETS.items() if k.startswith(("peers", "empty",
+                                                                           "client"))},
+        }
+        checks = [out["empty_dispatch_wall_s"]["median"] <= TARGETS["empty_dispatch_wall_s"]]
+        for x in shapes:
+            ok = x["ours"]["delivered"] == n and x["ours"]["sent"] == n and \
+                x["pgqueuer"]["delivered"] == n and x["raw_aiohttp"]["delivered"] == n
+            checks.append(ok)
+        if fast:
+            checks.append(fast["ours_over_pgqueuer"] >= TARGETS["peers_over_pgqueuer_0ms"])
+            checks.append(fast["client"]["over_raw"] >= TARGETS["client_over_raw_64"])
+        if slow:
+            checks.append(slow["ours_over_raw"] >= TARGETS["peers_over_raw_200ms"])
+        out["meets_target"] = all(checks)
+        return out
+
+    def _fill_one_channel(self, channel_id: uuid.UUID, n: int, tag: str) -> float:
+        """Empty the queue, then n texts on one channel, each to its own
+        recipient (enqueue_many, 1,000 per transaction): seconds enqueueing."""
+        self.reset_queue()
+        started = time.perf_counter()
+        batch = self.s.enqueue_batch
+        for lo in range(0, n, batch):
+            plan = [TextMessage(channel_id, f"+1556{i:07d}", f"{tag}-{i:07d}")
+                    for i in range(lo, min(n, lo + batch))]
+            with Session(self.engine) as s, s.begin():
+                enqueue_many(s, plan)
+        seconds = time.perf_counter() - started
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE outbox.outbox_messages, outbox.messages, outbox.chats, "
+                              "outbox.contacts"))
+        return seconds
+
     def run_scenario(self, name: str) -> dict[str, Any]:
         say(f"== {name}")
         started = time.perf_counter()
@@ -878,11 +1066,66 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     if r:
         rows.append(("soak", soak_summary(r), f"last/first p50 <= {r['target']}, none lost",
                      ok(r["meets_target"])))
+    r = results.get("peers")
+    if r:
+        for x in r["shapes"]:
+            cl = (f"; our client {x['client']['requests_per_s']:,.0f} "
+                  f"(x{x['client']['over_raw']:.2f} raw)") if x.get("client") else ""
+            rows.append((f"peers {x['latency_ms']:.0f}ms/{x['in_flight']}",
+                         f"raw aiohttp {x['raw_aiohttp']['msgs_per_s']:,.0f}, PgQueuer "
+                         f"{x['pgqueuer']['msgs_per_s']:,.0f}, ours "
+                         f"{x['ours']['msgs_per_s']:,.0f} msg/s from process start "
+                         f"({x['ours']['net_of_start_msgs_per_s']:,.0f} net): "
+                         f"x{x['ours_over_pgqueuer']:.2f} PgQueuer, "
+                         f"x{x['ours_over_raw']:.2f} raw{cl}",
+                         ">= 1.3 PgQueuer, >= 0.85 client" if x["latency_ms"] == 0
+                         else ">= 0.95 raw", ""))
+        rows.append(("peers start", f"empty-queue dispatch --once "
+                     f"{r['empty_dispatch_wall_s']['median']:.2f} s wall (median)",
+                     "<= 0.25 s", ok(r["meets_target"])))
     head = ("scenario", "result", "target", "met")
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
              for row in [head, tuple("-" * w for w in widths), *rows]]
     return "\n".join(lines)
+
+
+# --- the peers scenario's fake API ---------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _fake_api(latency_ms: float) -> Any:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "bench_peers.py"), "fakeapi",
+                             "--port", str(port), "--latency-ms", str(latency_ms)], cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                _api_count(url)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the peers fake API did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _api_count(url: str, *, reset: bool = False) -> int:
+    import urllib.request
+
+    # A loopback http URL this module made.
+    with urllib.request.urlopen(url + "/count" + ("?reset=1" if reset else ""),  # noqa: S310
+                                timeout=5) as r:
+        return int(json.loads(r.read())["count"])
 
 
 # --- database server -----------------------------------------------------------------------
@@ -940,6 +1183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, help="how long the soak scenario runs (default 10)")
     p.add_argument("--soak-without-analyzer", action="store_true",
                    help="hold the daemon's analyzer off during the soak (a before/after)")
+    p.add_argument("--n", type=int, help="messages per peers run (default 20,000; quick 5,000)")
     args = p.parse_args(argv)
     names = list(SCENARIOS)
     if args.only:
@@ -954,6 +1198,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = replace(sizes, soak_without_analyzer=args.soak_without_analyzer)
     if args.backlog_queued is not None:
         sizes = replace(sizes, backlog_queued=args.backlog_queued)
+    if args.n is not None:
+        sizes = replace(sizes, peers_messages=args.n)
     if args.backlog_sent is not None:
         sizes = replace(sizes, backlog_sent=args.backlog_sent)
     started = time.perf_counter()

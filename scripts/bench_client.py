@@ -7,7 +7,8 @@ a dispatcher process):
         --concurrency C --tag TAG
 
 Sends N text messages through `providers.whapi.WhapiClient` (the client the
-dispatcher uses, built the way outbox/runtime.py builds it) with C requests
+dispatcher uses, built the way outbox/runtime.py builds it, on the loop a
+dispatcher process runs on: outbox/dispatch/loop.py) with C requests
 in flight, no database, and prints one JSON line: requests/s and outcomes.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from outbox.dispatch.loop import run as run_loop
 from outbox.dispatch.runtime import tune_gc
 from outbox.logging import configure_logging
 from outbox.providers.base import OutgoingMessage
@@ -72,7 +74,7 @@ def main() -> int:
     p.add_argument("--chats", type=int, default=2000)
     p.add_argument("--tag", default="ceiling")
     a = p.parse_args()
-    out = asyncio.run(run(a.url, a.tokens.split(","), a.requests, a.concurrency, a.tag, a.chats))
+    out = run_loop(run(a.url, a.tokens.split(","), a.requests, a.concurrency, a.tag, a.chats))
     print(json.dumps(out))
     return 0
 

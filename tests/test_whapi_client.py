@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -295,6 +296,17 @@ async def test_send_after_aclose_is_a_programming_error(sim_url: str) -> None:
 # -- secrets ------------------------------------------------------------------------
 
 
+@pytest.fixture
+def debug_level() -> Any:
+    """The client's logger at DEBUG (its per-send event is a debug line)."""
+    logger = logging.getLogger("outbox.providers.whapi")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield
+    logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("debug_level")
 async def test_token_and_body_never_in_logs_repr_or_errors(
     sim: SimulatorControl, sim_url: str
 ) -> None:

@@ -16,17 +16,15 @@ if TYPE_CHECKING:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
-
     from outbox.dispatch.daemon import run_daemon
+    from outbox.dispatch.loop import run
 
-    asyncio.run(run_daemon(settings))
+    run(run_daemon(settings))
     return EXIT_OK
 
 
 def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
-
+    from outbox.dispatch.loop import run
     from outbox.errors import InvalidInput
 
     if not args.once:
@@ -35,7 +33,7 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
         raise InvalidInput("--limit must be at least 1")
     if args.max_seconds is not None and args.max_seconds <= 0:
         raise InvalidInput("--max-seconds must be positive")
-    summary = asyncio.run(_dispatch_once(settings, args.limit, args.max_seconds,
+    summary = run(_dispatch_once(settings, args.limit, args.max_seconds,
                                          progress=not args.no_progress and sys.stderr.isatty()))
     if args.json:
         print(json.dumps(summary.as_dict()))
@@ -46,16 +44,18 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: float | None,
                          *, progress: bool) -> Summary:
-    from outbox.dispatch.progress import due_count, progress_observer
     from outbox.dispatch.runtime import open_runtime, tune_gc
     from outbox.maintenance.upkeep import run_upkeep
 
     tune_gc()
     async with open_runtime(settings) as runtime:
         await run_upkeep(runtime.engine)  # no daemon does it for cron deployments
-        total = await due_count(runtime.engine) if progress else 0
-        with progress_observer(total if limit is None else min(total, limit),
-                               enabled=progress) as observer:
+        if not progress:
+            return await runtime.dispatcher().drain(limit=limit, max_seconds=max_seconds)
+        from outbox.dispatch.progress import due_count, progress_observer
+
+        total = await due_count(runtime.engine)
+        with progress_observer(total if limit is None else min(total, limit)) as observer:
             dispatcher = runtime.dispatcher(observers=[observer])
             return await dispatcher.drain(limit=limit, max_seconds=max_seconds)
 

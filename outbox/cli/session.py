@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING
 
 from outbox.settings import Settings
+
+if TYPE_CHECKING:  # SQLAlchemy loads when a command opens a session, not with the CLI
+    from sqlalchemy.orm import Session
 
 
 @contextlib.contextmanager

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from outbox.db import metrics_queries as q
-from outbox.dispatch.dispatcher import ClaimedRow, Observer
 from outbox.dispatch.outcomes import Decision, Kind
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from outbox.dispatch.dispatcher import ClaimedRow, Observer
 
 
 async def due_count(engine: AsyncEngine) -> int:
+    from sqlalchemy import text
+
     async with engine.connect() as conn:
         return int((await conn.execute(text(q.DUE_COUNT))).scalar_one())
 
@@ -29,6 +32,9 @@ def progress_observer(total: int, *, enabled: bool = True,
         # was 1% of a dispatcher's CPU).
         yield _ignore
         return
+    # Only with a bar: off a terminal (cron, containers) tqdm is not loaded.
+    from tqdm import tqdm
+
     bar = tqdm(total=total or None, desc=desc, unit="msg",
                dynamic_ncols=True, smoothing=0.1)
     counts = {"sent": 0, "failed": 0, "retried": 0, "released": 0}
