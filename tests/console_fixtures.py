@@ -89,7 +89,13 @@ def page(request: pytest.FixtureRequest) -> Iterator[Any]:
         context.set_default_timeout(15_000)
         pg = context.pages[0] if context.pages else context.new_page()
         problems: list[str] = []
-        pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        # Errors in the browser's console (a CSP violation is one), and
+        # answers of 400 and up (the event stream is allowed to be missing:
+        # the pages fall back to polling without it).
+        pg.on("console", lambda m: problems.append(m.text) if m.type == "error"
+              and not m.text.startswith("Failed to load resource") else None)
+        pg.on("response", lambda r: problems.append(f"{r.status} {r.url}")
+              if r.status >= 400 and "/v1/events/stream" not in r.url else None)
         pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         pg.console_problems = problems  # type: ignore[attr-defined]
         try:

@@ -10,8 +10,8 @@ const Inbox = (() => {
   const THREAD_PAGE = 50;
   const MAX_TEXT = 4096;
   const FINAL = new Set(["read", "played", "failed", "cancelled", "deleted"]);
-  const TICKS = { pending: "🕓", sent: "✓", delivered: "✓✓", read: "✓✓", played: "✓✓",
-                  failed: "!", cancelled: "⨯" };
+  const TICKS = { pending: "…", sent: "✓", delivered: "✓✓", read: "✓✓", played: "✓✓",
+                  failed: "!", cancelled: "×" };
 
   const state = {
     chats: new Map(),      // id -> chat summary
@@ -104,7 +104,7 @@ const Inbox = (() => {
                       dataset: { chatId: c.id } },
       el("a", { href: `/chats/${c.id}`, "aria-current": open ? "page" : null,
                 onclick: (e) => { if (!e.ctrlKey && !e.metaKey) { e.preventDefault(); openChat(c.id, true); } } },
-        el("span", { class: "avatar", "aria-hidden": "true" }, c.is_group ? "👥" : initials(name)),
+        el("span", { class: "avatar", "aria-hidden": "true" }, c.is_group ? "G" : initials(name)),
         el("span", { class: "chat-main" },
           el("span", { class: "chat-top" },
             el("span", { class: "chat-name" }, name),
@@ -243,10 +243,10 @@ const Inbox = (() => {
     const items = [];
     let day = null;
     for (const m of sortedMessages()) {
-      const d = new Date(m.created_at).toDateString();
+      const d = new Date(when(m)).toDateString();
       if (d !== day) {
         day = d;
-        items.push(el("li", { class: "day", role: "separator" }, fmt.date(m.created_at)));
+        items.push(el("li", { class: "day", role: "separator" }, fmt.date(when(m))));
       }
       items.push(bubble(m));
     }
@@ -254,6 +254,12 @@ const Inbox = (() => {
     $("load-older").hidden = !state.beforeCursor;
     if (scrollToEnd === true || nearEnd) box.scrollTop = box.scrollHeight;
     else if (scrollToEnd === "keep") box.scrollTop = box.scrollHeight - oldHeight + box.scrollTop;
+  }
+
+  /** When it was written: an inbound message's WhatsApp time (it may
+   * arrive late), an outbound one's queueing. */
+  function when(m) {
+    return (m.direction === "inbound" && m.sent_at) || m.created_at;
   }
 
   function mediaLink(m) {
@@ -283,7 +289,7 @@ const Inbox = (() => {
     const reactions = Object.values(m.reactions || {}).map((r) => r && r.emoji).filter(Boolean);
     const meta = el("span", { class: "meta" },
       m.edited && !m.deleted ? el("span", { class: "edited" }, "edited") : null,
-      el("time", { datetime: m.created_at, title: fmt.full(m.created_at) }, fmt.time(m.created_at)),
+      el("time", { datetime: when(m), title: fmt.full(when(m)) }, fmt.time(when(m))),
       out ? el("span", { class: `tick ${m.status}`, title: m.status, "aria-label": m.status,
                          dataset: { status: m.status } }, TICKS[m.status] || "") : null);
     const failed = out && m.status === "failed";
