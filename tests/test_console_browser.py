@@ -333,7 +333,8 @@ def test_sign_in_errors_sign_out_and_a_small_screen(
     page.locator(".chat-row a").first.click()
     expect(page.locator(".chat-list-pane")).to_be_hidden()
     expect(page.locator("#text")).to_be_visible()
-    shot(page, "inbox-375px")
+    expect(page.locator(".bubble")).to_have_count(1)
+    shot(page, "thread-375px")
     page.click("#back")
     expect(page.locator(".chat-list-pane")).to_be_visible()
 
