@@ -344,3 +344,50 @@ def test_sign_in_errors_sign_out_and_a_small_screen(
     page.goto(console_url + "/")
     expect(page).to_have_url(re.compile(r"/login\?next="))
     assert page.console_problems == []
+
+
+def test_a_long_inbox_and_a_rich_thread(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl) -> None:
+    ch, token = channel
+    # 35 chats: the first page holds 30, scrolling down brings the rest.
+    for i in range(35):
+        inbound(api_db, ch, f"155506100{i:02d}", f"hello {i}", name=f"Customer {i:02d}",
+                at=T0 + timedelta(minutes=i))
+    # One chat with 55 messages: the thread shows the latest 50, then older.
+    for i in range(55):
+        inbound(api_db, ch, "15550610099", f"line {i}", name="Talkative",
+                at=T0 + timedelta(hours=1, seconds=i))
+    # Through the simulator's webhooks: a picture, a reaction, an edit, a deletion.
+    first = sim.inbound(token, text="keep this", phone="15550610099", message_id="wa-keep",
+                        wait=True)
+    sim.inbound(token, text="typo", phone="15550610099", message_id="wa-typo", wait=True)
+    sim.inbound(token, text="oops", phone="15550610099", message_id="wa-oops", wait=True)
+    sim.inbound(token, kind="image", phone="15550610099", message_id="wa-pic", wait=True)
+    sim.action(token, "wa-keep", "reaction", emoji="👍", phone="15550610099", wait=True)
+    sim.action(token, "wa-typo", "edit", text="fixed", phone="15550610099", wait=True)
+    sim.action(token, "wa-oops", "delete", phone="15550610099", wait=True)
+    assert first.message_id == "wa-keep"
+    talkative = chat_of(api_db, "15550610099@s.whatsapp.net")
+
+    sign_in(page, console_url, console_user())
+    rows = page.locator(".chat-row")
+    expect(rows).to_have_count(30)
+    rows.last.scroll_into_view_if_needed()
+    expect(rows).to_have_count(36)
+
+    page.locator(f".chat-row[data-chat-id='{talkative}'] a").click()
+    bubbles = page.locator(".bubble")
+    expect(bubbles).to_have_count(50)
+    keep = page.locator(".bubble", has_text="keep this")
+    expect(keep.locator(".reactions")).to_have_text("👍", timeout=20_000)
+    edited = page.locator(".bubble", has_text="fixed")
+    expect(edited.locator(".edited")).to_have_text("edited")
+    expect(page.locator(".bubble .deleted")).to_have_text("This message was deleted")
+    expect(page.locator(".bubble", has_text="oops")).to_have_count(0)
+    expect(page.locator(".bubble .media")).to_have_count(1)
+    page.click("#load-older")
+    expect(bubbles).to_have_count(59)
+    expect(page.locator("#load-older")).to_be_hidden()
+    expect(page.locator(".bubble").first).to_contain_text("line 0")
+    assert page.console_problems == []
