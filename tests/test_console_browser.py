@@ -391,3 +391,78 @@ def test_a_long_inbox_and_a_rich_thread(
     expect(page.locator("#load-older")).to_be_hidden()
     expect(page.locator(".bubble").first).to_contain_text("line 0")
     assert page.console_problems == []
+
+
+def test_events_drive_the_page(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str) -> None:
+    """static/live.js's contract with the event stream, without a stream:
+    polling off, each event handed to it as the stream would, and the page
+    refetches exactly what the event names."""
+    import json
+
+    ch, token = channel
+    inbound(api_db, ch, "15550600070", "hi", name="Lena", at=T0)
+    lena = chat_of(api_db, "15550600070@s.whatsapp.net")
+    sign_in(page, console_url, console_user(), next_path=f"/chats/{lena}")
+    expect(page.locator(".bubble")).to_have_count(1)
+    page.evaluate("Live.stop()")
+
+    def event(kind: str, **fields: Any) -> None:
+        body = {"id": 1, "type": kind, "occurred_at": "2026-01-01T00:00:00+00:00",
+                "channel_id": str(ch), "chat_id": None, "message_id": None, "payload": {},
+                **fields}
+        page.evaluate("data => Live.handle({data})", json.dumps(body))
+
+    # A new chat's first message: nothing moves until its event arrives.
+    inbound(api_db, ch, "15550600071", "new here", name="Nora", at=T0 + timedelta(hours=1))
+    nora = chat_of(api_db, "15550600071@s.whatsapp.net")
+    page.wait_for_timeout(600)
+    expect(page.locator(f".chat-row[data-chat-id='{nora}']")).to_have_count(0)
+    event("message.received", chat_id=nora)
+    row = page.locator(".chat-row").first
+    expect(row).to_have_attribute("data-chat-id", nora)
+    expect(row.locator(".badge")).to_have_text("1")
+
+    # Another message in the open chat appears in its thread.
+    inbound(api_db, ch, "15550600070", "one more thing", name="Lena",
+            at=T0 + timedelta(hours=2))
+    event("message.received", chat_id=lena)
+    expect(page.locator(".bubble")).to_have_count(2)
+    expect(page.locator(".bubble").last).to_contain_text("one more thing")
+
+    # A reply's ticks move on its events only.
+    page.fill("#text", "hello Lena")
+    page.press("#text", "Enter")
+    tick = page.locator(".bubble.out .tick")
+    expect(tick).to_have_attribute("data-status", "pending")
+    dispatch(database_url)
+    mid = wait_for(lambda: query(api_db, "SELECT id FROM outbox.messages WHERE status = 'read' "
+                                         "AND type = 'text' AND direction = 'outbound'"),
+                   timeout=20)[0][0]
+    page.wait_for_timeout(600)
+    expect(tick).to_have_attribute("data-status", "pending")
+    event("message.read", chat_id=lena, message_id=str(mid))
+    expect(tick).to_have_attribute("data-status", "read")
+    assert page.console_problems == []
+
+
+def test_media_by_url(page: Any, console_url: str, console_user: Callable[..., str], channel,
+                      api_db: Engine, sim: SimulatorControl, database_url: str) -> None:
+    ch, token = channel
+    inbound(api_db, ch, "15550600080", "send me the invoice", name="Ivo", at=T0)
+    ivo = chat_of(api_db, "15550600080@s.whatsapp.net")
+    sign_in(page, console_url, console_user(), next_path=f"/chats/{ivo}")
+    page.click("#attach")
+    page.select_option("#media-type", "document")
+    page.fill("#media-url", "https://files.example.com/invoice-1042.pdf")
+    page.fill("#text", "Your invoice")
+    page.press("#text", "Enter")
+    out = page.locator(".bubble.out")
+    expect(out.locator("a.media")).to_have_attribute(
+        "href", "https://files.example.com/invoice-1042.pdf")
+    expect(out).to_contain_text("Your invoice")
+    dispatch(database_url)
+    (sent,) = [r for r in sim.sent(token) if r.type == "document"]
+    assert sent.payload["media"] == "https://files.example.com/invoice-1042.pdf"
+    assert sent.payload["caption"] == "Your invoice"

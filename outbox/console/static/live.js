@@ -109,5 +109,12 @@ const Live = (() => {
     }, 100);
   });
 
-  return { handle, connected: () => Boolean(source && source.readyState === EventSource.OPEN) };
+  /** No more updates: the stream closed, polling stopped (tests; a page being left). */
+  function stop() {
+    if (source) source.close();
+    stopPolling();
+    setState("");
+  }
+
+  return { handle, stop, connected: () => Boolean(source && source.readyState === EventSource.OPEN) };
 })();
