@@ -326,10 +326,12 @@ const Inbox = (() => {
 
   /** Messages newer than the latest shown (an inbound one arrived). */
   async function loadNewer(chatId) {
-    if (!state.chat || (chatId && state.chat.id !== chatId) || !state.afterCursor) return;
+    if (!state.chat || (chatId && state.chat.id !== chatId)) return;
     try {
-      const page = await api.get(`/v1/chats/${state.chat.id}/messages`,
-                                 { after: state.afterCursor, limit: THREAD_PAGE });
+      // No cursor yet (the thread was empty): its latest page.
+      const params = state.afterCursor ? { after: state.afterCursor, limit: THREAD_PAGE }
+                                       : { limit: THREAD_PAGE };
+      const page = await api.get(`/v1/chats/${state.chat.id}/messages`, params);
       if (!page.messages.length) return;
       page.messages.forEach((m) => state.messages.set(m.id, m));
       if (page.after_cursor) state.afterCursor = page.after_cursor;
