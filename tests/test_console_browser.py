@@ -466,3 +466,39 @@ def test_media_by_url(page: Any, console_url: str, console_user: Callable[..., s
     (sent,) = [r for r in sim.sent(token) if r.type == "document"]
     assert sent.payload["media"] == "https://files.example.com/invoice-1042.pdf"
     assert sent.payload["caption"] == "Your invoice"
+
+
+def test_lookup_cancel_and_assign_to_a_colleague(
+        page: Any, console_url: str, console_user: Callable[..., str], make_channel,
+        api_db: Engine) -> None:
+    ch = make_channel()
+    inbound(api_db, ch, "15550600090", "hello", name="Gus", at=T0)
+    gus = chat_of(api_db, "15550600090@s.whatsapp.net")
+    with Session(api_db) as s, s.begin():
+        queued = enqueue_text(s, channel_id=ch, to="+15550600090", body="reminder",
+                              idempotency_key="reminder-7")
+    colleague = console_user("colleague@example.com", role="agent")
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
+
+    page.fill("#lookup", "reminder-7")
+    page.click("#lookup-form button")
+    result = page.locator("#lookup-result")
+    expect(result).to_contain_text(str(queued.message_id))
+    page.once("dialog", lambda d: d.accept())
+    result.locator("button.cancel").click()
+    expect(result).to_contain_text("cancelled")
+    assert query(api_db, "SELECT status FROM outbox.messages WHERE id = :m",
+                 m=queued.message_id) == [("cancelled",)]
+    page.fill("#lookup", "+1 555 060 0090")
+    page.click("#lookup-form button")
+    expect(result.locator(f"a[href='/chats/{gus}']")).to_have_count(1)
+    page.fill("#lookup", str(uuid.uuid4()))
+    page.click("#lookup-form button")
+    expect(result).to_have_text("No such message in this workspace.")
+
+    page.goto(f"{console_url}/chats/{gus}")
+    page.wait_for_selector("body[data-ready=true]")
+    page.select_option("#assign-to", label=colleague)
+    expect(page.locator("#thread-assignee")).to_have_text(f"Assigned to {colleague}")
+    assert query(api_db, "SELECT u.email FROM outbox.chats c JOIN outbox.users u "
+                         "ON u.id = c.assigned_to") == [(colleague,)]

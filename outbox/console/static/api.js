@@ -98,7 +98,7 @@ const Console = (() => {
       else if (v === true) node.setAttribute(k, "");
       else node.setAttribute(k, String(v));
     }
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === undefined || c === null || c === false) continue;
       node.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }

@@ -19,6 +19,7 @@ const Inbox = (() => {
     loadingList: false,
     listToken: 0,          // a newer list load makes an older one's answer stale
     chat: null,            // the open chat (detail)
+    users: new Map(),      // id -> email (admins only: GET /v1/users)
     messages: new Map(),   // id -> thread message of the open chat
     beforeCursor: null,
     afterCursor: null,
@@ -217,7 +218,11 @@ const Inbox = (() => {
     const c = state.chat;
     $("thread-name").textContent = c.name || c.phone;
     $("thread-phone").textContent = c.name ? c.phone : "";
-    $("thread-assignee").textContent = c.assigned_to ? (isMe(c.assigned_to) ? "Assigned to you" : "Assigned") : "";
+    $("thread-assignee").textContent = !c.assigned_to ? ""
+      : isMe(c.assigned_to) ? "Assigned to you"
+      : `Assigned to ${state.users.get(c.assigned_to) || "someone else"}`;
+    $("assign-to").hidden = state.users.size === 0;
+    $("assign-to").value = "";
     const agent = Console.can("chats");
     $("thread-actions").hidden = !agent;
     $("assign-me").hidden = isMe(c.assigned_to);
@@ -445,6 +450,16 @@ const Inbox = (() => {
     } catch (err) { Console.showError(err); }
   }
 
+  /** Admins assign chats to anyone: the workspace's active users. */
+  async function loadUsers() {
+    try {
+      const { users } = await api.get("/v1/users");
+      const active = users.filter((u) => !u.disabled_at);
+      for (const u of active) state.users.set(u.id, u.email);
+      $("assign-to").append(...active.map((u) => el("option", { value: u.id }, u.email)));
+    } catch (err) { /* assigning to oneself still works */ }
+  }
+
   // --- start ------------------------------------------------------------------------
 
   function chatIdFromPath() {
@@ -485,6 +500,8 @@ const Inbox = (() => {
     $("attach").addEventListener("click", toggleMedia);
     $("assign-me").addEventListener("click", () => assign("me"));
     $("unassign").addEventListener("click", () => assign(null));
+    $("assign-to").addEventListener("change", () => { if ($("assign-to").value) assign($("assign-to").value); });
+    if (Console.can("admin")) await loadUsers();
     $("archive").addEventListener("click", () => act("archive"));
     $("unarchive").addEventListener("click", () => act("unarchive"));
     $("back").addEventListener("click", () => { history.pushState(null, "", "/" + location.search); closeChat(); });

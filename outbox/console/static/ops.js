@@ -187,7 +187,17 @@ const Ops = (() => {
                   ["Read", fmt.full(d.read_at) || "—"], ["WhatsApp id", d.wa_message_id || "—"], ["Body", d.body || "—"]];
     return el("dl", { class: "detail" }, rows.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]),
       el("dt", {}, "Chat"), el("dd", {}, el("a", { href: `/chats/${d.chat_id}` }, "open the chat")),
-      d.status === "failed" ? el("dd", {}, el("button", { type: "button", onclick: () => retry([d.message_id]).then(() => lookup(d.message_id)) }, "Retry")) : null);
+      d.status === "failed" ? el("dd", {}, el("button", { type: "button", onclick: () => retry([d.message_id]).then(() => lookup(d.message_id)) }, "Retry")) : null,
+      d.direction === "outbound" && d.outbox_status === "queued"
+        ? el("dd", {}, el("button", { type: "button", class: "cancel", onclick: () => cancel(d.message_id) }, "Cancel (never send it)"))
+        : null);
+  }
+
+  async function cancel(id) {
+    if (!confirmed("Cancel this message? It will never be sent.")) return;
+    await guard(() => api.del(`/v1/messages/${id}`));
+    lookup(id);
+    refreshChannels();
   }
 
   // --- API keys and users ----------------------------------------------------------
