@@ -74,7 +74,8 @@ def chromium_path() -> str | None:
 
 @pytest.fixture
 def page(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A page of a new headless Chromium with a profile of its own (no cookies)."""
+    """A page of a new headless Chromium with a profile of its own (no cookies).
+    Indirect parameters (a dict) go to the browser context: `timezone_id`..."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("BROWSER TESTS SKIPPED: no chromium on this machine (scripts/test installs "
@@ -85,7 +86,8 @@ def page(request: pytest.FixtureRequest) -> Iterator[Any]:
             sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             profile, executable_path=executable, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 800})
+            viewport={"width": 1280, "height": 800}, locale="en-US",
+            **getattr(request, "param", {}))
         context.set_default_timeout(15_000)
         pg = context.pages[0] if context.pages else context.new_page()
         problems: list[str] = []

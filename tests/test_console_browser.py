@@ -52,6 +52,15 @@ def sign_in(page: Any, url: str, email: str, *, next_path: str = "/",
     page.wait_for_selector("body[data-ready=true]")
 
 
+def tab_to(page: Any, selector: str, *, presses: int = 20) -> None:
+    """Press Tab until `selector` has the focus (fails if it never does)."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement === document.querySelector(s)", selector):
+            return
+    raise AssertionError(f"{selector} is not reachable with Tab")
+
+
 def shot(page: Any, name: str) -> None:
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
@@ -401,7 +410,7 @@ def test_events_drive_the_page(
     refetches exactly what the event names."""
     import json
 
-    ch, token = channel
+    ch, _ = channel
     inbound(api_db, ch, "15550600070", "hi", name="Lena", at=T0)
     lena = chat_of(api_db, "15550600070@s.whatsapp.net")
     sign_in(page, console_url, console_user(), next_path=f"/chats/{lena}")
@@ -502,3 +511,76 @@ def test_lookup_cancel_and_assign_to_a_colleague(
     expect(page.locator("#thread-assignee")).to_have_text(f"Assigned to {colleague}")
     assert query(api_db, "SELECT u.email FROM outbox.chats c JOIN outbox.users u "
                          "ON u.id = c.assigned_to") == [(colleague,)]
+
+
+# Every visible text's contrast with what is behind it (WCAG 2 relative
+# luminance): at least 4.5:1, or 3:1 for large text (24 px, or 18.66 px bold).
+# Disabled controls are exempt, as WCAG says.
+_CONTRAST = """() => {
+  const lum = (c) => {
+    const [r, g, b] = c.map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const rgba = (s) => (s.match(/[\\d.]+/g) || []).map(Number);
+  const background = (el) => {
+    for (let n = el; n; n = n.parentElement) {
+      const c = rgba(getComputedStyle(n).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const bad = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.getClientRects().length || el.closest("[hidden], :disabled")) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === "hidden") continue;
+    const fg = rgba(style.color).slice(0, 3);
+    const [a, b] = [lum(fg), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    const text = el.textContent.trim().slice(0, 30);
+    if (ratio < (large ? 3 : 4.5)) bad.push(`${el.tagName}.${el.className} "${text}" ${ratio}`);
+  }
+  return bad;
+}"""
+
+
+@pytest.mark.parametrize("page", [{"timezone_id": "Asia/Tokyo"}], indirect=True)
+def test_times_in_the_browsers_zone_readable_text_and_keyboard(
+        page: Any, console_url: str, console_user: Callable[..., str], make_channel,
+        api_db: Engine) -> None:
+    ch = make_channel()
+    # 23:30 UTC on 31 December is 08:30 on 1 January in Tokyo.
+    inbound(api_db, ch, "15550600100", "happy new year", name="Kenji",
+            at=T0 - timedelta(minutes=30))
+    kenji = chat_of(api_db, "15550600100@s.whatsapp.net")
+    with Session(api_db) as s, s.begin():
+        enqueue_text(s, channel_id=ch, to="+15550600100", body="same to you")
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"))
+    assert page.evaluate(_CONTRAST) == []
+
+    # Keyboard only: Tab to the search, type, Tab on to the chat, Enter.
+    tab_to(page, "#search")
+    page.keyboard.type("kenji")
+    expect(page.locator(".chat-row")).to_have_count(1)
+    tab_to(page, f".chat-row[data-chat-id='{kenji}'] a")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(f"/chats/{kenji}"))
+    expect(page.locator("#text")).to_be_focused()  # the composer is ready
+
+    inbound_bubble = page.locator(".bubble.in")
+    expect(inbound_bubble.locator("time")).to_have_text("08:30 AM")
+    expect(page.locator(".day").first).to_have_text("Thursday, January 1, 2026")
+    expect(page.locator(".bubble.out .tick")).to_have_attribute("data-status", "pending")
+    assert page.evaluate(_CONTRAST) == []
+
+    page.goto(f"{console_url}/ops")
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.evaluate(_CONTRAST) == []
+    page.goto(f"{console_url}/login")
+    assert page.evaluate(_CONTRAST) == []
