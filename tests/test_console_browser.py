@@ -579,6 +579,13 @@ def test_times_in_the_browsers_zone_readable_text_and_keyboard(
     expect(page.locator(".bubble.out .tick")).to_have_attribute("data-status", "pending")
     assert page.evaluate(_CONTRAST) == []
 
+    # Escape leaves the chat (focus back on its row); "/" goes to the search.
+    page.keyboard.press("Escape")
+    expect(page.locator("#thread")).to_be_hidden()
+    expect(page.locator(f".chat-row[data-chat-id='{kenji}'] a")).to_be_focused()
+    page.keyboard.press("/")
+    expect(page.locator("#search")).to_be_focused()
+
     page.goto(f"{console_url}/ops")
     page.wait_for_selector("body[data-ready=true]")
     assert page.evaluate(_CONTRAST) == []

@@ -93,9 +93,15 @@ const Inbox = (() => {
 
   function renderList() {
     const list = $("chat-list");
+    // A re-render must not take the keyboard focus away from a row.
+    const focused = document.activeElement && document.activeElement.closest(".chat-row");
     const rows = [...state.chats.values()].sort(order).map(chatRow);
     list.replaceChildren(...rows);
     $("chat-list-empty").hidden = rows.length > 0;
+    if (focused) {
+      const again = list.querySelector(`.chat-row[data-chat-id="${focused.dataset.chatId}"] a`);
+      if (again) again.focus({ preventScroll: true });
+    }
   }
 
   function chatRow(c) {
@@ -505,6 +511,18 @@ const Inbox = (() => {
     $("archive").addEventListener("click", () => act("archive"));
     $("unarchive").addEventListener("click", () => act("unarchive"));
     $("back").addEventListener("click", () => { history.pushState(null, "", "/" + location.search); closeChat(); });
+    // Keyboard: "/" searches; Escape leaves the open chat for the list.
+    document.addEventListener("keydown", (e) => {
+      const typing = e.target.closest && e.target.closest("input, textarea, select");
+      if (e.key === "/" && !typing) { e.preventDefault(); $("search").focus(); }
+      if (e.key === "Escape" && state.chat && !(typing && e.target.value)) {
+        const id = state.chat.id;
+        history.pushState(null, "", "/" + location.search);
+        closeChat();
+        const row = document.querySelector(`.chat-row[data-chat-id="${id}"] a`);
+        if (row) row.focus();
+      }
+    });
     window.addEventListener("popstate", () => {
       const id = chatIdFromPath();
       if (id) openChat(id, false); else closeChat();
