@@ -116,5 +116,6 @@ const Live = (() => {
     setState("");
   }
 
-  return { handle, stop, connected: () => Boolean(source && source.readyState === EventSource.OPEN) };
+  return { handle, stop, polling: () => Boolean(pollTimer),
+           connected: () => Boolean(source && source.readyState === EventSource.OPEN) };
 })();
