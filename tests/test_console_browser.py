@@ -325,13 +325,17 @@ def test_sign_in_errors_sign_out_and_a_small_screen(
     ch = make_channel()
     inbound(api_db, ch, "15550600060", "hi", name="Pat", at=T0)
     email = console_user()
-    page.goto(console_url + "/")
+    # A link that would send the user elsewhere after signing in lands on the inbox.
+    page.goto(console_url + "/login?next=%2F%5Cevil.example%2Fx")
     page.fill("#email", email)
     page.fill("#password", "wrong password!!")
     page.click("#sign-in")
     expect(page.locator("#login-error")).to_have_text("Wrong email or password.")
     page.console_problems.clear()  # that 401 was the point
-    sign_in(page, console_url, email)
+    page.fill("#password", PASSWORD)
+    page.click("#sign-in")
+    expect(page).to_have_url(console_url + "/")
+    page.wait_for_selector("body[data-ready=true]")
     cookie = next(c for c in page.context.cookies() if c["name"] == "outbox_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert page.evaluate("document.cookie") == ""  # page scripts can't read the session

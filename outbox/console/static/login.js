@@ -16,8 +16,9 @@ document.addEventListener("DOMContentLoaded", () => {
         password: document.getElementById("password").value,
       });
       const next = new URLSearchParams(location.search).get("next") || "/";
-      // Only a path on this site: never an open redirect.
-      location.assign(next.startsWith("/") && !next.startsWith("//") ? next : "/");
+      // Only a path on this site: never an open redirect ("//host" and
+      // "/\host" are other sites to a browser).
+      location.assign(/^\/(?![\/\\])/.test(next) ? next : "/");
     } catch (err) {
       error.textContent = err.status === 401 ? "Wrong email or password." : err.message;
       error.hidden = false;
