@@ -571,6 +571,7 @@ def test_times_in_the_browsers_zone_readable_text_and_keyboard(
     # Keyboard only: Tab to the search, type, Tab on to the chat, Enter.
     tab_to(page, "#search")
     page.keyboard.type("kenji")
+    expect(page).to_have_url(re.compile(r"\?q=kenji"))
     expect(page.locator(".chat-row")).to_have_count(1)
     tab_to(page, f".chat-row[data-chat-id='{kenji}'] a")
     page.keyboard.press("Enter")

@@ -107,6 +107,7 @@ const Console = (() => {
 
   const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
   const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: "short", day: "numeric", month: "short" });
+  const yearFmt = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", year: "numeric" });
   const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
   const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "full" });
 
@@ -115,7 +116,8 @@ const Console = (() => {
     if (!iso) return "";
     const d = new Date(iso);
     const now = new Date();
-    return d.toDateString() === now.toDateString() ? timeFmt.format(d) : dayFmt.format(d);
+    if (d.toDateString() === now.toDateString()) return timeFmt.format(d);
+    return d.getFullYear() === now.getFullYear() ? dayFmt.format(d) : yearFmt.format(d);
   }
 
   const fmt = {

@@ -60,10 +60,10 @@ const Inbox = (() => {
              assigned_to: f.mine ? "me" : null, limit: PAGE, cursor };
   }
 
+  /** The list from its first page (new search or filters). The old rows stay
+   * until the new ones arrive, so the list doesn't flash or drop the focus. */
   async function reloadList() {
-    state.chats.clear();
     state.nextCursor = null;
-    $("chat-list").replaceChildren();
     await loadMore(true);
   }
 
@@ -75,6 +75,7 @@ const Inbox = (() => {
     try {
       const page = await api.get("/v1/chats", listParams(first ? null : state.nextCursor));
       if (token !== state.listToken) return;
+      if (first) state.chats.clear();
       for (const c of page.chats) state.chats.set(c.id, c);
       state.nextCursor = page.next_cursor;
       renderList();
