@@ -85,6 +85,18 @@ WHERE id = CAST(:id AS uuid) AND revoked_at IS NULL
 RETURNING id
 """
 
+REVOKE_SESSION_BY_HASH = """
+UPDATE outbox.sessions SET revoked_at = now()
+WHERE token_hash = :token_hash AND revoked_at IS NULL
+"""
+
+USER_OF_SESSION = """
+SELECT u.id, u.workspace_id, u.email, u.role, u.created_at, u.disabled_at
+FROM outbox.sessions s
+JOIN outbox.users u ON u.id = s.user_id
+WHERE s.id = CAST(:id AS uuid)
+"""
+
 # Sessions that can no longer sign anyone in, kept `:keep_seconds` past
 # their end (who was signed in when) and then deleted. The table holds about
 # a day of logins: a scan is cheap.

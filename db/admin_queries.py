@@ -191,6 +191,7 @@ ORDER BY created_at, id
 REVOKE_API_KEY = """
 UPDATE outbox.api_keys SET revoked_at = now()
 WHERE id = CAST(:id AS uuid) AND revoked_at IS NULL
+  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
 RETURNING id
 """
 

@@ -288,6 +288,8 @@ WHERE m.workspace_id = :workspace_id
   AND (CAST(:chat_id AS uuid) IS NULL OR m.chat_id = CAST(:chat_id AS uuid))
   AND (CAST(:channel_id AS uuid) IS NULL OR m.channel_id = CAST(:channel_id AS uuid))
   AND (CAST(:since AS timestamptz) IS NULL OR m.created_at >= CAST(:since AS timestamptz))
+  AND (CAST(:idempotency_key AS text) IS NULL
+       OR m.idempotency_key = CAST(:idempotency_key AS text))
   AND (NOT CAST(:has_cursor AS bool)
        OR (m.created_at, m.id) < (CAST(:cursor_at AS timestamptz), CAST(:cursor_id AS uuid)))
 ORDER BY m.created_at DESC, m.id DESC

@@ -40,3 +40,27 @@ DUE_COUNT = """
 SELECT count(*) FROM outbox.outbox_messages
 WHERE status = 'queued' AND next_attempt_at <= now()
 """
+
+# --------------------------------------------------------------------------
+# THROUGHPUT (the console's chart, GET /v1/stats/throughput): per channel
+# and minute since :since, what was sent, put back for another attempt, and
+# failed for good. Each part reads a partial index's rows only (sent_at of
+# sent rows; failed rows; queued rows), never the whole table.
+# --------------------------------------------------------------------------
+THROUGHPUT = """
+SELECT channel_id, date_trunc('minute', sent_at) AS minute, 'sent' AS what, count(*) AS n
+FROM outbox.outbox_messages
+WHERE workspace_id = :workspace_id AND status = 'sent' AND sent_at >= :since
+GROUP BY 1, 2
+UNION ALL
+SELECT channel_id, date_trunc('minute', updated_at), 'failed', count(*)
+FROM outbox.outbox_messages
+WHERE workspace_id = :workspace_id AND status = 'failed' AND updated_at >= :since
+GROUP BY 1, 2
+UNION ALL
+SELECT channel_id, date_trunc('minute', updated_at), 'retried', count(*)
+FROM outbox.outbox_messages
+WHERE workspace_id = :workspace_id AND status = 'queued' AND attempts > 0
+  AND updated_at >= :since
+GROUP BY 1, 2
+"""

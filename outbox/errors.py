@@ -107,6 +107,15 @@ class Unauthorized(OutboxError):
     code = "unauthorized"
 
 
+class CsrfFailed(OutboxError):
+    """A request that changes state, authenticated by the console's session
+    cookie, without the session's CSRF token in `X-CSRF-Token`, or a sign-in
+    posted from another site (HTTP 403)."""
+
+    http_status = 403
+    code = "csrf_failed"
+
+
 # --- things that don't exist or can't be used ------------------------------
 
 

@@ -31,6 +31,10 @@ Scenarios (all by default, in this order):
             chat list (first page, half-way down, name and number search,
             one agent's) and the thread (latest, half-way back), with each
             statement's plan (scripts/bench_inbox.py)
+  console   the web console's page views on the inbox data (the page and
+            the API calls its script makes, over loopback, as a signed-in
+            admin): p50/p95 of the inbox and of a 10,000-message thread;
+            target p95 <= 100 ms (scripts/bench_console.py)
   peers     side by side against a minimal fake API (uvicorn, raw ASGI), one
             channel, N messages to distinct recipients, at 0 ms with 64 in
             flight and at 200 ms with 256: raw aiohttp (the ceiling),
@@ -83,6 +87,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psycopg  # noqa: E402
+from bench_console import measure as measure_console  # noqa: E402
 from bench_data import load_backlog, plan_summary, table_sizes  # noqa: E402
 from bench_inbox import load as load_inbox  # noqa: E402
 from bench_inbox import measure as measure_inbox  # noqa: E402
@@ -105,7 +110,7 @@ from outbox.settings import Settings  # noqa: E402
 
 BENCH_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox bench").digest()).decode()
 SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory",
-             "statements", "inbox", "peers")
+             "statements", "inbox", "console", "peers")
 ONLY_WHEN_NAMED = ("soak",)  # minutes long: not part of a default run
 QUEUE_TABLES = "outbox.outbox_messages, outbox.messages, outbox.chats, outbox.contacts"
 
@@ -784,6 +789,13 @@ class Bench:
                 "seq_scans": sorted({t for c in cases.values() for p in c["plans"]
                                      for t in p["seq_scans"]})}
 
+    def console(self) -> dict[str, Any]:
+        s = self.s
+        if "inbox" not in self.results:  # the same data as the inbox scenario
+            load_inbox(self.conninfo, self.channels[0][0], chats=s.inbox_chats,
+                       thread_messages=s.inbox_thread)
+        return measure_console(self.url, self.engine, BENCH_KEY, samples=s.inbox_samples)
+
     def soak(self) -> dict[str, Any]:
         return run_soak(self, minutes=self.s.soak_minutes,
                         without_analyzer=self.s.soak_without_analyzer, child=Child)
@@ -1083,6 +1095,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         rows.append(("peers start", f"empty-queue dispatch --once "
                      f"{r['empty_dispatch_wall_s']['median']:.2f} s wall (median)",
                      "<= 0.25 s", ok(r["meets_target"])))
+    r = results.get("console")
+    if r:
+        p = r["pages"]
+        rows.append(("console", ", ".join(f"{k} page view {v['p50_ms']:.1f}/{v['p95_ms']:.1f}"
+                                          for k, v in p.items()) + " ms p50/p95",
+                     f"p95 <= {r['target_p95_ms']:.0f} ms", ok(r["meets_target"])))
     head = ("scenario", "result", "target", "met")
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 DEMO_DATABASE = "outbox_demo"
+DEMO_ADMIN = "admin@demo.example"
 RATE_LIMIT_SECONDS = 4.0
 
 
@@ -109,12 +110,40 @@ def main() -> int:
                 "SELECT count(*) FROM outbox.outbox_messages WHERE attempts > 1")).scalar_one()
         print(f"Rows that spent more than one attempt: {spent} (429s don't spend attempts)")
         control.close()
+    password = _console_admin(engine)
     engine.dispose()
 
     print("\n$ outbox status")
     from outbox.cli import main as outbox_main
 
-    return outbox_main(["status"])
+    status = outbox_main(["status"])
+    print("\nThe web console (the inbox and the operations view) on this data:\n"
+          f"  OUTBOX_DATABASE_URL='{_shown(url)}' \\\n"
+          f"  OUTBOX_ENCRYPTION_KEY='{settings.require_encryption_key()}' \\\n"
+          "  .venv/bin/outbox serve\n"
+          "  then open http://127.0.0.1:8080/ and sign in as "
+          f"{DEMO_ADMIN} with password {password}")
+    return status
+
+
+def _shown(url: str) -> str:
+    """The URL with its password (if any) masked: the terminal may be shared."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _console_admin(engine) -> str:  # type: ignore[no-untyped-def]
+    """An admin of the demo's workspace, with a fresh password (the database is new)."""
+    from sqlalchemy.orm import Session
+
+    from outbox.admin.users import create_user
+
+    password = secrets.token_urlsafe(12)
+    with Session(engine) as s, s.begin():
+        create_user(s, workspace_id="default", email=DEMO_ADMIN, role="admin",
+                    password=password)
+    return password
 
 
 async def _dispatch_all(settings, total: int) -> float:  # type: ignore[no-untyped-def]

@@ -29,7 +29,8 @@ TABLES = ("outbox_messages", "messages", "chats", "contacts", "channel_tokens", 
 
 # Fixtures of the HTTP service, the enqueue callers and the simulator, for
 # every test module (no per-module imports of fixture names).
-pytest_plugins = ["tests.api_fixtures", "tests.driver_fixtures", "tests.sim_fixtures"]
+pytest_plugins = ["tests.api_fixtures", "tests.driver_fixtures", "tests.sim_fixtures",
+                  "tests.console_fixtures"]
 
 
 def _server_url() -> str:

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from outbox.admin.sessions import csrf_token
 from tests.api_fixtures import api_db, api_key, app_settings, auth, row_counts, run_server  # noqa: F401
 from tests.dispatch_helpers import cli
 
@@ -109,7 +110,10 @@ def test_sign_out_ends_the_session(client: httpx.Client, user: Callable[..., str
                                    api_key: Callable[..., str]) -> None:
     email = user("viewer")
     token, other = session_token(client, email), session_token(client, email)
-    r = client.delete("/v1/sessions", headers={"Cookie": f"outbox_session={token}"})
+    cookie = {"Cookie": f"outbox_session={token}"}
+    # By the cookie, a change needs the session's CSRF token (outbox/api/auth.py).
+    assert client.delete("/v1/sessions", headers=cookie).status_code == 403
+    r = client.delete("/v1/sessions", headers=cookie | {"X-CSRF-Token": csrf_token(token)})
     assert r.status_code == 204
     assert 'outbox_session=""' in r.headers["set-cookie"] and "Max-Age=0" in r.headers[
         "set-cookie"]

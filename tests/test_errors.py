@@ -60,6 +60,7 @@ def test_codes_and_statuses_are_the_api_contract() -> None:
         "WeakEncryptionKey": (500, "weak_encryption_key"),
         "CronBusy": (409, "cron_busy"),
         "InsufficientScope": (403, "insufficient_scope"),
+        "CsrfFailed": (403, "csrf_failed"),
         "UserExists": (409, "user_exists"),
         "NotCancellable": (409, "not_cancellable"),
         "AlreadySending": (409, "already_sending"),

@@ -49,7 +49,14 @@ def test_the_wheel_installs_one_package_of_ours(wheel: Path) -> None:
         "outbox"}
     for needed in ("outbox/py.typed", "outbox/migrations/env.py",
                    "outbox/migrations/script.py.mako", "outbox/db/queries.py",
-                   "outbox/providers/simulator/__main__.py"):
+                   "outbox/providers/simulator/__main__.py",
+                   # The console works from the wheel alone.
+                   "outbox/console/templates/base.html", "outbox/console/templates/inbox.html",
+                   "outbox/console/templates/login.html", "outbox/console/templates/ops.html",
+                   "outbox/console/static/api.js", "outbox/console/static/inbox.js",
+                   "outbox/console/static/live.js", "outbox/console/static/ops.js",
+                   "outbox/console/static/login.js", "outbox/console/static/console.css",
+                   "outbox/console/static/icon.svg"):
         assert needed in names, needed
     assert any(n.startswith("outbox/migrations/versions/0001") for n in names)
 

@@ -98,12 +98,15 @@ def list_api_keys(session: Session, *, workspace_id: str | None = None) -> list[
             for r in session.execute(text(q.LIST_API_KEYS), {"workspace_id": workspace_id})]
 
 
-def revoke_api_key(session: Session, key_id: str) -> None:
+def revoke_api_key(session: Session, key_id: str, *, workspace_id: str | None = None) -> None:
+    """Revoke a key (only within `workspace_id`, when given: another
+    workspace's key is not found)."""
     try:
         kid = uuid.UUID(key_id)
     except ValueError:
         raise InvalidInput(f"{key_id[:40]!r} is not an API key id", field="id") from None
-    if session.execute(text(q.REVOKE_API_KEY), {"id": kid}).one_or_none() is None:
+    if session.execute(text(q.REVOKE_API_KEY),
+                       {"id": kid, "workspace_id": workspace_id}).one_or_none() is None:
         raise NotFound(f"no active API key {kid}", field="id")
 
 

@@ -28,7 +28,7 @@ from outbox.errors import (
     NotCancellable,
     NotFailed,
 )
-from outbox.message_types import parse_channel_id
+from outbox.message_types import MAX_IDEMPOTENCY_KEY_LENGTH, parse_channel_id
 
 #: Message statuses that mean WhatsApp has it.
 SENT_STATUSES = frozenset({MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ,
@@ -44,13 +44,19 @@ class MessagePage:
 def list_messages(session: Session, *, workspace_id: str, status: str | None = None,
                   chat_id: uuid.UUID | str | None = None,
                   channel_id: uuid.UUID | str | None = None, since: datetime | None = None,
+                  idempotency_key: str | None = None,
                   limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> MessagePage:
     """The workspace's messages, newest first; `status="failed"` lists the
-    dead letters."""
+    dead letters; `idempotency_key` finds the message(s) queued with it
+    (one per channel at most)."""
     check_limit(limit)
     if status is not None and status not in set(MessageStatus):
         raise InvalidInput(f"status must be one of {', '.join(MessageStatus)}",
                            field="status")
+    if idempotency_key is not None and ("\x00" in idempotency_key
+                                        or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH):
+        raise InvalidInput("idempotency_key is not a key messages are queued with",
+                           field="idempotency_key")
     if since is not None and since.tzinfo is None:
         raise InvalidInput("since has no timezone (e.g. 2026-01-31T09:00:00+00:00)",
                            field="since")
@@ -58,7 +64,8 @@ def list_messages(session: Session, *, workspace_id: str, status: str | None = N
         "workspace_id": workspace_id, "status": status,
         "chat_id": _uuid(chat_id, "chat_id") if chat_id is not None else None,
         "channel_id": parse_channel_id(channel_id) if channel_id is not None else None,
-        "since": since, **cursor_params(cursor), "limit": limit + 1}).all()
+        "since": since, "idempotency_key": idempotency_key,
+        **cursor_params(cursor), "limit": limit + 1}).all()
     page = [_summary(r) for r in rows[:limit]]
     last = rows[limit - 1] if len(rows) > limit else None
     return MessagePage(page, encode_cursor(last.created_at, last.id) if last else None)

@@ -11,6 +11,7 @@ out), or when its user is disabled.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -90,3 +91,25 @@ def authenticate_session(session: Session, token: str) -> Principal:
 
 def sign_out(session: Session, session_id: uuid.UUID) -> None:
     session.execute(text(q.REVOKE_SESSION), {"id": session_id})
+
+
+def sign_out_token(session: Session, token: str) -> None:
+    """End the session of `token`, if it is one (signing in over an old
+    cookie ends that session: a session id planted before sign-in is dead)."""
+    if is_session_token(token) and len(token) <= 512:
+        session.execute(text(q.REVOKE_SESSION_BY_HASH), {"token_hash": hash_token(token)})
+
+
+def csrf_token(token: str) -> str:
+    """The CSRF token of a session: an HMAC of a fixed label keyed by the
+    session token. It can only be computed from the token, which page scripts
+    never see (HttpOnly cookie), and it dies with the session; nothing to store."""
+    return hmac.new(token.encode(), b"outbox console csrf v1", hashlib.sha256).hexdigest()
+
+
+def user_of_session(session: Session, session_id: uuid.UUID) -> UserInfo:
+    """The user a live session belongs to."""
+    row = session.execute(text(q.USER_OF_SESSION), {"id": session_id}).one_or_none()
+    if row is None:
+        raise Unauthorized("invalid, expired or revoked session; sign in again")
+    return UserInfo.of(row)

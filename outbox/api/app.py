@@ -17,11 +17,24 @@ from starlette.concurrency import run_in_threadpool
 
 import outbox
 from outbox import tracing
-from outbox.api import channels, chats, contacts, cron, health, messages, sessions, webhooks
+from outbox.api import (
+    apikeys,
+    channels,
+    chats,
+    contacts,
+    cron,
+    health,
+    messages,
+    sessions,
+    stats,
+    users,
+    webhooks,
+)
 from outbox.api.context import AppContext
 from outbox.api.cron import CronRuntime
 from outbox.api.errors import install_error_handlers
 from outbox.api.tracing import FASTAPI_TELEMETRY, TracingMiddleware
+from outbox.console import install_console
 from outbox.database import database_url as resolve_database_url
 from outbox.database import make_engine
 from outbox.heartbeat import beat_forever
@@ -68,8 +81,11 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     install_error_handlers(app)
     if tracing.ENABLED:  # OpenTelemetry: a span per request, once a provider is set
         app.add_middleware(TracingMiddleware)
-    for module in (messages, chats, contacts, channels, sessions, webhooks, cron, health):
+    for module in (messages, chats, contacts, channels, apikeys, users, stats, sessions,
+                   webhooks, cron, health):
         app.include_router(module.router)
+    # The web console at / (its pages call the routes above, nothing else).
+    install_console(app)
     return app
 
 

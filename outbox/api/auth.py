@@ -7,6 +7,13 @@ parameter type from here: `principal: Reader`, `Sender`, `ChatAgent`,
 an API key (`Authorization: Bearer wo_...`) or a session token
 (`Authorization: Bearer ws_...`, or the SESSION_COOKIE the console carries).
 
+A request that changes state (any method but GET, HEAD, OPTIONS) and is
+authenticated by the cookie must carry the session's CSRF token in
+CSRF_HEADER (403 csrf_failed otherwise). The cookie is also SameSite=Strict;
+the token is the second, independent lock, and it holds where SameSite
+doesn't (a sibling subdomain counts as the same site). A request with an
+Authorization header carries no cookie credentials, so it needs no token.
+
 Webhook secrets are per channel and checked by outbox.webhooks. Every
 comparison of a secret is constant-time.
 """
@@ -23,13 +30,28 @@ from starlette.concurrency import run_in_threadpool
 
 from outbox.admin.access import Principal
 from outbox.admin.apikeys import authenticate, bearer_token
-from outbox.admin.sessions import authenticate_session, is_session_token
+from outbox.admin.sessions import authenticate_session, csrf_token, is_session_token
 from outbox.api.context import context
 from outbox.db.states import Scope
-from outbox.errors import CronDisabled, Unauthorized
+from outbox.errors import CronDisabled, CsrfFailed, Unauthorized
 
 #: The console's session cookie (HttpOnly, SameSite=Strict: see outbox/api/sessions.py).
 SESSION_COOKIE = "outbox_session"
+#: Where a cookie-authenticated request that changes state puts the session's CSRF token.
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def check_csrf(request: Request, cookie: str) -> None:
+    """403 csrf_failed unless a state-changing request carries the CSRF
+    token of the session in `cookie` (compared in constant time)."""
+    if request.method in SAFE_METHODS:
+        return
+    presented = request.headers.get(CSRF_HEADER, "")
+    if not hmac.compare_digest(presented.encode(), csrf_token(cookie).encode()):
+        raise CsrfFailed(f"missing or wrong {CSRF_HEADER} header (a request authenticated by "
+                         "the session cookie that changes state must carry the session's "
+                         "CSRF token: GET /v1/sessions/current)")
 
 
 async def authenticate_caller(request: Request) -> Principal:
@@ -40,6 +62,8 @@ async def authenticate_caller(request: Request) -> Principal:
     header = request.headers.get("authorization")
     token = bearer_token(header)
     cookie = request.cookies.get(SESSION_COOKIE) if header is None else None
+    if cookie:
+        check_csrf(request, cookie)
 
     def lookup() -> Principal:
         with ctx.transaction() as session:

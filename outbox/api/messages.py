@@ -116,6 +116,9 @@ async def list_messages(
     channel_id: str | None = None,
     since: Annotated[datetime | None, Query(description="created at or after (ISO 8601, "
                                                         "with a timezone)")] = None,
+    idempotency_key: Annotated[str | None, Query(description="the key the message was "
+                                                             "queued with",
+                                                 max_length=500)] = None,
     limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
     cursor: str | None = None,
 ) -> MessageList:
@@ -124,7 +127,8 @@ async def list_messages(
         with c.transaction() as session:
             page = service.list_messages(
                 session, workspace_id=principal.workspace_id, status=status, chat_id=chat_id,
-                channel_id=channel_id, since=since, limit=limit, cursor=cursor)
+                channel_id=channel_id, since=since, idempotency_key=idempotency_key,
+                limit=limit, cursor=cursor)
         return MessageList.model_validate({"messages": page.messages,
                                            "next_cursor": page.next_cursor})
 

@@ -7,12 +7,21 @@ SameSite=Strict (another site's form or fetch doesn't carry it, so it can't
 make requests on the user's behalf), Secure when the service is reached over
 HTTPS. Attempts are limited per account and per client address before the
 password is checked (outbox/api/limits.py); every failure is the same 401.
+
+The answer also carries the session's `csrf_token` (GET /current repeats
+it), which a request authenticated by the cookie that changes state sends in
+X-CSRF-Token (outbox/api/auth.py). A browser's sign-in from another site is
+refused (403 csrf_failed: its Origin or Sec-Fetch-Site says so), so no page
+can sign a visitor in to an account of its choosing; signing in over an old
+session cookie ends that session, so a session id planted before sign-in is
+worthless (fixation).
 """
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from fastapi import APIRouter, Request, Response
@@ -21,14 +30,23 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from outbox.admin.access import Principal
-from outbox.admin.sessions import SESSION_TTL_SECONDS, NewSession, sign_in, sign_out
+from outbox.admin.apikeys import bearer_token
+from outbox.admin.sessions import (
+    SESSION_TTL_SECONDS,
+    NewSession,
+    csrf_token,
+    sign_in,
+    sign_out,
+    sign_out_token,
+    user_of_session,
+)
 from outbox.admin.users import UserInfo, normalize_email
 from outbox.api.auth import SESSION_COOKIE, Caller
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import context
 from outbox.api.schemas import ERROR_RESPONSES
 from outbox.db.models import DEFAULT_WORKSPACE
-from outbox.errors import InvalidInput
+from outbox.errors import CsrfFailed, InvalidInput
 
 log = structlog.get_logger(__name__)
 
@@ -52,31 +70,48 @@ _SIGN_IN_BODY = {"requestBody": {"required": True, "content": {
                  "description": "Too many sign-in attempts (Retry-After)"}})
 async def create_session(request: Request) -> JSONResponse:
     """Sign in with email and password: the session token (also set as a cookie)."""
+    _check_same_origin(request)
     body = parse_model(SignIn, await read_body(request))
     ctx = context(request)
+    old = request.cookies.get(SESSION_COOKIE)
     address = request.client.host if request.client else "unknown"
     ctx.login_limits.check(address, (body.workspace_id, _account(body.email)))
 
     def run() -> NewSession:
         with ctx.transaction() as session:
-            return sign_in(session, workspace_id=body.workspace_id, email=body.email,
-                           password=body.password)
+            new = sign_in(session, workspace_id=body.workspace_id, email=body.email,
+                          password=body.password)
+            if old:
+                sign_out_token(session, old)
+            return new
 
     new = await run_in_threadpool(run)
     log.info("signed_in", workspace_id=new.user.workspace_id, user_id=str(new.user.id))
     response = JSONResponse({"token": new.token, "expires_at": new.expires_at.isoformat(),
-                             **_who(new.user)}, status_code=201)
+                             "csrf_token": csrf_token(new.token), **_who(new.user)},
+                            status_code=201)
     response.set_cookie(SESSION_COOKIE, new.token, max_age=SESSION_TTL_SECONDS, path="/",
                         httponly=True, samesite="strict", secure=_https(request))
     return response
 
 
 @router.get("/current", responses=ERROR_RESPONSES)
-async def current_session(principal: Caller) -> dict[str, Any]:
-    """Who the session belongs to, and what it may do."""
-    _session_of(principal)
+async def current_session(request: Request, principal: Caller) -> dict[str, Any]:
+    """Who the session belongs to (the user, their role), what it may do, and
+    its `csrf_token`."""
+    session_id = _session_of(principal)
+    ctx = context(request)
+
+    def run() -> UserInfo:
+        with ctx.transaction() as session:
+            return user_of_session(session, session_id)
+
+    user = await run_in_threadpool(run)
+    token = bearer_token(request.headers.get("authorization")) or (
+        request.cookies.get(SESSION_COOKIE, ""))
     return {"workspace_id": principal.workspace_id, "user_id": str(principal.user_id),
-            "scopes": sorted(principal.scopes)}
+            "scopes": sorted(principal.scopes), "csrf_token": csrf_token(token),
+            **_who(user)}
 
 
 @router.delete("", status_code=204, responses=ERROR_RESPONSES)
@@ -94,6 +129,22 @@ async def delete_session(request: Request, principal: Caller) -> Response:
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
                            secure=_https(request))
     return response
+
+
+def _check_same_origin(request: Request) -> None:
+    """A browser says where a request comes from (Origin, Sec-Fetch-Site); a
+    sign-in from another site is refused. Programs send neither header."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise CsrfFailed("sign-in from another site refused")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    public = context(request).settings.public_url
+    allowed = {request.headers.get("host", "")}
+    if public:
+        allowed.add(urlsplit(public).netloc)
+    if urlsplit(origin).netloc not in allowed:
+        raise CsrfFailed("sign-in from another site refused")
 
 
 def _account(email: str) -> str:

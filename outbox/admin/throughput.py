@@ -1,0 +1,48 @@
+"""The last minutes' throughput of a workspace: per minute and per channel,
+messages sent, retried (an attempt failed and the row went back to the
+queue) and failed for good. What the console's operations chart shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from outbox.db import metrics_queries as q
+from outbox.errors import InvalidInput
+
+MAX_MINUTES = 24 * 60
+KINDS = ("sent", "retried", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    since: datetime
+    series: list[dict[str, Any]]          # one per minute, oldest first, zeros included
+    channels: dict[str, dict[str, int]]   # channel id -> totals over the window
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"since": self.since.isoformat(), "series": self.series, "channels": self.channels}
+
+
+def throughput(session: Session, *, workspace_id: str, minutes: int = 60,
+               now: datetime | None = None) -> Throughput:
+    """The last `minutes` (1..1440), minute by minute."""
+    if not 1 <= minutes <= MAX_MINUTES:
+        raise InvalidInput(f"minutes must be 1 to {MAX_MINUTES}", field="minutes")
+    end = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
+    since = end - timedelta(minutes=minutes - 1)
+    slots = {since + timedelta(minutes=i): dict.fromkeys(KINDS, 0) for i in range(minutes)}
+    channels: dict[str, dict[str, int]] = {}
+    for r in session.execute(text(q.THROUGHPUT), {"workspace_id": workspace_id,
+                                                  "since": since}):
+        minute = r.minute.astimezone(UTC)
+        if minute in slots:
+            slots[minute][r.what] += r.n
+        totals = channels.setdefault(str(r.channel_id), dict.fromkeys(KINDS, 0))
+        totals[r.what] += r.n
+    series = [{"minute": m.isoformat(), **counts} for m, counts in slots.items()]
+    return Throughput(since, series, channels)

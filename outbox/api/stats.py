@@ -1,0 +1,32 @@
+"""/v1/stats: numbers over time for operators (admin scope): the last
+minutes' throughput per minute and per channel (outbox/admin/throughput.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from outbox.admin.throughput import MAX_MINUTES, throughput
+from outbox.api.auth import Admin
+from outbox.api.context import context
+from outbox.api.schemas import ERROR_RESPONSES
+
+router = APIRouter(prefix="/v1/stats", tags=["stats"])
+
+
+@router.get("/throughput", responses=ERROR_RESPONSES)
+async def get_throughput(request: Request, principal: Admin,
+                         minutes: int = Query(60, ge=1, le=MAX_MINUTES)) -> dict[str, Any]:
+    """Per minute of the last `minutes` (oldest first, zeros included): messages
+    `sent`, `retried` (an attempt failed, another is due) and `failed` for
+    good; and each channel's totals over the window."""
+    ctx = context(request)
+
+    def run() -> dict[str, Any]:
+        with ctx.transaction() as session:
+            return throughput(session, workspace_id=principal.workspace_id,
+                              minutes=minutes).as_dict()
+
+    return await run_in_threadpool(run)

@@ -1,0 +1,292 @@
+/* The operations view (admins): channels and their queues, the last hour's
+ * throughput, dead letters, message lookup, API keys and users. Everything
+ * through /v1; live.js calls Ops.refreshChannels and Ops.refreshDeadLetters. */
+"use strict";
+
+const Ops = (() => {
+  const { api, el, fmt } = Console;
+  const $ = (id) => document.getElementById(id);
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+  let channels = [];
+  let deadCursor = null;
+  const selected = new Set();
+
+  function confirmed(text) { return window.confirm(text); }
+
+  async function guard(fn) {
+    try { return await fn(); } catch (err) { Console.showError(err); return undefined; }
+  }
+
+  // --- channels and throughput ------------------------------------------------
+
+  async function refreshChannels() {
+    const [list, stats] = await Promise.all([
+      guard(() => api.get("/v1/channels")),
+      guard(() => api.get("/v1/stats/throughput", { minutes: 60 })),
+    ]);
+    if (!list) return;
+    channels = list.channels;
+    const per = (stats && stats.channels) || {};
+    const rows = channels.map((c) => channelRow(c, per[c.id] || { sent: 0, failed: 0 }));
+    $("channels").tBodies[0].replaceChildren(...(rows.length ? rows
+      : [el("tr", {}, el("td", { colspan: 8, class: "empty" }, "No channels yet: add one with `outbox channel add`."))]));
+    const select = $("dead-channel");
+    const current = select.value;
+    select.replaceChildren(el("option", { value: "" }, "All channels"),
+      ...channels.map((c) => el("option", { value: c.id }, c.name)));
+    select.value = current;
+    if (stats) drawChart(stats.series);
+  }
+
+  function channelRow(c, s) {
+    const paused = c.status === "paused";
+    return el("tr", { dataset: { channelId: c.id, status: c.status } },
+      el("td", {}, el("strong", {}, c.name), el("br"), el("span", { class: "muted" }, c.phone_number)),
+      el("td", {}, el("span", { class: `state ${c.status}` }, c.status)),
+      el("td", {}, paused || c.status === "disabled"
+        ? [c.pause_reason || c.pause_cause || "", el("br"), el("span", { class: "muted" }, paused ? fmt.left(c.paused_until) : "")]
+        : ""),
+      el("td", { class: "num queued" }, String(c.queued)),
+      el("td", {}, c.oldest_due_at ? el("time", { datetime: c.oldest_due_at, title: fmt.full(c.oldest_due_at) }, fmt.ago(c.oldest_due_at)) : "—"),
+      el("td", { class: "num" }, String(s.sent)),
+      el("td", { class: "num" + (s.failed ? " bad" : "") }, String(s.failed)),
+      el("td", { class: "actions" },
+        paused || c.status === "disabled"
+          ? el("button", { type: "button", class: "resume", onclick: () => resume(c) }, "Resume")
+          : el("button", { type: "button", class: "pause", onclick: () => pause(c) }, "Pause"),
+        el("button", { type: "button", onclick: () => replaceToken(c) }, "Replace token"),
+        el("button", { type: "button", onclick: () => webhookInfo(c) }, "Webhook setup")));
+  }
+
+  async function pause(c) {
+    const reason = window.prompt(`Pause ${c.name}? Its messages stay queued until you resume.\nReason (shown in this list):`, "paused by an admin");
+    if (reason === null) return;
+    await guard(() => api.post(`/v1/channels/${c.id}/pause`, { reason: reason || undefined }));
+    refreshChannels();
+  }
+
+  async function resume(c) {
+    await guard(() => api.post(`/v1/channels/${c.id}/resume`));
+    refreshChannels();
+  }
+
+  async function replaceToken(c) {
+    const token = window.prompt(`New Whapi token for ${c.name} (stored encrypted, never shown again):`);
+    if (!token) return;
+    if (await guard(() => api.put(`/v1/channels/${c.id}/token`, { token }))) refreshChannels();
+  }
+
+  async function webhookInfo(c) {
+    const info = await guard(() => api.get(`/v1/channels/${c.id}/webhook-info`));
+    if (!info) return;
+    const box = $("webhook-info");
+    box.textContent = `Webhook setup for ${c.name}:\n` + JSON.stringify(info, null, 2);
+    box.hidden = false;
+  }
+
+  function drawChart(series) {
+    const box = $("chart");
+    const W = 600, H = 140, P = 4;
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    svg.setAttribute("preserveAspectRatio", "none");
+    const max = Math.max(1, ...series.map((p) => Math.max(p.sent, p.retried, p.failed)));
+    const x = (i) => P + (i * (W - 2 * P)) / Math.max(1, series.length - 1);
+    const y = (v) => H - P - (v * (H - 2 * P)) / max;
+    for (const key of ["sent", "retried", "failed"]) {
+      const line = document.createElementNS(ns, "polyline");
+      line.setAttribute("class", key);
+      line.setAttribute("points", series.map((p, i) => `${x(i).toFixed(1)},${y(p[key]).toFixed(1)}`).join(" "));
+      svg.append(line);
+    }
+    const total = (k) => series.reduce((n, p) => n + p[k], 0);
+    box.setAttribute("aria-label", `Last hour: ${total("sent")} sent, ${total("retried")} retried, ${total("failed")} failed; peak ${max} a minute`);
+    box.replaceChildren(svg, el("span", { class: "muted peak" }, `peak ${max}/min`));
+  }
+
+  // --- dead letters --------------------------------------------------------------
+
+  async function refreshDeadLetters(more) {
+    const params = { status: "failed", limit: 50, channel_id: $("dead-channel").value || null,
+                     cursor: more ? deadCursor : null };
+    const page = await guard(() => api.get("/v1/messages", params));
+    if (!page) return;
+    const body = $("dead").tBodies[0];
+    if (!more) { body.replaceChildren(); selected.clear(); }
+    body.append(...page.messages.map(deadRow));
+    deadCursor = page.next_cursor;
+    $("dead-more").hidden = !deadCursor;
+    $("dead-empty").hidden = body.rows.length > 0;
+    updateSelection();
+  }
+
+  function deadRow(m) {
+    return el("tr", { dataset: { messageId: m.message_id } },
+      el("td", {}, el("input", { type: "checkbox", class: "pick", "aria-label": `Select ${m.message_id}`,
+                                 onchange: (e) => { e.target.checked ? selected.add(m.message_id) : selected.delete(m.message_id); updateSelection(); } })),
+      el("td", {}, el("time", { datetime: m.created_at, title: fmt.full(m.created_at) }, fmt.short(m.created_at))),
+      el("td", {}, m.to),
+      el("td", { class: "clip" }, m.body || m.type),
+      el("td", { class: "clip bad" }, m.error || m.last_error || ""),
+      el("td", { class: "num" }, m.attempts === null ? "—" : String(m.attempts)),
+      el("td", { class: "actions" },
+        el("button", { type: "button", class: "retry", onclick: () => retry([m.message_id]) }, "Retry")));
+  }
+
+  function updateSelection() {
+    $("retry-selected").disabled = selected.size === 0;
+    $("retry-selected").textContent = selected.size ? `Retry ${selected.size} selected` : "Retry selected";
+  }
+
+  async function retry(ids) {
+    const failures = [];
+    for (const id of ids) {
+      try { await api.post(`/v1/messages/${id}/retry`); } catch (err) { failures.push(err.message); }
+    }
+    if (failures.length) Console.showError(new Console.ApiError(409, "retry", `${failures.length} not retried: ${failures[0]}`));
+    refreshDeadLetters(false);
+    refreshChannels();
+  }
+
+  // --- lookup -----------------------------------------------------------------------
+
+  async function lookup(value) {
+    const out = $("lookup-result");
+    out.replaceChildren(el("p", { class: "muted" }, "Looking…"));
+    const v = value.trim();
+    try {
+      if (UUID.test(v)) {
+        out.replaceChildren(detail(await api.get(`/v1/messages/${v}`)));
+        return;
+      }
+      if (/^\+?[\d\s().-]{6,}$/.test(v)) {
+        const chats = (await api.get("/v1/chats", { q: v, include_archived: true, limit: 20 })).chats;
+        out.replaceChildren(chats.length
+          ? el("ul", {}, chats.map((c) => el("li", {}, el("a", { href: `/chats/${c.id}` }, `${c.name || c.phone} (${c.phone})`),
+                                         ` · last message ${fmt.full(c.last_message_at)}`)))
+          : el("p", { class: "empty" }, "No chat with that number."));
+        return;
+      }
+      const page = await api.get("/v1/messages", { idempotency_key: v, limit: 10 });
+      out.replaceChildren(page.messages.length
+        ? el("div", {}, ...(await Promise.all(page.messages.map((m) => api.get(`/v1/messages/${m.message_id}`)))).map(detail))
+        : el("p", { class: "empty" }, "No message with that id or idempotency key."));
+    } catch (err) {
+      out.replaceChildren(el("p", { class: "empty" }, err.status === 404 ? "No such message in this workspace." : err.message));
+    }
+  }
+
+  function detail(d) {
+    const rows = [["Message", d.message_id], ["Status", d.status], ["Direction", d.direction], ["To", d.to],
+                  ["Type", d.type], ["Idempotency key", d.idempotency_key || "—"],
+                  ["Attempts", d.attempts === null ? "—" : `${d.attempts} of ${d.max_attempts}`],
+                  ["Queue state", d.outbox_status || "—"], ["Last error", d.last_error || d.error || "—"],
+                  ["Next attempt", fmt.full(d.next_attempt_at) || "—"], ["Created", fmt.full(d.created_at)],
+                  ["Sent", fmt.full(d.sent_at) || "—"], ["Delivered", fmt.full(d.delivered_at) || "—"],
+                  ["Read", fmt.full(d.read_at) || "—"], ["WhatsApp id", d.wa_message_id || "—"], ["Body", d.body || "—"]];
+    return el("dl", { class: "detail" }, rows.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]),
+      el("dt", {}, "Chat"), el("dd", {}, el("a", { href: `/chats/${d.chat_id}` }, "open the chat")),
+      d.status === "failed" ? el("dd", {}, el("button", { type: "button", onclick: () => retry([d.message_id]).then(() => lookup(d.message_id)) }, "Retry")) : null,
+      d.direction === "outbound" && d.outbox_status === "queued"
+        ? el("dd", {}, el("button", { type: "button", class: "cancel", onclick: () => cancel(d.message_id) }, "Cancel (never send it)"))
+        : null);
+  }
+
+  async function cancel(id) {
+    if (!confirmed("Cancel this message? It will never be sent.")) return;
+    await guard(() => api.del(`/v1/messages/${id}`));
+    lookup(id);
+    refreshChannels();
+  }
+
+  // --- API keys and users ----------------------------------------------------------
+
+  async function refreshKeys() {
+    const data = await guard(() => api.get("/v1/api-keys"));
+    if (!data) return;
+    $("keys").tBodies[0].replaceChildren(...data.api_keys.map((k) => el("tr", { dataset: { keyId: k.id } },
+      el("td", {}, k.name || "—"), el("td", {}, el("code", {}, `wo_${k.prefix}_…`)), el("td", {}, k.scopes.join(", ")),
+      el("td", {}, fmt.full(k.created_at)), el("td", {}, k.revoked_at ? `revoked ${fmt.full(k.revoked_at)}` : "active"),
+      el("td", {}, k.revoked_at ? "" : el("button", { type: "button", class: "revoke", onclick: () => revokeKey(k) }, "Revoke")))));
+  }
+
+  async function createKey(event) {
+    event.preventDefault();
+    const scopes = [...document.querySelectorAll("input[name=scope]:checked")].map((i) => i.value);
+    const made = await guard(() => api.post("/v1/api-keys", { name: $("key-name").value.trim() || null, scopes }));
+    if (!made) return;
+    const box = $("new-key");
+    box.replaceChildren(el("p", {}, "The new key, shown this once: copy it now."),
+                        el("code", { id: "new-key-value" }, made.key),
+                        el("button", { type: "button", class: "link", onclick: () => { box.hidden = true; box.replaceChildren(); } }, "I have stored it"));
+    box.hidden = false;
+    $("key-name").value = "";
+    refreshKeys();
+  }
+
+  async function revokeKey(k) {
+    if (!confirmed(`Revoke the key ${k.name || k.prefix}? Programs using it stop working now.`)) return;
+    await guard(() => api.del(`/v1/api-keys/${k.id}`));
+    refreshKeys();
+  }
+
+  async function refreshUsers() {
+    const data = await guard(() => api.get("/v1/users"));
+    if (!data) return;
+    const me = Console.session().user_id;
+    $("users").tBodies[0].replaceChildren(...data.users.map((u) => el("tr", { dataset: { userId: u.id } },
+      el("td", {}, u.email), el("td", {}, u.role), el("td", {}, fmt.full(u.created_at)),
+      el("td", {}, u.disabled_at ? `disabled ${fmt.full(u.disabled_at)}` : "active"),
+      el("td", {}, u.disabled_at || u.id === me ? "" : el("button", { type: "button", class: "disable", onclick: () => disableUser(u) }, "Disable")))));
+  }
+
+  async function createUser(event) {
+    event.preventDefault();
+    const made = await guard(() => api.post("/v1/users", { email: $("user-email").value, role: $("user-role").value,
+                                                           password: $("user-password").value }));
+    if (!made) return;
+    $("user-email").value = "";
+    $("user-password").value = "";
+    refreshUsers();
+  }
+
+  async function disableUser(u) {
+    if (!confirmed(`Disable ${u.email}? Their sessions end now.`)) return;
+    await guard(() => api.post(`/v1/users/${u.id}/disable`));
+    refreshUsers();
+  }
+
+  // --- start ----------------------------------------------------------------------------
+
+  async function start() {
+    try { await Console.start(); } catch (err) { if (err.status !== 401) Console.showError(err); return; }
+    if (!Console.can("admin")) {
+      for (const s of document.querySelectorAll("#ops > section")) s.hidden = true;
+      $("ops-denied").hidden = false;
+      document.body.dataset.ready = "true";
+      return;
+    }
+    $("refresh-channels").addEventListener("click", refreshChannels);
+    $("dead-channel").addEventListener("change", () => refreshDeadLetters(false));
+    $("dead-more").addEventListener("click", () => refreshDeadLetters(true));
+    $("dead-all").addEventListener("change", (e) => {
+      for (const box of document.querySelectorAll("#dead .pick")) {
+        box.checked = e.target.checked;
+        const id = box.closest("tr").dataset.messageId;
+        e.target.checked ? selected.add(id) : selected.delete(id);
+      }
+      updateSelection();
+    });
+    $("retry-selected").addEventListener("click", () => retry([...selected]));
+    $("lookup-form").addEventListener("submit", (e) => { e.preventDefault(); lookup($("lookup").value); });
+    $("key-form").addEventListener("submit", createKey);
+    $("user-form").addEventListener("submit", createUser);
+    await Promise.all([refreshChannels(), refreshDeadLetters(false), refreshKeys(), refreshUsers()]);
+    document.body.dataset.ready = "true";
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+
+  return { refreshChannels, refreshDeadLetters: () => refreshDeadLetters(false) };
+})();

@@ -1,0 +1,598 @@
+"""The console in a real headless Chromium (Playwright on the system
+browser): `outbox serve`'s app on loopback, real PostgreSQL, the simulator
+posting webhooks, the dispatcher sending. What a support agent and an
+operator do, and what they must not be able to do."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from outbox.enqueue import enqueue_text
+from outbox.providers.simulator.control import SimulatorControl
+from tests.api_fixtures import wait_for
+from tests.console_fixtures import PASSWORD
+from tests.dispatch_helpers import run_dispatcher
+from tests.inbox_helpers import T0, chat_of, inbound, query, wire_webhooks
+from tests.sim_fixtures import new_token
+
+pytestmark = pytest.mark.slow  # a browser per test
+
+# Where to save screenshots of the key pages (docs); unset: none are taken.
+SCREENSHOTS = os.environ.get("OUTBOX_CONSOLE_SCREENSHOTS")
+
+
+def expect(locator: Any) -> Any:
+    from playwright.sync_api import expect as pw_expect
+
+    return pw_expect(locator)
+
+
+def sign_in(page: Any, url: str, email: str, *, next_path: str = "/",
+            workspace: str = "default") -> None:
+    page.goto(url + next_path)
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    if workspace != "default":
+        page.click("details summary")
+        page.fill("#workspace", workspace)
+    page.click("#sign-in")
+    page.wait_for_selector("body[data-ready=true]")
+
+
+def tab_to(page: Any, selector: str, *, presses: int = 20) -> None:
+    """Press Tab until `selector` has the focus (fails if it never does)."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement === document.querySelector(s)", selector):
+            return
+    raise AssertionError(f"{selector} is not reachable with Tab")
+
+
+def shot(page: Any, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+
+
+@pytest.fixture
+def channel(make_channel, sim: SimulatorControl, sim_url: str, console_url: str,
+            api_db: Engine) -> tuple[uuid.UUID, str]:
+    """A channel on the simulator, whose webhooks reach the console's server."""
+    token = new_token()
+    ch = make_channel(base_url=sim_url, token=token)
+    wire_webhooks(sim, console_url, api_db, ch, token)
+    return ch, token
+
+
+def dispatch(database_url: str) -> Any:
+    """One dispatcher pass, in a thread: Playwright's sync API holds this one's event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run_dispatcher(database_url, max_seconds=20)).result()
+
+
+def test_an_agent_reads_and_answers_a_chat(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str) -> None:
+    ch, token = channel
+    inbound(api_db, ch, "15550600001", "Is my order on its way?", name="Maria Silva",
+            at=T0 - timedelta(days=1))
+    inbound(api_db, ch, "15550600001", "Order #1042", name="Maria Silva", at=T0)
+    inbound(api_db, ch, "15550600002", "Thanks!", name="Bob Stone",
+            at=T0 + timedelta(minutes=5))
+    maria = chat_of(api_db, "15550600001@s.whatsapp.net")
+    sign_in(page, console_url, console_user())
+
+    rows = page.locator(".chat-row")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("Bob Stone")  # newest first
+    row = page.locator(f".chat-row[data-chat-id='{maria}']")
+    expect(row.locator(".badge")).to_have_text("2")
+    expect(row.locator(".preview")).to_have_text("Order #1042")
+    # Search by name and by number, and the unread filter, live in the URL.
+    page.fill("#search", "mar")
+    expect(rows).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"\?q=mar"))
+    page.fill("#search", "+1 555 0600 002")
+    expect(rows).to_have_count(1)
+    expect(rows.nth(0)).to_contain_text("Bob Stone")
+    page.fill("#search", "")
+    expect(rows).to_have_count(2)
+    shot(page, "inbox")
+
+    row.locator("a").click()
+    expect(page).to_have_url(re.compile(f"/chats/{maria}"))
+    bubbles = page.locator(".bubble")
+    expect(bubbles).to_have_count(2)
+    expect(page.locator(".day")).to_have_count(2)  # two days, two separators
+    expect(bubbles.nth(0)).to_have_class(re.compile(r"\bin\b"))
+    # Opening the chat read it: the badge is gone, the database agrees.
+    expect(row.locator(".badge")).to_have_count(0)
+    wait_for(lambda: query(api_db, "SELECT unread_count FROM outbox.chats WHERE id = :c",
+                           c=maria) == [(0,)])
+
+    # The composer counts, Shift+Enter is a new line, Enter sends.
+    box = page.locator("#text")
+    box.fill("x" * 10)
+    expect(page.locator("#counter")).to_have_text("10/4096")
+    box.fill("")
+    box.type("Yes: it ships today.")
+    box.press("Shift+Enter")
+    box.type("Tracking: 1Z999")
+    box.press("Enter")
+    mine = page.locator(".bubble.out").last
+    expect(mine).to_contain_text("Tracking: 1Z999")
+    expect(mine.locator(".tick")).to_have_attribute("data-status", "pending")
+    expect(box).to_have_value("")
+
+    # The dispatcher sends it; the simulator reports sent, delivered, read,
+    # and the bubble's tick follows without a reload.
+    dispatch(database_url)
+    sent = [r for r in sim.sent(token) if r.type == "text"]
+    assert [r.body for r in sent] == ["Yes: it ships today.\nTracking: 1Z999"]
+    wait_for(lambda: query(api_db, "SELECT status FROM outbox.messages WHERE direction = "
+                                   "'outbound' AND type = 'text'") == [("read",)], timeout=20)
+    expect(mine.locator(".tick")).to_have_attribute("data-status", "read", timeout=20_000)
+    shot(page, "thread")
+
+    # Archive, then find it under Archived; assign to me.
+    page.click("#assign-me")
+    expect(page.locator("#thread-assignee")).to_have_text("Assigned to you")
+    page.click("#archive")
+    expect(page.locator("#unarchive")).to_be_visible()
+    assert query(api_db, "SELECT status FROM outbox.chats WHERE id = :c", c=maria) == [
+        ("archived",)]
+    page.click("[data-filter=archived]")
+    expect(rows).to_have_count(1)
+    expect(rows.nth(0)).to_contain_text("Maria Silva")
+    assert page.console_problems == []
+
+
+def test_an_inbound_message_appears_without_reload(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl) -> None:
+    ch, token = channel
+    inbound(api_db, ch, "15550600010", "first", name="Old Customer", at=T0)
+    sign_in(page, console_url, console_user())
+    expect(page.locator(".chat-row")).to_have_count(1)
+
+    sim.inbound(token, text="Hello, anyone there?", phone="15550600011",
+                sender_name="New Customer", wait=True)
+    top = page.locator(".chat-row").first
+    expect(top).to_contain_text("New Customer", timeout=20_000)
+    expect(top.locator(".badge")).to_have_text("1")
+    expect(top.locator(".preview")).to_have_text("Hello, anyone there?")
+
+
+def test_a_failed_message_shows_why_and_retries(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str) -> None:
+    ch, token = channel
+    inbound(api_db, ch, "15550600020", "hi", name="Rita", at=T0)
+    rita = chat_of(api_db, "15550600020@s.whatsapp.net")
+    with Session(api_db) as s, s.begin():
+        enqueue_text(s, channel_id=ch, to="+15550600020", body="Your refund is on its way")
+    sim.set_faults(token=token, error_status=400)
+    dispatch(database_url)
+    assert query(api_db, "SELECT status FROM outbox.messages WHERE direction = 'outbound'"
+                 ) == [("failed",)]
+    sim.clear_faults(token=token)
+
+    # The operator sees it among the dead letters and retries it.
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"),
+            next_path="/ops")
+    dead = page.locator("#dead tbody tr")
+    expect(dead).to_have_count(1)
+    expect(dead.first).to_contain_text("Your refund is on its way")
+    shot(page, "operations")
+    page.goto(f"{console_url}/chats/{rita}")
+    failed = page.locator(".bubble.failed")
+    expect(failed).to_contain_text("Not sent:")
+    failed.locator("button.retry").click()
+    expect(page.locator(".bubble.failed")).to_have_count(0)
+    dispatch(database_url)
+    assert [r.body for r in sim.sent(token) if r.type == "text"] == [
+        "Your refund is on its way"]
+    expect(page.locator(".bubble.out .tick")).not_to_have_attribute(
+        "data-status", "pending", timeout=20_000)
+
+
+def test_the_operator_retries_dead_letters_and_pauses_a_channel(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str) -> None:
+    ch, token = channel
+    with Session(api_db) as s, s.begin():
+        for i in range(3):
+            enqueue_text(s, channel_id=ch, to=f"+1555060003{i}", body=f"notice {i}")
+    sim.set_faults(token=token, error_status=400)
+    dispatch(database_url)
+    sim.clear_faults(token=token)
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"),
+            next_path="/ops")
+    dead = page.locator("#dead tbody tr")
+    expect(dead).to_have_count(3)
+    expect(page.locator(f"#channels tr[data-channel-id='{ch}'] td").nth(6)).to_have_text("3")
+
+    # Two selected, retried at once: back in the queue, then sent.
+    dead.nth(0).locator("input.pick").check()
+    dead.nth(1).locator("input.pick").check()
+    expect(page.locator("#retry-selected")).to_have_text("Retry 2 selected")
+    page.click("#retry-selected")
+    expect(dead).to_have_count(1)
+    dispatch(database_url)
+    assert len([r for r in sim.sent(token) if r.type == "text"]) == 2
+
+    # Pause the channel: its queue stops, with the reason shown.
+    page.once("dialog", lambda d: d.accept("carrier maintenance"))
+    page.locator(f"#channels tr[data-channel-id='{ch}'] button.pause").click()
+    row = page.locator(f"#channels tr[data-channel-id='{ch}']")
+    expect(row).to_have_attribute("data-status", "paused")
+    expect(row).to_contain_text("carrier maintenance")
+    dead.first.locator("button.retry").click()
+    expect(dead).to_have_count(0)
+    expect(page.locator("#dead-empty")).to_be_visible()
+    dispatch(database_url)
+    assert len([r for r in sim.sent(token) if r.type == "text"]) == 2  # nothing more sent
+    page.click("#refresh-channels")
+    expect(row.locator("td.queued")).to_have_text("1")
+    row.locator("button.resume").click()
+    expect(row).to_have_attribute("data-status", "active")
+    dispatch(database_url)
+    assert len([r for r in sim.sent(token) if r.type == "text"]) == 3
+
+
+def test_api_keys_and_users_from_the_console(
+        page: Any, console_url: str, console_user: Callable[..., str], api_db: Engine) -> None:
+    import httpx
+
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
+    page.fill("#key-name", "crm")
+    page.click("#key-form button[type=submit]")
+    key = page.locator("#new-key-value").inner_text()
+    assert key.startswith("wo_")
+    expect(page.locator("#keys tbody tr")).to_have_count(1)
+    r = httpx.get(f"{console_url}/v1/messages", headers={"Authorization": f"Bearer {key}"},
+                  trust_env=False)
+    assert r.status_code == 200
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator("#new-key")).to_be_hidden()  # shown once
+    assert key not in page.content()
+    page.once("dialog", lambda d: d.accept())
+    page.locator("#keys button.revoke").click()
+    expect(page.locator("#keys tbody tr").first).to_contain_text("revoked")
+    r = httpx.get(f"{console_url}/v1/messages", headers={"Authorization": f"Bearer {key}"},
+                  trust_env=False)
+    assert r.status_code == 401
+
+    page.fill("#user-email", "new.agent@example.com")
+    page.select_option("#user-role", "agent")
+    page.fill("#user-password", PASSWORD)
+    page.click("#user-form button[type=submit]")
+    expect(page.locator("#users tbody tr", has_text="new.agent@example.com")).to_have_count(1)
+    assert query(api_db, "SELECT role FROM outbox.users WHERE email = 'new.agent@example.com'"
+                 ) == [("agent",)]
+
+
+def test_a_viewer_reads_but_cannot_send_or_operate(
+        page: Any, console_url: str, console_user: Callable[..., str], make_channel,
+        api_db: Engine) -> None:
+    ch = make_channel()
+    inbound(api_db, ch, "15550600040", "hello", name="Vera", at=T0)
+    vera = chat_of(api_db, "15550600040@s.whatsapp.net")
+    sign_in(page, console_url, console_user("viewer@example.com", role="viewer"),
+            next_path=f"/chats/{vera}")
+    expect(page.locator(".bubble")).to_have_count(1)
+    expect(page.locator("#composer-readonly")).to_be_visible()
+    expect(page.locator("#text")).to_be_hidden()
+    expect(page.locator("#thread-actions")).to_be_hidden()
+    expect(page.locator("#nav-ops")).to_be_hidden()
+    # Opening it did not read it for the team (a viewer can't).
+    assert query(api_db, "SELECT unread_count FROM outbox.chats") == [(1,)]
+    page.goto(f"{console_url}/ops")
+    expect(page.locator("#ops-denied")).to_be_visible()
+
+
+def test_another_workspaces_chat_is_not_found(
+        page: Any, console_url: str, console_user: Callable[..., str], make_channel,
+        api_db: Engine) -> None:
+    theirs = make_channel(workspace_id="team-b", phone="+15550000002")
+    inbound(api_db, theirs, "15550600050", "private", name="Secret Customer", at=T0)
+    other = chat_of(api_db, "15550600050@s.whatsapp.net")
+    sign_in(page, console_url, console_user(), next_path=f"/chats/{other}")
+    expect(page.locator("#thread-placeholder")).to_contain_text("Chat not found")
+    assert "Secret Customer" not in page.content() and "private" not in page.content()
+    page.goto(f"{console_url}/chats/not-a-uuid")
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator("#thread-placeholder")).to_contain_text("Chat not found")
+
+
+def test_sign_in_errors_sign_out_and_a_small_screen(
+        page: Any, console_url: str, console_user: Callable[..., str], make_channel,
+        api_db: Engine) -> None:
+    ch = make_channel()
+    inbound(api_db, ch, "15550600060", "hi", name="Pat", at=T0)
+    email = console_user()
+    # A link that would send the user elsewhere after signing in lands on the inbox.
+    page.goto(console_url + "/login?next=%2F%5Cevil.example%2Fx")
+    page.fill("#email", email)
+    page.fill("#password", "wrong password!!")
+    page.click("#sign-in")
+    expect(page.locator("#login-error")).to_have_text("Wrong email or password.")
+    page.console_problems.clear()  # that 401 was the point
+    page.fill("#password", PASSWORD)
+    page.click("#sign-in")
+    expect(page).to_have_url(console_url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "outbox_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""  # page scripts can't read the session
+
+    page.set_viewport_size({"width": 375, "height": 740})
+    expect(page.locator(".chat-list-pane")).to_be_visible()
+    expect(page.locator(".thread-pane")).to_be_hidden()
+    page.locator(".chat-row a").first.click()
+    expect(page.locator(".chat-list-pane")).to_be_hidden()
+    expect(page.locator("#text")).to_be_visible()
+    expect(page.locator(".bubble")).to_have_count(1)
+    shot(page, "thread-375px")
+    page.click("#back")
+    expect(page.locator(".chat-list-pane")).to_be_visible()
+
+    page.click("#logout")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    assert not [c for c in page.context.cookies() if c["name"] == "outbox_session"]
+    page.goto(console_url + "/")
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    assert page.console_problems == []
+
+
+def test_a_long_inbox_and_a_rich_thread(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl) -> None:
+    ch, token = channel
+    # 35 chats: the first page holds 30, scrolling down brings the rest.
+    for i in range(35):
+        inbound(api_db, ch, f"155506100{i:02d}", f"hello {i}", name=f"Customer {i:02d}",
+                at=T0 + timedelta(minutes=i))
+    # One chat with 55 messages: the thread shows the latest 50, then older.
+    for i in range(55):
+        inbound(api_db, ch, "15550610099", f"line {i}", name="Talkative",
+                at=T0 + timedelta(hours=1, seconds=i))
+    # Through the simulator's webhooks: a picture, a reaction, an edit, a deletion.
+    first = sim.inbound(token, text="keep this", phone="15550610099", message_id="wa-keep",
+                        wait=True)
+    sim.inbound(token, text="typo", phone="15550610099", message_id="wa-typo", wait=True)
+    sim.inbound(token, text="oops", phone="15550610099", message_id="wa-oops", wait=True)
+    sim.inbound(token, kind="image", phone="15550610099", message_id="wa-pic", wait=True)
+    sim.action(token, "wa-keep", "reaction", emoji="👍", phone="15550610099", wait=True)
+    sim.action(token, "wa-typo", "edit", text="fixed", phone="15550610099", wait=True)
+    sim.action(token, "wa-oops", "delete", phone="15550610099", wait=True)
+    assert first.message_id == "wa-keep"
+    talkative = chat_of(api_db, "15550610099@s.whatsapp.net")
+
+    sign_in(page, console_url, console_user())
+    rows = page.locator(".chat-row")
+    expect(rows).to_have_count(30)
+    rows.last.scroll_into_view_if_needed()
+    expect(rows).to_have_count(36)
+
+    page.locator(f".chat-row[data-chat-id='{talkative}'] a").click()
+    bubbles = page.locator(".bubble")
+    expect(bubbles).to_have_count(50)
+    keep = page.locator(".bubble", has_text="keep this")
+    expect(keep.locator(".reactions")).to_have_text("👍", timeout=20_000)
+    edited = page.locator(".bubble", has_text="fixed")
+    expect(edited.locator(".edited")).to_have_text("edited")
+    expect(page.locator(".bubble .deleted")).to_have_text("This message was deleted")
+    expect(page.locator(".bubble", has_text="oops")).to_have_count(0)
+    expect(page.locator(".bubble .media")).to_have_count(1)
+    page.click("#load-older")
+    expect(bubbles).to_have_count(59)
+    expect(page.locator("#load-older")).to_be_hidden()
+    expect(page.locator(".bubble").first).to_contain_text("line 0")
+    assert page.console_problems == []
+
+
+def test_events_drive_the_page(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str) -> None:
+    """static/live.js's contract with the event stream, without a stream:
+    polling off, each event handed to it as the stream would, and the page
+    refetches exactly what the event names."""
+    import json
+
+    ch, _ = channel
+    inbound(api_db, ch, "15550600070", "hi", name="Lena", at=T0)
+    lena = chat_of(api_db, "15550600070@s.whatsapp.net")
+    sign_in(page, console_url, console_user(), next_path=f"/chats/{lena}")
+    expect(page.locator(".bubble")).to_have_count(1)
+    page.evaluate("Live.stop()")
+
+    def event(kind: str, **fields: Any) -> None:
+        body = {"id": 1, "type": kind, "occurred_at": "2026-01-01T00:00:00+00:00",
+                "channel_id": str(ch), "chat_id": None, "message_id": None, "payload": {},
+                **fields}
+        page.evaluate("data => Live.handle({data})", json.dumps(body))
+
+    # A new chat's first message: nothing moves until its event arrives.
+    inbound(api_db, ch, "15550600071", "new here", name="Nora", at=T0 + timedelta(hours=1))
+    nora = chat_of(api_db, "15550600071@s.whatsapp.net")
+    page.wait_for_timeout(600)
+    expect(page.locator(f".chat-row[data-chat-id='{nora}']")).to_have_count(0)
+    event("message.received", chat_id=nora)
+    row = page.locator(".chat-row").first
+    expect(row).to_have_attribute("data-chat-id", nora)
+    expect(row.locator(".badge")).to_have_text("1")
+
+    # Another message in the open chat appears in its thread.
+    inbound(api_db, ch, "15550600070", "one more thing", name="Lena",
+            at=T0 + timedelta(hours=2))
+    event("message.received", chat_id=lena)
+    expect(page.locator(".bubble")).to_have_count(2)
+    expect(page.locator(".bubble").last).to_contain_text("one more thing")
+
+    # A reply's ticks move on its events only.
+    page.fill("#text", "hello Lena")
+    page.press("#text", "Enter")
+    tick = page.locator(".bubble.out .tick")
+    expect(tick).to_have_attribute("data-status", "pending")
+    dispatch(database_url)
+    mid = wait_for(lambda: query(api_db, "SELECT id FROM outbox.messages WHERE status = 'read' "
+                                         "AND type = 'text' AND direction = 'outbound'"),
+                   timeout=20)[0][0]
+    page.wait_for_timeout(600)
+    expect(tick).to_have_attribute("data-status", "pending")
+    event("message.read", chat_id=lena, message_id=str(mid))
+    expect(tick).to_have_attribute("data-status", "read")
+    assert page.console_problems == []
+
+
+def test_media_by_url(page: Any, console_url: str, console_user: Callable[..., str], channel,
+                      api_db: Engine, sim: SimulatorControl, database_url: str) -> None:
+    ch, token = channel
+    inbound(api_db, ch, "15550600080", "send me the invoice", name="Ivo", at=T0)
+    ivo = chat_of(api_db, "15550600080@s.whatsapp.net")
+    sign_in(page, console_url, console_user(), next_path=f"/chats/{ivo}")
+    page.click("#attach")
+    page.select_option("#media-type", "document")
+    page.fill("#media-url", "https://files.example.com/invoice-1042.pdf")
+    page.fill("#text", "Your invoice")
+    page.press("#text", "Enter")
+    out = page.locator(".bubble.out")
+    expect(out.locator("a.media")).to_have_attribute(
+        "href", "https://files.example.com/invoice-1042.pdf")
+    expect(out).to_contain_text("Your invoice")
+    dispatch(database_url)
+    (sent,) = [r for r in sim.sent(token) if r.type == "document"]
+    assert sent.payload["media"] == "https://files.example.com/invoice-1042.pdf"
+    assert sent.payload["caption"] == "Your invoice"
+
+
+def test_lookup_cancel_and_assign_to_a_colleague(
+        page: Any, console_url: str, console_user: Callable[..., str], make_channel,
+        api_db: Engine) -> None:
+    ch = make_channel()
+    inbound(api_db, ch, "15550600090", "hello", name="Gus", at=T0)
+    gus = chat_of(api_db, "15550600090@s.whatsapp.net")
+    with Session(api_db) as s, s.begin():
+        queued = enqueue_text(s, channel_id=ch, to="+15550600090", body="reminder",
+                              idempotency_key="reminder-7")
+    colleague = console_user("colleague@example.com", role="agent")
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
+
+    page.fill("#lookup", "reminder-7")
+    page.click("#lookup-form button")
+    result = page.locator("#lookup-result")
+    expect(result).to_contain_text(str(queued.message_id))
+    page.once("dialog", lambda d: d.accept())
+    result.locator("button.cancel").click()
+    expect(result).to_contain_text("cancelled")
+    assert query(api_db, "SELECT status FROM outbox.messages WHERE id = :m",
+                 m=queued.message_id) == [("cancelled",)]
+    page.fill("#lookup", "+1 555 060 0090")
+    page.click("#lookup-form button")
+    expect(result.locator(f"a[href='/chats/{gus}']")).to_have_count(1)
+    page.fill("#lookup", str(uuid.uuid4()))
+    page.click("#lookup-form button")
+    expect(result).to_have_text("No such message in this workspace.")
+
+    page.goto(f"{console_url}/chats/{gus}")
+    page.wait_for_selector("body[data-ready=true]")
+    page.select_option("#assign-to", label=colleague)
+    expect(page.locator("#thread-assignee")).to_have_text(f"Assigned to {colleague}")
+    assert query(api_db, "SELECT u.email FROM outbox.chats c JOIN outbox.users u "
+                         "ON u.id = c.assigned_to") == [(colleague,)]
+
+
+# Every visible text's contrast with what is behind it (WCAG 2 relative
+# luminance): at least 4.5:1, or 3:1 for large text (24 px, or 18.66 px bold).
+# Disabled controls are exempt, as WCAG says.
+_CONTRAST = """() => {
+  const lum = (c) => {
+    const [r, g, b] = c.map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const rgba = (s) => (s.match(/[\\d.]+/g) || []).map(Number);
+  const background = (el) => {
+    for (let n = el; n; n = n.parentElement) {
+      const c = rgba(getComputedStyle(n).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const bad = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.getClientRects().length || el.closest("[hidden], :disabled")) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === "hidden") continue;
+    const fg = rgba(style.color).slice(0, 3);
+    const [a, b] = [lum(fg), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    const text = el.textContent.trim().slice(0, 30);
+    if (ratio < (large ? 3 : 4.5)) bad.push(`${el.tagName}.${el.className} "${text}" ${ratio}`);
+  }
+  return bad;
+}"""
+
+
+@pytest.mark.parametrize("page", [{"timezone_id": "Asia/Tokyo"}], indirect=True)
+def test_times_in_the_browsers_zone_readable_text_and_keyboard(
+        page: Any, console_url: str, console_user: Callable[..., str], make_channel,
+        api_db: Engine) -> None:
+    ch = make_channel()
+    # 23:30 UTC on 31 December is 08:30 on 1 January in Tokyo.
+    inbound(api_db, ch, "15550600100", "happy new year", name="Kenji",
+            at=T0 - timedelta(minutes=30))
+    kenji = chat_of(api_db, "15550600100@s.whatsapp.net")
+    with Session(api_db) as s, s.begin():
+        enqueue_text(s, channel_id=ch, to="+15550600100", body="same to you")
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"))
+    assert page.evaluate(_CONTRAST) == []
+
+    # Keyboard only: Tab to the search, type, Tab on to the chat, Enter.
+    tab_to(page, "#search")
+    page.keyboard.type("kenji")
+    expect(page).to_have_url(re.compile(r"\?q=kenji"))
+    expect(page.locator(".chat-row")).to_have_count(1)
+    tab_to(page, f".chat-row[data-chat-id='{kenji}'] a")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(f"/chats/{kenji}"))
+    expect(page.locator("#text")).to_be_focused()  # the composer is ready
+
+    inbound_bubble = page.locator(".bubble.in")
+    expect(inbound_bubble.locator("time")).to_have_text("08:30 AM")
+    expect(page.locator(".day").first).to_have_text("Thursday, January 1, 2026")
+    expect(page.locator(".bubble.out .tick")).to_have_attribute("data-status", "pending")
+    assert page.evaluate(_CONTRAST) == []
+
+    # Escape leaves the chat (focus back on its row); "/" goes to the search.
+    page.keyboard.press("Escape")
+    expect(page.locator("#thread")).to_be_hidden()
+    expect(page.locator(f".chat-row[data-chat-id='{kenji}'] a")).to_be_focused()
+    page.keyboard.press("/")
+    expect(page.locator("#search")).to_be_focused()
+
+    page.goto(f"{console_url}/ops")
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.evaluate(_CONTRAST) == []
+    page.goto(f"{console_url}/login")
+    assert page.evaluate(_CONTRAST) == []
