@@ -272,7 +272,9 @@ class Message(Base):
 
 
 class OutboxMessage(Base):
-    """The work queue. Kept small: sent rows are pruned in batches."""
+    """The work queue. Kept small: sent rows are pruned in batches. Its pages
+    keep 30% free (fillfactor 70, migration 0014: not in the model, which
+    can't say it) so its three updates per message stay HOT."""
 
     __tablename__ = "outbox_messages"
     __table_args__ = (

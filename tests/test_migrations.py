@@ -303,3 +303,19 @@ def test_a_paused_outbox_row_goes_back_to_the_queue(fresh_database_url: str) -> 
                 conn.execute(text("UPDATE outbox.outbox_messages SET status = 'paused'"))
     finally:
         engine.dispose()
+
+
+def test_the_queue_table_keeps_room_for_hot_updates(database_url: str) -> None:
+    """0014: fillfactor 70 on outbox_messages (the model can't carry it)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            options = conn.execute(text(
+                "SELECT reloptions FROM pg_class WHERE oid = 'outbox.outbox_messages'::regclass"
+            )).scalar_one()
+    finally:
+        engine.dispose()
+    assert "fillfactor=70" in options
+
