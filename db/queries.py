@@ -170,43 +170,131 @@ WHERE id = ANY(CAST(:channel_ids AS uuid[]))
 """
 
 # --------------------------------------------------------------------------
+# PACING (docs/pacing.md): a paced channel's budget as of now(), from its
+# channel_pacing row `b`. Shared by CLAIM (which then spends it) and the
+# operator's views (db/pacing_queries.py), so both count alike.
+#
+# * Windows never go back: a claim that started a moment before another one
+#   committed (now() is the statement's start) counts in the later window,
+#   and its bucket refills from the later time. A budget is only ever
+#   under-spent, never over.
+# * tokens: a token bucket `burst` deep refilled at `per_second` (NULL
+#   tokens: full). minute: the clock minute; day: the day in the channel's
+#   time zone. day_cap: per_day, and the warm-up's
+#   warmup_start * warmup_factor ** days, up to warmup_ceiling (in log space:
+#   a long-running warm-up must not overflow float8).
+# * rows_left: rows a claim may take now (NULL: no row limit);
+#   new_chats_left likewise for first messages to chats that never wrote.
+# --------------------------------------------------------------------------
+PACING_BUDGET_NOW = """
+SELECT w.day, w.minute, w.tokens, w.minute_used, w.day_used, w.day_new_used, w.day_cap,
+       -- (GREATEST skips NULLs: GREATEST(0, NULL) would be 0, a limit)
+       CASE WHEN r.rows_left IS NOT NULL THEN CAST(GREATEST(0, r.rows_left) AS bigint)
+       END AS rows_left,
+       CASE WHEN r.new_chats_left IS NOT NULL THEN GREATEST(0, r.new_chats_left)
+       END AS new_chats_left
+FROM (
+    SELECT d.day, d.minute,
+           CASE WHEN b.per_second IS NOT NULL THEN
+               LEAST(CAST(b.burst AS float8),
+                     COALESCE(b.tokens, b.burst) + b.per_second * GREATEST(0, CAST(EXTRACT(
+                         EPOCH FROM now() - COALESCE(b.refilled_at, now())) AS float8)))
+           END AS tokens,
+           CASE WHEN b.minute_start = d.minute THEN b.minute_count ELSE 0 END AS minute_used,
+           CASE WHEN b.day = d.day THEN b.day_count ELSE 0 END AS day_used,
+           CASE WHEN b.day = d.day THEN b.day_new_chats ELSE 0 END AS day_new_used,
+           LEAST(CAST(b.per_day AS float8),
+                 CASE WHEN b.warmup_start IS NOT NULL THEN LEAST(
+                     CAST(b.warmup_ceiling AS float8),
+                     floor(exp(LEAST(700, ln(b.warmup_start) + ln(b.warmup_factor)
+                                          * GREATEST(0, d.day - b.warmup_from)))))
+                 END) AS day_cap
+    FROM (SELECT GREATEST(b.day, CAST(now() AT TIME ZONE b.timezone AS date)) AS day,
+                 GREATEST(b.minute_start, date_trunc('minute', now())) AS minute) d
+) w
+CROSS JOIN LATERAL (
+    SELECT LEAST(floor(w.tokens), b.per_minute - w.minute_used, w.day_cap - w.day_used)
+               AS rows_left,
+           b.new_chats_per_day - w.day_new_used AS new_chats_left
+) r
+"""
+
+# --------------------------------------------------------------------------
 # CLAIM: take a batch of due rows for this worker, fairly across channels,
-# keeping each chat's order. Committed before any HTTP request.
+# keeping each chat's order, within each channel's pacing budget. Committed
+# before any HTTP request.
 #
 # * Channels first: the ones that may send now (active, or a timed pause
 #   that has run out), in random order so that when the batch can't fit
 #   every channel, no channel is always last.
-# * Per channel, at most :per_channel rows (LATERAL + LIMIT): a channel with
-#   a million queued rows gets the same share of a batch as one with ten.
+# * Pacing, fleet-wide: a paced channel's budget row is locked for the
+#   statement (SKIP LOCKED: a channel whose budget another claim is spending
+#   right now is skipped, like a busy chat), read as committed (a locked
+#   row is its latest version, whatever the snapshot), and spent below in
+#   the same statement: dispatchers together never take more than it
+#   allows. A channel out of budget is skipped like a paused one; its rows
+#   keep their attempts and their order. Unpaced channels lock nothing.
+# * Per channel, at most :per_channel rows (LATERAL + LIMIT), and no more
+#   than its budget: a channel with a million queued rows gets the same
+#   share of a batch as one with ten.
 # * Head-of-line per chat: a row waits while an earlier row of its chat is
 #   sending, waiting for a retry (attempts > 0), or due now. Rows of other
 #   chats pass freely, and so does a row whose predecessor is scheduled for
 #   later (send_at).
+# * Chats, only on channels that limit them: the chat gap counts from the
+#   chat's latest message (ours is recorded when its send is: the next one
+#   can't be claimed before; theirs counts too); a new chat (no message
+#   either way yet) passes only while the day has new chats left, and at
+#   most that many per claim (`chosen`).
 # * The UPDATE takes ids through = ANY(ARRAY(...)): primary-key lookups
 #   whatever the planner thinks of the candidate count (a join could turn
 #   into a sequential scan of the whole table).
 # * SKIP LOCKED: concurrent workers never block on each other's candidates.
 #   A skipped (locked) row is still 'queued' in our snapshot, so the
 #   head-of-line test also holds back the rows behind it.
-# * MATERIALIZED: the candidate set is computed once, never re-planned into
-#   the UPDATE (where it could be evaluated more than once).
+# * MATERIALIZED: each set is computed once, never re-planned into the
+#   UPDATE (where it could be evaluated more than once).
 # * The claim spends an attempt; `send_started_at` stays NULL until the
 #   row's request is about to start (MARK_SENDS_STARTED), so the rescuer can
-#   give the attempt back if the worker dies before that.
+#   give the attempt back if the worker dies before that. Budget is spent
+#   at the claim and never given back (a failed send may have gone out).
+# * A channel's typing_time default joins a text's payload unless it has one.
 # --------------------------------------------------------------------------
 CLAIM = """
 WITH ready_channels AS MATERIALIZED (
-    SELECT id
-    FROM outbox.channels
-    WHERE (status = 'active' OR (status = 'paused' AND paused_until IS NOT NULL))
-      AND (paused_until IS NULL OR paused_until <= now())
-    ORDER BY random()
+    SELECT c.id, p.paced IS TRUE AS paced, p.typing_time_seconds,
+           row_number() OVER (ORDER BY random()) AS ord
+    FROM outbox.channels c
+    LEFT JOIN outbox.channel_pacing p ON p.channel_id = c.id
+    WHERE (c.status = 'active' OR (c.status = 'paused' AND c.paused_until IS NOT NULL))
+      AND (c.paused_until IS NULL OR c.paused_until <= now())
+),
+budget AS MATERIALIZED (
+    SELECT b.channel_id, b.per_minute, b.chat_gap_seconds, n.*
+    FROM (
+        SELECT p.*
+        FROM outbox.channel_pacing p
+        WHERE p.paced AND p.channel_id IN (SELECT id FROM ready_channels WHERE paced)
+        FOR NO KEY UPDATE OF p SKIP LOCKED
+    ) b
+    CROSS JOIN LATERAL (""" + PACING_BUDGET_NOW + """) n
+),
+channels AS MATERIALIZED (
+    SELECT rc.id, b.rows_left, b.new_chats_left, b.chat_gap_seconds,
+           (b.new_chats_left IS NOT NULL OR b.chat_gap_seconds IS NOT NULL) AS chat_checks
+    FROM ready_channels rc
+    LEFT JOIN budget b ON b.channel_id = rc.id
+    WHERE NOT rc.paced OR (b.channel_id IS NOT NULL AND COALESCE(b.rows_left, 1) > 0)
+    ORDER BY rc.ord
 ),
 candidates AS MATERIALIZED (
-    SELECT o.id
-    FROM ready_channels rc
+    SELECT o.id, o.channel_id, o.priority, o.next_attempt_at, o.new_chat
+    FROM channels rc
     CROSS JOIN LATERAL (
-        SELECT o.id
+        SELECT o.id, o.channel_id, o.priority, o.next_attempt_at,
+               rc.new_chats_left IS NOT NULL AND NOT EXISTS (
+                   SELECT 1 FROM outbox.chats ch
+                   WHERE ch.id = o.chat_id AND ch.last_message_at IS NOT NULL) AS new_chat
         FROM outbox.outbox_messages o
         WHERE o.channel_id = rc.id
           AND o.status = 'queued'
@@ -219,22 +307,67 @@ candidates AS MATERIALIZED (
                 AND e.status IN ('queued', 'sending')
                 AND (e.status = 'sending' OR e.attempts > 0 OR e.next_attempt_at <= now())
           )
+          AND (NOT rc.chat_checks OR EXISTS (
+              SELECT 1 FROM outbox.chats ch
+              WHERE ch.id = o.chat_id
+                AND (ch.last_message_at IS NOT NULL OR COALESCE(rc.new_chats_left, 1) > 0)
+                AND (ch.last_message_at IS NULL OR rc.chat_gap_seconds IS NULL
+                     OR ch.last_message_at
+                        <= now() - make_interval(secs => rc.chat_gap_seconds))
+          ))
         ORDER BY o.priority DESC, o.next_attempt_at, o.id
-        LIMIT :per_channel
-        FOR NO KEY UPDATE SKIP LOCKED
+        LIMIT LEAST(:per_channel, rc.rows_left)
+        FOR NO KEY UPDATE OF o SKIP LOCKED
     ) o
     LIMIT :batch_size
+),
+chosen AS MATERIALIZED (
+    SELECT k.id, k.channel_id, k.new_chat
+    FROM (
+        SELECT k.*, count(*) FILTER (WHERE k.new_chat) OVER (
+                   PARTITION BY k.channel_id
+                   ORDER BY k.priority DESC, k.next_attempt_at, k.id) AS new_rank
+        FROM candidates k
+    ) k
+    LEFT JOIN budget b ON b.channel_id = k.channel_id
+    WHERE NOT k.new_chat OR k.new_rank <= b.new_chats_left
+),
+claimed AS (
+    UPDATE outbox.outbox_messages o
+    SET status = 'sending',
+        attempts = o.attempts + 1,
+        claim_token = :claim_token,
+        locked_until = now() + make_interval(secs => :lease_seconds),
+        send_started_at = NULL,
+        updated_at = now()
+    WHERE o.id = ANY(ARRAY(SELECT id FROM chosen))
+    RETURNING o.id, o.message_id, o.channel_id, o.chat_id, o.recipient, o.message_type,
+              o.payload, o.attempts, o.max_attempts
+),
+spent AS (
+    UPDATE outbox.channel_pacing p
+    SET tokens = b.tokens - s.n,
+        refilled_at = GREATEST(p.refilled_at, now()),
+        minute_start = b.minute,
+        minute_count = b.minute_used + s.n,
+        day = b.day,
+        day_count = b.day_used + s.n,
+        day_new_chats = b.day_new_used + s.new_chats
+    FROM (SELECT c.channel_id, count(*) AS n, count(*) FILTER (WHERE k.new_chat) AS new_chats
+          FROM claimed c JOIN chosen k ON k.id = c.id
+          GROUP BY c.channel_id) s
+    JOIN budget b ON b.channel_id = s.channel_id
+    WHERE p.channel_id = s.channel_id
+    RETURNING p.channel_id
 )
-UPDATE outbox.outbox_messages o
-SET status = 'sending',
-    attempts = o.attempts + 1,
-    claim_token = :claim_token,
-    locked_until = now() + make_interval(secs => :lease_seconds),
-    send_started_at = NULL,
-    updated_at = now()
-WHERE o.id = ANY(ARRAY(SELECT id FROM candidates))
-RETURNING o.id, o.message_id, o.channel_id, o.chat_id, o.recipient, o.message_type,
-          o.payload, o.attempts, o.max_attempts
+SELECT c.id, c.message_id, c.channel_id, c.chat_id, c.recipient, c.message_type,
+       CASE WHEN rc.typing_time_seconds IS NOT NULL AND c.message_type = 'text'
+                 AND c.payload -> 'typing_time' IS NULL
+            THEN c.payload || jsonb_build_object('typing_time', rc.typing_time_seconds)
+            ELSE c.payload END AS payload,
+       c.attempts, c.max_attempts
+FROM claimed c
+JOIN ready_channels rc ON rc.id = c.channel_id
 """
 
 # These claimed rows' requests are about to start: committed before they

@@ -33,11 +33,20 @@ CLAIM_PARAMS = {"per_channel": 50, "batch_size": 200, "lease_seconds": 60.0}
 
 def _inner_scan() -> str:
     """The per-channel scan inside CLAIM's LATERAL join, for one channel."""
-    m = re.search(r"CROSS JOIN LATERAL \((.*?)\n    \) o\n", queries.CLAIM, re.S)
+    m = re.search(r"FROM channels rc\n    CROSS JOIN LATERAL \((.*?)\n    \) o\n", queries.CLAIM,
+                  re.S)
     assert m, "CLAIM no longer has the LATERAL per-channel scan this test expects"
     inner = m.group(1)
     assert "rc.id" in inner
-    return inner.replace("rc.id", "CAST(:channel_id AS uuid)")
+    # An unpaced channel: no budget, no chat checks (NULLs, as the LEFT JOIN gives).
+    for column, value in (("rc.id", "CAST(:channel_id AS uuid)"),
+                          ("rc.rows_left", "CAST(NULL AS bigint)"),
+                          ("rc.new_chats_left", "CAST(NULL AS bigint)"),
+                          ("rc.chat_gap_seconds", "CAST(NULL AS float8)"),
+                          ("rc.chat_checks", "false")):
+        inner = inner.replace(column, value)
+    assert "rc." not in inner, "a column of the channel this test does not set"
+    return inner
 
 
 def _fill(engine: Engine, channels: list[uuid.UUID]) -> None:
