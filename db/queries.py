@@ -207,7 +207,8 @@ FROM (
                  CASE WHEN b.warmup_start IS NOT NULL THEN LEAST(
                      CAST(b.warmup_ceiling AS float8),
                      floor(exp(LEAST(700, ln(b.warmup_start) + ln(b.warmup_factor)
-                                          * GREATEST(0, d.day - b.warmup_from)))))
+                                          * GREATEST(0, d.day - b.warmup_from)))
+                           + 1e-9))  -- exp(ln(50)) is 49.99999...
                  END) AS day_cap
     FROM (SELECT GREATEST(b.day, CAST(now() AT TIME ZONE b.timezone AS date)) AS day,
                  GREATEST(b.minute_start, date_trunc('minute', now())) AS minute) d
