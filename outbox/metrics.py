@@ -26,9 +26,10 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from outbox.db import metrics_queries as q
+from outbox.db import pacing_queries
 from outbox.dispatch.dispatcher import ClaimedRow, Dispatcher, Observer
 from outbox.dispatch.outcomes import ChannelAction, Decision, Kind
 from outbox.dispatch.runtime import Runtime
@@ -171,13 +172,36 @@ class QueueCollector:
                     oldest.add_metric([str(r.channel_id)], float(r.seconds))
                 backlog.add_metric([], float(conn.execute(
                     text(q.METRICS_STATUS_BACKLOG)).scalar_one()))
+                paced = _pacing_gauges(conn)
             up.add_metric([], 1.0)
         except Exception as exc:  # a scrape reports the outage, it doesn't fail
             log.warning("metrics_queue_query_failed", error=type(exc).__name__)
             up.add_metric([], 0.0)
             yield up
             return
-        yield from (depth, oldest, backlog, up)
+        yield from (depth, oldest, backlog, *paced, up)
+
+
+def _pacing_gauges(conn: Connection) -> list[GaugeMetricFamily]:
+    """Paced channels' budgets now, and the due rows pacing holds back
+    (distinct from paused channels' rows and from rows not yet due)."""
+    rows = GaugeMetricFamily("outbox_pacing_budget_rows",
+                             "Rows a claim may take now on a paced channel (its budget).",
+                             labels=["channel"])
+    day = GaugeMetricFamily("outbox_pacing_day_left",
+                            "Rows left today under a paced channel's daily cap.",
+                            labels=["channel"])
+    held = GaugeMetricFamily("outbox_pacing_held_back",
+                             "Due rows the claim skips because their channel is out of budget.",
+                             labels=["channel"])
+    for r in conn.execute(text(pacing_queries.PACING_OVERVIEW), {"workspace_id": None}):
+        channel = [str(r.channel_id)]
+        if r.rows_left is not None:
+            rows.add_metric(channel, float(r.rows_left))
+        if r.day_cap is not None:
+            day.add_metric(channel, max(0.0, float(r.day_cap) - float(r.day_used)))
+        held.add_metric(channel, float(r.held_back))
+    return [rows, day, held]
 
 
 class _Combined:

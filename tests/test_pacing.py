@@ -291,3 +291,41 @@ def test_claims_never_exceed_the_budget(make_channel, clean_db: Engine, rate: fl
         day_count = conn.execute(text(
             "SELECT day_count FROM outbox.channel_pacing")).scalar_one()
     assert day_count == sum(taken)
+
+
+# --- what an operator sees --------------------------------------------------------------
+
+
+async def test_status_and_metrics_show_budget_and_rows_held_back(
+        make_channel, clean_db: Engine, database_url: str, sim, sim_url):
+    from outbox.admin.status import queue_status
+    from outbox.metrics import render
+
+    capped = make_channel(name="capped", base_url=sim_url)
+    paused = make_channel(name="paused", phone="+15550000002", base_url=sim_url)
+    _limits(clean_db, capped, per_day=2)
+    _limits(clean_db, paused, per_day=100)
+    _enqueue(clean_db, capped, PHONES[:5])
+    await run_dispatcher(database_url, max_seconds=10)
+    _enqueue(clean_db, paused, PHONES[:3])
+    with clean_db.begin() as conn:  # paused rows wait for the pause, not for pacing
+        conn.execute(text("UPDATE outbox.channels SET status = 'paused' WHERE id = :id"),
+                     {"id": paused})
+
+    with Session(clean_db) as s:
+        status = queue_status(s)
+    by_name = {c.name: c for c in status.channels}
+    assert by_name["capped"].pacing is not None
+    assert (by_name["capped"].pacing.rows_left, by_name["capped"].pacing.day_left,
+            by_name["capped"].pacing.held_back) == (0, 0, 3)
+    assert by_name["paused"].pacing is None
+    assert {"rows_left": 0, "new_chats_left": None, "day_left": 0, "held_back": 3} in [
+        c["pacing"] for c in status.as_dict()["channels"]]
+    out = cli("status")
+    assert out.returncode == 0 and "held back 3" in out.stdout, out.stdout
+
+    text_ = render(clean_db).decode()
+    assert f'outbox_pacing_held_back{{channel="{capped}"}} 3.0' in text_
+    assert f'outbox_pacing_day_left{{channel="{capped}"}} 0.0' in text_
+    assert f'outbox_pacing_budget_rows{{channel="{capped}"}} 0.0' in text_
+    assert f'channel="{paused}"}}' not in text_.split("outbox_pacing_budget_rows", 1)[1]
