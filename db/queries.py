@@ -542,10 +542,15 @@ RETURNING paused_until
 
 # 401/402/404 (and unusable credentials) pause until a human resumes the
 # channel, or, for a logged-out session (401), until Whapi reports it back.
+# A trial's daily limit (a 402 that says so) pauses until the next day
+# boundary, 00:00 UTC (Whapi's day: it documents no other), after which the
+# pause runs out like any timed one.
 CHANNEL_PROBLEM = """
 UPDATE outbox.channels
 SET status = 'paused',
-    paused_until = NULL,
+    paused_until = CASE WHEN CAST(:until_next_day AS boolean)
+                        THEN (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day')
+                             AT TIME ZONE 'UTC' END,
     pause_reason = :reason,
     pause_cause = :cause,
     updated_at = now()

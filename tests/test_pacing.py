@@ -329,3 +329,36 @@ async def test_status_and_metrics_show_budget_and_rows_held_back(
     assert f'outbox_pacing_day_left{{channel="{capped}"}} 0.0' in text_
     assert f'outbox_pacing_budget_rows{{channel="{capped}"}} 0.0' in text_
     assert f'channel="{paused}"}}' not in text_.split("outbox_pacing_budget_rows", 1)[1]
+
+
+# --- a trial's daily limit -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("message", "until_next_day"), [
+    ("Daily message limit exceeded for trial", True),
+    ("Trial limit: 150 messages per day reached", True),
+    ("Trial limit exceeded: 5 chats per month", False),
+    ("Trial limit exceeded", False),  # which one? a human looks
+])
+async def test_a_trial_daily_limit_pauses_until_the_next_utc_day(
+        message: str, until_next_day: bool, make_channel, clean_db: Engine,
+        database_url: str, sim, sim_url):
+    from tests.dispatch_helpers import channel_tokens
+
+    ch = make_channel(base_url=sim_url)
+    sim.set_faults(token=channel_tokens(clean_db)[ch], error_status=402, error_message=message)
+    _enqueue(clean_db, ch, PHONES[:3])
+    await run_dispatcher(database_url, max_seconds=10)
+    with clean_db.connect() as conn:
+        row = conn.execute(text(
+            "SELECT status, pause_cause, paused_until, "
+            "(date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day') "
+            "AT TIME ZONE 'UTC' AS midnight FROM outbox.channels")).one()
+    assert (row.status, row.pause_cause) == ("paused", "trial_limit")
+    assert row.paused_until == (row.midnight if until_next_day else None)
+    assert all(r.status == "queued" and r.attempts == 0 for r in _rows(clean_db))
+    if until_next_day:  # the day ends: the pause runs out like any timed one
+        sim.reset()
+        with clean_db.begin() as conn:
+            conn.execute(text("UPDATE outbox.channels SET paused_until = now()"))
+        assert (await run_dispatcher(database_url, max_seconds=10)).sent == 3

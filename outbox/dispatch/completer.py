@@ -42,7 +42,13 @@ from outbox.db.dispatch_store import (
 from outbox.dispatch.config import DispatcherConfig
 from outbox.dispatch.credentials import CredentialCache
 from outbox.dispatch.outage import DatabaseOutage
-from outbox.dispatch.outcomes import ChannelAction, Decision, Kind, RateLimitEvent
+from outbox.dispatch.outcomes import (
+    ChannelAction,
+    Decision,
+    Kind,
+    RateLimitEvent,
+    is_daily_trial_limit,
+)
 from outbox.dispatch.summary import Summary
 
 log = structlog.get_logger(__name__)
@@ -194,7 +200,8 @@ class Completer:
                                       self._circuit_reason) for c in trips],
                 rate_limited=[RateLimitPause(c, e.retry_after, e.requested_at, self._rate_limit)
                               for c, e in rate_limited.items()],
-                problems=[ChannelProblemPause(c, d.error or "channel problem", d.pause_cause)
+                problems=[ChannelProblemPause(c, d.error or "channel problem", d.pause_cause,
+                                              until_next_day=is_daily_trial_limit(d))
                           for c, d in problems.items()])
         except BaseException:
             self._breaker_trips |= trips  # written by the retry
