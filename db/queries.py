@@ -293,9 +293,9 @@ candidates AS MATERIALIZED (
     FROM channels rc
     CROSS JOIN LATERAL (
         SELECT o.id, o.channel_id, o.priority, o.next_attempt_at,
-               rc.new_chats_left IS NOT NULL AND NOT EXISTS (
-                   SELECT 1 FROM outbox.chats ch
-                   WHERE ch.id = o.chat_id AND ch.last_message_at IS NOT NULL) AS new_chat
+               CASE WHEN rc.new_chats_left IS NOT NULL THEN (
+                   SELECT ch.last_message_at IS NULL FROM outbox.chats ch WHERE ch.id = o.chat_id)
+               ELSE false END AS new_chat
         FROM outbox.outbox_messages o
         WHERE o.channel_id = rc.id
           AND o.status = 'queued'
@@ -308,14 +308,16 @@ candidates AS MATERIALIZED (
                 AND e.status IN ('queued', 'sending')
                 AND (e.status = 'sending' OR e.attempts > 0 OR e.next_attempt_at <= now())
           )
-          AND (NOT rc.chat_checks OR EXISTS (
-              SELECT 1 FROM outbox.chats ch
-              WHERE ch.id = o.chat_id
-                AND (ch.last_message_at IS NOT NULL OR COALESCE(rc.new_chats_left, 1) > 0)
-                AND (ch.last_message_at IS NULL OR rc.chat_gap_seconds IS NULL
-                     OR ch.last_message_at
-                        <= now() - make_interval(secs => rc.chat_gap_seconds))
-          ))
+          -- Scalar subqueries under CASE: one primary-key probe, and only on
+          -- channels that check chats (an EXISTS here may be planned as a
+          -- hashed subplan: a scan of every chat).
+          AND CASE WHEN rc.chat_checks THEN (
+              SELECT (ch.last_message_at IS NOT NULL OR COALESCE(rc.new_chats_left, 1) > 0)
+                     AND (ch.last_message_at IS NULL OR rc.chat_gap_seconds IS NULL
+                          OR ch.last_message_at
+                             <= now() - make_interval(secs => rc.chat_gap_seconds))
+              FROM outbox.chats ch WHERE ch.id = o.chat_id)
+          ELSE true END
         ORDER BY o.priority DESC, o.next_attempt_at, o.id
         LIMIT LEAST(:per_channel, rc.rows_left)
         FOR NO KEY UPDATE OF o SKIP LOCKED

@@ -31,6 +31,10 @@ Scenarios (all by default, in this order):
             chat list (first page, half-way down, name and number search,
             one agent's) and the thread (latest, half-way back), with each
             statement's plan (scripts/bench_inbox.py)
+  pacing    the dispatch drain with limits that never bind vs. none,
+            alternated in one run: limits / none (scripts/bench_pacing.py)
+  headofline  CLAIM p50/p99 with normal traffic, then with one chat of
+            100,000 queued rows behind a `sending` row next to it: the ratio
 
 Rates are over the simulator's window (first to last accepted request) so
 process start-up is not counted; the dispatcher's own drain time (from its
@@ -72,6 +76,7 @@ import psycopg  # noqa: E402
 from bench_data import load_backlog, plan_summary, table_sizes  # noqa: E402
 from bench_inbox import load as load_inbox  # noqa: E402
 from bench_inbox import measure as measure_inbox  # noqa: E402
+from bench_pacing import head_of_line, pacing  # noqa: E402
 from bench_statements import measure as measure_statements  # noqa: E402
 from sqlalchemy import Engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
@@ -89,7 +94,7 @@ from outbox.settings import Settings  # noqa: E402
 
 BENCH_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox bench").digest()).decode()
 SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory",
-             "statements", "inbox")
+             "statements", "inbox", "pacing", "headofline")
 QUEUE_TABLES = "outbox.outbox_messages, outbox.messages, outbox.chats, outbox.contacts"
 
 TARGETS = {
@@ -130,6 +135,9 @@ class Sizes:
     inbox_chats: int = 100_000
     inbox_thread: int = 10_000
     inbox_samples: int = 200
+    pacing_rounds: int = 3
+    hol_huge_chat: int = 100_000
+    hol_traffic: int = 2_000
 
 
 FULL = Sizes()
@@ -757,6 +765,12 @@ class Bench:
                 "seq_scans": sorted({t for c in cases.values() for p in c["plans"]
                                      for t in p["seq_scans"]})}
 
+    def pacing(self) -> dict[str, Any]:
+        return pacing(self, rounds=self.s.pacing_rounds)
+
+    def headofline(self) -> dict[str, Any]:
+        return head_of_line(self, huge=self.s.hol_huge_chat, traffic=self.s.hol_traffic)
+
     def run_scenario(self, name: str) -> dict[str, Any]:
         say(f"== {name}")
         started = time.perf_counter()
@@ -858,6 +872,19 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         rows.append(("inbox", ", ".join(f"{k} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}"
                                         for k, v in c.items()) + " ms p50/p99; seq scans: "
                      + (", ".join(r["seq_scans"]) or "none"), "", ""))
+    r = results.get("pacing")
+    if r:
+        rows.append(("pacing", f"dispatch/ceiling {r['none_over_ceiling']:.2f} without limits, "
+                     f"{r['limits_over_ceiling']:.2f} with limits that never bind: "
+                     f"x{r['limits_over_none']:.3f}", f">= {r['target']}",
+                     ok(r["meets_target"])))
+    r = results.get("headofline")
+    if r:
+        a, b = r["traffic_only"], r["with_huge_chat"]
+        rows.append(("headofline", f"claim p50 {a['p50_ms']:.1f} -> {b['p50_ms']:.1f} ms "
+                     f"(x{r['ratio_p50']:.2f}), p99 {a['p99_ms']:.1f} -> {b['p99_ms']:.1f} ms "
+                     f"(x{r['ratio_p99']:.2f}) with a chat of {r['huge_chat_queued']:,} queued",
+                     f"<= {r['target']}", ok(r["meets_target"])))
     head = ("scenario", "result", "target", "met")
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
