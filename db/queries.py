@@ -273,10 +273,20 @@ WITH ready_channels AS MATERIALIZED (
 budget AS MATERIALIZED (
     SELECT b.channel_id, b.per_minute, b.chat_gap_seconds, n.*
     FROM (
-        SELECT p.*
-        FROM outbox.channel_pacing p
-        WHERE p.paced AND p.channel_id IN (SELECT id FROM ready_channels WHERE paced)
-        FOR NO KEY UPDATE OF p SKIP LOCKED
+        -- Only budgets worth locking (a row lock is a write): channels with
+        -- due rows, and budget left as of the snapshot. A stale snapshot
+        -- can only show more budget than there is (claims spend it, time
+        -- refills it the same for both), so it never skips a channel with
+        -- budget. Locked, the row is re-read and these conditions rechecked.
+        SELECT b.*
+        FROM outbox.channel_pacing b
+        CROSS JOIN LATERAL (""" + PACING_BUDGET_NOW + """) pre
+        WHERE b.paced AND b.channel_id IN (SELECT id FROM ready_channels WHERE paced)
+          AND COALESCE(pre.rows_left, 1) > 0
+          AND EXISTS (SELECT 1 FROM outbox.outbox_messages o
+                      WHERE o.channel_id = b.channel_id AND o.status = 'queued'
+                        AND o.next_attempt_at <= now())
+        FOR NO KEY UPDATE OF b SKIP LOCKED
     ) b
     CROSS JOIN LATERAL (""" + PACING_BUDGET_NOW + """) n
 ),
