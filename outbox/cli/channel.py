@@ -1,5 +1,5 @@
-"""`outbox channel`: WhatsApp channels (add, list, pause, resume, and the
-webhook settings to paste into Whapi)."""
+"""`outbox channel`: WhatsApp channels (add, list, pause, resume, send
+limits, and the webhook settings to paste into Whapi)."""
 
 from __future__ import annotations
 
