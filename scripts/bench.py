@@ -784,6 +784,11 @@ class Bench:
 # --- output ------------------------------------------------------------------------------
 
 
+def _cpu(r: dict[str, Any], mode: str) -> float:
+    c = r["cpu_ms_per_message"][mode]
+    return float(c["dispatcher"] + c["postgres"])
+
+
 def machine_info(pg_version: str) -> dict[str, Any]:
     mem_kb = 0
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
@@ -876,7 +881,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     if r:
         rows.append(("pacing", f"dispatch/ceiling {r['none_over_ceiling']:.2f} without limits, "
                      f"{r['limits_over_ceiling']:.2f} with limits that never bind: "
-                     f"x{r['limits_over_none']:.3f}", f">= {r['target']}",
+                     f"x{r['limits_over_none']:.3f}; CPU per message (dispatcher + PostgreSQL) "
+                     f"{_cpu(r, 'none'):.3f} -> {_cpu(r, 'limits'):.3f} ms", f">= {r['target']}",
                      ok(r["meets_target"])))
     r = results.get("headofline")
     if r:
