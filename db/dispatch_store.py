@@ -104,6 +104,7 @@ class ChannelProblemPause:
     channel_id: uuid.UUID
     reason: str
     cause: PauseCause | None
+    until_next_day: bool = False  # a trial's daily limit: paused until the day ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +217,7 @@ class DispatchStore:
             for problem in problems:
                 await db.execute(_CHANNEL_PROBLEM, {
                     "channel_id": problem.channel_id, "reason": problem.reason,
-                    "cause": problem.cause})
+                    "cause": problem.cause, "until_next_day": problem.until_next_day})
         return Completed(completed, paused)
 
     async def extend_leases(self, claim_tokens: Sequence[uuid.UUID], *,

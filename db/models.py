@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
+    Date,
     DateTime,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Identity,
@@ -114,6 +117,65 @@ class Channel(Base):
     # webhooks prove they come from the channel's configuration.
     webhook_secret: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+
+
+#: When a channel has a limit (ChannelPacing.paced, generated).
+PACED = ("per_second IS NOT NULL OR per_minute IS NOT NULL OR per_day IS NOT NULL "
+         "OR new_chats_per_day IS NOT NULL OR chat_gap_seconds IS NOT NULL "
+         "OR warmup_start IS NOT NULL")
+
+
+class ChannelPacing(Base):
+    """A channel's send limits and the budget that enforces them (migration
+    0011). No row, or a row with no limit: unlimited. The limits are the
+    operator's (outbox/admin/pacing.py); the budget columns are written by
+    the claim alone (db/queries.py CLAIM), so every dispatcher shares them."""
+
+    __tablename__ = "channel_pacing"
+    __table_args__ = (
+        CheckConstraint("per_second > 0 AND burst >= 1 OR per_second IS NULL", name="rate"),
+        CheckConstraint(
+            "(per_minute IS NULL OR per_minute >= 1) AND (per_day IS NULL OR per_day >= 1) "
+            "AND (new_chats_per_day IS NULL OR new_chats_per_day >= 0) "
+            "AND (chat_gap_seconds IS NULL OR chat_gap_seconds > 0) "
+            "AND (typing_time_seconds IS NULL OR typing_time_seconds BETWEEN 0 AND 60)",
+            name="limits"),
+        CheckConstraint(
+            "warmup_start IS NULL OR (warmup_start >= 1 AND warmup_factor >= 1 "
+            "AND warmup_ceiling >= warmup_start AND warmup_from IS NOT NULL)",
+            name="warmup"),
+    )
+
+    channel_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    # Limits (NULL: none). A token bucket: `per_second` refill, `burst` deep.
+    per_second: Mapped[float | None] = mapped_column(Float)
+    burst: Mapped[int | None] = mapped_column(Integer)
+    per_minute: Mapped[int | None] = mapped_column(Integer)  # per clock minute
+    per_day: Mapped[int | None] = mapped_column(Integer)  # per day in `timezone`
+    new_chats_per_day: Mapped[int | None] = mapped_column(Integer)
+    chat_gap_seconds: Mapped[float | None] = mapped_column(Float)
+    typing_time_seconds: Mapped[int | None] = mapped_column(Integer)  # Whapi's typing_time
+    timezone: Mapped[str] = mapped_column(Text, nullable=False, server_default="UTC")
+    # Warm-up: the daily cap is warmup_start * warmup_factor**(days since
+    # warmup_from), up to warmup_ceiling (and never above per_day).
+    warmup_start: Mapped[int | None] = mapped_column(Integer)
+    warmup_factor: Mapped[float | None] = mapped_column(Float)
+    warmup_ceiling: Mapped[int | None] = mapped_column(Integer)
+    warmup_from: Mapped[date | None] = mapped_column(Date)
+    # Whether any limit is set: the claim locks only these budgets.
+    paced: Mapped[bool] = mapped_column(Boolean, Computed(PACED, persisted=True), nullable=False)
+    # The budget (the claim's): tokens as of refilled_at (NULL: a full
+    # bucket); rows claimed in the clock minute minute_start; rows and new
+    # chats claimed on `day`.
+    tokens: Mapped[float | None] = mapped_column(Float)
+    refilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    minute_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    minute_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    day: Mapped[date | None] = mapped_column(Date)
+    day_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    day_new_chats: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     updated_at: Mapped[datetime] = _created()
 
 

@@ -172,47 +172,165 @@ WHERE id = ANY(CAST(:channel_ids AS uuid[]))
 """
 
 # --------------------------------------------------------------------------
+# PACING (docs/pacing.md): a paced channel's budget as of now(), from its
+# channel_pacing row `b`. Shared by CLAIM (which then spends it) and the
+# operator's views (db/pacing_queries.py), so both count alike.
+#
+# * Windows never go back: a claim that started a moment before another one
+#   committed (now() is the statement's start) counts in the later window,
+#   and its bucket refills from the later time. A budget is only ever
+#   under-spent, never over.
+# * tokens: a token bucket `burst` deep refilled at `per_second` (NULL
+#   tokens: full). minute: the clock minute; day: the day in the channel's
+#   time zone. day_cap: per_day, and the warm-up's
+#   warmup_start * warmup_factor ** days, up to warmup_ceiling (in log space:
+#   a long-running warm-up must not overflow float8).
+# * rows_left: rows a claim may take now (NULL: no row limit);
+#   new_chats_left likewise for first messages to chats that never wrote.
+# --------------------------------------------------------------------------
+PACING_BUDGET_NOW = """
+SELECT w.day, w.minute, w.tokens, w.minute_used, w.day_used, w.day_new_used, w.day_cap,
+       -- (GREATEST skips NULLs: GREATEST(0, NULL) would be 0, a limit)
+       CASE WHEN r.rows_left IS NOT NULL THEN CAST(GREATEST(0, r.rows_left) AS bigint)
+       END AS rows_left,
+       CASE WHEN r.new_chats_left IS NOT NULL THEN GREATEST(0, r.new_chats_left)
+       END AS new_chats_left
+FROM (
+    SELECT d.day, d.minute,
+           CASE WHEN b.per_second IS NOT NULL THEN
+               LEAST(CAST(b.burst AS float8),
+                     COALESCE(b.tokens, b.burst) + b.per_second * GREATEST(0, CAST(EXTRACT(
+                         EPOCH FROM now() - COALESCE(b.refilled_at, now())) AS float8)))
+           END AS tokens,
+           CASE WHEN b.minute_start = d.minute THEN b.minute_count ELSE 0 END AS minute_used,
+           CASE WHEN b.day = d.day THEN b.day_count ELSE 0 END AS day_used,
+           CASE WHEN b.day = d.day THEN b.day_new_chats ELSE 0 END AS day_new_used,
+           LEAST(CAST(b.per_day AS float8),
+                 CASE WHEN b.warmup_start IS NOT NULL THEN LEAST(
+                     CAST(b.warmup_ceiling AS float8),
+                     floor(exp(LEAST(700, ln(b.warmup_start) + ln(b.warmup_factor)
+                                          * GREATEST(0, d.day - b.warmup_from)))
+                           + 1e-9))  -- exp(ln(50)) is 49.99999...
+                 END) AS day_cap
+    FROM (SELECT GREATEST(b.day, CAST(now() AT TIME ZONE b.timezone AS date)) AS day,
+                 GREATEST(b.minute_start, date_trunc('minute', now())) AS minute) d
+) w
+CROSS JOIN LATERAL (
+    SELECT LEAST(floor(w.tokens), b.per_minute - w.minute_used, w.day_cap - w.day_used)
+               AS rows_left,
+           b.new_chats_per_day - w.day_new_used AS new_chats_left
+) r
+"""
+
+# --------------------------------------------------------------------------
 # CLAIM: take a batch of due rows for this worker, fairly across channels,
-# keeping each chat's order. Committed before any HTTP request.
+# keeping each chat's order, within each channel's pacing budget. Committed
+# before any HTTP request.
 #
 # * Channels first: the ones that may send now (active, or a timed pause
 #   that has run out), in random order so that when the batch can't fit
 #   every channel, no channel is always last.
-# * Per channel, at most :per_channel rows (LATERAL + LIMIT): a channel with
-#   a million queued rows gets the same share of a batch as one with ten.
+# * Pacing, fleet-wide: a paced channel's budget row is locked for the
+#   statement (SKIP LOCKED: a channel whose budget another claim is spending
+#   right now is skipped, like a busy chat), read as committed (a locked
+#   row is its latest version, whatever the snapshot), and spent below in
+#   the same statement: dispatchers together never take more than it
+#   allows. A channel out of budget is skipped like a paused one; its rows
+#   keep their attempts and their order. Unpaced channels lock nothing.
+# * Per channel, at most :per_channel rows (LATERAL + LIMIT), and no more
+#   than its budget: a channel with a million queued rows gets the same
+#   share of a batch as one with ten.
+# * Bounded work per channel, whatever is queued: the scan looks at the
+#   first 4 * :per_channel + 64 due rows only. A chat with a long backlog
+#   behind a row in flight (all of it held back by head-of-line) used to
+#   be walked row by row on every claim (100,000 rows: ~0.4 s). A channel
+#   the bound leaves short gets the first unfinished row of other chats
+#   instead, from a walk over chats (`chat_walk`: one index probe per chat,
+#   from a random one), so the chats behind that backlog still go.
 # * Head-of-line per chat: a row waits while an earlier row of its chat is
 #   sending, waiting for a retry (attempts > 0), or due now. Rows of other
 #   chats pass freely, and so does a row whose predecessor is scheduled for
 #   later (send_at).
+# * Chats, only on channels that limit them: the chat gap counts from the
+#   chat's latest message (ours is recorded when its send is: the next one
+#   can't be claimed before; theirs counts too); a new chat (no message
+#   either way yet) passes only while the day has new chats left, and at
+#   most that many per claim (`chosen`).
 # * The UPDATE takes ids through = ANY(ARRAY(...)): primary-key lookups
 #   whatever the planner thinks of the candidate count (a join could turn
 #   into a sequential scan of the whole table).
 # * SKIP LOCKED: concurrent workers never block on each other's candidates.
 #   A skipped (locked) row is still 'queued' in our snapshot, so the
 #   head-of-line test also holds back the rows behind it.
-# * MATERIALIZED: the candidate set is computed once, never re-planned into
-#   the UPDATE (where it could be evaluated more than once).
+# * MATERIALIZED: each set is computed once, never re-planned into the
+#   UPDATE (where it could be evaluated more than once).
 # * The claim spends an attempt; `send_started_at` stays NULL until the
 #   row's request is about to start (MARK_SENDS_STARTED), so the rescuer can
-#   give the attempt back if the worker dies before that.
+#   give the attempt back if the worker dies before that. Budget is spent
+#   at the claim and never given back (a failed send may have gone out).
+# * A channel's typing_time default joins a text's payload unless it has one.
 # --------------------------------------------------------------------------
 CLAIM = """
-WITH ready_channels AS MATERIALIZED (
-    SELECT id
-    FROM outbox.channels
-    WHERE (status = 'active' OR (status = 'paused' AND paused_until IS NOT NULL))
-      AND (paused_until IS NULL OR paused_until <= now())
-    ORDER BY random()
+WITH RECURSIVE ready_channels AS MATERIALIZED (
+    SELECT c.id, p.paced IS TRUE AS paced, p.typing_time_seconds,
+           row_number() OVER (ORDER BY random()) AS ord
+    FROM outbox.channels c
+    LEFT JOIN outbox.channel_pacing p ON p.channel_id = c.id
+    WHERE (c.status = 'active' OR (c.status = 'paused' AND c.paused_until IS NOT NULL))
+      AND (c.paused_until IS NULL OR c.paused_until <= now())
+),
+budget AS MATERIALIZED (
+    SELECT b.channel_id, b.per_minute, b.chat_gap_seconds, n.*
+    FROM (
+        -- Only budgets worth locking (a row lock is a write): channels with
+        -- due rows, and budget left as of the snapshot. A stale snapshot
+        -- can only show more budget than there is (claims spend it, time
+        -- refills it the same for both), so it never skips a channel with
+        -- budget. Locked, the row is re-read and these conditions rechecked.
+        SELECT b.*
+        FROM outbox.channel_pacing b
+        CROSS JOIN LATERAL (""" + PACING_BUDGET_NOW + """) pre
+        WHERE b.paced AND b.channel_id IN (SELECT id FROM ready_channels WHERE paced)
+          AND COALESCE(pre.rows_left, 1) > 0
+          AND EXISTS (SELECT 1 FROM outbox.outbox_messages o
+                      WHERE o.channel_id = b.channel_id AND o.status = 'queued'
+                        AND o.next_attempt_at <= now())
+        FOR NO KEY UPDATE OF b SKIP LOCKED
+    ) b
+    CROSS JOIN LATERAL (""" + PACING_BUDGET_NOW + """) n
+),
+channels AS MATERIALIZED (
+    SELECT rc.id, rc.ord, b.rows_left, b.new_chats_left, b.chat_gap_seconds,
+           (b.new_chats_left IS NOT NULL OR b.chat_gap_seconds IS NOT NULL) AS chat_checks
+    FROM ready_channels rc
+    LEFT JOIN budget b ON b.channel_id = rc.id
+    WHERE NOT rc.paced OR (b.channel_id IS NOT NULL AND COALESCE(b.rows_left, 1) > 0)
+    ORDER BY rc.ord
 ),
 candidates AS MATERIALIZED (
-    SELECT o.id
-    FROM ready_channels rc
+    SELECT o.id, o.channel_id, o.priority, o.next_attempt_at, o.new_chat
+    FROM channels rc
     CROSS JOIN LATERAL (
-        SELECT o.id
-        FROM outbox.outbox_messages o
-        WHERE o.channel_id = rc.id
-          AND o.status = 'queued'
-          AND o.next_attempt_at <= now()
+        SELECT o.id, o.channel_id, o.priority, o.next_attempt_at,
+               CASE WHEN rc.new_chats_left IS NOT NULL THEN (
+                   SELECT ch.last_message_at IS NULL FROM outbox.chats ch WHERE ch.id = o.chat_id)
+               ELSE false END AS new_chat
+        FROM (
+            -- At most 4 * :per_channel + 64 due rows, unlocked: what one
+            -- claim looks at on a channel, however long a blocked chat's
+            -- backlog ahead of the rest (rows beyond: `sampled`).
+            SELECT d.ctid AS tid, d.priority, d.next_attempt_at, d.id
+            FROM outbox.outbox_messages d
+            WHERE d.channel_id = rc.id
+              AND d.status = 'queued'
+              AND d.next_attempt_at <= now()
+            ORDER BY d.priority DESC, d.next_attempt_at, d.id
+            LIMIT 4 * :per_channel + 64
+        ) d
+        -- Back to the row by its address (no second index probe); locked
+        -- below, it is re-read as committed if it changed meanwhile.
+        JOIN outbox.outbox_messages o ON o.ctid = d.tid
+        WHERE o.status = 'queued'
           AND NOT EXISTS (
               SELECT 1
               FROM outbox.outbox_messages e
@@ -221,22 +339,168 @@ candidates AS MATERIALIZED (
                 AND e.status IN ('queued', 'sending')
                 AND (e.status = 'sending' OR e.attempts > 0 OR e.next_attempt_at <= now())
           )
-        ORDER BY o.priority DESC, o.next_attempt_at, o.id
-        LIMIT :per_channel
-        FOR NO KEY UPDATE SKIP LOCKED
+          -- Scalar subqueries under CASE: one primary-key probe, and only on
+          -- channels that check chats (an EXISTS here may be planned as a
+          -- hashed subplan: a scan of every chat).
+          AND CASE WHEN rc.chat_checks THEN (
+              SELECT (ch.last_message_at IS NOT NULL OR COALESCE(rc.new_chats_left, 1) > 0)
+                     AND (ch.last_message_at IS NULL OR rc.chat_gap_seconds IS NULL
+                          OR ch.last_message_at
+                             <= now() - make_interval(secs => rc.chat_gap_seconds))
+              FROM outbox.chats ch WHERE ch.id = o.chat_id)
+          ELSE true END
+        ORDER BY d.priority DESC, d.next_attempt_at, d.id
+        LIMIT LEAST(:per_channel, rc.rows_left)
+        FOR NO KEY UPDATE OF o SKIP LOCKED
     ) o
     LIMIT :batch_size
+),
+-- Channels whose bounded scan came back short although it was full: their
+-- due rows go on beyond it, behind chats that hold them back. (Channels the
+-- scan never reached, the batch being full, are not cut short.)
+cut_short AS MATERIALIZED (
+    SELECT rc.id
+    FROM channels rc
+    WHERE ((SELECT count(*) FROM candidates k) < :batch_size
+           OR rc.ord <= (SELECT max(c.ord) FROM candidates k
+                         JOIN channels c ON c.id = k.channel_id))
+      AND (SELECT count(*) FROM candidates k WHERE k.channel_id = rc.id)
+          < LEAST(:per_channel, rc.rows_left)
+      AND EXISTS (
+          SELECT 1 FROM outbox.outbox_messages d
+          WHERE d.channel_id = rc.id AND d.status = 'queued' AND d.next_attempt_at <= now()
+          ORDER BY d.priority DESC, d.next_attempt_at, d.id
+          OFFSET 4 * :per_channel + 64 LIMIT 1)
+),
+-- Their rows beyond the scan: the first unfinished row of up to 256 chats,
+-- walked in chat id order from a random chat, round to where it started
+-- (one index probe per chat, however long its backlog), taken when it is
+-- theirs, queued and due. A chat's first unfinished row has nothing ahead
+-- of it: it passes head-of-line.
+walk_start AS MATERIALIZED (
+    SELECT gen_random_uuid() AS chat_id  -- once: an index bound, not a filter per row
+),
+chat_walk AS (
+    SELECT 1 AS step, f.chat_id, f.chat_id AS first_chat, false AS wrapped
+    FROM (SELECT COALESCE(
+              (SELECT e.chat_id FROM outbox.outbox_messages e
+               WHERE e.status IN ('queued', 'sending')
+                 AND e.chat_id >= (SELECT chat_id FROM walk_start)
+               ORDER BY e.chat_id LIMIT 1),
+              (SELECT e.chat_id FROM outbox.outbox_messages e
+               WHERE e.status IN ('queued', 'sending') ORDER BY e.chat_id LIMIT 1)) AS chat_id
+         ) f
+    WHERE f.chat_id IS NOT NULL AND EXISTS (SELECT 1 FROM cut_short)
+    UNION ALL
+    SELECT w.step + 1, COALESCE(n.next, (
+               SELECT e.chat_id FROM outbox.outbox_messages e
+               WHERE e.status IN ('queued', 'sending') ORDER BY e.chat_id LIMIT 1)),
+           w.first_chat, w.wrapped OR n.next IS NULL
+    FROM chat_walk w
+    CROSS JOIN LATERAL (
+        SELECT (SELECT e.chat_id FROM outbox.outbox_messages e
+                WHERE e.status IN ('queued', 'sending') AND e.chat_id > w.chat_id
+                ORDER BY e.chat_id LIMIT 1) AS next
+    ) n
+    WHERE w.step < 256
+      AND NOT (w.wrapped AND n.next >= w.first_chat)  -- round once
+      AND NOT (w.wrapped AND n.next IS NULL)
+      AND NOT (NOT w.wrapped AND n.next IS NULL AND w.first_chat = (
+               SELECT e.chat_id FROM outbox.outbox_messages e
+               WHERE e.status IN ('queued', 'sending') ORDER BY e.chat_id LIMIT 1))
+),
+sampled AS MATERIALIZED (
+    SELECT h.id, h.channel_id, h.priority, h.next_attempt_at,
+           CASE WHEN rc.new_chats_left IS NOT NULL THEN (
+               SELECT ch.last_message_at IS NULL FROM outbox.chats ch WHERE ch.id = h.chat_id)
+           ELSE false END AS new_chat
+    FROM chat_walk w
+    CROSS JOIN LATERAL (
+        SELECT e.id, e.channel_id, e.chat_id, e.status, e.priority, e.next_attempt_at
+        FROM outbox.outbox_messages e
+        WHERE e.chat_id = w.chat_id AND e.status IN ('queued', 'sending')
+        ORDER BY e.id
+        LIMIT 1
+    ) h
+    JOIN cut_short cs ON cs.id = h.channel_id
+    JOIN channels rc ON rc.id = h.channel_id
+    WHERE h.status = 'queued' AND h.next_attempt_at <= now()
+      AND h.id NOT IN (SELECT id FROM candidates)
+      AND CASE WHEN rc.chat_checks THEN (
+          SELECT (ch.last_message_at IS NOT NULL OR COALESCE(rc.new_chats_left, 1) > 0)
+                 AND (ch.last_message_at IS NULL OR rc.chat_gap_seconds IS NULL
+                      OR ch.last_message_at
+                         <= now() - make_interval(secs => rc.chat_gap_seconds))
+          FROM outbox.chats ch WHERE ch.id = h.chat_id)
+      ELSE true END
+),
+sampled_locked AS MATERIALIZED (
+    SELECT o.id
+    FROM outbox.outbox_messages o
+    WHERE o.id = ANY(ARRAY(SELECT id FROM sampled)) AND o.status = 'queued'
+    FOR NO KEY UPDATE SKIP LOCKED
+),
+-- Per channel, the scan's rows first, then the sampled ones, up to the
+-- channel's share and budget; new chats up to the day's allowance. When
+-- they exceed the batch, each channel's first rows come first.
+chosen AS MATERIALIZED (
+    SELECT k.id, k.channel_id, k.new_chat
+    FROM (
+        SELECT k.*,
+               row_number() OVER w AS rank,
+               count(*) FILTER (WHERE k.new_chat) OVER w AS new_rank
+        FROM (
+            SELECT id, channel_id, priority, next_attempt_at, new_chat, 0 AS src
+            FROM candidates
+            UNION ALL
+            SELECT id, channel_id, priority, next_attempt_at, new_chat, 1
+            FROM sampled WHERE id IN (SELECT id FROM sampled_locked)
+        ) k
+        WINDOW w AS (PARTITION BY k.channel_id
+                     ORDER BY k.src, k.priority DESC, k.next_attempt_at, k.id)
+    ) k
+    JOIN channels rc ON rc.id = k.channel_id
+    WHERE k.rank <= LEAST(:per_channel, rc.rows_left)
+      AND (NOT k.new_chat OR k.new_rank <= rc.new_chats_left)
+    ORDER BY k.rank, k.src, rc.ord
+    LIMIT :batch_size
+),
+claimed AS (
+    UPDATE outbox.outbox_messages o
+    SET status = 'sending',
+        attempts = o.attempts + 1,
+        claim_token = :claim_token,
+        locked_until = now() + make_interval(secs => :lease_seconds),
+        send_started_at = NULL,
+        updated_at = now()
+    WHERE o.id = ANY(ARRAY(SELECT id FROM chosen))
+    RETURNING o.id, o.message_id, o.channel_id, o.chat_id, o.recipient, o.message_type,
+              o.payload, o.attempts, o.max_attempts
+),
+spent AS (
+    UPDATE outbox.channel_pacing p
+    SET tokens = b.tokens - s.n,
+        refilled_at = GREATEST(p.refilled_at, now()),
+        minute_start = b.minute,
+        minute_count = b.minute_used + s.n,
+        day = b.day,
+        day_count = b.day_used + s.n,
+        day_new_chats = b.day_new_used + s.new_chats
+    FROM (SELECT c.channel_id, count(*) AS n, count(*) FILTER (WHERE k.new_chat) AS new_chats
+          FROM claimed c JOIN chosen k ON k.id = c.id
+          GROUP BY c.channel_id) s
+    JOIN budget b ON b.channel_id = s.channel_id
+    WHERE p.channel_id = s.channel_id
+    RETURNING p.channel_id
 )
-UPDATE outbox.outbox_messages o
-SET status = 'sending',
-    attempts = o.attempts + 1,
-    claim_token = :claim_token,
-    locked_until = now() + make_interval(secs => :lease_seconds),
-    send_started_at = NULL,
-    updated_at = now()
-WHERE o.id = ANY(ARRAY(SELECT id FROM candidates))
-RETURNING o.id, o.message_id, o.channel_id, o.chat_id, o.recipient, o.message_type,
-          o.payload, o.attempts, o.max_attempts
+SELECT c.id, c.message_id, c.channel_id, c.chat_id, c.recipient, c.message_type,
+       CASE WHEN rc.typing_time_seconds IS NOT NULL AND c.message_type = 'text'
+                 AND c.payload -> 'typing_time' IS NULL
+            THEN c.payload || jsonb_build_object('typing_time', rc.typing_time_seconds)
+            ELSE c.payload END AS payload,
+       c.attempts, c.max_attempts
+FROM claimed c
+JOIN ready_channels rc ON rc.id = c.channel_id
 """
 
 # These claimed rows' requests are about to start: committed before they
@@ -418,10 +682,15 @@ RETURNING paused_until
 
 # 401/402/404 (and unusable credentials) pause until a human resumes the
 # channel, or, for a logged-out session (401), until Whapi reports it back.
+# A trial's daily limit (a 402 that says so) pauses until the next day
+# boundary, 00:00 UTC (Whapi's day: it documents no other), after which the
+# pause runs out like any timed one.
 CHANNEL_PROBLEM = """
 UPDATE outbox.channels
 SET status = 'paused',
-    paused_until = NULL,
+    paused_until = CASE WHEN CAST(:until_next_day AS boolean)
+                        THEN (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day')
+                             AT TIME ZONE 'UTC' END,
     pause_reason = :reason,
     pause_cause = :cause,
     updated_at = now()

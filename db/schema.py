@@ -24,7 +24,7 @@ VERSION_TABLE = "alembic_version"
 TABLES = (
     "channels", "channel_tokens", "contacts", "chats", "messages", "outbox_messages",
     "api_keys", "webhook_status_backlog", "webhook_pending", "webhook_dead_letters",
-    "users", "sessions", VERSION_TABLE,
+    "users", "sessions", "channel_pacing", VERSION_TABLE,
 )
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")

@@ -37,6 +37,7 @@ from prometheus_client.exposition import start_http_server
 from sqlalchemy import Engine, text
 
 from outbox.db import metrics_queries as q
+from outbox.db import pacing_queries
 from outbox.dispatch.dispatcher import ClaimedRow, Dispatcher, Observer
 from outbox.dispatch.outcomes import ChannelAction, Decision, Kind
 from outbox.dispatch.runtime import Runtime
@@ -160,6 +161,8 @@ class QueueReading:
     depth: list[tuple[str, str, float]] = field(default_factory=list)
     oldest: list[tuple[str, float]] = field(default_factory=list)
     backlog: float = 0.0
+    # per paced channel: budget rows now, rows left today, due rows held back
+    pacing: list[tuple[str, float | None, float | None, float]] = field(default_factory=list)
     up: bool = True
 
 
@@ -194,7 +197,7 @@ class QueueCollector:
         backlog = GaugeMetricFamily("outbox_webhook_status_backlog",
                                     "Status webhooks waiting for their message's WhatsApp id.")
         backlog.add_metric([], reading.backlog)
-        yield from (depth, oldest, backlog, up)
+        yield from (depth, oldest, backlog, *_pacing_gauges(reading), up)
 
     def _current(self) -> QueueReading:
         with self._lock:
@@ -214,10 +217,39 @@ class QueueCollector:
                 oldest = [(str(r.channel_id), float(r.seconds))
                           for r in conn.execute(text(q.METRICS_OLDEST_DUE))]
                 backlog = float(conn.execute(text(q.METRICS_STATUS_BACKLOG)).scalar_one())
+                pacing = [
+                    (str(r.channel_id),
+                     None if r.rows_left is None else float(r.rows_left),
+                     None if r.day_cap is None
+                     else max(0.0, float(r.day_cap) - float(r.day_used)),
+                     float(r.held_back))
+                    for r in conn.execute(text(pacing_queries.PACING_OVERVIEW),
+                                          {"workspace_id": None})]
         except Exception as exc:  # a scrape reports the outage, it doesn't fail
             log.warning("metrics_queue_query_failed", error=type(exc).__name__)
             return QueueReading(up=False)
-        return QueueReading(depth=depth, oldest=oldest, backlog=backlog)
+        return QueueReading(depth=depth, oldest=oldest, backlog=backlog, pacing=pacing)
+
+
+def _pacing_gauges(reading: QueueReading) -> list[GaugeMetricFamily]:
+    """Paced channels' budgets now, and the due rows pacing holds back
+    (distinct from paused channels' rows and from rows not yet due)."""
+    rows = GaugeMetricFamily("outbox_pacing_budget_rows",
+                             "Rows a claim may take now on a paced channel (its budget).",
+                             labels=["channel"])
+    day = GaugeMetricFamily("outbox_pacing_day_left",
+                            "Rows left today under a paced channel's daily cap.",
+                            labels=["channel"])
+    held = GaugeMetricFamily("outbox_pacing_held_back",
+                             "Due rows the claim skips because their channel is out of budget.",
+                             labels=["channel"])
+    for channel, rows_left, day_left, held_back in reading.pacing:
+        if rows_left is not None:
+            rows.add_metric([channel], rows_left)
+        if day_left is not None:
+            day.add_metric([channel], day_left)
+        held.add_metric([channel], held_back)
+    return [rows, day, held]
 
 
 class _Combined:

@@ -42,6 +42,10 @@ Scenarios (all by default, in this order):
             --once` timed from process start; plus an empty-queue
             `dispatch --once` (process start). Needs the `bench` extra.
             --n sets N (scripts/bench_peers.py)
+  pacing    the dispatch drain with limits that never bind vs. none,
+            alternated in one run: limits / none (scripts/bench_pacing.py)
+  headofline  CLAIM p50/p99 with normal traffic, then with one chat of
+            100,000 queued rows behind a `sending` row next to it: the ratio
 
 Only when named (--only soak), it takes --minutes (default 10):
   soak      sustained mixed load on the real processes (outbox serve taking
@@ -91,6 +95,7 @@ from bench_console import measure as measure_console  # noqa: E402
 from bench_data import load_backlog, plan_summary, table_sizes  # noqa: E402
 from bench_inbox import load as load_inbox  # noqa: E402
 from bench_inbox import measure as measure_inbox  # noqa: E402
+from bench_pacing import head_of_line, pacing  # noqa: E402
 from bench_soak import soak as run_soak  # noqa: E402
 from bench_soak import summary as soak_summary  # noqa: E402
 from bench_statements import measure as measure_statements  # noqa: E402
@@ -110,7 +115,7 @@ from outbox.settings import Settings  # noqa: E402
 
 BENCH_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox bench").digest()).decode()
 SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory",
-             "statements", "inbox", "console", "peers")
+             "statements", "inbox", "console", "pacing", "headofline", "peers")
 ONLY_WHEN_NAMED = ("soak",)  # minutes long: not part of a default run
 QUEUE_TABLES = "outbox.outbox_messages, outbox.messages, outbox.chats, outbox.contacts"
 
@@ -162,6 +167,9 @@ class Sizes:
     # (provider latency in ms, in flight)
     peers_shapes: tuple[tuple[float, int], ...] = ((0.0, 64), (200.0, 256))
     peers_empty_runs: int = 5
+    pacing_rounds: int = 3
+    hol_huge_chat: int = 100_000
+    hol_traffic: int = 2_000
 
 
 FULL = Sizes()
@@ -789,6 +797,12 @@ class Bench:
                 "seq_scans": sorted({t for c in cases.values() for p in c["plans"]
                                      for t in p["seq_scans"]})}
 
+    def pacing(self) -> dict[str, Any]:
+        return pacing(self, rounds=self.s.pacing_rounds)
+
+    def headofline(self) -> dict[str, Any]:
+        return head_of_line(self, huge=self.s.hol_huge_chat, traffic=self.s.hol_traffic)
+
     def console(self) -> dict[str, Any]:
         s = self.s
         if "inbox" not in self.results:  # the same data as the inbox scenario
@@ -986,6 +1000,11 @@ class Bench:
 # --- output ------------------------------------------------------------------------------
 
 
+def _cpu(r: dict[str, Any], mode: str) -> float:
+    c = r["cpu_ms_per_message"][mode]
+    return float(c["dispatcher"] + c["postgres"])
+
+
 def machine_info(pg_version: str) -> dict[str, Any]:
     mem_kb = 0
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
@@ -1101,6 +1120,21 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         rows.append(("console", ", ".join(f"{k} page view {v['p50_ms']:.1f}/{v['p95_ms']:.1f}"
                                           for k, v in p.items()) + " ms p50/p95",
                      f"p95 <= {r['target_p95_ms']:.0f} ms", ok(r["meets_target"])))
+    r = results.get("pacing")
+    if r:
+        rows.append(("pacing", f"dispatch/ceiling {r['none_over_ceiling']:.2f} without limits, "
+                     f"{r['limits_over_ceiling']:.2f} with limits that never bind: "
+                     f"x{r['limits_over_none']:.3f}; CPU per message (dispatcher + PostgreSQL) "
+                     f"{_cpu(r, 'none'):.3f} -> {_cpu(r, 'limits'):.3f} ms", f">= {r['target']}",
+                     ok(r["meets_target"])))
+    r = results.get("headofline")
+    if r:
+        a, b = r["traffic_only"], r["with_huge_chat"]
+        rows.append(("headofline", f"claim p50 {a['p50_ms']:.1f} -> {b['p50_ms']:.1f} ms "
+                     f"(x{r['ratio_p50']:.2f}), mean {a['mean_ms']:.1f} -> {b['mean_ms']:.1f} ms "
+                     f"(x{r['ratio_mean']:.2f}), p99 {a['p99_ms']:.1f} -> {b['p99_ms']:.1f} ms "
+                     f"(x{r['ratio_p99']:.2f}) with a chat of {r['huge_chat_queued']:,} queued",
+                     f"<= {r['target']}", ok(r["meets_target"])))
     head = ("scenario", "result", "target", "met")
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -87,7 +87,8 @@ def load_backlog(
         conn.execute("SET synchronous_commit = off")
         conn.execute("SET maintenance_work_mem = '256MB'")
         t = time.perf_counter()
-        conn.execute("TRUNCATE outbox.outbox_messages, messages, chats, contacts RESTART IDENTITY")
+        conn.execute("TRUNCATE outbox.outbox_messages, outbox.messages, outbox.chats, "
+                     "outbox.contacts RESTART IDENTITY")
         conn.execute("CREATE TEMP TABLE bench_channels (k int PRIMARY KEY, id uuid NOT NULL)")
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO bench_channels VALUES (%s, %s)",
@@ -110,7 +111,8 @@ def load_backlog(
         phases["indexes"] = time.perf_counter() - t
         log(f"  indexes and keys rebuilt ({phases['indexes']:.0f}s)")
         t = time.perf_counter()
-        conn.execute("VACUUM (ANALYZE) contacts, chats, messages, outbox_messages")
+        conn.execute("VACUUM (ANALYZE) outbox.contacts, outbox.chats, outbox.messages, "
+                     "outbox.outbox_messages")
         phases["vacuum_analyze"] = time.perf_counter() - t
         conn.execute("DROP TABLE bench_channels")
     return {k: round(v, 1) for k, v in phases.items()}

@@ -37,11 +37,20 @@ CLAIM_PARAMS = {"per_channel": 50, "batch_size": 200, "lease_seconds": 60.0}
 
 def _inner_scan() -> str:
     """The per-channel scan inside CLAIM's LATERAL join, for one channel."""
-    m = re.search(r"CROSS JOIN LATERAL \((.*?)\n    \) o\n", queries.CLAIM, re.S)
+    m = re.search(r"FROM channels rc\n    CROSS JOIN LATERAL \((.*?)\n    \) o\n", queries.CLAIM,
+                  re.S)
     assert m, "CLAIM no longer has the LATERAL per-channel scan this test expects"
     inner = m.group(1)
     assert "rc.id" in inner
-    return inner.replace("rc.id", "CAST(:channel_id AS uuid)")
+    # An unpaced channel: no budget, no chat checks (NULLs, as the LEFT JOIN gives).
+    for column, value in (("rc.id", "CAST(:channel_id AS uuid)"),
+                          ("rc.rows_left", "CAST(NULL AS bigint)"),
+                          ("rc.new_chats_left", "CAST(NULL AS bigint)"),
+                          ("rc.chat_gap_seconds", "CAST(NULL AS float8)"),
+                          ("rc.chat_checks", "false")):
+        inner = inner.replace(column, value)
+    assert "rc." not in inner, "a column of the channel this test does not set"
+    return inner
 
 
 def _fill(engine: Engine, channels: list[uuid.UUID]) -> None:
@@ -236,6 +245,39 @@ def test_claim_uses_the_due_index(clean_db: Engine, make_channel, statement: str
         conn.rollback()
     _assert_index_only_access(plan, what=f"{statement} ({'generic' if generic else 'custom'} "
                               f"plan, {analyzed})", expect=expect)
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["before-analyze", "after-analyze"])
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+def test_paced_claim_probes_chats_by_key(clean_db: Engine, make_channel,  # type: ignore[no-untyped-def]
+                                         generic: bool, analyzed: bool) -> None:
+    """With every pacing check on (budget, new chats, chat gap), the claim
+    still reads the outbox through its indexes, and a chat by its primary
+    key: never a scan of every chat per claim."""
+    from sqlalchemy.orm import Session
+
+    from outbox.admin.pacing import set_limits
+
+    channels = [make_channel(name=f"plan-{i}", phone=f"+1555000{i:04d}")
+                for i in range(CHANNELS)]
+    _fill(clean_db, channels)
+    with Session(clean_db) as s, s.begin():
+        for ch in channels:
+            set_limits(s, ch, per_second=100, per_day=10_000, new_chats_per_day=1_000,
+                       chat_gap="1s")
+    with clean_db.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = on")
+        if analyzed:
+            conn.exec_driver_sql("ANALYZE outbox.outbox_messages, outbox.messages, outbox.chats, "
+                                 "outbox.contacts, outbox.channels, outbox.channel_pacing")
+        plan = (_explain_generic if generic else _explain)(
+            conn, queries.CLAIM, {**CLAIM_PARAMS, "claim_token": uuid.uuid4()})
+        conn.rollback()
+    _assert_index_only_access(plan, what="paced claim", expect={
+        "ix_outbox_due", "ix_outbox_chat_unfinished"})
+    chats = [n for n in _nodes(plan) if n.get("Relation Name") == "chats"]
+    assert chats and all(n["Node Type"] == "Index Scan" and "id = " in n["Index Cond"]
+                         for n in chats), f"chats not probed by id:\n{_render(plan)}"
 
 
 def test_claim_still_claims_after_the_plan_checks(clean_db: Engine, make_channel) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from outbox.admin.pacing import PacingState, pacing_overview
 from outbox.db import admin_queries as q
 from outbox.db import queries
 from outbox.db.engine import engine_schema
@@ -28,6 +29,8 @@ class ChannelStatus:
     paused_until: datetime | None
     pause_reason: str | None
     counts: dict[str, int] = field(default_factory=dict)
+    #: A paced channel's budget now and the due rows it holds back (None: unpaced).
+    pacing: PacingState | None = None
 
 
 @dataclass(slots=True)
@@ -58,7 +61,8 @@ class QueueStatus:
             "channels": [
                 {"id": str(c.id), "name": c.name, "status": c.status,
                  "paused_until": c.paused_until.isoformat() if c.paused_until else None,
-                 "pause_reason": c.pause_reason, "counts": c.counts}
+                 "pause_reason": c.pause_reason, "counts": c.counts,
+                 "pacing": _pacing(c.pacing)}
                 for c in self.channels
             ],
             "dead_letters": self.dead_letters,
@@ -78,6 +82,13 @@ class QueueStatus:
         }
 
 
+def _pacing(p: PacingState | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {"rows_left": p.rows_left, "new_chats_left": p.new_chats_left,
+            "day_left": p.day_left, "held_back": p.held_back}
+
+
 def _no_rows() -> dict[str, int]:
     """Every outbox status, counted or not, so a table always has its columns."""
     return {s.value: 0 for s in OutboxStatus}
@@ -93,6 +104,9 @@ def queue_status(session: Session, *, workspace_id: str | None = None) -> QueueS
     for r in session.execute(text(q.STATUS_COUNTS), params):
         if r.channel_id in channels:
             channels[r.channel_id].counts[r.status] = int(r.n)
+    for p in pacing_overview(session, workspace_id=workspace_id):
+        if p.channel_id in channels:
+            channels[p.channel_id].pacing = p
     oldest = session.execute(text(q.STATUS_OLDEST_DUE), params).scalar_one_or_none()
     dead = [
         {"message_id": str(r.message_id), "channel_id": str(r.channel_id),

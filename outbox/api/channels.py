@@ -12,17 +12,19 @@ from typing import Any, Literal
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from outbox.admin.channels import (
     ChannelInfo,
     channel_queues,
     create_channel,
+    get_channel,
     pause_channel,
     replace_channel_token,
     resume_channel,
 )
+from outbox.admin.pacing import set_limits
 from outbox.admin.webhook_info import webhook_info
 from outbox.api.auth import Admin
 from outbox.api.body import parse_model, read_body
@@ -57,6 +59,31 @@ class Pause(BaseModel):
     seconds: float | None = Field(default=None, gt=0, le=MAX_PAUSE_SECONDS, allow_inf_nan=False,
                                   description="default: until resumed")
     reason: StrictStr | None = Field(default=None, description="shown in the channel list")
+
+
+_Number = StrictInt | StrictFloat
+
+
+class ChannelChange(BaseModel):
+    """The channel's send limits (docs/pacing.md): a field given changes that
+    limit, null clears it, a field left out stays as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_second: _Number | None = Field(default=None, description="messages per second")
+    burst: StrictInt | None = Field(default=None, description="how many may go at once")
+    per_minute: StrictInt | None = Field(default=None, description="messages per clock minute")
+    per_day: StrictInt | None = Field(
+        default=None, description="messages per day in the channel's time zone")
+    new_chats_per_day: StrictInt | None = Field(
+        default=None, description="first messages per day to chats that never wrote to us")
+    chat_gap: _Number | StrictStr | None = Field(
+        default=None, description='least time between messages in one chat: seconds or "3s"')
+    typing_time: StrictInt | StrictStr | None = Field(
+        default=None, description="Whapi's typing_time (seconds) for texts without one")
+    timezone: StrictStr | None = Field(default=None, description="IANA name; default UTC")
+    warmup: StrictStr | None = Field(
+        default=None, description='START,xFACTOR,CEILING, e.g. "50,x1.5,1000"')
 
 
 def _body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
@@ -146,6 +173,27 @@ async def resume(channel_id: str, request: Request, principal: Admin) -> dict[st
             return resume_channel(session, channel_id, workspace_id=principal.workspace_id)
 
     return _channel(await run_in_threadpool(run))
+
+
+@router.patch("/{channel_id}", openapi_extra=_body(ChannelChange), responses=ERROR_RESPONSES)
+async def change(channel_id: str, request: Request, principal: Admin) -> dict[str, Any]:
+    """Change the channel's send limits; the answer is the channel with all
+    its limits and today's usage. An empty object changes nothing."""
+    body = parse_model(ChannelChange, await read_body(request))
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    ctx = context(request)
+
+    def run() -> dict[str, Any]:
+        with ctx.transaction() as session:
+            limits = set_limits(session, channel_id, workspace_id=principal.workspace_id,
+                                **changes)
+            channel = ChannelInfo.of(get_channel(session, channel_id,
+                                                 workspace_id=principal.workspace_id))
+        return _channel(channel) | {"limits": limits.as_dict()}
+
+    out = await run_in_threadpool(run)
+    log.info("channel_limits_changed", channel_id=out["id"], fields=sorted(changes))
+    return out
 
 
 @router.get("/{channel_id}/webhook-info", responses=ERROR_RESPONSES)

@@ -1,16 +1,20 @@
-"""`outbox channel`: WhatsApp channels (add, list, pause, resume, and the
-webhook settings to paste into Whapi)."""
+"""`outbox channel`: WhatsApp channels (add, list, pause, resume, send
+limits, and the webhook settings to paste into Whapi)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from outbox.cli.parser import EXIT_OK, Commands, subcommands
 from outbox.cli.session import session_scope
 from outbox.cli.table import print_table
 from outbox.settings import Settings
+
+if TYPE_CHECKING:
+    from outbox.admin.pacing import ChannelLimits
 
 
 def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -97,6 +101,65 @@ def cmd_webhook_info(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+_CLEAR = ("off", "none", "unlimited")
+
+
+def cmd_limits(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.admin.pacing import get_limits, set_limits
+
+    changes = {name: (None if value.strip().lower() in _CLEAR else value)
+               for name in LIMIT_OPTIONS
+               if (value := getattr(args, name)) is not None}
+    with session_scope(settings) as session:
+        if changes:
+            limits = set_limits(session, args.channel_id, **changes)
+        else:
+            limits = get_limits(session, args.channel_id)
+    if args.json:
+        print(json.dumps(limits.as_dict(), indent=2))
+        return EXIT_OK
+    print_limits(limits)
+    return EXIT_OK
+
+
+def print_limits(cl: ChannelLimits) -> None:
+    lim, use = cl.limits, cl.usage
+
+    def show(value: object, unit: str = "") -> str:
+        return "unlimited" if value is None else f"{value:g}{unit}" if isinstance(
+            value, float) else f"{value}{unit}"
+
+    rows = [
+        ("per second", show(lim.per_second) + (f" (burst {lim.burst})" if lim.burst else ""),
+         f"{use.tokens:.1f} tokens now" if use and use.tokens is not None else ""),
+        ("per minute", show(lim.per_minute),
+         f"{use.minute_used} this minute" if use and lim.per_minute else ""),
+        ("per day", show(lim.per_day), ""),
+        ("warm-up", str(lim.warmup) + f" from {lim.warmup_from}" if lim.warmup else "none", ""),
+        ("new chats per day", show(lim.new_chats_per_day),
+         f"{use.new_chats_used} today" if use else ""),
+        ("chat gap", show(lim.chat_gap_seconds, "s"), ""),
+        ("typing time", show(lim.typing_time_seconds, "s") if lim.typing_time_seconds
+         is not None else "none", ""),
+        ("time zone", lim.timezone, ""),
+    ]
+    if use is not None:
+        cap = "no cap" if use.day_cap is None else f"cap {use.day_cap}"
+        rows[2] = ("per day", show(lim.per_day), f"{use.day_used} sent today "
+                   f"({use.day.isoformat()}, {cap})")
+    print(f"channel {cl.channel_id}")
+    width = max(len(r[0]) for r in rows)
+    for label, value, now in rows:
+        print(f"  {label:<{width}}  {value:<24} {now}".rstrip())
+    if use is not None and use.rows_left == 0:
+        print("  out of budget: rows wait for the next token or the next day")
+
+
+#: `outbox channel limits` options -> set_limits' keyword arguments.
+LIMIT_OPTIONS = ("per_second", "burst", "per_minute", "per_day", "new_chats_per_day",
+                 "chat_gap", "typing_time", "timezone", "warmup")
+
+
 def register(commands: Commands) -> None:
     ch = subcommands(commands.add_parser("channel", help="WhatsApp channels"), "channel_cmd")
     p = ch.add_parser("add", help="add a channel; prints its id")
@@ -125,3 +188,20 @@ def register(commands: Commands) -> None:
                    help="Whapi's webhook mode (all three are served; default body)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_webhook_info)
+    p = ch.add_parser(
+        "limits", help="show a channel's send limits with today's usage, or change them "
+                       "(each option sets one; 'off' clears it)")
+    p.add_argument("channel_id")
+    p.add_argument("--per-second", help="messages per second (a token bucket)")
+    p.add_argument("--burst", help="how many may go at once (default: the rate, rounded up)")
+    p.add_argument("--per-minute", help="messages per clock minute")
+    p.add_argument("--per-day", help="messages per day in the channel's time zone")
+    p.add_argument("--new-chats-per-day",
+                   help="first messages per day to chats that never wrote to us")
+    p.add_argument("--chat-gap", help="least time between messages in one chat, e.g. 3s")
+    p.add_argument("--typing-time", help="Whapi's typing_time for texts without one, e.g. 2s")
+    p.add_argument("--timezone", help="where the day starts (IANA name; default UTC)")
+    p.add_argument("--warmup", help="START,xFACTOR,CEILING: the daily cap grows from START by "
+                                    "FACTOR a day up to CEILING, e.g. 50,x1.5,1000")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_limits)

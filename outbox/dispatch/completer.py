@@ -43,7 +43,13 @@ from outbox.db.dispatch_store import (
 from outbox.dispatch.config import DispatcherConfig
 from outbox.dispatch.credentials import CredentialCache
 from outbox.dispatch.outage import DatabaseOutage
-from outbox.dispatch.outcomes import ChannelAction, Decision, Kind, RateLimitEvent
+from outbox.dispatch.outcomes import (
+    ChannelAction,
+    Decision,
+    Kind,
+    RateLimitEvent,
+    is_daily_trial_limit,
+)
 from outbox.dispatch.summary import Summary
 
 log = structlog.get_logger(__name__)
@@ -198,7 +204,8 @@ class Completer:
                                                  self._rate_limit)
                                   for c, e in rate_limited.items()],
                     problems=[ChannelProblemPause(c, d.error or "channel problem",
-                                                  d.pause_cause)
+                                                  d.pause_cause,
+                                                  until_next_day=is_daily_trial_limit(d))
                               for c, d in problems.items()])
         except BaseException:
             self._breaker_trips |= trips  # written by the retry

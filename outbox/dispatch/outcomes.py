@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import random
+import re
 from dataclasses import dataclass
 
 from outbox.dispatch.backoff import RetryPolicy
@@ -113,6 +114,18 @@ class RateLimitEvent:
 
 def _max(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
+
+
+def is_daily_trial_limit(decision: Decision) -> bool:
+    """Whether a channel problem is a trial's daily limit (a 402 whose
+    message speaks of a day and not of a month): that pause ends with the
+    day; any other 402 (the monthly chats or requests) waits for a human.
+    Whapi's exact wording is not documented, hence words, not a phrase."""
+    if decision.pause_cause is not PauseCause.TRIAL_LIMIT or not decision.error:
+        return False
+    words = set(re.findall(r"[a-z]+", decision.error.lower()))
+    return bool(words & {"day", "daily", "today", "days"}) and not words & {
+        "month", "monthly"}
 
 
 def release() -> Decision:

@@ -461,8 +461,9 @@ class _Handlers:
         self.state.count_rejected(status, token)
         retry_after = faults.get("retry_after")
         if status == 429 and retry_after is not None:
-            return whapi_error(status, **{"Retry-After": retry_after})
-        return whapi_error(status)
+            return whapi_error(status, faults.get("error_message"),
+                               **{"Retry-After": retry_after})
+        return whapi_error(status, faults.get("error_message"))
 
     async def _hang(self, request: web.Request) -> None:
         """Never answer: wait until the client gives up (or MAX_HANG_S)."""

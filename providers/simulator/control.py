@@ -319,6 +319,7 @@ class SimulatorControl:
         latency_jitter_ms: float | None = None,
         error_rate: float | None = None,
         error_status: int | None = None,
+        error_message: str | None = None,
         retry_after: float | str | None = None,
         rate_limit_per_s: float | None = None,
         hang: bool | None = None,
@@ -328,7 +329,8 @@ class SimulatorControl:
     ) -> list[dict[str, Any]]:
         """Replace the faults of one scope (global, token, recipient, or both).
 
-        `error_status` without `error_rate` fails every request. `retry_after`
+        `error_status` without `error_rate` fails every request, with
+        `error_message` as the body's message if given. `retry_after`
         (seconds, or a raw header string) is sent with 429s only.
         `media_not_found_rate`: media endpoints answer 404 "Media with specified
         id not found" at that rate. Returns the whole fault configuration.
@@ -339,6 +341,7 @@ class SimulatorControl:
             "latency_jitter_ms": latency_jitter_ms,
             "error_rate": error_rate,
             "error_status": error_status,
+            "error_message": error_message,
             "retry_after": retry_after,
             "rate_limit_per_s": rate_limit_per_s,
             "hang": hang,

@@ -22,6 +22,7 @@ FAULT_FIELDS: Final = (
     "latency_jitter_ms",
     "error_rate",
     "error_status",
+    "error_message",
     "retry_after",
     "rate_limit_per_s",
     "hang",
@@ -70,6 +71,10 @@ def validate_faults(raw: Mapping[str, Any]) -> dict[str, Any]:
             if status != int(status) or status < 300:
                 raise FaultConfigError("error_status must be an integer HTTP error status")
             out[name] = int(status)
+        elif name == "error_message":
+            if not isinstance(value, str) or not 0 < len(value) <= 500:
+                raise FaultConfigError("error_message must be text of 1 to 500 characters")
+            out[name] = value
         elif name == "retry_after":
             # A number becomes delta-seconds; a string is sent verbatim (so a
             # test can send an HTTP-date or garbage).
