@@ -299,7 +299,9 @@ def test_claims_never_exceed_the_budget(make_channel, clean_db: Engine, rate: fl
 async def test_status_and_metrics_show_budget_and_rows_held_back(
         make_channel, clean_db: Engine, database_url: str, sim, sim_url):
     from outbox.admin.status import queue_status
-    from outbox.metrics import render
+    from prometheus_client import generate_latest
+
+    from outbox.metrics import build_registry
 
     capped = make_channel(name="capped", base_url=sim_url)
     paused = make_channel(name="paused", phone="+15550000002", base_url=sim_url)
@@ -324,7 +326,7 @@ async def test_status_and_metrics_show_budget_and_rows_held_back(
     out = cli("status")
     assert out.returncode == 0 and "held back 3" in out.stdout, out.stdout
 
-    text_ = render(clean_db).decode()
+    text_ = generate_latest(build_registry(clean_db, cache_seconds=0)).decode()
     assert f'outbox_pacing_held_back{{channel="{capped}"}} 3.0' in text_
     assert f'outbox_pacing_day_left{{channel="{capped}"}} 0.0' in text_
     assert f'outbox_pacing_budget_rows{{channel="{capped}"}} 0.0' in text_

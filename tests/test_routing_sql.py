@@ -44,8 +44,14 @@ HOT = {
 GAPS = {
     ("enqueue", "FROM", "outbox_messages", "ob"):
         "the outbox row of a replayed idempotency key, looked up by message_id",
-    ("claim", "FROM", "channels", ""):
+    ("claim", "FROM", "channels", "c"):
         "the claim picks channels itself, across all of them (one claim per shard group)",
+    ("claim", "FROM", "outbox_messages", "o"):
+        "the bounded per-channel scan re-reads its rows by address (ctid) and id",
+    ("claim", "JOIN", "outbox_messages", "o"):
+        "the head-of-line walk's rows, found by chat, joined back by id",
+    ("claim", "FROM", "chats", "ch"):
+        "pacing's new-chat and chat-gap probes read the chat by id",
     ("claim", "FROM", "outbox_messages", "e"):
         "the head-of-line probe looks up the chat's earlier rows by chat_id",
     ("claim", "UPDATE", "outbox_messages", "o"):
