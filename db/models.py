@@ -42,6 +42,7 @@ from outbox.db.states import (
     ChannelStatus,
     ChatStatus,
     Direction,
+    EventType,
     MessageStatus,
     OutboxStatus,
     PendingKind,
@@ -492,3 +493,39 @@ class WebhookDeadLetter(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # as received
     body_sha256: Mapped[str] = mapped_column(Text, nullable=False)
     received_at: Mapped[datetime] = _created()
+
+
+# --- Events (migration 0010) ---------------------------------------------------
+
+#: Bits of an event id below its transaction's id: an event's id is
+#: `xid << EVENT_ID_SHIFT | ordinal` (outbox.next_event_id(), migration 0010),
+#: so ids follow the order transactions started in, and a reader can tell
+#: which ids no running transaction can still commit (db/event_queries.py).
+EVENT_ID_SHIFT = 20
+
+
+class Event(Base):
+    """Something that happened to a message, chat or channel, written in the
+    same transaction as the change (db/event_queries.py says how ids work).
+
+    No foreign keys: an event outlives nothing it names for long (it is
+    pruned after OUTBOX_EVENTS_RETENTION), and checking one on every write
+    would cost the dispatcher's completion a lookup per row.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        CheckConstraint(_in("type", EventType), name="type"),
+        Index(None, "workspace_id", "id"),
+    )
+
+    # outbox.next_event_id(), named by every statement that writes events.
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    workspace_id: Mapped[str] = mapped_column(Text, nullable=False)
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    occurred_at: Mapped[datetime] = _created()
+    channel_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    chat_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    message_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    payload: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb"))

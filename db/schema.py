@@ -19,12 +19,14 @@ import re
 DEFAULT_SCHEMA = "outbox"
 VERSION_TABLE = "alembic_version"
 
-# Our tables, as statements name them. `in_schema` only touches these, so a
-# column or a string that happens to say "outbox." is left alone.
+# Our tables (and functions), as statements name them. `in_schema` only
+# touches these, so a column or a string that happens to say "outbox." is
+# left alone.
 TABLES = (
     "channels", "channel_tokens", "contacts", "chats", "messages", "outbox_messages",
     "api_keys", "webhook_status_backlog", "webhook_pending", "webhook_dead_letters",
-    "users", "sessions", VERSION_TABLE,
+    "users", "sessions", "events", "next_event_id", "webhook_endpoints",
+    "webhook_deliveries", VERSION_TABLE,
 )
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")

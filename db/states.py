@@ -97,3 +97,27 @@ class PendingKind(enum.StrEnum):
     EDIT = "edit"
     DELETE = "delete"
     ECHO = "echo"
+
+
+class EventType(enum.StrEnum):
+    """What an event (outbox.events) says happened: `<subject>.<what>`, the
+    vocabulary of the stream, the polling endpoint and status callbacks."""
+
+    MESSAGE_QUEUED = "message.queued"  # enqueued (or a dead letter queued again)
+    MESSAGE_SENT = "message.sent"  # the provider accepted it (or it was typed on the phone)
+    MESSAGE_DELIVERED = "message.delivered"
+    MESSAGE_READ = "message.read"
+    MESSAGE_PLAYED = "message.played"
+    MESSAGE_FAILED = "message.failed"  # dead-lettered, or failed after it was sent
+    MESSAGE_CANCELLED = "message.cancelled"
+    MESSAGE_RECEIVED = "message.received"  # someone wrote to the channel
+    MESSAGE_REACTION = "message.reaction"
+    MESSAGE_EDITED = "message.edited"
+    MESSAGE_DELETED = "message.deleted"
+    CHAT_READ = "chat.read"
+    CHAT_ARCHIVED = "chat.archived"
+    CHAT_REOPENED = "chat.reopened"
+    CHAT_ASSIGNED = "chat.assigned"
+    CHANNEL_PAUSED = "channel.paused"
+    CHANNEL_RESUMED = "channel.resumed"
+    CHANNEL_DISABLED = "channel.disabled"

@@ -18,7 +18,7 @@ from outbox.webhooks.routes import DELETED_STATUS, STATUS_ORDER
 ROOT = Path(__file__).resolve().parent.parent
 ENUMS: tuple[type[enum.StrEnum], ...] = (
     states.ChannelStatus, states.ChatStatus, states.MessageStatus, states.OutboxStatus,
-    states.Direction, states.PauseCause, states.PendingKind)
+    states.Direction, states.PauseCause, states.PendingKind, states.EventType)
 #: Which enum each constrained column holds.
 CONSTRAINED = {
     ("channels", "status"): states.ChannelStatus,
@@ -29,6 +29,7 @@ CONSTRAINED = {
     ("webhook_pending", "kind"): states.PendingKind,
     ("users", "role"): states.Role,
     ("api_keys", "scopes"): states.Scope,
+    ("events", "type"): states.EventType,
 }
 
 

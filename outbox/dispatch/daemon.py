@@ -36,6 +36,7 @@ from outbox.dispatch.backoff import OutageBackoff
 from outbox.dispatch.dispatcher import Dispatcher, Observer, Summary
 from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc
 from outbox.errors import ConfigurationError
+from outbox.maintenance.event_pruner import EventPruner
 from outbox.maintenance.pruner import Pruner
 from outbox.maintenance.rescuer import Rescuer
 from outbox.maintenance.service import MaintenanceService
@@ -169,7 +170,8 @@ class Daemon:
 
 def maintenance_services(settings: Settings) -> list[MaintenanceService]:
     """What the daemon keeps up besides dispatching (outbox/maintenance/)."""
-    return [Rescuer(), Unpauser(), Pruner(older_than_seconds=settings.prune_sent_after_seconds)]
+    return [Rescuer(), Unpauser(), Pruner(older_than_seconds=settings.prune_sent_after_seconds),
+            EventPruner(older_than_seconds=settings.events_retention.total_seconds())]
 
 
 def listen_url(settings: Settings) -> str | None:
