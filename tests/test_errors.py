@@ -67,5 +67,6 @@ def test_codes_and_statuses_are_the_api_contract() -> None:
         "AlreadyFailed": (409, "already_failed"),
         "NotFailed": (409, "not_failed"),
         "ContactNotFound": (404, "contact_not_found"),
+        "EventsExpired": (410, "events_expired"),
         "MalformedCiphertext": (500, "malformed_ciphertext"),
     }

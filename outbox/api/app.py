@@ -16,12 +16,23 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import outbox
-from outbox.api import channels, chats, contacts, cron, health, messages, sessions, webhooks
+from outbox.api import (
+    channels,
+    chats,
+    contacts,
+    cron,
+    events,
+    health,
+    messages,
+    sessions,
+    webhooks,
+)
 from outbox.api.context import AppContext
 from outbox.api.cron import CronRuntime
 from outbox.api.errors import install_error_handlers
 from outbox.database import database_url as resolve_database_url
 from outbox.database import make_engine
+from outbox.events.hub import open_hub
 from outbox.maintenance.webhook_backlog import WebhookBacklog
 from outbox.settings import Settings, get_settings
 
@@ -40,9 +51,12 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         backlog = asyncio.create_task(_run_forever(WebhookBacklog(), ctx), name="status-backlog")
+        hub = app.state.event_hub = open_hub(url, settings)  # the event stream's reader
+        await hub.start()
         try:
             yield
         finally:
+            await hub.aclose()
             backlog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await backlog
@@ -58,7 +72,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     app.state.outbox = ctx
     app.state.cron_runtime = cron_runtime
     install_error_handlers(app)
-    for module in (messages, chats, contacts, channels, sessions, webhooks, cron, health):
+    for module in (messages, chats, contacts, channels, sessions, webhooks, cron, health, events):
         app.include_router(module.router)
     return app
 

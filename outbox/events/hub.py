@@ -1,0 +1,243 @@
+"""The live stream's one reader per process, fanned out in memory.
+
+However many SSE clients an `outbox serve` process holds, it has two
+database connections for them: one that LISTENs on `outbox_events` (the
+events table's trigger NOTIFYs on commit, migration 0010) and one that
+reads what is new (LIVE_EVENTS), for every workspace someone follows, in
+one statement per wake-up. Each event is encoded once, as its SSE frame,
+and the same frame goes to every client that wants it.
+
+A client joins in two steps (outbox/api/events.py): `subscribe` notes the
+hub's cursor and starts collecting what the hub reads from then on; the
+client reads its own history from the database (its `Last-Event-ID`) up
+to at least that cursor, then follows the collected batches, skipping what
+the history already gave. Nothing falls between the two: the history reads
+up to a horizon at or past the cursor, and the hub's batches start at it.
+
+A client that doesn't keep up (its backlog passes QUEUE_LIMIT batches) is
+dropped; it reconnects with its Last-Event-ID and catches up from the
+database. Without NOTIFY (a transaction pooler and no
+OUTBOX_LISTEN_DATABASE_URL) the hub reads every POLL_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import structlog
+
+from outbox.database import normalize_url
+from outbox.db import event_queries as q
+from outbox.db.direct import DatabaseError, DirectConnection
+from outbox.db.driver_sql import driver_sql
+from outbox.db.engine import libpq_url
+from outbox.dispatch.backoff import OutageBackoff
+from outbox.events.reader import Event, sse_frame
+from outbox.settings import Settings
+
+NOTIFY_CHANNEL = "outbox_events"
+READ_LIMIT = 1000  # events per statement; a longer burst is read in pages
+QUEUE_LIMIT = 2000  # batches a client may fall behind before it is dropped
+POLL_SECONDS = 1.0  # without NOTIFY
+SAFETY_POLL_SECONDS = 15.0  # with NOTIFY: in case one was lost (reconnects)
+LATER_SECONDS = 0.02  # events committed above the horizon: read again this soon
+MIN_READ_GAP_SECONDS = 0.005  # a burst of NOTIFYs is one read
+READY_SECONDS = 10.0  # a client waits this long for a hub that can't read yet
+
+_LIVE_EVENTS = driver_sql(q.LIVE_EVENTS)
+_CURRENT_HORIZON = driver_sql(q.CURRENT_HORIZON)
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    """An event as the hub hands it out: encoded once, filtered per client."""
+
+    id: int
+    type: str
+    chat_id: uuid.UUID | None
+    frame: str
+
+
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    workspace_id: str
+    cursor: int  # the hub's cursor when it joined: batches cover what follows
+    queue: asyncio.Queue[list[LiveEvent]] = field(default_factory=asyncio.Queue)
+    dropped: bool = False
+
+
+class EventHub:
+    def __init__(self, db: DirectConnection, listen_url: str | None) -> None:
+        self._db = db
+        self._listen_url = listen_url
+        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._cursor: int | None = None
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def clients(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks.append(asyncio.create_task(self._read_loop(), name="events-read"))
+        if self._listen_url:
+            self._tasks.append(asyncio.create_task(self._listen_loop(), name="events-listen"))
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._db.aclose()
+
+    async def subscribe(self, workspace_id: str) -> Subscriber:
+        """Start collecting the workspace's live events (see the module doc).
+        Waits for the hub's first read (TimeoutError after READY_SECONDS)."""
+        async with asyncio.timeout(READY_SECONDS):
+            await self._ready.wait()
+        assert self._cursor is not None
+        sub = Subscriber(workspace_id, self._cursor)
+        self._subscribers.setdefault(workspace_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        subs = self._subscribers.get(sub.workspace_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subscribers[sub.workspace_id]
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def end_streams(self) -> None:
+        """The server is stopping: every stream ends now (its client
+        reconnects with Last-Event-ID), instead of holding the graceful
+        shutdown for its whole grace period. Safe from a signal handler."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._end_all)
+
+    def _end_all(self) -> None:
+        for subs in list(self._subscribers.values()):
+            for sub in list(subs):
+                self._drop(sub)
+
+    # --- the reader ---------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        backoff = OutageBackoff()
+        timeout = POLL_SECONDS if not self._listen_url else SAFETY_POLL_SECONDS
+        while True:
+            try:
+                if self._cursor is None:
+                    row = await self._db.fetchone(_CURRENT_HORIZON, {})
+                    assert row is not None
+                    self._cursor = int(row[0]) - 1
+                    self._ready.set()
+                later = await self._read()
+                if backoff.succeeded():
+                    log.info("events_reader_back")
+            except DatabaseError as exc:
+                delay = backoff.failed()
+                if backoff.failures == 1:
+                    log.warning("events_reader_failed", error=type(exc).__name__,
+                                retry_in_seconds=round(delay, 3))
+                await asyncio.sleep(delay)
+                continue
+            wait = LATER_SECONDS if later else timeout
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+            await asyncio.sleep(MIN_READ_GAP_SECONDS)
+
+    async def _read(self) -> bool:
+        """Read and hand out what is new; True if more waits above the horizon."""
+        assert self._cursor is not None
+        while True:
+            workspaces = sorted(self._subscribers)
+            rows = await self._db.fetchall(_LIVE_EVENTS, {
+                "after": self._cursor, "workspace_ids": workspaces, "limit": READ_LIMIT})
+            horizon, later = int(rows[0][0]), bool(rows[0][1])
+            batches: dict[str, list[LiveEvent]] = {}
+            last = self._cursor
+            for r in rows:
+                if r[3] is None:
+                    continue
+                event = _live(r)
+                batches.setdefault(r[2], []).append(event)
+                last = event.id
+            self._hand_out(batches)
+            if len(rows) >= READ_LIMIT and rows[-1][3] is not None:
+                self._cursor = last
+                continue
+            self._cursor = max(last, horizon - 1)
+            return later
+
+    def _hand_out(self, batches: dict[str, list[LiveEvent]]) -> None:
+        for workspace_id, batch in batches.items():
+            for sub in list(self._subscribers.get(workspace_id, ())):
+                if sub.queue.qsize() >= QUEUE_LIMIT:
+                    self._drop(sub)  # too far behind: it catches up from the database
+                    continue
+                sub.queue.put_nowait(batch)
+
+    def _drop(self, sub: Subscriber) -> None:
+        sub.dropped = True
+        self.unsubscribe(sub)
+        sub.queue.put_nowait([])  # wakes the stream, which ends
+
+    # --- the listener ---------------------------------------------------------------
+
+    async def _listen_loop(self) -> None:
+        backoff = OutageBackoff()
+        assert self._listen_url is not None
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                        self._listen_url, autocommit=True,
+                        application_name="outbox-events-listen") as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    if backoff.succeeded():
+                        log.info("events_listen_back")
+                    self.wake()  # a NOTIFY may have come while we weren't listening
+                    async for _ in conn.notifies():
+                        self.wake()
+            except (psycopg.Error, OSError) as exc:
+                delay = backoff.failed()
+                if backoff.failures == 1:
+                    log.warning("events_listen_lost", error=type(exc).__name__,
+                                retry_in_seconds=round(delay, 3))
+                await asyncio.sleep(delay)
+
+
+def open_hub(database_url: str, settings: Settings) -> EventHub:
+    """The hub for an `outbox serve` process on `database_url` (its reads on
+    a connection of their own; LISTEN as the dispatcher daemon does it)."""
+    db = DirectConnection(libpq_url(database_url), application_name="outbox-events",
+                          pooler=settings.db_pooler, schema=settings.db_schema)
+    if settings.listen_database_url:
+        listen: str | None = libpq_url(normalize_url(settings.listen_database_url))
+    elif settings.db_pooler == "transaction":
+        listen = None  # LISTEN can't work through a transaction pooler: poll
+    else:
+        listen = libpq_url(database_url)
+    return EventHub(db, listen)
+
+
+def _live(r: Any) -> LiveEvent:
+    # Columns: horizon, later, workspace_id, then Event's.
+    event = Event(int(r[3]), r[4], r[5], r[6], r[7], r[8], r[9])
+    return LiveEvent(event.id, event.type, event.chat_id,
+                     sse_frame(event.id, event.type, event.as_json()))
