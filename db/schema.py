@@ -26,7 +26,7 @@ TABLES = (
     "channels", "channel_tokens", "contacts", "chats", "messages", "outbox_messages",
     "api_keys", "webhook_status_backlog", "webhook_pending", "webhook_dead_letters",
     "users", "sessions", "events", "next_event_id", "webhook_endpoints",
-    "webhook_deliveries", VERSION_TABLE,
+    "webhook_deliveries", "webhook_fanout", VERSION_TABLE,
 )
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")

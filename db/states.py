@@ -121,3 +121,20 @@ class EventType(enum.StrEnum):
     CHANNEL_PAUSED = "channel.paused"
     CHANNEL_RESUMED = "channel.resumed"
     CHANNEL_DISABLED = "channel.disabled"
+
+
+class EndpointStatus(enum.StrEnum):
+    """A status-callback endpoint (webhook_endpoints): `disabled` after 3
+    days of failures or a 410 from the receiver, with its reason."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """One event's delivery to one endpoint (webhook_deliveries)."""
+
+    PENDING = "pending"  # waiting for its (next) attempt
+    DELIVERING = "delivering"  # claimed: a sender holds its lease
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # a dead letter: retried for 3 days, or the receiver said 410

@@ -185,6 +185,10 @@ class ContactNotFound(NotFound):
     code = "contact_not_found"
 
 
+class EndpointNotFound(NotFound):
+    code = "endpoint_not_found"
+
+
 class CronBusy(OutboxError):
     """A cron pass is already running (POST /v1/cron/dispatch): this call
     would only compete with it for the same rows."""

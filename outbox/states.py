@@ -12,7 +12,9 @@ from __future__ import annotations
 from outbox.db.states import (
     ChannelStatus,
     ChatStatus,
+    DeliveryStatus,
     Direction,
+    EndpointStatus,
     EventType,
     MessageStatus,
     OutboxStatus,
@@ -25,7 +27,9 @@ from outbox.db.states import (
 __all__ = [
     "ChannelStatus",
     "ChatStatus",
+    "DeliveryStatus",
     "Direction",
+    "EndpointStatus",
     "EventType",
     "MessageStatus",
     "OutboxStatus",

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from outbox.admin.endpoints import delivery_counts, list_endpoints
 from outbox.db import admin_queries as q
 from outbox.db import queries
 from outbox.message_types import parse_channel_id
@@ -36,6 +37,9 @@ class QueueStatus:
     #: Webhook bodies kept because we couldn't use them (webhook_dead_letters).
     webhook_dead_letters: int = 0
     webhook_dead_letter_latest: datetime | None = None
+    #: Status callbacks: deliveries by status, and the endpoints disabled.
+    callbacks: dict[str, int] = field(default_factory=dict)
+    endpoints_disabled: list[dict[str, Any]] = field(default_factory=list)
 
     def totals(self) -> dict[str, int]:
         out = _no_rows()
@@ -59,6 +63,8 @@ class QueueStatus:
                 "count": self.webhook_dead_letters,
                 "latest": (self.webhook_dead_letter_latest.isoformat()
                            if self.webhook_dead_letter_latest else None)},
+            "callbacks": {"deliveries": self.callbacks,
+                          "endpoints_disabled": self.endpoints_disabled},
         }
 
 
@@ -86,10 +92,15 @@ def queue_status(session: Session, *, workspace_id: str | None = None) -> QueueS
                                  {**params, "limit": DEAD_LETTERS_SHOWN})
     ]
     hooks = session.execute(text(q.STATUS_WEBHOOK_DEAD_LETTERS), params).all()
+    endpoints = list_endpoints(session, workspace_id=workspace_id)
     return QueueStatus(list(channels.values()),
                        float(oldest) if oldest is not None else None, dead,
                        webhook_dead_letters=sum(int(h.n) for h in hooks),
-                       webhook_dead_letter_latest=max((h.latest for h in hooks), default=None))
+                       webhook_dead_letter_latest=max((h.latest for h in hooks), default=None),
+                       callbacks=delivery_counts(session, workspace_id=workspace_id),
+                       endpoints_disabled=[
+                           {"id": str(e.id), "url": e.url, "reason": e.disabled_reason}
+                           for e in endpoints if e.status == "disabled"])
 
 
 def retry_failed(

@@ -21,6 +21,7 @@ from outbox.api import (
     chats,
     contacts,
     cron,
+    endpoints,
     events,
     health,
     messages,
@@ -72,7 +73,8 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     app.state.outbox = ctx
     app.state.cron_runtime = cron_runtime
     install_error_handlers(app)
-    for module in (messages, chats, contacts, channels, sessions, webhooks, cron, health, events):
+    for module in (messages, chats, contacts, channels, sessions, webhooks, cron, health, events,
+                   endpoints):
         app.include_router(module.router)
     return app
 

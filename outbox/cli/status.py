@@ -44,6 +44,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"webhook bodies kept unused: {status.webhook_dead_letters} (latest "
               f"{latest.isoformat(timespec='seconds') if latest else '?'}; "
               "table webhook_dead_letters)")
+    if status.callbacks:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(status.callbacks.items()))
+        print(f"status callbacks: {counts}")
+    for e in status.endpoints_disabled:
+        print(f"webhook endpoint {e['id']} disabled ({e['reason']}): {e['url']}")
     return EXIT_OK
 
 
