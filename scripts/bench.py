@@ -31,6 +31,10 @@ Scenarios (all by default, in this order):
             chat list (first page, half-way down, name and number search,
             one agent's) and the thread (latest, half-way back), with each
             statement's plan (scripts/bench_inbox.py)
+  events    1,000 SSE clients on one `outbox serve`: p50/p99 from an enqueue's
+            COMMIT to each client's frame, the serve process's RSS; status
+            callbacks/s to a loopback receiver that checks every signature
+            (scripts/bench_events.py)
 
 Rates are over the simulator's window (first to last accepted request) so
 process start-up is not counted; the dispatcher's own drain time (from its
@@ -70,6 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psycopg  # noqa: E402
 from bench_data import load_backlog, plan_summary, table_sizes  # noqa: E402
+from bench_events import measure_events  # noqa: E402
 from bench_inbox import load as load_inbox  # noqa: E402
 from bench_inbox import measure as measure_inbox  # noqa: E402
 from bench_statements import measure as measure_statements  # noqa: E402
@@ -89,7 +94,7 @@ from outbox.settings import Settings  # noqa: E402
 
 BENCH_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox bench").digest()).decode()
 SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory",
-             "statements", "inbox")
+             "statements", "inbox", "events")
 QUEUE_TABLES = "outbox.outbox_messages, outbox.messages, outbox.chats, outbox.contacts"
 
 TARGETS = {
@@ -99,6 +104,9 @@ TARGETS = {
     "enqueue_single_tx_per_s": 1_000,
     "backlog_claim_ratio": 2.0,
     "peak_rss_mb": 200,
+    "events_p99_ms": 250,
+    "events_serve_rss_mb": 300,
+    "callbacks_per_s": 1_000,
 }
 
 
@@ -130,6 +138,10 @@ class Sizes:
     inbox_chats: int = 100_000
     inbox_thread: int = 10_000
     inbox_samples: int = 200
+    events_clients: int = 1_000
+    events_transactions: int = 200
+    events_rate: float = 20.0  # enqueue transactions per second
+    events_callbacks: int = 20_000
 
 
 FULL = Sizes()
@@ -138,6 +150,7 @@ QUICK = Sizes(
     enqueue_single=1_000, enqueue_many_messages=20_000, scale_messages=2_000,
     backlog_queued=50_000, backlog_sent=200_000, claim_samples=100, memory_drain=2_000,
     statements_messages=2_000, statements_rounds=1, inbox_samples=50,
+    events_clients=1_000, events_transactions=60, events_callbacks=4_000,
 )
 
 
@@ -757,6 +770,56 @@ class Bench:
                 "seq_scans": sorted({t for c in cases.values() for p in c["plans"]
                                      for t in p["seq_scans"]})}
 
+    def events(self) -> dict[str, Any]:
+        s = self.s
+
+        def start_serve() -> tuple[int, int, Any]:
+            import socket
+
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            proc = subprocess.Popen([sys.executable, "-m", "outbox", "serve", "--port",
+                                     str(port)], cwd=REPO,
+                                    # one key opens every stream: no per-key rate limit
+                                    env=self.dispatcher_env(api_rate_limit_per_second=0),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(
+                        ("127.0.0.1", port), timeout=1):
+                    break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    raise RuntimeError("outbox serve did not start")
+                time.sleep(0.1)
+
+            def stop() -> None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            return port, proc.pid, stop
+
+        self.reset_queue()
+        out = measure_events(self.engine, self.url, BENCH_KEY, self.channels[0][0],
+                             start_serve=start_serve, clients=s.events_clients,
+                             transactions=s.events_transactions, rate=s.events_rate,
+                             callbacks=s.events_callbacks)
+        self.reset_queue()
+        stream, calls = out["stream"], out["callbacks"]
+        out["targets"] = {k: TARGETS[k] for k in ("events_p99_ms", "events_serve_rss_mb",
+                                                   "callbacks_per_s")}
+        out["meets_target"] = bool(
+            stream["p99_ms"] is not None and stream["p99_ms"] <= TARGETS["events_p99_ms"]
+            and stream["frames_received"] == stream["frames_expected"]
+            and stream["serve_rss_mb"]["peak"] <= TARGETS["events_serve_rss_mb"]
+            and calls["callbacks_per_s"] >= TARGETS["callbacks_per_s"]
+            and calls["bad_signatures"] == 0)
+        return out
+
     def run_scenario(self, name: str) -> dict[str, Any]:
         say(f"== {name}")
         started = time.perf_counter()
@@ -858,6 +921,16 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         rows.append(("inbox", ", ".join(f"{k} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}"
                                         for k, v in c.items()) + " ms p50/p99; seq scans: "
                      + (", ".join(r["seq_scans"]) or "none"), "", ""))
+    r = results.get("events")
+    if r:
+        st, cb = r["stream"], r["callbacks"]
+        rows.append(("events", f"{st['clients']:,} SSE clients: p50 {st['p50_ms']} ms, p99 "
+                     f"{st['p99_ms']} ms ({st['frames_received']:,}/{st['frames_expected']:,} "
+                     f"frames), serve RSS {st['serve_rss_mb']['peak']:.0f} MB; callbacks "
+                     f"{cb['callbacks_per_s']:,.0f}/s",
+                     f"p99 <= {TARGETS['events_p99_ms']} ms, <= "
+                     f"{TARGETS['events_serve_rss_mb']} MB, >= {TARGETS['callbacks_per_s']}/s",
+                     ok(r["meets_target"])))
     head = ("scenario", "result", "target", "met")
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
