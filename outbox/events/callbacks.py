@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
+import aiohttp
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -56,6 +56,7 @@ CALLBACK_PER_ENDPOINT = 128  # of a batch: one slow endpoint can't take all of i
 CALLBACK_LEASE_SECONDS = 120.0  # > a batch's worst case: BATCH / CONCURRENCY * TIMEOUT
 CALLBACK_RUN_SECONDS = 20.0  # one pass's budget; the next pass continues
 FAN_OUT_LIMIT = 1000
+MAX_ANSWER_BYTES = 65536
 RETRY_BASE_SECONDS = 5.0
 RETRY_CAP_SECONDS = 3600.0
 MAX_DELIVERY_AGE_SECONDS = 3 * 86400.0
@@ -170,12 +171,12 @@ class CallbackSender:
         self._run_seconds = run_seconds
         self._retry_delay = retry_delay_seconds  # tests: a fixed wait instead of backoff
         self._db: DirectConnection | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._secrets: dict[uuid.UUID, tuple[str, str]] = {}  # id -> (url, secret)
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
         if self._db is not None:
             await self._db.aclose()
 
@@ -210,10 +211,12 @@ class CallbackSender:
     async def _deliver(self, db: DirectConnection, claimed: list[Claimed],
                        summary: PassSummary) -> None:
         await self._load_secrets(db, {c.endpoint_id for c in claimed})
-        client = self._client = self._client or httpx.AsyncClient(
-            timeout=self._timeout, follow_redirects=False, trust_env=False,
-            limits=httpx.Limits(max_connections=self._concurrency,
-                                max_keepalive_connections=self._concurrency))
+        # aiohttp, not httpx's own pool: that one slows down sharply with
+        # many requests in flight (providers/whapi.py has the measurements).
+        client = self._client = self._client or aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._concurrency),
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
         slots = asyncio.Semaphore(self._concurrency)
         now = datetime.now(claimed[0].created_at.tzinfo)
 
@@ -224,12 +227,16 @@ class CallbackSender:
             error: str | None = None
             async with slots:
                 try:
-                    r = await client.post(url, content=body,
-                                          headers=signed_headers(secret, c.event_id, body))
-                    code = r.status_code
-                except httpx.TimeoutException:
+                    async with client.post(url, data=body, allow_redirects=False,
+                                           headers=signed_headers(secret, c.event_id, body)
+                                           ) as r:
+                        code = r.status
+                        # A short answer read whole: its connection is reused;
+                        # a long one is not kept (the connection is closed).
+                        await r.content.read(MAX_ANSWER_BYTES)
+                except TimeoutError:
                     error = f"no answer within {self._timeout:g} s"
-                except httpx.HTTPError as exc:
+                except aiohttp.ClientError as exc:
                     error = f"request failed: {type(exc).__name__}"
             return decide(code, error, attempts=c.attempts,
                           age_seconds=(now - c.created_at).total_seconds(),

@@ -62,7 +62,7 @@ class LiveEvent:
     id: int
     type: str
     chat_id: uuid.UUID | None
-    frame: str
+    frame: bytes  # encoded once, sent as is to every client that wants it
 
 
 @dataclass(eq=False, slots=True)
@@ -240,4 +240,4 @@ def _live(r: Any) -> LiveEvent:
     # Columns: horizon, later, workspace_id, then Event's.
     event = Event(int(r[3]), r[4], r[5], r[6], r[7], r[8], r[9])
     return LiveEvent(event.id, event.type, event.chat_id,
-                     sse_frame(event.id, event.type, event.as_json()))
+                     sse_frame(event.id, event.type, event.as_json()).encode())
