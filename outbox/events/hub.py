@@ -83,6 +83,10 @@ class EventHub:
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Bumped when a workspace gets its first client: a read that was in
+        # flight didn't ask for that workspace's events, so it must not move
+        # the cursor past them (it is read again instead).
+        self._generation = 0
 
     @property
     def clients(self) -> int:
@@ -107,9 +111,18 @@ class EventHub:
         Waits for the hub's first read (TimeoutError after READY_SECONDS)."""
         async with asyncio.timeout(READY_SECONDS):
             await self._ready.wait()
+            if not self._subscribers:
+                # An idle hub doesn't read, so its cursor is old: "from now"
+                # must mean now, not a burst of what happened meanwhile.
+                row = await self._db.fetchone(_CURRENT_HORIZON, {})
+                assert row is not None and self._cursor is not None
+                self._cursor = max(self._cursor, int(row[0]) - 1)
         assert self._cursor is not None
         sub = Subscriber(workspace_id, self._cursor)
+        if workspace_id not in self._subscribers:
+            self._generation += 1
         self._subscribers.setdefault(workspace_id, set()).add(sub)
+        self.wake()
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -139,6 +152,7 @@ class EventHub:
     async def _read_loop(self) -> None:
         backoff = OutageBackoff()
         timeout = POLL_SECONDS if not self._listen_url else SAFETY_POLL_SECONDS
+        later_wait = LATER_SECONDS
         while True:
             try:
                 if self._cursor is None:
@@ -146,7 +160,8 @@ class EventHub:
                     assert row is not None
                     self._cursor = int(row[0]) - 1
                     self._ready.set()
-                later = await self._read()
+                # Nobody listening: nothing to read (subscribe moves the cursor).
+                later = await self._read() if self._subscribers else False
                 if backoff.succeeded():
                     log.info("events_reader_back")
             except DatabaseError as exc:
@@ -156,7 +171,10 @@ class EventHub:
                                 retry_in_seconds=round(delay, 3))
                 await asyncio.sleep(delay)
                 continue
-            wait = LATER_SECONDS if later else timeout
+            # A transaction holding the horizon may write no events (so no
+            # NOTIFY comes when it ends): look again, less often the longer.
+            later_wait = min(later_wait * 2, POLL_SECONDS) if later else LATER_SECONDS
+            wait = later_wait if later else timeout
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
@@ -167,8 +185,11 @@ class EventHub:
         assert self._cursor is not None
         while True:
             workspaces = sorted(self._subscribers)
+            generation = self._generation
             rows = await self._db.fetchall(_LIVE_EVENTS, {
                 "after": self._cursor, "workspace_ids": workspaces, "limit": READ_LIMIT})
+            if self._generation != generation:
+                continue  # a workspace joined meanwhile: read again, for it too
             horizon, later = int(rows[0][0]), bool(rows[0][1])
             batches: dict[str, list[LiveEvent]] = {}
             last = self._cursor
