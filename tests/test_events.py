@@ -337,3 +337,58 @@ def test_one_statement_many_events_unique_ids(make_channel, clean_db: Engine,
     assert len(got) == len({e.id for e in got}) == 2 * size
     assert len({e.id >> 20 for e in got}) == 1
     assert sorted(e.id & (2**20 - 1) for e in got) == list(range(1, 2 * size + 1))
+
+
+async def test_the_dispatchers_pauses_the_timer_and_the_rescuer(
+        make_channel, clean_db: Engine, database_url: str, sim, sim_url: str) -> None:
+    """channel.paused from a 429 and a 401 (the completion's transaction),
+    channel.resumed from the unpauser's timer, message.failed from the
+    rescuer on a last attempt whose worker vanished."""
+    from outbox.database import make_async_engine
+    from outbox.maintenance.rescuer import Rescuer
+    from outbox.maintenance.unpauser import Unpauser
+
+    limited = make_channel(name="limited", base_url=sim_url)
+    _send_to(clean_db, limited)
+    sim.set_faults(error_status=429, retry_after=30)
+    await run_dispatcher(database_url)
+    sim.clear_faults()
+    paused = [e for e in events(clean_db) if e.type == "channel.paused"]
+    assert len(paused) == 1 and paused[0].channel_id == limited
+    assert paused[0].payload["cause"] == "rate_limit" and paused[0].payload["paused_until"]
+
+    engine = make_async_engine(database_url, pool_size=1)
+    try:
+        mark = last_id(clean_db)
+        with clean_db.begin() as conn:  # the pause runs out
+            conn.execute(text("UPDATE outbox.channels SET paused_until = now() - "
+                              "interval '1 second' WHERE id = :c"), {"c": limited})
+        assert await Unpauser().run_once(engine) == [limited]
+        (resumed,) = events(clean_db, after=mark)
+        assert (resumed.type, resumed.payload) == ("channel.resumed", {"by": "timer"})
+
+        mark = last_id(clean_db)
+        with clean_db.begin() as conn:  # its worker vanished mid-send, on the last attempt
+            conn.execute(text(
+                "UPDATE outbox.outbox_messages SET status = 'sending', attempts = max_attempts, "
+                "claim_token = gen_random_uuid(), send_started_at = now(), "
+                "locked_until = now() - interval '1 second'"))
+        await Rescuer().run_once(engine)
+        (failed,) = events(clean_db, after=mark)
+        assert failed.type == "message.failed" and "last attempt" in failed.payload["error"]
+    finally:
+        await engine.dispose()
+
+    refused = make_channel(name="refused", phone="+15550000007", base_url=sim_url)
+    _send_to(clean_db, refused)
+    mark = last_id(clean_db)
+    sim.set_faults(error_status=401)
+    await run_dispatcher(database_url)
+    sim.clear_faults()
+    got = [e for e in events(clean_db, after=mark) if e.type == "channel.paused"]
+    assert [(e.channel_id, e.payload["cause"]) for e in got] == [(refused, "unauthorized")]
+
+
+def _send_to(engine: Engine, channel: uuid.UUID) -> uuid.UUID:
+    with Session(engine) as s, s.begin():
+        return enqueue_text(s, channel_id=channel, to="+15550100001", body="x").message_id
