@@ -304,3 +304,32 @@ def test_endpoints_cli(clean_db: Engine) -> None:
     assert cli("endpoints", "remove", str(endpoint)).returncode == 0
     gone = cli("endpoints", "remove", str(endpoint))
     assert gone.returncode != 0 and "does not exist" in gone.stderr
+
+
+@pytest.mark.slow
+def test_outbox_run_posts_the_outcomes(clean_db: Engine, make_channel, sim, sim_url: str,
+                                       receiver: WebhookReceiver) -> None:
+    """The daemon sends the messages and, beside it, posts their outcomes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.api_fixtures import wait_for
+    from tests.dispatch_helpers import REPO
+
+    channel = make_channel(base_url=sim_url)
+    _, secret = _endpoint(clean_db, receiver.url, ["message.sent", "message.failed"])
+    mids = _send(clean_db, channel, 3)
+    daemon = subprocess.Popen([sys.executable, "-m", "outbox", "run"], cwd=REPO, text=True,
+                              env=dict(os.environ), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+    try:
+        got = receiver.wait_for(3, timeout=60)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        out, _ = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, out
+    assert sorted(_verified(secret, r)["message_id"] for r in got) == sorted(map(str, mids))
+    assert {r.json["type"] for r in got} == {"message.sent"}
+    wait_for(lambda: {d.status for d in _deliveries(clean_db)} == {"delivered"})
