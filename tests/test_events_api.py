@@ -299,3 +299,22 @@ def test_an_inbound_webhook_reaches_a_stream_through_outbox_serve(
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_the_stream_waits_for_an_older_transaction_then_gives_both_in_order(
+        api_db: Engine, two, streams) -> None:
+    """B commits while A, which started writing first, is still open: B's
+    event waits for A's, and the client gets A's then B's (a reader that
+    handed out B first would never hand out A: its id is lower)."""
+    sse = streams("/v1/events/stream", auth(two["key_a"]))
+    older = Session(api_db)
+    try:
+        a = enqueue_text(older, channel_id=two["a"], to="+15550100001", body="a").message_id
+        (b,) = _send(api_db, two["a"], 1, to="+15550100002")
+        assert sse.nothing_more(1.0)
+        older.commit()
+    finally:
+        older.close()
+    got = sse.take(2)
+    assert [f["data"]["message_id"] for f in got] == [str(a), str(b)]
+    assert got[0]["id"] < got[1]["id"]

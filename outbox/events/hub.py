@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,7 @@ SAFETY_POLL_SECONDS = 15.0  # with NOTIFY: in case one was lost (reconnects)
 LATER_SECONDS = 0.02  # events committed above the horizon: read again this soon
 MIN_READ_GAP_SECONDS = 0.005  # a burst of NOTIFYs is one read
 READY_SECONDS = 10.0  # a client waits this long for a hub that can't read yet
+HELD_BACK_WARNING_SECONDS = 10.0  # events waiting this long behind a transaction: say so
 
 _LIVE_EVENTS = driver_sql(q.LIVE_EVENTS)
 _CURRENT_HORIZON = driver_sql(q.CURRENT_HORIZON)
@@ -87,6 +89,7 @@ class EventHub:
         # flight didn't ask for that workspace's events, so it must not move
         # the cursor past them (it is read again instead).
         self._generation = 0
+        self._warned = False  # events_held_back said, events_released not yet
 
     @property
     def clients(self) -> int:
@@ -153,6 +156,7 @@ class EventHub:
         backoff = OutageBackoff()
         timeout = POLL_SECONDS if not self._listen_url else SAFETY_POLL_SECONDS
         later_wait = LATER_SECONDS
+        held_since: float | None = None
         while True:
             try:
                 if self._cursor is None:
@@ -174,11 +178,30 @@ class EventHub:
             # A transaction holding the horizon may write no events (so no
             # NOTIFY comes when it ends): look again, less often the longer.
             later_wait = min(later_wait * 2, POLL_SECONDS) if later else LATER_SECONDS
+            held_since = self._held_back(later, held_since)
             wait = later_wait if later else timeout
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
             await asyncio.sleep(MIN_READ_GAP_SECONDS)
+
+    def _held_back(self, later: bool, since: float | None) -> float | None:
+        """A long write transaction in this database holds every stream
+        back (db/event_queries.py): warn once when it has for a while, and
+        say when it is over. Returns since when events have been waiting."""
+        now = time.monotonic()
+        if not later:
+            if self._warned:
+                log.info("events_released", held_seconds=round(now - (since or now), 1))
+            self._warned = False
+            return None
+        since = since or now
+        if not self._warned and now - since >= HELD_BACK_WARNING_SECONDS:
+            self._warned = True
+            log.warning("events_held_back", seconds=round(now - since, 1),
+                        hint="a write transaction in this database has been open that "
+                             "long (pg_stat_activity: backend_xid, xact_start)")
+        return since
 
     async def _read(self) -> bool:
         """Read and hand out what is new; True if more waits above the horizon."""
