@@ -119,7 +119,8 @@ class EventHub:
                 # must mean now, not a burst of what happened meanwhile.
                 row = await self._db.fetchone(_CURRENT_HORIZON, {})
                 assert row is not None and self._cursor is not None
-                self._cursor = max(self._cursor, int(row[0]) - 1)
+                if not self._subscribers:  # still: a client that joined meanwhile reads on
+                    self._cursor = max(self._cursor, int(row[0]) - 1)
         assert self._cursor is not None
         sub = Subscriber(workspace_id, self._cursor)
         if workspace_id not in self._subscribers:
