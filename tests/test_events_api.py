@@ -83,9 +83,9 @@ class SSE:
 @pytest.fixture(autouse=True)
 def quick_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
     """Heartbeats often: a closed client's thread notices at the next one."""
-    from outbox.api import events as events_api
+    from outbox.events import hub
 
-    monkeypatch.setattr(events_api, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(hub, "HEARTBEAT_SECONDS", 0.2)
 
 
 @pytest.fixture

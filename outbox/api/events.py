@@ -3,7 +3,8 @@ streamed (`GET /v1/events/stream`, Server-Sent Events). Read scope; an API
 key or the console's session (cookie or bearer).
 
 The stream sends `id: <id>\\nevent: <type>\\ndata: <event JSON>\\n\\n`
-frames in id order and a comment every HEARTBEAT_SECONDS. Resume with the
+frames in id order and a comment when 15 s pass without one (outbox/events/hub.py
+HEARTBEAT_SECONDS). Resume with the
 `Last-Event-ID` header (browsers send it by themselves) or `?after=`:
 exactly the events after it, none twice. Without either, it starts with
 what happens next. Filters: `types=a,b` and `chat_id=`.
@@ -12,6 +13,7 @@ what happens next. Filters: `types=a,b` and `chat_id=`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -23,7 +25,8 @@ from outbox.api.auth import Reader
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import ERROR_RESPONSES, ErrorBody, EventList
 from outbox.errors import EventsExpired
-from outbox.events.hub import EventHub, Subscriber
+from outbox.events import hub as hub_module
+from outbox.events.hub import DROPPED, HEARTBEAT, EventHub, Subscriber
 from outbox.events.reader import (
     DEFAULT_EVENT_PAGE,
     MAX_EVENT_PAGE,
@@ -42,7 +45,6 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 410: {
     "model": ErrorBody, "description": "`events_expired`: events after the cursor were "
                                        "pruned; the error's `oldest_id` is the oldest held"}}
 
-HEARTBEAT_SECONDS = 15.0
 CATCH_UP_PAGE = 500
 
 _TYPES = Query(description="comma-separated event types (default: all)", max_length=1000)
@@ -129,18 +131,18 @@ async def stream_events(
 
 
 async def _live(sub: Subscriber, last: int, wanted: EventFilter) -> AsyncIterator[bytes]:
-    """The hub's batches after `last`, filtered, with a heartbeat when idle.
-    The hot path of a busy stream: one batch to a thousand clients."""
+    """The hub's batches after `last`, filtered, and its heartbeats. The hot
+    path of a busy stream: one batch to a thousand clients."""
     everything = wanted == EventFilter()
+    quiet_since: float | None = None  # since when batches were all filtered out
     while True:
-        try:
-            async with asyncio.timeout(HEARTBEAT_SECONDS):
-                batch = await sub.queue.get()
-        except TimeoutError:
+        batch = await sub.queue.get()
+        if batch is HEARTBEAT:
+            quiet_since = None
             yield b": heartbeat\n\n"
             continue
-        if not batch:
-            return  # dropped (too far behind, or the server stops): the client reconnects
+        if batch is DROPPED:
+            return  # too far behind, or the server stops: the client reconnects
         if everything and batch[0].id > last:
             out = [e.frame for e in batch]
         else:
@@ -148,6 +150,15 @@ async def _live(sub: Subscriber, last: int, wanted: EventFilter) -> AsyncIterato
         last = max(last, batch[-1].id)
         if out:
             yield out[0] if len(out) == 1 else b"".join(out)
+            quiet_since = None
+        else:
+            # All filtered out: the hub counts the client busy, but nothing
+            # went down the wire. Say something now and then all the same.
+            now = time.monotonic()
+            quiet_since = quiet_since or now
+            if now - quiet_since >= hub_module.HEARTBEAT_SECONDS:
+                quiet_since = now
+                yield b": heartbeat\n\n"
 
 
 def _check(ctx: AppContext, workspace: str, after: int) -> None:

@@ -14,6 +14,10 @@ to at least that cursor, then follows the collected batches, skipping what
 the history already gave. Nothing falls between the two: the history reads
 up to a horizon at or past the cursor, and the hub's batches start at it.
 
+Heartbeats come from here too: one pass over the clients about every
+second puts a heartbeat in the queue of each one idle for
+HEARTBEAT_SECONDS, instead of a timer per client around every frame.
+
 A client that doesn't keep up (its backlog passes QUEUE_LIMIT batches) is
 dropped; it reconnects with its Last-Event-ID and catches up from the
 database. Without NOTIFY (a transaction pooler and no
@@ -50,6 +54,7 @@ LATER_SECONDS = 0.02  # events committed above the horizon: read again this soon
 MIN_READ_GAP_SECONDS = 0.005  # a burst of NOTIFYs is one read
 READY_SECONDS = 10.0  # a client waits this long for a hub that can't read yet
 HELD_BACK_WARNING_SECONDS = 10.0  # events waiting this long behind a transaction: say so
+HEARTBEAT_SECONDS = 15.0  # a stream idle this long gets a comment (proxies keep it open)
 
 _LIVE_EVENTS = driver_sql(q.LIVE_EVENTS)
 _CURRENT_HORIZON = driver_sql(q.CURRENT_HORIZON)
@@ -67,12 +72,21 @@ class LiveEvent:
     frame: bytes  # encoded once, sent as is to every client that wants it
 
 
+# What else a client's queue carries besides batches (compared by identity):
+# time for a heartbeat comment; the stream must end (the client reconnects).
+HEARTBEAT: list[LiveEvent] = []
+DROPPED: list[LiveEvent] = []
+
+
 @dataclass(eq=False, slots=True)
 class Subscriber:
     workspace_id: str
     cursor: int  # the hub's cursor when it joined: batches cover what follows
     queue: asyncio.Queue[list[LiveEvent]] = field(default_factory=asyncio.Queue)
     dropped: bool = False
+    # When it was last handed something: one clock for every client (the
+    # hub's heartbeat pass), not a timer per client per frame.
+    last_sent: float = field(default_factory=time.monotonic)
 
 
 class EventHub:
@@ -98,6 +112,7 @@ class EventHub:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._tasks.append(asyncio.create_task(self._read_loop(), name="events-read"))
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="events-heartbeat"))
         if self._listen_url:
             self._tasks.append(asyncio.create_task(self._listen_loop(), name="events-listen"))
 
@@ -231,17 +246,32 @@ class EventHub:
             return later
 
     def _hand_out(self, batches: dict[str, list[LiveEvent]]) -> None:
+        now = time.monotonic()
         for workspace_id, batch in batches.items():
             for sub in list(self._subscribers.get(workspace_id, ())):
                 if sub.queue.qsize() >= QUEUE_LIMIT:
                     self._drop(sub)  # too far behind: it catches up from the database
                     continue
                 sub.queue.put_nowait(batch)
+                sub.last_sent = now
 
     def _drop(self, sub: Subscriber) -> None:
         sub.dropped = True
         self.unsubscribe(sub)
-        sub.queue.put_nowait([])  # wakes the stream, which ends
+        sub.queue.put_nowait(DROPPED)  # wakes the stream, which ends
+
+    async def _heartbeat_loop(self) -> None:
+        """Every client idle for HEARTBEAT_SECONDS gets a heartbeat: one pass
+        over the clients about every second."""
+        while True:
+            interval = HEARTBEAT_SECONDS
+            await asyncio.sleep(min(1.0, interval / 4))
+            now = time.monotonic()
+            for subs in list(self._subscribers.values()):
+                for sub in subs:
+                    if now - sub.last_sent >= interval:
+                        sub.last_sent = now
+                        sub.queue.put_nowait(HEARTBEAT)
 
     # --- the listener ---------------------------------------------------------------
 
