@@ -333,3 +333,16 @@ def test_outbox_run_posts_the_outcomes(clean_db: Engine, make_channel, sim, sim_
     assert sorted(_verified(secret, r)["message_id"] for r in got) == sorted(map(str, mids))
     assert {r.json["type"] for r in got} == {"message.sent"}
     wait_for(lambda: {d.status for d in _deliveries(clean_db)} == {"delivered"})
+
+
+def test_a_cron_pass_posts_the_outcomes_too(clean_db: Engine, make_channel, sim,
+                                            sim_url: str, receiver: WebhookReceiver) -> None:
+    """Without `outbox run`, `dispatch --once` sends and then posts."""
+    channel = make_channel(base_url=sim_url)
+    _, secret = _endpoint(clean_db, receiver.url, ["message.sent"])
+    mids = _send(clean_db, channel, 2)
+    result = cli("dispatch", "--once", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    got = receiver.wait_for(2, timeout=5)
+    assert sorted(_verified(secret, r)["message_id"] for r in got) == sorted(map(str, mids))
+    assert {d.status for d in _deliveries(clean_db)} == {"delivered"}

@@ -270,6 +270,17 @@ class CallbackSender:
             self._secrets[r[0]] = (r[1], decrypt_secret(r[0], r[1], r[2], self._keys))
 
 
+async def send_callbacks_once(engine: AsyncEngine, *, keys: Sequence[str],
+                              max_seconds: float = CALLBACK_RUN_SECONDS) -> PassSummary:
+    """One callback pass, for deployments that drain from cron (`dispatch
+    --once`, POST /v1/cron/dispatch) instead of running `outbox run`."""
+    sender = CallbackSender(keys=keys, run_seconds=max_seconds)
+    try:
+        return await sender.run_once(engine)
+    finally:
+        await sender.aclose()
+
+
 def decrypt_secret(endpoint_id: uuid.UUID, url: str, blob: str, keys: Sequence[str]) -> str:
     """The endpoint's signing secret, with whichever configured key wrote it."""
     last: Exception | None = None
