@@ -72,33 +72,64 @@ WHERE id = CAST(:channel_id AS uuid)
 # :seconds (NULL seconds, a NULL interval: paused_until stays NULL). Its
 # cause is 'manual', so no session webhook resumes it.
 PAUSE_CHANNEL = """
-UPDATE outbox.channels
-SET status = 'paused',
-    paused_until = now() + make_interval(secs => CAST(:seconds AS float8)),
-    pause_reason = :reason,
-    pause_cause = 'manual',
-    updated_at = now()
-WHERE id = CAST(:channel_id AS uuid)
-  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
-RETURNING id, workspace_id, name, phone_number, provider, base_url, status,
-          paused_until, pause_reason
+WITH paused AS (
+    UPDATE outbox.channels
+    SET status = 'paused',
+        paused_until = now() + make_interval(secs => CAST(:seconds AS float8)),
+        pause_reason = :reason,
+        pause_cause = 'manual',
+        updated_at = now()
+    WHERE id = CAST(:channel_id AS uuid)
+      AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+    RETURNING id, workspace_id, name, phone_number, provider, base_url, status,
+              paused_until, pause_reason
+),
+pause_event AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'channel.paused', id,
+           jsonb_build_object('cause', 'manual', 'reason', pause_reason,
+                              'paused_until', paused_until)
+    FROM paused
+)
+SELECT * FROM paused
 """
 
 # Active again from any pause (or from disabled), rate-limit strikes
 # cleared: the next 429 starts the escalating pause from its base.
+# channel.resumed only if it was stopped (`was`: read under the row lock
+# the UPDATE takes anyway).
 RESUME_CHANNEL = """
-UPDATE outbox.channels
-SET status = 'active',
-    paused_until = NULL,
-    pause_reason = NULL,
-    pause_cause = NULL,
-    rate_limit_strikes = 0,
-    rate_limited_at = NULL,
-    updated_at = now()
-WHERE id = CAST(:channel_id AS uuid)
-  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
-RETURNING id, workspace_id, name, phone_number, provider, base_url, status,
-          paused_until, pause_reason
+WITH was AS (
+    SELECT id, status <> 'active' OR paused_until IS NOT NULL AS stopped
+    FROM outbox.channels
+    WHERE id = CAST(:channel_id AS uuid)
+      AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+    FOR NO KEY UPDATE
+),
+resumed AS (
+    UPDATE outbox.channels c
+    SET status = 'active',
+        paused_until = NULL,
+        pause_reason = NULL,
+        pause_cause = NULL,
+        rate_limit_strikes = 0,
+        rate_limited_at = NULL,
+        updated_at = now()
+    FROM was
+    WHERE c.id = was.id
+    RETURNING c.id, c.workspace_id, c.name, c.phone_number, c.provider, c.base_url, c.status,
+              c.paused_until, c.pause_reason, was.stopped
+),
+resume_event AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'channel.resumed', id,
+           jsonb_build_object('by', 'user')
+    FROM resumed
+    WHERE stopped
+)
+SELECT id, workspace_id, name, phone_number, provider, base_url, status, paused_until,
+       pause_reason
+FROM resumed
 """
 
 # A new token (stored, or added if the channel had none). A channel that
@@ -120,17 +151,29 @@ stored AS (
     ON CONFLICT (channel_id) DO UPDATE
     SET encrypted_token = EXCLUDED.encrypted_token, key_id = EXCLUDED.key_id,
         created_at = now()
+),
+updated AS (
+    UPDATE outbox.channels c
+    SET status = CASE WHEN t.revive THEN 'active' ELSE c.status END,
+        paused_until = CASE WHEN t.revive THEN NULL ELSE c.paused_until END,
+        pause_reason = CASE WHEN t.revive THEN NULL ELSE c.pause_reason END,
+        pause_cause = CASE WHEN t.revive THEN NULL ELSE c.pause_cause END,
+        updated_at = now()
+    FROM target t
+    WHERE c.id = t.id
+    RETURNING c.id, c.workspace_id, c.name, c.phone_number, c.provider, c.base_url, c.status,
+              c.paused_until, c.pause_reason, t.revive
+),
+resume_event AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'channel.resumed', id,
+           jsonb_build_object('by', 'credentials')
+    FROM updated
+    WHERE revive
 )
-UPDATE outbox.channels c
-SET status = CASE WHEN t.revive THEN 'active' ELSE c.status END,
-    paused_until = CASE WHEN t.revive THEN NULL ELSE c.paused_until END,
-    pause_reason = CASE WHEN t.revive THEN NULL ELSE c.pause_reason END,
-    pause_cause = CASE WHEN t.revive THEN NULL ELSE c.pause_cause END,
-    updated_at = now()
-FROM target t
-WHERE c.id = t.id
-RETURNING c.id, c.workspace_id, c.name, c.phone_number, c.provider, c.base_url, c.status,
-          c.paused_until, c.pause_reason
+SELECT id, workspace_id, name, phone_number, provider, base_url, status, paused_until,
+       pause_reason
+FROM updated
 """
 
 # --------------------------------------------------------------------------

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from outbox.db.schema import check_schema_name
 
-# What ENQUEUE and CHANNELS_FOR_ENQUEUE (db/queries.py) touch. Foreign-key
+# What ENQUEUE and CHANNELS_FOR_ENQUEUE (db/queries.py) touch (ENQUEUE
+# writes each message's `message.queued` event too). Foreign-key
 # checks run as the tables' owner, so the application needs nothing on
 # the tables they point at.
 ENQUEUE_SELECT = ("channels",)
-ENQUEUE_INSERT = ("contacts", "chats", "messages", "outbox_messages")
+ENQUEUE_INSERT = ("contacts", "chats", "messages", "outbox_messages", "events")
 
 
 def grant_statements(schema: str, *, service_role: str | None = None,

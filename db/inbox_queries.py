@@ -115,18 +115,56 @@ FROM outbox.chats c
 WHERE c.id = CAST(:chat_id AS uuid) AND {_WORKSPACE.format(t="c")}
 """
 
+# The chat as it was is read under the row lock the UPDATE would take
+# anyway, so `was` is what this statement replaced (a concurrent change
+# commits first, and is what we see): the event is written only for a change.
 ASSIGN_CHAT = f"""
-UPDATE outbox.chats c
-SET assigned_to = CAST(:assigned_to AS uuid), updated_at = now()
-WHERE c.id = CAST(:chat_id AS uuid) AND {_WORKSPACE.format(t="c")}
-RETURNING c.id
+WITH was AS (
+    SELECT c.id, c.assigned_to FROM outbox.chats c
+    WHERE c.id = CAST(:chat_id AS uuid) AND {_WORKSPACE.format(t="c")}
+    FOR NO KEY UPDATE
+),
+changed AS (
+    UPDATE outbox.chats c
+    SET assigned_to = CAST(:assigned_to AS uuid), updated_at = now()
+    FROM was
+    WHERE c.id = was.id
+    RETURNING c.id, c.workspace_id, c.channel_id, c.assigned_to,
+              was.assigned_to IS DISTINCT FROM c.assigned_to AS moved
+),
+assigned_event AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'chat.assigned', channel_id, id,
+           jsonb_build_object('assigned_to', assigned_to)
+    FROM changed
+    WHERE moved
+)
+SELECT id FROM changed
 """
 
 SET_CHAT_STATUS = f"""
-UPDATE outbox.chats c
-SET status = CAST(:status AS text), updated_at = now()
-WHERE c.id = CAST(:chat_id AS uuid) AND {_WORKSPACE.format(t="c")}
-RETURNING c.id, c.status, c.unread_count
+WITH was AS (
+    SELECT c.id, c.status FROM outbox.chats c
+    WHERE c.id = CAST(:chat_id AS uuid) AND {_WORKSPACE.format(t="c")}
+    FOR NO KEY UPDATE
+),
+changed AS (
+    UPDATE outbox.chats c
+    SET status = CAST(:status AS text), updated_at = now()
+    FROM was
+    WHERE c.id = was.id
+    RETURNING c.id, c.workspace_id, c.channel_id, c.status, c.unread_count,
+              was.status <> c.status AS moved
+),
+status_event AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, payload)
+    SELECT outbox.next_event_id(), workspace_id,
+           CASE WHEN status = 'archived' THEN 'chat.archived' ELSE 'chat.reopened' END,
+           channel_id, id, jsonb_build_object('by', 'user')
+    FROM changed
+    WHERE moved
+)
+SELECT id, status, unread_count FROM changed
 """
 
 # Unread back to 0, the chat's inbound messages read from now, and a read
@@ -156,6 +194,13 @@ read_messages AS (
     FROM chat
     WHERE m.chat_id = chat.id AND m.direction = 'inbound' AND m.status = 'delivered'
     RETURNING m.id
+),
+read_event AS (
+    -- Every read of the chat (another tab's badge goes to 0 as well).
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, payload)
+    SELECT outbox.next_event_id(), chat.workspace_id, 'chat.read', chat.channel_id, chat.id,
+           jsonb_build_object('messages_read', (SELECT count(*) FROM read_messages))
+    FROM chat
 ),
 receipt AS (
     INSERT INTO outbox.outbox_messages (workspace_id, message_id, channel_id, chat_id, recipient,
@@ -309,12 +354,20 @@ WITH cancelled AS (
       AND o.message_type <> 'read'
       AND o.status IN ('queued', 'paused')
     RETURNING o.message_id
+),
+message AS (
+    UPDATE outbox.messages m
+    SET status = 'cancelled', updated_at = now()
+    FROM cancelled c
+    WHERE m.id = c.message_id
+    RETURNING m.id, m.workspace_id, m.channel_id, m.chat_id
+),
+cancelled_event AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, message_id)
+    SELECT outbox.next_event_id(), workspace_id, 'message.cancelled', channel_id, chat_id, id
+    FROM message
 )
-UPDATE outbox.messages m
-SET status = 'cancelled', updated_at = now()
-FROM cancelled c
-WHERE m.id = c.message_id
-RETURNING m.id
+SELECT id FROM message
 """
 
 # Why a cancel or retry changed nothing (a new statement: its snapshot sees

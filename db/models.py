@@ -44,7 +44,10 @@ from outbox.db.schema import DEFAULT_SCHEMA
 from outbox.db.states import (
     ChannelStatus,
     ChatStatus,
+    DeliveryStatus,
     Direction,
+    EndpointStatus,
+    EventType,
     MessageStatus,
     OutboxStatus,
     PendingKind,
@@ -561,3 +564,112 @@ class WebhookDeadLetter(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # as received
     body_sha256: Mapped[str] = mapped_column(Text, nullable=False)
     received_at: Mapped[datetime] = _created()
+
+
+# --- Events (migration 0010) ---------------------------------------------------
+
+#: Bits of an event id below its transaction's id: an event's id is
+#: `xid << EVENT_ID_SHIFT | ordinal` (outbox.next_event_id(), migration 0010),
+#: so ids follow the order transactions started in, and a reader can tell
+#: which ids no running transaction can still commit (db/event_queries.py).
+EVENT_ID_SHIFT = 20
+
+
+class Event(Base):
+    """Something that happened to a message, chat or channel, written in the
+    same transaction as the change (db/event_queries.py says how ids work).
+
+    No foreign keys: an event outlives nothing it names for long (it is
+    pruned after OUTBOX_EVENTS_RETENTION), and checking one on every write
+    would cost the dispatcher's completion a lookup per row.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        CheckConstraint(_in("type", EventType), name="type"),
+        Index(None, "workspace_id", "id"),
+    )
+
+    # outbox.next_event_id(), named by every statement that writes events.
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    workspace_id: Mapped[str] = mapped_column(Text, nullable=False)
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    occurred_at: Mapped[datetime] = _created()
+    channel_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    chat_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    message_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    payload: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+
+
+class WebhookEndpoint(Base):
+    """A URL a workspace's events are posted to, signed (status callbacks)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        CheckConstraint(_in("status", EndpointStatus), name="status"),
+        CheckConstraint("cardinality(event_types) > 0", name="event_types"),
+        Index(None, "workspace_id"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    workspace_id: Mapped[str] = mapped_column(Text, nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    # The signing secret (whsec_...), encrypted like channel tokens.
+    encrypted_secret: Mapped[str] = mapped_column(Text, nullable=False)
+    key_id: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False,
+                                        server_default=EndpointStatus.ACTIVE.value)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    # The first failure since the last success: 3 days of it disables.
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Events after this id are delivered (the horizon when it was added).
+    after_event_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: claimed, sent, retried like an outbox
+    row (SKIP LOCKED, a lease, backoff). The event's JSON is kept here: the
+    event may be pruned before the last retry."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(_in("status", DeliveryStatus), name="status"),
+        UniqueConstraint("endpoint_id", "event_id"),
+        Index("ix_webhook_deliveries_due", "endpoint_id", "next_attempt_at",
+              postgresql_where=text("status = 'pending'")),
+        Index("ix_webhook_deliveries_leased", "locked_until",
+              postgresql_where=text("status = 'delivering'")),
+        Index(None, "endpoint_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False)
+    event_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    event_type: Mapped[str] = mapped_column(Text, nullable=False)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False,
+                                        server_default=DeliveryStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime] = _created()
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookFanout(Base):
+    """One row: the last event whose deliveries have been created."""
+
+    __tablename__ = "webhook_fanout"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_event_id: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -24,6 +24,8 @@ from __future__ import annotations
 # * NOTIFY is transactional: the dispatcher wakes only if the caller commits.
 # * :trace_context: the enqueuing span's W3C trace context (JSON) when
 #   OpenTelemetry traces, else NULL; one per call (outbox/tracing.py).
+# * Each new message's `message.queued` event is written by the same
+#   statement (data-modifying CTEs run whether or not they are referenced).
 # --------------------------------------------------------------------------
 ENQUEUE = """
 WITH channel AS (
@@ -138,7 +140,16 @@ new_outbox AS (
     FROM new_messages nm
     JOIN fresh f ON f.message_id = nm.id
     ORDER BY f.ord
-    RETURNING id, message_id, chat_id
+    RETURNING id, message_id, chat_id, workspace_id, channel_id, message_type, idempotency_key
+),
+queued_events AS (
+    -- message.queued, in the statement that queues (db/event_queries.py)
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, message_id, payload)
+    SELECT outbox.next_event_id(), nob.workspace_id, 'message.queued', nob.channel_id,
+           nob.chat_id, nob.message_id,
+           jsonb_strip_nulls(jsonb_build_object('type', nob.message_type,
+                                                'idempotency_key', nob.idempotency_key))
+    FROM new_outbox nob
 ),
 notify AS (
     SELECT pg_notify('outbox_enqueued', '') AS n WHERE EXISTS (SELECT 1 FROM new_outbox)
@@ -551,8 +562,8 @@ WHERE c.id = ANY(CAST(:channel_ids AS uuid[]))
 # (and maybe claimed again) no longer matches, so a late completion changes
 # nothing; likewise a rescue never touches a row completed in time.
 # The message row follows the outbox row (sent with its WhatsApp id, or
-# failed with the reason); the chat shows its latest sent message; a send
-# that went through clears the channel's rate-limit strikes.
+# failed with the reason), with its event; the chat shows its latest sent
+# message; a send that went through clears the channel's rate-limit strikes.
 # --------------------------------------------------------------------------
 COMPLETE = """
 WITH d AS (
@@ -591,7 +602,17 @@ msg AS (
         updated_at = now()
     FROM done
     WHERE m.id = done.message_id AND done.status IN ('sent', 'failed') AND m.status = 'pending'
-    RETURNING m.id
+    RETURNING m.id, m.workspace_id, m.channel_id, m.chat_id, m.status, m.error, m.wa_message_id
+),
+msg_events AS (
+    -- message.sent / message.failed for the messages that moved: the
+    -- events cost no round trip of their own (db/event_queries.py).
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, message_id, payload)
+    SELECT outbox.next_event_id(), msg.workspace_id, 'message.' || msg.status, msg.channel_id,
+           msg.chat_id, msg.id,
+           CASE WHEN msg.status = 'sent' THEN jsonb_build_object('wa_message_id', msg.wa_message_id)
+                ELSE jsonb_build_object('error', msg.error) END
+    FROM msg
 ),
 chat AS (
     UPDATE outbox.chats c
@@ -635,49 +656,73 @@ SELECT (SELECT count(*) FROM done) AS completed,
 # a strike nor extend the pause. The clocks compared are the dispatcher's
 # and the database's: on different machines NTP keeps them close enough.
 PAUSE_RATE_LIMITED = """
-WITH event AS (
+WITH rate_event AS (
     SELECT id,
            rate_limited_at IS NOT NULL
            AND CAST(:requested_at AS float8) IS NOT NULL
            AND to_timestamp(CAST(:requested_at AS float8)) <= rate_limited_at AS same
     FROM outbox.channels
     WHERE id = :channel_id
+),
+paused AS (
+    UPDATE outbox.channels c
+    SET paused_until = CASE
+            WHEN e.same AND CAST(:retry_after AS float8) IS NULL THEN c.paused_until
+            ELSE GREATEST(
+                COALESCE(c.paused_until, now()),
+                now() + make_interval(secs => COALESCE(
+                    -- (LEAST ignores NULLs: a missing Retry-After must stay NULL)
+                    CASE WHEN CAST(:retry_after AS float8) IS NOT NULL
+                         THEN LEAST(CAST(:retry_after AS float8), CAST(:max_retry_after AS float8))
+                    END,
+                    LEAST(CAST(:cap_seconds AS float8),
+                          CAST(:base_seconds AS float8)
+                          * power(2, LEAST(c.rate_limit_strikes, 30))))))
+        END,
+        pause_reason = :reason,
+        pause_cause = 'rate_limit',
+        rate_limit_strikes = c.rate_limit_strikes + CASE WHEN e.same THEN 0 ELSE 1 END,
+        rate_limited_at = CASE WHEN e.same THEN c.rate_limited_at ELSE now() END,
+        updated_at = now()
+    FROM rate_event e
+    WHERE c.id = e.id
+    RETURNING c.id, c.workspace_id, c.paused_until, c.pause_reason, c.rate_limit_strikes,
+              NOT e.same AS new_event
+),
+pause_events AS (
+    -- One channel.paused per rate-limit event, not per 429 answer.
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, payload)
+    SELECT outbox.next_event_id(), p.workspace_id, 'channel.paused', p.id,
+           jsonb_build_object('cause', 'rate_limit', 'reason', p.pause_reason,
+                              'paused_until', p.paused_until)
+    FROM paused p
+    WHERE p.new_event
 )
-UPDATE outbox.channels c
-SET paused_until = CASE
-        WHEN e.same AND CAST(:retry_after AS float8) IS NULL THEN c.paused_until
-        ELSE GREATEST(
-            COALESCE(c.paused_until, now()),
-            now() + make_interval(secs => COALESCE(
-                -- (LEAST ignores NULLs: a missing Retry-After must stay NULL)
-                CASE WHEN CAST(:retry_after AS float8) IS NOT NULL
-                     THEN LEAST(CAST(:retry_after AS float8), CAST(:max_retry_after AS float8))
-                END,
-                LEAST(CAST(:cap_seconds AS float8),
-                      CAST(:base_seconds AS float8) * power(2, LEAST(c.rate_limit_strikes, 30))))))
-    END,
-    pause_reason = :reason,
-    pause_cause = 'rate_limit',
-    rate_limit_strikes = c.rate_limit_strikes + CASE WHEN e.same THEN 0 ELSE 1 END,
-    rate_limited_at = CASE WHEN e.same THEN c.rate_limited_at ELSE now() END,
-    updated_at = now()
-FROM event e
-WHERE c.id = e.id
-RETURNING c.paused_until, c.rate_limit_strikes, NOT e.same AS new_event
+SELECT paused_until, rate_limit_strikes, new_event FROM paused
 """
 
 # The circuit breaker: too many consecutive transient failures on a channel
 # (the provider is down for it) pause it briefly, instead of every queued
 # row spending its attempts against a wall. Never shortens a longer pause.
 PAUSE_CHANNEL_FOR = """
-UPDATE outbox.channels
-SET paused_until = GREATEST(COALESCE(paused_until, now()),
-                            now() + make_interval(secs => CAST(:seconds AS float8))),
-    pause_reason = :reason,
-    pause_cause = 'circuit',
-    updated_at = now()
-WHERE id = :channel_id AND status <> 'disabled'
-RETURNING paused_until
+WITH paused AS (
+    UPDATE outbox.channels
+    SET paused_until = GREATEST(COALESCE(paused_until, now()),
+                                now() + make_interval(secs => CAST(:seconds AS float8))),
+        pause_reason = :reason,
+        pause_cause = 'circuit',
+        updated_at = now()
+    WHERE id = :channel_id AND status <> 'disabled'
+    RETURNING id, workspace_id, paused_until
+),
+pause_events AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'channel.paused', id,
+           jsonb_build_object('cause', 'circuit', 'reason', CAST(:reason AS text),
+                              'paused_until', paused_until)
+    FROM paused
+)
+SELECT paused_until FROM paused
 """
 
 # 401/402/404 (and unusable credentials) pause until a human resumes the
@@ -686,16 +731,26 @@ RETURNING paused_until
 # boundary, 00:00 UTC (Whapi's day: it documents no other), after which the
 # pause runs out like any timed one.
 CHANNEL_PROBLEM = """
-UPDATE outbox.channels
-SET status = 'paused',
-    paused_until = CASE WHEN CAST(:until_next_day AS boolean)
-                        THEN (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day')
-                             AT TIME ZONE 'UTC' END,
-    pause_reason = :reason,
-    pause_cause = :cause,
-    updated_at = now()
-WHERE id = :channel_id AND status <> 'disabled'
-RETURNING id
+WITH paused AS (
+    UPDATE outbox.channels
+    SET status = 'paused',
+        paused_until = CASE WHEN CAST(:until_next_day AS boolean)
+                            THEN (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day')
+                                 AT TIME ZONE 'UTC' END,
+        pause_reason = :reason,
+        pause_cause = :cause,
+        updated_at = now()
+    WHERE id = :channel_id AND status <> 'disabled'
+    RETURNING id, workspace_id, paused_until
+),
+pause_events AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'channel.paused', id,
+           jsonb_build_object('cause', CAST(:cause AS text), 'reason', CAST(:reason AS text),
+                              'paused_until', paused_until)
+    FROM paused
+)
+SELECT id FROM paused
 """
 
 # Heartbeat: a batch still in flight keeps its rows. It never waits for a
@@ -757,7 +812,13 @@ failed_messages AS (
     SET status = 'failed', error = r.last_error, updated_at = now()
     FROM rescued r
     WHERE m.id = r.message_id AND r.status = 'failed' AND m.status = 'pending'
-    RETURNING m.id
+    RETURNING m.id, m.workspace_id, m.channel_id, m.chat_id, m.error
+),
+failed_events AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, message_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'message.failed', channel_id, chat_id, id,
+           jsonb_build_object('error', error)
+    FROM failed_messages
 )
 SELECT count(*) FILTER (WHERE status = 'queued') AS requeued,
        count(*) FILTER (WHERE status = 'failed') AS failed,
@@ -784,11 +845,20 @@ SELECT set_config('idle_in_transaction_session_timeout', '0', true) IS NOT NULL
 
 # Timed pauses that have run out: the channel is active again.
 UNPAUSE_EXPIRED = """
-UPDATE outbox.channels
-SET status = 'active', paused_until = NULL, pause_reason = NULL, pause_cause = NULL,
-    updated_at = now()
-WHERE paused_until IS NOT NULL AND paused_until <= now() AND status IN ('active', 'paused')
-RETURNING id
+WITH resumed AS (
+    UPDATE outbox.channels
+    SET status = 'active', paused_until = NULL, pause_reason = NULL, pause_cause = NULL,
+        updated_at = now()
+    WHERE paused_until IS NOT NULL AND paused_until <= now() AND status IN ('active', 'paused')
+    RETURNING id, workspace_id
+),
+resume_events AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'channel.resumed', id,
+           jsonb_build_object('by', 'timer')
+    FROM resumed
+)
+SELECT id FROM resumed
 """
 
 # Keep the hot table small: delete old sent rows, a batch at a time (the
@@ -834,7 +904,13 @@ messages_back AS (
     SET status = 'pending', error = NULL, updated_at = now()
     FROM requeued r
     WHERE m.id = r.message_id AND m.status = 'failed'
-    RETURNING m.id
+    RETURNING m.id, m.workspace_id, m.channel_id, m.chat_id, m.type
+),
+requeued_events AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, message_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'message.queued', channel_id, chat_id, id,
+           jsonb_build_object('type', type, 'retry', true)
+    FROM messages_back
 ),
 notify AS (
     SELECT pg_notify('outbox_enqueued', '') WHERE EXISTS (SELECT 1 FROM requeued)

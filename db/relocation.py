@@ -15,12 +15,13 @@ from collections.abc import Collection
 
 from sqlalchemy import Connection, text
 
-from outbox.db.schema import TABLES, VERSION_TABLE
+from outbox.db.schema import FUNCTIONS, TABLES, VERSION_TABLE
 
 # Our tables as the last release before the schema made them.
 LEGACY_TABLES = tuple(t for t in TABLES if t != VERSION_TABLE)
 
 TABLE_EXISTS = "SELECT to_regclass(:table) IS NOT NULL"
+FUNCTION_EXISTS = "SELECT to_regprocedure(:function) IS NOT NULL"
 SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = :schema"
 LEGACY_REVISIONS = "SELECT version_num FROM public.alembic_version"
 DELETE_LEGACY_REVISION = "DELETE FROM public.alembic_version WHERE version_num = :revision"
@@ -37,6 +38,7 @@ END $$
 # (OUTBOX_DB_SCHEMA's are checked by db/schema.py check_schema_name).
 CREATE_SCHEMA = "CREATE SCHEMA {schema}"
 MOVE_TABLE = "ALTER TABLE public.{table} SET SCHEMA {schema}"
+MOVE_FUNCTION = "ALTER FUNCTION public.{function} SET SCHEMA {schema}"
 CREATE_VERSION_TABLE = """
 CREATE TABLE {schema}.{table} (
     version_num varchar(32) NOT NULL,
@@ -76,6 +78,9 @@ def move_into_schema(conn: Connection, schema: str, revision: str) -> list[str]:
         if conn.execute(text(TABLE_EXISTS), {"table": f"public.{table}"}).scalar():
             conn.execute(text(MOVE_TABLE.format(table=table, schema=schema)))
             moved.append(table)
+    for function in FUNCTIONS:  # statements call them by the schema's name
+        if conn.execute(text(FUNCTION_EXISTS), {"function": f"public.{function}"}).scalar():
+            conn.execute(text(MOVE_FUNCTION.format(function=function, schema=schema)))
     conn.execute(text(CREATE_VERSION_TABLE.format(schema=schema, table=VERSION_TABLE)))
     conn.execute(text(INSERT_REVISION.format(schema=schema, table=VERSION_TABLE)),
                  {"revision": revision})

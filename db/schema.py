@@ -19,17 +19,23 @@ import re
 DEFAULT_SCHEMA = "outbox"
 VERSION_TABLE = "alembic_version"
 
-# Our tables, as statements name them. `in_schema` only touches these, so a
-# column or a string that happens to say "outbox." is left alone.
+# Our tables, as statements name them. `in_schema` only touches these (and
+# FUNCTIONS), so a column or a string that happens to say "outbox." is left
+# alone.
 TABLES = (
     "channels", "channel_tokens", "contacts", "chats", "messages", "outbox_messages",
     "api_keys", "webhook_status_backlog", "webhook_pending", "webhook_dead_letters",
-    "users", "sessions", "channel_pacing", VERSION_TABLE,
+    "users", "sessions", "channel_pacing", "events", "webhook_endpoints",
+    "webhook_deliveries", "webhook_fanout", VERSION_TABLE,
 )
+# Our functions (migration 0010), with their argument lists: statements
+# call next_event_id(); the events table's trigger runs notify_events().
+FUNCTIONS = ("next_event_id()", "notify_events()")
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _QUALIFIED = re.compile(
-    r'(?<![\w".])"?' + DEFAULT_SCHEMA + r'"?\.(?=(?:' + "|".join(TABLES) + r')\b)'
+    r'(?<![\w".])"?' + DEFAULT_SCHEMA + r'"?\.(?=(?:'
+    + "|".join((*TABLES, *(f.removesuffix("()") for f in FUNCTIONS))) + r')\b)'
 )
 
 

@@ -97,3 +97,44 @@ class PendingKind(enum.StrEnum):
     EDIT = "edit"
     DELETE = "delete"
     ECHO = "echo"
+
+
+class EventType(enum.StrEnum):
+    """What an event (outbox.events) says happened: `<subject>.<what>`, the
+    vocabulary of the stream, the polling endpoint and status callbacks."""
+
+    MESSAGE_QUEUED = "message.queued"  # enqueued (or a dead letter queued again)
+    MESSAGE_SENT = "message.sent"  # the provider accepted it (or it was typed on the phone)
+    MESSAGE_DELIVERED = "message.delivered"
+    MESSAGE_READ = "message.read"
+    MESSAGE_PLAYED = "message.played"
+    MESSAGE_FAILED = "message.failed"  # dead-lettered, or failed after it was sent
+    MESSAGE_CANCELLED = "message.cancelled"
+    MESSAGE_RECEIVED = "message.received"  # someone wrote to the channel
+    MESSAGE_REACTION = "message.reaction"
+    MESSAGE_EDITED = "message.edited"
+    MESSAGE_DELETED = "message.deleted"
+    CHAT_READ = "chat.read"
+    CHAT_ARCHIVED = "chat.archived"
+    CHAT_REOPENED = "chat.reopened"
+    CHAT_ASSIGNED = "chat.assigned"
+    CHANNEL_PAUSED = "channel.paused"
+    CHANNEL_RESUMED = "channel.resumed"
+    CHANNEL_DISABLED = "channel.disabled"
+
+
+class EndpointStatus(enum.StrEnum):
+    """A status-callback endpoint (webhook_endpoints): `disabled` after 3
+    days of failures or a 410 from the receiver, with its reason."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """One event's delivery to one endpoint (webhook_deliveries)."""
+
+    PENDING = "pending"  # waiting for its (next) attempt
+    DELIVERING = "delivering"  # claimed: a sender holds its lease
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # a dead letter: retried for 3 days, or the receiver said 410

@@ -64,7 +64,17 @@ applied AS (
       AND m.wa_message_id = f.wa_message_id
       AND m.direction = 'outbound'
       AND f.rank > array_position(CAST(:ranks AS text[]), m.status)
-    RETURNING m.id
+    RETURNING m.id, m.workspace_id, m.channel_id, m.chat_id, m.status, m.error
+),
+status_events AS (
+    -- One event per message moved, for its new (furthest) status: a batch
+    -- that brings delivered and read at once says read.
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, message_id, payload)
+    SELECT outbox.next_event_id(), a.workspace_id, 'message.' || a.status, a.channel_id,
+           a.chat_id, a.id,
+           CASE WHEN a.status = 'failed' THEN jsonb_build_object('error', a.error)
+                ELSE '{{}}'::jsonb END
+    FROM applied a
 )"""
 
 APPLY_STATUSES = """
@@ -172,7 +182,8 @@ SELECT id FROM outbox.chats
 WHERE channel_id = CAST(:channel_id AS uuid) AND wa_chat_id = :wa_chat_id
 """
 
-# One statement, so the chat is bumped if and only if the message is new:
+# One statement, so the chat is bumped (and the event written) if and only
+# if the message is new:
 # a replayed webhook conflicts on (channel_id, wa_message_id) and does
 # nothing at all. A concurrent duplicate waits for the first insert's
 # commit, then conflicts. The chat's last message moves only forward in
@@ -190,6 +201,19 @@ WITH new_message AS (
             CASE WHEN :direction = 'inbound' THEN now() END)
     ON CONFLICT (channel_id, wa_message_id) WHERE wa_message_id IS NOT NULL DO NOTHING
     RETURNING id, chat_id, sent_at
+),
+new_message_event AS (
+    -- Someone wrote to us: message.received, with what an inbox shows.
+    -- A message typed on the channel's phone: message.sent.
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, message_id, payload)
+    SELECT outbox.next_event_id(), :workspace_id,
+           CASE WHEN :direction = 'inbound' THEN 'message.received' ELSE 'message.sent' END,
+           CAST(:channel_id AS uuid), n.chat_id, n.id,
+           jsonb_strip_nulls(jsonb_build_object(
+               'type', CAST(:type AS text), 'body', CAST(:body AS text),
+               'wa_message_id', CAST(:wa_message_id AS text),
+               'from_phone', CASE WHEN :direction = 'outbound' THEN true END))
+    FROM new_message n
 ),
 bumped AS (
     UPDATE outbox.chats c
@@ -240,7 +264,13 @@ applied AS (
       AND COALESCE(CAST(m.reactions -> CAST(:reactor AS text) ->> 'at' AS float8), 0)
           <= CAST(:at AS float8)
       AND m.reactions -> CAST(:reactor AS text) ->> 'emoji' IS DISTINCT FROM CAST(:emoji AS text)
-    RETURNING m.id
+    RETURNING m.id, m.workspace_id, m.channel_id, m.chat_id
+),
+applied_event AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, message_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'message.reaction', channel_id, chat_id, id,
+           jsonb_build_object('reactor', CAST(:reactor AS text), 'emoji', CAST(:emoji AS text))
+    FROM applied
 )
 SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM applied) AS applied
 """
@@ -264,7 +294,13 @@ applied AS (
       AND m.deleted_at IS NULL
       AND (m.edited_at IS NULL OR m.edited_at < CAST(:at AS timestamptz))
       AND m.body IS DISTINCT FROM CAST(:body AS text)
-    RETURNING m.id
+    RETURNING m.id, m.workspace_id, m.channel_id, m.chat_id
+),
+applied_event AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, message_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'message.edited', channel_id, chat_id, id,
+           jsonb_build_object('body', CAST(:body AS text))
+    FROM applied
 )
 SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM applied) AS applied
 """
@@ -277,7 +313,12 @@ applied AS (
     SET deleted_at = CAST(:at AS timestamptz), updated_at = now()
     FROM target t
     WHERE m.id = t.id AND m.deleted_at IS NULL
-    RETURNING m.id
+    RETURNING m.id, m.workspace_id, m.channel_id, m.chat_id
+),
+applied_event AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, message_id)
+    SELECT outbox.next_event_id(), workspace_id, 'message.deleted', channel_id, chat_id, id
+    FROM applied
 )
 SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM applied) AS applied
 """
@@ -325,34 +366,63 @@ PENDING_SIZE = "SELECT kind, count(*) FROM outbox.webhook_pending GROUP BY kind"
 # CHATS and CHANNEL SESSIONS from Whapi's own events
 # --------------------------------------------------------------------------
 SET_CHAT_ARCHIVED = """
-UPDATE outbox.chats
-SET status = CASE WHEN :archived THEN 'archived' ELSE 'active' END, updated_at = now()
-WHERE channel_id = CAST(:channel_id AS uuid) AND wa_chat_id = :wa_chat_id
-  AND status <> CASE WHEN :archived THEN 'archived' ELSE 'active' END
-RETURNING id
+WITH changed AS (
+    UPDATE outbox.chats
+    SET status = CASE WHEN :archived THEN 'archived' ELSE 'active' END, updated_at = now()
+    WHERE channel_id = CAST(:channel_id AS uuid) AND wa_chat_id = :wa_chat_id
+      AND status <> CASE WHEN :archived THEN 'archived' ELSE 'active' END
+    RETURNING id, workspace_id, channel_id
+),
+chat_event AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, payload)
+    SELECT outbox.next_event_id(), workspace_id,
+           CASE WHEN :archived THEN 'chat.archived' ELSE 'chat.reopened' END, channel_id, id,
+           jsonb_build_object('by', 'whatsapp')
+    FROM changed
+)
+SELECT id FROM changed
 """
 
 # The WhatsApp session went away (logged out, QR, ERROR): pause the channel
 # so its rows wait instead of collecting 401s. A channel an operator paused
 # or disabled keeps that state (its own resume must not be pre-empted).
 SESSION_DOWN = """
-UPDATE outbox.channels
-SET status = 'paused', paused_until = NULL, pause_reason = :reason, pause_cause = 'session',
-    updated_at = now()
-WHERE id = CAST(:channel_id AS uuid)
-  AND (status = 'active' OR (status = 'paused' AND pause_cause IN ('unauthorized', 'session')))
-RETURNING id
+WITH paused AS (
+    UPDATE outbox.channels
+    SET status = 'paused', paused_until = NULL, pause_reason = :reason, pause_cause = 'session',
+        updated_at = now()
+    WHERE id = CAST(:channel_id AS uuid)
+      AND (status = 'active' OR (status = 'paused' AND pause_cause IN ('unauthorized', 'session')))
+    RETURNING id, workspace_id
+),
+pause_event AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'channel.paused', id,
+           jsonb_build_object('cause', 'session', 'reason', CAST(:reason AS text),
+                              'paused_until', NULL)
+    FROM paused
+)
+SELECT id FROM paused
 """
 
 # Back to AUTH / logged in: a channel paused for its session (by a 401 or
 # by SESSION_DOWN) resumes by itself; other pauses are not this event's.
 SESSION_UP = """
-UPDATE outbox.channels
-SET status = 'active', paused_until = NULL, pause_reason = NULL, pause_cause = NULL,
-    updated_at = now()
-WHERE id = CAST(:channel_id AS uuid)
-  AND status = 'paused' AND pause_cause IN ('unauthorized', 'session')
-RETURNING id
+WITH resumed AS (
+    UPDATE outbox.channels
+    SET status = 'active', paused_until = NULL, pause_reason = NULL, pause_cause = NULL,
+        updated_at = now()
+    WHERE id = CAST(:channel_id AS uuid)
+      AND status = 'paused' AND pause_cause IN ('unauthorized', 'session')
+    RETURNING id, workspace_id
+),
+resume_event AS (
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, payload)
+    SELECT outbox.next_event_id(), workspace_id, 'channel.resumed', id,
+           jsonb_build_object('by', 'session')
+    FROM resumed
+)
+SELECT id FROM resumed
 """
 
 # --------------------------------------------------------------------------

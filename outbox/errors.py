@@ -12,6 +12,8 @@ nothing from this package; outbox/database.py turns them into these.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class OutboxError(Exception):
     """Base of every error this package raises on purpose."""
@@ -29,8 +31,8 @@ class OutboxError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def to_dict(self) -> dict[str, str]:
-        body = {"code": self.code, "message": self.message}
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.field is not None:
             body["field"] = self.field
         return body
@@ -192,6 +194,10 @@ class ContactNotFound(NotFound):
     code = "contact_not_found"
 
 
+class EndpointNotFound(NotFound):
+    code = "endpoint_not_found"
+
+
 class CronBusy(OutboxError):
     """A cron pass is already running (POST /v1/cron/dispatch): this call
     would only compete with it for the same rows."""
@@ -206,6 +212,22 @@ class IdempotencyConflict(OutboxError):
 
     http_status = 409
     code = "idempotency_conflict"
+
+
+class EventsExpired(OutboxError):
+    """The events after the client's cursor were pruned (older than
+    OUTBOX_EVENTS_RETENTION): reload what it shows, then follow from
+    `oldest_id` (the oldest event still held for its workspace, or null)."""
+
+    http_status = 410
+    code = "events_expired"
+
+    def __init__(self, message: str, *, oldest_id: int | None, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.oldest_id = oldest_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "oldest_id": self.oldest_id}
 
 
 # --- too much, too fast: try again later -------------------------------------

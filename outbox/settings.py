@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     )
     rate_limit_pause_cap_seconds: float = Field(default=900.0, gt=0)
     prune_sent_after_seconds: float = Field(default=86400.0, ge=0)
+    events_retention: timedelta = Field(
+        default=timedelta(days=7), gt=timedelta(0),
+        description="How long events are kept (seconds or ISO 8601, e.g. P7D).",
+    )
     circuit_breaker_failures: int = Field(
         default=20, ge=0, description="Consecutive transient failures that pause a channel "
         "(0 turns the breaker off)."

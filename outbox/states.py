@@ -12,7 +12,10 @@ from __future__ import annotations
 from outbox.db.states import (
     ChannelStatus,
     ChatStatus,
+    DeliveryStatus,
     Direction,
+    EndpointStatus,
+    EventType,
     MessageStatus,
     OutboxStatus,
     PauseCause,
@@ -24,7 +27,10 @@ from outbox.db.states import (
 __all__ = [
     "ChannelStatus",
     "ChatStatus",
+    "DeliveryStatus",
     "Direction",
+    "EndpointStatus",
+    "EventType",
     "MessageStatus",
     "OutboxStatus",
     "PauseCause",

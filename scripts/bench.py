@@ -46,6 +46,10 @@ Scenarios (all by default, in this order):
             alternated in one run: limits / none (scripts/bench_pacing.py)
   headofline  CLAIM p50/p99 with normal traffic, then with one chat of
             100,000 queued rows behind a `sending` row next to it: the ratio
+  events    1,000 SSE clients on one `outbox serve`: p50/p99 from an enqueue's
+            COMMIT to each client's frame, the serve process's RSS; status
+            callbacks/s to a loopback receiver that checks every signature
+            (scripts/bench_events.py)
 
 Only when named (--only soak), it takes --minutes (default 10):
   soak      sustained mixed load on the real processes (outbox serve taking
@@ -93,6 +97,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psycopg  # noqa: E402
 from bench_console import measure as measure_console  # noqa: E402
 from bench_data import load_backlog, plan_summary, table_sizes  # noqa: E402
+from bench_events import measure_events  # noqa: E402
 from bench_inbox import load as load_inbox  # noqa: E402
 from bench_inbox import measure as measure_inbox  # noqa: E402
 from bench_pacing import head_of_line, pacing  # noqa: E402
@@ -115,7 +120,7 @@ from outbox.settings import Settings  # noqa: E402
 
 BENCH_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox bench").digest()).decode()
 SCENARIOS = ("ceiling", "dispatch", "latency", "enqueue", "scale", "backlog", "memory",
-             "statements", "inbox", "console", "pacing", "headofline", "peers")
+             "statements", "inbox", "console", "events", "pacing", "headofline", "peers")
 ONLY_WHEN_NAMED = ("soak",)  # minutes long: not part of a default run
 QUEUE_TABLES = "outbox.outbox_messages, outbox.messages, outbox.chats, outbox.contacts"
 
@@ -130,6 +135,9 @@ TARGETS = {
     "peers_over_raw_200ms": 0.95,
     "empty_dispatch_wall_s": 0.25,
     "client_over_raw_64": 0.85,
+    "events_p99_ms": 250,
+    "events_serve_rss_mb": 300,
+    "callbacks_per_s": 1_000,
 }
 
 
@@ -170,6 +178,10 @@ class Sizes:
     pacing_rounds: int = 3
     hol_huge_chat: int = 100_000
     hol_traffic: int = 2_000
+    events_clients: int = 1_000
+    events_transactions: int = 200
+    events_rate: float = 20.0  # enqueue transactions per second
+    events_callbacks: int = 20_000
 
 
 FULL = Sizes()
@@ -178,6 +190,7 @@ QUICK = Sizes(
     enqueue_single=1_000, enqueue_many_messages=20_000, scale_messages=2_000,
     backlog_queued=50_000, backlog_sent=200_000, claim_samples=100, memory_drain=2_000,
     statements_messages=2_000, statements_rounds=1, inbox_samples=50, peers_messages=5_000,
+    events_clients=1_000, events_transactions=60, events_callbacks=4_000,
 )
 
 
@@ -797,6 +810,56 @@ class Bench:
                 "seq_scans": sorted({t for c in cases.values() for p in c["plans"]
                                      for t in p["seq_scans"]})}
 
+    def events(self) -> dict[str, Any]:
+        s = self.s
+
+        def start_serve() -> tuple[int, int, Any]:
+            import socket
+
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            proc = subprocess.Popen([sys.executable, "-m", "outbox", "serve", "--port",
+                                     str(port)], cwd=REPO,
+                                    # one key opens every stream: no per-key rate limit
+                                    env=self.dispatcher_env(api_rate_limit_per_second=0),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(
+                        ("127.0.0.1", port), timeout=1):
+                    break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    raise RuntimeError("outbox serve did not start")
+                time.sleep(0.1)
+
+            def stop() -> None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            return port, proc.pid, stop
+
+        self.reset_queue()
+        out = measure_events(self.engine, self.url, BENCH_KEY, self.channels[0][0],
+                             start_serve=start_serve, clients=s.events_clients,
+                             transactions=s.events_transactions, rate=s.events_rate,
+                             callbacks=s.events_callbacks)
+        self.reset_queue()
+        stream, calls = out["stream"], out["callbacks"]
+        out["targets"] = {k: TARGETS[k] for k in ("events_p99_ms", "events_serve_rss_mb",
+                                                   "callbacks_per_s")}
+        out["meets_target"] = bool(
+            stream["p99_ms"] is not None and stream["p99_ms"] <= TARGETS["events_p99_ms"]
+            and stream["frames_received"] == stream["frames_expected"]
+            and stream["serve_rss_mb"]["peak"] <= TARGETS["events_serve_rss_mb"]
+            and calls["callbacks_per_s"] >= TARGETS["callbacks_per_s"]
+            and calls["bad_signatures"] == 0)
+        return out
+
     def pacing(self) -> dict[str, Any]:
         return pacing(self, rounds=self.s.pacing_rounds)
 
@@ -1135,6 +1198,16 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                      f"(x{r['ratio_mean']:.2f}), p99 {a['p99_ms']:.1f} -> {b['p99_ms']:.1f} ms "
                      f"(x{r['ratio_p99']:.2f}) with a chat of {r['huge_chat_queued']:,} queued",
                      f"<= {r['target']}", ok(r["meets_target"])))
+    r = results.get("events")
+    if r:
+        st, cb = r["stream"], r["callbacks"]
+        rows.append(("events", f"{st['clients']:,} SSE clients: p50 {st['p50_ms']} ms, p99 "
+                     f"{st['p99_ms']} ms ({st['frames_received']:,}/{st['frames_expected']:,} "
+                     f"frames), serve RSS {st['serve_rss_mb']['peak']:.0f} MB; callbacks "
+                     f"{cb['callbacks_per_s']:,.0f}/s",
+                     f"p99 <= {TARGETS['events_p99_ms']} ms, <= "
+                     f"{TARGETS['events_serve_rss_mb']} MB, >= {TARGETS['callbacks_per_s']}/s",
+                     ok(r["meets_target"])))
     head = ("scenario", "result", "target", "met")
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -3,7 +3,9 @@
 Embedded PostgreSQL (or OUTBOX_DATABASE_URL), the Whapi simulator on
 loopback, a few channels, a few thousand messages over many chats, one
 channel rate-limited part-way (the simulator answers 429 beyond N/s), the
-dispatcher daemon with a progress bar, then `outbox status`.
+dispatcher daemon with a progress bar, a status-callback receiver printing
+the signed callbacks it gets meanwhile (scripts/callback_receiver.py), then
+`outbox status`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ sys.path.insert(0, str(REPO))
 DEMO_DATABASE = "outbox_demo"
 DEMO_ADMIN = "admin@demo.example"
 RATE_LIMIT_SECONDS = 4.0
+CALLBACKS_PRINTED = 6  # then a count: thousands of lines would bury the rest
+CALLBACK_TYPES = ["message.sent", "message.failed", "channel.paused", "channel.resumed"]
 
 
 def main() -> int:
@@ -47,6 +51,7 @@ def main() -> int:
     from sqlalchemy.orm import Session
 
     from outbox.admin.channels import create_channel
+    from outbox.admin.endpoints import add_endpoint
     from outbox.database import make_engine
     from outbox.enqueue import enqueue_many
     from outbox.logging import configure_logging
@@ -64,7 +69,20 @@ def main() -> int:
     upgrade(url)
     engine = make_engine(url)
 
-    with start_simulator() as sim:
+    from tqdm import tqdm
+
+    from scripts.callback_receiver import CallbackReceiver, describe
+
+    printed = [0]
+
+    def show(event: dict, ok: bool) -> None:  # type: ignore[type-arg]
+        # Every channel event, and the first few messages: the rest are counted.
+        if event["type"].startswith("channel.") or printed[0] < CALLBACKS_PRINTED:
+            printed[0] += event["type"].startswith("message.")
+            # Above the progress bar, not through it.
+            tqdm.write(f"  callback evt_{event['id']}: signature ok, {describe(event)}")
+
+    with start_simulator() as sim, CallbackReceiver(show=show) as receiver:
         control = sim.control()
         print(f"Whapi simulator: {sim.url}")
         tokens = [secrets.token_hex(16) for _ in range(args.channels)]
@@ -75,6 +93,12 @@ def main() -> int:
                                encryption_key=settings.require_encryption_key())
                 for i in range(args.channels)
             ]
+            endpoint = add_endpoint(s, workspace_id="default", url=receiver.url,
+                                    event_types=CALLBACK_TYPES,
+                                    encryption_key=settings.require_encryption_key())
+        receiver.secret = endpoint.secret
+        print(f"Status callbacks: {', '.join(CALLBACK_TYPES)} to {receiver.url}, "
+              "signed (Standard Webhooks); the receiver checks every signature.")
         # A provider that takes its time, and channel 1 rate-limited for the
         # first seconds: 429 with Retry-After, so the channel pauses and resumes.
         control.set_faults(latency_ms=20, latency_jitter_ms=30)
@@ -97,7 +121,7 @@ def main() -> int:
         print(f"Channel {channels[0].name} answers 429 (Retry-After: 2) for the first "
               f"{RATE_LIMIT_SECONDS:.0f}s; the other channels keep flowing.")
 
-        elapsed = asyncio.run(_dispatch_all(settings, args.messages))
+        elapsed = asyncio.run(_dispatch_all(settings, args.messages, receiver))
         stats = control.stats()
         print(f"\nDispatcher daemon drained the queue in {elapsed:.1f}s.")
         print(f"Simulator: {stats.accepted:,} messages accepted, "
@@ -109,6 +133,9 @@ def main() -> int:
             spent = conn.execute(text(
                 "SELECT count(*) FROM outbox.outbox_messages WHERE attempts > 1")).scalar_one()
         print(f"Rows that spent more than one attempt: {spent} (429s don't spend attempts)")
+        print(f"Callbacks received: {sum(receiver.by_type.values()):,} "
+              f"({', '.join(f'{n:,} {t}' for t, n in sorted(receiver.by_type.items()))}); "
+              f"bad signatures: {receiver.bad_signatures}; replays deduped: {receiver.replays}")
         control.close()
     password = _console_admin(engine)
     engine.dispose()
@@ -146,7 +173,7 @@ def _console_admin(engine) -> str:  # type: ignore[no-untyped-def]
     return password
 
 
-async def _dispatch_all(settings, total: int) -> float:  # type: ignore[no-untyped-def]
+async def _dispatch_all(settings, total: int, receiver) -> float:  # type: ignore[no-untyped-def]
     from sqlalchemy import text
 
     from outbox.dispatch.daemon import Daemon
@@ -166,6 +193,11 @@ async def _dispatch_all(settings, total: int) -> float:  # type: ignore[no-untyp
                         "('queued', 'sending')"))).scalar_one()
                 if left == 0 or task.done():
                     break
+            # The callbacks follow the sends: wait for the last message.sent.
+            deadline = time.monotonic() + 30
+            while (receiver.count("message.sent") < total  # noqa: ASYNC110  (another thread's)
+                   and time.monotonic() < deadline):
+                await asyncio.sleep(0.2)
             daemon.request_stop()
             await task
     return time.perf_counter() - started

@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 REPO = Path(__file__).resolve().parent.parent
 # 32 bytes in base64, as OUTBOX_ENCRYPTION_KEY must be (fixed: tests only).
 TEST_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"whapi-outbox tests").digest()).decode()
-TABLES = ("outbox_messages", "messages", "chats", "contacts", "channel_tokens", "channels")
+TABLES = ("outbox_messages", "messages", "chats", "contacts", "channel_tokens", "channels",
+          "events", "webhook_deliveries", "webhook_endpoints")
 
 # Fixtures of the HTTP service, the enqueue callers and the simulator, for
 # every test module (no per-module imports of fixture names).

@@ -99,7 +99,7 @@ class WebhookReceiver:
     and answers with the next scripted status, then `default_status`, after
     `answer_delay_s` (the request is recorded on arrival)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[Received] = []
         self.script: list[int] = []
         self.default_status = 200
@@ -134,7 +134,7 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         # A short poll interval: shutdown() waits for it (0.5 s by default).

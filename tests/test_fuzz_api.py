@@ -135,7 +135,10 @@ def _operations(url: str) -> list[Any]:
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     ops = [result.ok() for result in schema.get_all_operations()]
     assert len(ops) >= 8, [op.label for op in ops]
-    return ops
+    # The event stream never ends by design (a heartbeat every 15 s): a fuzzed
+    # call would wait forever. Its parameters are the polling route's, fuzzed
+    # there; tests/test_events_api.py sends it bad input.
+    return [op for op in ops if op.path != "/v1/events/stream"]
 
 
 def _fuzz_operation(t: Target, operation: Any, mode: Any) -> None:

@@ -298,9 +298,9 @@ def test_claims_never_exceed_the_budget(make_channel, clean_db: Engine, rate: fl
 
 async def test_status_and_metrics_show_budget_and_rows_held_back(
         make_channel, clean_db: Engine, database_url: str, sim, sim_url):
-    from outbox.admin.status import queue_status
     from prometheus_client import generate_latest
 
+    from outbox.admin.status import queue_status
     from outbox.metrics import build_registry
 
     capped = make_channel(name="capped", base_url=sim_url)

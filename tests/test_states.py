@@ -18,7 +18,8 @@ from outbox.webhooks.routes import DELETED_STATUS, STATUS_ORDER
 ROOT = Path(__file__).resolve().parent.parent
 ENUMS: tuple[type[enum.StrEnum], ...] = (
     states.ChannelStatus, states.ChatStatus, states.MessageStatus, states.OutboxStatus,
-    states.Direction, states.PauseCause, states.PendingKind)
+    states.Direction, states.PauseCause, states.PendingKind, states.EventType,
+    states.EndpointStatus, states.DeliveryStatus)
 #: Which enum each constrained column holds.
 CONSTRAINED = {
     ("channels", "status"): states.ChannelStatus,
@@ -29,6 +30,9 @@ CONSTRAINED = {
     ("webhook_pending", "kind"): states.PendingKind,
     ("users", "role"): states.Role,
     ("api_keys", "scopes"): states.Scope,
+    ("events", "type"): states.EventType,
+    ("webhook_endpoints", "status"): states.EndpointStatus,
+    ("webhook_deliveries", "status"): states.DeliveryStatus,
 }
 
 

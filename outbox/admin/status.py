@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from outbox.admin.endpoints import delivery_counts, list_endpoints
 from outbox.admin.pacing import PacingState, pacing_overview
 from outbox.db import admin_queries as q
 from outbox.db import queries
@@ -43,6 +44,9 @@ class QueueStatus:
     webhook_dead_letter_latest: datetime | None = None
     #: The hot tables' statistics and dead rows (outbox/maintenance/analyzer.py).
     tables: list[TableHealth] = field(default_factory=list)
+    #: Status callbacks: deliveries by status, and the endpoints disabled.
+    callbacks: dict[str, int] = field(default_factory=dict)
+    endpoints_disabled: list[dict[str, Any]] = field(default_factory=list)
 
     def warnings(self) -> list[str]:
         return [w.text for w in health_warnings(self.tables)]
@@ -79,6 +83,8 @@ class QueueStatus:
                 for t in self.tables
             ],
             "warnings": self.warnings(),
+            "callbacks": {"deliveries": self.callbacks,
+                          "endpoints_disabled": self.endpoints_disabled},
         }
 
 
@@ -116,11 +122,16 @@ def queue_status(session: Session, *, workspace_id: str | None = None) -> QueueS
                                  {**params, "limit": DEAD_LETTERS_SHOWN})
     ]
     hooks = session.execute(text(q.STATUS_WEBHOOK_DEAD_LETTERS), params).all()
+    endpoints = list_endpoints(session, workspace_id=workspace_id)
     return QueueStatus(list(channels.values()),
                        float(oldest) if oldest is not None else None, dead,
                        webhook_dead_letters=sum(int(h.n) for h in hooks),
                        webhook_dead_letter_latest=max((h.latest for h in hooks), default=None),
-                       tables=read_health(session, schema=_schema(session)))
+                       tables=read_health(session, schema=_schema(session)),
+                       callbacks=delivery_counts(session, workspace_id=workspace_id),
+                       endpoints_disabled=[
+                           {"id": str(e.id), "url": e.url, "reason": e.disabled_reason}
+                           for e in endpoints if e.status == "disabled"])
 
 
 def _schema(session: Session) -> str:

@@ -23,6 +23,8 @@ from outbox.api import (
     chats,
     contacts,
     cron,
+    endpoints,
+    events,
     health,
     messages,
     sessions,
@@ -37,6 +39,7 @@ from outbox.api.tracing import FASTAPI_TELEMETRY, TracingMiddleware
 from outbox.console import install_console
 from outbox.database import database_url as resolve_database_url
 from outbox.database import make_engine
+from outbox.events.hub import open_hub
 from outbox.heartbeat import beat_forever
 from outbox.maintenance.webhook_backlog import WebhookBacklog
 from outbox.settings import Settings, get_settings
@@ -59,9 +62,12 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         if settings.heartbeat_file is not None:  # liveness (outbox/heartbeat.py)
             tasks.append(asyncio.create_task(beat_forever(settings.heartbeat_file),
                                              name="heartbeat"))
+        hub = app.state.event_hub = open_hub(url, settings)  # the event stream's reader
+        await hub.start()
         try:
             yield
         finally:
+            await hub.aclose()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -82,7 +88,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     if tracing.ENABLED:  # OpenTelemetry: a span per request, once a provider is set
         app.add_middleware(TracingMiddleware)
     for module in (messages, chats, contacts, channels, apikeys, users, stats, sessions,
-                   webhooks, cron, health):
+                   webhooks, cron, health, events, endpoints):
         app.include_router(module.router)
     # The web console at / (its pages call the routes above, nothing else).
     install_console(app)

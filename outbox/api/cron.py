@@ -34,6 +34,7 @@ from outbox.api.schemas import ERROR_RESPONSES
 from outbox.db import queries
 from outbox.dispatch.runtime import Runtime, open_runtime
 from outbox.errors import CronBusy
+from outbox.events.callbacks import CALLBACK_RUN_SECONDS, send_callbacks_once
 from outbox.maintenance.upkeep import run_upkeep
 from outbox.settings import Settings
 
@@ -81,13 +82,16 @@ async def cron_dispatch(
                           description="stop claiming after this many seconds"),
 ) -> dict[str, Any]:
     """Rescue expired leases, lift expired pauses, send what is due (within
-    `budget` seconds) and return the summary; 409 `cron_busy` while another
-    call's pass runs."""
+    `budget` seconds), post the status callbacks due, and return the
+    summary; 409 `cron_busy` while another call's pass runs."""
     runtime = await cron_runtime(request).get()
     async with cron_turn(runtime.engine):
         await run_upkeep(runtime.engine)
         async with metrics.instrumented_dispatcher(runtime) as dispatcher:
             summary = await dispatcher.drain(max_seconds=budget)
+        # No daemon posts the status callbacks either: this pass does.
+        await send_callbacks_once(runtime.engine, keys=runtime.settings.decryption_keys(),
+                                  max_seconds=min(budget, CALLBACK_RUN_SECONDS))
     return summary.as_dict()
 
 

@@ -295,3 +295,21 @@ def error_responses(**conflicts: str) -> dict[int | str, dict[str, Any]]:
         return ERROR_RESPONSES
     listed = "; ".join(f"`{code}`: {text}" for code, text in conflicts.items())
     return {**ERROR_RESPONSES, 409: {"model": ErrorBody, "description": listed}}
+
+
+class Event(BaseModel):
+    """Something that happened (docs/events.md lists the types and payloads)."""
+
+    id: int = Field(description="grows along the workspace's stream; resume after it")
+    type: str = Field(description="e.g. message.read (outbox.states.EventType)")
+    occurred_at: str
+    channel_id: str | None
+    chat_id: str | None
+    message_id: str | None
+    payload: dict[str, Any]
+
+
+class EventList(BaseModel):
+    events: list[Event] = Field(description="oldest first")
+    next_after: int = Field(description="pass as `after` for what comes next")
+    has_more: bool = Field(description="more events are ready now")

@@ -16,6 +16,7 @@ One module per command group; each adds its commands with `register`:
     tokens    rotate-key | check                                  cli/tokens.py
     keys      generate                                            cli/keys.py
     alive                                                         cli/alive.py
+    endpoints add | list | remove                                 cli/endpoints.py
 
 Exit codes: 0 ok, 1 unexpected failure, 2 bad input or configuration (one
 line on stderr, nothing changed).
@@ -34,6 +35,7 @@ from outbox.cli import (
     chats,
     db,
     dispatch,
+    endpoints,
     keys,
     send,
     serve,
@@ -48,7 +50,7 @@ from outbox.settings import get_settings
 
 # In this order in `outbox --help` and in the "choose from" of a wrong command.
 GROUPS = (db, channel, send, dispatch, status, cancel, simulator, serve, apikey, user, chats,
-          tokens, keys, alive)
+          tokens, keys, alive, endpoints)
 
 
 def build_parser() -> CommandParser:

@@ -45,6 +45,7 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
 async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: float | None,
                          *, progress: bool) -> Summary:
     from outbox.dispatch.runtime import open_runtime, tune_gc
+    from outbox.events.callbacks import send_callbacks_once
     from outbox.maintenance.upkeep import run_upkeep
 
     tune_gc()
@@ -57,7 +58,10 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
         total = await due_count(runtime.engine)
         with progress_observer(total if limit is None else min(total, limit)) as observer:
             dispatcher = runtime.dispatcher(observers=[observer])
-            return await dispatcher.drain(limit=limit, max_seconds=max_seconds)
+            summary = await dispatcher.drain(limit=limit, max_seconds=max_seconds)
+        # No daemon posts the status callbacks either: this pass does.
+        await send_callbacks_once(runtime.engine, keys=settings.decryption_keys())
+        return summary
 
 
 def register(commands: Commands) -> None:

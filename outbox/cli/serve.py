@@ -76,6 +76,10 @@ def _graceful_server(config: uvicorn.Config) -> uvicorn.Server:
             if self.should_exit:
                 self.force_exit = True
             self.should_exit = True
+            # Event streams never finish by themselves: end them now.
+            hub = getattr(getattr(self.config.app, "state", None), "event_hub", None)
+            if hub is not None:
+                hub.end_streams()
 
     return GracefulServer(config)
 

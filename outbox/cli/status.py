@@ -56,6 +56,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
               "table webhook_dead_letters)")
     for warning in status.warnings():
         print(f"warning: {warning}")
+    if status.callbacks:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(status.callbacks.items()))
+        print(f"status callbacks: {counts}")
+    for e in status.endpoints_disabled:
+        print(f"webhook endpoint {e['id']} disabled ({e['reason']}): {e['url']}")
     return EXIT_OK
 
 

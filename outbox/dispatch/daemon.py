@@ -36,8 +36,10 @@ from outbox.dispatch.backoff import OutageBackoff
 from outbox.dispatch.dispatcher import Dispatcher, Observer, Summary
 from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc
 from outbox.errors import ConfigurationError
+from outbox.events.callbacks import CallbackSender
 from outbox.heartbeat import HEARTBEAT_INTERVAL_SECONDS, beat
 from outbox.maintenance.analyzer import Analyzer
+from outbox.maintenance.event_pruner import EventPruner
 from outbox.maintenance.pruner import Pruner
 from outbox.maintenance.rescuer import Rescuer
 from outbox.maintenance.service import MaintenanceService
@@ -79,7 +81,8 @@ class Daemon:
         if s.heartbeat_file is not None:
             self.scheduler.add_job(self._heartbeat, "interval", id="heartbeat",
                                    seconds=HEARTBEAT_INTERVAL_SECONDS, next_run_time=datetime.now())
-        for service in maintenance_services(s):
+        services = maintenance_services(s)
+        for service in services:
             self.scheduler.add_job(
                 self._maintain, "interval", args=[service], id=service.name,
                 seconds=service.interval_seconds,
@@ -109,6 +112,9 @@ class Daemon:
                     await listener
             await self._tick_idle.wait()
             self.scheduler.shutdown(wait=False)
+            for service in services:
+                if isinstance(service, CallbackSender):
+                    await service.aclose()
         summary = self.dispatcher.summary
         log.info("daemon_stopped", **summary.as_dict())
         return summary
@@ -181,7 +187,9 @@ class Daemon:
 def maintenance_services(settings: Settings) -> list[MaintenanceService]:
     """What the daemon keeps up besides dispatching (outbox/maintenance/)."""
     return [Rescuer(), Unpauser(), Pruner(older_than_seconds=settings.prune_sent_after_seconds),
-            Analyzer()]
+            Analyzer(),
+            EventPruner(older_than_seconds=settings.events_retention.total_seconds()),
+            CallbackSender(keys=settings.decryption_keys())]
 
 
 def listen_url(settings: Settings) -> str | None:

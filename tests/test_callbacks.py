@@ -1,0 +1,348 @@
+"""Status callbacks against a real receiver on loopback: every signature
+verified with the Standard Webhooks library (not our code), filters and
+workspaces, 5xx and timeouts retried with the same webhook-id, a receiver
+or a sender that dies loses nothing, 410 and 3 days of failure disable the
+endpoint, old deliveries dead-letter; the endpoints' API and CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import standardwebhooks
+from sqlalchemy import Engine, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
+
+from outbox.admin.endpoints import add_endpoint
+from outbox.enqueue import enqueue_text
+from outbox.events.callbacks import CallbackSender, decide, sign
+from outbox.states import DeliveryStatus
+from tests.api_fixtures import auth
+from tests.dispatch_helpers import TEST_KEY, cli
+from tests.sim_fixtures import WebhookReceiver, unused_port
+
+
+@pytest.fixture
+async def aengine(clean_db: Engine, database_url: str) -> AsyncIterator[AsyncEngine]:
+    from outbox.database import make_async_engine
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.webhook_fanout SET last_event_id = 0"))
+    e = make_async_engine(database_url, pool_size=2)
+    yield e
+    await e.dispose()
+
+
+async def _pass(aengine: AsyncEngine, **kwargs: Any) -> Any:
+    sender = CallbackSender(keys=[TEST_KEY], **kwargs)
+    try:
+        return await sender.run_once(aengine)
+    finally:
+        await sender.aclose()
+
+
+def _endpoint(engine: Engine, url: str, types: Any = None, workspace: str = "default"
+              ) -> tuple[uuid.UUID, str]:
+    with Session(engine) as s, s.begin():
+        new = add_endpoint(s, workspace_id=workspace, url=url, event_types=types,
+                           encryption_key=TEST_KEY)
+    return new.endpoint.id, new.secret
+
+
+def _send(engine: Engine, channel: uuid.UUID, n: int = 1) -> list[uuid.UUID]:
+    with Session(engine) as s, s.begin():
+        return [enqueue_text(s, channel_id=channel, to=f"+1555010{i:04d}", body="x").message_id
+                for i in range(n)]
+
+
+def _deliveries(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(
+            "SELECT event_id, status, attempts, last_status_code, last_error "
+            "FROM outbox.webhook_deliveries ORDER BY event_id")))
+
+
+def _verified(secret: str, r: Any) -> Any:
+    """The payload, if the Standard Webhooks library accepts the signature."""
+    return standardwebhooks.Webhook(secret).verify(r.raw, {
+        k: r.headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")})
+
+
+def test_sign_matches_the_published_algorithm() -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the specification's example
+    body = b'{"test": 2432232314}'
+    assert sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == (
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+
+
+def test_decide_outcomes() -> None:
+    ok = decide(204, None, attempts=1, age_seconds=0)
+    assert ok.status == DeliveryStatus.DELIVERED
+    gone = decide(410, None, attempts=1, age_seconds=0)
+    assert gone.status == DeliveryStatus.FAILED and "410" in (gone.error or "")
+    retry = decide(503, None, attempts=2, age_seconds=60)
+    assert retry.status == DeliveryStatus.PENDING and 5 <= retry.delay_seconds <= 15
+    timeout = decide(None, "no answer within 10 s", attempts=1, age_seconds=0)
+    assert timeout.status == DeliveryStatus.PENDING and timeout.error == "no answer within 10 s"
+    late = decide(500, None, attempts=20, age_seconds=3 * 86400 - 10)
+    assert late.status == DeliveryStatus.FAILED and "3 days" in (late.error or "")
+
+
+async def test_signed_filtered_per_workspace(aengine: AsyncEngine, clean_db: Engine,
+                                            make_channel, receiver: WebhookReceiver) -> None:
+    channel = make_channel()
+    other = make_channel(workspace_id="other", phone="+15550000009")
+    _send(clean_db, channel)  # before the endpoint: history, not posted
+    _, secret = _endpoint(clean_db, receiver.url + "/hooks",
+                                 ["message.queued", "message.cancelled"])
+    mids = _send(clean_db, channel, 3)
+    _send(clean_db, other, 2)  # another workspace's
+    from outbox.admin.channels import pause_channel
+
+    with Session(clean_db) as s, s.begin():
+        pause_channel(s, channel)  # a type the endpoint didn't ask for
+    summary = await _pass(aengine)
+    assert summary.delivered == 3 and summary.deliveries_created == 3
+    got = receiver.wait_for(3)
+    with clean_db.connect() as conn:
+        events = {r.id: r for r in conn.execute(text(
+            "SELECT id, type, message_id FROM outbox.events WHERE type = 'message.queued'"))}
+    for r in got:
+        payload = _verified(secret, r)
+        assert r.path == "/hooks" and r.headers["content-type"] == "application/json"
+        assert r.headers["webhook-id"] == f"evt_{payload['id']}"
+        assert set(payload) == {"id", "type", "occurred_at", "channel_id", "chat_id",
+                                "message_id", "payload"}
+        assert events[payload["id"]].message_id == uuid.UUID(payload["message_id"])
+    assert [uuid.UUID(r.json["message_id"]) for r in got] == mids
+    assert {d.status for d in _deliveries(clean_db)} == {"delivered"}
+    # A tampered body fails verification.
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(secret).verify(got[0].raw + b" ", {
+            k: got[0].headers[k] for k in ("webhook-id", "webhook-timestamp",
+                                           "webhook-signature")})
+    # Nothing new: a pass posts nothing more.
+    assert (await _pass(aengine)).delivered == 0 and len(receiver.requests) == 3
+
+
+async def test_5xx_and_timeouts_are_retried_with_the_same_webhook_id(
+        aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver) -> None:
+    channel = make_channel()
+    _, secret = _endpoint(clean_db, receiver.url)
+    _send(clean_db, channel)
+    receiver.script = [500, 503]
+    wait = 0.2  # between attempts: each pass finds one due
+
+    async def attempt(**kwargs: Any) -> Any:
+        await asyncio.sleep(wait)
+        return await _pass(aengine, retry_delay_seconds=wait, **kwargs)
+
+    for _ in range(2):
+        assert (await attempt()).retried == 1
+    (d,) = _deliveries(clean_db)
+    assert (d.status, d.attempts, d.last_status_code) == ("pending", 2, 503)
+    receiver.answer_delay_s = 1.0  # longer than the sender waits
+    assert (await attempt(timeout_seconds=0.3)).retried == 1
+    (d,) = _deliveries(clean_db)
+    assert d.last_error == "no answer within 0.3 s" and d.last_status_code is None
+    receiver.answer_delay_s = 0
+    assert (await attempt()).delivered == 1
+    got = receiver.wait_for(4)
+    assert len({r.headers["webhook-id"] for r in got}) == 1
+    assert all(_verified(secret, r) == got[0].json for r in got)
+    (d,) = _deliveries(clean_db)
+    assert (d.status, d.attempts, d.last_status_code) == ("delivered", 4, 200)
+
+
+async def test_a_receiver_down_then_back_loses_nothing(aengine: AsyncEngine, clean_db: Engine,
+                                                      make_channel) -> None:
+    channel = make_channel()
+    port = unused_port()
+    _, secret = _endpoint(clean_db, f"http://127.0.0.1:{port}/in")
+    _send(clean_db, channel, 5)
+    summary = await _pass(aengine, retry_delay_seconds=60)
+    assert summary.retried == 5
+    with clean_db.begin() as conn:  # the retry is due
+        conn.execute(text("UPDATE outbox.webhook_deliveries SET next_attempt_at = now()"))
+    assert all(d.last_error.startswith("request failed: ClientConnector")
+               for d in _deliveries(clean_db))
+    back = WebhookReceiver(port=port)
+    try:
+        assert (await _pass(aengine)).delivered == 5
+        assert len({r.headers["webhook-id"] for r in back.wait_for(5)}) == 5
+        for r in back.requests:
+            _verified(secret, r)
+    finally:
+        back.close()
+
+
+async def test_a_sender_killed_mid_request_loses_nothing(
+        aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver) -> None:
+    channel = make_channel()
+    _endpoint(clean_db, receiver.url)
+    _send(clean_db, channel, 2)
+    receiver.answer_delay_s = 5
+    task = asyncio.create_task(_pass(aengine))
+    await asyncio.to_thread(receiver.wait_for, 2)
+    task.cancel()  # the sender dies with both requests on the wire
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert {d.status for d in _deliveries(clean_db)} == {"delivering"}
+    receiver.answer_delay_s = 0
+    assert (await _pass(aengine)).delivered == 0  # its lease still holds them
+    with clean_db.begin() as conn:  # the lease runs out
+        conn.execute(text("UPDATE outbox.webhook_deliveries "
+                          "SET locked_until = now() - interval '1 second'"))
+    assert (await _pass(aengine)).delivered == 2
+    got = receiver.wait_for(4)
+    # The replays carry the ids of the first tries.
+    assert sorted(r.headers["webhook-id"] for r in got[2:]) == sorted(
+        r.headers["webhook-id"] for r in got[:2])
+
+
+async def test_410_disables_the_endpoint_at_once(aengine: AsyncEngine, clean_db: Engine,
+                                                 make_channel, receiver: WebhookReceiver,
+                                                 api: httpx.Client, api_key) -> None:
+    channel = make_channel()
+    endpoint, _ = _endpoint(clean_db, receiver.url)
+    _send(clean_db, channel)
+    receiver.script = [410]
+    summary = await _pass(aengine)
+    assert summary.failed == 1 and summary.endpoints_disabled == 1
+    (d,) = _deliveries(clean_db)
+    assert d.status == "failed" and "410" in d.last_error
+    _send(clean_db, channel)
+    assert (await _pass(aengine)).deliveries_created == 0  # disabled: nothing more
+    assert len(receiver.requests) == 1
+    listed = await asyncio.to_thread(api.get, "/v1/webhook-endpoints",
+                                     headers=auth(api_key("default", "admin")))
+    (e,) = listed.json()["endpoints"]
+    assert (e["id"], e["status"], e["disabled_reason"]) == (
+        str(endpoint), "disabled", "the receiver answered 410 Gone")
+    out = cli("status")
+    assert f"webhook endpoint {endpoint} disabled (the receiver answered 410 Gone)" in out.stdout
+    assert "status callbacks: failed 1" in out.stdout
+
+
+async def test_three_days_of_failure_dead_letters_and_disables(
+        aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver) -> None:
+    channel = make_channel()
+    endpoint, _ = _endpoint(clean_db, receiver.url)
+    _send(clean_db, channel, 2)
+    receiver.default_status = 500
+    assert (await _pass(aengine, retry_delay_seconds=60)).retried == 2
+    with clean_db.begin() as conn:  # back-dated: failing, and first queued, 3 days ago
+        conn.execute(text("UPDATE outbox.webhook_endpoints "
+                          "SET failing_since = now() - interval '3 days 1 minute'"))
+        conn.execute(text("UPDATE outbox.webhook_deliveries "
+                          "SET created_at = now() - interval '3 days', "
+                          "next_attempt_at = now()"))
+    summary = await _pass(aengine, retry_delay_seconds=60)
+    assert summary.failed == 2 and summary.endpoints_disabled == 1
+    assert all("gave up" in d.last_error for d in _deliveries(clean_db))
+    with clean_db.connect() as conn:
+        status, reason = conn.execute(text(
+            "SELECT status, disabled_reason FROM outbox.webhook_endpoints WHERE id = :i"),
+            {"i": endpoint}).one()
+    assert status == "disabled" and reason.startswith("failing since ")
+
+
+def test_endpoints_api(api: httpx.Client, api_db: Engine, api_key, make_channel) -> None:
+    admin = auth(api_key("default", "admin"))
+    r = api.post("/v1/webhook-endpoints", headers=admin,
+                 json={"url": "https://hooks.example.com/outbox",
+                       "event_types": ["message.read", "message.failed"]})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["secret"].startswith("whsec_") and created["status"] == "active"
+    assert created["event_types"] == ["message.failed", "message.read"]
+    listed = api.get("/v1/webhook-endpoints", headers=admin).json()["endpoints"]
+    assert [e["id"] for e in listed] == [created["id"]] and "secret" not in listed[0]
+    with api_db.connect() as conn:  # stored encrypted
+        stored = conn.execute(text("SELECT encrypted_secret FROM outbox.webhook_endpoints"))
+        assert created["secret"] not in stored.scalar_one()
+    r = api.get(f"/v1/webhook-endpoints/{created['id']}/deliveries", headers=admin)
+    assert r.status_code == 200 and r.json() == {"deliveries": []}
+
+    for body, field in [({"url": "http://hooks.example.com/"}, "url"),
+                        ({"url": "ftp://127.0.0.1/"}, "url"),
+                        ({"url": "https://u:p@hooks.example.com/"}, "url"),
+                        ({"url": "https://x.example.com", "event_types": ["nope"]},
+                         "event_types"),
+                        ({"url": "https://x.example.com", "extra": 1}, "extra")]:
+        r = api.post("/v1/webhook-endpoints", headers=admin, json=body)
+        assert r.status_code == 422 and r.json()["error"]["field"] == field, (body, r.text)
+    assert api.post("/v1/webhook-endpoints", headers=admin,
+                    json={"url": "http://localhost:9000/dev"}).status_code == 201
+    reader = auth(api_key("default", "read"))
+    assert api.get("/v1/webhook-endpoints", headers=reader).status_code == 403
+    other = auth(api_key("other", "admin"))
+    assert api.get(f"/v1/webhook-endpoints/{created['id']}/deliveries",
+                   headers=other).status_code == 404
+    assert api.delete(f"/v1/webhook-endpoints/{created['id']}", headers=other).status_code == 404
+    assert api.delete(f"/v1/webhook-endpoints/{created['id']}", headers=admin).status_code == 204
+    r = api.delete(f"/v1/webhook-endpoints/{created['id']}", headers=admin)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "endpoint_not_found"
+
+
+def test_endpoints_cli(clean_db: Engine) -> None:
+    added = cli("endpoints", "add", "https://hooks.example.com/x", "--types",
+                "message.read,message.failed")
+    assert added.returncode == 0, added.stderr
+    secret = added.stdout.strip()
+    assert secret.startswith("whsec_") and "shown once" in added.stderr
+    listed = cli("endpoints", "list")
+    assert "https://hooks.example.com/x" in listed.stdout and secret not in listed.stdout
+    with clean_db.connect() as conn:
+        endpoint = conn.execute(text("SELECT id FROM outbox.webhook_endpoints")).scalar_one()
+    bad = cli("endpoints", "add", "http://hooks.example.com/x")
+    assert bad.returncode == 2 and "https" in bad.stderr
+    assert cli("endpoints", "remove", str(endpoint)).returncode == 0
+    gone = cli("endpoints", "remove", str(endpoint))
+    assert gone.returncode != 0 and "does not exist" in gone.stderr
+
+
+@pytest.mark.slow
+def test_outbox_run_posts_the_outcomes(clean_db: Engine, make_channel, sim, sim_url: str,
+                                       receiver: WebhookReceiver) -> None:
+    """The daemon sends the messages and, beside it, posts their outcomes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.api_fixtures import wait_for
+    from tests.dispatch_helpers import REPO
+
+    channel = make_channel(base_url=sim_url)
+    _, secret = _endpoint(clean_db, receiver.url, ["message.sent", "message.failed"])
+    mids = _send(clean_db, channel, 3)
+    daemon = subprocess.Popen([sys.executable, "-m", "outbox", "run"], cwd=REPO, text=True,
+                              env=dict(os.environ), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+    try:
+        got = receiver.wait_for(3, timeout=60)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        out, _ = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, out
+    assert sorted(_verified(secret, r)["message_id"] for r in got) == sorted(map(str, mids))
+    assert {r.json["type"] for r in got} == {"message.sent"}
+    wait_for(lambda: {d.status for d in _deliveries(clean_db)} == {"delivered"})
+
+
+def test_a_cron_pass_posts_the_outcomes_too(clean_db: Engine, make_channel, sim,
+                                            sim_url: str, receiver: WebhookReceiver) -> None:
+    """Without `outbox run`, `dispatch --once` sends and then posts."""
+    channel = make_channel(base_url=sim_url)
+    _, secret = _endpoint(clean_db, receiver.url, ["message.sent"])
+    mids = _send(clean_db, channel, 2)
+    result = cli("dispatch", "--once", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    got = receiver.wait_for(2, timeout=5)
+    assert sorted(_verified(secret, r)["message_id"] for r in got) == sorted(map(str, mids))
+    assert {d.status for d in _deliveries(clean_db)} == {"delivered"}
