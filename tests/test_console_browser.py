@@ -596,3 +596,53 @@ def test_times_in_the_browsers_zone_readable_text_and_keyboard(
     assert page.evaluate(_CONTRAST) == []
     page.goto(f"{console_url}/login")
     assert page.evaluate(_CONTRAST) == []
+
+
+def test_the_pages_stay_live_from_the_event_stream(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str) -> None:
+    """The real stream, not the polling fallback: an inbound message moves its
+    chat to the top, a sent message's tick follows the statuses, and a pause
+    made elsewhere shows on the operations view, all without a reload."""
+    from outbox.admin.channels import pause_channel
+
+    ch, token = channel
+    inbound(api_db, ch, "15550600090", "first", name="Old Customer", at=T0)
+    sign_in(page, console_url, console_user("live@example.com", role="admin"))
+    _wait_live(page)
+
+    sim.inbound(token, text="Live, please", phone="15550600091", sender_name="Live Customer",
+                wait=True)
+    top = page.locator(".chat-row").first
+    # Under the fallback's 5 s poll: the stream brought it.
+    expect(top).to_contain_text("Live Customer", timeout=4_000)
+    expect(top.locator(".badge")).to_have_text("1")
+
+    top.locator("a").click()
+    _wait_live(page)
+    box = page.locator("#text")
+    box.type("Answered live")
+    box.press("Enter")
+    mine = page.locator(".bubble.out").last
+    expect(mine.locator(".tick")).to_have_attribute("data-status", "pending")
+    dispatch(database_url)
+    expect(mine.locator(".tick")).to_have_attribute("data-status", "read", timeout=20_000)
+    assert page.evaluate("Live.polling()") is False
+
+    page.goto(console_url + "/ops")
+    page.wait_for_selector("body[data-ready=true]")
+    _wait_live(page)
+    row = page.locator(f"tr[data-channel-id='{ch}']")
+    expect(row).to_have_attribute("data-status", "active")
+    with Session(api_db) as s, s.begin():
+        pause_channel(s, ch, reason="paused from elsewhere")
+    expect(row).to_have_attribute("data-status", "paused", timeout=4_000)
+    expect(row).to_contain_text("paused from elsewhere")
+    assert page.console_problems == []
+
+
+def _wait_live(page: Any) -> None:
+    """The page's stream is open and it is not polling (evaluated through the
+    devtools protocol: the pages' CSP forbids wait_for_function's eval)."""
+    wait_for(lambda: page.evaluate("Live.connected() && !Live.polling()"), timeout=15)
+

@@ -52,13 +52,14 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
     async with open_runtime(settings) as runtime:
         await run_upkeep(runtime.engine)  # no daemon does it for cron deployments
         if not progress:
-            return await runtime.dispatcher().drain(limit=limit, max_seconds=max_seconds)
-        from outbox.dispatch.progress import due_count, progress_observer
+            summary = await runtime.dispatcher().drain(limit=limit, max_seconds=max_seconds)
+        else:
+            from outbox.dispatch.progress import due_count, progress_observer
 
-        total = await due_count(runtime.engine)
-        with progress_observer(total if limit is None else min(total, limit)) as observer:
-            dispatcher = runtime.dispatcher(observers=[observer])
-            summary = await dispatcher.drain(limit=limit, max_seconds=max_seconds)
+            total = await due_count(runtime.engine)
+            with progress_observer(total if limit is None else min(total, limit)) as observer:
+                dispatcher = runtime.dispatcher(observers=[observer])
+                summary = await dispatcher.drain(limit=limit, max_seconds=max_seconds)
         # No daemon posts the status callbacks either: this pass does.
         await send_callbacks_once(runtime.engine, keys=settings.decryption_keys())
         return summary

@@ -33,9 +33,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -47,6 +46,9 @@ from outbox.db.states import DeliveryStatus
 from outbox.dispatch.backoff import retry_delay
 from outbox.errors import DecryptionFailed
 from outbox.jsonio import dumps_unicode
+
+if TYPE_CHECKING:  # loaded on the first delivery: a pass with none never imports it
+    import aiohttp
 
 CALLBACK_INTERVAL_SECONDS = 1.0
 CALLBACK_CONCURRENCY = 64  # requests in flight per process, all endpoints together
@@ -210,6 +212,8 @@ class CallbackSender:
 
     async def _deliver(self, db: DirectConnection, claimed: list[Claimed],
                        summary: PassSummary) -> None:
+        import aiohttp
+
         await self._load_secrets(db, {c.endpoint_id for c in claimed})
         # aiohttp, not httpx's own pool: that one slows down sharply with
         # many requests in flight (providers/whapi.py has the measurements).
