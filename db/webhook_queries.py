@@ -215,6 +215,16 @@ new_message_event AS (
                'from_phone', CASE WHEN :direction = 'outbound' THEN true END))
     FROM new_message n
 ),
+reopened_event AS (
+    -- Someone wrote into an archived chat: it is open again. (Every CTE
+    -- reads the statement's snapshot, so this sees the chat before `bumped`.)
+    INSERT INTO outbox.events (id, workspace_id, type, channel_id, chat_id, message_id, payload)
+    SELECT outbox.next_event_id(), :workspace_id, 'chat.reopened', CAST(:channel_id AS uuid),
+           c.id, n.id, '{"by": "inbound"}'::jsonb
+    FROM new_message n
+    JOIN outbox.chats c ON c.id = n.chat_id
+    WHERE :counts_unread AND :in_listing AND c.status = 'archived'
+),
 bumped AS (
     UPDATE outbox.chats c
     SET unread_count = c.unread_count + CASE WHEN :counts_unread THEN 1 ELSE 0 END,

@@ -148,6 +148,15 @@ def test_statuses_inbound_and_actions(make_channel, clean_db: Engine) -> None:
     webhook(clean_db, channel, unarchive)
     assert types_since(clean_db, mark) == ["chat.archived", "chat.reopened"]
 
+    # Someone writes into the archived chat: it reopens, and says so.
+    webhook(clean_db, channel, archive)
+    mark = last_id(clean_db)
+    again = load_payload("messages_post_text")
+    again["messages"][0]["id"] = "a-new-message-into-the-archive"
+    webhook(clean_db, channel, again)
+    webhook(clean_db, channel, again)  # a replay: nothing new
+    assert sorted(types_since(clean_db, mark)) == ["chat.reopened", "message.received"]
+
     mark = last_id(clean_db)
     webhook(clean_db, channel, load_payload("channel_post_qr"))
     webhook(clean_db, channel, load_payload("channel_post_auth"))

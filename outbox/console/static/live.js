@@ -64,7 +64,10 @@ const Live = (() => {
     onOps(evt);
   }
 
+  let stopped = false;  // stop() before the page was ready: never connect
+
   function connect() {
+    if (stopped) return;
     if (!window.EventSource) { poll(); return; }
     source = new EventSource(STREAM);
     for (const type of [...MESSAGE_EVENTS, ...CHAT_EVENTS, ...CHANNEL_EVENTS]) {
@@ -75,6 +78,7 @@ const Live = (() => {
     source.addEventListener("error", () => {
       // CONNECTING: the browser reconnects by itself (sending Last-Event-ID).
       // CLOSED: refused (no stream here, or signed out): poll instead.
+      if (stopped) return;
       if (source.readyState === EventSource.CLOSED) { setState("refreshing every 5 s"); poll(); }
       else setState("reconnecting…");
     });
@@ -111,6 +115,7 @@ const Live = (() => {
 
   /** No more updates: the stream closed, polling stopped (tests; a page being left). */
   function stop() {
+    stopped = true;
     if (source) source.close();
     stopPolling();
     setState("");
