@@ -245,7 +245,7 @@ const Ops = (() => {
 
   function endpointRow(e) {
     return el("tr", { dataset: { endpointId: e.id, status: e.status } },
-      el("td", { class: "clip" }, el("code", {}, e.url)),
+      el("td", { class: "clip", title: e.url }, el("code", {}, e.url)),
       el("td", {}, e.event_types.join(", ")),
       el("td", {}, el("span", { class: `state ${e.status}` }, e.status),
         e.disabled_reason ? [el("br"), el("span", { class: "bad" }, e.disabled_reason)] : null,
@@ -310,7 +310,7 @@ const Ops = (() => {
       el("td", {}, d.event_type, el("br"), el("span", { class: "muted" }, `event ${d.event_id}`)),
       el("td", {}, el("span", { class: `state ${d.status}` }, d.status)),
       el("td", { class: "num" }, String(d.attempts)),
-      el("td", { class: "clip" + (d.last_error ? " bad" : "") },
+      el("td", { class: "clip" + (d.last_error ? " bad" : ""), title: d.last_error || null },
         [answer, d.last_error].filter(Boolean).join(": ") || "—"),
       el("td", {}, when(d.created_at)),
       el("td", {}, when(d.delivered_at)),
