@@ -16,16 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from outbox.enqueue import enqueue_text
 from outbox.providers.simulator.control import SimulatorControl
 from tests.api_fixtures import wait_for
+from tests.conftest import TEST_KEY
 from tests.console_fixtures import PASSWORD
 from tests.dispatch_helpers import run_dispatcher
 from tests.inbox_helpers import T0, chat_of, inbound, query, wire_webhooks
-from tests.sim_fixtures import new_token
+from tests.sim_fixtures import WebhookReceiver, new_token
 
 pytestmark = pytest.mark.slow  # a browser per test
 
@@ -284,6 +285,89 @@ def test_api_keys_and_users_from_the_console(
     expect(page.locator("#users tbody tr", has_text="new.agent@example.com")).to_have_count(1)
     assert query(api_db, "SELECT role FROM outbox.users WHERE email = 'new.agent@example.com'"
                  ) == [("agent",)]
+
+
+def send_callbacks(database_url: str) -> Any:
+    """One status-callback pass (what `outbox run` does on its schedule), in a
+    thread like dispatch()."""
+    from outbox.database import make_async_engine
+    from outbox.events.callbacks import send_callbacks_once
+
+    async def run() -> Any:
+        engine = make_async_engine(database_url, pool_size=2)
+        try:
+            return await send_callbacks_once(engine, keys=[TEST_KEY])
+        finally:
+            await engine.dispose()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
+
+
+def test_webhook_endpoints_from_the_console(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str, receiver: WebhookReceiver) -> None:
+    ch, token = channel
+    with api_db.begin() as conn:  # the events table was emptied: fan out from its start
+        conn.execute(text("UPDATE outbox.webhook_fanout SET last_event_id = 0"))
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
+    expect(page.locator("#endpoints-empty")).to_be_visible()
+
+    # Bad input is refused with the API's message and adds nothing.
+    page.fill("#endpoint-url", receiver.url + "/hooks")
+    page.fill("#endpoint-types", "message.sent, message.nonsense")
+    page.click("#endpoint-form button[type=submit]")
+    expect(page.locator("#banner")).to_contain_text("unknown event type 'message.nonsense'")
+    assert query(api_db, "SELECT count(*) FROM outbox.webhook_endpoints") == [(0,)]
+
+    page.fill("#endpoint-types", "message.sent")
+    page.click("#endpoint-form button[type=submit]")
+    secret = page.locator("#new-endpoint-secret").inner_text()
+    assert secret.startswith("whsec_")
+    rows = page.locator("#endpoints tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(receiver.url + "/hooks")
+    expect(rows.first).to_contain_text("message.sent")
+    expect(rows.first).to_have_attribute("data-status", "active")
+    assert query(api_db, "SELECT url, event_types FROM outbox.webhook_endpoints") == [
+        (receiver.url + "/hooks", ["message.sent"])]
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator("#new-endpoint")).to_be_hidden()  # shown once
+    assert secret not in page.content()
+
+    # A message sent: its message.sent event is posted, signed, to the receiver.
+    with Session(api_db) as s, s.begin():
+        sent = enqueue_text(s, channel_id=ch, to="+15550600070", body="Your table is ready")
+    dispatch(database_url)
+    assert [r.body for r in sim.sent(token) if r.type == "text"] == ["Your table is ready"]
+    assert send_callbacks(database_url).delivered == 1
+    (got,) = receiver.wait_for(1)
+    assert got.path == "/hooks"
+    assert got.json["type"] == "message.sent"
+    assert got.json["message_id"] == str(sent.message_id)
+    assert got.headers["webhook-signature"].startswith("v1,")
+
+    rows.first.locator("button.deliveries").click()
+    deliveries = page.locator("#deliveries tbody tr")
+    expect(deliveries).to_have_count(1)
+    expect(deliveries.first).to_have_attribute("data-status", "delivered")
+    expect(deliveries.first).to_contain_text("message.sent")
+    expect(deliveries.first).to_contain_text("HTTP 200")
+    expect(deliveries.first.locator("td.num")).to_have_text("1")  # one attempt
+    expect(page.locator("#h-deliveries")).to_contain_text(receiver.url + "/hooks")
+
+    # Removing asks first: dismissed, nothing changes; accepted, it is gone.
+    page.once("dialog", lambda d: d.dismiss())
+    rows.first.locator("button.remove").click()
+    expect(rows).to_have_count(1)
+    page.once("dialog", lambda d: d.accept())
+    rows.first.locator("button.remove").click()
+    expect(rows).to_have_count(0)
+    expect(page.locator("#endpoints-empty")).to_be_visible()
+    expect(page.locator("#deliveries-box")).to_be_hidden()
+    assert query(api_db, "SELECT count(*) FROM outbox.webhook_endpoints") == [(0,)]
+    assert query(api_db, "SELECT count(*) FROM outbox.webhook_deliveries") == [(0,)]
 
 
 def test_a_viewer_reads_but_cannot_send_or_operate(

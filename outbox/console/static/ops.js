@@ -1,6 +1,6 @@
 /* The operations view (admins): channels and their queues, the last hour's
- * throughput, dead letters, message lookup, API keys and users. Everything
- * through /v1; live.js calls Ops.refreshChannels and Ops.refreshDeadLetters. */
+ * throughput, dead letters, message lookup, API keys, webhook endpoints and
+ * users. Everything through /v1; live.js calls Ops.refreshChannels and Ops.refreshDeadLetters. */
 "use strict";
 
 const Ops = (() => {
@@ -10,6 +10,8 @@ const Ops = (() => {
   let channels = [];
   let deadCursor = null;
   const selected = new Set();
+  let shownEndpoint = null;  // the endpoint whose deliveries are listed
+  let deliveriesBefore = null;  // the oldest delivery id listed: the next page's cursor
 
   function confirmed(text) { return window.confirm(text); }
 
@@ -231,6 +233,90 @@ const Ops = (() => {
     refreshKeys();
   }
 
+  // --- webhook endpoints (status callbacks) ------------------------------------------
+
+  async function refreshEndpoints() {
+    const data = await guard(() => api.get("/v1/webhook-endpoints"));
+    if (!data) return;
+    $("endpoints").tBodies[0].replaceChildren(...data.endpoints.map(endpointRow));
+    $("endpoints-empty").hidden = data.endpoints.length > 0;
+    if (shownEndpoint && !data.endpoints.some((e) => e.id === shownEndpoint.id)) hideDeliveries();
+  }
+
+  function endpointRow(e) {
+    return el("tr", { dataset: { endpointId: e.id, status: e.status } },
+      el("td", { class: "clip", title: e.url }, el("code", {}, e.url)),
+      el("td", {}, e.event_types.join(", ")),
+      el("td", {}, el("span", { class: `state ${e.status}` }, e.status),
+        e.disabled_reason ? [el("br"), el("span", { class: "bad" }, e.disabled_reason)] : null,
+        e.failing_since ? [el("br"), el("span", { class: "muted" }, `failing since ${fmt.full(e.failing_since)}`)] : null),
+      el("td", { class: "num" }, String(e.deliveries_waiting)),
+      el("td", { class: "num" + (e.deliveries_failed ? " bad" : "") }, String(e.deliveries_failed)),
+      el("td", {}, fmt.full(e.created_at)),
+      el("td", { class: "actions" },
+        el("button", { type: "button", class: "deliveries", onclick: () => showDeliveries(e, false) }, "Deliveries"),
+        el("button", { type: "button", class: "remove", onclick: () => removeEndpoint(e) }, "Remove")));
+  }
+
+  async function addEndpoint(event) {
+    event.preventDefault();
+    const types = $("endpoint-types").value.split(/[\s,]+/).filter((t) => t && t !== "all");
+    const made = await guard(() => api.post("/v1/webhook-endpoints",
+                                            { url: $("endpoint-url").value.trim(), event_types: types }));
+    if (!made) return;
+    const box = $("new-endpoint");
+    box.replaceChildren(el("p", {}, `The signing secret for ${made.url}, shown this once: your receiver verifies signatures with it.`),
+                        el("code", { id: "new-endpoint-secret" }, made.secret),
+                        el("button", { type: "button", class: "link", onclick: () => { box.hidden = true; box.replaceChildren(); } }, "I have stored it"));
+    box.hidden = false;
+    $("endpoint-url").value = "";
+    $("endpoint-types").value = "";
+    refreshEndpoints();
+  }
+
+  async function removeEndpoint(e) {
+    if (!confirmed(`Remove the endpoint ${e.url}? Nothing more is posted to it, and its deliveries are deleted.`)) return;
+    if (await guard(() => api.del(`/v1/webhook-endpoints/${e.id}`)) === undefined) return;
+    if (shownEndpoint && shownEndpoint.id === e.id) hideDeliveries();
+    refreshEndpoints();
+  }
+
+  function hideDeliveries() {
+    shownEndpoint = null;
+    $("deliveries-box").hidden = true;
+    $("deliveries").tBodies[0].replaceChildren();
+  }
+
+  async function showDeliveries(e, more) {
+    const params = { limit: 50, before: more ? deliveriesBefore : null };
+    const data = await guard(() => api.get(`/v1/webhook-endpoints/${e.id}/deliveries`, params));
+    if (!data) return;
+    shownEndpoint = e;
+    const body = $("deliveries").tBodies[0];
+    if (!more) body.replaceChildren();
+    body.append(...data.deliveries.map(deliveryRow));
+    const last = data.deliveries[data.deliveries.length - 1];
+    deliveriesBefore = last ? last.id : null;
+    $("deliveries-more").hidden = data.deliveries.length < params.limit;
+    $("deliveries-empty").hidden = body.rows.length > 0;
+    $("h-deliveries").textContent = `Deliveries to ${e.url}`;
+    $("deliveries-box").hidden = false;
+  }
+
+  function deliveryRow(d) {
+    const answer = d.last_status_code ? `HTTP ${d.last_status_code}` : "";
+    const when = (iso) => (iso ? el("time", { datetime: iso, title: fmt.full(iso) }, fmt.short(iso)) : "—");
+    return el("tr", { dataset: { deliveryId: String(d.id), status: d.status } },
+      el("td", {}, d.event_type, el("br"), el("span", { class: "muted" }, `event ${d.event_id}`)),
+      el("td", {}, el("span", { class: `state ${d.status}` }, d.status)),
+      el("td", { class: "num" }, String(d.attempts)),
+      el("td", { class: "clip" + (d.last_error ? " bad" : ""), title: d.last_error || null },
+        [answer, d.last_error].filter(Boolean).join(": ") || "—"),
+      el("td", {}, when(d.created_at)),
+      el("td", {}, when(d.delivered_at)),
+      el("td", {}, d.status === "pending" ? when(d.next_attempt_at) : "—"));
+  }
+
   async function refreshUsers() {
     const data = await guard(() => api.get("/v1/users"));
     if (!data) return;
@@ -282,7 +368,9 @@ const Ops = (() => {
     $("lookup-form").addEventListener("submit", (e) => { e.preventDefault(); lookup($("lookup").value); });
     $("key-form").addEventListener("submit", createKey);
     $("user-form").addEventListener("submit", createUser);
-    await Promise.all([refreshChannels(), refreshDeadLetters(false), refreshKeys(), refreshUsers()]);
+    $("endpoint-form").addEventListener("submit", addEndpoint);
+    $("deliveries-more").addEventListener("click", () => shownEndpoint && showDeliveries(shownEndpoint, true));
+    await Promise.all([refreshChannels(), refreshDeadLetters(false), refreshKeys(), refreshEndpoints(), refreshUsers()]);
     document.body.dataset.ready = "true";
   }
 
