@@ -233,6 +233,17 @@ CROSS JOIN LATERAL (
 ) r
 """
 
+# A row's chat passes pacing's chat checks (channels whose `rc.chat_checks`
+# limit chats): a new chat only while the day has new chats left, and the
+# chat's gap since its latest message. A scalar subquery under CASE: one
+# primary-key probe, and only on channels that check chats.
+_CHAT_PASSES = """CASE WHEN rc.chat_checks THEN (
+    SELECT (ch.last_message_at IS NOT NULL OR COALESCE(rc.new_chats_left, 1) > 0)
+           AND (ch.last_message_at IS NULL OR rc.chat_gap_seconds IS NULL
+                OR ch.last_message_at <= now() - make_interval(secs => rc.chat_gap_seconds))
+    FROM outbox.chats ch WHERE ch.id = {row}.chat_id)
+ELSE true END"""
+
 # --------------------------------------------------------------------------
 # CLAIM: take a batch of due rows for this worker, fairly across channels,
 # keeping each chat's order, within each channel's pacing budget. Committed
@@ -350,16 +361,9 @@ candidates AS MATERIALIZED (
                 AND e.status IN ('queued', 'sending')
                 AND (e.status = 'sending' OR e.attempts > 0 OR e.next_attempt_at <= now())
           )
-          -- Scalar subqueries under CASE: one primary-key probe, and only on
-          -- channels that check chats (an EXISTS here may be planned as a
-          -- hashed subplan: a scan of every chat).
-          AND CASE WHEN rc.chat_checks THEN (
-              SELECT (ch.last_message_at IS NOT NULL OR COALESCE(rc.new_chats_left, 1) > 0)
-                     AND (ch.last_message_at IS NULL OR rc.chat_gap_seconds IS NULL
-                          OR ch.last_message_at
-                             <= now() - make_interval(secs => rc.chat_gap_seconds))
-              FROM outbox.chats ch WHERE ch.id = o.chat_id)
-          ELSE true END
+          -- (not an EXISTS: it may be planned as a hashed subplan, a scan
+          -- of every chat)
+          AND """ + _CHAT_PASSES.format(row="o") + """
         ORDER BY d.priority DESC, d.next_attempt_at, d.id
         LIMIT LEAST(:per_channel, rc.rows_left)
         FOR NO KEY UPDATE OF o SKIP LOCKED
@@ -437,13 +441,7 @@ sampled AS MATERIALIZED (
     JOIN channels rc ON rc.id = h.channel_id
     WHERE h.status = 'queued' AND h.next_attempt_at <= now()
       AND h.id NOT IN (SELECT id FROM candidates)
-      AND CASE WHEN rc.chat_checks THEN (
-          SELECT (ch.last_message_at IS NOT NULL OR COALESCE(rc.new_chats_left, 1) > 0)
-                 AND (ch.last_message_at IS NULL OR rc.chat_gap_seconds IS NULL
-                      OR ch.last_message_at
-                         <= now() - make_interval(secs => rc.chat_gap_seconds))
-          FROM outbox.chats ch WHERE ch.id = h.chat_id)
-      ELSE true END
+      AND """ + _CHAT_PASSES.format(row="h") + """
 ),
 sampled_locked AS MATERIALIZED (
     SELECT o.id

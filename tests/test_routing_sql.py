@@ -66,6 +66,8 @@ GAPS = {
         "the chat follows by id",
     ("webhook_message", "UPDATE", "chats", "c"):
         "the chat is bumped by id",
+    ("webhook_message", "JOIN", "chats", "c"):
+        "the chat.reopened check reads the message's chat by id",
 }
 
 _REF = re.compile(
