@@ -83,26 +83,10 @@ _encode_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False
 class WhapiClient:
     """Async Whapi client on aiohttp, configured in httpx's terms.
 
-    Transport choice, by measurement: httpx's own pool rescans every pooled
-    connection per request and collapses with many requests in flight
-    (encode/httpx#3215), so httpx ran over `httpx_aiohttp.AiohttpTransport`;
-    now aiohttp carries the requests itself (see `_request`). req/s, POST
-    /messages/text to `providers.simulator` over loopback, client and
-    simulator on the same 2-vCPU box, 4 s per cell, two runs (low-high):
-
-        in flight                   1          8          64         256        256 @ 200 ms
-        httpx default pool       650-850    750-850    290        110-120     90-93
-        httpx, 256 connections   630-780    800-810    100-105    55          48-49
-        httpx + AiohttpTransport 1490-1560  1600-2300  1720-2150  1650-1700  1010-1050
-        WhapiClient (this class) 1130-1200  1440-1500  1590-1640  1560-1650  1000-1010
-
-    (ideal at 256 in flight and 200 ms latency: 1,280 req/s). Since then the
-    client drives the transport directly (no AsyncClient layers) and aiohttp
-    keeps no cookie jar: client CPU per request 0.37 -> 0.25 ms, ceiling
-    2,960 -> 4,630 req/s (`scripts/bench --only ceiling`, two runs each,
-    alternated, 2026-11-28). Then aiohttp without httpx's request/response
-    objects in between: against a minimal fake API at 64 in flight, client
-    CPU per 20,000 requests 6.6-6.8 -> 4.0-4.3 s (raw aiohttp 2.6-2.8 s).
+    aiohttp carries the requests itself (see `_request`): httpx's own pool
+    rescans every pooled connection per request and collapses with many
+    requests in flight (encode/httpx#3215). The measurements behind that
+    choice: docs/performance.md, "The client's transport".
 
     Options (keyword-only):
       timeout          float (all phases) or httpx.Timeout(connect, read, write, pool)
