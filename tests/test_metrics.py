@@ -208,8 +208,10 @@ def test_serve_has_metrics_on_its_own_loopback_listener(api_db: Engine) -> None:
         env={**os.environ, "OUTBOX_METRICS_PORT": str(private)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
+        # Both listeners: the metrics one can answer before uvicorn has bound the public one.
         def up() -> bool:
             with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{public}/healthz", timeout=10).close()
                 return bool(_get(f"http://127.0.0.1:{private}/metrics"))
             return False
 
