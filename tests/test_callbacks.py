@@ -326,13 +326,16 @@ def test_outbox_run_posts_the_outcomes(clean_db: Engine, make_channel, sim, sim_
                               stderr=subprocess.STDOUT)
     try:
         got = receiver.wait_for(3, timeout=60)
+        # Before the SIGTERM: the receiver holds the requests a moment before
+        # the daemon has read the answers and recorded them.
+        wait_for(lambda: {d.status for d in _deliveries(clean_db)} == {"delivered"},
+                 timeout=60)
     finally:
         daemon.send_signal(signal.SIGTERM)
         out, _ = daemon.communicate(timeout=60)
     assert daemon.returncode == 0, out
     assert sorted(_verified(secret, r)["message_id"] for r in got) == sorted(map(str, mids))
     assert {r.json["type"] for r in got} == {"message.sent"}
-    wait_for(lambda: {d.status for d in _deliveries(clean_db)} == {"delivered"})
 
 
 def test_a_cron_pass_posts_the_outcomes_too(clean_db: Engine, make_channel, sim,
