@@ -6,7 +6,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from outbox.db.engine import libpq_url
+from outbox.db.conninfo import libpq_url
 
 
 def create_database(server_url: str, name: str, *, replace: bool = False) -> str:

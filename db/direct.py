@@ -11,7 +11,7 @@ still comes from db/queries.py, converted once by `driver_sql`.
 
 psycopg prepares a statement after its fifth run, which is most of this
 module's speed-up; behind a transaction-mode pooler it must not (db/engine.py
-says why), so a connection made `for_engine` follows that engine's pooler.
+says why), so a connection made `to` an engine follows that engine's pooler.
 
 Two exceptions (both `DatabaseError`) say what a caller can do about a
 failure, whichever way the statement went (this connection, or an engine's
@@ -35,22 +35,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from psycopg.rows import dict_row
 
-from outbox.db.engine import engine_pooler, engine_schema, libpq_url, psycopg_connect_args
+from outbox.db.conninfo import DatabaseTarget, as_target, psycopg_connect_args
 from outbox.db.pooler import Pooler
 from outbox.db.schema import DEFAULT_SCHEMA, in_schema
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 CONNECT_TIMEOUT_SECONDS = 10
 
 Row = tuple[Any, ...]
+# Empty, not None: psycopg then still reads `%%` in a driver_sql statement as `%`.
+NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 
 
 class DatabaseError(Exception):
@@ -72,10 +78,15 @@ async def translated_errors() -> AsyncIterator[None]:
     writes, whichever connection they use."""
     try:
         yield
-    except DBAPIError as exc:
-        raise _translate(exc.orig, invalidated=exc.connection_invalidated) from exc
     except psycopg.Error as exc:
         raise _translate(exc) from exc
+    except Exception as exc:
+        # SQLAlchemy's wrapper, looked up only if SQLAlchemy is loaded (a
+        # process that never imported it can't have raised one).
+        sa_exc = sys.modules.get("sqlalchemy.exc")
+        if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
+            raise _translate(exc.orig, invalidated=exc.connection_invalidated) from exc
+        raise
 
 
 def _translate(exc: BaseException | None, *, invalidated: bool = False) -> DatabaseError:
@@ -106,20 +117,28 @@ class DirectConnection:
         self._turn_holder: asyncio.Task[Any] | None = None
 
     @classmethod
-    def for_engine(cls, engine: AsyncEngine, *, application_name: str) -> DirectConnection:
-        """A connection to the database `engine` points at (same URL,
-        credentials, pooler and schema)."""
-        url = engine.url.render_as_string(hide_password=False)
-        return cls(libpq_url(url), application_name=application_name,
-                   pooler=engine_pooler(engine), schema=engine_schema(engine))
+    def to(cls, database: DatabaseTarget | AsyncEngine, *,
+           application_name: str) -> DirectConnection:
+        """A connection to `database` (a target, or the database an engine
+        points at: same URL, credentials, pooler and schema)."""
+        t = as_target(database)
+        return cls(t.conninfo, application_name=application_name, pooler=t.pooler,
+                   schema=t.schema)
+
+    @property
+    def schema(self) -> str:
+        """The schema our tables are in, on this connection's database."""
+        return self._schema
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._conn is not None else "idle"
         return f"DirectConnection({self._application_name!r}, {state})"
 
-    async def execute(self, sql: str, params: Mapping[str, Any]) -> None:
+    async def execute(self, sql: str, params: Mapping[str, Any] = NO_PARAMS) -> int:
+        """Run `sql`; the number of rows it changed (psycopg's rowcount)."""
         async with self._my_turn(), translated_errors():
-            await (await self._connection()).execute(in_schema(sql, self._schema), params)
+            cur = await (await self._connection()).execute(in_schema(sql, self._schema), params)
+            return cur.rowcount
 
     async def fetchall(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
         async with self._my_turn(), translated_errors():
@@ -130,6 +149,13 @@ class DirectConnection:
         async with self._my_turn(), translated_errors():
             cur = await (await self._connection()).execute(in_schema(sql, self._schema), params)
             return await cur.fetchone()
+
+    async def fetchdicts(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Rows as dicts by column name."""
+        async with self._my_turn(), translated_errors():
+            cur = (await self._connection()).cursor(row_factory=dict_row)
+            await cur.execute(in_schema(sql, self._schema), params)
+            return await cur.fetchall()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[DirectConnection]:

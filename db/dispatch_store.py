@@ -21,14 +21,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING, Any
 
 from outbox.db import queries
+from outbox.db.conninfo import DatabaseTarget
 from outbox.db.direct import DirectConnection
 from outbox.db.driver_sql import driver_sql
 from outbox.db.states import OutboxStatus, PauseCause
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 # The statements in psycopg's parameter style, converted once.
 _CHANNELS_WITH_QUEUED = driver_sql(queries.CHANNELS_WITH_QUEUED)
@@ -130,10 +132,11 @@ class DispatchStore:
         self._starts = starts
 
     @classmethod
-    def for_engine(cls, engine: AsyncEngine, *, application_name: str) -> DispatchStore:
-        """Connections to the database `engine` points at (same URL,
-        credentials, pooler and schema), opened on first use."""
-        return cls(*(DirectConnection.for_engine(engine, application_name=application_name)
+    def to(cls, database: DatabaseTarget | AsyncEngine, *,
+           application_name: str) -> DispatchStore:
+        """Connections to `database` (a target, or the one an engine points
+        at), opened on first use."""
+        return cls(*(DirectConnection.to(database, application_name=application_name)
                      for _ in range(3)))
 
     def __repr__(self) -> str:

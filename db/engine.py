@@ -23,6 +23,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
+from outbox.db.conninfo import (
+    DatabaseTarget,
+    InvalidDatabaseURL,
+    libpq_url,
+    prepares_statements,
+    psycopg_connect_args,
+)
 from outbox.db.pooler import Pooler  # what sits between us and PostgreSQL
 from outbox.db.schema import DEFAULT_SCHEMA, in_schema
 
@@ -31,10 +38,6 @@ from outbox.db.schema import DEFAULT_SCHEMA, in_schema
 _poolers: WeakKeyDictionary[Engine, Pooler] = WeakKeyDictionary()
 # Likewise the schema our tables are in (db/schema.py).
 _schemas: WeakKeyDictionary[Engine, str] = WeakKeyDictionary()
-
-
-class InvalidDatabaseURL(ValueError):
-    """Not a URL we can connect with (not a URL, or not PostgreSQL's)."""
 
 
 def normalize_url(url: str) -> str:
@@ -46,21 +49,6 @@ def normalize_url(url: str) -> str:
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
         raise InvalidDatabaseURL("only PostgreSQL is supported")
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-
-
-def libpq_url(url: str) -> str:
-    """The same URL without the SQLAlchemy driver suffix (for psycopg, psql)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def prepares_statements(pooler: Pooler) -> bool:
-    """Whether connections may keep server-side prepared statements."""
-    return pooler != "transaction"
-
-
-def psycopg_connect_args(pooler: Pooler) -> dict[str, Any]:
-    """Keyword arguments for psycopg's connect() under this pooler."""
-    return {} if prepares_statements(pooler) else {"prepare_threshold": None}
 
 
 def driver_connect_args(url: str, pooler: Pooler) -> dict[str, Any]:
@@ -78,6 +66,13 @@ def engine_pooler(engine: Engine | AsyncEngine) -> Pooler:
     """The pooler `engine` was made for ("none" for engines made elsewhere)."""
     sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
     return _poolers.get(sync, "none")
+
+
+def engine_target(engine: Engine | AsyncEngine) -> DatabaseTarget:
+    """Direct connections to the database `engine` points at (same URL,
+    credentials, pooler and schema)."""
+    url = engine.url.render_as_string(hide_password=False)
+    return DatabaseTarget(libpq_url(url), engine_pooler(engine), engine_schema(engine))
 
 
 def engine_schema(engine: Engine | AsyncEngine) -> str:

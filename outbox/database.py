@@ -9,18 +9,20 @@ OUTBOX_DB_SCHEMA become those values, and db's errors become one-line
 
 from __future__ import annotations
 
-from pydantic import SecretStr
-from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING
 
-from outbox.db import engine as db_engine
+from pydantic import SecretStr
+
+from outbox.db.conninfo import DatabaseTarget, InvalidDatabaseURL, libpq_url, url_password
 from outbox.db.embedded import EmbeddedServerMissing, embedded_server_url
-from outbox.db.engine import InvalidDatabaseURL
 from outbox.db.pooler import Pooler
 from outbox.errors import ConfigurationError
 from outbox.logging import register_secret
 from outbox.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # SQLAlchemy is loaded by the functions that make engines
+    from sqlalchemy import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 # The embedded server's URL per data directory: started (or found) once.
 _embedded: dict[str, str] = {}
@@ -31,6 +33,10 @@ def normalize_url(url: str | SecretStr) -> str:
 
     Its password is registered with the log redaction, so it is masked in
     any log line it turns up in (a driver's error message, say)."""
+    from sqlalchemy.engine import make_url
+
+    from outbox.db import engine as db_engine
+
     plain = url.get_secret_value() if isinstance(url, SecretStr) else url
     try:
         normalized = db_engine.normalize_url(plain)
@@ -49,6 +55,28 @@ def database_url(settings: Settings) -> str:
     `outbox.migrate.shown`."""
     if settings.database_url and settings.database_url.get_secret_value():
         return normalize_url(settings.database_url)
+    return _embedded_url(settings)
+
+
+def database_target(settings: Settings, *, url: str | None = None) -> DatabaseTarget:
+    """Where the dispatch path's direct connections go: `url` (else
+    OUTBOX_DATABASE_URL, else the embedded server) with OUTBOX_DB_POOLER and
+    OUTBOX_DB_SCHEMA. Made without SQLAlchemy (db/conninfo.py says why)."""
+    if url is None and settings.database_url and settings.database_url.get_secret_value():
+        url = settings.database_url.get_secret_value()
+    if url is None:
+        url = _embedded_url(settings)
+    try:
+        conninfo = libpq_url(url)
+    except InvalidDatabaseURL as exc:
+        raise ConfigurationError(f"OUTBOX_DATABASE_URL: {exc}") from None
+    password = url_password(conninfo)
+    if password:
+        register_secret(password)
+    return DatabaseTarget(conninfo, settings.db_pooler, settings.db_schema)
+
+
+def _embedded_url(settings: Settings) -> str:
     key = str(settings.data_dir)
     if key not in _embedded:
         try:
@@ -74,6 +102,8 @@ def make_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None,
                 schema: str | None = None, pool_timeout: float = 30.0) -> Engine:
     """An engine for `url` (db.engine.make_engine); `pooler` and `schema`
     default to OUTBOX_DB_POOLER and OUTBOX_DB_SCHEMA."""
+    from outbox.db import engine as db_engine
+
     return db_engine.make_engine(url, pool_size=pool_size,
                                  pooler=pooler or configured_pooler(),
                                  schema=schema or configured_schema(),
@@ -83,6 +113,8 @@ def make_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None,
 def make_async_engine(url: str, *, pool_size: int = 10, pooler: Pooler | None = None,
                       schema: str | None = None) -> AsyncEngine:
     """The asyncio twin of `make_engine`."""
+    from outbox.db import engine as db_engine
+
     return db_engine.make_async_engine(url, pool_size=pool_size,
                                        pooler=pooler or configured_pooler(),
                                        schema=schema or configured_schema())

@@ -112,7 +112,7 @@ from outbox.admin.channels import create_channel  # noqa: E402
 from outbox.database import make_engine, normalize_url  # noqa: E402
 from outbox.db import queries  # noqa: E402
 from outbox.db.admin import create_database, drop_database  # noqa: E402
-from outbox.db.engine import libpq_url  # noqa: E402
+from outbox.db.conninfo import libpq_url  # noqa: E402
 from outbox.enqueue import enqueue_many, enqueue_text  # noqa: E402
 from outbox.message_types import TextMessage  # noqa: E402
 from outbox.providers.simulator.control import SimulatorControl, start_simulator  # noqa: E402

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from outbox import EnqueueResult, enqueue_many, enqueue_media, enqueue_text
-from outbox.db.engine import libpq_url
+from outbox.db.conninfo import libpq_url
 from outbox.message_types import NewMessage
 
 T = TypeVar("T")

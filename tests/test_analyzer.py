@@ -104,6 +104,7 @@ def test_warnings_name_what_to_do() -> None:
 @pytest.fixture
 def autovacuum_off(clean_db: Engine) -> Iterator[Engine]:
     """outbox_messages with autovacuum off and its counters from zero (never analysed)."""
+    _flush_pooled_counts(clean_db)
     with clean_db.begin() as conn:
         conn.execute(text(
             "ALTER TABLE outbox.outbox_messages SET (autovacuum_enabled = false)"))
@@ -112,6 +113,23 @@ def autovacuum_off(clean_db: Engine) -> Iterator[Engine]:
     yield clean_db
     with clean_db.begin() as conn:
         conn.execute(text("ALTER TABLE outbox.outbox_messages RESET (autovacuum_enabled)"))
+
+
+def _flush_pooled_counts(engine: Engine) -> None:
+    """An idle backend reports its change counts up to 10 s later (PG 15+),
+    so an earlier test's rows could land after the reset below. Closing the
+    pool's connections makes them report now (a backend reports on exit)."""
+    backends = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend'")
+    with engine.connect() as conn:
+        before = conn.execute(text(backends)).scalar_one() - 1
+    others = engine.pool.checkedin() - 1  # type: ignore[attr-defined] # not the one above
+    engine.dispose()
+    deadline = time.monotonic() + 5
+    with engine.connect() as conn:
+        while (conn.execute(text(backends)).scalar_one() - 1 > before - others
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
 
 
 def _stats(engine: Engine) -> Any:

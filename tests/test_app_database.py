@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from outbox.database import make_engine
 from outbox.db.admin import drop_database
-from outbox.db.engine import libpq_url
+from outbox.db.conninfo import libpq_url
 from tests.conftest import TEST_KEY, _server_url
 from tests.dispatch_helpers import cli, run_dispatcher
 

@@ -29,7 +29,7 @@ UNREPRESENTABLE_SECONDS = 1e300
 
 @pytest.fixture
 async def store(async_engine: AsyncEngine) -> AsyncIterator[DispatchStore]:
-    s = DispatchStore.for_engine(async_engine, application_name=APP)
+    s = DispatchStore.to(async_engine, application_name=APP)
     yield s
     await s.aclose()
 

@@ -9,9 +9,9 @@ import time
 import pytest
 from sqlalchemy import Engine, text
 
+from outbox.db.conninfo import libpq_url
 from outbox.db.direct import DatabaseUnavailable, DirectConnection, StatementRefused
 from outbox.db.driver_sql import driver_sql
-from outbox.db.engine import libpq_url
 
 APP = "outbox-test-direct"
 

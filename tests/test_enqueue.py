@@ -137,7 +137,7 @@ def test_business_row_and_message_commit_or_roll_back_together(make_channel, cle
 
 
 def test_notify_fires_only_on_commit(session: Session, make_channel, database_url: str):
-    from outbox.db.engine import libpq_url
+    from outbox.db.conninfo import libpq_url
 
     channel = make_channel()
     with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:

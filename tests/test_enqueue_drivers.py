@@ -34,7 +34,7 @@ from outbox import (
     enqueue_many,
     enqueue_text,
 )
-from outbox.db.engine import libpq_url
+from outbox.db.conninfo import libpq_url
 from outbox.errors import ConfigurationError
 from tests.conftest import run_concurrently
 from tests.dispatch_helpers import REPO, channel_tokens, outbox_counts, run_dispatcher

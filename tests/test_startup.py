@@ -1,6 +1,7 @@
 """What `outbox dispatch --once` loads: a cron pass starts a fresh
 interpreter every time, so the dispatch path imports only what dispatching
-needs. Not the HTTP service (FastAPI, Starlette, uvicorn), the API's
+needs. Not SQLAlchemy (its statements run on psycopg connections of their
+own), the HTTP service (FastAPI, Starlette, uvicorn), the API's
 schemas, the console, Prometheus' exposition, phone parsing, the admin
 services, tqdm when stderr is not a terminal; and, with nothing due, not
 the HTTP client either. Checked in a process of its own, after a real run,
@@ -31,7 +32,8 @@ code = main(["dispatch", "--once", "--json", "--no-progress"])
 sys.stderr.write(json.dumps({"code": code, "modules": sorted(sys.modules)}) + "\\n")
 """
 
-NEVER = ("fastapi", "starlette", "uvicorn", "prometheus_client", "phonenumbers", "tqdm",
+NEVER = ("sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn", "prometheus_client",
+         "phonenumbers", "tqdm",
          "apscheduler", "argon2", "outbox.api", "outbox.admin", "outbox.enqueue",
          "outbox.phone", "outbox.metrics", "outbox.webhooks", "outbox.dispatch.daemon",
          "outbox.dispatch.progress", "outbox.providers.simulator")

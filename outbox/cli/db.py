@@ -42,7 +42,7 @@ def _migrate(settings: Settings, move: Migration, revision: str) -> int:
 
 def cmd_url(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.database import database_url
-    from outbox.db.engine import libpq_url
+    from outbox.db.conninfo import libpq_url
     from outbox.migrate import shown
 
     url = database_url(settings)

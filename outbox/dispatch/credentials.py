@@ -5,8 +5,8 @@ channel's token is decrypted once and cached. The cache is keyed by the
 ciphertext itself: a rotated key or a replaced token is a new entry. Entries
 expire so that a changed base URL or status is seen within a minute.
 
-The cache is shared by a runtime's dispatchers and reads through its engine;
-a failed read raises what every dispatcher statement raises
+The cache is shared by a runtime's dispatchers and reads on a connection
+of its own per load; a failed read raises what every dispatcher statement raises
 (`DatabaseUnavailable` or `StatementRefused`, db/direct.py).
 """
 
@@ -17,19 +17,24 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import crypto
 from outbox.db import queries
-from outbox.db.direct import translated_errors
+from outbox.db.conninfo import DatabaseTarget, as_target
+from outbox.db.direct import DirectConnection
+from outbox.db.driver_sql import driver_sql
 from outbox.errors import CryptoError
 from outbox.logging import register_secret
 
 CACHE_TTL_SECONDS = 60.0
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+_CHANNEL_CREDENTIALS = driver_sql(queries.CHANNEL_CREDENTIALS)
 
 log = structlog.get_logger(__name__)
 
@@ -53,13 +58,13 @@ class Unusable:
 class CredentialCache:
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: DatabaseTarget | AsyncEngine,
         *,
         default_base_url: str,
         keys: Iterable[str],
         ttl_seconds: float = CACHE_TTL_SECONDS,
     ) -> None:
-        self._engine = engine
+        self._database = as_target(database)
         self._default_base_url = default_base_url.rstrip("/")
         # Current key first; the old one is tried during a rolling key rotation.
         self._keys = {crypto.key_id(k): k for k in keys if k}
@@ -88,11 +93,14 @@ class CredentialCache:
         self._entries.pop(channel_id, None)
 
     async def _load(self, channel_ids: list[uuid.UUID], now: float) -> None:
-        async with translated_errors(), self._engine.connect() as conn:
-            rows = (await conn.execute(
-                text(queries.CHANNEL_CREDENTIALS), {"channel_ids": channel_ids}
-            )).all()
-        found = {row.id: row for row in rows}
+        # A connection per load: loads are rare (start, then once a TTL per
+        # channel), and nothing is left open between them.
+        db = DirectConnection.to(self._database, application_name="outbox-credentials")
+        try:
+            rows = await db.fetchdicts(_CHANNEL_CREDENTIALS, {"channel_ids": channel_ids})
+        finally:
+            await db.aclose()
+        found = {row["id"]: row for row in rows}
         # All at once: PBKDF2 releases the GIL, so both cores derive keys, and
         # the first claim doesn't wait 50 ms per new channel in turn.
         entries = await asyncio.gather(*(self._entry(c, found.get(c)) for c in channel_ids))
@@ -102,17 +110,17 @@ class CredentialCache:
     async def _entry(self, channel_id: uuid.UUID, row: Any) -> Credentials | Unusable:
         if row is None:
             return Unusable(channel_id, "channel no longer exists")
-        if row.encrypted_token is None:
+        if row["encrypted_token"] is None:
             return Unusable(channel_id, "channel has no token")
         try:
-            token = await self._decrypt(row.encrypted_token, row.key_id,
-                                        crypto.Binding(channel_id, row.base_url))
+            token = await self._decrypt(row["encrypted_token"], row["key_id"],
+                                        crypto.Binding(channel_id, row["base_url"]))
         except CryptoError as exc:
             log.error("channel_token_unreadable", channel_id=str(channel_id),
-                      key_id=row.key_id, error=str(exc))
+                      key_id=row["key_id"], error=str(exc))
             return Unusable(channel_id, f"token can't be decrypted: {exc}")
-        return Credentials(channel_id, row.workspace_id,
-                           (row.base_url or self._default_base_url).rstrip("/"), token)
+        return Credentials(channel_id, row["workspace_id"],
+                           (row["base_url"] or self._default_base_url).rstrip("/"), token)
 
     async def _decrypt(self, blob: str, key_id: str, binding: crypto.Binding) -> str:
         if blob in self._decrypted:

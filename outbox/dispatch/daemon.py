@@ -31,7 +31,8 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from outbox.database import database_url, normalize_url
-from outbox.db.engine import libpq_url
+from outbox.db.conninfo import libpq_url
+from outbox.db.direct import DirectConnection
 from outbox.dispatch.backoff import OutageBackoff
 from outbox.dispatch.dispatcher import Dispatcher, Observer, Summary
 from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc
@@ -58,6 +59,10 @@ class Daemon:
         self.settings = runtime.settings
         # Timed sends and counted outcomes (outbox.metrics); cheap when nobody scrapes.
         self.dispatcher: Dispatcher = instrumented_dispatcher(runtime, observers=observers)
+        # One connection for the maintenance services and the callback
+        # sender: their passes take turns on it (a transaction is one turn).
+        self._maintenance = DirectConnection.to(runtime.target,
+                                                application_name="outbox-maintenance")
         self.stop = asyncio.Event()
         self._tick_running = False
         self._tick_idle = asyncio.Event()
@@ -115,6 +120,7 @@ class Daemon:
             for service in services:
                 if isinstance(service, CallbackSender):
                     await service.aclose()
+            await self._maintenance.aclose()
         summary = self.dispatcher.summary
         log.info("daemon_stopped", **summary.as_dict())
         return summary
@@ -159,7 +165,7 @@ class Daemon:
 
     async def _maintain(self, service: MaintenanceService) -> None:
         try:
-            await service.run_once(self.runtime.engine)
+            await service.run_once(self._maintenance)
         except Exception as exc:
             log.warning("maintenance_failed", job=service.name, error=type(exc).__name__)
 

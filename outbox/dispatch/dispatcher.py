@@ -44,12 +44,12 @@ import math
 import random
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import tracing
+from outbox.db.conninfo import DatabaseTarget
 from outbox.db.direct import DatabaseError
 from outbox.db.dispatch_store import ClaimedRow, DispatchStore
 from outbox.dispatch.backoff import OutageBackoff
@@ -64,6 +64,9 @@ from outbox.dispatch.summary import Summary
 from outbox.providers.base import OutgoingMessage, Provider
 from outbox.states import OutboxStatus, PauseCause
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 __all__ = ["ClaimedRow", "Dispatcher", "DispatcherConfig", "Observer", "Summary"]
 
 log = structlog.get_logger(__name__)
@@ -77,7 +80,7 @@ WARM_CHANNELS_MAX = 64  # tokens decrypted before the first claim (~50 ms of CPU
 class Dispatcher:
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: DatabaseTarget | AsyncEngine,
         provider: Provider,
         credentials: CredentialCache,
         config: DispatcherConfig | None = None,
@@ -85,7 +88,7 @@ class Dispatcher:
         observers: list[Observer] | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self._store = DispatchStore.for_engine(engine, application_name=APPLICATION_NAME)
+        self._store = DispatchStore.to(database, application_name=APPLICATION_NAME)
         self._provider = provider
         self._credentials = credentials
         self.config = cfg = config or DispatcherConfig()

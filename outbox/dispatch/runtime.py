@@ -10,15 +10,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from outbox.database import database_url, make_async_engine
+from outbox.database import database_target
+from outbox.db.conninfo import DatabaseTarget
 from outbox.dispatch.credentials import CredentialCache
 from outbox.dispatch.dispatcher import Dispatcher, DispatcherConfig, Observer
 from outbox.providers.base import OutgoingMessage, Provider, SendResult
 from outbox.settings import Settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from outbox.providers.whapi import WhapiClient
 
 
@@ -56,18 +57,33 @@ class WhapiOnFirstSend:
 @dataclass(slots=True)
 class Runtime:
     settings: Settings
-    engine: AsyncEngine
+    target: DatabaseTarget  # where the dispatch path's own connections go
     provider: WhapiOnFirstSend
     credentials: CredentialCache
     # Weak: a long-lived runtime (the cron endpoint's) makes a dispatcher
     # per call, closed by the caller; only those still open matter at exit.
     _dispatchers: weakref.WeakSet[Dispatcher] = field(default_factory=weakref.WeakSet)
+    _engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """A SQLAlchemy engine on the same database, made on first use: the
+        dispatch path runs on direct connections (db/direct.py), and a cron
+        pass that needs nothing else never imports SQLAlchemy."""
+        if self._engine is None:
+            from outbox.database import make_async_engine, normalize_url
+
+            t = self.target
+            self._engine = make_async_engine(normalize_url(t.conninfo),
+                                             pool_size=self.settings.db_pool_size,
+                                             pooler=t.pooler, schema=t.schema)
+        return self._engine
 
     def dispatcher(self, *, provider: Provider | None = None,
                    observers: list[Observer] | None = None) -> Dispatcher:
         """A dispatcher on this runtime's parts (`provider` wraps or replaces
         the client); closed with the runtime if not before."""
-        d = Dispatcher(self.engine, provider or self.provider, self.credentials,
+        d = Dispatcher(self.target, provider or self.provider, self.credentials,
                        DispatcherConfig.from_settings(self.settings), observers=observers)
         self._dispatchers.add(d)
         return d
@@ -99,17 +115,17 @@ def tune_gc() -> None:
 async def open_runtime(settings: Settings, *, url: str | None = None) -> AsyncIterator[Runtime]:
     key = settings.require_encryption_key()
     old = settings.encryption_key_old.get_secret_value() if settings.encryption_key_old else ""
-    engine = make_async_engine(url or database_url(settings), pool_size=settings.db_pool_size,
-                               pooler=settings.db_pooler)
+    target = database_target(settings, url=url)
     provider = WhapiOnFirstSend(timeout=settings.whapi_timeout_seconds,
                                 max_in_flight=settings.concurrency)
-    credentials = CredentialCache(engine, default_base_url=settings.whapi_base_url,
+    credentials = CredentialCache(target, default_base_url=settings.whapi_base_url,
                                   keys=[key, old])
-    runtime = Runtime(settings, engine, provider, credentials)
+    runtime = Runtime(settings, target, provider, credentials)
     try:
         yield runtime
     finally:
         for d in list(runtime._dispatchers):
             await d.aclose()
         await provider.aclose()
-        await engine.dispose()
+        if runtime._engine is not None:
+            await runtime._engine.dispose()

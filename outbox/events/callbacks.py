@@ -36,10 +36,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import crypto
 from outbox.db import callback_queries as q
+from outbox.db.conninfo import DatabaseTarget
 from outbox.db.direct import DirectConnection
 from outbox.db.driver_sql import driver_sql
 from outbox.db.states import DeliveryStatus
@@ -49,6 +49,7 @@ from outbox.jsonio import dumps_unicode
 
 if TYPE_CHECKING:  # loaded on the first delivery: a pass with none never imports it
     import aiohttp
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 CALLBACK_INTERVAL_SECONDS = 1.0
 CALLBACK_CONCURRENCY = 64  # requests in flight per process, all endpoints together
@@ -182,9 +183,16 @@ class CallbackSender:
         if self._db is not None:
             await self._db.aclose()
 
-    async def run_once(self, engine: AsyncEngine) -> PassSummary:
-        db = self._db = self._db or DirectConnection.for_engine(
-            engine, application_name="outbox-callbacks")
+    async def run_once(self, database: DirectConnection | DatabaseTarget | AsyncEngine
+                       ) -> PassSummary:
+        """One pass: fan new events out to the endpoints, then post what is
+        due. On `database` if it is a connection (the daemon's maintenance
+        one), else on a connection of this sender's own."""
+        if isinstance(database, DirectConnection):
+            db = database
+        else:
+            db = self._db = self._db or DirectConnection.to(
+                database, application_name="outbox-callbacks")
         summary = PassSummary()
         deadline = time.monotonic() + self._run_seconds
         while time.monotonic() < deadline:
@@ -274,13 +282,13 @@ class CallbackSender:
             self._secrets[r[0]] = (r[1], decrypt_secret(r[0], r[1], r[2], self._keys))
 
 
-async def send_callbacks_once(engine: AsyncEngine, *, keys: Sequence[str],
+async def send_callbacks_once(database: DatabaseTarget | AsyncEngine, *, keys: Sequence[str],
                               max_seconds: float = CALLBACK_RUN_SECONDS) -> PassSummary:
     """One callback pass, for deployments that drain from cron (`dispatch
     --once`, POST /v1/cron/dispatch) instead of running `outbox run`."""
     sender = CallbackSender(keys=keys, run_seconds=max_seconds)
     try:
-        return await sender.run_once(engine)
+        return await sender.run_once(database)
     finally:
         await sender.aclose()
 

@@ -38,9 +38,9 @@ import structlog
 
 from outbox.database import normalize_url
 from outbox.db import event_queries as q
+from outbox.db.conninfo import libpq_url
 from outbox.db.direct import DatabaseError, DirectConnection
 from outbox.db.driver_sql import driver_sql
-from outbox.db.engine import libpq_url
 from outbox.dispatch.backoff import OutageBackoff
 from outbox.events.reader import Event, sse_frame
 from outbox.settings import Settings

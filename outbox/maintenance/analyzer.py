@@ -25,20 +25,21 @@ makes a table someone else is vacuuming a skip, not a wait.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
-from sqlalchemy import text
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.orm import Session
 
-from outbox.db import queries
 from outbox.db import table_stats_queries as q
-from outbox.db.engine import engine_schema
+from outbox.db.direct import DirectConnection
+from outbox.db.driver_sql import driver_sql
+from outbox.maintenance.service import Database, maintenance_connection, try_lock
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 ANALYZER_INTERVAL_SECONDS = 30.0
 ANALYZER_LOCK_KEY = 0x0B0C_0015
@@ -76,8 +77,7 @@ class TableHealth:
     checked_at: datetime
 
     @classmethod
-    def from_row(cls, r: Row[Any]) -> TableHealth:
-        m = r._mapping
+    def from_row(cls, m: Mapping[str, Any]) -> TableHealth:
         return cls(str(m["table_name"]), int(m["live_rows"]), int(m["dead_rows"]),
                    int(m["changes_since_analyze"]), m["last_analyzed"], m["last_vacuumed"],
                    bool(m["autovacuum"]), bool(m["counted"]), bool(m["owned"]),
@@ -120,11 +120,14 @@ def decide(t: TableHealth) -> TableAction:
 
 
 HEALTH_PARAMS = {"tables": list(q.HOT_TABLES)}
+_TABLE_HEALTH = driver_sql(q.TABLE_HEALTH)
 
 
 def read_health(session: Session, *, schema: str) -> list[TableHealth]:
     """The hot tables' health (`outbox status`)."""
-    return [TableHealth.from_row(r) for r in session.execute(
+    from sqlalchemy import text
+
+    return [TableHealth.from_row(dict(r._mapping)) for r in session.execute(
         text(q.TABLE_HEALTH), {**HEALTH_PARAMS, "schema": schema})]
 
 
@@ -182,36 +185,34 @@ class Analyzer:
     # Each warning once per process, not every pass (a cron pass makes a new Analyzer).
     _warned: set[str] = set()
 
-    async def run_once(self, engine: AsyncEngine) -> AnalyzerResult | None:
+    async def run_once(self, database: Database) -> AnalyzerResult | None:
         """What this pass analysed and vacuumed (None: another process has the lock)."""
-        schema = engine_schema(engine)
         analyzed: list[str] = []
         to_vacuum: list[TableHealth] = []
-        async with engine.connect() as conn:
-            async with conn.begin():
-                if not await conn.scalar(text(queries.TRY_MAINTENANCE_LOCK),
-                                         {"key": self.lock_key}):
+        async with maintenance_connection(database) as db:
+            async with db.transaction():
+                if not await try_lock(db, self.lock_key):
                     return None
-                tables = [TableHealth.from_row(r) for r in await conn.execute(
-                    text(q.TABLE_HEALTH), {**HEALTH_PARAMS, "schema": schema})]
+                tables = [TableHealth.from_row(r) for r in await db.fetchdicts(
+                    _TABLE_HEALTH, {**HEALTH_PARAMS, "schema": db.schema})]
                 self._warn(tables)
                 for t in tables:
                     action = decide(t)
                     if action is TableAction.ANALYZE:
-                        await self._run(conn, q.ANALYZE[t.table], t, action)
+                        await self._run(db, q.ANALYZE[t.table], t, action)
                         analyzed.append(t.table)
                     elif action is TableAction.VACUUM:
                         to_vacuum.append(t)
-            if to_vacuum:
-                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                for t in to_vacuum:
-                    await self._run(auto, q.VACUUM_ANALYZE[t.table], t, TableAction.VACUUM)
+            # Outside the transaction (the connection is in autocommit):
+            # VACUUM can't run inside one.
+            for t in to_vacuum:
+                await self._run(db, q.VACUUM_ANALYZE[t.table], t, TableAction.VACUUM)
         return AnalyzerResult(analyzed, [t.table for t in to_vacuum])
 
-    async def _run(self, conn: AsyncConnection, sql: str, t: TableHealth,
+    async def _run(self, db: DirectConnection, sql: str, t: TableHealth,
                    action: TableAction) -> None:
         started = time.perf_counter()
-        await conn.execute(text(sql))
+        await db.execute(driver_sql(sql))
         log.info("table_maintained", table=t.table, action=action.value,
                  changes_since_analyze=t.changes_since_analyze, dead_rows=t.dead_rows,
                  live_rows=t.live_rows, seconds=round(time.perf_counter() - started, 3))

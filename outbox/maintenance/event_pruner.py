@@ -7,11 +7,13 @@ from the stream and the polling endpoint (outbox/events/reader.py).
 from __future__ import annotations
 
 import structlog
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from outbox.db import event_queries
-from outbox.maintenance.service import run_locked
+from outbox.db.direct import DirectConnection
+from outbox.db.driver_sql import driver_sql
+from outbox.maintenance.service import Database, run_locked
+
+_PRUNE_EVENTS = driver_sql(event_queries.PRUNE_EVENTS)
 
 EVENT_PRUNE_INTERVAL_SECONDS = 300.0
 EVENT_PRUNE_LOCK_KEY = 0x0B0C_0017
@@ -33,18 +35,18 @@ class EventPruner:
         self.batch = batch
         self.max_batches = max_batches
 
-    async def run_once(self, engine: AsyncEngine) -> int | None:
+    async def run_once(self, database: Database) -> int | None:
         """Events deleted (None: another process has the lock)."""
         total = 0
 
-        async def prune(conn: AsyncConnection) -> bool:
+        async def prune(db: DirectConnection) -> bool:
             nonlocal total
-            result = await conn.execute(text(event_queries.PRUNE_EVENTS), {
+            deleted = await db.execute(_PRUNE_EVENTS, {
                 "older_than_seconds": self.older_than_seconds, "limit": self.batch})
-            total += result.rowcount
-            return bool(result.rowcount >= self.batch)
+            total += deleted
+            return deleted >= self.batch
 
-        if not await run_locked(engine, self.lock_key, prune, max_batches=self.max_batches):
+        if not await run_locked(database, self.lock_key, prune, max_batches=self.max_batches):
             return None
         if total:
             log.info("pruned_events", events=total)

@@ -7,11 +7,15 @@ The `messages` table keeps the permanent record (status, WhatsApp id).
 from __future__ import annotations
 
 import structlog
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from outbox.db import access_queries, queries
-from outbox.maintenance.service import run_locked
+from outbox.db.direct import DirectConnection
+from outbox.db.driver_sql import driver_sql
+from outbox.maintenance.service import Database, run_locked
+
+_PRUNE_SENT = driver_sql(queries.PRUNE_SENT)
+_PRUNE_CANCELLED = driver_sql(queries.PRUNE_CANCELLED)
+_PRUNE_SESSIONS = driver_sql(access_queries.PRUNE_SESSIONS)
 
 PRUNE_INTERVAL_SECONDS = 60.0
 PRUNE_LOCK_KEY = 0x0B0C_0003
@@ -35,24 +39,24 @@ class Pruner:
         self.batch = batch
         self.max_batches = max_batches
 
-    async def run_once(self, engine: AsyncEngine) -> int | None:
+    async def run_once(self, database: Database) -> int | None:
         """Rows deleted, outbox rows and sessions (None: another process has
         the lock)."""
         total = 0
 
-        async def prune(conn: AsyncConnection) -> bool:
+        async def prune(db: DirectConnection) -> bool:
             nonlocal total
             more = False
             for statement, params in (
-                    (queries.PRUNE_SENT, {"older_than_seconds": self.older_than_seconds}),
-                    (queries.PRUNE_CANCELLED, {"older_than_seconds": self.older_than_seconds}),
-                    (access_queries.PRUNE_SESSIONS, {"keep_seconds": SESSION_KEEP_SECONDS})):
-                result = await conn.execute(text(statement), {**params, "limit": self.batch})
-                total += result.rowcount
-                more = more or result.rowcount >= self.batch
+                    (_PRUNE_SENT, {"older_than_seconds": self.older_than_seconds}),
+                    (_PRUNE_CANCELLED, {"older_than_seconds": self.older_than_seconds}),
+                    (_PRUNE_SESSIONS, {"keep_seconds": SESSION_KEEP_SECONDS})):
+                deleted = await db.execute(statement, {**params, "limit": self.batch})
+                total += deleted
+                more = more or deleted >= self.batch
             return more
 
-        if not await run_locked(engine, self.lock_key, prune, max_batches=self.max_batches):
+        if not await run_locked(database, self.lock_key, prune, max_batches=self.max_batches):
             return None
         if total:
             log.info("pruned_rows", rows=total)

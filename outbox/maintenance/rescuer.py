@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from outbox.db import queries
-from outbox.maintenance.service import run_locked
+from outbox.db.direct import DirectConnection
+from outbox.db.driver_sql import driver_sql
+from outbox.maintenance.service import Database, run_locked
+
+_RESCUE_EXPIRED = driver_sql(queries.RESCUE_EXPIRED)
 
 RESCUE_INTERVAL_SECONDS = 15.0
 RESCUE_LOCK_KEY = 0x0B0C_0001
@@ -41,19 +43,18 @@ class Rescuer:
     def __init__(self, *, batch: int = RESCUE_BATCH) -> None:
         self.batch = batch
 
-    async def run_once(self, engine: AsyncEngine) -> RescueResult | None:
+    async def run_once(self, database: Database) -> RescueResult | None:
         requeued = failed = refunded = 0
 
-        async def rescue(conn: AsyncConnection) -> bool:
+        async def rescue(db: DirectConnection) -> bool:
             nonlocal requeued, failed, refunded
-            row = (await conn.execute(text(queries.RESCUE_EXPIRED),
-                                      {"limit": self.batch})).one()
-            requeued += row.requeued
-            failed += row.failed
-            refunded += row.refunded
-            return bool(row.requeued + row.failed >= self.batch)
+            (row,) = await db.fetchdicts(_RESCUE_EXPIRED, {"limit": self.batch})
+            requeued += row["requeued"]
+            failed += row["failed"]
+            refunded += row["refunded"]
+            return bool(row["requeued"] + row["failed"] >= self.batch)
 
-        if not await run_locked(engine, self.lock_key, rescue):
+        if not await run_locked(database, self.lock_key, rescue):
             return None
         if requeued or failed:
             log.warning("rescued_expired_leases", requeued=requeued, failed=failed,

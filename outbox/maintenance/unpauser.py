@@ -9,14 +9,16 @@ from __future__ import annotations
 import uuid
 
 import structlog
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from outbox.db import queries
-from outbox.maintenance.service import run_locked
+from outbox.db.direct import DirectConnection
+from outbox.db.driver_sql import driver_sql
+from outbox.maintenance.service import Database, run_locked
 
 UNPAUSE_INTERVAL_SECONDS = 5.0
 UNPAUSE_LOCK_KEY = 0x0B0C_0002
+
+_UNPAUSE_EXPIRED = driver_sql(queries.UNPAUSE_EXPIRED)
 
 log = structlog.get_logger(__name__)
 
@@ -27,15 +29,15 @@ class Unpauser:
     first_run_after_seconds = UNPAUSE_INTERVAL_SECONDS
     lock_key = UNPAUSE_LOCK_KEY
 
-    async def run_once(self, engine: AsyncEngine) -> list[uuid.UUID] | None:
+    async def run_once(self, database: Database) -> list[uuid.UUID] | None:
         """The channels made active again (None: another process has the lock)."""
         ids: list[uuid.UUID] = []
 
-        async def unpause(conn: AsyncConnection) -> bool:
-            ids.extend((await conn.execute(text(queries.UNPAUSE_EXPIRED))).scalars())
+        async def unpause(db: DirectConnection) -> bool:
+            ids.extend(r[0] for r in await db.fetchall(_UNPAUSE_EXPIRED, {}))
             return False  # one statement takes every expired pause
 
-        if not await run_locked(engine, self.lock_key, unpause):
+        if not await run_locked(database, self.lock_key, unpause):
             return None
         for channel_id in ids:
             log.info("channel_unpaused", channel_id=str(channel_id))

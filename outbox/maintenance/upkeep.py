@@ -13,10 +13,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from outbox.maintenance.analyzer import Analyzer, AnalyzerResult
 from outbox.maintenance.rescuer import Rescuer, RescueResult
+from outbox.maintenance.service import Database, maintenance_connection
 from outbox.maintenance.unpauser import Unpauser
 
 
@@ -27,11 +26,12 @@ class Upkeep:
     maintained: AnalyzerResult | None = None  # None: another process was at it
 
 
-async def run_upkeep(engine: AsyncEngine) -> Upkeep:
+async def run_upkeep(database: Database) -> Upkeep:
     """Rescue expired leases, lift expired pauses, then ANALYZE/VACUUM the
-    hot tables if their change counts say so (one pass each; the last is
-    one read of pg_stat_user_tables when they don't)."""
-    rescued = await Rescuer().run_once(engine)
-    unpaused = await Unpauser().run_once(engine)
-    maintained = await Analyzer().run_once(engine)
+    hot tables if their change counts say so (one pass each, on one
+    connection; the last is one read of pg_stat_user_tables when they don't)."""
+    async with maintenance_connection(database) as db:
+        rescued = await Rescuer().run_once(db)
+        unpaused = await Unpauser().run_once(db)
+        maintained = await Analyzer().run_once(db)
     return Upkeep(rescued, unpaused, maintained)
