@@ -33,12 +33,17 @@ def _stop(procs: list[subprocess.Popen[str]]) -> None:
             p.communicate()
 
 
-def _busiest_second(times: list[float]) -> int:
-    """The most arrivals in any window of one second."""
+def _busiest_second(times: list[float], window: float = 0.9) -> int:
+    """The most arrivals in any window of (nearly) one second. The budget
+    holds at claim time; a send reaches the simulator a moment later, by a
+    delay that varies (the first ones wait for the connection), which can
+    bring one claim of the next second into this one. 0.9 s leaves that
+    100 ms: burst + rate is still the bound, and two dispatchers each
+    spending the budget would still show."""
     times = sorted(times)
     best, j = 0, 0
     for i, t in enumerate(times):
-        while times[j] <= t - 1.0:
+        while times[j] <= t - window:
             j += 1
         best = max(best, i - j + 1)
     return best
