@@ -69,14 +69,6 @@ def libpq_url(url: str) -> str:
     return "postgresql://" + rest
 
 
-def url_password(url: str) -> str | None:
-    """The password in `url`, unescaped (for the log redaction)."""
-    try:
-        return urlsplit(libpq_url(url)).password
-    except ValueError:
-        return None
-
-
 def prepares_statements(pooler: Pooler) -> bool:
     """Whether connections may keep server-side prepared statements."""
     return pooler != "transaction"

@@ -10,10 +10,11 @@ OUTBOX_DB_SCHEMA become those values, and db's errors become one-line
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from outbox.db.conninfo import DatabaseTarget, InvalidDatabaseURL, libpq_url, url_password
+from outbox.db.conninfo import DatabaseTarget, InvalidDatabaseURL, libpq_url
 from outbox.db.embedded import EmbeddedServerMissing, embedded_server_url
 from outbox.db.pooler import Pooler
 from outbox.errors import ConfigurationError
@@ -70,10 +71,27 @@ def database_target(settings: Settings, *, url: str | None = None) -> DatabaseTa
         conninfo = libpq_url(url)
     except InvalidDatabaseURL as exc:
         raise ConfigurationError(f"OUTBOX_DATABASE_URL: {exc}") from None
-    password = url_password(conninfo)
+    password = urlsplit(conninfo).password
     if password:
         register_secret(password)
     return DatabaseTarget(conninfo, settings.db_pooler, settings.db_schema)
+
+
+def listen_url(settings: Settings, url: str | None = None) -> str | None:
+    """Where to LISTEN for wake-ups (a libpq URL), or None: they come from
+    polling. OUTBOX_LISTEN_DATABASE_URL if set; else `url` (the database in
+    use; default, the configured one) unless a transaction pooler is in
+    front of it, where LISTEN can't work. The dispatcher daemon and the
+    event hub both ask this."""
+    if settings.listen_database_url:
+        try:
+            return libpq_url(normalize_url(settings.listen_database_url))
+        except ConfigurationError as exc:
+            raise ConfigurationError(str(exc).replace(
+                "OUTBOX_DATABASE_URL", "OUTBOX_LISTEN_DATABASE_URL")) from None
+    if settings.db_pooler == "transaction":
+        return None
+    return libpq_url(url or database_url(settings))
 
 
 def _embedded_url(settings: Settings) -> str:

@@ -253,7 +253,7 @@ def test_the_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_where_the_daemon_listens():
-    from outbox.dispatch.daemon import listen_url
+    from outbox.database import listen_url
     from outbox.errors import ConfigurationError
     from outbox.settings import Settings
 

@@ -30,13 +30,11 @@ import psycopg
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from outbox.database import database_url, normalize_url
-from outbox.db.conninfo import libpq_url
+from outbox.database import listen_url
 from outbox.db.direct import DirectConnection
 from outbox.dispatch.backoff import OutageBackoff
 from outbox.dispatch.dispatcher import Dispatcher, Observer, Summary
 from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc
-from outbox.errors import ConfigurationError
 from outbox.events.callbacks import CallbackSender
 from outbox.heartbeat import HEARTBEAT_INTERVAL_SECONDS, beat
 from outbox.maintenance.analyzer import Analyzer
@@ -80,7 +78,8 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         s = self.settings
-        url = listen_url(s)  # first: a bad OUTBOX_LISTEN_DATABASE_URL stops us before any work
+        # First: a bad OUTBOX_LISTEN_DATABASE_URL stops us before any work.
+        url = listen_url(s, self.runtime.target.conninfo)
         self.scheduler.add_job(self._tick, "interval", seconds=s.poll_interval_seconds,
                                id="dispatch", next_run_time=datetime.now())
         if s.heartbeat_file is not None:
@@ -196,19 +195,6 @@ def maintenance_services(settings: Settings) -> list[MaintenanceService]:
             Analyzer(),
             EventPruner(older_than_seconds=settings.events_retention.total_seconds()),
             CallbackSender(keys=settings.decryption_keys())]
-
-
-def listen_url(settings: Settings) -> str | None:
-    """Where to LISTEN (a libpq URL), or None: wake-ups come from polling."""
-    if settings.listen_database_url:
-        try:
-            return libpq_url(normalize_url(settings.listen_database_url))
-        except ConfigurationError as exc:
-            raise ConfigurationError(str(exc).replace(
-                "OUTBOX_DATABASE_URL", "OUTBOX_LISTEN_DATABASE_URL")) from None
-    if settings.db_pooler == "transaction":
-        return None
-    return libpq_url(database_url(settings))
 
 
 class _SkippedTickFilter(logging.Filter):

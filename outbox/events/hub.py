@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 import structlog
 
-from outbox.database import normalize_url
+from outbox.database import listen_url
 from outbox.db import event_queries as q
 from outbox.db.conninfo import libpq_url
 from outbox.db.direct import DatabaseError, DirectConnection
@@ -302,13 +302,7 @@ def open_hub(database_url: str, settings: Settings) -> EventHub:
     a connection of their own; LISTEN as the dispatcher daemon does it)."""
     db = DirectConnection(libpq_url(database_url), application_name="outbox-events",
                           pooler=settings.db_pooler, schema=settings.db_schema)
-    if settings.listen_database_url:
-        listen: str | None = libpq_url(normalize_url(settings.listen_database_url))
-    elif settings.db_pooler == "transaction":
-        listen = None  # LISTEN can't work through a transaction pooler: poll
-    else:
-        listen = libpq_url(database_url)
-    return EventHub(db, listen)
+    return EventHub(db, listen_url(settings, database_url))
 
 
 def _live(r: Any) -> LiveEvent:
