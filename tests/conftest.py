@@ -115,8 +115,8 @@ def clean_db(engine: Engine) -> Iterator[Engine]:
 def truncate(engine: Engine, tables: Sequence[str]) -> None:
     """Empty `tables`. The shared test server's background pass (webhook
     backlog, every few seconds) reads some of them: when it and the TRUNCATE
-    lock them in opposite orders the server ends one as a deadlock, and if
-    it is ours, it runs again."""
+    lock them in opposite orders the server ends one as a deadlock, or the
+    TRUNCATE waits past its lock timeout; if it is ours, it runs again."""
     from sqlalchemy.exc import OperationalError
 
     for attempt in range(5):
@@ -126,7 +126,9 @@ def truncate(engine: Engine, tables: Sequence[str]) -> None:
                                   "RESTART IDENTITY CASCADE"))
             return
         except OperationalError as exc:
-            if "deadlock detected" not in str(exc) or attempt == 4:
+            # Either way the background pass held a lock a moment: go again.
+            transient = "deadlock detected" in str(exc) or "lock timeout" in str(exc)
+            if not transient or attempt == 4:
                 raise
 
 
