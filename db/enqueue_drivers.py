@@ -16,10 +16,9 @@ Batches run with nested loops and JIT off (`batch_plan_settings` says why),
 on every driver: the settings are changed with set_config(..., true), local
 to the transaction, and the caller's values are put back after the
 statement. Other drivers may run a batch as a prepared statement (asyncpg
-prepares every statement), and PostgreSQL may then keep a generic plan:
-measured on PostgreSQL 15 over 50 batches of 1,000 through asyncpg, the
-last 30 took mostly 110-160 ms each that way and 165-230 ms with custom
-plans forced, so the choice is left to PostgreSQL there.
+prepares every statement), and PostgreSQL may then keep a generic plan;
+there that plan was no slower than custom ones (docs/performance.md), so
+the choice is left to PostgreSQL.
 """
 
 from __future__ import annotations
@@ -185,16 +184,15 @@ def batch_plan_settings(session: Session) -> contextlib.AbstractContextManager[N
     (a `Session` on psycopg 3).
 
     The planner can't see how many rows unnest() of bound arrays yields (it
-    guesses 10 to 100) and so nested-loops the joins between the CTEs: a
-    1,000-row batch spends 100+ ms comparing every row with every row. For
-    this one statement, nested loops are off; the table lookups are LATERAL
-    index probes, which stay nested loops (the only way to run them). That
-    makes the estimated cost huge (PostgreSQL prices a disabled join type at
-    10^10), which would start JIT compilation: ~1 s of LLVM per batch
-    (auto_explain, PostgreSQL 15), so JIT is off too. And psycopg would
-    prepare the statement after 5 runs, after which PostgreSQL keeps a
-    generic plan: 1,000-row batches then took ~3,500 ms instead of ~95 ms
-    (measured by scripts/bench). So batches run unprepared.
+    guesses 10 to 100) and so nested-loops the joins between the CTEs,
+    comparing every row of a batch with every other. For this one
+    statement, nested loops are off; the table lookups are LATERAL index
+    probes, which stay nested loops (the only way to run them). That makes
+    the estimated cost huge (PostgreSQL prices a disabled join type at
+    10^10), which would start JIT compilation for every batch, so JIT is off
+    too. And psycopg would prepare the statement after 5 runs, after which
+    PostgreSQL keeps a generic plan that is many times slower for a batch.
+    So batches run unprepared (figures: docs/performance.md).
     """
     return _PsycopgSession(session).batch_planned()
 

@@ -199,9 +199,9 @@ def non_conversation_kind(chat_id: str) -> str | None:
     return found[0] if found else None
 
 
-# libphonenumber costs ~45 us a number, the largest share of a bulk enqueue;
-# recipients repeat (the same customers, again and again) and the result is
-# an immutable value, so remember recent ones. Rejections are not cached.
+# libphonenumber is the largest share of a bulk enqueue's CPU; recipients
+# repeat and the result is immutable, so remember recent ones. Rejections
+# are not cached.
 @lru_cache(maxsize=65536)
 def _normalize_cached(raw: str, text: str, default_region: str | None) -> Recipient:
     region = _check_region(default_region)

@@ -11,9 +11,10 @@ Rotation, step by step:
    transaction (an error or a kill half-way leaves every row as it was);
 3. `outbox tokens check` (exit 0), then drop `OUTBOX_ENCRYPTION_KEY_OLD`.
 
-Cost: each re-encryption pays two PBKDF2 derivations (~50 ms each), so about
-0.1 s per channel: seconds for hundreds of channels, minutes for thousands.
-The transaction holds row locks on `channel_tokens` meanwhile; that blocks
+Cost: between two current keys, next to nothing per token; a token written
+with an older version's passphrase pays one PBKDF2 derivation (~50 ms) to
+decrypt, so that upgrade takes seconds for hundreds of channels and
+minutes for thousands. The transaction holds row locks on `channel_tokens` meanwhile; that blocks
 no claim or send (the dispatcher's credential read is a plain SELECT), only
 another rotation. A channel added by a process still on the old key while
 the rotation runs is picked up by running the rotation again (it is

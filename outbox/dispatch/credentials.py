@@ -1,7 +1,9 @@
 """Per-channel send credentials for the dispatcher: base URL and decrypted token.
 
-Deriving the token key costs ~50 ms (PBKDF2, 100,000 rounds), so each
-channel's token is decrypted once and cached. The cache is keyed by the
+Each channel's credentials are read once and cached, so a claim costs no
+extra query per channel; a token written by an older version with a
+passphrase also costs a PBKDF2 derivation (~50 ms of CPU) to decrypt, a
+current (v2) token next to nothing. Decrypted tokens are keyed by the
 ciphertext itself: a rotated key or a replaced token is a new entry. Entries
 expire so that a changed base URL or status is seen within a minute.
 
@@ -101,8 +103,8 @@ class CredentialCache:
         finally:
             await db.aclose()
         found = {row["id"]: row for row in rows}
-        # All at once: PBKDF2 releases the GIL, so both cores derive keys, and
-        # the first claim doesn't wait 50 ms per new channel in turn.
+        # All at once: for passphrase tokens PBKDF2 releases the GIL, so both
+        # cores derive keys and the first claim doesn't wait for them in turn.
         entries = await asyncio.gather(*(self._entry(c, found.get(c)) for c in channel_ids))
         for channel_id, entry in zip(channel_ids, entries, strict=True):
             self._entries[channel_id] = (now + self._ttl, entry)
@@ -134,7 +136,7 @@ class CredentialCache:
         last: CryptoError | None = None
         for candidate in candidates:
             try:
-                # PBKDF2 is CPU work: keep it off the event loop.
+                # A passphrase token's PBKDF2 is CPU work: keep it off the loop.
                 token = await asyncio.to_thread(crypto.decrypt_token, blob, candidate, binding)
             except CryptoError as exc:
                 last = exc

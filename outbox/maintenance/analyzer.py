@@ -4,11 +4,8 @@ not the server's autovacuum runs.
 Under sustained load a queue table churns: every message is inserted,
 claimed, completed and later pruned, so most of its row versions are dead
 and the share of `queued` rows swings. With `autovacuum = off` (some
-servers run that way) nothing analyses or vacuums it: a soak measured the
-claim's plan, first made on empty tables, never revisited, the partial
-index read ~68k dead entries per claim, and the median enqueue-to-sent
-time rising from 0.26 s to 30 s within ten minutes. With the tables
-vacuumed and analysed every minute it stayed at 0.20 s.
+servers run that way) nothing analyses or vacuums it, and the claim slows
+down by the minute (docs/performance.md, "Sustained load and autovacuum").
 
 So every `ANALYZER_INTERVAL_SECONDS` the daemon reads the hot tables'
 change counts (pg_stat_user_tables) and, per table:
