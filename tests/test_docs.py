@@ -130,3 +130,52 @@ def test_every_operation_has_a_curl_example_in_the_docs(spec: dict[str, Any]) ->
                     m == method.upper() and pattern.match(p) for m, p in examples):
                 missing.append(f"{method.upper()} {path}")
     assert not missing, f"routes without a curl example in docs/: {missing}"
+
+
+# --- the package map names every module ---------------------------------------
+
+_ROOT = _DOCS.parent
+_LINKED = {("outbox", "db"), ("outbox", "providers"), ("outbox", "migrations")}
+
+
+def _package_map() -> dict[str, set[str]]:
+    """Folder -> the modules docs/architecture.md's package map names there:
+    a `### \\`folder/\\`` heading, then a table whose rows start with a
+    module's name in backticks."""
+    text = (_DOCS / "architecture.md").read_text()
+    section = text.split("\n## The package map\n", 1)[1].split("\n## ", 1)[0]
+    named: dict[str, set[str]] = {}
+    folder: str | None = None
+    for line in section.splitlines():
+        if line.startswith("### "):
+            heading = re.match(r"### `([\w/]+/)`", line)
+            folder = heading.group(1) if heading else None
+            if folder is not None:
+                named[folder] = set()
+        elif folder is not None and (row := re.match(r"\| `(\w+)` \|", line)):
+            named[folder].add(row.group(1))
+    return named
+
+
+def _modules_in_tree() -> dict[str, set[str]]:
+    """Folder -> its modules, for outbox/, db/ and providers/ (not the links
+    under outbox/ to the last two, nor __init__ and __main__)."""
+    found: dict[str, set[str]] = {}
+    for top in ("outbox", "db", "providers"):
+        for path in (_ROOT / top).rglob("*.py"):
+            rel = path.relative_to(_ROOT)
+            if rel.parts[:2] in _LINKED or path.name.startswith("__"):
+                continue
+            found.setdefault(rel.parent.as_posix() + "/", set()).add(path.stem)
+    return found
+
+
+def test_the_package_map_names_every_module_and_only_those() -> None:
+    named, found = _package_map(), _modules_in_tree()
+    assert "outbox/dispatch/" in found and "db/" in found  # the walk sees the tree
+    missing = sorted(f"{folder}{m}" for folder, ms in found.items()
+                     for m in ms - named.get(folder, set()))
+    stale = sorted(f"{folder}{m}" for folder, ms in named.items()
+                   for m in ms - found.get(folder, set()))
+    assert not missing, f"modules missing from docs/architecture.md's package map: {missing}"
+    assert not stale, f"the package map names modules that do not exist: {stale}"

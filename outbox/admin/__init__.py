@@ -1,3 +1,4 @@
-"""Admin services, one module per thing they manage: channels (and their
-token key rotation), chats, API keys, and the queue's status. Each works in
-the caller's SQLAlchemy session; the CLI and the HTTP API call them."""
+"""Admin services, one module per thing they manage (channels, chats,
+contacts, messages, API keys, users, ...; docs/architecture.md lists them).
+Each works in the caller's SQLAlchemy session; the CLI and the HTTP API
+call them."""
