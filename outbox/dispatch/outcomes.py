@@ -3,6 +3,13 @@
 Pure: `decide` maps one claimed row and one provider result to a
 `Decision`; the dispatcher applies decisions in batches (db/queries.py
 COMPLETE). Exhaustively tested in tests/test_outcomes.py.
+
+A 429, step by step: providers/classify.py reads it (RATE_LIMITED, with
+Retry-After); `decide` here releases the row, attempt refunded, and asks
+for a channel pause; gate.py holds back the worker's other claimed rows on
+the channel; completer.py writes one pause per channel per batch;
+db/queries.py PAUSE_RATE_LIMITED sets its length and counts the strike.
+The whole story: docs/semantics.md, "The 429 pause".
 """
 
 from __future__ import annotations
