@@ -1,9 +1,10 @@
 """The dispatcher's statements, on psycopg connections of its own.
 
 Everything the dispatcher reads and writes goes through `DispatchStore`:
-which channels have queued rows (at start-up), CLAIM, COMPLETE with the
-channel pauses a batch brings (circuit breaker, rate limit, channel
-problem) and the lease heartbeat. The SQL is db/queries.py's, converted
+which channels have queued rows (at start-up), their credentials, CLAIM,
+COMPLETE with the channel pauses a batch brings (circuit breaker, rate
+limit, channel problem), the lease heartbeat, and the count of due rows a
+progress bar starts from. The SQL is db/queries.py's, converted
 once for psycopg; the connections are db/direct.py's (it says why not
 SQLAlchemy's). A failure arrives as `DatabaseUnavailable` (wait and try
 again) or `StatementRefused` (this statement will never go through), and as
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 # The statements in psycopg's parameter style, converted once.
 _CHANNELS_WITH_QUEUED = driver_sql(queries.CHANNELS_WITH_QUEUED)
+_CHANNEL_CREDENTIALS = driver_sql(queries.CHANNEL_CREDENTIALS)
+_DUE_COUNT = driver_sql(queries.DUE_COUNT)
 _CLAIM = driver_sql(queries.CLAIM)
 _COMPLETE = driver_sql(queries.COMPLETE)
 _PAUSE_CHANNEL_FOR = driver_sql(queries.PAUSE_CHANNEL_FOR)
@@ -150,6 +153,18 @@ class DispatchStore:
     async def channels_with_queued(self, *, limit: int) -> list[uuid.UUID]:
         rows = await self._claims.fetchall(_CHANNELS_WITH_QUEUED, {"limit": limit})
         return [channel_id for (channel_id,) in rows]
+
+    async def channel_credentials(self, channel_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+        """The channels' rows a credential cache decrypts (id, workspace_id,
+        base_url, status, encrypted_token, key_id); a missing channel has none."""
+        return await self._claims.fetchdicts(_CHANNEL_CREDENTIALS,
+                                             {"channel_ids": list(channel_ids)})
+
+    async def due_count(self) -> int:
+        """Rows due now."""
+        row = await self._claims.fetchone(_DUE_COUNT, {})
+        assert row is not None, "count(*) always returns one row"
+        return int(row[0])
 
     async def claim(self, *, batch_size: int, per_channel: int,
                     lease_seconds: float) -> list[ClaimedRow]:

@@ -34,14 +34,6 @@ GROUP BY channel_id
 METRICS_STATUS_BACKLOG = "SELECT count(*) FROM outbox.webhook_status_backlog"
 
 # --------------------------------------------------------------------------
-# PROGRESS (`dispatch --once`): the rows due now, the bar's total.
-# --------------------------------------------------------------------------
-DUE_COUNT = """
-SELECT count(*) FROM outbox.outbox_messages
-WHERE status = 'queued' AND next_attempt_at <= now()
-"""
-
-# --------------------------------------------------------------------------
 # THROUGHPUT (the console's chart, GET /v1/stats/throughput): per channel
 # and minute since :since, what was sent, put back for another attempt, and
 # failed for good. Each part reads a partial index's rows only (sent_at of

@@ -545,6 +545,12 @@ WHERE (c.status = 'active' OR (c.status = 'paused' AND c.paused_until IS NOT NUL
 LIMIT :limit
 """
 
+# The rows due now: `dispatch --once`'s progress bar total.
+DUE_COUNT = """
+SELECT count(*) FROM outbox.outbox_messages
+WHERE status = 'queued' AND next_attempt_at <= now()
+"""
+
 # Channel details the dispatcher needs to send (cached per channel).
 CHANNEL_CREDENTIALS = """
 SELECT c.id, c.workspace_id, c.base_url, c.status, t.encrypted_token, t.key_id

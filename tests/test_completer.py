@@ -19,6 +19,7 @@ from outbox.dispatch.config import DispatcherConfig
 from outbox.dispatch.credentials import CredentialCache
 from outbox.dispatch.outage import DatabaseOutage
 from outbox.dispatch.outcomes import Decision, Kind
+from outbox.dispatch.progress import due_count
 from outbox.dispatch.summary import Summary
 from tests.dispatch_helpers import TEST_KEY, enqueue_spread, outbox_counts
 
@@ -141,3 +142,15 @@ async def test_the_heartbeat_extends_only_its_own_claims(
             "FROM outbox.outbox_messages GROUP BY claim_token")).all())
     assert 590 < left[mine[0].claim_token] <= 600
     assert left[theirs[0].claim_token] <= 5
+
+
+async def test_the_progress_bar_total_is_the_rows_due_now(
+        make_channel, clean_db: Engine, async_engine: AsyncEngine) -> None:
+    channel = make_channel()
+    enqueue_spread(clean_db, [channel], messages=5, chats=5)
+    with clean_db.begin() as conn:
+        conn.execute(text(
+            "UPDATE outbox.outbox_messages SET next_attempt_at = now() + interval '1 hour' "
+            "WHERE id = (SELECT min(id) FROM outbox.outbox_messages)"))
+
+    assert await due_count(async_engine) == 4

@@ -21,6 +21,8 @@ def _imported_modules(path: Path) -> set[str]:
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.add(node.module)
+            # `from outbox.db import queries` takes the module outbox.db.queries
+            out.update(f"{node.module}.{alias.name}" for alias in node.names)
     return out
 
 
@@ -30,3 +32,18 @@ def test_db_imports_nothing_from_outbox() -> None:
     upward = {f"{p.name}: {m}" for p in modules for m in _imported_modules(p)
               if (m == "outbox" or m.startswith("outbox.")) and not m.startswith("outbox.db")}
     assert upward == set()
+
+
+DISPATCH = DB.parent / "outbox" / "dispatch"
+
+
+def test_the_worker_runs_its_statements_through_the_dispatch_store() -> None:
+    """outbox/dispatch/ holds no SQL of its own: db/dispatch_store.py runs
+    every statement the dispatcher needs (one error translation, one place
+    to read them), so no worker module takes statements from db/ itself."""
+    modules = sorted(DISPATCH.glob("*.py"))
+    assert len(modules) > 5, modules
+    direct = {f"{p.name}: {m}" for p in modules for m in _imported_modules(p)
+              if m.startswith("outbox.db.") and (m.endswith("queries")
+                                                  or m == "outbox.db.driver_sql")}
+    assert direct == set()

@@ -56,7 +56,7 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
         else:
             from outbox.dispatch.progress import due_count, progress_observer
 
-            total = await due_count(runtime.engine)
+            total = await due_count(runtime.target)
             with progress_observer(total if limit is None else min(total, limit)) as observer:
                 dispatcher = runtime.dispatcher(observers=[observer])
                 summary = await dispatcher.drain(limit=limit, max_seconds=max_seconds)

@@ -7,9 +7,10 @@ current (v2) token next to nothing. Decrypted tokens are keyed by the
 ciphertext itself: a rotated key or a replaced token is a new entry. Entries
 expire so that a changed base URL or status is seen within a minute.
 
-The cache is shared by a runtime's dispatchers and reads on a connection
-of its own per load; a failed read raises what every dispatcher statement raises
-(`DatabaseUnavailable` or `StatementRefused`, db/direct.py).
+The cache is shared by a runtime's dispatchers and reads through a
+`DispatchStore` of its own per load; a failed read raises what every
+dispatcher statement raises (`DatabaseUnavailable` or `StatementRefused`,
+db/direct.py).
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from outbox import crypto
-from outbox.db import queries
 from outbox.db.conninfo import DatabaseTarget, as_target
-from outbox.db.direct import DirectConnection
-from outbox.db.driver_sql import driver_sql
+from outbox.db.dispatch_store import DispatchStore
 from outbox.errors import CryptoError
 from outbox.logging import register_secret
 
@@ -35,8 +34,6 @@ CACHE_TTL_SECONDS = 60.0
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
-
-_CHANNEL_CREDENTIALS = driver_sql(queries.CHANNEL_CREDENTIALS)
 
 log = structlog.get_logger(__name__)
 
@@ -95,13 +92,14 @@ class CredentialCache:
         self._entries.pop(channel_id, None)
 
     async def _load(self, channel_ids: list[uuid.UUID], now: float) -> None:
-        # A connection per load: loads are rare (start, then once a TTL per
-        # channel), and nothing is left open between them.
-        db = DirectConnection.to(self._database, application_name="outbox-credentials")
+        # A store per load: loads are rare (start, then once a TTL per
+        # channel), and nothing is left open between them. Its connections
+        # open on first use: this read opens one.
+        store = DispatchStore.to(self._database, application_name="outbox-credentials")
         try:
-            rows = await db.fetchdicts(_CHANNEL_CREDENTIALS, {"channel_ids": channel_ids})
+            rows = await store.channel_credentials(channel_ids)
         finally:
-            await db.aclose()
+            await store.aclose()
         found = {row["id"]: row for row in rows}
         # All at once: for passphrase tokens PBKDF2 releases the GIL, so both
         # cores derive keys and the first claim doesn't wait for them in turn.

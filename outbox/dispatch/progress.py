@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from outbox.db import metrics_queries as q
+from outbox.db.conninfo import DatabaseTarget
+from outbox.db.dispatch_store import DispatchStore
 from outbox.dispatch.outcomes import Decision, Kind
 
 if TYPE_CHECKING:
@@ -15,11 +16,14 @@ if TYPE_CHECKING:
     from outbox.dispatch.dispatcher import ClaimedRow, Observer
 
 
-async def due_count(engine: AsyncEngine) -> int:
-    from sqlalchemy import text
-
-    async with engine.connect() as conn:
-        return int((await conn.execute(text(q.DUE_COUNT))).scalar_one())
+async def due_count(database: DatabaseTarget | AsyncEngine) -> int:
+    """The rows due now, the bar's total: read once, before the dispatcher
+    starts, so on a store of its own."""
+    store = DispatchStore.to(database, application_name="outbox-progress")
+    try:
+        return await store.due_count()
+    finally:
+        await store.aclose()
 
 
 @contextmanager
