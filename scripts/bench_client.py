@@ -8,7 +8,7 @@ a dispatcher process):
 
 Sends N text messages through `providers.whapi.WhapiClient` (the client the
 dispatcher uses, built the way outbox/runtime.py builds it, on the loop a
-dispatcher process runs on: outbox/dispatch/loop.py) with C requests
+dispatcher process runs on: outbox/dispatch/eventloop.py) with C requests
 in flight, no database, and prints one JSON line: requests/s and outcomes.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from outbox.dispatch.loop import run as run_loop
+from outbox.dispatch.eventloop import run as run_loop
 from outbox.dispatch.runtime import tune_gc
 from outbox.logging import configure_logging
 from outbox.providers.base import OutgoingMessage

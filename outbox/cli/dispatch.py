@@ -17,14 +17,14 @@ if TYPE_CHECKING:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.dispatch.daemon import run_daemon
-    from outbox.dispatch.loop import run
+    from outbox.dispatch.eventloop import run
 
     run(run_daemon(settings))
     return EXIT_OK
 
 
 def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.dispatch.loop import run
+    from outbox.dispatch.eventloop import run
     from outbox.errors import InvalidInput
 
     if not args.once:
