@@ -168,9 +168,6 @@ def test_an_inbound_message_appears_without_reload(
     inbound(api_db, ch, "15550600010", "first", name="Old Customer", at=T0)
     sign_in(page, console_url, console_user())
     expect(page.locator(".chat-row")).to_have_count(1)
-    # The stream starts with what happens next: a message committed before
-    # it opens (the page's first ~100 ms) shows only with the chat's next event.
-    _wait_live(page)
 
     sim.inbound(token, text="Hello, anyone there?", phone="15550600011",
                 sender_name="New Customer", wait=True)
@@ -178,6 +175,40 @@ def test_an_inbound_message_appears_without_reload(
     expect(top).to_contain_text("New Customer", timeout=20_000)
     expect(top.locator(".badge")).to_have_text("1")
     expect(top.locator(".preview")).to_have_text("Hello, anyone there?")
+
+
+def test_a_message_during_the_first_load_is_not_lost(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl) -> None:
+    """A message committed after the server read the page's chat list but
+    before the page is ready (and its list drawn) still shows: the stream was
+    open first, and its event is replayed once the page is ready."""
+    from urllib.parse import urlsplit
+
+    ch, token = channel
+    inbound(api_db, ch, "15550600012", "first", name="Old Customer", at=T0)
+    held: list[str] = []
+
+    def hold_first_list(route: Any) -> None:
+        if held or urlsplit(route.request.url).path != "/v1/chats":
+            route.continue_()
+            return
+        held.append(route.request.url)
+        answer = route.fetch()  # read on the server: the new chat is not in it
+        sim.inbound(token, text="Are you open today?", phone="15550600013",
+                    sender_name="Early Customer", wait=True)
+        route.fulfill(response=answer)
+
+    page.route(re.compile(r"/v1/chats"), hold_first_list)
+    sign_in(page, console_url, console_user())
+    assert held  # the first list was the held one
+    top = page.locator(".chat-row").first
+    # Well under the polling fallback's 5 s: the stream's event brought it.
+    expect(top).to_contain_text("Early Customer", timeout=4_000)
+    expect(top.locator(".badge")).to_have_text("1")
+    expect(page.locator(".chat-row")).to_have_count(2)
+    assert page.evaluate("Live.polling()") is False
+    assert page.console_problems == []
 
 
 def test_a_failed_message_shows_why_and_retries(
