@@ -138,14 +138,19 @@ def test_an_agent_reads_and_answers_a_chat(
     expect(mine.locator(".tick")).to_have_attribute("data-status", "pending")
     expect(box).to_have_value("")
 
-    # The dispatcher sends it; the simulator reports sent, delivered, read,
-    # and the bubble's tick follows without a reload.
+    # The dispatcher sends it (sent when WhatsApp accepts it); the simulator
+    # reports delivered 3 s later and read 3 s after that, and the bubble's
+    # tick takes each state in turn without a reload.
+    wire_webhooks(sim, console_url, api_db, ch, token,
+                  delays_ms={"sent": 0, "delivered": 3000, "read": 6000})
     dispatch(database_url)
     sent = [r for r in sim.sent(token) if r.type == "text"]
     assert [r.body for r in sent] == ["Yes: it ships today.\nTracking: 1Z999"]
-    wait_for(lambda: query(api_db, "SELECT status FROM outbox.messages WHERE direction = "
-                                   "'outbound' AND type = 'text'") == [("read",)], timeout=20)
-    expect(mine.locator(".tick")).to_have_attribute("data-status", "read", timeout=20_000)
+    tick = mine.locator(".tick")
+    for status in ("sent", "delivered", "read"):
+        expect(tick).to_have_attribute("data-status", status, timeout=10_000)
+    assert query(api_db, "SELECT status FROM outbox.messages WHERE direction = 'outbound' "
+                         "AND type = 'text'") == [("read",)]
     shot(page, "thread")
 
     # Archive, then find it under Archived; assign to me.
