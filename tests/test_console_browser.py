@@ -293,6 +293,59 @@ def test_the_operator_retries_dead_letters_and_pauses_a_channel(
     assert len([r for r in sim.sent(token) if r.type == "text"]) == 3
 
 
+def test_the_operator_cancels_dead_letters(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str) -> None:
+    ch, token = channel
+    with Session(api_db) as s, s.begin():
+        ids = [enqueue_text(s, channel_id=ch, to=f"+1555060035{i}", body=f"promo {i}").message_id
+               for i in range(5)]
+    sim.set_faults(token=token, error_status=400)
+    dispatch(database_url)
+    sim.clear_faults(token=token)
+    with api_db.begin() as conn:  # one failed long ago: the "since" filter leaves it out
+        conn.execute(text("UPDATE outbox.messages SET created_at = now() - interval '3 days' "
+                          "WHERE id = :m"), {"m": ids[4]})
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
+    dead = page.locator("#dead tbody tr")
+    expect(dead).to_have_count(5)
+    page.select_option("#dead-since", label="Last 24 hours")
+    expect(dead).to_have_count(4)
+    expect(page.locator("#dead", has_text="promo 4")).to_have_count(0)
+
+    # One: asked first; dismissed, nothing changes; accepted, it is gone.
+    row = page.locator("#dead tbody tr", has_text="promo 0")
+    page.once("dialog", lambda d: d.dismiss())
+    row.locator("button.cancel").click()
+    expect(dead).to_have_count(4)
+    page.once("dialog", lambda d: d.accept())
+    row.locator("button.cancel").click()
+    expect(dead).to_have_count(3)
+    assert query(api_db, "SELECT status FROM outbox.messages WHERE id = :m", m=ids[0]) == [
+        ("cancelled",)]
+
+    # All selected, cancelled at once; the selection is cleared after.
+    page.check("#dead-all")
+    expect(page.locator("#cancel-selected")).to_have_text("Cancel 3 selected")
+    page.once("dialog", lambda d: d.accept())
+    page.click("#cancel-selected")
+    expect(dead).to_have_count(0)
+    expect(page.locator("#dead-empty")).to_be_visible()
+    expect(page.locator("#dead-all")).not_to_be_checked()
+    expect(page.locator("#cancel-selected")).to_be_disabled()
+    expect(page.locator("#retry-selected")).to_have_text("Retry selected")
+    assert query(api_db, "SELECT m.status, o.status, count(*) FROM outbox.messages m "
+                         "JOIN outbox.outbox_messages o ON o.message_id = m.id "
+                         "GROUP BY 1, 2 ORDER BY 1") == [("cancelled", "cancelled", 4),
+                                                         ("failed", "failed", 1)]
+    page.select_option("#dead-since", label="Any time")
+    expect(dead).to_have_count(1)
+    expect(dead.first).to_contain_text("promo 4")
+    dispatch(database_url)
+    assert [r for r in sim.sent(token) if r.type == "text"] == []
+    assert page.console_problems == []
+
+
 def test_api_keys_and_users_from_the_console(
         page: Any, console_url: str, console_user: Callable[..., str], api_db: Engine) -> None:
     import httpx
