@@ -814,6 +814,12 @@ def test_the_pages_stay_live_from_the_event_stream(
         pause_channel(s, ch, reason="paused from elsewhere")
     expect(row).to_have_attribute("data-status", "paused", timeout=4_000)
     expect(row).to_contain_text("paused from elsewhere")
+    # A message queued elsewhere: the queue's depth moves, in the table and the chart.
+    expect(row.locator("td.queued")).to_have_text("0")
+    with Session(api_db) as s, s.begin():
+        enqueue_text(s, channel_id=ch, to="+15550600092", body="queued elsewhere")
+    expect(row.locator("td.queued")).to_have_text("1", timeout=4_000)
+    expect(page.locator("#chart")).to_have_attribute("data-queued", "1")
     assert page.console_problems == []
 
 

@@ -65,10 +65,12 @@ const Live = (() => {
 
   function onOps(evt) {
     if (typeof Ops === "undefined") return;
-    if (evt.type.startsWith("channel.") || evt.type === "message.sent" || evt.type === "message.failed") {
+    // Queue depth moves on each of these (the table's Queued and the chart).
+    if (evt.type.startsWith("channel.") || ["message.queued", "message.sent", "message.failed",
+                                            "message.cancelled"].includes(evt.type)) {
       soon("channels", () => Ops.refreshChannels());
     }
-    if (evt.type === "message.failed" || evt.type === "message.queued") {
+    if (["message.failed", "message.queued", "message.cancelled"].includes(evt.type)) {
       soon("dead", () => Ops.refreshDeadLetters());
     }
   }

@@ -96,6 +96,16 @@ const Ops = (() => {
     const max = Math.max(1, ...series.map((p) => Math.max(p.sent, p.retried, p.failed)));
     const x = (i) => P + (i * (W - 2 * P)) / Math.max(1, series.length - 1);
     const y = (v) => H - P - (v * (H - 2 * P)) / max;
+    // The queue's depth, on a scale of its own (it can be thousands while a
+    // minute sends tens), drawn first as an area behind the lines.
+    const deepest = Math.max(1, ...series.map((p) => p.queued));
+    const yq = (v) => H - P - (v * (H - 2 * P)) / deepest;
+    const area = document.createElementNS(ns, "polygon");
+    area.setAttribute("class", "queued");
+    area.setAttribute("points", [`${x(0).toFixed(1)},${H - P}`,
+      ...series.map((p, i) => `${x(i).toFixed(1)},${yq(p.queued).toFixed(1)}`),
+      `${x(series.length - 1).toFixed(1)},${H - P}`].join(" "));
+    svg.append(area);
     for (const key of ["sent", "retried", "failed"]) {
       const line = document.createElementNS(ns, "polyline");
       line.setAttribute("class", key);
@@ -103,8 +113,10 @@ const Ops = (() => {
       svg.append(line);
     }
     const total = (k) => series.reduce((n, p) => n + p[k], 0);
-    box.setAttribute("aria-label", `Last hour: ${total("sent")} sent, ${total("retried")} retried, ${total("failed")} failed; peak ${max} a minute`);
-    box.replaceChildren(svg, el("span", { class: "muted peak" }, `peak ${max}/min`));
+    const now = series.length ? series[series.length - 1].queued : 0;
+    box.setAttribute("aria-label", `Last hour: ${total("sent")} sent, ${total("retried")} retried, ${total("failed")} failed; peak ${max} a minute; queue depth ${now} now, at most ${deepest}`);
+    box.dataset.queued = String(now);
+    box.replaceChildren(svg, el("span", { class: "muted peak" }, `peak ${max}/min · queue ${now} now, max ${deepest}`));
   }
 
   // --- dead letters --------------------------------------------------------------
