@@ -62,10 +62,10 @@ def tab_to(page: Any, selector: str, *, presses: int = 20) -> None:
     raise AssertionError(f"{selector} is not reachable with Tab")
 
 
-def shot(page: Any, name: str) -> None:
+def shot(page: Any, name: str, *, full_page: bool = False) -> None:
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=full_page)
 
 
 @pytest.fixture
@@ -772,6 +772,70 @@ def test_times_in_the_browsers_zone_readable_text_and_keyboard(
     assert page.evaluate(_CONTRAST) == []
     page.goto(f"{console_url}/login")
     assert page.evaluate(_CONTRAST) == []
+
+
+# The page scrolls sideways when something is wider than the window (a
+# wide table must scroll inside its own box instead).
+_OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll("body *")].filter((el) => {
+    if (!el.getClientRects().length) return false;
+    const r = el.getBoundingClientRect();
+    return r.right > width + 1 && !el.closest(".table-wrap, .webhook-info, .visually-hidden");
+  }).map((el) => `${el.tagName}#${el.id}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`);
+  return {scroll: document.documentElement.scrollWidth, width, wide: wide.slice(0, 5)};
+}"""
+
+
+def test_states_that_need_reading_on_a_small_screen(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str) -> None:
+    """The operations view at 375 px scrolls only down; text stays readable
+    (WCAG AA) with a paused channel, dead letters, the error banner, a failed
+    bubble: the states the plain pages don't show."""
+    from outbox.admin.channels import pause_channel
+
+    ch, token = channel
+    inbound(api_db, ch, "15550600110", "hi", name="Ines", at=T0)
+    ines = chat_of(api_db, "15550600110@s.whatsapp.net")
+    with Session(api_db) as s, s.begin():
+        enqueue_text(s, channel_id=ch, to="+15550600110", body="Your order shipped")
+    sim.set_faults(token=token, error_status=400)
+    dispatch(database_url)
+    sim.clear_faults(token=token)
+    with Session(api_db) as s, s.begin():
+        pause_channel(s, ch, reason="carrier maintenance window")
+
+    page.set_viewport_size({"width": 375, "height": 740})
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
+    expect(page.locator(f"#channels tr[data-channel-id='{ch}']")).to_have_attribute(
+        "data-status", "paused")
+    expect(page.locator("#dead tbody tr")).to_have_count(1)
+    layout = page.evaluate(_OVERFLOW)
+    assert layout["scroll"] <= layout["width"] and layout["wide"] == [], layout
+    assert page.evaluate(_CONTRAST) == []
+    shot(page, "operations-375px", full_page=True)
+
+    # An error in words, in the banner.
+    page.fill("#endpoint-url", "https://example.com/hooks")
+    page.fill("#endpoint-types", "message.nonsense")
+    page.click("#endpoint-form button[type=submit]")
+    expect(page.locator("#banner")).to_be_visible()
+    page.console_problems.clear()  # that 422 was the point
+    layout = page.evaluate(_OVERFLOW)
+    assert layout["scroll"] <= layout["width"] and layout["wide"] == [], layout
+    assert page.evaluate(_CONTRAST) == []
+
+    # The failed bubble, with its reason and Retry, on the phone and on a desktop.
+    page.goto(f"{console_url}/chats/{ines}")
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator(".bubble.failed")).to_contain_text("Not sent:")
+    layout = page.evaluate(_OVERFLOW)
+    assert layout["scroll"] <= layout["width"] and layout["wide"] == [], layout
+    assert page.evaluate(_CONTRAST) == []
+    page.set_viewport_size({"width": 1280, "height": 800})
+    assert page.evaluate(_CONTRAST) == []
+    assert page.console_problems == []
 
 
 def test_the_pages_stay_live_from_the_event_stream(
