@@ -782,7 +782,8 @@ _OVERFLOW = """() => {
     if (!el.getClientRects().length) return false;
     const r = el.getBoundingClientRect();
     return r.right > width + 1 && !el.closest(".table-wrap, .webhook-info, .visually-hidden");
-  }).map((el) => `${el.tagName}#${el.id}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`);
+  }).map((el) => `${el.tagName}#${el.id}.${el.className} `
+                 + Math.round(el.getBoundingClientRect().right));
   return {scroll: document.documentElement.scrollWidth, width, wide: wide.slice(0, 5)};
 }"""
 
