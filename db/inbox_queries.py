@@ -344,7 +344,9 @@ LIMIT :limit
 # Cancel: one UPDATE decides against the dispatcher's claim. The claim
 # locks its candidates FOR NO KEY UPDATE SKIP LOCKED and flips them to
 # 'sending': whichever statement locks the row first wins, and the other
-# (re-checking the row's status after the lock) leaves it alone.
+# (re-checking the row's status after the lock) leaves it alone. A dead
+# letter ('failed') is cancelled the same way: against a retry, whichever
+# locks first wins (a retried one is queued, so cancelled all the same).
 CANCEL_MESSAGE = """
 WITH cancelled AS (
     UPDATE outbox.outbox_messages o
@@ -352,7 +354,7 @@ WITH cancelled AS (
     WHERE o.message_id = CAST(:message_id AS uuid)
       AND (CAST(:workspace_id AS text) IS NULL OR o.workspace_id = CAST(:workspace_id AS text))
       AND o.message_type <> 'read'
-      AND o.status IN ('queued', 'paused')
+      AND o.status IN ('queued', 'paused', 'failed')
     RETURNING o.message_id
 ),
 message AS (

@@ -56,3 +56,40 @@ WHERE workspace_id = :workspace_id AND status = 'queued' AND attempts > 0
   AND updated_at >= :since
 GROUP BY 1, 2
 """
+
+# QUEUE DEPTH over the same window, rebuilt from the rows' own times (no
+# history table): a row is in the queue from its created_at until it
+# leaves, at sent_at when sent, at updated_at when it failed for good or
+# was cancelled; queued and sending rows are still in it. Each row's
+# arrival (+1) and departure (-1), summed per minute from :since (moves
+# before it count in the first minute): the running sum is the depth at each
+# minute's end. Reads the open rows and those that left since :since, each
+# part through a partial index like THROUGHPUT. A retried dead letter counts
+# as queued since it was first queued (its time as a dead letter is not kept).
+QUEUE_DEPTH_MOVES = """
+WITH spans AS (
+    SELECT created_at AS came, CAST(NULL AS timestamptz) AS went
+    FROM outbox.outbox_messages
+    WHERE workspace_id = :workspace_id AND status IN ('queued', 'sending')
+    UNION ALL
+    SELECT created_at, sent_at
+    FROM outbox.outbox_messages
+    WHERE workspace_id = :workspace_id AND status = 'sent' AND sent_at >= :since
+    UNION ALL
+    SELECT created_at, updated_at
+    FROM outbox.outbox_messages
+    WHERE workspace_id = :workspace_id AND status = 'failed' AND updated_at >= :since
+    UNION ALL
+    SELECT created_at, updated_at
+    FROM outbox.outbox_messages
+    WHERE workspace_id = :workspace_id AND status = 'cancelled' AND updated_at >= :since
+),
+moves AS (
+    SELECT came AS at, 1 AS n FROM spans
+    UNION ALL
+    SELECT went, -1 FROM spans WHERE went IS NOT NULL
+)
+SELECT date_trunc('minute', GREATEST(at, CAST(:since AS timestamptz))) AS minute, sum(n) AS n
+FROM moves
+GROUP BY 1
+"""

@@ -36,7 +36,7 @@ class MessageStatus(enum.StrEnum):
     PLAYED = "played"  # a voice message listened to
     FAILED = "failed"
     DELETED = "deleted"
-    CANCELLED = "cancelled"  # taken back before a dispatcher claimed it
+    CANCELLED = "cancelled"  # taken back before a dispatcher claimed it, or a dead letter
 
 
 class OutboxStatus(enum.StrEnum):
@@ -47,7 +47,7 @@ class OutboxStatus(enum.StrEnum):
     SENDING = "sending"  # claimed: a dispatcher holds its lease
     SENT = "sent"
     FAILED = "failed"  # a dead letter: `outbox retry` queues it again
-    CANCELLED = "cancelled"  # taken back before a dispatcher claimed it
+    CANCELLED = "cancelled"  # taken back before a dispatcher claimed it, or a dead letter
 
 
 class Direction(enum.StrEnum):

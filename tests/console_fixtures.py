@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from sqlalchemy import Engine
@@ -28,6 +28,7 @@ PASSWORD = "correct horse battery staple"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
+SKIPPED = "BROWSER TESTS SKIPPED"
 ARTIFACTS = Path(os.environ.get("OUTBOX_TEST_ARTIFACTS", REPO / ".outbox" / "test-artifacts"))
 
 
@@ -67,6 +68,14 @@ def console_user(api_db: Engine) -> Callable[..., str]:
     return _make
 
 
+def no_browser(why: str) -> NoReturn:
+    """Skip the browser test, loudly; or fail it where the browser is required
+    (OUTBOX_REQUIRE_BROWSER=1: CI, whose run must not pass without them)."""
+    if os.environ.get("OUTBOX_REQUIRE_BROWSER", "0") == "1":
+        pytest.fail(f"OUTBOX_REQUIRE_BROWSER=1 but {why}", pytrace=False)
+    pytest.skip(f"{SKIPPED}: {why}")
+
+
 def chromium_path() -> str | None:
     return shutil.which("chromium") or (
         "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
@@ -78,9 +87,12 @@ def page(request: pytest.FixtureRequest) -> Iterator[Any]:
     Indirect parameters (a dict) go to the browser context: `timezone_id`..."""
     executable = chromium_path()
     if executable is None:
-        pytest.skip("BROWSER TESTS SKIPPED: no chromium on this machine (scripts/test installs "
-                    "Debian's chromium when run as root; or: apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+        no_browser("no chromium on this machine (scripts/test installs Debian's chromium "
+                   "when run as root; or: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        no_browser(f"playwright can't be imported ({exc}); scripts/test installs it")
 
     with tempfile.TemporaryDirectory(prefix="outbox-chromium-") as profile, \
             sync_playwright() as pw:
@@ -122,3 +134,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     report = outcome.get_result()
     if report.when == "call":
         item.rep_call = report  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """A skipped browser test is easy to miss among the dots: say it last, in red."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if SKIPPED in str(getattr(r, "longrepr", ""))]
+    if skipped:
+        reason = str(skipped[0].longrepr[2]) if isinstance(skipped[0].longrepr, tuple) else ""
+        terminalreporter.write_sep("!", f"{len(skipped)} browser test(s) SKIPPED", red=True)
+        terminalreporter.write_line(reason, red=True)

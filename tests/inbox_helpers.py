@@ -50,8 +50,10 @@ def query(engine: Engine, sql: str, **params: Any) -> list[Any]:
 
 
 def wire_webhooks(ctl: Any, live_url: str, engine: Engine, channel_id: uuid.UUID,
-                  token: str) -> None:
-    """Configure the simulator's channel as `outbox channel webhook-info` says."""
+                  token: str, *, delays_ms: dict[str, float] | None = None) -> None:
+    """Configure the simulator's channel as `outbox channel webhook-info` says;
+    `delays_ms`: when each send's statuses are posted (the simulator's default
+    otherwise)."""
     from tests.api_fixtures import webhook_secret
 
     ctl.register_channel(token, phone="+14155550123")
@@ -60,4 +62,4 @@ def wire_webhooks(ctl: Any, live_url: str, engine: Engine, channel_id: uuid.UUID
     (hook,) = settings["webhooks"]
     ctl.set_webhooks(hook["url"], token=token, headers=hook["headers"],
                      events=[(e["type"], e["method"]) for e in hook["events"]],
-                     callback_backoff_delay_ms=50)
+                     callback_backoff_delay_ms=50, delays_ms=delays_ms)

@@ -62,10 +62,10 @@ def tab_to(page: Any, selector: str, *, presses: int = 20) -> None:
     raise AssertionError(f"{selector} is not reachable with Tab")
 
 
-def shot(page: Any, name: str) -> None:
+def shot(page: Any, name: str, *, full_page: bool = False) -> None:
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=full_page)
 
 
 @pytest.fixture
@@ -138,14 +138,19 @@ def test_an_agent_reads_and_answers_a_chat(
     expect(mine.locator(".tick")).to_have_attribute("data-status", "pending")
     expect(box).to_have_value("")
 
-    # The dispatcher sends it; the simulator reports sent, delivered, read,
-    # and the bubble's tick follows without a reload.
+    # The dispatcher sends it (sent when WhatsApp accepts it); the simulator
+    # reports delivered 3 s later and read 3 s after that, and the bubble's
+    # tick takes each state in turn without a reload.
+    wire_webhooks(sim, console_url, api_db, ch, token,
+                  delays_ms={"sent": 0, "delivered": 3000, "read": 6000})
     dispatch(database_url)
     sent = [r for r in sim.sent(token) if r.type == "text"]
     assert [r.body for r in sent] == ["Yes: it ships today.\nTracking: 1Z999"]
-    wait_for(lambda: query(api_db, "SELECT status FROM outbox.messages WHERE direction = "
-                                   "'outbound' AND type = 'text'") == [("read",)], timeout=20)
-    expect(mine.locator(".tick")).to_have_attribute("data-status", "read", timeout=20_000)
+    tick = mine.locator(".tick")
+    for status in ("sent", "delivered", "read"):
+        expect(tick).to_have_attribute("data-status", status, timeout=10_000)
+    assert query(api_db, "SELECT status FROM outbox.messages WHERE direction = 'outbound' "
+                         "AND type = 'text'") == [("read",)]
     shot(page, "thread")
 
     # Archive, then find it under Archived; assign to me.
@@ -168,9 +173,6 @@ def test_an_inbound_message_appears_without_reload(
     inbound(api_db, ch, "15550600010", "first", name="Old Customer", at=T0)
     sign_in(page, console_url, console_user())
     expect(page.locator(".chat-row")).to_have_count(1)
-    # The stream starts with what happens next: a message committed before
-    # it opens (the page's first ~100 ms) shows only with the chat's next event.
-    _wait_live(page)
 
     sim.inbound(token, text="Hello, anyone there?", phone="15550600011",
                 sender_name="New Customer", wait=True)
@@ -178,6 +180,40 @@ def test_an_inbound_message_appears_without_reload(
     expect(top).to_contain_text("New Customer", timeout=20_000)
     expect(top.locator(".badge")).to_have_text("1")
     expect(top.locator(".preview")).to_have_text("Hello, anyone there?")
+
+
+def test_a_message_during_the_first_load_is_not_lost(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl) -> None:
+    """A message committed after the server read the page's chat list but
+    before the page is ready (and its list drawn) still shows: the stream was
+    open first, and its event is replayed once the page is ready."""
+    from urllib.parse import urlsplit
+
+    ch, token = channel
+    inbound(api_db, ch, "15550600012", "first", name="Old Customer", at=T0)
+    held: list[str] = []
+
+    def hold_first_list(route: Any) -> None:
+        if held or urlsplit(route.request.url).path != "/v1/chats":
+            route.continue_()
+            return
+        held.append(route.request.url)
+        answer = route.fetch()  # read on the server: the new chat is not in it
+        sim.inbound(token, text="Are you open today?", phone="15550600013",
+                    sender_name="Early Customer", wait=True)
+        route.fulfill(response=answer)
+
+    page.route(re.compile(r"/v1/chats"), hold_first_list)
+    sign_in(page, console_url, console_user())
+    assert held  # the first list was the held one
+    top = page.locator(".chat-row").first
+    # Well under the polling fallback's 5 s: the stream's event brought it.
+    expect(top).to_contain_text("Early Customer", timeout=4_000)
+    expect(top.locator(".badge")).to_have_text("1")
+    expect(page.locator(".chat-row")).to_have_count(2)
+    assert page.evaluate("Live.polling()") is False
+    assert page.console_problems == []
 
 
 def test_a_failed_message_shows_why_and_retries(
@@ -255,6 +291,59 @@ def test_the_operator_retries_dead_letters_and_pauses_a_channel(
     expect(row).to_have_attribute("data-status", "active")
     dispatch(database_url)
     assert len([r for r in sim.sent(token) if r.type == "text"]) == 3
+
+
+def test_the_operator_cancels_dead_letters(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str) -> None:
+    ch, token = channel
+    with Session(api_db) as s, s.begin():
+        ids = [enqueue_text(s, channel_id=ch, to=f"+1555060035{i}", body=f"promo {i}").message_id
+               for i in range(5)]
+    sim.set_faults(token=token, error_status=400)
+    dispatch(database_url)
+    sim.clear_faults(token=token)
+    with api_db.begin() as conn:  # one failed long ago: the "since" filter leaves it out
+        conn.execute(text("UPDATE outbox.messages SET created_at = now() - interval '3 days' "
+                          "WHERE id = :m"), {"m": ids[4]})
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
+    dead = page.locator("#dead tbody tr")
+    expect(dead).to_have_count(5)
+    page.select_option("#dead-since", label="Last 24 hours")
+    expect(dead).to_have_count(4)
+    expect(page.locator("#dead", has_text="promo 4")).to_have_count(0)
+
+    # One: asked first; dismissed, nothing changes; accepted, it is gone.
+    row = page.locator("#dead tbody tr", has_text="promo 0")
+    page.once("dialog", lambda d: d.dismiss())
+    row.locator("button.cancel").click()
+    expect(dead).to_have_count(4)
+    page.once("dialog", lambda d: d.accept())
+    row.locator("button.cancel").click()
+    expect(dead).to_have_count(3)
+    assert query(api_db, "SELECT status FROM outbox.messages WHERE id = :m", m=ids[0]) == [
+        ("cancelled",)]
+
+    # All selected, cancelled at once; the selection is cleared after.
+    page.check("#dead-all")
+    expect(page.locator("#cancel-selected")).to_have_text("Cancel 3 selected")
+    page.once("dialog", lambda d: d.accept())
+    page.click("#cancel-selected")
+    expect(dead).to_have_count(0)
+    expect(page.locator("#dead-empty")).to_be_visible()
+    expect(page.locator("#dead-all")).not_to_be_checked()
+    expect(page.locator("#cancel-selected")).to_be_disabled()
+    expect(page.locator("#retry-selected")).to_have_text("Retry selected")
+    assert query(api_db, "SELECT m.status, o.status, count(*) FROM outbox.messages m "
+                         "JOIN outbox.outbox_messages o ON o.message_id = m.id "
+                         "GROUP BY 1, 2 ORDER BY 1") == [("cancelled", "cancelled", 4),
+                                                         ("failed", "failed", 1)]
+    page.select_option("#dead-since", label="Any time")
+    expect(dead).to_have_count(1)
+    expect(dead.first).to_contain_text("promo 4")
+    dispatch(database_url)
+    assert [r for r in sim.sent(token) if r.type == "text"] == []
+    assert page.console_problems == []
 
 
 def test_api_keys_and_users_from_the_console(
@@ -685,6 +774,71 @@ def test_times_in_the_browsers_zone_readable_text_and_keyboard(
     assert page.evaluate(_CONTRAST) == []
 
 
+# The page scrolls sideways when something is wider than the window (a
+# wide table must scroll inside its own box instead).
+_OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll("body *")].filter((el) => {
+    if (!el.getClientRects().length) return false;
+    const r = el.getBoundingClientRect();
+    return r.right > width + 1 && !el.closest(".table-wrap, .webhook-info, .visually-hidden");
+  }).map((el) => `${el.tagName}#${el.id}.${el.className} `
+                 + Math.round(el.getBoundingClientRect().right));
+  return {scroll: document.documentElement.scrollWidth, width, wide: wide.slice(0, 5)};
+}"""
+
+
+def test_states_that_need_reading_on_a_small_screen(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str) -> None:
+    """The operations view at 375 px scrolls only down; text stays readable
+    (WCAG AA) with a paused channel, dead letters, the error banner, a failed
+    bubble: the states the plain pages don't show."""
+    from outbox.admin.channels import pause_channel
+
+    ch, token = channel
+    inbound(api_db, ch, "15550600110", "hi", name="Ines", at=T0)
+    ines = chat_of(api_db, "15550600110@s.whatsapp.net")
+    with Session(api_db) as s, s.begin():
+        enqueue_text(s, channel_id=ch, to="+15550600110", body="Your order shipped")
+    sim.set_faults(token=token, error_status=400)
+    dispatch(database_url)
+    sim.clear_faults(token=token)
+    with Session(api_db) as s, s.begin():
+        pause_channel(s, ch, reason="carrier maintenance window")
+
+    page.set_viewport_size({"width": 375, "height": 740})
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
+    expect(page.locator(f"#channels tr[data-channel-id='{ch}']")).to_have_attribute(
+        "data-status", "paused")
+    expect(page.locator("#dead tbody tr")).to_have_count(1)
+    layout = page.evaluate(_OVERFLOW)
+    assert layout["scroll"] <= layout["width"] and layout["wide"] == [], layout
+    assert page.evaluate(_CONTRAST) == []
+    shot(page, "operations-375px", full_page=True)
+
+    # An error in words, in the banner.
+    page.fill("#endpoint-url", "https://example.com/hooks")
+    page.fill("#endpoint-types", "message.nonsense")
+    page.click("#endpoint-form button[type=submit]")
+    expect(page.locator("#banner")).to_be_visible()
+    page.console_problems.clear()  # that 422 was the point
+    layout = page.evaluate(_OVERFLOW)
+    assert layout["scroll"] <= layout["width"] and layout["wide"] == [], layout
+    assert page.evaluate(_CONTRAST) == []
+
+    # The failed bubble, with its reason and Retry, on the phone and on a desktop.
+    page.goto(f"{console_url}/chats/{ines}")
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator(".bubble.failed")).to_contain_text("Not sent:")
+    layout = page.evaluate(_OVERFLOW)
+    assert layout["scroll"] <= layout["width"] and layout["wide"] == [], layout
+    assert page.evaluate(_CONTRAST) == []
+    page.set_viewport_size({"width": 1280, "height": 800})
+    assert page.evaluate(_CONTRAST) == []
+    assert page.console_problems == []
+
+
 def test_the_pages_stay_live_from_the_event_stream(
         page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
         sim: SimulatorControl, database_url: str) -> None:
@@ -725,6 +879,12 @@ def test_the_pages_stay_live_from_the_event_stream(
         pause_channel(s, ch, reason="paused from elsewhere")
     expect(row).to_have_attribute("data-status", "paused", timeout=4_000)
     expect(row).to_contain_text("paused from elsewhere")
+    # A message queued elsewhere: the queue's depth moves, in the table and the chart.
+    expect(row.locator("td.queued")).to_have_text("0")
+    with Session(api_db) as s, s.begin():
+        enqueue_text(s, channel_id=ch, to="+15550600092", body="queued elsewhere")
+    expect(row.locator("td.queued")).to_have_text("1", timeout=4_000)
+    expect(page.locator("#chart")).to_have_attribute("data-queued", "1")
     assert page.console_problems == []
 
 

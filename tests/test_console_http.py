@@ -249,10 +249,55 @@ def test_throughput_per_minute(api: httpx.Client, api_key, make_channel,
     assert sum(p["failed"] for p in body["series"]) == 1
     assert sum(p["retried"] for p in body["series"]) == 1
     assert body["channels"] == {str(ch): {"sent": 3, "failed": 1, "retried": 1}}
+    assert body["series"][-1]["queued"] == 1  # the retried one waits
     other = auth(api_key("team-b", scopes="admin"))
     assert api.get("/v1/stats/throughput", headers=other).json()["channels"] == {}
     assert api.get("/v1/stats/throughput", params={"minutes": 0},
                    headers=admin).status_code == 422
+
+
+def test_queue_depth_per_minute(make_channel, api_db: Engine) -> None:
+    """The queue's depth at each minute's end, from the rows' own times: in
+    from created_at, out when sent, failed for good or cancelled."""
+    from datetime import UTC, datetime
+
+    from outbox.admin.throughput import throughput
+
+    ch = make_channel(workspace_id="team-a")
+    theirs = make_channel(workspace_id="team-b", name="b", phone="+15550000002")
+    # (created, status, left) at 11:mm:ss on a day; the window is 11:51 to 12:00.
+    rows = {
+        "a": ("11:40:00", "sent", "11:53:30"),       # in from before, out in 11:53
+        "b": ("11:52:10", "sent", "11:52:40"),       # in and out within 11:52
+        "c": ("11:54:05", "failed", "11:57:00"),
+        "d": ("11:55:00", "cancelled", "11:56:30"),
+        "e": ("11:30:00", "sending", None),          # in all along
+        "f": ("11:58:59", "queued", None),
+        "g": ("11:00:00", "sent", "11:20:00"),       # gone before the window
+        "h": ("11:00:00", "failed", "11:45:00"),
+    }
+    ids = {}
+    with Session(api_db) as s, s.begin():
+        for body in rows:
+            ids[body] = enqueue_text(s, channel_id=ch, to="+15550500001", body=body).message_id
+        enqueue_text(s, channel_id=theirs, to="+15550500001", body="another workspace's")
+    day = "2030-01-01 "
+    with api_db.begin() as conn:
+        for body, (came, status, left) in rows.items():
+            conn.execute(text(
+                "UPDATE outbox.outbox_messages SET status = :status, "
+                "created_at = CAST(:came AS timestamptz), "
+                "sent_at = CASE WHEN :status = 'sent' THEN CAST(:left AS timestamptz) END, "
+                "updated_at = COALESCE(CAST(:left AS timestamptz), CAST(:came AS timestamptz)) "
+                "WHERE message_id = :m"),
+                {"status": status, "came": f"{day}{came}+00", "m": ids[body],
+                 "left": f"{day}{left}+00" if left else None})
+    with Session(api_db) as s:
+        got = throughput(s, workspace_id="team-a", minutes=10,
+                         now=datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC))
+    assert [p["minute"][11:16] for p in got.series] == [
+        "11:51", "11:52", "11:53", "11:54", "11:55", "11:56", "11:57", "11:58", "11:59", "12:00"]
+    assert [p["queued"] for p in got.series] == [2, 2, 1, 2, 3, 2, 1, 2, 2, 2]
 
 
 def test_messages_by_idempotency_key(api: httpx.Client, api_key, make_channel,

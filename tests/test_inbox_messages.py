@@ -149,8 +149,6 @@ def test_cancel_and_retry(api: httpx.Client, ws, api_db: Engine, sim, sim_url) -
         conn.execute(text("UPDATE outbox.messages SET status = 'failed' WHERE id = :m"),
                      {"m": ids[3]})
     assert api.post(f"/v1/messages/{ids[3]}/retry", headers=auth(other)).status_code == 404
-    failed = api.delete(f"/v1/messages/{ids[3]}", headers=h)
-    assert failed.status_code == 409 and failed.json()["error"]["code"] == "already_failed"
     retried = api.post(f"/v1/messages/{ids[3]}/retry", headers=h)
     assert retried.status_code == 200 and retried.json()["status"] == "pending"
     assert query(api_db, "SELECT o.status, o.attempts, m.status FROM outbox.outbox_messages o "
@@ -166,6 +164,57 @@ def test_cancel_and_retry(api: httpx.Client, ws, api_db: Engine, sim, sim_url) -
     assert cli("cancel", ids[2]).returncode == 2
     with Session(api_db) as s, s.begin(), pytest.raises(AlreadySent):
         cancel(s, ids[2])
+
+
+def test_cancel_a_dead_letter(api: httpx.Client, ws, api_db: Engine,
+                              sim: SimulatorControl) -> None:
+    """A dead letter (failed before WhatsApp took it) is cancelled like a
+    queued message: it reads cancelled, leaves the dead letters, can't be
+    retried, and says so with message.cancelled. One WhatsApp reported failed
+    after taking it has nothing to cancel."""
+    key, ch, other, _ = ws
+    h = auth(key)
+    ids = _queue(api_db, ch, 3, prefix="dead")
+    sim.set_faults(error_status=400)
+    assert asyncio.run(run_dispatcher(str(api_db.url.render_as_string(hide_password=False)))
+                       ).failed == 3
+    sim.clear_faults()
+    dead = api.get("/v1/messages", params={"status": "failed"}, headers=h).json()["messages"]
+    assert {m["message_id"] for m in dead} == set(ids)
+
+    before = row_counts(api_db)
+    theirs = api.delete(f"/v1/messages/{ids[0]}", headers=auth(other))
+    assert theirs.status_code == 404
+    assert row_counts(api_db) == before
+    done = api.delete(f"/v1/messages/{ids[0]}", headers=h)
+    assert done.status_code == 200 and done.json() == {"message_id": ids[0],
+                                                        "status": "cancelled"}
+    assert api.delete(f"/v1/messages/{ids[0]}", headers=h).status_code == 200  # again: same
+    assert query(api_db, "SELECT o.status, m.status FROM outbox.outbox_messages o "
+                         "JOIN outbox.messages m ON m.id = o.message_id WHERE m.id = :m",
+                 m=ids[0]) == [("cancelled", "cancelled")]
+    assert query(api_db, "SELECT type FROM outbox.events WHERE message_id = :m "
+                         "AND type = 'message.cancelled'", m=ids[0]) == [("message.cancelled",)]
+    dead = api.get("/v1/messages", params={"status": "failed"}, headers=h).json()["messages"]
+    assert {m["message_id"] for m in dead} == set(ids[1:])
+    again = api.post(f"/v1/messages/{ids[0]}/retry", headers=h)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "not_failed"
+
+    # Retried, then cancelled: queued, so cancelled all the same; never sent.
+    assert api.post(f"/v1/messages/{ids[1]}/retry", headers=h).status_code == 200
+    assert api.delete(f"/v1/messages/{ids[1]}", headers=h).status_code == 200
+    assert asyncio.run(run_dispatcher(str(api_db.url.render_as_string(hide_password=False)))
+                       ).sent == 0
+    assert sent_by_body(sim) == {}
+
+    # WhatsApp took it, then reported it failed: nothing to cancel.
+    with api_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.outbox_messages SET status = 'sent' "
+                          "WHERE message_id = :m"), {"m": ids[2]})
+    late = api.delete(f"/v1/messages/{ids[2]}", headers=h)
+    assert late.status_code == 409 and late.json()["error"]["code"] == "already_failed"
+    assert query(api_db, "SELECT status FROM outbox.messages WHERE id = :m", m=ids[2]) == [
+        ("failed",)]
 
 
 def test_batch(api: httpx.Client, ws, api_db: Engine) -> None:

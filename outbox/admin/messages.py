@@ -1,5 +1,6 @@
 """Messages: list them (the dead-letter view too), read one with its
-content, cancel one before it is sent, send a failed one again.
+content, cancel one before it is sent (or a dead letter), send a failed one
+again.
 
 Shared by the library (`outbox.cancel`), the CLI (`outbox cancel`) and the
 HTTP API (`/v1/messages`); the SQL is db/inbox_queries.py.
@@ -84,11 +85,12 @@ def message_detail(session: Session, message_id: uuid.UUID | str, *,
 
 def cancel(session: Session, message_id: uuid.UUID | str, *,
            workspace_id: str | None = None) -> None:
-    """Cancel a message the dispatcher has not claimed: it will never be
-    sent, and it reads `cancelled`. Cancelling a cancelled message is a
-    no-op. Raises `AlreadySending` (claimed, on its way), `AlreadySent`,
-    `AlreadyFailed` or `NotCancellable` (an inbound message), or
-    `MessageNotFound`. In the caller's transaction; never commits."""
+    """Cancel a message the dispatcher has not claimed, or a dead letter:
+    it will never be sent, and it reads `cancelled`. Cancelling a cancelled
+    message is a no-op. Raises `AlreadySending` (claimed, on its way),
+    `AlreadySent`, `AlreadyFailed` (failed after WhatsApp took it), or
+    `NotCancellable` (an inbound message), or `MessageNotFound`. In the
+    caller's transaction; never commits."""
     mid = _message_id(message_id)
     params = {"message_id": mid, "workspace_id": workspace_id}
     if session.execute(text(sql.CANCEL_MESSAGE), params).first() is not None:
@@ -105,7 +107,7 @@ def cancel(session: Session, message_id: uuid.UUID | str, *,
         raise AlreadySending(f"message {mid} is being sent: too late to cancel",
                              field="message_id")
     if state.status == "failed":
-        raise AlreadyFailed(f"message {mid} failed: it won't be sent unless retried",
+        raise AlreadyFailed(f"message {mid} failed after WhatsApp took it: nothing to cancel",
                             field="message_id")
     raise AlreadySent(f"message {mid} was sent ({state.status}): too late to cancel",
                       field="message_id")

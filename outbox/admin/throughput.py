@@ -1,6 +1,7 @@
 """The last minutes' throughput of a workspace: per minute and per channel,
 messages sent, retried (an attempt failed and the row went back to the
-queue) and failed for good. What the console's operations chart shows."""
+queue) and failed for good; and per minute the queue's depth at the
+minute's end. What the console's operations chart shows."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ KINDS = ("sent", "retried", "failed")
 @dataclass(frozen=True, slots=True)
 class Throughput:
     since: datetime
-    series: list[dict[str, Any]]          # one per minute, oldest first, zeros included
+    # One per minute, oldest first, zeros included: sent, retried, failed,
+    # and `queued` (rows waiting or being sent at the minute's end).
+    series: list[dict[str, Any]]
     channels: dict[str, dict[str, int]]   # channel id -> totals over the window
 
     def as_dict(self) -> dict[str, Any]:
@@ -44,5 +47,21 @@ def throughput(session: Session, *, workspace_id: str, minutes: int = 60,
             slots[minute][r.what] += r.n
         totals = channels.setdefault(str(r.channel_id), dict.fromkeys(KINDS, 0))
         totals[r.what] += r.n
-    series = [{"minute": m.isoformat(), **counts} for m, counts in slots.items()]
+    moves = {r.minute.astimezone(UTC): int(r.n) for r in session.execute(
+        text(q.QUEUE_DEPTH_MOVES), {"workspace_id": workspace_id, "since": since})}
+    series = [{"minute": m.isoformat(), **counts, "queued": depth}
+              for (m, counts), depth in zip(slots.items(), queue_depths(list(slots), moves),
+                                            strict=True)]
     return Throughput(since, series, channels)
+
+
+def queue_depths(minutes: list[datetime], moves: dict[datetime, int]) -> list[int]:
+    """The depth at each minute's end: the running sum of the rows that came
+    in (+1) and left (-1) up to it. `moves` before the first minute were
+    folded into it by the query; later ones (a clock ahead) are left out."""
+    depth = 0
+    out = []
+    for minute in minutes:
+        depth += moves.get(minute, 0)
+        out.append(depth)
+    return out

@@ -159,12 +159,13 @@ async def get_message(message_id: str, request: Request, principal: Reader) -> M
 
 @router.delete("/{message_id}", response_model=MessageChanged, responses=error_responses(
     already_sending="the dispatcher has claimed it", already_sent="WhatsApp has it",
-    already_failed="it failed (retry it or leave it)",
+    already_failed="it failed after WhatsApp took it",
     not_cancellable="an inbound message"))
 async def cancel_message(message_id: str, request: Request,
                          principal: Sender) -> MessageChanged:
-    """Cancel a message the dispatcher has not claimed yet: it is never
-    sent. Cancelling a cancelled message answers the same."""
+    """Cancel a message the dispatcher has not claimed yet, or a dead
+    letter (failed before WhatsApp took it): it is never sent. Cancelling a
+    cancelled message answers the same."""
     def run(c: AppContext) -> MessageChanged:
         with c.transaction() as session:
             service.cancel(session, message_id, workspace_id=principal.workspace_id)

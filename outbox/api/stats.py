@@ -21,7 +21,8 @@ async def get_throughput(request: Request, principal: Admin,
                          minutes: int = Query(60, ge=1, le=MAX_MINUTES)) -> dict[str, Any]:
     """Per minute of the last `minutes` (oldest first, zeros included): messages
     `sent`, `retried` (an attempt failed, another is due) and `failed` for
-    good; and each channel's totals over the window."""
+    good, and `queued` (the queue's depth at the minute's end); and each
+    channel's totals over the window."""
     ctx = context(request)
 
     def run() -> dict[str, Any]:

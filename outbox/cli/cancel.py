@@ -1,4 +1,5 @@
-"""`outbox cancel`: take back a queued message before the dispatcher sends it."""
+"""`outbox cancel`: take back a queued message before the dispatcher sends it, or a
+dead letter."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(commands: Commands) -> None:
-    p = commands.add_parser("cancel", help="cancel a queued message (never sent)")
+    p = commands.add_parser("cancel", help="cancel a queued message or a dead letter (never sent)")
     p.add_argument("message_id")
     p.add_argument("--workspace", help="only a message of this workspace")
     p.set_defaults(handler=cmd_cancel)

@@ -67,7 +67,10 @@ const Console = (() => {
 
   /** Who is signed in (once per page); to /login when nobody is. */
   async function start() {
-    session = await request("GET", "/v1/sessions/current");
+    // The event stream (live.js) opens before the page reads anything, so no
+    // event falls between the first loads and the stream.
+    const stream = typeof Live === "undefined" ? null : Live.opened();
+    [session] = await Promise.all([request("GET", "/v1/sessions/current"), stream]);
     const who = document.getElementById("who");
     if (who) who.textContent = `${session.user.email} · ${session.user.role}`;
     const ops = document.getElementById("nav-ops");

@@ -96,6 +96,16 @@ const Ops = (() => {
     const max = Math.max(1, ...series.map((p) => Math.max(p.sent, p.retried, p.failed)));
     const x = (i) => P + (i * (W - 2 * P)) / Math.max(1, series.length - 1);
     const y = (v) => H - P - (v * (H - 2 * P)) / max;
+    // The queue's depth, on a scale of its own (it can be thousands while a
+    // minute sends tens), drawn first as an area behind the lines.
+    const deepest = Math.max(1, ...series.map((p) => p.queued));
+    const yq = (v) => H - P - (v * (H - 2 * P)) / deepest;
+    const area = document.createElementNS(ns, "polygon");
+    area.setAttribute("class", "queued");
+    area.setAttribute("points", [`${x(0).toFixed(1)},${H - P}`,
+      ...series.map((p, i) => `${x(i).toFixed(1)},${yq(p.queued).toFixed(1)}`),
+      `${x(series.length - 1).toFixed(1)},${H - P}`].join(" "));
+    svg.append(area);
     for (const key of ["sent", "retried", "failed"]) {
       const line = document.createElementNS(ns, "polyline");
       line.setAttribute("class", key);
@@ -103,19 +113,27 @@ const Ops = (() => {
       svg.append(line);
     }
     const total = (k) => series.reduce((n, p) => n + p[k], 0);
-    box.setAttribute("aria-label", `Last hour: ${total("sent")} sent, ${total("retried")} retried, ${total("failed")} failed; peak ${max} a minute`);
-    box.replaceChildren(svg, el("span", { class: "muted peak" }, `peak ${max}/min`));
+    const now = series.length ? series[series.length - 1].queued : 0;
+    box.setAttribute("aria-label", `Last hour: ${total("sent")} sent, ${total("retried")} retried, ${total("failed")} failed; peak ${max} a minute; queue depth ${now} now, at most ${deepest}`);
+    box.dataset.queued = String(now);
+    box.replaceChildren(svg, el("span", { class: "muted peak" }, `peak ${max}/min · queue ${now} now, max ${deepest}`));
   }
 
   // --- dead letters --------------------------------------------------------------
 
+  // The "since" choices of the dead letters, in hours (empty: any time).
+  function deadSince() {
+    const hours = Number($("dead-since").value);
+    return hours ? new Date(Date.now() - hours * 3600_000).toISOString() : null;
+  }
+
   async function refreshDeadLetters(more) {
     const params = { status: "failed", limit: 50, channel_id: $("dead-channel").value || null,
-                     cursor: more ? deadCursor : null };
+                     since: deadSince(), cursor: more ? deadCursor : null };
     const page = await guard(() => api.get("/v1/messages", params));
     if (!page) return;
     const body = $("dead").tBodies[0];
-    if (!more) { body.replaceChildren(); selected.clear(); }
+    if (!more) { body.replaceChildren(); selected.clear(); $("dead-all").checked = false; }
     body.append(...page.messages.map(deadRow));
     deadCursor = page.next_cursor;
     $("dead-more").hidden = !deadCursor;
@@ -124,31 +142,49 @@ const Ops = (() => {
   }
 
   function deadRow(m) {
+    // Failed in the queue: retry or cancel it. Failed after WhatsApp took it
+    // (a status report): nothing to send again or to take back.
+    const queued = m.outbox_status === "failed";
     return el("tr", { dataset: { messageId: m.message_id } },
-      el("td", {}, el("input", { type: "checkbox", class: "pick", "aria-label": `Select ${m.message_id}`,
-                                 onchange: (e) => { e.target.checked ? selected.add(m.message_id) : selected.delete(m.message_id); updateSelection(); } })),
+      el("td", {}, queued ? el("input", { type: "checkbox", class: "pick", "aria-label": `Select ${m.message_id}`,
+                                          onchange: (e) => { e.target.checked ? selected.add(m.message_id) : selected.delete(m.message_id); updateSelection(); } }) : ""),
       el("td", {}, el("time", { datetime: m.created_at, title: fmt.full(m.created_at) }, fmt.short(m.created_at))),
       el("td", {}, m.to),
       el("td", { class: "clip" }, m.body || m.type),
       el("td", { class: "clip bad" }, m.error || m.last_error || ""),
       el("td", { class: "num" }, m.attempts === null ? "—" : String(m.attempts)),
-      el("td", { class: "actions" },
-        el("button", { type: "button", class: "retry", onclick: () => retry([m.message_id]) }, "Retry")));
+      el("td", { class: "actions" }, queued
+        ? [el("button", { type: "button", class: "retry", onclick: () => retry([m.message_id]) }, "Retry"),
+           el("button", { type: "button", class: "cancel", onclick: () => cancelDead([m.message_id]) }, "Cancel")]
+        : el("span", { class: "muted" }, "failed after WhatsApp took it")));
   }
 
   function updateSelection() {
-    $("retry-selected").disabled = selected.size === 0;
-    $("retry-selected").textContent = selected.size ? `Retry ${selected.size} selected` : "Retry selected";
+    for (const [id, verb] of [["retry-selected", "Retry"], ["cancel-selected", "Cancel"]]) {
+      $(id).disabled = selected.size === 0;
+      $(id).textContent = selected.size ? `${verb} ${selected.size} selected` : `${verb} selected`;
+    }
   }
 
-  async function retry(ids) {
+  /** One request per message; what failed is said once, the rest is done. */
+  async function eachDead(ids, call, verb) {
     const failures = [];
     for (const id of ids) {
-      try { await api.post(`/v1/messages/${id}/retry`); } catch (err) { failures.push(err.message); }
+      try { await call(id); } catch (err) { failures.push(err.message); }
     }
-    if (failures.length) Console.showError(new Console.ApiError(409, "retry", `${failures.length} not retried: ${failures[0]}`));
+    if (failures.length) Console.showError(new Console.ApiError(409, verb, `${failures.length} not ${verb}: ${failures[0]}`));
     refreshDeadLetters(false);
     refreshChannels();
+  }
+
+  function retry(ids) {
+    return eachDead(ids, (id) => api.post(`/v1/messages/${id}/retry`), "retried");
+  }
+
+  function cancelDead(ids) {
+    const what = ids.length === 1 ? "this message" : `these ${ids.length} messages`;
+    if (!confirmed(`Cancel ${what}? Never sent, and no longer retried.`)) return Promise.resolve();
+    return eachDead(ids, (id) => api.del(`/v1/messages/${id}`), "cancelled");
   }
 
   // --- lookup -----------------------------------------------------------------------
@@ -189,8 +225,8 @@ const Ops = (() => {
                   ["Read", fmt.full(d.read_at) || "—"], ["WhatsApp id", d.wa_message_id || "—"], ["Body", d.body || "—"]];
     return el("dl", { class: "detail" }, rows.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]),
       el("dt", {}, "Chat"), el("dd", {}, el("a", { href: `/chats/${d.chat_id}` }, "open the chat")),
-      d.status === "failed" ? el("dd", {}, el("button", { type: "button", onclick: () => retry([d.message_id]).then(() => lookup(d.message_id)) }, "Retry")) : null,
-      d.direction === "outbound" && d.outbox_status === "queued"
+      d.status === "failed" && d.outbox_status === "failed" ? el("dd", {}, el("button", { type: "button", onclick: () => retry([d.message_id]).then(() => lookup(d.message_id)) }, "Retry")) : null,
+      d.direction === "outbound" && (d.outbox_status === "queued" || d.outbox_status === "failed")
         ? el("dd", {}, el("button", { type: "button", class: "cancel", onclick: () => cancel(d.message_id) }, "Cancel (never send it)"))
         : null);
   }
@@ -355,6 +391,7 @@ const Ops = (() => {
     }
     $("refresh-channels").addEventListener("click", refreshChannels);
     $("dead-channel").addEventListener("change", () => refreshDeadLetters(false));
+    $("dead-since").addEventListener("change", () => refreshDeadLetters(false));
     $("dead-more").addEventListener("click", () => refreshDeadLetters(true));
     $("dead-all").addEventListener("change", (e) => {
       for (const box of document.querySelectorAll("#dead .pick")) {
@@ -365,6 +402,7 @@ const Ops = (() => {
       updateSelection();
     });
     $("retry-selected").addEventListener("click", () => retry([...selected]));
+    $("cancel-selected").addEventListener("click", () => cancelDead([...selected]));
     $("lookup-form").addEventListener("submit", (e) => { e.preventDefault(); lookup($("lookup").value); });
     $("key-form").addEventListener("submit", createKey);
     $("user-form").addEventListener("submit", createUser);
