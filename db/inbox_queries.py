@@ -37,7 +37,7 @@ _CHAT_COLUMNS = """c.id, c.channel_id, c.wa_chat_id, c.contact_id, ct.phone, ct.
 
 # :status is the one status listed unless :include_archived; :assigned_to a
 # user, or :unassigned for chats nobody has.
-_CHAT_FILTERS = """(CAST(:channel_id AS uuid) IS NULL OR c.channel_id = CAST(:channel_id AS uuid))
+_CHAT_WHERE = """(CAST(:channel_id AS uuid) IS NULL OR c.channel_id = CAST(:channel_id AS uuid))
   AND (CAST(:include_archived AS bool) OR c.status = CAST(:status AS text))
   AND (NOT CAST(:unread_only AS bool) OR c.unread_count > 0)
   AND (CAST(:is_group AS bool) IS NULL OR ct.is_group = CAST(:is_group AS bool))
@@ -46,12 +46,13 @@ _CHAT_FILTERS = """(CAST(:channel_id AS uuid) IS NULL OR c.channel_id = CAST(:ch
   AND (NOT CAST(:has_cursor AS bool)
        OR (COALESCE(c.last_message_at, '-infinity'::timestamptz), c.id)
           < (COALESCE(CAST(:cursor_at AS timestamptz), '-infinity'::timestamptz),
-             CAST(:cursor_id AS uuid)))
-ORDER BY COALESCE(c.last_message_at, '-infinity'::timestamptz) DESC, c.id DESC
+             CAST(:cursor_id AS uuid)))"""
+_CHAT_ORDER = "ORDER BY COALESCE(c.last_message_at, '-infinity'::timestamptz) DESC, c.id DESC"
+_CHAT_FILTERS = f"""{_CHAT_WHERE}
+{_CHAT_ORDER}
 LIMIT :limit"""
 
-# The list: ix_chats_inbox in order, a page's worth; a search that matches
-# many contacts too (they are dense in the list: a page comes soon).
+# The list: ix_chats_inbox in order, a page's worth.
 LIST_CHATS = f"""
 SELECT {_CHAT_COLUMNS}
 FROM outbox.chats c
@@ -59,6 +60,41 @@ JOIN outbox.contacts ct ON ct.id = c.contact_id AND ct.workspace_id = c.workspac
 WHERE {_WORKSPACE.format(t="c")}
   AND {_SEARCH}
   AND {_CHAT_FILTERS}
+"""
+
+# A search that matches many contacts walks the list instead, but only
+# :walk rows of it per call: where the matches sit is unknown (a block of
+# numbers imported together sits wherever their chats are), so an
+# unbounded walk costs up to the whole list. The matches among the rows
+# walked come first (frontier false); when the walk used its whole budget,
+# one more row says where it stopped (frontier true): the next page starts
+# there, so a page may hold fewer than :limit chats, even none, and still
+# have a next one.
+WALK_CHATS = f"""
+WITH walked AS MATERIALIZED (
+    SELECT {_CHAT_COLUMNS}, ({_SEARCH}) AS hit
+    FROM outbox.chats c
+    JOIN outbox.contacts ct ON ct.id = c.contact_id AND ct.workspace_id = c.workspace_id
+    WHERE {_WORKSPACE.format(t="c")}
+      AND {_CHAT_WHERE}
+    {_CHAT_ORDER}
+    LIMIT :walk
+),
+hits AS (
+    SELECT * FROM walked c WHERE hit
+    {_CHAT_ORDER}
+    LIMIT :limit
+),
+frontier AS (
+    SELECT * FROM walked c
+    WHERE (SELECT count(*) FROM walked) = :walk
+      AND (SELECT count(*) FROM hits) < :limit
+    ORDER BY COALESCE(c.last_message_at, '-infinity'::timestamptz), c.id
+    LIMIT 1
+)
+SELECT *, false AS frontier FROM hits
+UNION ALL
+SELECT *, true AS frontier FROM frontier
 """
 
 # How many contacts a search matches, up to :cap (the prefix indexes).

@@ -292,3 +292,31 @@ def test_a_search_finds_the_same_either_way(api_db: Engine, team, few: int,
         assert [c.name for c in page.chats + rest.chats] == [
             "Bob 100%", "Mario Rossi", "Maria Silva"]
         assert list_chats(s, q="mar", is_group=True).chats == []
+
+
+def test_a_broad_search_walks_a_bounded_stretch_per_page(api_db: Engine, team,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past FEW_MATCHES a page walks at most SEARCH_WALK chats of the list:
+    a page may come back short, even empty, with a cursor, and following
+    the cursors gives every match once, in order."""
+    from outbox.admin import chats
+
+    monkeypatch.setattr(chats, "FEW_MATCHES", 1)
+    monkeypatch.setattr(chats, "SEARCH_WALK", 2)
+
+    def pages(q: str, limit: int) -> list[list[str | None]]:
+        found, cursor = [], None
+        with Session(api_db) as s:
+            while True:
+                page = list_chats(s, q=q, limit=limit, cursor=cursor, workspace_id="team-a")
+                assert len(page.chats) <= limit
+                found.append([c.name for c in page.chats])
+                if page.next_cursor is None:
+                    return found
+                cursor = page.next_cursor
+
+    # The list: Team (a group), Bob, Mario, Maria. "mar" matches the last two,
+    # so the first walk (Team, Bob) finds nothing and says where it stopped.
+    assert pages("mar", 5) == [[], ["Mario Rossi", "Maria Silva"], []]
+    assert pages("1555", 2) == [["Bob 100%"], ["Mario Rossi", "Maria Silva"], []]
+    assert pages("1555", 1) == [["Bob 100%"], ["Mario Rossi"], ["Maria Silva"]]

@@ -56,6 +56,9 @@ __all__ = [
 #: A search matching fewer contacts reads their chats directly; more, and
 #: it walks the list (dense matches fill a page soon).
 FEW_MATCHES = 2_000
+#: Chats a broad search walks per call at most: a page's cost stays bounded
+#: wherever the matches sit, and a short page carries the cursor onwards.
+SEARCH_WALK = 4_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,26 +132,37 @@ def list_chats(
 ) -> ChatPage:
     """Active chats (with `archived`, archived ones; with `include_archived`,
     both), newest message first. `q`: the start of the contact's name or
-    number; `assigned_to` a user, or `unassigned`."""
+    number; `assigned_to` a user, or `unassigned`.
+
+    A search that matches many contacts may return a page shorter than
+    `limit`, even empty, with a `next_cursor`: follow it until it is None."""
     check_limit(limit)
     cid = parse_channel_id(channel_id) if channel_id is not None else None
     found = search(q)
     statement = sql.LIST_CHATS
-    if found.searching and session.execute(text(sql.COUNT_MATCHES), {
+    if found.searching:
+        few = session.execute(text(sql.COUNT_MATCHES), {
             "workspace_id": workspace_id, **found.params(), "cap": FEW_MATCHES,
-    }).scalar_one() < FEW_MATCHES:
-        statement = sql.SEARCH_CHATS
+        }).scalar_one() < FEW_MATCHES
+        statement = sql.SEARCH_CHATS if few else sql.WALK_CHATS
     rows = session.execute(text(statement), {
         "workspace_id": workspace_id, "channel_id": cid,
         "status": ChatStatus.ARCHIVED if archived else ChatStatus.ACTIVE,
         "include_archived": include_archived,
         "unread_only": unread_only, "is_group": is_group, "assigned_to": assigned_to,
         "unassigned": unassigned, **found.params(), **cursor_params(cursor),
-        "limit": limit + 1,
+        "limit": limit + 1, "walk": SEARCH_WALK,
     }).all()
-    chats = [ChatInfo.from_row(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    next_cursor = encode_cursor(chats[-1].last_message_at, chats[-1].id) if more else None
+    hits = [r for r in rows if not getattr(r, "frontier", False)]
+    chats = [ChatInfo.from_row(r) for r in hits[:limit]]
+    if len(hits) > limit:
+        next_cursor: str | None = encode_cursor(chats[-1].last_message_at, chats[-1].id)
+    elif len(hits) < len(rows):
+        # The walk ran out of budget before the page filled: go on from where it stopped.
+        stop = rows[-1]
+        next_cursor = encode_cursor(stop.last_message_at, stop.id)
+    else:
+        next_cursor = None
     return ChatPage(chats, next_cursor)
 
 

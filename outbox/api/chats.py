@@ -59,7 +59,9 @@ async def get_chats(
     limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
     cursor: str | None = None,
 ) -> ChatList:
-    """The workspace's chats, newest message first, a page at a time."""
+    """The workspace's chats, newest message first, a page at a time. A
+    search matching many contacts may return a short page, even an empty
+    one, with a `next_cursor`: follow it until it is null."""
     user, unassigned = _assignee_filter(principal, assigned_to)
 
     def run(c: AppContext) -> ChatList:
