@@ -97,14 +97,29 @@ def measure(engine: Engine, *, samples: int, chats: int) -> dict[str, Any]:
         # 10 numbers match; then 10,000, all in chats 40,000 down the list:
         # past FEW_MATCHES the list index is walked, here for 36,000 rows.
         "chats_search_number": lambda s: list_chats(s, workspace_id=WORKSPACE, q="+155700412"),
+        # Past FEW_MATCHES a call walks a bounded stretch and may come back
+        # empty with a cursor; the page a person waits for is the first one
+        # with a match, so this follows the cursors until one holds chats.
         "chats_search_number_broad": lambda s: list_chats(s, workspace_id=WORKSPACE,
                                                           q="+1557004"),
+        "chats_search_number_broad_to_first_hit": lambda s: _first_hit(s, "+1557004"),
         "chats_assigned": lambda s: list_chats(s, workspace_id=WORKSPACE, assigned_to=AGENT),
         "thread_latest": lambda s: thread(s, thread_chat, workspace_id=WORKSPACE),
         "thread_deep_page": lambda s: thread(s, thread_chat, workspace_id=WORKSPACE,
                                              before=thread_deep),
     }
     return {name: _time(engine, call, samples) for name, call in cases.items()}
+
+
+def _first_hit(session: Session, q: str) -> int:
+    """Calls until a page holds a chat (or the list ends)."""
+    cursor, calls = None, 0
+    while True:
+        page = list_chats(session, workspace_id=WORKSPACE, q=q, cursor=cursor)
+        calls += 1
+        if page.chats or page.next_cursor is None:
+            return calls
+        cursor = page.next_cursor
 
 
 def _time(engine: Engine, call: Callable[[Session], object], samples: int) -> dict[str, Any]:
