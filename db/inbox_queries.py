@@ -65,36 +65,24 @@ WHERE {_WORKSPACE.format(t="c")}
 # A search that matches many contacts walks the list instead, but only
 # :walk rows of it per call: where the matches sit is unknown (a block of
 # numbers imported together sits wherever their chats are), so an
-# unbounded walk costs up to the whole list. The matches among the rows
-# walked come first (frontier false); when the walk used its whole budget,
-# one more row says where it stopped (frontier true): the next page starts
-# there, so a page may hold fewer than :limit chats, even none, and still
-# have a next one.
+# unbounded walk costs up to the whole list. The walk streams and stops
+# as soon as the page is full; if it reaches its :walk-th row first, that
+# row comes too, match or not, to say where it stopped: the next page
+# starts there, so a page may hold fewer than :limit chats, even none,
+# and still have a next one.
 WALK_CHATS = f"""
-WITH walked AS MATERIALIZED (
-    SELECT {_CHAT_COLUMNS}, ({_SEARCH}) AS hit
+SELECT * FROM (
+    SELECT {_CHAT_COLUMNS}, ({_SEARCH}) AS hit,
+           row_number() OVER ({_CHAT_ORDER}) AS walked
     FROM outbox.chats c
     JOIN outbox.contacts ct ON ct.id = c.contact_id AND ct.workspace_id = c.workspace_id
     WHERE {_WORKSPACE.format(t="c")}
       AND {_CHAT_WHERE}
     {_CHAT_ORDER}
     LIMIT :walk
-),
-hits AS (
-    SELECT * FROM walked c WHERE hit
-    {_CHAT_ORDER}
-    LIMIT :limit
-),
-frontier AS (
-    SELECT * FROM walked c
-    WHERE (SELECT count(*) FROM walked) = :walk
-      AND (SELECT count(*) FROM hits) < :limit
-    ORDER BY COALESCE(c.last_message_at, '-infinity'::timestamptz), c.id
-    LIMIT 1
-)
-SELECT *, false AS frontier FROM hits
-UNION ALL
-SELECT *, true AS frontier FROM frontier
+) w
+WHERE hit OR walked = :walk
+LIMIT :limit
 """
 
 # How many contacts a search matches, up to :cap (the prefix indexes).

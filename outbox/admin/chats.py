@@ -153,14 +153,13 @@ def list_chats(
         "unassigned": unassigned, **found.params(), **cursor_params(cursor),
         "limit": limit + 1, "walk": SEARCH_WALK,
     }).all()
-    hits = [r for r in rows if not getattr(r, "frontier", False)]
+    hits = [r for r in rows if getattr(r, "hit", True)]
     chats = [ChatInfo.from_row(r) for r in hits[:limit]]
     if len(hits) > limit:
         next_cursor: str | None = encode_cursor(chats[-1].last_message_at, chats[-1].id)
-    elif len(hits) < len(rows):
-        # The walk ran out of budget before the page filled: go on from where it stopped.
-        stop = rows[-1]
-        next_cursor = encode_cursor(stop.last_message_at, stop.id)
+    elif rows and getattr(rows[-1], "walked", 0) == SEARCH_WALK:
+        # The walk used its budget before the page filled: go on from where it stopped.
+        next_cursor = encode_cursor(rows[-1].last_message_at, rows[-1].id)
     else:
         next_cursor = None
     return ChatPage(chats, next_cursor)
