@@ -84,6 +84,26 @@ def dispatch(database_url: str) -> Any:
         return pool.submit(asyncio.run, run_dispatcher(database_url, max_seconds=20)).result()
 
 
+def test_a_broad_search_follows_short_pages(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broad search reads a bounded stretch of the list per call; the list
+    follows the cursor past empty pages to the matches far down."""
+    from outbox.admin import chats
+
+    monkeypatch.setattr(chats, "FEW_MATCHES", 1)
+    monkeypatch.setattr(chats, "SEARCH_WALK", 2)
+    ch, _ = channel
+    for n, name in enumerate(["Zed One", "Zed Two", "Ana", "Bea", "Cy", "Di"]):
+        inbound(api_db, ch, f"1555060070{n}", "hi", name=name, at=T0 + timedelta(minutes=n))
+    sign_in(page, console_url, console_user())
+    rows = page.locator(".chat-row")
+    expect(rows).to_have_count(6)
+    page.fill("#search", "zed")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("Zed Two")
+
+
 def test_an_agent_reads_and_answers_a_chat(
         page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
         sim: SimulatorControl, database_url: str) -> None:

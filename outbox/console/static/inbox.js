@@ -73,12 +73,18 @@ const Inbox = (() => {
     const token = ++state.listToken;
     state.loadingList = true;
     try {
-      const page = await api.get("/v1/chats", listParams(first ? null : state.nextCursor));
-      if (token !== state.listToken) return;
-      if (first) state.chats.clear();
-      for (const c of page.chats) state.chats.set(c.id, c);
-      state.nextCursor = page.next_cursor;
-      renderList();
+      let cursor = first ? null : state.nextCursor;
+      // A broad search reads a bounded stretch of the list per call: a short
+      // (even empty) page with a cursor means "keep going", so follow it a while.
+      for (let calls = 0; ; calls++) {
+        const page = await api.get("/v1/chats", listParams(cursor));
+        if (token !== state.listToken) return;
+        if (first && calls === 0) state.chats.clear();
+        for (const c of page.chats) state.chats.set(c.id, c);
+        state.nextCursor = cursor = page.next_cursor;
+        renderList();
+        if (!cursor || page.chats.length >= PAGE || calls >= 24) break;
+      }
     } catch (err) {
       Console.showError(err);
     } finally {
