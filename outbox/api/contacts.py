@@ -14,18 +14,18 @@ from outbox.api.auth import ChatAgent, Reader
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import (
-    ERROR_RESPONSES,
     Contact,
     ContactDetail,
     ContactList,
     UpdateContact,
+    error_responses,
     request_body,
 )
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
 
 
-@router.get("", response_model=ContactList, responses=ERROR_RESPONSES)
+@router.get("", response_model=ContactList, responses=error_responses())
 async def list_contacts(
     request: Request,
     principal: Reader,
@@ -46,7 +46,7 @@ async def list_contacts(
     return await run_in_threadpool(run, context(request))
 
 
-@router.get("/{contact_id}", response_model=ContactDetail, responses=ERROR_RESPONSES)
+@router.get("/{contact_id}", response_model=ContactDetail, responses=error_responses())
 async def get_contact(contact_id: str, request: Request,
                       principal: Reader) -> ContactDetail:
     """A contact and its chats (one per channel it talks to)."""
@@ -60,7 +60,7 @@ async def get_contact(contact_id: str, request: Request,
 
 
 @router.patch("/{contact_id}", response_model=Contact,
-              openapi_extra=request_body(UpdateContact), responses=ERROR_RESPONSES)
+              openapi_extra=request_body(UpdateContact), responses=error_responses(body=True))
 async def update_contact(contact_id: str, request: Request, principal: ChatAgent) -> Contact:
     """Change the fields given (name, email, notes, tags); null clears name,
     email or notes. An inbound message's sender name fills an empty name,
