@@ -183,12 +183,16 @@ def chat_address(session: Session, chat_id: uuid.UUID | str, *,
 
 def assign_chat(session: Session, chat_id: uuid.UUID | str, user_id: uuid.UUID | None, *,
                 workspace_id: str | None = None) -> None:
-    """Assign the chat to a user, or (None) to nobody."""
+    """Assign the chat to an active user of its workspace, or (None) to
+    nobody; `InvalidInput` for anyone else, and nothing changes."""
     row = session.execute(text(sql.ASSIGN_CHAT), {
         "chat_id": _chat_id(chat_id), "assigned_to": user_id,
-        "workspace_id": workspace_id}).one_or_none()
-    if row is None:
+        "workspace_id": workspace_id}).one()
+    if row.chat_id is None:
         raise ChatNotFound(f"chat {chat_id} does not exist", field="chat_id")
+    if not row.assignee_ok:
+        raise InvalidInput(f"{user_id} is not an active user of this workspace",
+                           field="assigned_to")
 
 
 def archive_chat(session: Session, chat_id: uuid.UUID | str, *,

@@ -85,8 +85,9 @@ async def get_chat(chat_id: str, request: Request, principal: Reader) -> ChatDet
 @router.patch("/{chat_id}", response_model=ChatDetail, openapi_extra=request_body(AssignChat),
               responses=error_responses(body=True))
 async def assign_chat(chat_id: str, request: Request, principal: ChatAgent) -> ChatDetail:
-    """Assign the chat (`{"assigned_to": "<user id>" | "me"}`) or unassign
-    it (`{"assigned_to": null}`)."""
+    """Assign the chat (`{"assigned_to": "<user id>" | "me"}`: an active user
+    of the workspace, 422 for anyone else) or unassign it
+    (`{"assigned_to": null}`)."""
     body = parse_model(AssignChat, await read_body(request))
     user = None if body.assigned_to is None else _user(principal, body.assigned_to)
 
