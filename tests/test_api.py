@@ -378,6 +378,16 @@ def test_openapi_shows_the_states_as_enums(api: httpx.Client) -> None:
     assert queued["status"] == {"$ref": "#/components/schemas/MessageStatus"}
 
 
+def test_the_api_contact_is_the_library_contact() -> None:
+    """Contact is read off ContactInfo's attributes: the same fields, in order."""
+    import dataclasses
+
+    from outbox.admin.contacts import ContactInfo
+    from outbox.api.schemas import Contact
+
+    assert list(Contact.model_fields) == [f.name for f in dataclasses.fields(ContactInfo)]
+
+
 def test_openapi_types_every_state_and_every_answer(api: httpx.Client) -> None:
     """Every status, direction, role and scope a response carries is its enum
     (no bare string), and every /v1 route but the event stream and the

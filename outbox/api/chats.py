@@ -31,6 +31,7 @@ from outbox.api.schemas import (
     ChatList,
     ChatRead,
     ChatStatusChanged,
+    Contact,
     MessageContent,
     MessageQueued,
     Thread,
@@ -185,7 +186,7 @@ def _set_status(c: AppContext, principal: Principal, chat_id: str,
 def _detail(c: AppContext, principal: Principal, chat_id: str) -> ChatDetail:
     with c.transaction() as session:
         d = service.get_chat(session, chat_id, workspace_id=principal.workspace_id)
-    data: dict[str, Any] = {**d.chat.as_dict(), "contact": d.contact,
+    data: dict[str, Any] = {**d.chat.as_dict(), "contact": Contact.model_validate(d.contact),
                             "last_message": d.last_message}
     return ChatDetail.model_validate(data)
 

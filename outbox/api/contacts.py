@@ -39,9 +39,8 @@ async def list_contacts(
         with c.transaction() as session:
             page = service.list_contacts(session, workspace_id=principal.workspace_id, q=q,
                                          limit=limit, cursor=cursor)
-        return ContactList.model_validate({
-            "contacts": [ct.as_dict() for ct in page.contacts],
-            "next_cursor": page.next_cursor})
+        return ContactList(contacts=[Contact.model_validate(ct) for ct in page.contacts],
+                           next_cursor=page.next_cursor)
 
     return await run_in_threadpool(run, context(request))
 
@@ -54,7 +53,8 @@ async def get_contact(contact_id: str, request: Request,
         with c.transaction() as session:
             contact, chats = service.get_contact(session, contact_id,
                                                  workspace_id=principal.workspace_id)
-        return ContactDetail.model_validate({**contact.as_dict(), "chats": chats})
+        return ContactDetail.model_validate({**Contact.model_validate(contact).model_dump(),
+                                             "chats": chats})
 
     return await run_in_threadpool(run, context(request))
 
@@ -72,6 +72,6 @@ async def update_contact(contact_id: str, request: Request, principal: ChatAgent
         with c.transaction() as session:
             contact = service.update_contact(session, contact_id, changes,
                                              workspace_id=principal.workspace_id)
-        return Contact.model_validate(contact.as_dict())
+        return Contact.model_validate(contact)
 
     return await run_in_threadpool(run, context(request))

@@ -157,6 +157,11 @@ class ChatList(BaseModel):
 
 
 class Contact(BaseModel):
+    """outbox.admin.contacts.ContactInfo as the API shows it, read off its
+    attributes (tests/test_api.py checks the two have the same fields)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     phone: str
     name: str | None

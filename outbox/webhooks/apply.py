@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from outbox.db import webhook_queries as q
 from outbox.errors import ChannelNotFound, MalformedWebhook, Unauthorized
-from outbox.jsonio import dumps_unicode, loads_untrusted
+from outbox.jsonio import dumps_unicode, parse_untrusted
 from outbox.phone import Recipient, normalize_recipient
 from outbox.states import Direction, MessageStatus
 from outbox.webhooks.routes import (
@@ -99,12 +99,7 @@ __all__ = [
 
 def parse_body(raw: bytes) -> Any:
     """The request body as JSON; `MalformedWebhook` if it is not."""
-    try:
-        return loads_untrusted(raw)
-    except UnicodeDecodeError:
-        raise MalformedWebhook("webhook body is not valid JSON") from None
-    except ValueError as exc:
-        raise MalformedWebhook(f"webhook body is not usable JSON: {exc}") from None
+    return parse_untrusted(raw, MalformedWebhook, what="webhook body")
 
 
 def status_rank(status: str) -> int:
