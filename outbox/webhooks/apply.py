@@ -45,7 +45,7 @@ from outbox.db import webhook_queries as q
 from outbox.errors import ChannelNotFound, MalformedWebhook, Unauthorized
 from outbox.jsonio import dumps_unicode, parse_untrusted
 from outbox.phone import Recipient, normalize_recipient
-from outbox.states import Direction, MessageStatus
+from outbox.states import Direction, MessageStatus, PendingKind
 from outbox.webhooks.routes import (
     STATUS_ORDER,
     EventName,
@@ -374,7 +374,9 @@ def _message_exists(session: Session, channel_id: uuid.UUID, wa_message_id: str)
         "channel_id": channel_id, "wa_message_id": wa_message_id}).scalar_one())
 
 
-_ACTION_SQL = {"reaction": q.APPLY_REACTION, "edit": q.APPLY_EDIT, "delete": q.APPLY_DELETE}
+_ACTION_SQL: dict[str, str] = {PendingKind.REACTION: q.APPLY_REACTION,
+                               PendingKind.EDIT: q.APPLY_EDIT,
+                               PendingKind.DELETE: q.APPLY_DELETE}
 
 
 def _apply_action(session: Session, channel_id: uuid.UUID, action: MessageAction,
@@ -383,9 +385,9 @@ def _apply_action(session: Session, channel_id: uuid.UUID, action: MessageAction
     unless `wait` is False)."""
     at = action.at or datetime.now(UTC)
     params: dict[str, Any] = {"channel_id": channel_id, "target": action.target}
-    if action.kind == "reaction":
+    if action.kind == PendingKind.REACTION:
         params.update(reactor=action.reactor, emoji=action.emoji, at=at.timestamp())
-    elif action.kind == "edit":
+    elif action.kind == PendingKind.EDIT:
         params.update(body=action.body, content=dumps_unicode(action.content or {}), at=at)
     else:
         params.update(at=at)
@@ -478,7 +480,7 @@ def apply_pending(
         "action_seconds": action_wait_seconds}).all()
     applied = matched = stored = expired = 0
     for r in rows:
-        if r.kind == "echo":
+        if r.kind == PendingKind.ECHO:
             if r.found:
                 matched += 1
             else:
