@@ -142,17 +142,25 @@ WHERE c.id = CAST(:chat_id AS uuid) AND {_WORKSPACE.format(t="c")}
 # The chat as it was is read under the row lock the UPDATE would take
 # anyway, so `was` is what this statement replaced (a concurrent change
 # commits first, and is what we see): the event is written only for a change.
+# The assignee must be an active user of the chat's workspace (null
+# unassigns); otherwise nothing changes, and `assignee_ok` says why.
 ASSIGN_CHAT = f"""
 WITH was AS (
-    SELECT c.id, c.assigned_to FROM outbox.chats c
+    SELECT c.id, c.workspace_id, c.assigned_to FROM outbox.chats c
     WHERE c.id = CAST(:chat_id AS uuid) AND {_WORKSPACE.format(t="c")}
     FOR NO KEY UPDATE
+),
+assignee AS (
+    SELECT CAST(:assigned_to AS uuid) IS NULL OR EXISTS (
+        SELECT 1 FROM outbox.users u JOIN was ON u.workspace_id = was.workspace_id
+        WHERE u.id = CAST(:assigned_to AS uuid) AND u.disabled_at IS NULL
+    ) AS ok
 ),
 changed AS (
     UPDATE outbox.chats c
     SET assigned_to = CAST(:assigned_to AS uuid), updated_at = now()
-    FROM was
-    WHERE c.id = was.id
+    FROM was, assignee
+    WHERE c.id = was.id AND assignee.ok
     RETURNING c.id, c.workspace_id, c.channel_id, c.assigned_to,
               was.assigned_to IS DISTINCT FROM c.assigned_to AS moved
 ),
@@ -163,7 +171,7 @@ assigned_event AS (
     FROM changed
     WHERE moved
 )
-SELECT id FROM changed
+SELECT (SELECT id FROM was) AS chat_id, (SELECT ok FROM assignee) AS assignee_ok
 """
 
 SET_CHAT_STATUS = f"""

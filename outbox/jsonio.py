@@ -4,7 +4,9 @@
 hold: NaN and Infinity (jsonb refuses them), numbers that overflow a float
 (1e999 -> inf), escapes of lone surrogates ("\\ud800": not encodable as
 UTF-8) and nesting deep enough to exhaust the interpreter's recursion
-limit. `loads_untrusted` refuses all of them with a ValueError.
+limit. `loads_untrusted` refuses all of them with a ValueError;
+`parse_untrusted` turns that into the caller's own error (an API body's,
+a webhook's).
 """
 
 from __future__ import annotations
@@ -60,3 +62,14 @@ def loads_untrusted(raw: bytes | str) -> Any:
             else:
                 stack.extend((item, depth + 1) for item in value)
     return data
+
+
+def parse_untrusted(raw: bytes, error: Callable[[str], Exception], *, what: str) -> Any:
+    """`raw` as JSON (`loads_untrusted`), or `error(message)`, the message
+    naming `what` ("request body", "webhook body") and why."""
+    try:
+        return loads_untrusted(raw)
+    except UnicodeDecodeError:
+        raise error(f"{what} is not valid JSON") from None
+    except ValueError as exc:
+        raise error(f"{what} is not usable JSON: {exc}") from None

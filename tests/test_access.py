@@ -6,6 +6,7 @@ sign-in limits, and every route's scope (403 insufficient_scope)."""
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -224,45 +225,112 @@ def _key(api_db: Engine, scopes: str, workspace: str = "default") -> str:
         return create_api_key(s, workspace_id=workspace, scopes=scopes).key
 
 
-def test_every_route_demands_its_scope(client: httpx.Client, user: Callable[..., str],
-                                       api_db: Engine, make_channel: Callable[..., uuid.UUID],
+#: /v1 routes that need no scope: any signed-in user (their own session).
+ANY_CALLER = {("GET", "/v1/sessions/current"), ("DELETE", "/v1/sessions")}
+#: /v1 routes with credentials of their own: signing in, the cron secret.
+OWN_CREDENTIALS = {("POST", "/v1/sessions"), ("POST", "/v1/cron/dispatch")}
+
+
+def _demands(route: Any) -> frozenset[Any] | None:
+    """The scopes a route's dependencies demand (an empty set: any
+    authenticated caller), or None when it authenticates no caller."""
+    from outbox.api.auth import DEMANDS, authenticate_caller
+
+    found: frozenset[Any] | None = None
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        if dep.call in DEMANDS:
+            found = (found or frozenset()) | DEMANDS[dep.call]
+        elif dep.call is authenticate_caller:
+            found = found or frozenset()
+        stack.extend(dep.dependencies)
+    return found
+
+
+def _api_routes(routes: Any) -> Iterator[Any]:
+    from fastapi.routing import APIRoute
+
+    for r in routes:
+        if isinstance(r, APIRoute):
+            yield r
+        elif hasattr(r, "original_router"):  # an included router (FastAPI 0.16x wraps them)
+            yield from _api_routes(r.original_router.routes)
+
+
+def _v1_routes(app: Any) -> list[tuple[str, str, frozenset[Any] | None]]:
+    return [(method, r.path, _demands(r)) for r in _api_routes(app.routes)
+            if r.path.startswith("/v1/") for method in sorted(r.methods)]
+
+
+def _unguarded(app: Any) -> list[str]:
+    """/v1 routes that declare no scope and aren't known to need none."""
+    return [f"{method} {path}" for method, path, needed in _v1_routes(app)
+            if (method, path) not in OWN_CREDENTIALS
+            and (needed is None or (not needed and (method, path) not in ANY_CALLER))]
+
+
+def test_every_v1_route_declares_a_scope(server: tuple[Any, str]) -> None:
+    from fastapi import FastAPI
+
+    app, _ = server
+    paths = {(method, path) for method, path, _ in _v1_routes(app)}
+    assert {("GET", "/v1/chats"), ("POST", "/v1/users"), *ANY_CALLER, *OWN_CREDENTIALS} <= paths
+    assert _unguarded(app) == []
+    for method, path, needed in _v1_routes(app):
+        if (method, path) in OWN_CREDENTIALS:
+            assert needed is None, (method, path)  # no API key or session is asked for
+    # A route added without one is caught.
+    bare = FastAPI()
+    bare.router.routes.extend(app.routes)
+    bare.get("/v1/forgotten")(lambda: {})
+    assert _unguarded(bare) == ["GET /v1/forgotten"]
+
+
+def test_every_route_demands_its_scope(client: httpx.Client, server: tuple[Any, str],
+                                       user: Callable[..., str], api_db: Engine,
+                                       make_channel: Callable[..., uuid.UUID],
                                        api_key: Callable[..., str]) -> None:
+    """Walks the app's route table: every /v1 route, every caller lacking its
+    scope gets 403 insufficient_scope naming it, and nothing is written;
+    a caller holding it gets past the check."""
+    from outbox.admin.access import ROLE_SCOPES, Principal, parse_scopes
+
+    app, _ = server
     ch = make_channel()
-    send = {"channel_id": str(ch), "to": "+15550100001", "text": "hi"}
-    missing = str(uuid.uuid4())
-    routes: list[tuple[str, str, dict[str, Any] | None, str]] = [
-        ("GET", "/v1/chats", None, "read"),
-        ("GET", f"/v1/messages/{missing}", None, "read"),
-        ("POST", "/v1/messages", send, "send"),
-        ("GET", "/v1/channels", None, "admin"),
-        ("POST", "/v1/channels", {"name": "x", "phone_number": "+15550000002", "token": "t"},
-         "admin"),
-        ("PUT", f"/v1/channels/{ch}/token", {"token": "t"}, "admin"),
-        ("POST", f"/v1/channels/{ch}/pause", None, "admin"),
-        ("POST", f"/v1/channels/{ch}/resume", None, "admin"),
-        ("GET", f"/v1/channels/{ch}/webhook-info", None, "admin"),
-    ]
-    callers = {
-        "viewer": {"read"}, "agent": {"read", "send", "chats"},
-        "admin": {"read", "send", "chats", "admin"},
-    }
-    creds = {role: session_token(client, user(role)) for role in callers}
+    callers: dict[str, tuple[str, Principal]] = {}
+    for role in ROLE_SCOPES:
+        callers[role] = (session_token(client, user(role)),
+                         Principal("default", ROLE_SCOPES[role], user_id=uuid.uuid4()))
     for scopes in ("read", "send", "chats", "read,send", "admin"):
-        creds[f"key:{scopes}"] = _key(api_db, scopes)
-        callers[f"key:{scopes}"] = ({"read", "send", "chats", "admin"} if scopes == "admin"
-                                    else set(scopes.split(",")))
-    for who, token in creds.items():
-        for method, path, body, needed in routes:
+        callers[f"key:{scopes}"] = (_key(api_db, scopes),
+                                    Principal("default", parse_scopes(scopes),
+                                              api_key_id=uuid.uuid4()))
+    routes = [(m, p, needed) for m, p, needed in _v1_routes(app) if needed]
+    assert len(routes) >= 30, routes
+    refused = 0
+    for method, template, needed in routes:
+        # Real-looking ids; the channel a real one (the check comes first anyway).
+        path = re.sub(r"\{(\w+)\}", lambda m: str(ch) if m[1] == "channel_id"
+                      else str(uuid.uuid4()), template)
+        for who, (token, principal) in callers.items():
+            held = all(principal.allows(s) for s in needed)
+            if held and template == "/v1/events/stream":
+                continue  # it would stream until the heartbeat; test_events_api.py reads it
             before = row_counts(api_db)
-            r = client.request(method, path, headers=auth(token), json=body)
-            if needed in callers[who]:
+            r = client.request(method, path, headers=auth(token))
+            if held:
                 assert r.status_code != 403, (who, method, path, r.text)
-            else:
-                assert r.status_code == 403, (who, method, path, r.text)
-                err = r.json()["error"]
-                assert err["code"] == "insufficient_scope" and needed in err["message"]
-                assert row_counts(api_db) == before
+                continue
+            assert r.status_code == 403, (who, method, path, r.text)
+            err = r.json()["error"]
+            assert err["code"] == "insufficient_scope", (who, method, path, err)
+            assert all(s.value in err["message"] for s in needed if not principal.allows(s))
+            assert row_counts(api_db) == before, (who, method, path)
+            refused += 1
+    assert refused >= len(routes)  # every route refused someone
     # A key made before scopes existed reads and sends, as it always did.
+    send = {"channel_id": str(ch), "to": "+15550100001", "text": "hi"}
     old = api_key()
     assert client.get("/v1/chats", headers=auth(old)).status_code == 200
     assert client.post("/v1/messages", headers=auth(old), json=send).status_code == 201

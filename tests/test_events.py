@@ -169,12 +169,16 @@ def test_statuses_inbound_and_actions(make_channel, clean_db: Engine) -> None:
 def test_people_actions(make_channel, clean_db: Engine) -> None:
     from outbox.admin import chats, messages
     from outbox.admin.channels import pause_channel, resume_channel
+    from outbox.admin.users import create_user
 
     channel = make_channel()
     webhook(clean_db, channel, load_payload("messages_post_text"))
     with clean_db.connect() as conn:
         chat_id = conn.execute(text("SELECT chat_id FROM outbox.messages")).scalar_one()
-    user = uuid.uuid4()
+    with Session(clean_db) as s, s.begin():  # an assignee is a user of the chat's workspace
+        user = create_user(s, workspace_id="default", role="agent",
+                           email=f"agent-{uuid.uuid4().hex[:8]}@example.com",
+                           password="correct horse battery staple").id
     mark = last_id(clean_db)
     with Session(clean_db) as s, s.begin():
         chats.assign_chat(s, chat_id, user)

@@ -6,13 +6,18 @@ bounded number of examples each, and sent over a real socket with valid
 credentials (an API key; the cron secret for the cron route; the channel's
 webhook secret for the webhook route), so the requests get past
 authentication to the code behind it. Half of the cases also swap in real
-ids (a channel of the caller's, a message of its own, a valid recipient), so
-the fuzzed values reach the database statements, not only the validators.
+ids (a channel of the caller's, a message, chat, contact, user and API key
+of its own, a valid recipient, in paths and in batch bodies), so the fuzzed
+values reach the database statements, not only the validators.
 The webhook route has no body schema (Whapi's payloads are open-ended): its
 bodies come from a JSON strategy shaped like Whapi's events.
 
-The check is schemathesis' `not_a_server_error` for every response. The
-summary (operations, examples, failures) is printed; run with -s to see it.
+Every response is checked against the description: no 500
+(`not_a_server_error`), a status the operation declares
+(`status_code_conformance`), its declared content type, and a body that
+fits its declared schema (`response_schema_conformance`: the answers and the
+ErrorBody of every error). The summary (operations, examples, failures) is
+printed; run with -s to see it.
 
 Not fuzzed here (tests/test_security_inputs.py has regression tests for
 them): JSON NaN/Infinity in webhook bodies, and lone surrogates
@@ -42,7 +47,12 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.checks import (  # noqa: E402
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 pytestmark = pytest.mark.slow  # schemathesis
 
@@ -50,6 +60,8 @@ pytestmark = pytest.mark.slow  # schemathesis
 #: for a longer run.
 EXAMPLES = int(os.environ.get("OUTBOX_FUZZ_EXAMPLES", "40"))
 MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance]
 
 
 @dataclass
@@ -62,6 +74,8 @@ class Target:
     spare: uuid.UUID  # what the channel admin routes get: resuming it sends nothing
     chat: uuid.UUID
     contact: uuid.UUID
+    user: uuid.UUID  # disabling it ends no session the fuzzer needs
+    spare_key: uuid.UUID  # what DELETE /v1/api-keys/{id} revokes: not the fuzzer's key
     examples: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
@@ -77,6 +91,7 @@ def target(engine: Engine, live_url: str) -> Iterator[Target]:
     nothing either."""
     from outbox.admin.apikeys import create_api_key
     from outbox.admin.channels import create_channel
+    from outbox.admin.users import create_user
     from outbox.enqueue import enqueue_text
 
     with engine.begin() as conn:
@@ -92,6 +107,9 @@ def target(engine: Engine, live_url: str) -> Iterator[Target]:
                                token=secrets.token_hex(16), encryption_key=TEST_KEY,
                                workspace_id="fuzz", base_url="http://127.0.0.1:9").id
         key = create_api_key(s, workspace_id="fuzz", scopes="admin").key
+        spare_key = create_api_key(s, workspace_id="fuzz", name="spare").id
+        user = create_user(s, workspace_id="fuzz", email="agent@example.com", role="agent",
+                           password="correct horse battery").id
         seeded = enqueue_text(s, channel_id=channel, to="+15550100001", body="seed",
                               workspace_id="fuzz")
     secret = webhook_secrets(engine)[channel]
@@ -99,7 +117,7 @@ def target(engine: Engine, live_url: str) -> Iterator[Target]:
         contact = conn.execute(text("SELECT contact_id FROM outbox.chats WHERE id = :id"),
                                {"id": seeded.chat_id}).scalar_one()
     yield Target(live_url, key, channel, secret, seeded.message_id, spare, seeded.chat_id,
-                 contact)
+                 contact, user, spare_key)
 
 
 # Whapi-shaped webhook bodies, and arbitrary JSON (finite numbers only).
@@ -167,6 +185,16 @@ def _fuzz_operation(t: Target, operation: Any, mode: Any) -> None:
                 case.path_parameters["chat_id"] = str(t.chat)
             if "contact_id" in (case.path_parameters or {}):
                 case.path_parameters["contact_id"] = str(t.contact)
+            if "user_id" in (case.path_parameters or {}):
+                case.path_parameters["user_id"] = str(t.user)
+            if "key_id" in (case.path_parameters or {}):
+                case.path_parameters["key_id"] = str(t.spare_key)
+            if isinstance(case.body, dict) and operation.path == "/v1/messages/batch" \
+                    and isinstance(case.body.get("messages"), list):
+                for item in case.body["messages"]:
+                    if isinstance(item, dict):
+                        item["channel_id"] = str(t.channel)
+                        item["to"] = "+15550100001"
             if isinstance(case.body, dict) and operation.path == "/v1/messages":
                 case.body["channel_id"] = str(t.channel)
                 case.body["to"] = "+15550100001"
@@ -199,13 +227,15 @@ def _fuzz_operation(t: Target, operation: Any, mode: Any) -> None:
         t.examples[f"{label} [{mode}]"] += 1
         t.statuses[str(response.status_code)] += 1
         try:
-            case.validate_response(response, checks=[not_a_server_error])
+            case.validate_response(response, checks=CHECKS)
         except BaseException as exc:  # schemathesis raises a FailureGroup
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
-            t.failures.append(f"{label} [{mode}]: {response.status_code} "
+            found = "; ".join(str(e).strip().splitlines()[0]
+                              for e in getattr(exc, "exceptions", [exc]))
+            t.failures.append(f"{label} [{mode}]: {response.status_code} {found[:300]} "
                               f"{response.text[:200]!r}\n{case.as_curl_command()}"[:1500])
-            time.sleep(0.1)  # let the in-process server finish logging the 500
+            time.sleep(0.1)  # let the in-process server finish logging a 500
 
     try:
         run()
@@ -216,7 +246,7 @@ def _fuzz_operation(t: Target, operation: Any, mode: Any) -> None:
         t.skipped.append(f"{label} [{mode}]")
 
 
-def test_schemathesis_no_server_errors(target: Target) -> None:
+def test_schemathesis_answers_as_described(target: Target) -> None:
     t = target
     operations = _operations(t.url)
     started = time.monotonic()

@@ -88,11 +88,22 @@ def test_chat_list_search_and_filters(api: httpx.Client, team, api_db: Engine) -
     assert row_counts(api_db) == before
 
 
+def _user(engine: Engine, workspace: str, email: str, *, disabled: bool = False) -> str:
+    from outbox.admin.users import create_user, disable_user
+
+    with Session(engine) as s, s.begin():
+        user = create_user(s, workspace_id=workspace, email=email, role="agent",
+                           password="correct horse battery staple")
+        if disabled:
+            disable_user(s, workspace_id=workspace, email=user.email)
+    return str(user.id)
+
+
 def test_assign_and_filter_by_assignee(api: httpx.Client, team, api_db: Engine) -> None:
     key, _, other = team
     h = auth(key)
     maria = chat_of(api_db, "15550300001@s.whatsapp.net")
-    agent = str(uuid.uuid4())
+    agent = _user(api_db, "team-a", "agent@example.com")
     assigned = api.patch(f"/v1/chats/{maria}", json={"assigned_to": agent}, headers=h)
     assert assigned.status_code == 200, assigned.text
     assert assigned.json()["assigned_to"] == agent
@@ -119,6 +130,19 @@ def test_assign_and_filter_by_assignee(api: httpx.Client, team, api_db: Engine) 
         assert bad.status_code == 422 and bad.json()["error"]["field"] == field, bad.text
     assert api.patch(f"/v1/chats/{maria}", content=b"{", headers=h).status_code == 400
     assert api.get(f"/v1/chats/{maria}", headers=h).json()["assigned_to"] == agent
+
+    # The assignee is an active user of the chat's workspace: not a made-up
+    # id, another workspace's user or a disabled one. 422, nothing written.
+    nobodies = (str(uuid.uuid4()), _user(api_db, "team-b", "b@example.com"),
+                _user(api_db, "team-a", "gone@example.com", disabled=True))
+    before = row_counts(api_db), query(api_db, "SELECT * FROM outbox.chats ORDER BY id")
+    for nobody in nobodies:
+        bad = api.patch(f"/v1/chats/{maria}", json={"assigned_to": nobody}, headers=h)
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["error"]["field"] == "assigned_to"
+        assert "not an active user" in bad.json()["error"]["message"]
+    assert (row_counts(api_db), query(api_db, "SELECT * FROM outbox.chats ORDER BY id")
+            ) == before
 
     unassigned = api.patch(f"/v1/chats/{maria}", json={"assigned_to": None}, headers=h)
     assert unassigned.status_code == 200 and unassigned.json()["assigned_to"] is None
@@ -251,6 +275,12 @@ def test_contacts_list_get_patch(api: httpx.Client, team, api_db: Engine) -> Non
                         ({"name": "x" * 201}, "name"), ({"tags": "vip"}, "tags")):
         bad = api.patch(f"/v1/contacts/{maria['id']}", json=body, headers=h)
         assert bad.status_code == 422 and bad.json()["error"]["field"] == field, (body, bad.text)
+    for params, field in (({"cursor": "zzz"}, "cursor"), ({"cursor": "bm9wZXxub3BlCg"}, "cursor"),
+                          ({"limit": 0}, "limit"), ({"limit": 501}, "limit"),
+                          ({"limit": "ten"}, "limit"), ({"q": "x" * 101}, "q")):
+        bad = api.get("/v1/contacts", params=params, headers=h)
+        assert (bad.status_code, bad.json()["error"]["code"], bad.json()["error"]["field"]) == (
+            422, "invalid_input", field), (params, bad.text)
     for contact_id in (maria["id"], "nope"):
         assert api.patch(f"/v1/contacts/{contact_id}", json={"name": "x"},
                          headers=auth(other)).status_code == 404

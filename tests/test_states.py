@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import enum
+import itertools
 import re
 from pathlib import Path
 
@@ -72,16 +73,53 @@ def test_a_provider_channel_problem_is_a_pause_cause() -> None:
     assert {p.value for p in ChannelProblem} <= {c.value for c in states.PauseCause}
 
 
+#: What holds a state: a row's or an object's field of these names, or a
+#: variable ending in `status` (the columns CONSTRAINED lists, and kin).
+_STATE_FIELDS = {"status", "outbox_status", "direction", "kind", "role", "pause_cause"}
+
+
+def _holds_a_state(node: ast.expr) -> bool:
+    if isinstance(node, ast.Attribute):
+        return node.attr in _STATE_FIELDS or node.attr.endswith("status")
+    # A bare `kind` or `method` in the webhook parser is Whapi's word, not ours.
+    return isinstance(node, ast.Name) and (node.id.endswith("status") or node.id == "direction")
+
+
+def _compared_literals(node: ast.AST) -> list[str]:
+    """`x.status == "queued"` (or !=): the literals a state is compared to."""
+    if not isinstance(node, ast.Compare):
+        return []
+    found = []
+    operands = [node.left, *node.comparators]
+    for op, (left, right) in zip(node.ops, itertools.pairwise(operands), strict=True):
+        if not isinstance(op, ast.Eq | ast.NotEq):
+            continue
+        for side, other in ((left, right), (right, left)):
+            if isinstance(side, ast.Constant) and isinstance(side.value, str) \
+                    and _holds_a_state(other):
+                found.append(side.value)
+    return found
+
+
 def test_no_module_keeps_its_own_list_of_states() -> None:
     """A tuple, list or set of two or more string literals that are all
-    values of one state enum is a copy of it: use the enum. (Migrations
-    write their values out on purpose: a revision records what it did.)"""
+    values of one state enum is a copy of it: use the enum. So is a state
+    compared to a literal in the package (`state.status == "queued"`): a
+    renamed state would leave it silently false. (Migrations write their
+    values out on purpose: a revision records what it did. The simulator in
+    providers/ speaks Whapi's words, which happen to be ours.)"""
+    every_value = {s.value for states_enum in (*ENUMS, states.Role, states.Scope)
+                   for s in states_enum}
     copies = []
     for folder in ("outbox", "db", "providers"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             if path.name == "states.py":
                 continue
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if folder != "providers":
+                    copies += [f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)} "
+                               f"== {value!r}" for value in _compared_literals(node)
+                               if value in every_value]
                 if not isinstance(node, ast.Tuple | ast.List | ast.Set) or len(node.elts) < 2:
                     continue
                 if not all(isinstance(e, ast.Constant) and isinstance(e.value, str)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
+from outbox.admin.contacts import ContactInfo
 from outbox.admin.pages import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -104,7 +105,7 @@ class ChatPage:
 @dataclass(frozen=True, slots=True)
 class ChatDetail:
     chat: ChatInfo
-    contact: dict[str, Any]
+    contact: ContactInfo
     last_message: dict[str, Any] | None
 
 
@@ -172,9 +173,8 @@ def get_chat(session: Session, chat_id: uuid.UUID | str, *,
                                         "workspace_id": workspace_id}).one_or_none()
     if r is None:
         raise ChatNotFound(f"chat {chat_id} does not exist", field="chat_id")
-    contact = {"id": str(r.contact_id), "phone": r.phone, "name": r.name,
-               "is_group": r.is_group, "email": r.email, "notes": r.notes,
-               "tags": list(r.tags), "created_at": r.contact_created_at.isoformat()}
+    contact = ContactInfo(r.contact_id, r.phone, r.name, r.is_group, r.email, r.notes,
+                          list(r.tags), r.contact_created_at)
     last = None
     if r.last_id is not None:
         last = {"id": str(r.last_id), "direction": r.last_direction, "type": r.last_type,
@@ -196,12 +196,16 @@ def chat_address(session: Session, chat_id: uuid.UUID | str, *,
 
 def assign_chat(session: Session, chat_id: uuid.UUID | str, user_id: uuid.UUID | None, *,
                 workspace_id: str | None = None) -> None:
-    """Assign the chat to a user, or (None) to nobody."""
+    """Assign the chat to an active user of its workspace, or (None) to
+    nobody; `InvalidInput` for anyone else, and nothing changes."""
     row = session.execute(text(sql.ASSIGN_CHAT), {
         "chat_id": _chat_id(chat_id), "assigned_to": user_id,
-        "workspace_id": workspace_id}).one_or_none()
-    if row is None:
+        "workspace_id": workspace_id}).one()
+    if row.chat_id is None:
         raise ChatNotFound(f"chat {chat_id} does not exist", field="chat_id")
+    if not row.assignee_ok:
+        raise InvalidInput(f"{user_id} is not an active user of this workspace",
+                           field="assigned_to")
 
 
 def archive_chat(session: Session, chat_id: uuid.UUID | str, *,

@@ -56,11 +56,6 @@ class ContactInfo:
         return cls(r.id, r.phone, r.name, r.is_group, r.email, r.notes, list(r.tags),
                    r.created_at)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": str(self.id), "phone": self.phone, "name": self.name,
-                "is_group": self.is_group, "email": self.email, "notes": self.notes,
-                "tags": self.tags, "created_at": self.created_at.isoformat()}
-
 
 @dataclass(frozen=True, slots=True)
 class ContactPage:

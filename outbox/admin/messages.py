@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from outbox.admin.pages import DEFAULT_PAGE_SIZE, check_limit, cursor_params, encode_cursor
 from outbox.admin.status import retry_failed
 from outbox.db import inbox_queries as sql
-from outbox.db.states import MessageStatus
+from outbox.db.states import Direction, MessageStatus, OutboxStatus
 from outbox.errors import (
     AlreadyFailed,
     AlreadySending,
@@ -98,15 +98,15 @@ def cancel(session: Session, message_id: uuid.UUID | str, *,
     state = session.execute(text(sql.MESSAGE_STATE), params).one_or_none()
     if state is None:
         raise MessageNotFound(f"message {mid} does not exist", field="message_id")
-    if state.status == "cancelled":
+    if state.status == MessageStatus.CANCELLED:
         return
-    if state.direction != "outbound":
+    if state.direction != Direction.OUTBOUND:
         raise NotCancellable(f"message {mid} is inbound: there is nothing to cancel",
                              field="message_id")
-    if state.outbox_status == "sending":
+    if state.outbox_status == OutboxStatus.SENDING:
         raise AlreadySending(f"message {mid} is being sent: too late to cancel",
                              field="message_id")
-    if state.status == "failed":
+    if state.status == MessageStatus.FAILED:
         raise AlreadyFailed(f"message {mid} failed after WhatsApp took it: nothing to cancel",
                             field="message_id")
     raise AlreadySent(f"message {mid} was sent ({state.status}): too late to cancel",

@@ -17,7 +17,7 @@ from outbox.db import queries
 from outbox.db.engine import engine_schema
 from outbox.maintenance.analyzer import TableHealth, health_warnings, read_health
 from outbox.message_types import parse_channel_id
-from outbox.states import OutboxStatus
+from outbox.states import EndpointStatus, OutboxStatus
 
 DEAD_LETTERS_SHOWN = 20
 
@@ -131,7 +131,7 @@ def queue_status(session: Session, *, workspace_id: str | None = None) -> QueueS
                        callbacks=delivery_counts(session, workspace_id=workspace_id),
                        endpoints_disabled=[
                            {"id": str(e.id), "url": e.url, "reason": e.disabled_reason}
-                           for e in endpoints if e.status == "disabled"])
+                           for e in endpoints if e.status == EndpointStatus.DISABLED])
 
 
 def _schema(session: Session) -> str:

@@ -7,11 +7,8 @@ hash is stored.
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.concurrency import run_in_threadpool
 
@@ -26,37 +23,39 @@ from outbox.admin.apikeys import (
 from outbox.api.auth import Admin
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import context
-from outbox.api.schemas import ERROR_RESPONSES, request_body
+from outbox.api.schemas import ApiKey, ApiKeyCreated, ApiKeyList, error_responses, request_body
+from outbox.states import Scope
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"])
 
-_DEFAULT_SCOPES = sorted(s.value for s in DEFAULT_KEY_SCOPES)
+_DEFAULT_SCOPES = sorted(DEFAULT_KEY_SCOPES)
 
 
 class NewKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: StrictStr | None = Field(default=None, description="what the key is for")
-    scopes: list[StrictStr] = Field(default_factory=lambda: list(_DEFAULT_SCOPES),
-                                    description="read, send, chats, admin (default: read, send)")
+    scopes: list[Scope] = Field(default_factory=lambda: list(_DEFAULT_SCOPES), min_length=1,
+                                description="default: read, send")
 
 
-@router.get("", responses=ERROR_RESPONSES)
-async def get_api_keys(request: Request, principal: Admin) -> dict[str, Any]:
-    """`{"api_keys": [...]}`: every key of the workspace, revoked ones too (never the key)."""
+@router.get("", response_model=ApiKeyList, responses=error_responses())
+async def get_api_keys(request: Request, principal: Admin) -> ApiKeyList:
+    """Every key of the workspace, revoked ones too (never the key)."""
     ctx = context(request)
 
     def run() -> list[ApiKeyInfo]:
         with ctx.transaction() as session:
             return list_api_keys(session, workspace_id=principal.workspace_id)
 
-    return {"api_keys": [_key(k) for k in await run_in_threadpool(run)]}
+    return ApiKeyList(api_keys=[_key(k) for k in await run_in_threadpool(run)])
 
 
-@router.post("", status_code=201, openapi_extra=request_body(NewKey), responses=ERROR_RESPONSES)
-async def post_api_key(request: Request, principal: Admin) -> JSONResponse:
+@router.post("", status_code=201, response_model=ApiKeyCreated,
+             openapi_extra=request_body(NewKey), responses=error_responses(body=True))
+async def post_api_key(request: Request, principal: Admin) -> ApiKeyCreated:
     """A new key: `key` is in this answer only; store it now."""
     body = parse_model(NewKey, await read_body(request))
     ctx = context(request)
@@ -64,16 +63,15 @@ async def post_api_key(request: Request, principal: Admin) -> JSONResponse:
     def run() -> NewApiKey:
         with ctx.transaction() as session:
             return create_api_key(session, workspace_id=principal.workspace_id, name=body.name,
-                                  scopes=",".join(body.scopes))
+                                  scopes=frozenset(body.scopes))
 
     new = await run_in_threadpool(run)
     log.info("api_key_created", api_key_id=str(new.id), workspace_id=new.workspace_id)
-    return JSONResponse({"id": str(new.id), "workspace_id": new.workspace_id, "name": body.name,
-                         "prefix": new.prefix, "scopes": sorted(new.scopes), "key": new.key},
-                        status_code=201)
+    return ApiKeyCreated(id=new.id, workspace_id=new.workspace_id, name=body.name,
+                         prefix=new.prefix, scopes=sorted(new.scopes), key=new.key)
 
 
-@router.delete("/{key_id}", status_code=204, responses=ERROR_RESPONSES)
+@router.delete("/{key_id}", status_code=204, responses=error_responses())
 async def delete_api_key(key_id: str, request: Request, principal: Admin) -> Response:
     """Revoke a key: requests with it are refused from now on."""
     ctx = context(request)
@@ -87,7 +85,6 @@ async def delete_api_key(key_id: str, request: Request, principal: Admin) -> Res
     return Response(status_code=204)
 
 
-def _key(k: ApiKeyInfo) -> dict[str, Any]:
-    return {"id": str(k.id), "workspace_id": k.workspace_id, "name": k.name, "prefix": k.prefix,
-            "scopes": sorted(k.scopes), "created_at": k.created_at.isoformat(),
-            "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None}
+def _key(k: ApiKeyInfo) -> ApiKey:
+    return ApiKey(id=k.id, workspace_id=k.workspace_id, name=k.name, prefix=k.prefix,
+                  scopes=sorted(k.scopes), created_at=k.created_at, revoked_at=k.revoked_at)

@@ -79,6 +79,11 @@ async def authenticate_caller(request: Request) -> Principal:
     return principal
 
 
+#: Each dependency `require` made, and the scopes it demands: what a route
+#: needs can be read off the app's route table (tests/test_access.py does).
+DEMANDS: dict[Callable[..., Awaitable[Principal]], frozenset[Scope]] = {}
+
+
 @cache
 def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller, who must hold every one of `scopes`
@@ -89,6 +94,7 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     scoped.__name__ = f"require_{'_'.join(scopes) or 'any'}"
+    DEMANDS[scoped] = frozenset(scopes)
     return scoped
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from outbox.api.errors import validation_error
 from outbox.errors import MalformedJson, PayloadTooLarge
-from outbox.jsonio import loads_untrusted
+from outbox.jsonio import parse_untrusted
 
 MAX_BODY_BYTES = 1024 * 1024  # a message is at most ~10 KB; webhook batches stay small
 
@@ -34,12 +34,7 @@ async def read_body(request: Request, *, limit: int = MAX_BODY_BYTES) -> bytes:
 def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise MalformedJson("request body is empty (expected a JSON object)")
-    try:
-        return loads_untrusted(raw)
-    except UnicodeDecodeError:
-        raise MalformedJson("request body is not valid JSON") from None
-    except ValueError as exc:
-        raise MalformedJson(f"request body is not usable JSON: {exc}") from None
+    return parse_untrusted(raw, MalformedJson, what="request body")
 
 
 def parse_model(model: type[M], raw: bytes) -> M:

@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 import structlog
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
@@ -29,7 +28,13 @@ from outbox.admin.webhook_info import webhook_info
 from outbox.api.auth import Admin
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import context
-from outbox.api.schemas import ERROR_RESPONSES
+from outbox.api.schemas import (
+    Channel,
+    ChannelList,
+    ChannelWithLimits,
+    WebhookInfo,
+    error_responses,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -91,25 +96,26 @@ def _body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
         "application/json": {"schema": model.model_json_schema()}}}}
 
 
-@router.get("", responses=ERROR_RESPONSES)
-async def list_channels(request: Request, principal: Admin) -> dict[str, Any]:
-    """`{"channels": [...]}`: each with its state, pause (reason, cause, until),
-    queued rows and the oldest due one."""
+@router.get("", response_model=ChannelList, responses=error_responses())
+async def list_channels(request: Request, principal: Admin) -> ChannelList:
+    """The workspace's channels, each with its state, pause (reason, cause,
+    until), queued rows and the oldest due one."""
     ctx = context(request)
 
-    def run() -> dict[str, Any]:
+    def run() -> ChannelList:
         with ctx.transaction() as session:
             queues = channel_queues(session, workspace_id=principal.workspace_id)
-        return {"channels": [
+        return ChannelList.model_validate({"channels": [
             _channel(q.channel) | {"pause_cause": q.pause_cause, "queued": q.queued,
-                                   "oldest_due_at": _iso(q.oldest_due_at)}
-            for q in queues]}
+                                   "oldest_due_at": q.oldest_due_at}
+            for q in queues]})
 
     return await run_in_threadpool(run)
 
 
-@router.post("", status_code=201, openapi_extra=_body(NewChannel), responses=ERROR_RESPONSES)
-async def add_channel(request: Request, principal: Admin) -> JSONResponse:
+@router.post("", status_code=201, response_model=Channel, openapi_extra=_body(NewChannel),
+             responses=error_responses(body=True))
+async def add_channel(request: Request, principal: Admin) -> Channel:
     """Add a channel with its Whapi token; the answer never includes the token."""
     body = parse_model(NewChannel, await read_body(request))
     ctx = context(request)
@@ -124,11 +130,12 @@ async def add_channel(request: Request, principal: Admin) -> JSONResponse:
 
     channel = await run_in_threadpool(run)
     log.info("channel_created", channel_id=str(channel.id), workspace_id=channel.workspace_id)
-    return JSONResponse(_channel(channel), status_code=201)
+    return Channel.model_validate(_channel(channel))
 
 
-@router.put("/{channel_id}/token", openapi_extra=_body(NewToken), responses=ERROR_RESPONSES)
-async def put_token(channel_id: str, request: Request, principal: Admin) -> dict[str, Any]:
+@router.put("/{channel_id}/token", response_model=Channel, openapi_extra=_body(NewToken),
+            responses=error_responses(body=True))
+async def put_token(channel_id: str, request: Request, principal: Admin) -> Channel:
     """Replace the channel's token. A channel stopped by a bad token (disabled,
     or paused as unauthorized/credentials) is active again."""
     body = parse_model(NewToken, await read_body(request))
@@ -142,12 +149,12 @@ async def put_token(channel_id: str, request: Request, principal: Admin) -> dict
 
     channel = await run_in_threadpool(run)
     log.info("channel_token_replaced", channel_id=str(channel.id))
-    return _channel(channel)
+    return Channel.model_validate(_channel(channel))
 
 
-@router.post("/{channel_id}/pause", openapi_extra=_body(Pause, required=False),
-             responses=ERROR_RESPONSES)
-async def pause(channel_id: str, request: Request, principal: Admin) -> dict[str, Any]:
+@router.post("/{channel_id}/pause", response_model=Channel,
+             openapi_extra=_body(Pause, required=False), responses=error_responses(body=True))
+async def pause(channel_id: str, request: Request, principal: Admin) -> Channel:
     """Stop sending on the channel (its rows stay queued), until resumed or for
     `seconds`. The body is optional."""
     raw = await read_body(request)
@@ -160,11 +167,11 @@ async def pause(channel_id: str, request: Request, principal: Admin) -> dict[str
                                  reason=body.reason or "paused by an admin",
                                  workspace_id=principal.workspace_id)
 
-    return _channel(await run_in_threadpool(run))
+    return Channel.model_validate(_channel(await run_in_threadpool(run)))
 
 
-@router.post("/{channel_id}/resume", responses=ERROR_RESPONSES)
-async def resume(channel_id: str, request: Request, principal: Admin) -> dict[str, Any]:
+@router.post("/{channel_id}/resume", response_model=Channel, responses=error_responses())
+async def resume(channel_id: str, request: Request, principal: Admin) -> Channel:
     """Make a paused or disabled channel active again."""
     ctx = context(request)
 
@@ -172,50 +179,49 @@ async def resume(channel_id: str, request: Request, principal: Admin) -> dict[st
         with ctx.transaction() as session:
             return resume_channel(session, channel_id, workspace_id=principal.workspace_id)
 
-    return _channel(await run_in_threadpool(run))
+    return Channel.model_validate(_channel(await run_in_threadpool(run)))
 
 
-@router.patch("/{channel_id}", openapi_extra=_body(ChannelChange), responses=ERROR_RESPONSES)
-async def change(channel_id: str, request: Request, principal: Admin) -> dict[str, Any]:
+@router.patch("/{channel_id}", response_model=ChannelWithLimits,
+              openapi_extra=_body(ChannelChange), responses=error_responses(body=True))
+async def change(channel_id: str, request: Request, principal: Admin) -> ChannelWithLimits:
     """Change the channel's send limits; the answer is the channel with all
     its limits and today's usage. An empty object changes nothing."""
     body = parse_model(ChannelChange, await read_body(request))
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     ctx = context(request)
 
-    def run() -> dict[str, Any]:
+    def run() -> ChannelWithLimits:
         with ctx.transaction() as session:
             limits = set_limits(session, channel_id, workspace_id=principal.workspace_id,
                                 **changes)
             channel = ChannelInfo.of(get_channel(session, channel_id,
                                                  workspace_id=principal.workspace_id))
-        return _channel(channel) | {"limits": limits.as_dict()}
+        return ChannelWithLimits.model_validate(_channel(channel) | {"limits": limits.as_dict()})
 
     out = await run_in_threadpool(run)
-    log.info("channel_limits_changed", channel_id=out["id"], fields=sorted(changes))
+    log.info("channel_limits_changed", channel_id=str(out.id), fields=sorted(changes))
     return out
 
 
-@router.get("/{channel_id}/webhook-info", responses=ERROR_RESPONSES)
+@router.get("/{channel_id}/webhook-info", response_model=WebhookInfo,
+            responses=error_responses())
 async def get_webhook_info(channel_id: str, request: Request, principal: Admin,
-                           mode: Literal["body", "path", "method"] = "body") -> dict[str, Any]:
+                           mode: Literal["body", "path", "method"] = "body") -> WebhookInfo:
     """The webhook settings to give Whapi: URL, secret header, events, and the
     body of Whapi's PATCH /settings."""
     ctx = context(request)
 
-    def run() -> dict[str, Any]:
+    def run() -> WebhookInfo:
         with ctx.transaction() as session:
-            return webhook_info(session, ctx.settings, channel_id, mode=mode,
-                                workspace_id=principal.workspace_id)
+            return WebhookInfo.model_validate(webhook_info(
+                session, ctx.settings, channel_id, mode=mode,
+                workspace_id=principal.workspace_id))
 
     return await run_in_threadpool(run)
 
 
 def _channel(c: ChannelInfo) -> dict[str, Any]:
-    return {"id": str(c.id), "workspace_id": c.workspace_id, "name": c.name,
+    return {"id": c.id, "workspace_id": c.workspace_id, "name": c.name,
             "phone_number": c.phone_number, "base_url": c.base_url, "status": c.status,
-            "paused_until": _iso(c.paused_until), "pause_reason": c.pause_reason}
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+            "paused_until": c.paused_until, "pause_reason": c.pause_reason}

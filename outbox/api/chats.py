@@ -18,6 +18,7 @@ from outbox.api.body import parse_model, read_body
 from outbox.api.context import AppContext, context
 from outbox.api.messages import (
     QUEUED_RESPONSES,
+    SEND_CONFLICTS,
     count_enqueued,
     enqueue,
     http_fields,
@@ -25,15 +26,16 @@ from outbox.api.messages import (
     queued_response,
 )
 from outbox.api.schemas import (
-    ERROR_RESPONSES,
     AssignChat,
     ChatDetail,
     ChatList,
     ChatRead,
-    ChatStatus,
+    ChatStatusChanged,
+    Contact,
     MessageContent,
     MessageQueued,
     Thread,
+    error_responses,
     request_body,
 )
 from outbox.errors import InvalidInput
@@ -44,7 +46,7 @@ _ASSIGNED_TO = ("a user id, `me` (the calling user) or `none` (chats nobody is "
                 "assigned)")
 
 
-@router.get("", response_model=ChatList, responses=ERROR_RESPONSES)
+@router.get("", response_model=ChatList, responses=error_responses())
 async def get_chats(
     request: Request,
     principal: Reader,
@@ -77,17 +79,18 @@ async def get_chats(
     return await run_in_threadpool(run, context(request))
 
 
-@router.get("/{chat_id}", response_model=ChatDetail, responses=ERROR_RESPONSES)
+@router.get("/{chat_id}", response_model=ChatDetail, responses=error_responses())
 async def get_chat(chat_id: str, request: Request, principal: Reader) -> ChatDetail:
     """One chat: its contact, unread count, status, assignee, latest message."""
     return await run_in_threadpool(_detail, context(request), principal, chat_id)
 
 
 @router.patch("/{chat_id}", response_model=ChatDetail, openapi_extra=request_body(AssignChat),
-              responses=ERROR_RESPONSES)
+              responses=error_responses(body=True))
 async def assign_chat(chat_id: str, request: Request, principal: ChatAgent) -> ChatDetail:
-    """Assign the chat (`{"assigned_to": "<user id>" | "me"}`) or unassign
-    it (`{"assigned_to": null}`)."""
+    """Assign the chat (`{"assigned_to": "<user id>" | "me"}`: an active user
+    of the workspace, 422 for anyone else) or unassign it
+    (`{"assigned_to": null}`)."""
     body = parse_model(AssignChat, await read_body(request))
     user = None if body.assigned_to is None else _user(principal, body.assigned_to)
 
@@ -99,7 +102,7 @@ async def assign_chat(chat_id: str, request: Request, principal: ChatAgent) -> C
     return await run_in_threadpool(run, context(request))
 
 
-@router.get("/{chat_id}/messages", response_model=Thread, responses=ERROR_RESPONSES)
+@router.get("/{chat_id}/messages", response_model=Thread, responses=error_responses())
 async def get_thread(
     chat_id: str,
     request: Request,
@@ -123,7 +126,7 @@ async def get_thread(
 
 @router.post("/{chat_id}/messages", status_code=201, response_model=MessageQueued,
              openapi_extra=request_body(MessageContent),
-             responses={**QUEUED_RESPONSES, **ERROR_RESPONSES})
+             responses={**QUEUED_RESPONSES, **error_responses(body=True, **SEND_CONFLICTS)})
 async def send_to_chat(chat_id: str, request: Request, principal: Sender) -> JSONResponse:
     """Send into the chat (its channel, its WhatsApp id), as POST
     /v1/messages does; replying reads the chat (unread to 0, a read
@@ -145,7 +148,7 @@ async def send_to_chat(chat_id: str, request: Request, principal: Sender) -> JSO
     return queued_response(await run_in_threadpool(run, context(request)))
 
 
-@router.post("/{chat_id}/read", response_model=ChatRead, responses=ERROR_RESPONSES)
+@router.post("/{chat_id}/read", response_model=ChatRead, responses=error_responses())
 async def read_chat(chat_id: str, request: Request, principal: ChatAgent) -> ChatRead:
     """Unread to 0, the inbound messages read, and a read receipt for the
     latest one queued to WhatsApp (when it was unread)."""
@@ -158,29 +161,34 @@ async def read_chat(chat_id: str, request: Request, principal: ChatAgent) -> Cha
     return await run_in_threadpool(run, context(request))
 
 
-@router.post("/{chat_id}/archive", response_model=ChatStatus, responses=ERROR_RESPONSES)
-async def archive_chat(chat_id: str, request: Request, principal: ChatAgent) -> ChatStatus:
+@router.post("/{chat_id}/archive", response_model=ChatStatusChanged,
+             responses=error_responses())
+async def archive_chat(chat_id: str, request: Request,
+                       principal: ChatAgent) -> ChatStatusChanged:
     """Out of the active list until unarchived (or a new inbound message)."""
     return await run_in_threadpool(_set_status, context(request), principal, chat_id, True)
 
 
-@router.post("/{chat_id}/unarchive", response_model=ChatStatus, responses=ERROR_RESPONSES)
-async def unarchive_chat(chat_id: str, request: Request, principal: ChatAgent) -> ChatStatus:
+@router.post("/{chat_id}/unarchive", response_model=ChatStatusChanged,
+             responses=error_responses())
+async def unarchive_chat(chat_id: str, request: Request,
+                         principal: ChatAgent) -> ChatStatusChanged:
     """Back in the active list."""
     return await run_in_threadpool(_set_status, context(request), principal, chat_id, False)
 
 
-def _set_status(c: AppContext, principal: Principal, chat_id: str, archive: bool) -> ChatStatus:
+def _set_status(c: AppContext, principal: Principal, chat_id: str,
+                archive: bool) -> ChatStatusChanged:
     change = service.archive_chat if archive else service.unarchive_chat
     with c.transaction() as session:
         status = change(session, chat_id, workspace_id=principal.workspace_id)
-    return ChatStatus.model_validate({"chat_id": chat_id, "status": status})
+    return ChatStatusChanged.model_validate({"chat_id": chat_id, "status": status})
 
 
 def _detail(c: AppContext, principal: Principal, chat_id: str) -> ChatDetail:
     with c.transaction() as session:
         d = service.get_chat(session, chat_id, workspace_id=principal.workspace_id)
-    data: dict[str, Any] = {**d.chat.as_dict(), "contact": d.contact,
+    data: dict[str, Any] = {**d.chat.as_dict(), "contact": Contact.model_validate(d.contact),
                             "last_message": d.last_message}
     return ChatDetail.model_validate(data)
 

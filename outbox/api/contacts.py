@@ -14,18 +14,18 @@ from outbox.api.auth import ChatAgent, Reader
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import (
-    ERROR_RESPONSES,
     Contact,
     ContactDetail,
     ContactList,
     UpdateContact,
+    error_responses,
     request_body,
 )
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
 
 
-@router.get("", response_model=ContactList, responses=ERROR_RESPONSES)
+@router.get("", response_model=ContactList, responses=error_responses())
 async def list_contacts(
     request: Request,
     principal: Reader,
@@ -39,14 +39,13 @@ async def list_contacts(
         with c.transaction() as session:
             page = service.list_contacts(session, workspace_id=principal.workspace_id, q=q,
                                          limit=limit, cursor=cursor)
-        return ContactList.model_validate({
-            "contacts": [ct.as_dict() for ct in page.contacts],
-            "next_cursor": page.next_cursor})
+        return ContactList(contacts=[Contact.model_validate(ct) for ct in page.contacts],
+                           next_cursor=page.next_cursor)
 
     return await run_in_threadpool(run, context(request))
 
 
-@router.get("/{contact_id}", response_model=ContactDetail, responses=ERROR_RESPONSES)
+@router.get("/{contact_id}", response_model=ContactDetail, responses=error_responses())
 async def get_contact(contact_id: str, request: Request,
                       principal: Reader) -> ContactDetail:
     """A contact and its chats (one per channel it talks to)."""
@@ -54,13 +53,14 @@ async def get_contact(contact_id: str, request: Request,
         with c.transaction() as session:
             contact, chats = service.get_contact(session, contact_id,
                                                  workspace_id=principal.workspace_id)
-        return ContactDetail.model_validate({**contact.as_dict(), "chats": chats})
+        return ContactDetail.model_validate({**Contact.model_validate(contact).model_dump(),
+                                             "chats": chats})
 
     return await run_in_threadpool(run, context(request))
 
 
 @router.patch("/{contact_id}", response_model=Contact,
-              openapi_extra=request_body(UpdateContact), responses=ERROR_RESPONSES)
+              openapi_extra=request_body(UpdateContact), responses=error_responses(body=True))
 async def update_contact(contact_id: str, request: Request, principal: ChatAgent) -> Contact:
     """Change the fields given (name, email, notes, tags); null clears name,
     email or notes. An inbound message's sender name fills an empty name,
@@ -72,6 +72,6 @@ async def update_contact(contact_id: str, request: Request, principal: ChatAgent
         with c.transaction() as session:
             contact = service.update_contact(session, contact_id, changes,
                                              workspace_id=principal.workspace_id)
-        return Contact.model_validate(contact.as_dict())
+        return Contact.model_validate(contact)
 
     return await run_in_threadpool(run, context(request))

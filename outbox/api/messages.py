@@ -27,7 +27,6 @@ from outbox.api.auth import Reader, Sender
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import AppContext, context
 from outbox.api.schemas import (
-    ERROR_RESPONSES,
     BatchQueued,
     MessageChanged,
     MessageContent,
@@ -62,11 +61,15 @@ router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
 QUEUED_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"model": MessageQueued,
                  "description": "Idempotency key seen before: the existing message"}}
+#: The 409s of a send: POST /v1/messages, the batch, POST /v1/chats/{id}/messages.
+SEND_CONFLICTS = {"channel_disabled": "the channel is disabled (replace its token)",
+                  "idempotency_conflict": "a concurrent send with the same key is not "
+                                          "committed yet; try again"}
 
 
 @router.post("", status_code=201, response_model=MessageQueued,
              openapi_extra=request_body(SendMessage),
-             responses={**QUEUED_RESPONSES, **ERROR_RESPONSES})
+             responses={**QUEUED_RESPONSES, **error_responses(body=True, **SEND_CONFLICTS)})
 async def send_message(request: Request, principal: Sender) -> JSONResponse:
     """Queue a message. 201 when queued; 200 with the existing message when
     the idempotency key was used before on this channel."""
@@ -85,7 +88,8 @@ async def send_message(request: Request, principal: Sender) -> JSONResponse:
 
 
 @router.post("/batch", status_code=201, response_model=BatchQueued,
-             openapi_extra=request_body(SendBatch), responses=ERROR_RESPONSES)
+             openapi_extra=request_body(SendBatch),
+             responses=error_responses(body=True, **SEND_CONFLICTS))
 async def send_batch(request: Request, principal: Sender) -> BatchQueued:
     """Queue up to 1,000 messages, all or nothing: one bad message is a 4xx
     whose `field` names it (`messages.3.to`), and nothing is queued."""
@@ -105,13 +109,12 @@ async def send_batch(request: Request, principal: Sender) -> BatchQueued:
     return await run_in_threadpool(run, ctx)
 
 
-@router.get("", response_model=MessageList, responses=ERROR_RESPONSES)
+@router.get("", response_model=MessageList, responses=error_responses())
 async def list_messages(
     request: Request,
     principal: Reader,
-    status: Annotated[str | None, Query(description="pending|sent|delivered|read|played|"
-                                                    "deleted|failed|cancelled; failed: the "
-                                                    "dead letters")] = None,
+    status: Annotated[MessageStatus | None, Query(description="failed: the dead "
+                                                              "letters")] = None,
     chat_id: str | None = None,
     channel_id: str | None = None,
     since: Annotated[datetime | None, Query(description="created at or after (ISO 8601, "
@@ -135,7 +138,7 @@ async def list_messages(
     return await run_in_threadpool(run, context(request))
 
 
-@router.get("/{message_id}", response_model=MessageDetail, responses=ERROR_RESPONSES)
+@router.get("/{message_id}", response_model=MessageDetail, responses=error_responses())
 async def get_message(message_id: str, request: Request, principal: Reader) -> MessageDetail:
     """A message: its content, status, attempts, last error, WhatsApp id and
     timestamps."""

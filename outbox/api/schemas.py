@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from outbox.states import Direction, MessageStatus, OutboxStatus
+from outbox.states import (
+    ChannelStatus,
+    ChatStatus,
+    Direction,
+    MessageStatus,
+    OutboxStatus,
+    PauseCause,
+    Role,
+    Scope,
+)
 
 
 class MessageContent(BaseModel):
@@ -97,13 +106,13 @@ class MessageSummary(BaseModel):
     channel_id: uuid.UUID
     chat_id: uuid.UUID
     to: str = Field(description="the chat's WhatsApp id")
-    direction: str
+    direction: Direction
     type: str
-    status: str
+    status: MessageStatus
     body: str | None
     wa_message_id: str | None
     error: str | None
-    outbox_status: str | None
+    outbox_status: OutboxStatus | None
     attempts: int | None
     last_error: str | None
     created_at: datetime
@@ -119,7 +128,7 @@ class MessageList(BaseModel):
 
 class MessageChanged(BaseModel):
     message_id: uuid.UUID
-    status: str
+    status: MessageStatus
 
 
 # --- the inbox: chats, threads, contacts -----------------------------------
@@ -136,7 +145,7 @@ class ChatSummary(BaseModel):
     last_message_at: datetime | None
     last_message_preview: str | None
     unread_count: int
-    status: str = Field(description="active|archived")
+    status: ChatStatus
     assigned_to: uuid.UUID | None = Field(description="the user the chat is assigned to")
     created_at: datetime
 
@@ -148,6 +157,11 @@ class ChatList(BaseModel):
 
 
 class Contact(BaseModel):
+    """outbox.admin.contacts.ContactInfo as the API shows it, read off its
+    attributes (tests/test_api.py checks the two have the same fields)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     phone: str
     name: str | None
@@ -160,10 +174,10 @@ class Contact(BaseModel):
 
 class LastMessage(BaseModel):
     id: uuid.UUID
-    direction: str
+    direction: Direction
     type: str
     body: str | None
-    status: str
+    status: MessageStatus
     created_at: datetime
     sent_at: datetime | None
     deleted: bool
@@ -176,11 +190,11 @@ class ChatDetail(ChatSummary):
 
 class ThreadMessage(BaseModel):
     id: uuid.UUID
-    direction: str = Field(description="inbound|outbound")
+    direction: Direction
     type: str
     body: str | None = Field(description="null once deleted for everyone")
     payload: dict[str, Any]
-    status: str
+    status: MessageStatus
     wa_message_id: str | None
     error: str | None
     reactions: dict[str, Any] = Field(description='per reactor: {"emoji", "at"}')
@@ -209,9 +223,9 @@ class AssignChat(BaseModel):
         description="a user id, `me`, or null to unassign")
 
 
-class ChatStatus(BaseModel):
+class ChatStatusChanged(BaseModel):
     chat_id: uuid.UUID
-    status: str
+    status: ChatStatus
 
 
 class ChatRead(BaseModel):
@@ -223,7 +237,7 @@ class ContactChat(BaseModel):
     id: uuid.UUID
     channel_id: uuid.UUID
     wa_chat_id: str
-    status: str
+    status: ChatStatus
     unread_count: int
     last_message_at: datetime | None
 
@@ -248,6 +262,175 @@ class UpdateContact(BaseModel):
     tags: list[StrictStr] | None = Field(default=None, max_length=50)
 
 
+# --- administration: channels, users, API keys, sessions, stats -------------
+
+
+class Channel(BaseModel):
+    """A channel; its Whapi token is never shown."""
+
+    id: uuid.UUID
+    workspace_id: str
+    name: str
+    phone_number: str = Field(description="the channel's own number, E.164")
+    base_url: str | None = Field(description="its Whapi base URL (null: the default)")
+    status: ChannelStatus
+    paused_until: datetime | None = Field(description="a pause's end (null: until resumed)")
+    pause_reason: str | None
+
+
+class ChannelQueue(Channel):
+    pause_cause: PauseCause | None = Field(description="why it is paused, as a code")
+    queued: int = Field(description="rows waiting to be sent")
+    oldest_due_at: datetime | None = Field(description="the longest-waiting row that could go "
+                                                       "now")
+
+
+class ChannelList(BaseModel):
+    channels: list[ChannelQueue]
+
+
+class LimitsUsage(BaseModel):
+    """The channel's budget now, as the next claim counts it."""
+
+    day: date = Field(description="today in the channel's time zone")
+    day_used: int
+    day_cap: int | None = Field(description="today's cap: per_day and the warm-up's")
+    new_chats_used: int
+    new_chats_left: int | None
+    rows_left: int | None = Field(description="rows a claim may take now (null: no row limit)")
+    tokens: float | None = Field(description="the per-second bucket now")
+    minute_used: int
+
+
+class ChannelLimits(BaseModel):
+    """The channel's send limits (null: none; docs/pacing.md)."""
+
+    channel_id: uuid.UUID
+    per_second: float | None
+    burst: int | None
+    per_minute: int | None
+    per_day: int | None
+    new_chats_per_day: int | None
+    chat_gap_seconds: float | None
+    typing_time: int | None
+    timezone: str
+    warmup: str | None = Field(description='START,xFACTOR,CEILING, e.g. "50,x1.5,1000"')
+    warmup_from: date | None
+    usage: LimitsUsage | None = Field(description="null: no limits were ever set")
+
+
+class ChannelWithLimits(Channel):
+    limits: ChannelLimits
+
+
+class WebhookEvent(BaseModel):
+    type: str
+    method: str
+
+
+class WhapiWebhook(BaseModel):
+    url: str
+    mode: Literal["body", "path", "method"]
+    headers: dict[str, str]
+    events: list[WebhookEvent]
+
+
+class WhapiSettings(BaseModel):
+    """The body of Whapi's `PATCH /settings`."""
+
+    webhooks: list[WhapiWebhook]
+
+
+class WebhookInfo(BaseModel):
+    channel_id: uuid.UUID
+    url: str = Field(description="where Whapi posts this channel's webhooks")
+    mode: Literal["body", "path", "method"]
+    header: str = Field(description="the header that carries the secret")
+    secret: str
+    events: list[WebhookEvent] = Field(description="the events to subscribe")
+    whapi_settings: WhapiSettings
+    public_url_set: bool = Field(description="false: the URL is the local listen address, "
+                                             "which Whapi can't reach (set OUTBOX_PUBLIC_URL)")
+
+
+class User(BaseModel):
+    id: uuid.UUID
+    workspace_id: str
+    email: str
+    role: Role
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+class UserList(BaseModel):
+    users: list[User]
+
+
+class ApiKey(BaseModel):
+    """A key as listed: never the key itself (only its hash is stored)."""
+
+    id: uuid.UUID
+    workspace_id: str
+    name: str | None
+    prefix: str = Field(description="the key's first characters, to tell keys apart")
+    scopes: list[Scope]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyList(BaseModel):
+    api_keys: list[ApiKey]
+
+
+class ApiKeyCreated(BaseModel):
+    id: uuid.UUID
+    workspace_id: str
+    name: str | None
+    prefix: str
+    scopes: list[Scope]
+    key: str = Field(description="shown in this answer only: store it now")
+
+
+class SessionUser(BaseModel):
+    id: uuid.UUID
+    workspace_id: str
+    email: str
+    role: Role
+
+
+class SessionCreated(BaseModel):
+    token: str = Field(description="`Authorization: Bearer <token>`; also set as the cookie")
+    expires_at: datetime
+    csrf_token: str = Field(description="X-CSRF-Token of a change authenticated by the cookie")
+    user: SessionUser
+    scopes: list[Scope]
+
+
+class CurrentSession(BaseModel):
+    workspace_id: str
+    user_id: uuid.UUID
+    user: SessionUser
+    scopes: list[Scope]
+    csrf_token: str
+
+
+class ThroughputCounts(BaseModel):
+    sent: int
+    retried: int = Field(description="an attempt failed and another is due")
+    failed: int = Field(description="failed for good")
+
+
+class ThroughputMinute(ThroughputCounts):
+    minute: datetime
+
+
+class Throughput(BaseModel):
+    since: datetime = Field(description="the first minute of the window")
+    series: list[ThroughputMinute] = Field(description="one per minute, oldest first, zeros "
+                                                       "included")
+    channels: dict[str, ThroughputCounts] = Field(description="per channel id: the totals")
+
+
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
     """A route's documented JSON body, for a route that reads the body itself
     (after authentication: outbox/api/body.py). The schema is inlined."""
@@ -270,31 +453,67 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
-class ErrorDetail(BaseModel):
-    code: str
+class ErrorItem(BaseModel):
+    field: str | None = Field(description="the field at fault, e.g. `messages.3.to`")
     message: str
-    field: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable; docs/http-api.md lists every code")
+    message: str = Field(description="one line a person can act on")
+    field: str | None = Field(default=None, description="the request field at fault, e.g. "
+                                                        "`to` or `messages.3.to`")
+    details: list[ErrorItem] | None = Field(
+        default=None, description="a validation error (422): every problem found, not only "
+                                  "the first")
+    oldest_id: int | None = Field(
+        default=None, description="`events_expired` (410) only: the oldest event still held")
 
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in ((400, "Malformed JSON"), (401, "Missing or invalid credentials"),
-                       (403, "The credentials lack a scope the route needs"),
-                       (404, "Not found (or another workspace's)"),
-                       (409, "Channel disabled"), (422, "Invalid field"))
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                                "schema": {"type": "integer"}}}
+_ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
+    400: ("The body is not JSON (`malformed_json`)", {}),
+    401: ("Missing or invalid credentials (`unauthorized`)", {}),
+    403: ("The credentials lack a scope the route needs (`insufficient_scope`), or a change "
+          "authenticated by the session cookie lacks its CSRF token (`csrf_failed`)", {}),
+    404: ("Not found, or another workspace's (`*_not_found`)", {}),
+    409: ("Conflicts with the current state; `error.code` says how", {}),
+    413: ("The body is too large (`payload_too_large`)", {}),
+    422: ("An invalid field, named by `error.field` (`invalid_input`, `invalid_phone`, ...)",
+          {}),
+    429: ("Over a rate or a cap (`rate_limited`, `queue_full`)", {"headers": _RETRY_AFTER}),
+    503: ("The database is unreachable (`database_unavailable`) or every connection is busy "
+          "(`database_busy`, with Retry-After); try again", {}),
 }
 
 
-def error_responses(**conflicts: str) -> dict[int | str, dict[str, Any]]:
-    """ERROR_RESPONSES with the route's own 409s, `code="what it means"`."""
-    if not conflicts:
-        return ERROR_RESPONSES
-    listed = "; ".join(f"`{code}`: {text}" for code, text in conflicts.items())
-    return {**ERROR_RESPONSES, 409: {"model": ErrorBody, "description": listed}}
+def _error(status: int, description: str | None = None) -> dict[str, Any]:
+    text, extra = _ERRORS[status]
+    return {"model": ErrorBody, "description": description or text, **extra}
+
+
+#: Every error any route may answer (409 without its codes): for routes that
+#: don't list their own with `error_responses`.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {code: _error(code) for code in _ERRORS}
+
+
+def error_responses(*, body: bool = False, **conflicts: str) -> dict[int | str, dict[str, Any]]:
+    """The errors a route answers: every authenticated route's (401, 403, 404,
+    422, 429, 503); 400 and 413 when it reads a JSON `body`; a 409 when it
+    has `conflicts` (`code="what it means"`), which its description lists."""
+    out: dict[int | str, dict[str, Any]] = {
+        code: _error(code) for code in (401, 403, 404, 422, 429, 503)}
+    if body:
+        out |= {400: _error(400), 413: _error(413)}
+    if conflicts:
+        listed = "; ".join(f"`{code}`: {text}" for code, text in conflicts.items())
+        out[409] = _error(409, f"Conflicts with the current state: {listed}")
+    return dict(sorted(out.items(), key=lambda item: int(item[0])))
 
 
 class Event(BaseModel):

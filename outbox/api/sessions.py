@@ -20,12 +20,10 @@ worthless (fixation).
 from __future__ import annotations
 
 import uuid
-from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.concurrency import run_in_threadpool
 
@@ -44,9 +42,10 @@ from outbox.admin.users import UserInfo, normalize_email
 from outbox.api.auth import SESSION_COOKIE, Caller
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import context
-from outbox.api.schemas import ERROR_RESPONSES
+from outbox.api.schemas import CurrentSession, SessionCreated, SessionUser, error_responses
 from outbox.db.models import DEFAULT_WORKSPACE
 from outbox.errors import CsrfFailed, InvalidInput
+from outbox.states import Role
 
 log = structlog.get_logger(__name__)
 
@@ -65,10 +64,9 @@ _SIGN_IN_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": SignIn.model_json_schema()}}}}
 
 
-@router.post("", status_code=201, openapi_extra=_SIGN_IN_BODY,
-             responses={**ERROR_RESPONSES, 429: ERROR_RESPONSES[401] | {
-                 "description": "Too many sign-in attempts (Retry-After)"}})
-async def create_session(request: Request) -> JSONResponse:
+@router.post("", status_code=201, response_model=SessionCreated, openapi_extra=_SIGN_IN_BODY,
+             responses=error_responses(body=True))
+async def create_session(request: Request, response: Response) -> SessionCreated:
     """Sign in with email and password: the session token (also set as a cookie)."""
     _check_same_origin(request)
     body = parse_model(SignIn, await read_body(request))
@@ -87,16 +85,15 @@ async def create_session(request: Request) -> JSONResponse:
 
     new = await run_in_threadpool(run)
     log.info("signed_in", workspace_id=new.user.workspace_id, user_id=str(new.user.id))
-    response = JSONResponse({"token": new.token, "expires_at": new.expires_at.isoformat(),
-                             "csrf_token": csrf_token(new.token), **_who(new.user)},
-                            status_code=201)
     response.set_cookie(SESSION_COOKIE, new.token, max_age=SESSION_TTL_SECONDS, path="/",
                         httponly=True, samesite="strict", secure=_https(request))
-    return response
+    return SessionCreated(token=new.token, expires_at=new.expires_at,
+                          csrf_token=csrf_token(new.token), user=_user(new.user),
+                          scopes=sorted(new.user.scopes))
 
 
-@router.get("/current", responses=ERROR_RESPONSES)
-async def current_session(request: Request, principal: Caller) -> dict[str, Any]:
+@router.get("/current", response_model=CurrentSession, responses=error_responses())
+async def current_session(request: Request, principal: Caller) -> CurrentSession:
     """Who the session belongs to (the user, their role), what it may do, and
     its `csrf_token`."""
     session_id = _session_of(principal)
@@ -109,12 +106,12 @@ async def current_session(request: Request, principal: Caller) -> dict[str, Any]
     user = await run_in_threadpool(run)
     token = bearer_token(request.headers.get("authorization")) or (
         request.cookies.get(SESSION_COOKIE, ""))
-    return {"workspace_id": principal.workspace_id, "user_id": str(principal.user_id),
-            "scopes": sorted(principal.scopes), "csrf_token": csrf_token(token),
-            **_who(user)}
+    return CurrentSession(workspace_id=principal.workspace_id, user_id=user.id,
+                          user=_user(user), scopes=sorted(user.scopes),
+                          csrf_token=csrf_token(token))
 
 
-@router.delete("", status_code=204, responses=ERROR_RESPONSES)
+@router.delete("", status_code=204, responses=error_responses())
 async def delete_session(request: Request, principal: Caller) -> Response:
     """Sign out: the session (the bearer token's, or the cookie's) ends now."""
     ctx = context(request)
@@ -163,10 +160,9 @@ def _session_of(principal: Principal) -> uuid.UUID:
     return principal.session_id
 
 
-def _who(user: UserInfo) -> dict[str, Any]:
-    return {"user": {"id": str(user.id), "workspace_id": user.workspace_id, "email": user.email,
-                     "role": user.role},
-            "scopes": sorted(user.scopes)}
+def _user(user: UserInfo) -> SessionUser:
+    return SessionUser(id=user.id, workspace_id=user.workspace_id, email=user.email,
+                       role=Role(user.role))
 
 
 def _https(request: Request) -> bool:

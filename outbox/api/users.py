@@ -5,20 +5,19 @@ and never come out."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from outbox.admin.users import UserInfo, create_user, disable_user, list_users
 from outbox.api.auth import Admin
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import context
-from outbox.api.schemas import ERROR_RESPONSES, request_body
+from outbox.api.schemas import User, UserList, error_responses, request_body
 from outbox.errors import InvalidInput, NotFound
+from outbox.states import Role
 
 log = structlog.get_logger(__name__)
 
@@ -29,24 +28,26 @@ class NewUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: StrictStr
-    role: StrictStr
-    password: StrictStr
+    role: Role
+    password: StrictStr = Field(description="12 characters or more")
 
 
-@router.get("", responses=ERROR_RESPONSES)
-async def get_users(request: Request, principal: Admin) -> dict[str, Any]:
-    """`{"users": [...]}`: the workspace's users, disabled ones too."""
+@router.get("", response_model=UserList, responses=error_responses())
+async def get_users(request: Request, principal: Admin) -> UserList:
+    """The workspace's users, disabled ones too."""
     ctx = context(request)
 
     def run() -> list[UserInfo]:
         with ctx.transaction() as session:
             return list_users(session, workspace_id=principal.workspace_id)
 
-    return {"users": [user_dict(u) for u in await run_in_threadpool(run)]}
+    return UserList(users=[user_model(u) for u in await run_in_threadpool(run)])
 
 
-@router.post("", status_code=201, openapi_extra=request_body(NewUser), responses=ERROR_RESPONSES)
-async def post_user(request: Request, principal: Admin) -> JSONResponse:
+@router.post("", status_code=201, response_model=User, openapi_extra=request_body(NewUser),
+             responses=error_responses(body=True, user_exists="the workspace has a user with "
+                                                              "that email"))
+async def post_user(request: Request, principal: Admin) -> User:
     """Add a user (role viewer, agent or admin) with a password of 12 or more characters."""
     body = parse_model(NewUser, await read_body(request))
     ctx = context(request)
@@ -58,11 +59,11 @@ async def post_user(request: Request, principal: Admin) -> JSONResponse:
 
     user = await run_in_threadpool(run)
     log.info("user_created", user_id=str(user.id), workspace_id=user.workspace_id)
-    return JSONResponse(user_dict(user), status_code=201)
+    return user_model(user)
 
 
-@router.post("/{user_id}/disable", responses=ERROR_RESPONSES)
-async def post_disable(user_id: str, request: Request, principal: Admin) -> dict[str, Any]:
+@router.post("/{user_id}/disable", response_model=User, responses=error_responses())
+async def post_disable(user_id: str, request: Request, principal: Admin) -> User:
     """Disable a user: their sessions end now and they cannot sign in. An
     admin cannot disable themselves (another admin can)."""
     ctx = context(request)
@@ -84,10 +85,9 @@ async def post_disable(user_id: str, request: Request, principal: Admin) -> dict
 
     user = await run_in_threadpool(run)
     log.info("user_disabled", user_id=str(user.id), workspace_id=user.workspace_id)
-    return user_dict(user)
+    return user_model(user)
 
 
-def user_dict(u: UserInfo) -> dict[str, Any]:
-    return {"id": str(u.id), "workspace_id": u.workspace_id, "email": u.email, "role": u.role,
-            "created_at": u.created_at.isoformat(),
-            "disabled_at": u.disabled_at.isoformat() if u.disabled_at else None}
+def user_model(u: UserInfo) -> User:
+    return User(id=u.id, workspace_id=u.workspace_id, email=u.email, role=Role(u.role),
+                created_at=u.created_at, disabled_at=u.disabled_at)

@@ -43,9 +43,9 @@ from sqlalchemy.orm import Session
 
 from outbox.db import webhook_queries as q
 from outbox.errors import ChannelNotFound, MalformedWebhook, Unauthorized
-from outbox.jsonio import dumps_unicode, loads_untrusted
+from outbox.jsonio import dumps_unicode, parse_untrusted
 from outbox.phone import Recipient, normalize_recipient
-from outbox.states import Direction, MessageStatus
+from outbox.states import Direction, MessageStatus, PendingKind
 from outbox.webhooks.routes import (
     STATUS_ORDER,
     EventName,
@@ -99,12 +99,7 @@ __all__ = [
 
 def parse_body(raw: bytes) -> Any:
     """The request body as JSON; `MalformedWebhook` if it is not."""
-    try:
-        return loads_untrusted(raw)
-    except UnicodeDecodeError:
-        raise MalformedWebhook("webhook body is not valid JSON") from None
-    except ValueError as exc:
-        raise MalformedWebhook(f"webhook body is not usable JSON: {exc}") from None
+    return parse_untrusted(raw, MalformedWebhook, what="webhook body")
 
 
 def status_rank(status: str) -> int:
@@ -379,7 +374,9 @@ def _message_exists(session: Session, channel_id: uuid.UUID, wa_message_id: str)
         "channel_id": channel_id, "wa_message_id": wa_message_id}).scalar_one())
 
 
-_ACTION_SQL = {"reaction": q.APPLY_REACTION, "edit": q.APPLY_EDIT, "delete": q.APPLY_DELETE}
+_ACTION_SQL: dict[str, str] = {PendingKind.REACTION: q.APPLY_REACTION,
+                               PendingKind.EDIT: q.APPLY_EDIT,
+                               PendingKind.DELETE: q.APPLY_DELETE}
 
 
 def _apply_action(session: Session, channel_id: uuid.UUID, action: MessageAction,
@@ -388,9 +385,9 @@ def _apply_action(session: Session, channel_id: uuid.UUID, action: MessageAction
     unless `wait` is False)."""
     at = action.at or datetime.now(UTC)
     params: dict[str, Any] = {"channel_id": channel_id, "target": action.target}
-    if action.kind == "reaction":
+    if action.kind == PendingKind.REACTION:
         params.update(reactor=action.reactor, emoji=action.emoji, at=at.timestamp())
-    elif action.kind == "edit":
+    elif action.kind == PendingKind.EDIT:
         params.update(body=action.body, content=dumps_unicode(action.content or {}), at=at)
     else:
         params.update(at=at)
@@ -483,7 +480,7 @@ def apply_pending(
         "action_seconds": action_wait_seconds}).all()
     applied = matched = stored = expired = 0
     for r in rows:
-        if r.kind == "echo":
+        if r.kind == PendingKind.ECHO:
             if r.found:
                 matched += 1
             else:
