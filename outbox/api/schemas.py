@@ -422,6 +422,7 @@ class ThroughputCounts(BaseModel):
 
 class ThroughputMinute(ThroughputCounts):
     minute: datetime
+    queued: int = Field(description="rows waiting or being sent at the minute's end")
 
 
 class Throughput(BaseModel):
