@@ -305,31 +305,47 @@ async def test_status_and_metrics_show_budget_and_rows_held_back(
 
     capped = make_channel(name="capped", base_url=sim_url)
     paused = make_channel(name="paused", phone="+15550000002", base_url=sim_url)
+    nochats = make_channel(name="nochats", phone="+15550000003", base_url=sim_url)
+    gapped = make_channel(name="gapped", phone="+15550000004", base_url=sim_url)
     _limits(clean_db, capped, per_day=2)
     _limits(clean_db, paused, per_day=100)
     _enqueue(clean_db, capped, PHONES[:5])
+    _enqueue(clean_db, gapped, [PHONES[20]])  # the chat's latest message, just now
     await run_dispatcher(database_url, max_seconds=10)
     _enqueue(clean_db, paused, PHONES[:3])
     with clean_db.begin() as conn:  # paused rows wait for the pause, not for pacing
         conn.execute(text("UPDATE outbox.channels SET status = 'paused' WHERE id = :id"),
                      {"id": paused})
+    # A channel that opens no new chat: every row to a new chat waits.
+    _limits(clean_db, nochats, new_chats_per_day=0)
+    _enqueue(clean_db, nochats, PHONES[10:13])
+    # Within the chat's gap: its two rows wait; a new chat's row doesn't.
+    _limits(clean_db, gapped, chat_gap="1h")
+    _enqueue(clean_db, gapped, [PHONES[20], PHONES[20], PHONES[21]])
 
     with Session(clean_db) as s:
         status = queue_status(s)
-    by_name = {c.name: c for c in status.channels}
-    assert by_name["capped"].pacing is not None
-    assert (by_name["capped"].pacing.rows_left, by_name["capped"].pacing.day_left,
-            by_name["capped"].pacing.held_back) == (0, 0, 3)
-    assert by_name["paused"].pacing is None
+    by_name = {c.name: c.pacing for c in status.channels}
+    assert by_name["paused"] is None
+    got = {name: (p.rows_left, p.day_left, p.new_chats_left, p.held_back)
+           for name, p in by_name.items() if p is not None}
+    assert got == {"capped": (0, 0, None, 3), "nochats": (None, None, 0, 3),
+                   "gapped": (None, None, None, 2)}
     assert {"rows_left": 0, "new_chats_left": None, "day_left": 0, "held_back": 3} in [
         c["pacing"] for c in status.as_dict()["channels"]]
     out = cli("status")
-    assert out.returncode == 0 and "held back 3" in out.stdout, out.stdout
+    assert out.returncode == 0, out.stderr
+    assert "capped  now 0, today 0, held back 3" in out.stdout, out.stdout
+    assert "nochats  now unlimited, today no cap, new chats 0, held back 3" in out.stdout
+    assert "gapped  now unlimited, today no cap, held back 2" in out.stdout
 
     text_ = generate_latest(build_registry(clean_db, cache_seconds=0)).decode()
     assert f'outbox_pacing_held_back{{channel="{capped}"}} 3.0' in text_
     assert f'outbox_pacing_day_left{{channel="{capped}"}} 0.0' in text_
     assert f'outbox_pacing_budget_rows{{channel="{capped}"}} 0.0' in text_
+    assert f'outbox_pacing_held_back{{channel="{nochats}"}} 3.0' in text_
+    assert f'outbox_pacing_new_chats_left{{channel="{nochats}"}} 0.0' in text_
+    assert f'outbox_pacing_held_back{{channel="{gapped}"}} 2.0' in text_
     assert f'channel="{paused}"}}' not in text_.split("outbox_pacing_budget_rows", 1)[1]
 
 

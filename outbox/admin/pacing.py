@@ -123,7 +123,7 @@ class PacingState:
     rows_left: int | None
     new_chats_left: int | None
     day_left: int | None
-    held_back: int  # due rows the claim skips: the channel is out of budget
+    held_back: int  # due rows the claim skips: channel out of budget, or chat (cap, gap)
 
 
 def get_limits(session: Session, channel_id: uuid.UUID | str, *,
