@@ -8,6 +8,7 @@ tests/test_pacing_processes.py.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections.abc import Sequence
@@ -217,48 +218,82 @@ async def test_typing_time_default_joins_texts_without_one(make_channel, clean_d
 # --- the property: whatever the interleaving, never over budget -----------------------
 
 
-def _claim(engine: Engine, out: list[tuple[float, int]], lock: threading.Lock,
+def _claim(engine: Engine, out: list[tuple[float, uuid.UUID, list[Any]]], lock: threading.Lock,
            per_channel: int, barrier: threading.Barrier | None) -> None:
+    token = uuid.uuid4()
     with engine.connect() as conn:
         if barrier is not None:
             barrier.wait()
         rows = conn.execute(text(queries.CLAIM), {
-            "per_channel": per_channel, "batch_size": 50, "claim_token": uuid.uuid4(),
+            "per_channel": per_channel, "batch_size": 50, "claim_token": token,
             "lease_seconds": 600}).all()
         at = conn.execute(text("SELECT extract(epoch FROM now())")).scalar_one()
         conn.commit()
     with lock:
-        out.append((float(at), len(rows)))
+        out.append((float(at), token, rows))
 
 
-@settings(max_examples=12, deadline=None,
+def _complete_sent(engine: Engine, claims: list[tuple[float, uuid.UUID, list[Any]]]) -> None:
+    """Record the claimed rows as sent, with the dispatcher's own statement
+    (it dates each chat's latest message: the chat gap counts from it)."""
+    done = [(r.id, token) for _, token, rows in claims for r in rows]
+    if not done:
+        return
+    with engine.begin() as conn:
+        conn.execute(text(queries.COMPLETE), {
+            "ids": [i for i, _ in done], "claim_tokens": [t for _, t in done],
+            "statuses": ["sent"] * len(done), "refunds": [0] * len(done),
+            "delays": [0.0] * len(done), "errors": [None] * len(done),
+            "wa_message_ids": [f"wa-{i}" for i, _ in done]})
+
+
+@settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(
     rate=st.sampled_from([0.5, 1.0, 3.0, 7.5]),
     burst=st.integers(1, 8),
     per_minute=st.one_of(st.none(), st.integers(1, 30)),
     per_day=st.one_of(st.none(), st.integers(1, 40)),
+    new_chats_per_day=st.one_of(st.none(), st.integers(0, 6)),
+    chat_gap=st.one_of(st.none(), st.sampled_from([0.5, 1.5, 3.0])),
     steps=st.lists(st.tuples(st.integers(1, 4), st.floats(0.0, 2.0)), min_size=4, max_size=14),
 )
 def test_claims_never_exceed_the_budget(make_channel, clean_db: Engine, rate: float,
                                         burst: int, per_minute: int | None,
-                                        per_day: int | None,
+                                        per_day: int | None, new_chats_per_day: int | None,
+                                        chat_gap: float | None,
                                         steps: list[tuple[int, float]]):
-    """N workers claim at once (real connections, real locks), then time
-    passes (the bucket is back-dated by that much). In virtual time, no
-    window holds more than burst + rate * its length; no clock minute more
-    than per_minute; the day no more than per_day."""
+    """N workers claim at once (real connections, real locks), the rows
+    they took are recorded as sent, then time passes (the bucket and the
+    chats' latest messages are back-dated by that much). In virtual time,
+    no window holds more than burst + rate * its length; no clock minute
+    more than per_minute; the day no more than per_day, and no more new
+    chats than new_chats_per_day; no two claims in one chat closer than
+    the chat gap."""
     from tests.conftest import TABLES, truncate
 
     truncate(clean_db, TABLES)
     ch = make_channel()
-    _limits(clean_db, ch, per_second=rate, burst=burst, per_minute=per_minute, per_day=per_day)
-    _enqueue(clean_db, ch, [f"+1555{5000000 + n:07d}" for n in range(120)])
+    _limits(clean_db, ch, per_second=rate, burst=burst, per_minute=per_minute, per_day=per_day,
+            new_chats_per_day=new_chats_per_day,
+            chat_gap=None if chat_gap is None else f"{chat_gap}s")
+    # 30 chats of 4 messages each, interleaved; the first 10 wrote to us
+    # a day ago (known chats), the other 20 are new.
+    phones = [f"+1555{5000000 + n:07d}" for n in range(30)]
+    _enqueue(clean_db, ch, phones * 4)
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.chats SET last_message_at = now() - interval '1 day' "
+                          "WHERE wa_chat_id = ANY(:known)"),
+                     {"known": [f"{p[1:]}@s.whatsapp.net" for p in phones[:10]]})
+        known = set(conn.execute(text(
+            "SELECT id FROM outbox.chats WHERE last_message_at IS NOT NULL")).scalars())
+    assert len(known) == 10
     claims: list[tuple[float, float, int]] = []  # (virtual time, real time, rows)
+    chat_claims: dict[uuid.UUID, list[float]] = {}  # virtual claim times per chat
     shift = 0.0
     lock = threading.Lock()
     for workers, passes in steps:
-        out: list[tuple[float, int]] = []
+        out: list[tuple[float, uuid.UUID, list[Any]]] = []
         barrier = threading.Barrier(workers)
         threads = [threading.Thread(target=_claim, args=(clean_db, out, lock, 10, barrier))
                    for _ in range(workers)]
@@ -266,16 +301,24 @@ def test_claims_never_exceed_the_budget(make_channel, clean_db: Engine, rate: fl
             t.start()
         for t in threads:
             t.join()
-        claims += [(at + shift, at, n) for at, n in out]
+        claims += [(at + shift, at, len(rows)) for at, _, rows in out]
+        for at, _, rows in out:
+            for r in rows:
+                chat_claims.setdefault(r.chat_id, []).append(at + shift)
+        _complete_sent(clean_db, out)
         if passes:
             shift += passes
             with clean_db.begin() as conn:
                 conn.execute(text(
                     "UPDATE outbox.channel_pacing SET refilled_at = refilled_at "
                     "- make_interval(secs => :s)"), {"s": passes})
+                conn.execute(text(
+                    "UPDATE outbox.chats SET last_message_at = last_message_at "
+                    "- make_interval(secs => :s) WHERE last_message_at IS NOT NULL"),
+                    {"s": passes})
     claims.sort()
     taken = [n for _, _, n in claims]
-    assert sum(taken) > 0
+    assert sum(taken) > 0 or new_chats_per_day == 0
     for i in range(len(claims)):
         for j in range(i, len(claims)):
             window = claims[j][0] - claims[i][0]
@@ -286,11 +329,20 @@ def test_claims_never_exceed_the_budget(make_channel, clean_db: Engine, rate: fl
         by_minute: dict[int, int] = {}
         for _, real, n in claims:
             by_minute[int(real // 60)] = by_minute.get(int(real // 60), 0) + n
-        assert max(by_minute.values()) <= per_minute, by_minute
+        assert max(by_minute.values(), default=0) <= per_minute, by_minute
+    new_chats = len(set(chat_claims) - known)
+    if new_chats_per_day is not None:
+        assert new_chats <= new_chats_per_day
+    if chat_gap is not None:
+        for chat, times in chat_claims.items():
+            gaps = [b - a for a, b in itertools.pairwise(sorted(times))]
+            assert min(gaps, default=chat_gap) >= chat_gap - 1e-6, (chat, times)
     with clean_db.connect() as conn:
-        day_count = conn.execute(text(
-            "SELECT day_count FROM outbox.channel_pacing")).scalar_one()
-    assert day_count == sum(taken)
+        budget = conn.execute(text(
+            "SELECT day_count, day_new_chats FROM outbox.channel_pacing")).one()
+    assert budget.day_count == sum(taken)
+    if new_chats_per_day is not None:  # (counted only where capped)
+        assert budget.day_new_chats == new_chats
 
 
 # --- what an operator sees --------------------------------------------------------------
