@@ -181,3 +181,36 @@ def test_chat_gap_holds_across_dispatchers(make_channel, clean_db: Engine, sim, 
     assert len(chat) == 5
     gaps = [b - a for a, b in itertools.pairwise(chat)]
     assert min(gaps) >= 1.5, gaps
+
+
+def test_a_fresh_number_on_a_warmup_plan_keeps_to_it_under_three_dispatchers(
+        make_channel, clean_db: Engine, sim, sim_url):
+    """The issue's "done when": a new number on a warm-up plan, three
+    daemons, and it never sends faster, nor more in a day, than set."""
+    ch = make_channel(base_url=sim_url)
+    _limits(clean_db, ch, per_second=5, burst=5, warmup="10,x2,1000")
+    with clean_db.begin() as conn:  # its third day: 10 * 2**2
+        conn.execute(text("UPDATE outbox.channel_pacing SET warmup_from = warmup_from - 2"))
+    phones = [f"+1555{6000000 + n:07d}" for n in range(20)]
+    _enqueue(clean_db, ch, phones * 3)
+    with claim_log(clean_db):
+        procs = [start_daemon({}) for _ in range(3)]
+        try:
+            wait_for(lambda: _sent(clean_db) == 40, timeout=90, interval=0.2)
+            time.sleep(2.5)  # two more claim rounds of three daemons: nothing goes
+        finally:
+            _stop(procs)
+        claims = _claims(clean_db, ch)
+    rows = _rows(clean_db)
+    assert sum(r.status == "sent" for r in rows) == 40 and len(sim.sent()) == 40
+    held = [r for r in rows if r.status != "sent"]
+    assert len(held) == 20 and all(r.status == "queued" and r.attempts == 0 for r in held)
+    assert sum(c.rows for c in claims) == 40
+    _check_claim_stamps(claims)
+    assert _busiest_claim_second(claims) <= 10, claims
+    # 5 at once, then 35 at 5 a second: 7 s.
+    assert claims[-1].budget_at - claims[0].budget_at >= 6.9
+    arrivals = [r.received_at for r in sim.sent()]
+    assert _busiest_second(arrivals) <= 10 + ARRIVAL_JITTER_ALLOWANCE
+    with clean_db.connect() as conn:
+        assert conn.execute(text("SELECT day_count FROM outbox.channel_pacing")).scalar_one() == 40
