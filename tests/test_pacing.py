@@ -215,6 +215,54 @@ async def test_typing_time_default_joins_texts_without_one(make_channel, clean_d
     assert got == {"plain": 2, "own": 0}
 
 
+async def test_a_429_on_a_paced_channel_still_pauses_it(make_channel, clean_db: Engine,
+                                                        database_url: str, sim, sim_url):
+    from tests.dispatch_helpers import channel_tokens
+
+    ch = make_channel(base_url=sim_url)
+    _limits(clean_db, ch, per_second=5, per_day=100)
+    sim.set_faults(token=channel_tokens(clean_db)[ch], error_status=429)
+    _enqueue(clean_db, ch, PHONES[:3])
+    summary = await run_dispatcher(database_url, max_seconds=10)
+    assert summary.sent == 0 and ch in summary.paused_channels
+    with clean_db.connect() as conn:
+        row = conn.execute(text(
+            "SELECT pause_cause, rate_limit_strikes, paused_until > now() AS later "
+            "FROM outbox.channels")).one()
+    assert (row.pause_cause, row.rate_limit_strikes, row.later) == ("rate_limit", 1, True)
+    # The rows wait for the pause, their attempts given back; the budget
+    # the claim spent is not (the requests did reach the provider).
+    assert all(r.status == "queued" and r.attempts == 0 for r in _rows(clean_db))
+    with Session(clean_db) as s:
+        usage = get_limits(s, ch).usage
+    assert usage is not None and usage.day_used >= 1
+
+
+async def test_budget_spent_by_a_send_that_failed_transiently_is_not_given_back(
+        make_channel, clean_db: Engine, database_url: str, sim, sim_url):
+    from tests.dispatch_helpers import channel_tokens
+
+    ch = make_channel(base_url=sim_url)
+    _limits(clean_db, ch, per_day=2)
+    token = channel_tokens(clean_db)[ch]
+    sim.set_faults(token=token, error_status=503)
+    _enqueue(clean_db, ch, PHONES[:2])
+    await run_dispatcher(database_url, max_seconds=10)
+    rows = _rows(clean_db)
+    assert all(r.status == "queued" and r.attempts == 1 for r in rows)  # a retry each
+    with Session(clean_db) as s:
+        usage = get_limits(s, ch).usage
+    assert usage is not None and (usage.day_used, usage.rows_left) == (2, 0)
+
+    # The retries are due and the provider is fine again: the day is spent all the same.
+    sim.clear_faults(token=token)
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.outbox_messages SET next_attempt_at = now()"))
+    assert (await run_dispatcher(database_url, max_seconds=5)).claimed == 0
+    _back_date_day(clean_db, ch)
+    assert (await run_dispatcher(database_url, max_seconds=10)).sent == 2
+
+
 # --- the property: whatever the interleaving, never over budget -----------------------
 
 
