@@ -122,6 +122,9 @@ def test_warmup_grows_by_its_factor_up_to_the_ceiling():
     assert [w.cap_on(d) for d in range(10)] == [50, 75, 112, 168, 253, 379, 569, 854, 1000,
                                                 1000]
     assert w.cap_on(100_000) == 1000  # no overflow, however long it runs
+    assert [w.new_chats_on(d, 100) for d in range(10)] == [5, 8, 12, 17, 26, 38, 57, 86, 100,
+                                                          100]
+    assert w.new_chats_on(0, 0) == 0 and w.new_chats_on(0, 1) == 1
 
 
 def test_cli_sets_and_shows_limits_with_usage(make_channel, clean_db: Engine):
@@ -199,6 +202,42 @@ async def test_warmup_caps_the_day_by_its_age(make_channel, clean_db: Engine,
     _enqueue(clean_db, ch, PHONES[:12])
     summary = await run_dispatcher(database_url, max_seconds=10)
     assert summary.sent == 8 and len(sim.sent()) == 8
+
+
+async def test_warmup_grows_the_new_chat_cap_in_step_with_the_day_cap(
+        make_channel, clean_db: Engine, database_url: str, sim, sim_url):
+    ch = make_channel(base_url=sim_url)
+    _enqueue(clean_db, ch, [PHONES[0]])  # a known chat: a message already went out
+    await run_dispatcher(database_url, max_seconds=10)
+    sim.reset()
+    # Its third day: the day's cap 2 * 2**2 = 8 of a ceiling of 100, so 8%
+    # of the 50 new chats: 4.
+    _limits(clean_db, ch, warmup="2,x2,100", new_chats_per_day=50)
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.channel_pacing SET warmup_from = warmup_from - 2"))
+    _enqueue(clean_db, ch, [PHONES[0], PHONES[0], *PHONES[1:9]])
+    with Session(clean_db) as s:
+        usage = get_limits(s, ch).usage
+    assert usage is not None and (usage.day_cap, usage.new_chats_cap) == (8, 4)
+    out = cli("channel", "limits", str(ch))
+    assert "0 today (cap 4 in the warm-up)" in out.stdout, out.stdout
+
+    await run_dispatcher(database_url, max_seconds=10)
+    existing = f"{PHONES[0][1:]}@s.whatsapp.net"
+    to = [r.to for r in sim.sent()]
+    assert to.count(existing) == 2 and len(set(to) - {existing}) == 4
+    held = [r for r in _rows(clean_db) if r.status == "queued"]
+    assert len(held) == 4 and all(r.attempts == 0 for r in held)
+
+    # The next day: cap 16, new chats 8; the four left go.
+    _back_date_day(clean_db, ch)
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.channel_pacing SET warmup_from = warmup_from - 1"))
+    await run_dispatcher(database_url, max_seconds=10)
+    assert len(set(r.to for r in sim.sent()) - {existing}) == 8
+    with Session(clean_db) as s:
+        usage = get_limits(s, ch).usage
+    assert usage is not None and (usage.new_chats_cap, usage.new_chats_used) == (8, 4)
 
 
 async def test_typing_time_default_joins_texts_without_one(make_channel, clean_db: Engine,
