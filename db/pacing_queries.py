@@ -63,16 +63,29 @@ WHERE b.channel_id = CAST(:channel_id AS uuid)
 """
 
 # Paced channels (of a workspace, or all: NULL) with their budget now, and
-# the rows pacing holds back: due rows of a channel out of budget (the
-# claim skips it). Not counted: rows of a channel that is paused (those
-# wait for the pause) and rows not yet due.
+# the due rows pacing holds back, as the claim would: all of them while the
+# channel is out of budget; otherwise those of chats the chat checks stop
+# (_CHAT_PASSES in db/queries.py): a new chat once the day's new chats are
+# spent, a chat within its gap. Not counted: rows of a channel that is
+# paused (those wait for the pause) and rows not yet due.
 PACING_OVERVIEW = """
 SELECT b.channel_id, n.rows_left, n.new_chats_left, n.day_used, n.day_cap, n.day_new_used,
-       CASE WHEN n.rows_left = 0 THEN (
-           SELECT count(*) FROM outbox.outbox_messages o
-           WHERE o.channel_id = b.channel_id AND o.status = 'queued'
-             AND o.next_attempt_at <= now())
-       ELSE 0 END AS held_back
+       CASE
+           WHEN n.rows_left = 0 THEN (
+               SELECT count(*) FROM outbox.outbox_messages o
+               WHERE o.channel_id = b.channel_id AND o.status = 'queued'
+                 AND o.next_attempt_at <= now())
+           WHEN n.new_chats_left = 0 OR b.chat_gap_seconds IS NOT NULL THEN (
+               SELECT count(*) FROM outbox.outbox_messages o
+               JOIN outbox.chats ch ON ch.id = o.chat_id
+               WHERE o.channel_id = b.channel_id AND o.status = 'queued'
+                 AND o.next_attempt_at <= now()
+                 AND CASE WHEN ch.last_message_at IS NULL THEN n.new_chats_left = 0
+                          ELSE b.chat_gap_seconds IS NOT NULL AND ch.last_message_at
+                               > now() - make_interval(secs => b.chat_gap_seconds)
+                     END)
+           ELSE 0
+       END AS held_back
 FROM outbox.channel_pacing b
 JOIN outbox.channels c ON c.id = b.channel_id
 CROSS JOIN LATERAL (""" + PACING_BUDGET_NOW + """) n

@@ -196,11 +196,17 @@ WHERE id = ANY(CAST(:channel_ids AS uuid[]))
 #   time zone. day_cap: per_day, and the warm-up's
 #   warmup_start * warmup_factor ** days, up to warmup_ceiling (in log space:
 #   a long-running warm-up must not overflow float8).
+# * new_chats_cap: new_chats_per_day, grown by the warm-up too: scaled by
+#   the warm-up's cap today over its ceiling, rounded up (a positive cap
+#   opens at least one chat a day), so it reaches new_chats_per_day the day
+#   the warm-up reaches its ceiling. (The lower of the two caps would change
+#   nothing: every new chat already costs a message of the day's cap.)
 # * rows_left: rows a claim may take now (NULL: no row limit);
 #   new_chats_left likewise for first messages to chats that never wrote.
 # --------------------------------------------------------------------------
 PACING_BUDGET_NOW = """
-SELECT w.day, w.minute, w.tokens, w.minute_used, w.day_used, w.day_new_used, w.day_cap,
+SELECT w.day, w.minute, w.tokens, w.minute_used, w.day_used, w.day_new_used, caps.day_cap,
+       caps.new_chats_cap,
        -- (GREATEST skips NULLs: GREATEST(0, NULL) would be 0, a limit)
        CASE WHEN r.rows_left IS NOT NULL THEN CAST(GREATEST(0, r.rows_left) AS bigint)
        END AS rows_left,
@@ -216,20 +222,25 @@ FROM (
            CASE WHEN b.minute_start = d.minute THEN b.minute_count ELSE 0 END AS minute_used,
            CASE WHEN b.day = d.day THEN b.day_count ELSE 0 END AS day_used,
            CASE WHEN b.day = d.day THEN b.day_new_chats ELSE 0 END AS day_new_used,
-           LEAST(CAST(b.per_day AS float8),
-                 CASE WHEN b.warmup_start IS NOT NULL THEN LEAST(
-                     CAST(b.warmup_ceiling AS float8),
-                     floor(exp(LEAST(700, ln(b.warmup_start) + ln(b.warmup_factor)
-                                          * GREATEST(0, d.day - b.warmup_from)))
-                           + 1e-9))  -- exp(ln(50)) is 49.99999...
-                 END) AS day_cap
+           CASE WHEN b.warmup_start IS NOT NULL THEN LEAST(
+               CAST(b.warmup_ceiling AS float8),
+               floor(exp(LEAST(700, ln(b.warmup_start) + ln(b.warmup_factor)
+                                    * GREATEST(0, d.day - b.warmup_from)))
+                     + 1e-9))  -- exp(ln(50)) is 49.99999...
+           END AS warmup_cap
     FROM (SELECT GREATEST(b.day, CAST(now() AT TIME ZONE b.timezone AS date)) AS day,
                  GREATEST(b.minute_start, date_trunc('minute', now())) AS minute) d
 ) w
 CROSS JOIN LATERAL (
-    SELECT LEAST(floor(w.tokens), b.per_minute - w.minute_used, w.day_cap - w.day_used)
+    SELECT LEAST(CAST(b.per_day AS float8), w.warmup_cap) AS day_cap,
+           CASE WHEN w.warmup_cap IS NOT NULL THEN CAST(ceil(
+                    b.new_chats_per_day * w.warmup_cap / b.warmup_ceiling - 1e-9) AS bigint)
+                ELSE b.new_chats_per_day END AS new_chats_cap
+) caps
+CROSS JOIN LATERAL (
+    SELECT LEAST(floor(w.tokens), b.per_minute - w.minute_used, caps.day_cap - w.day_used)
                AS rows_left,
-           b.new_chats_per_day - w.day_new_used AS new_chats_left
+           caps.new_chats_cap - w.day_new_used AS new_chats_left
 ) r
 """
 

@@ -161,8 +161,10 @@ class QueueReading:
     depth: list[tuple[str, str, float]] = field(default_factory=list)
     oldest: list[tuple[str, float]] = field(default_factory=list)
     backlog: float = 0.0
-    # per paced channel: budget rows now, rows left today, due rows held back
-    pacing: list[tuple[str, float | None, float | None, float]] = field(default_factory=list)
+    # per paced channel: budget rows now, rows left today, new chats left
+    # today, due rows held back
+    pacing: list[tuple[str, float | None, float | None, float | None, float]] = field(
+        default_factory=list)
     up: bool = True
 
 
@@ -222,6 +224,7 @@ class QueueCollector:
                      None if r.rows_left is None else float(r.rows_left),
                      None if r.day_cap is None
                      else max(0.0, float(r.day_cap) - float(r.day_used)),
+                     None if r.new_chats_left is None else float(r.new_chats_left),
                      float(r.held_back))
                     for r in conn.execute(text(pacing_queries.PACING_OVERVIEW),
                                           {"workspace_id": None})]
@@ -240,16 +243,22 @@ def _pacing_gauges(reading: QueueReading) -> list[GaugeMetricFamily]:
     day = GaugeMetricFamily("outbox_pacing_day_left",
                             "Rows left today under a paced channel's daily cap.",
                             labels=["channel"])
+    new_chats = GaugeMetricFamily("outbox_pacing_new_chats_left",
+                                  "New chats a paced channel may still open today.",
+                                  labels=["channel"])
     held = GaugeMetricFamily("outbox_pacing_held_back",
-                             "Due rows the claim skips because their channel is out of budget.",
+                             "Due rows the claim skips because their channel is out of budget, "
+                             "or their chat is (new-chat cap spent, within the chat gap).",
                              labels=["channel"])
-    for channel, rows_left, day_left, held_back in reading.pacing:
+    for channel, rows_left, day_left, new_chats_left, held_back in reading.pacing:
         if rows_left is not None:
             rows.add_metric([channel], rows_left)
         if day_left is not None:
             day.add_metric([channel], day_left)
+        if new_chats_left is not None:
+            new_chats.add_metric([channel], new_chats_left)
         held.add_metric([channel], held_back)
-    return [rows, day, held]
+    return [rows, day, new_chats, held]
 
 
 class _Combined:

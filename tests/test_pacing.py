@@ -8,6 +8,7 @@ tests/test_pacing_processes.py.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections.abc import Sequence
@@ -121,6 +122,9 @@ def test_warmup_grows_by_its_factor_up_to_the_ceiling():
     assert [w.cap_on(d) for d in range(10)] == [50, 75, 112, 168, 253, 379, 569, 854, 1000,
                                                 1000]
     assert w.cap_on(100_000) == 1000  # no overflow, however long it runs
+    assert [w.new_chats_on(d, 100) for d in range(10)] == [5, 8, 12, 17, 26, 38, 57, 86, 100,
+                                                          100]
+    assert w.new_chats_on(0, 0) == 0 and w.new_chats_on(0, 1) == 1
 
 
 def test_cli_sets_and_shows_limits_with_usage(make_channel, clean_db: Engine):
@@ -200,6 +204,42 @@ async def test_warmup_caps_the_day_by_its_age(make_channel, clean_db: Engine,
     assert summary.sent == 8 and len(sim.sent()) == 8
 
 
+async def test_warmup_grows_the_new_chat_cap_in_step_with_the_day_cap(
+        make_channel, clean_db: Engine, database_url: str, sim, sim_url):
+    ch = make_channel(base_url=sim_url)
+    _enqueue(clean_db, ch, [PHONES[0]])  # a known chat: a message already went out
+    await run_dispatcher(database_url, max_seconds=10)
+    sim.reset()
+    # Its third day: the day's cap 2 * 2**2 = 8 of a ceiling of 100, so 8%
+    # of the 50 new chats: 4.
+    _limits(clean_db, ch, warmup="2,x2,100", new_chats_per_day=50)
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.channel_pacing SET warmup_from = warmup_from - 2"))
+    _enqueue(clean_db, ch, [PHONES[0], PHONES[0], *PHONES[1:9]])
+    with Session(clean_db) as s:
+        usage = get_limits(s, ch).usage
+    assert usage is not None and (usage.day_cap, usage.new_chats_cap) == (8, 4)
+    out = cli("channel", "limits", str(ch))
+    assert "0 today (cap 4 in the warm-up)" in out.stdout, out.stdout
+
+    await run_dispatcher(database_url, max_seconds=10)
+    existing = f"{PHONES[0][1:]}@s.whatsapp.net"
+    to = [r.to for r in sim.sent()]
+    assert to.count(existing) == 2 and len(set(to) - {existing}) == 4
+    held = [r for r in _rows(clean_db) if r.status == "queued"]
+    assert len(held) == 4 and all(r.attempts == 0 for r in held)
+
+    # The next day: cap 16, new chats 8; the four left go.
+    _back_date_day(clean_db, ch)
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.channel_pacing SET warmup_from = warmup_from - 1"))
+    await run_dispatcher(database_url, max_seconds=10)
+    assert len(set(r.to for r in sim.sent()) - {existing}) == 8
+    with Session(clean_db) as s:
+        usage = get_limits(s, ch).usage
+    assert usage is not None and (usage.new_chats_cap, usage.new_chats_used) == (8, 4)
+
+
 async def test_typing_time_default_joins_texts_without_one(make_channel, clean_db: Engine,
                                                            database_url: str, sim, sim_url):
     ch = make_channel(base_url=sim_url)
@@ -214,51 +254,133 @@ async def test_typing_time_default_joins_texts_without_one(make_channel, clean_d
     assert got == {"plain": 2, "own": 0}
 
 
+async def test_a_429_on_a_paced_channel_still_pauses_it(make_channel, clean_db: Engine,
+                                                        database_url: str, sim, sim_url):
+    from tests.dispatch_helpers import channel_tokens
+
+    ch = make_channel(base_url=sim_url)
+    _limits(clean_db, ch, per_second=5, per_day=100)
+    sim.set_faults(token=channel_tokens(clean_db)[ch], error_status=429)
+    _enqueue(clean_db, ch, PHONES[:3])
+    summary = await run_dispatcher(database_url, max_seconds=10)
+    assert summary.sent == 0 and ch in summary.paused_channels
+    with clean_db.connect() as conn:
+        row = conn.execute(text(
+            "SELECT pause_cause, rate_limit_strikes, paused_until > now() AS later "
+            "FROM outbox.channels")).one()
+    assert (row.pause_cause, row.rate_limit_strikes, row.later) == ("rate_limit", 1, True)
+    # The rows wait for the pause, their attempts given back; the budget
+    # the claim spent is not (the requests did reach the provider).
+    assert all(r.status == "queued" and r.attempts == 0 for r in _rows(clean_db))
+    with Session(clean_db) as s:
+        usage = get_limits(s, ch).usage
+    assert usage is not None and usage.day_used >= 1
+
+
+async def test_budget_spent_by_a_send_that_failed_transiently_is_not_given_back(
+        make_channel, clean_db: Engine, database_url: str, sim, sim_url):
+    from tests.dispatch_helpers import channel_tokens
+
+    ch = make_channel(base_url=sim_url)
+    _limits(clean_db, ch, per_day=2)
+    token = channel_tokens(clean_db)[ch]
+    sim.set_faults(token=token, error_status=503)
+    _enqueue(clean_db, ch, PHONES[:2])
+    await run_dispatcher(database_url, max_seconds=10)
+    rows = _rows(clean_db)
+    assert all(r.status == "queued" and r.attempts == 1 for r in rows)  # a retry each
+    with Session(clean_db) as s:
+        usage = get_limits(s, ch).usage
+    assert usage is not None and (usage.day_used, usage.rows_left) == (2, 0)
+
+    # The retries are due and the provider is fine again: the day is spent all the same.
+    sim.clear_faults(token=token)
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.outbox_messages SET next_attempt_at = now()"))
+    assert (await run_dispatcher(database_url, max_seconds=5)).claimed == 0
+    _back_date_day(clean_db, ch)
+    assert (await run_dispatcher(database_url, max_seconds=10)).sent == 2
+
+
 # --- the property: whatever the interleaving, never over budget -----------------------
 
 
-def _claim(engine: Engine, out: list[tuple[float, int]], lock: threading.Lock,
+def _claim(engine: Engine, out: list[tuple[float, uuid.UUID, list[Any]]], lock: threading.Lock,
            per_channel: int, barrier: threading.Barrier | None) -> None:
+    token = uuid.uuid4()
     with engine.connect() as conn:
         if barrier is not None:
             barrier.wait()
         rows = conn.execute(text(queries.CLAIM), {
-            "per_channel": per_channel, "batch_size": 50, "claim_token": uuid.uuid4(),
+            "per_channel": per_channel, "batch_size": 50, "claim_token": token,
             "lease_seconds": 600}).all()
         at = conn.execute(text("SELECT extract(epoch FROM now())")).scalar_one()
         conn.commit()
     with lock:
-        out.append((float(at), len(rows)))
+        out.append((float(at), token, rows))
 
 
-@settings(max_examples=12, deadline=None,
+def _complete_sent(engine: Engine, claims: list[tuple[float, uuid.UUID, list[Any]]]) -> None:
+    """Record the claimed rows as sent, with the dispatcher's own statement
+    (it dates each chat's latest message: the chat gap counts from it)."""
+    done = [(r.id, token) for _, token, rows in claims for r in rows]
+    if not done:
+        return
+    with engine.begin() as conn:
+        conn.execute(text(queries.COMPLETE), {
+            "ids": [i for i, _ in done], "claim_tokens": [t for _, t in done],
+            "statuses": ["sent"] * len(done), "refunds": [0] * len(done),
+            "delays": [0.0] * len(done), "errors": [None] * len(done),
+            "wa_message_ids": [f"wa-{i}" for i, _ in done]})
+
+
+@settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(
     rate=st.sampled_from([0.5, 1.0, 3.0, 7.5]),
     burst=st.integers(1, 8),
     per_minute=st.one_of(st.none(), st.integers(1, 30)),
     per_day=st.one_of(st.none(), st.integers(1, 40)),
+    new_chats_per_day=st.one_of(st.none(), st.integers(0, 6)),
+    chat_gap=st.one_of(st.none(), st.sampled_from([0.5, 1.5, 3.0])),
     steps=st.lists(st.tuples(st.integers(1, 4), st.floats(0.0, 2.0)), min_size=4, max_size=14),
 )
 def test_claims_never_exceed_the_budget(make_channel, clean_db: Engine, rate: float,
                                         burst: int, per_minute: int | None,
-                                        per_day: int | None,
+                                        per_day: int | None, new_chats_per_day: int | None,
+                                        chat_gap: float | None,
                                         steps: list[tuple[int, float]]):
-    """N workers claim at once (real connections, real locks), then time
-    passes (the bucket is back-dated by that much). In virtual time, no
-    window holds more than burst + rate * its length; no clock minute more
-    than per_minute; the day no more than per_day."""
+    """N workers claim at once (real connections, real locks), the rows
+    they took are recorded as sent, then time passes (the bucket and the
+    chats' latest messages are back-dated by that much). In virtual time,
+    no window holds more than burst + rate * its length; no clock minute
+    more than per_minute; the day no more than per_day, and no more new
+    chats than new_chats_per_day; no two claims in one chat closer than
+    the chat gap."""
     from tests.conftest import TABLES, truncate
 
     truncate(clean_db, TABLES)
     ch = make_channel()
-    _limits(clean_db, ch, per_second=rate, burst=burst, per_minute=per_minute, per_day=per_day)
-    _enqueue(clean_db, ch, [f"+1555{5000000 + n:07d}" for n in range(120)])
+    _limits(clean_db, ch, per_second=rate, burst=burst, per_minute=per_minute, per_day=per_day,
+            new_chats_per_day=new_chats_per_day,
+            chat_gap=None if chat_gap is None else f"{chat_gap}s")
+    # 30 chats of 4 messages each, interleaved; the first 10 wrote to us
+    # a day ago (known chats), the other 20 are new.
+    phones = [f"+1555{5000000 + n:07d}" for n in range(30)]
+    _enqueue(clean_db, ch, phones * 4)
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.chats SET last_message_at = now() - interval '1 day' "
+                          "WHERE wa_chat_id = ANY(:known)"),
+                     {"known": [f"{p[1:]}@s.whatsapp.net" for p in phones[:10]]})
+        known = set(conn.execute(text(
+            "SELECT id FROM outbox.chats WHERE last_message_at IS NOT NULL")).scalars())
+    assert len(known) == 10
     claims: list[tuple[float, float, int]] = []  # (virtual time, real time, rows)
+    chat_claims: dict[uuid.UUID, list[float]] = {}  # virtual claim times per chat
     shift = 0.0
     lock = threading.Lock()
     for workers, passes in steps:
-        out: list[tuple[float, int]] = []
+        out: list[tuple[float, uuid.UUID, list[Any]]] = []
         barrier = threading.Barrier(workers)
         threads = [threading.Thread(target=_claim, args=(clean_db, out, lock, 10, barrier))
                    for _ in range(workers)]
@@ -266,16 +388,24 @@ def test_claims_never_exceed_the_budget(make_channel, clean_db: Engine, rate: fl
             t.start()
         for t in threads:
             t.join()
-        claims += [(at + shift, at, n) for at, n in out]
+        claims += [(at + shift, at, len(rows)) for at, _, rows in out]
+        for at, _, rows in out:
+            for r in rows:
+                chat_claims.setdefault(r.chat_id, []).append(at + shift)
+        _complete_sent(clean_db, out)
         if passes:
             shift += passes
             with clean_db.begin() as conn:
                 conn.execute(text(
                     "UPDATE outbox.channel_pacing SET refilled_at = refilled_at "
                     "- make_interval(secs => :s)"), {"s": passes})
+                conn.execute(text(
+                    "UPDATE outbox.chats SET last_message_at = last_message_at "
+                    "- make_interval(secs => :s) WHERE last_message_at IS NOT NULL"),
+                    {"s": passes})
     claims.sort()
     taken = [n for _, _, n in claims]
-    assert sum(taken) > 0
+    assert sum(taken) > 0 or new_chats_per_day == 0
     for i in range(len(claims)):
         for j in range(i, len(claims)):
             window = claims[j][0] - claims[i][0]
@@ -286,11 +416,20 @@ def test_claims_never_exceed_the_budget(make_channel, clean_db: Engine, rate: fl
         by_minute: dict[int, int] = {}
         for _, real, n in claims:
             by_minute[int(real // 60)] = by_minute.get(int(real // 60), 0) + n
-        assert max(by_minute.values()) <= per_minute, by_minute
+        assert max(by_minute.values(), default=0) <= per_minute, by_minute
+    new_chats = len(set(chat_claims) - known)
+    if new_chats_per_day is not None:
+        assert new_chats <= new_chats_per_day
+    if chat_gap is not None:
+        for chat, times in chat_claims.items():
+            gaps = [b - a for a, b in itertools.pairwise(sorted(times))]
+            assert min(gaps, default=chat_gap) >= chat_gap - 1e-6, (chat, times)
     with clean_db.connect() as conn:
-        day_count = conn.execute(text(
-            "SELECT day_count FROM outbox.channel_pacing")).scalar_one()
-    assert day_count == sum(taken)
+        budget = conn.execute(text(
+            "SELECT day_count, day_new_chats FROM outbox.channel_pacing")).one()
+    assert budget.day_count == sum(taken)
+    if new_chats_per_day is not None:  # (counted only where capped)
+        assert budget.day_new_chats == new_chats
 
 
 # --- what an operator sees --------------------------------------------------------------
@@ -305,31 +444,47 @@ async def test_status_and_metrics_show_budget_and_rows_held_back(
 
     capped = make_channel(name="capped", base_url=sim_url)
     paused = make_channel(name="paused", phone="+15550000002", base_url=sim_url)
+    nochats = make_channel(name="nochats", phone="+15550000003", base_url=sim_url)
+    gapped = make_channel(name="gapped", phone="+15550000004", base_url=sim_url)
     _limits(clean_db, capped, per_day=2)
     _limits(clean_db, paused, per_day=100)
     _enqueue(clean_db, capped, PHONES[:5])
+    _enqueue(clean_db, gapped, [PHONES[20]])  # the chat's latest message, just now
     await run_dispatcher(database_url, max_seconds=10)
     _enqueue(clean_db, paused, PHONES[:3])
     with clean_db.begin() as conn:  # paused rows wait for the pause, not for pacing
         conn.execute(text("UPDATE outbox.channels SET status = 'paused' WHERE id = :id"),
                      {"id": paused})
+    # A channel that opens no new chat: every row to a new chat waits.
+    _limits(clean_db, nochats, new_chats_per_day=0)
+    _enqueue(clean_db, nochats, PHONES[10:13])
+    # Within the chat's gap: its two rows wait; a new chat's row doesn't.
+    _limits(clean_db, gapped, chat_gap="1h")
+    _enqueue(clean_db, gapped, [PHONES[20], PHONES[20], PHONES[21]])
 
     with Session(clean_db) as s:
         status = queue_status(s)
-    by_name = {c.name: c for c in status.channels}
-    assert by_name["capped"].pacing is not None
-    assert (by_name["capped"].pacing.rows_left, by_name["capped"].pacing.day_left,
-            by_name["capped"].pacing.held_back) == (0, 0, 3)
-    assert by_name["paused"].pacing is None
+    by_name = {c.name: c.pacing for c in status.channels}
+    assert by_name["paused"] is None
+    got = {name: (p.rows_left, p.day_left, p.new_chats_left, p.held_back)
+           for name, p in by_name.items() if p is not None}
+    assert got == {"capped": (0, 0, None, 3), "nochats": (None, None, 0, 3),
+                   "gapped": (None, None, None, 2)}
     assert {"rows_left": 0, "new_chats_left": None, "day_left": 0, "held_back": 3} in [
         c["pacing"] for c in status.as_dict()["channels"]]
     out = cli("status")
-    assert out.returncode == 0 and "held back 3" in out.stdout, out.stdout
+    assert out.returncode == 0, out.stderr
+    assert "capped  now 0, today 0, held back 3" in out.stdout, out.stdout
+    assert "nochats  now unlimited, today no cap, new chats 0, held back 3" in out.stdout
+    assert "gapped  now unlimited, today no cap, held back 2" in out.stdout
 
     text_ = generate_latest(build_registry(clean_db, cache_seconds=0)).decode()
     assert f'outbox_pacing_held_back{{channel="{capped}"}} 3.0' in text_
     assert f'outbox_pacing_day_left{{channel="{capped}"}} 0.0' in text_
     assert f'outbox_pacing_budget_rows{{channel="{capped}"}} 0.0' in text_
+    assert f'outbox_pacing_held_back{{channel="{nochats}"}} 3.0' in text_
+    assert f'outbox_pacing_new_chats_left{{channel="{nochats}"}} 0.0' in text_
+    assert f'outbox_pacing_held_back{{channel="{gapped}"}} 2.0' in text_
     assert f'channel="{paused}"}}' not in text_.split("outbox_pacing_budget_rows", 1)[1]
 
 

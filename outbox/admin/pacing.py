@@ -41,7 +41,7 @@ FIELDS = ("per_second", "burst", "per_minute", "per_day", "new_chats_per_day", "
 @dataclass(frozen=True, slots=True)
 class Warmup:
     """A new number's daily cap: `start` the first day, times `factor` each
-    day after, up to `ceiling`."""
+    day after, up to `ceiling`. A new-chat cap grows in step with it."""
 
     start: int
     factor: float
@@ -54,6 +54,11 @@ class Warmup:
         """The cap `days` after the first day (as the claim computes it)."""
         exponent = math.log(self.start) + math.log(self.factor) * max(0, days)
         return int(min(float(self.ceiling), math.floor(math.exp(min(700.0, exponent)) + 1e-9)))
+
+    def new_chats_on(self, days: int, new_chats_per_day: int) -> int:
+        """The new-chat cap `days` after the first day: grown in step with
+        the daily cap, rounded up (as the claim computes it)."""
+        return math.ceil(new_chats_per_day * self.cap_on(days) / self.ceiling - 1e-9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,7 @@ class Usage:
     day_used: int  # rows claimed today (local day)
     day_cap: int | None  # today's cap: per_day and the warm-up's (None: none)
     new_chats_used: int
+    new_chats_cap: int | None  # today's: new_chats_per_day, grown by the warm-up
     new_chats_left: int | None
     rows_left: int | None  # rows a claim may take right now (None: no row limit)
     tokens: float | None  # the bucket now (None: no per-second limit)
@@ -123,7 +129,7 @@ class PacingState:
     rows_left: int | None
     new_chats_left: int | None
     day_left: int | None
-    held_back: int  # due rows the claim skips: the channel is out of budget
+    held_back: int  # due rows the claim skips: channel out of budget, or chat (cap, gap)
 
 
 def get_limits(session: Session, channel_id: uuid.UUID | str, *,
@@ -138,7 +144,7 @@ def get_limits(session: Session, channel_id: uuid.UUID | str, *,
                     row.new_chats_per_day, row.chat_gap_seconds, row.typing_time_seconds,
                     row.timezone, warmup, row.warmup_from)
     usage = Usage(row.day, int(row.day_used), _int(row.day_cap), int(row.day_new_used),
-                  _int(row.new_chats_left), _int(row.rows_left),
+                  _int(row.new_chats_cap), _int(row.new_chats_left), _int(row.rows_left),
                   float(row.tokens) if row.tokens is not None else None, int(row.minute_used))
     return ChannelLimits(cid, limits, usage)
 

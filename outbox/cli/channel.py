@@ -137,7 +137,9 @@ def print_limits(cl: ChannelLimits) -> None:
         ("per day", show(lim.per_day), ""),
         ("warm-up", str(lim.warmup) + f" from {lim.warmup_from}" if lim.warmup else "none", ""),
         ("new chats per day", show(lim.new_chats_per_day),
-         f"{use.new_chats_used} today" if use else ""),
+         f"{use.new_chats_used} today" + (
+             f" (cap {use.new_chats_cap} in the warm-up)"
+             if lim.warmup and use.new_chats_cap is not None else "") if use else ""),
         ("chat gap", show(lim.chat_gap_seconds, "s"), ""),
         ("typing time", show(lim.typing_time_seconds, "s") if lim.typing_time_seconds
          is not None else "none", ""),
@@ -202,6 +204,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--typing-time", help="Whapi's typing_time for texts without one, e.g. 2s")
     p.add_argument("--timezone", help="where the day starts (IANA name; default UTC)")
     p.add_argument("--warmup", help="START,xFACTOR,CEILING: the daily cap grows from START by "
-                                    "FACTOR a day up to CEILING, e.g. 50,x1.5,1000")
+                                    "FACTOR a day up to CEILING, e.g. 50,x1.5,1000 (the "
+                                    "new-chat cap grows in step)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_limits)

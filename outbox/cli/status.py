@@ -34,13 +34,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print_table(rows, ["channel", "id", "state", *OutboxStatus, "reason"])
     paced = [c for c in status.channels if c.pacing is not None]
     if paced:
-        print("pacing (rows a claim may take now; left today; due rows held back):")
+        print("pacing (rows a claim may take now; left today; new chats left today; "
+              "due rows held back):")
         for c in paced:
             p = c.pacing
             assert p is not None
             now = "unlimited" if p.rows_left is None else str(p.rows_left)
             day = "no cap" if p.day_left is None else str(p.day_left)
-            print(f"  {c.name}  now {now}, today {day}, held back {p.held_back}")
+            chats = "" if p.new_chats_left is None else f", new chats {p.new_chats_left}"
+            print(f"  {c.name}  now {now}, today {day}{chats}, held back {p.held_back}")
     oldest = status.oldest_due_seconds
     print(f"oldest due message waiting: {oldest:.1f}s" if oldest is not None
           else "nothing due")
