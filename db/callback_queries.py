@@ -126,12 +126,20 @@ SELECT EXISTS (SELECT 1 FROM cursor) AS ours,
 
 # --------------------------------------------------------------------------
 # CLAIM: due deliveries (and ones whose sender's lease ran out), fairly
-# across active endpoints (at most :per_endpoint each, endpoints in random
-# order), committed as ours before any request.
+# across active endpoints, committed as ours before any request. An
+# endpoint gets at most :per_endpoint requests in flight from this sender:
+# :busy_endpoints/:busy_counts are the ones it has on the wire now, and an
+# endpoint at its cap is skipped. Endpoints in random order; :batch_size is
+# the sender's free slots.
 # --------------------------------------------------------------------------
 CLAIM_DELIVERIES = """
 WITH endpoints AS MATERIALIZED (
-    SELECT id FROM outbox.webhook_endpoints WHERE status = 'active' ORDER BY random()
+    SELECT w.id, :per_endpoint - COALESCE(busy.n, 0) AS room
+    FROM outbox.webhook_endpoints w
+    LEFT JOIN unnest(CAST(:busy_endpoints AS uuid[]), CAST(:busy_counts AS int[]))
+         AS busy(id, n) ON busy.id = w.id
+    WHERE w.status = 'active' AND :per_endpoint - COALESCE(busy.n, 0) > 0
+    ORDER BY random()
 ),
 candidates AS MATERIALIZED (
     SELECT d.id
@@ -140,15 +148,15 @@ candidates AS MATERIALIZED (
         SELECT d.id FROM (
             (SELECT d.id, d.next_attempt_at FROM outbox.webhook_deliveries d
              WHERE d.endpoint_id = ep.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-             ORDER BY d.next_attempt_at LIMIT :per_endpoint)
+             ORDER BY d.next_attempt_at LIMIT ep.room)
             UNION ALL
             (SELECT d.id, d.locked_until FROM outbox.webhook_deliveries d
              WHERE d.endpoint_id = ep.id AND d.status = 'delivering' AND d.locked_until < now()
-             LIMIT :per_endpoint)
+             LIMIT ep.room)
         ) due
         JOIN outbox.webhook_deliveries d ON d.id = due.id
         ORDER BY due.next_attempt_at
-        LIMIT :per_endpoint
+        LIMIT ep.room
         FOR NO KEY UPDATE OF d SKIP LOCKED
     ) d
     LIMIT :batch_size
@@ -171,7 +179,7 @@ WHERE id = ANY(CAST(:endpoint_ids AS uuid[]))
 """
 
 # --------------------------------------------------------------------------
-# COMPLETE: the batch's outcomes, guarded by the claim (a delivery whose
+# COMPLETE: a group of outcomes, guarded by the claim (a delivery whose
 # lease ran out and was claimed again is no longer ours), and the
 # endpoints' health with them: a success clears `failing_since`; a failure
 # sets it; failing for :disable_after_seconds, or a 410, disables the

@@ -7,6 +7,7 @@ endpoint, old deliveries dead-letter; the endpoints' API and CLI."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +23,7 @@ from outbox.admin.endpoints import add_endpoint
 from outbox.enqueue import enqueue_text
 from outbox.events.callbacks import CallbackSender, decide, sign
 from outbox.states import DeliveryStatus
-from tests.api_fixtures import auth
+from tests.api_fixtures import auth, wait_for
 from tests.dispatch_helpers import TEST_KEY, cli
 from tests.sim_fixtures import WebhookReceiver, unused_port
 
@@ -204,6 +205,53 @@ async def test_a_sender_killed_mid_request_loses_nothing(
     # The replays carry the ids of the first tries.
     assert sorted(r.headers["webhook-id"] for r in got[2:]) == sorted(
         r.headers["webhook-id"] for r in got[:2])
+
+
+async def test_a_slow_endpoint_holds_only_its_own_slots(
+        aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver) -> None:
+    """An endpoint that never answers takes at most its per-endpoint share of
+    the slots; the healthy one's deliveries are posted and recorded while it
+    hangs, events that commit meanwhile too."""
+    import time
+
+    channel = make_channel()
+    slow = WebhookReceiver()
+    slow.answer_delay_s = 30  # far longer than the sender waits
+    try:
+        slow_id, _ = _endpoint(clean_db, slow.url)
+        healthy_id, _ = _endpoint(clean_db, receiver.url)
+        _send(clean_db, channel, 20)
+        started = time.monotonic()
+        task = asyncio.create_task(_pass(aengine, concurrency=4, per_endpoint=2,
+                                         timeout_seconds=4, run_seconds=10))
+        try:
+            got = await asyncio.to_thread(receiver.wait_for, 20, timeout=10)
+            assert got[-1].at - started < 2.0  # not behind the slow one's 4 s timeouts
+            _send(clean_db, channel, 3)  # during the pass: fanned out and posted by it
+            await asyncio.to_thread(receiver.wait_for, 23, timeout=10)
+
+            def recorded() -> dict[str, int]:
+                with clean_db.connect() as conn:
+                    return {str(s): int(n) for s, n in conn.execute(text(
+                        "SELECT status, count(*) FROM outbox.webhook_deliveries "
+                        "WHERE endpoint_id = :e GROUP BY status"), {"e": healthy_id})}
+
+            await asyncio.to_thread(wait_for, lambda: recorded() == {"delivered": 23},
+                                    timeout=5)
+            assert time.monotonic() - started < 4.0  # all while the slow one hung
+            assert len(slow.requests) == 2  # its share, never more
+            assert not task.done()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with clean_db.connect() as conn:
+            stuck = conn.execute(text(
+                "SELECT status, count(*) FROM outbox.webhook_deliveries "
+                "WHERE endpoint_id = :e GROUP BY status ORDER BY status"), {"e": slow_id}).all()
+        assert [tuple(r) for r in stuck] == [("delivering", 2), ("pending", 21)]
+    finally:
+        slow.close()
 
 
 async def test_410_disables_the_endpoint_at_once(aengine: AsyncEngine, clean_db: Engine,

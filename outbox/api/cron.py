@@ -90,8 +90,11 @@ async def cron_dispatch(
         async with metrics.instrumented_dispatcher(runtime) as dispatcher:
             summary = await dispatcher.drain(max_seconds=budget)
         # No daemon posts the status callbacks either: this pass does.
-        await send_callbacks_once(runtime.engine, keys=runtime.settings.decryption_keys(),
-                                  max_seconds=min(budget, CALLBACK_RUN_SECONDS))
+        settings = runtime.settings
+        await send_callbacks_once(runtime.engine, keys=settings.decryption_keys(),
+                                  max_seconds=min(budget, CALLBACK_RUN_SECONDS),
+                                  concurrency=settings.callback_concurrency,
+                                  per_endpoint=settings.callback_endpoint_concurrency)
     return summary.as_dict()
 
 

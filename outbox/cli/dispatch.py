@@ -61,7 +61,9 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
                 dispatcher = runtime.dispatcher(observers=[observer])
                 summary = await dispatcher.drain(limit=limit, max_seconds=max_seconds)
         # No daemon posts the status callbacks either: this pass does.
-        await send_callbacks_once(runtime.target, keys=settings.decryption_keys())
+        await send_callbacks_once(runtime.target, keys=settings.decryption_keys(),
+                                  concurrency=settings.callback_concurrency,
+                                  per_endpoint=settings.callback_endpoint_concurrency)
         return summary
 
 

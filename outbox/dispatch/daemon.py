@@ -194,7 +194,9 @@ def maintenance_services(settings: Settings) -> list[MaintenanceService]:
     return [Rescuer(), Unpauser(), Pruner(older_than_seconds=settings.prune_sent_after_seconds),
             Analyzer(),
             EventPruner(older_than_seconds=settings.events_retention.total_seconds()),
-            CallbackSender(keys=settings.decryption_keys())]
+            CallbackSender(keys=settings.decryption_keys(),
+                           concurrency=settings.callback_concurrency,
+                           per_endpoint=settings.callback_endpoint_concurrency)]
 
 
 class _SkippedTickFilter(logging.Filter):
