@@ -240,3 +240,52 @@ endpoints AS (
 SELECT (SELECT count(*) FROM done) AS completed,
        ARRAY(SELECT id FROM endpoints WHERE status = 'disabled') AS disabled
 """
+
+
+# --------------------------------------------------------------------------
+# UPKEEP (outbox/maintenance/delivery_pruner.py), a batch at a time.
+#
+# A disabled endpoint's deliveries are never claimed: the ones still
+# waiting (or left `delivering` by a sender that died) when they are
+# :max_age_seconds old are dead-lettered, as a retry would have been.
+# Until then, re-enabling the endpoint sends them.
+# --------------------------------------------------------------------------
+GIVE_UP_DISABLED = """
+WITH batch AS MATERIALIZED (
+    SELECT d.id
+    FROM outbox.webhook_endpoints w
+    JOIN outbox.webhook_deliveries d ON d.endpoint_id = w.id
+    WHERE w.status = 'disabled'
+      AND (d.status = 'pending' OR (d.status = 'delivering' AND d.locked_until < now()))
+      AND d.created_at < now() - make_interval(secs => CAST(:max_age_seconds AS float8))
+    LIMIT :limit
+    FOR NO KEY UPDATE OF d SKIP LOCKED
+)
+UPDATE outbox.webhook_deliveries d
+SET status = 'failed',
+    claim_token = NULL,
+    locked_until = NULL,
+    last_error = 'not sent: its endpoint stayed disabled'
+FROM batch
+WHERE d.id = batch.id
+"""
+
+# Delivered and dead-lettered deliveries created more than
+# :older_than_seconds ago, oldest first. The scan stops at the first
+# delivery young enough (ids follow creation), so a pass reads only what is
+# old: the batch, and old deliveries still waiting (a retry, a disabled
+# endpoint's), which stay.
+PRUNE_DELIVERIES = """
+WITH young AS (
+    SELECT min(id) AS id
+    FROM outbox.webhook_deliveries
+    WHERE created_at >= now() - make_interval(secs => CAST(:older_than_seconds AS float8))
+)
+DELETE FROM outbox.webhook_deliveries
+WHERE id = ANY(ARRAY(
+    SELECT id FROM outbox.webhook_deliveries
+    WHERE id < COALESCE((SELECT id FROM young), 9223372036854775807)
+      AND status IN ('delivered', 'failed')
+    ORDER BY id
+    LIMIT :limit))
+"""

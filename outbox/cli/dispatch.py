@@ -50,7 +50,9 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
 
     tune_gc()
     async with open_runtime(settings) as runtime:
-        await run_upkeep(runtime.target)  # no daemon does it for cron deployments
+        await run_upkeep(  # no daemon does it for cron deployments
+            runtime.target, prune_sent_after_seconds=settings.prune_sent_after_seconds,
+            events_retention_seconds=settings.events_retention.total_seconds())
         if not progress:
             summary = await runtime.dispatcher().drain(limit=limit, max_seconds=max_seconds)
         else:

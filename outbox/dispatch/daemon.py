@@ -10,7 +10,8 @@ APScheduler (AsyncIOScheduler) drives everything:
   (the pooler hands the session's server connection to others after each
   statement), so it runs on OUTBOX_LISTEN_DATABASE_URL, a direct connection,
   or not at all: then the tick's polling is what wakes us;
-* maintenance (outbox/maintenance/: rescuer, unpauser, pruner, analyzer): each
+* maintenance (outbox/maintenance/: rescuer, unpauser, the pruners, analyzer,
+  and the status callbacks' sender): each
   service says how often it runs and under which advisory lock, and runs
   its own pass (`run_once`); the daemon only schedules them.
 
@@ -38,6 +39,7 @@ from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc
 from outbox.events.callbacks import CallbackSender
 from outbox.heartbeat import HEARTBEAT_INTERVAL_SECONDS, beat
 from outbox.maintenance.analyzer import Analyzer
+from outbox.maintenance.delivery_pruner import DeliveryPruner
 from outbox.maintenance.event_pruner import EventPruner
 from outbox.maintenance.pruner import Pruner
 from outbox.maintenance.rescuer import Rescuer
@@ -194,6 +196,7 @@ def maintenance_services(settings: Settings) -> list[MaintenanceService]:
     return [Rescuer(), Unpauser(), Pruner(older_than_seconds=settings.prune_sent_after_seconds),
             Analyzer(),
             EventPruner(older_than_seconds=settings.events_retention.total_seconds()),
+            DeliveryPruner(older_than_seconds=settings.events_retention.total_seconds()),
             CallbackSender(keys=settings.decryption_keys(),
                            concurrency=settings.callback_concurrency,
                            per_endpoint=settings.callback_endpoint_concurrency)]
