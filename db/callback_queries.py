@@ -45,8 +45,12 @@ ORDER BY w.created_at, w.id
 """
 
 ENDPOINT = f"""
-SELECT {_ENDPOINT_COLUMNS}
-FROM outbox.webhook_endpoints
+SELECT {_ENDPOINT_COLUMNS},
+       (SELECT count(*) FROM outbox.webhook_deliveries d
+        WHERE d.endpoint_id = w.id AND d.status IN ('pending', 'delivering')) AS waiting,
+       (SELECT count(*) FROM outbox.webhook_deliveries d
+        WHERE d.endpoint_id = w.id AND d.status = 'failed') AS failed
+FROM outbox.webhook_endpoints w
 WHERE id = CAST(:endpoint_id AS uuid)
   AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
 """
@@ -57,6 +61,40 @@ DELETE FROM outbox.webhook_endpoints
 WHERE id = CAST(:endpoint_id AS uuid)
   AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
 RETURNING id
+"""
+
+# Active again, its failure clock cleared. Its deliveries that waited
+# while it was disabled (and ones a dead sender left) are due at once;
+# with :retry_failed, its dead letters still held too (their 3 days still
+# count from when they were created: a retry that fails past them is
+# dead-lettered again). Events that committed while it was disabled were
+# never fanned out to it (FAN_OUT skips disabled endpoints).
+ENABLE_ENDPOINT = """
+WITH target AS (
+    SELECT id FROM outbox.webhook_endpoints
+    WHERE id = CAST(:endpoint_id AS uuid)
+      AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+    FOR NO KEY UPDATE
+),
+enabled AS (
+    UPDATE outbox.webhook_endpoints w
+    SET status = 'active', disabled_reason = NULL, failing_since = NULL, updated_at = now()
+    FROM target
+    WHERE w.id = target.id
+    RETURNING w.id
+),
+resumed AS (
+    UPDATE outbox.webhook_deliveries d
+    SET status = 'pending', next_attempt_at = now(), claim_token = NULL, locked_until = NULL
+    FROM target
+    WHERE d.endpoint_id = target.id
+      AND (d.status = 'pending'
+           OR (d.status = 'delivering' AND d.locked_until < now())
+           OR (CAST(:retry_failed AS boolean) AND d.status = 'failed'))
+    RETURNING d.id
+)
+SELECT enabled.id, (SELECT count(*) FROM resumed) AS resumed
+FROM enabled
 """
 
 # Newest first, a page before a delivery id.

@@ -278,6 +278,52 @@ async def test_410_disables_the_endpoint_at_once(aengine: AsyncEngine, clean_db:
     assert "status callbacks: failed 1" in out.stdout
 
 
+async def test_enable_sends_what_waited_and_on_request_the_dead_letters(
+        aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver,
+        api: httpx.Client, api_key) -> None:
+    channel = make_channel()
+    endpoint, secret = _endpoint(clean_db, receiver.url)
+    _send(clean_db, channel, 2)
+    receiver.default_status = 500
+    assert (await _pass(aengine, retry_delay_seconds=60)).retried == 2
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.webhook_deliveries SET next_attempt_at = now()"))
+    receiver.script = [410]  # one of the two retries: the endpoint goes, the other waits
+    summary = await _pass(aengine, retry_delay_seconds=60)
+    assert (summary.failed, summary.retried, summary.endpoints_disabled) == (1, 1, 1)
+    _send(clean_db, channel)  # while disabled: not queued for it
+    assert (await _pass(aengine)).deliveries_created == 0
+    admin = auth(api_key("default", "admin"))
+    path = f"/v1/webhook-endpoints/{endpoint}/enable"
+
+    other = auth(api_key("other", "admin"))
+    assert (await asyncio.to_thread(api.post, path, headers=other)).status_code == 404
+    bad = await asyncio.to_thread(api.post, path, headers=admin, json={"retry_failed": "yes"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "retry_failed"
+    r = await asyncio.to_thread(api.post, path, headers=admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["status"], body["disabled_reason"], body["failing_since"]) == (
+        "active", None, None)
+    assert (body["deliveries_resumed"], body["deliveries_waiting"],
+            body["deliveries_failed"]) == (1, 1, 1)
+    receiver.default_status = 200
+    assert (await _pass(aengine)).delivered == 1  # due at once: no wait for its backoff
+    assert {d.status for d in _deliveries(clean_db)} == {"delivered", "failed"}
+
+    # The dead letter, on request (the CLI), with its first webhook-id.
+    again = cli("endpoints", "enable", str(endpoint), "--retry-failed")
+    assert again.returncode == 0, again.stderr
+    assert "1 deliveries due now" in again.stdout
+    assert (await _pass(aengine)).delivered == 1
+    assert {d.status for d in _deliveries(clean_db)} == {"delivered"}
+    ids = [r.headers["webhook-id"] for r in receiver.requests]
+    assert len(set(ids)) == 2  # the two events, each retried; never the one while disabled
+    assert all(_verified(secret, r) for r in receiver.requests if r.headers)
+    missing = cli("endpoints", "enable", str(uuid.uuid4()))
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+
 async def test_three_days_of_failure_dead_letters_and_disables(
         aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver) -> None:
     channel = make_channel()
@@ -337,6 +383,26 @@ def test_endpoints_api(api: httpx.Client, api_db: Engine, api_key, make_channel)
     assert api.delete(f"/v1/webhook-endpoints/{created['id']}", headers=admin).status_code == 204
     r = api.delete(f"/v1/webhook-endpoints/{created['id']}", headers=admin)
     assert r.status_code == 404 and r.json()["error"]["code"] == "endpoint_not_found"
+    r = api.post(f"/v1/webhook-endpoints/{created['id']}/enable", headers=admin)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "endpoint_not_found"
+
+    # Typed answers in the OpenAPI document (generated clients get them).
+    spec = api.get("/openapi.json").json()
+    paths, schemas = spec["paths"], spec["components"]["schemas"]
+
+    def answer(path: str, method: str, status: str) -> Any:
+        return paths[path][method]["responses"][status]["content"]["application/json"][
+            "schema"]["$ref"].rsplit("/", 1)[-1]
+
+    assert answer("/v1/webhook-endpoints", "post", "201") == "CreatedWebhookEndpoint"
+    assert answer("/v1/webhook-endpoints", "get", "200") == "WebhookEndpointList"
+    assert answer("/v1/webhook-endpoints/{endpoint_id}/enable", "post",
+                  "200") == "EnabledWebhookEndpoint"
+    assert answer("/v1/webhook-endpoints/{endpoint_id}/deliveries", "get",
+                  "200") == "WebhookDeliveryList"
+    assert "secret" not in schemas["WebhookEndpoint"]["properties"]
+    assert schemas["WebhookDelivery"]["properties"]["status"]["$ref"] == (
+        "#/components/schemas/DeliveryStatus")
 
 
 def test_endpoints_cli(clean_db: Engine) -> None:

@@ -352,7 +352,7 @@ class CallbackSender:
             "ids": [c.id for c, _ in finished],
             "claim_tokens": [c.claim_token for c, _ in finished],
             "statuses": [o.status for _, o in finished],
-            "delays": [o.delay_seconds for _, o in finished],
+            "delays": [float(o.delay_seconds) for _, o in finished],
             "status_codes": [o.status_code for _, o in finished],
             "errors": [o.error for _, o in finished],
             "disable_after_seconds": DISABLE_AFTER_SECONDS})
