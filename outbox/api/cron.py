@@ -96,7 +96,8 @@ async def cron_dispatch(
         await send_callbacks_once(runtime.engine, keys=settings.decryption_keys(),
                                   max_seconds=min(budget, CALLBACK_RUN_SECONDS),
                                   concurrency=settings.callback_concurrency,
-                                  per_endpoint=settings.callback_endpoint_concurrency)
+                                  per_endpoint=settings.callback_endpoint_concurrency,
+                                  observer=metrics.count_callback)
     return summary.as_dict()
 
 

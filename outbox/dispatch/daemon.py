@@ -45,7 +45,7 @@ from outbox.maintenance.pruner import Pruner
 from outbox.maintenance.rescuer import Rescuer
 from outbox.maintenance.service import MaintenanceService
 from outbox.maintenance.unpauser import Unpauser
-from outbox.metrics import instrumented_dispatcher, serve_metrics
+from outbox.metrics import count_callback, instrumented_dispatcher, serve_metrics
 from outbox.settings import Settings
 
 NOTIFY_CHANNEL = "outbox_enqueued"
@@ -199,7 +199,8 @@ def maintenance_services(settings: Settings) -> list[MaintenanceService]:
             DeliveryPruner(older_than_seconds=settings.events_retention.total_seconds()),
             CallbackSender(keys=settings.decryption_keys(),
                            concurrency=settings.callback_concurrency,
-                           per_endpoint=settings.callback_endpoint_concurrency)]
+                           per_endpoint=settings.callback_endpoint_concurrency,
+                           observer=count_callback)]
 
 
 class _SkippedTickFilter(logging.Filter):

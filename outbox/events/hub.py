@@ -110,7 +110,10 @@ class EventHub:
         return sum(len(s) for s in self._subscribers.values())
 
     async def start(self) -> None:
+        from outbox.metrics import watch_event_hub
+
         self._loop = asyncio.get_running_loop()
+        watch_event_hub(self)  # outbox_event_streams
         self._tasks.append(asyncio.create_task(self._read_loop(), name="events-read"))
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="events-heartbeat"))
         if self._listen_url:
