@@ -183,6 +183,68 @@ async def test_a_receiver_down_then_back_loses_nothing(aengine: AsyncEngine, cle
         back.close()
 
 
+# A receiver that takes requests and never answers: it prints each one's
+# webhook-id as it arrives, so the test kills it with requests on the wire.
+_HANGING_RECEIVER = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        print(self.headers["webhook-id"], flush=True)
+        time.sleep(600)
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+
+async def test_a_receiver_killed_with_requests_on_the_wire_loses_nothing(
+        aengine: AsyncEngine, clean_db: Engine, make_channel) -> None:
+    import subprocess
+    import sys
+
+    channel = make_channel()
+    port = unused_port()
+    _, secret = _endpoint(clean_db, f"http://127.0.0.1:{port}/in")
+    _send(clean_db, channel, 4)
+    hanging = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HANGING_RECEIVER, str(port), stdout=subprocess.PIPE)
+    assert hanging.stdout is not None
+    try:
+        assert (await asyncio.wait_for(hanging.stdout.readline(), 30)).strip() == b"ready"
+        task = asyncio.create_task(_pass(aengine, retry_delay_seconds=60))
+        on_the_wire = [(await asyncio.wait_for(hanging.stdout.readline(), 30)).decode()
+                       for _ in range(4)]
+        hanging.kill()  # SIGKILL: the kernel closes its sockets, nothing answers
+        summary = await asyncio.wait_for(task, 30)
+    finally:
+        if hanging.returncode is None:
+            hanging.kill()
+        await hanging.wait()
+    assert summary.retried == 4 and summary.delivered == 0
+    assert all(d.status == "pending" and d.last_error.startswith("request failed")
+               for d in _deliveries(clean_db))
+    with clean_db.begin() as conn:  # the retry is due
+        conn.execute(text("UPDATE outbox.webhook_deliveries SET next_attempt_at = now()"))
+    back = WebhookReceiver(port=port)
+    try:
+        assert (await _pass(aengine)).delivered == 4
+        got = back.wait_for(4)
+        # The same four, with the ids they carried when the receiver died.
+        assert sorted(r.headers["webhook-id"] for r in got) == sorted(
+            line.strip() for line in on_the_wire)
+        assert all(_verified(secret, r) for r in got)
+    finally:
+        back.close()
+    assert {d.status for d in _deliveries(clean_db)} == {"delivered"}
+
+
 async def test_a_sender_killed_mid_request_loses_nothing(
         aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver) -> None:
     channel = make_channel()
