@@ -164,11 +164,11 @@ SELECT EXISTS (SELECT 1 FROM cursor) AS ours,
 
 # --------------------------------------------------------------------------
 # CLAIM: due deliveries (and ones whose sender's lease ran out), fairly
-# across active endpoints, committed as ours before any request. An
-# endpoint gets at most :per_endpoint requests in flight from this sender:
-# :busy_endpoints/:busy_counts are the ones it has on the wire now, and an
-# endpoint at its cap is skipped. Endpoints in random order; :batch_size is
-# the sender's free slots.
+# across active endpoints, committed as ours before any request. A sender
+# holds at most :per_endpoint deliveries of an endpoint (on the wire, or
+# next in line): :busy_endpoints/:busy_counts are what it holds now, and
+# an endpoint it holds enough of is skipped. Endpoints in random order;
+# :batch_size is what the sender can still hold.
 # --------------------------------------------------------------------------
 CLAIM_DELIVERIES = """
 WITH endpoints AS MATERIALIZED (

@@ -28,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import hashlib
 import hmac
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -58,8 +59,9 @@ CALLBACK_INTERVAL_SECONDS = 1.0
 CALLBACK_CONCURRENCY = 64  # requests in flight per process, all endpoints together
 CALLBACK_ENDPOINT_CONCURRENCY = 8  # of those, to one endpoint: a slow one can't take them all
 CALLBACK_TIMEOUT_SECONDS = 10.0
-# A row is claimed only when a slot is free to post it at once, so its lease
-# covers one request (at most TIMEOUT) and the wait to record it, by far.
+# A claimed row waits at most for its endpoint's requests ahead of it
+# (_Run), then is posted: its lease covers two requests (at most TIMEOUT
+# each) and the wait to record it, by far.
 CALLBACK_LEASE_SECONDS = 120.0
 CALLBACK_RUN_SECONDS = 20.0  # one pass's claiming budget; the next pass continues
 COMPLETE_GROUP = 32  # outcomes recorded in one statement, at most
@@ -162,6 +164,111 @@ class PassSummary:
     endpoints_disabled: int = 0
 
 
+class _Run:
+    """What one pass holds, per endpoint: claimed deliveries waiting for a
+    slot, and requests on the wire. An endpoint has at most `per_endpoint`
+    requests in flight and `hold` (twice that) claimed: a claim fetches the
+    next few while the current ones are on the wire, so a slot that frees
+    up is filled at once, without a round trip to the database, and a claim
+    is made only when an endpoint has used up half of what it holds. A
+    claimed row waits at most for its endpoint's requests ahead of it (one
+    timeout, at worst): well within its lease."""
+
+    def __init__(self, concurrency: int, per_endpoint: int) -> None:
+        self.concurrency = concurrency
+        self.per_endpoint = per_endpoint
+        self.hold = 2 * per_endpoint
+        self.in_flight: dict[asyncio.Task[Outcome], Claimed] = {}
+        # Requests that have their answer, not yet taken (done): one wake-up
+        # for the pass, not a wait over every task on the wire.
+        self.landed = asyncio.Event()
+        self._landed: list[asyncio.Task[Outcome]] = []
+        self._flying: collections.Counter[uuid.UUID] = collections.Counter()
+        self._waiting: dict[uuid.UUID, collections.deque[Claimed]] = {}
+        # Endpoints whose last claim gave less than it had room for: nothing
+        # more is due for them until the next look (look_again).
+        self._exhausted: set[uuid.UUID] = set()
+        self._more = True  # the last claim was full: endpoints we don't hold may have more
+        self._look = True  # claim now, whatever we hold (the pass starts, or look_again)
+
+    def held(self) -> dict[uuid.UUID, int]:
+        ids = {e for e, n in self._flying.items() if n} | set(self._waiting)
+        return {e: self._flying[e] + len(self._waiting.get(e, ())) for e in ids}
+
+    def claim_size(self) -> int:
+        return max(0, 2 * self.concurrency - sum(self.held().values()))
+
+    def look_again(self) -> None:
+        """New deliveries may be due (fanned out, or retries come due): the
+        next claim looks at every endpoint."""
+        self._exhausted.clear()
+        self._more = self._look = True
+
+    def worth_claiming(self) -> bool:
+        if self.claim_size() <= 0:
+            return False
+        held = self.held()
+        if self._look or not held:
+            return self._more
+        return any(n <= self.per_endpoint and e not in self._exhausted
+                   for e, n in held.items())
+
+    def take(self, claimed: list[Claimed]) -> None:
+        before, size = self.held(), self.claim_size()
+        got = collections.Counter(c.endpoint_id for c in claimed)
+        for c in claimed:
+            self._waiting.setdefault(c.endpoint_id, collections.deque()).append(c)
+        self._more = len(claimed) >= size
+        self._look = False
+        for e in set(before) | set(got):
+            if not self._more and got[e] < self.hold - before.get(e, 0):
+                self._exhausted.add(e)
+            else:
+                self._exhausted.discard(e)
+
+    def start(self, client: Callable[[], aiohttp.ClientSession],
+              attempt: Callable[[aiohttp.ClientSession, Claimed], Coroutine[Any, Any, Outcome]]
+              ) -> None:
+        """Post what waits, an endpoint at a time in turn, while slots are free."""
+        started = True
+        while started and len(self.in_flight) < self.concurrency:
+            started = False
+            for e in list(self._waiting):
+                queue = self._waiting[e]
+                if (self._flying[e] < self.per_endpoint
+                        and len(self.in_flight) < self.concurrency):
+                    c = queue.popleft()
+                    self._flying[e] += 1
+                    task = asyncio.create_task(attempt(client(), c))
+                    task.add_done_callback(self._land)
+                    self.in_flight[task] = c
+                    started = True
+                if not queue:
+                    del self._waiting[e]
+
+    def _land(self, task: asyncio.Task[Outcome]) -> None:
+        self._landed.append(task)
+        self.landed.set()
+
+    def done(self) -> list[tuple[Claimed, Outcome]]:
+        """The requests answered since the last call, with their outcomes."""
+        out = []
+        for task in self._landed:
+            c = self.in_flight.pop(task)
+            self._flying[c.endpoint_id] -= 1
+            out.append((c, task.result()))
+        self._landed.clear()
+        self.landed.clear()
+        return out
+
+    async def abandon(self) -> None:
+        for task in self.in_flight:
+            task.remove_done_callback(self._land)
+            task.cancel()
+        if self.in_flight:
+            await asyncio.gather(*self.in_flight, return_exceptions=True)
+
+
 #: Told each outcome as it is recorded (the daemon's and the cron endpoint's
 #: counters, outbox.metrics): a plain callable, so a cron pass loads no
 #: metrics library.
@@ -174,11 +281,10 @@ class CallbackSender:
     processes share the work through SKIP LOCKED.
 
     A pass keeps up to `concurrency` requests in flight, at most
-    `per_endpoint` of them to one endpoint: it claims only what it can post
-    at once (so a claimed row never waits for a slot under its lease),
-    records outcomes in small groups as they come back, and claims again
-    as slots free up. A slow endpoint holds its own `per_endpoint` slots;
-    the others keep flowing past it."""
+    `per_endpoint` of them to one endpoint, with as many more claimed
+    behind them (`_Run`); it records outcomes in small groups as they come
+    back, and claims again as an endpoint runs low. A slow endpoint holds
+    its own `per_endpoint` slots; the others keep flowing past it."""
 
     name = "callbacks"
     interval_seconds = CALLBACK_INTERVAL_SECONDS
@@ -239,11 +345,9 @@ class CallbackSender:
 
     async def _send_due(self, db: DirectConnection, summary: PassSummary,
                         deadline: float) -> None:
-        in_flight: dict[asyncio.Task[Outcome], Claimed] = {}
-        per_endpoint: collections.Counter[uuid.UUID] = collections.Counter()
+        run = _Run(self._concurrency, self._per_endpoint)
         finished: list[tuple[Claimed, Outcome]] = []
         first_finished = 0.0  # when the oldest outcome not yet recorded came back
-        claim = True  # a claim may find more: the last one was full, or slots freed up
         refill_at = time.monotonic() + REFILL_SECONDS
         try:
             while True:
@@ -252,67 +356,49 @@ class CallbackSender:
                     # Waiting on slow requests: new events meanwhile are work too.
                     refill_at = now + REFILL_SECONDS
                     await self._fan_out(db, summary, deadline)
-                    claim = True
-                free = self._concurrency - len(in_flight)
-                if claim and free > 0 and now < deadline:
-                    claimed = await self._claim(db, free, per_endpoint)
-                    # Short of `free`: nothing more is due now, but for
-                    # endpoints at their cap (a completion of theirs says so).
-                    claim = len(claimed) >= free
-                    if claimed:
-                        await self._start(db, claimed, in_flight, per_endpoint)
-                if not in_flight and not finished:
+                    run.look_again()
+                if now < deadline and run.worth_claiming():
+                    claimed = await self._claim(db, run)
+                    await self._load_secrets(db, {c.endpoint_id for c in claimed})
+                    run.take(claimed)
+                run.start(self._http, self._attempt)
+                if not run.in_flight and not finished:
                     return
-                if in_flight:
+                if run.in_flight:
                     now = time.monotonic()
                     wait: float | None = None  # past the deadline: only answers to wait for
                     if finished:
                         wait = max(0.0, first_finished + COMPLETE_WINDOW_SECONDS - now)
                     elif now < deadline:
                         wait = max(0.0, min(refill_at, deadline) - now)
-                    done, _ = await asyncio.wait(in_flight, timeout=wait,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        c = in_flight.pop(task)
-                        if per_endpoint[c.endpoint_id] >= self._per_endpoint:
-                            claim = True  # its endpoint has room again
-                        per_endpoint[c.endpoint_id] -= 1
-                        if not finished:
-                            first_finished = time.monotonic()
-                        finished.append((c, task.result()))
-                if finished and (not in_flight or len(finished) >= COMPLETE_GROUP
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(run.landed.wait(), wait)
+                    done = run.done()
+                    if done and not finished:
+                        first_finished = time.monotonic()
+                    finished.extend(done)
+                    run.start(self._http, self._attempt)  # their slots, at once
+                if finished and (not run.in_flight or len(finished) >= COMPLETE_GROUP
                                  or time.monotonic() - first_finished
                                  >= COMPLETE_WINDOW_SECONDS):
                     await self._complete(db, finished, summary)
                     finished = []
         finally:
             # Cancelled (the process stops): requests on the wire are
-            # abandoned; their rows stay `delivering` until the lease runs
-            # out and are posted again, with the same webhook-id.
-            for task in in_flight:
-                task.cancel()
-            if in_flight:
-                await asyncio.gather(*in_flight, return_exceptions=True)
+            # abandoned; their rows, and the claimed ones not yet posted,
+            # stay `delivering` until the lease runs out and are posted
+            # again, with the same webhook-id.
+            await run.abandon()
 
-    async def _claim(self, db: DirectConnection, limit: int,
-                     per_endpoint: collections.Counter[uuid.UUID]) -> list[Claimed]:
-        busy = [(e, n) for e, n in per_endpoint.items() if n > 0]
+    async def _claim(self, db: DirectConnection, run: _Run) -> list[Claimed]:
+        held = run.held()
         token = uuid.uuid4()
         rows = await db.fetchall(_CLAIM, {
-            "per_endpoint": self._per_endpoint, "batch_size": limit,
-            "busy_endpoints": [e for e, _ in busy], "busy_counts": [n for _, n in busy],
+            "per_endpoint": run.hold, "batch_size": run.claim_size(),
+            "busy_endpoints": list(held), "busy_counts": list(held.values()),
             "claim_token": token, "lease_seconds": CALLBACK_LEASE_SECONDS})
         return [Claimed(int(r[0]), r[1], int(r[2]), r[3], int(r[4]), r[5], token)
                 for r in rows]
-
-    async def _start(self, db: DirectConnection, claimed: list[Claimed],
-                     in_flight: dict[asyncio.Task[Outcome], Claimed],
-                     per_endpoint: collections.Counter[uuid.UUID]) -> None:
-        await self._load_secrets(db, {c.endpoint_id for c in claimed})
-        client = self._http()
-        for c in claimed:
-            per_endpoint[c.endpoint_id] += 1
-            in_flight[asyncio.create_task(self._attempt(client, c))] = c
 
     def _http(self) -> aiohttp.ClientSession:
         import aiohttp
