@@ -45,8 +45,12 @@ ORDER BY w.created_at, w.id
 """
 
 ENDPOINT = f"""
-SELECT {_ENDPOINT_COLUMNS}
-FROM outbox.webhook_endpoints
+SELECT {_ENDPOINT_COLUMNS},
+       (SELECT count(*) FROM outbox.webhook_deliveries d
+        WHERE d.endpoint_id = w.id AND d.status IN ('pending', 'delivering')) AS waiting,
+       (SELECT count(*) FROM outbox.webhook_deliveries d
+        WHERE d.endpoint_id = w.id AND d.status = 'failed') AS failed
+FROM outbox.webhook_endpoints w
 WHERE id = CAST(:endpoint_id AS uuid)
   AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
 """
@@ -57,6 +61,40 @@ DELETE FROM outbox.webhook_endpoints
 WHERE id = CAST(:endpoint_id AS uuid)
   AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
 RETURNING id
+"""
+
+# Active again, its failure clock cleared. Its deliveries that waited
+# while it was disabled (and ones a dead sender left) are due at once;
+# with :retry_failed, its dead letters still held too (their 3 days still
+# count from when they were created: a retry that fails past them is
+# dead-lettered again). Events that committed while it was disabled were
+# never fanned out to it (FAN_OUT skips disabled endpoints).
+ENABLE_ENDPOINT = """
+WITH target AS (
+    SELECT id FROM outbox.webhook_endpoints
+    WHERE id = CAST(:endpoint_id AS uuid)
+      AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+    FOR NO KEY UPDATE
+),
+enabled AS (
+    UPDATE outbox.webhook_endpoints w
+    SET status = 'active', disabled_reason = NULL, failing_since = NULL, updated_at = now()
+    FROM target
+    WHERE w.id = target.id
+    RETURNING w.id
+),
+resumed AS (
+    UPDATE outbox.webhook_deliveries d
+    SET status = 'pending', next_attempt_at = now(), claim_token = NULL, locked_until = NULL
+    FROM target
+    WHERE d.endpoint_id = target.id
+      AND (d.status = 'pending'
+           OR (d.status = 'delivering' AND d.locked_until < now())
+           OR (CAST(:retry_failed AS boolean) AND d.status = 'failed'))
+    RETURNING d.id
+)
+SELECT enabled.id, (SELECT count(*) FROM resumed) AS resumed
+FROM enabled
 """
 
 # Newest first, a page before a delivery id.
@@ -126,12 +164,20 @@ SELECT EXISTS (SELECT 1 FROM cursor) AS ours,
 
 # --------------------------------------------------------------------------
 # CLAIM: due deliveries (and ones whose sender's lease ran out), fairly
-# across active endpoints (at most :per_endpoint each, endpoints in random
-# order), committed as ours before any request.
+# across active endpoints, committed as ours before any request. A sender
+# holds at most :per_endpoint deliveries of an endpoint (on the wire, or
+# next in line): :busy_endpoints/:busy_counts are what it holds now, and
+# an endpoint it holds enough of is skipped. Endpoints in random order;
+# :batch_size is what the sender can still hold.
 # --------------------------------------------------------------------------
 CLAIM_DELIVERIES = """
 WITH endpoints AS MATERIALIZED (
-    SELECT id FROM outbox.webhook_endpoints WHERE status = 'active' ORDER BY random()
+    SELECT w.id, :per_endpoint - COALESCE(busy.n, 0) AS room
+    FROM outbox.webhook_endpoints w
+    LEFT JOIN unnest(CAST(:busy_endpoints AS uuid[]), CAST(:busy_counts AS int[]))
+         AS busy(id, n) ON busy.id = w.id
+    WHERE w.status = 'active' AND :per_endpoint - COALESCE(busy.n, 0) > 0
+    ORDER BY random()
 ),
 candidates AS MATERIALIZED (
     SELECT d.id
@@ -140,15 +186,15 @@ candidates AS MATERIALIZED (
         SELECT d.id FROM (
             (SELECT d.id, d.next_attempt_at FROM outbox.webhook_deliveries d
              WHERE d.endpoint_id = ep.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-             ORDER BY d.next_attempt_at LIMIT :per_endpoint)
+             ORDER BY d.next_attempt_at LIMIT ep.room)
             UNION ALL
             (SELECT d.id, d.locked_until FROM outbox.webhook_deliveries d
              WHERE d.endpoint_id = ep.id AND d.status = 'delivering' AND d.locked_until < now()
-             LIMIT :per_endpoint)
+             LIMIT ep.room)
         ) due
         JOIN outbox.webhook_deliveries d ON d.id = due.id
         ORDER BY due.next_attempt_at
-        LIMIT :per_endpoint
+        LIMIT ep.room
         FOR NO KEY UPDATE OF d SKIP LOCKED
     ) d
     LIMIT :batch_size
@@ -171,7 +217,7 @@ WHERE id = ANY(CAST(:endpoint_ids AS uuid[]))
 """
 
 # --------------------------------------------------------------------------
-# COMPLETE: the batch's outcomes, guarded by the claim (a delivery whose
+# COMPLETE: a group of outcomes, guarded by the claim (a delivery whose
 # lease ran out and was claimed again is no longer ours), and the
 # endpoints' health with them: a success clears `failing_since`; a failure
 # sets it; failing for :disable_after_seconds, or a 410, disables the
@@ -231,4 +277,53 @@ endpoints AS (
 )
 SELECT (SELECT count(*) FROM done) AS completed,
        ARRAY(SELECT id FROM endpoints WHERE status = 'disabled') AS disabled
+"""
+
+
+# --------------------------------------------------------------------------
+# UPKEEP (outbox/maintenance/delivery_pruner.py), a batch at a time.
+#
+# A disabled endpoint's deliveries are never claimed: the ones still
+# waiting (or left `delivering` by a sender that died) when they are
+# :max_age_seconds old are dead-lettered, as a retry would have been.
+# Until then, re-enabling the endpoint sends them.
+# --------------------------------------------------------------------------
+GIVE_UP_DISABLED = """
+WITH batch AS MATERIALIZED (
+    SELECT d.id
+    FROM outbox.webhook_endpoints w
+    JOIN outbox.webhook_deliveries d ON d.endpoint_id = w.id
+    WHERE w.status = 'disabled'
+      AND (d.status = 'pending' OR (d.status = 'delivering' AND d.locked_until < now()))
+      AND d.created_at < now() - make_interval(secs => CAST(:max_age_seconds AS float8))
+    LIMIT :limit
+    FOR NO KEY UPDATE OF d SKIP LOCKED
+)
+UPDATE outbox.webhook_deliveries d
+SET status = 'failed',
+    claim_token = NULL,
+    locked_until = NULL,
+    last_error = 'not sent: its endpoint stayed disabled'
+FROM batch
+WHERE d.id = batch.id
+"""
+
+# Delivered and dead-lettered deliveries created more than
+# :older_than_seconds ago, oldest first. The scan stops at the first
+# delivery young enough (ids follow creation), so a pass reads only what is
+# old: the batch, and old deliveries still waiting (a retry, a disabled
+# endpoint's), which stay.
+PRUNE_DELIVERIES = """
+WITH young AS (
+    SELECT min(id) AS id
+    FROM outbox.webhook_deliveries
+    WHERE created_at >= now() - make_interval(secs => CAST(:older_than_seconds AS float8))
+)
+DELETE FROM outbox.webhook_deliveries
+WHERE id = ANY(ARRAY(
+    SELECT id FROM outbox.webhook_deliveries
+    WHERE id < COALESCE((SELECT id FROM young), 9223372036854775807)
+      AND status IN ('delivered', 'failed')
+    ORDER BY id
+    LIMIT :limit))
 """

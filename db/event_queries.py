@@ -110,14 +110,22 @@ OLDEST_WORKSPACE_EVENT = "SELECT min(id) FROM outbox.events WHERE workspace_id =
 # the ids (the batch stops at the first event still young enough: ids
 # follow transaction start, not commit, so a long transaction's events can
 # sit among older ones). Below the horizon only: nothing can commit under
-# what was deleted.
+# what was deleted. Not past the status callbacks' fan-out cursor either
+# (db/callback_queries.py FAN_OUT), while an endpoint is active: an event
+# it hasn't reached yet would never be posted.
 # --------------------------------------------------------------------------
 PRUNE_EVENTS = f"""
 WITH {HORIZON_CTE},
+fanned_out AS MATERIALIZED (
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM outbox.webhook_endpoints WHERE status = 'active')
+                THEN (SELECT last_event_id FROM outbox.webhook_fanout WHERE id = 1)
+                ELSE 9223372036854775807 END AS id
+),
 batch AS MATERIALIZED (
     SELECT id, occurred_at
     FROM outbox.events
     WHERE id < (SELECT id FROM horizon)
+      AND id <= (SELECT id FROM fanned_out)
     ORDER BY id
     LIMIT :limit
 ),

@@ -33,6 +33,20 @@ GROUP BY channel_id
 # Status webhooks waiting for their message's WhatsApp id (webhooks/apply.py).
 METRICS_STATUS_BACKLOG = "SELECT count(*) FROM outbox.webhook_status_backlog"
 
+# Status callbacks not yet delivered (the partial indexes on pending and
+# delivering rows), and endpoints that stopped.
+METRICS_CALLBACKS_WAITING = """
+SELECT 'pending' AS status, count(*) AS n
+FROM outbox.webhook_deliveries WHERE status = 'pending'
+UNION ALL
+SELECT 'delivering', count(*)
+FROM outbox.webhook_deliveries WHERE status = 'delivering'
+"""
+
+METRICS_ENDPOINTS_DISABLED = """
+SELECT count(*) FROM outbox.webhook_endpoints WHERE status = 'disabled'
+"""
+
 # --------------------------------------------------------------------------
 # THROUGHPUT (the console's chart, GET /v1/stats/throughput): per channel
 # and minute since :since, what was sent, put back for another attempt, and

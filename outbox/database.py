@@ -9,9 +9,12 @@ OUTBOX_DB_SCHEMA become those values, and db's errors become one-line
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import structlog
 from pydantic import SecretStr
 
 from outbox.db.conninfo import DatabaseTarget, InvalidDatabaseURL, libpq_url
@@ -24,6 +27,8 @@ from outbox.settings import Settings, load_settings
 if TYPE_CHECKING:  # SQLAlchemy is loaded by the functions that make engines
     from sqlalchemy import Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = structlog.get_logger(__name__)
 
 # The embedded server's URL per data directory: started (or found) once.
 _embedded: dict[str, str] = {}
@@ -92,6 +97,38 @@ def listen_url(settings: Settings, url: str | None = None) -> str | None:
     if settings.db_pooler == "transaction":
         return None
     return libpq_url(url or database_url(settings))
+
+
+async def listen_forever(url: str, channel: str, on_notify: Callable[[], None], *,
+                         application_name: str, log_prefix: str) -> None:
+    """LISTEN on `channel` over a connection of its own (never a pool's:
+    LISTEN belongs to its session) and call `on_notify` for every NOTIFY,
+    and once after each (re)connect: one may have come while we weren't
+    listening. A lost connection is retried with backoff, its first failure
+    and its recovery logged (`<log_prefix>_lost`, `<log_prefix>_back`).
+    Runs until cancelled. The dispatcher daemon and the event hub both
+    listen this way."""
+    import psycopg
+
+    from outbox.dispatch.backoff import OutageBackoff
+
+    backoff = OutageBackoff()
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                    url, autocommit=True, application_name=application_name) as conn:
+                await conn.execute(f"LISTEN {channel}")
+                if backoff.succeeded():
+                    log.info(f"{log_prefix}_back")
+                on_notify()
+                async for _ in conn.notifies():
+                    on_notify()
+        except (psycopg.Error, OSError) as exc:
+            delay = backoff.failed()
+            if backoff.failures == 1:
+                log.warning(f"{log_prefix}_lost", error=type(exc).__name__,
+                            retry_in_seconds=round(delay, 3))
+            await asyncio.sleep(delay)
 
 
 def _embedded_url(settings: Settings) -> str:

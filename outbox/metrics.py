@@ -10,6 +10,10 @@ gauges read from the database at scrape time.
   three cheap queries, at most once per `cache_seconds` however often it
   is scraped (several scrapers, or a scraper hammering the port, cost the
   database nothing more).
+* Status callbacks and the event stream: `count_callback` (a
+  `CallbackSender` observer) counts outcomes; `outbox_event_streams` is
+  the open SSE streams of this process's hub; the deliveries waiting and
+  the endpoints disabled are gauges read with the queue's.
 * `start_metrics_server` serves /metrics on a listener of its own
   (OUTBOX_METRICS_HOST, loopback by default, and OUTBOX_METRICS_PORT) in
   `outbox run` and `outbox serve`. Never on the public listener: the
@@ -26,12 +30,13 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from sqlalchemy import Engine, text
@@ -43,6 +48,10 @@ from outbox.dispatch.outcomes import ChannelAction, Decision, Kind
 from outbox.dispatch.runtime import Runtime
 from outbox.providers.base import OutgoingMessage, Provider, SendResult
 from outbox.settings import Settings
+
+if TYPE_CHECKING:
+    from outbox.events.callbacks import Outcome
+    from outbox.events.hub import EventHub
 
 log = structlog.get_logger(__name__)
 
@@ -85,8 +94,15 @@ WEBHOOK_BODIES = Counter("outbox_webhook_bodies", "Webhook requests by event (ty
                          "as Whapi or the URL named it) and whether a dead letter was kept.",
                          ["event", "dead_letter"], registry=REGISTRY)
 
+CALLBACKS = Counter("outbox_callbacks", "Status callback attempts by outcome (delivered; "
+                    "retried: will be posted again; failed: dead-lettered).", ["outcome"],
+                    registry=REGISTRY)
+EVENT_STREAMS = Gauge("outbox_event_streams", "Open SSE event streams (GET /v1/events/stream) "
+                      "in this process.", registry=REGISTRY)
+
 _BY_KIND = {Kind.SENT: SENT, Kind.RETRIED: RETRIED, Kind.FAILED: FAILED,
             Kind.RELEASED: RELEASED}
+_CALLBACK_OUTCOMES = {"delivered": "delivered", "pending": "retried", "failed": "failed"}
 
 
 def dispatch_observer(row: ClaimedRow, decision: Decision) -> None:
@@ -101,6 +117,20 @@ def dispatch_observer(row: ClaimedRow, decision: Decision) -> None:
         CHANNEL_PROBLEMS.labels(channel, decision.channel_action.value).inc()
     if decision.ambiguous:
         AMBIGUOUS.labels(channel).inc()
+
+
+def count_callback(outcome: Outcome) -> None:
+    """A `CallbackSender` observer (outbox/events/callbacks.py)."""
+    CALLBACKS.labels(_CALLBACK_OUTCOMES.get(outcome.status, str(outcome.status))).inc()
+
+
+_HUBS: weakref.WeakSet[EventHub] = weakref.WeakSet()
+
+
+def watch_event_hub(hub: EventHub) -> None:
+    """Count this hub's clients in `outbox_event_streams` (read at scrape time)."""
+    _HUBS.add(hub)
+    EVENT_STREAMS.set_function(lambda: float(sum(h.clients for h in list(_HUBS))))
 
 
 def count_enqueued(channel_id: object) -> None:
@@ -165,7 +195,17 @@ class QueueReading:
     # today, due rows held back
     pacing: list[tuple[str, float | None, float | None, float | None, float]] = field(
         default_factory=list)
+    callbacks: CallbackReading | None = None
     up: bool = True
+
+
+@dataclass(frozen=True)
+class CallbackReading:
+    """Status callbacks waiting (by status: pending, delivering) and
+    endpoints disabled (by 410 or 3 days of failure)."""
+
+    deliveries: list[tuple[str, float]] = field(default_factory=list)
+    endpoints_disabled: float = 0.0
 
 
 class QueueCollector:
@@ -199,7 +239,8 @@ class QueueCollector:
         backlog = GaugeMetricFamily("outbox_webhook_status_backlog",
                                     "Status webhooks waiting for their message's WhatsApp id.")
         backlog.add_metric([], reading.backlog)
-        yield from (depth, oldest, backlog, *_pacing_gauges(reading), up)
+        yield from (depth, oldest, backlog, *_pacing_gauges(reading),
+                    *_callback_gauges(reading.callbacks), up)
 
     def _current(self) -> QueueReading:
         with self._lock:
@@ -228,10 +269,32 @@ class QueueCollector:
                      float(r.held_back))
                     for r in conn.execute(text(pacing_queries.PACING_OVERVIEW),
                                           {"workspace_id": None})]
+                callbacks = _read_callbacks(conn)
         except Exception as exc:  # a scrape reports the outage, it doesn't fail
             log.warning("metrics_queue_query_failed", error=type(exc).__name__)
             return QueueReading(up=False)
-        return QueueReading(depth=depth, oldest=oldest, backlog=backlog, pacing=pacing)
+        return QueueReading(depth=depth, oldest=oldest, backlog=backlog, pacing=pacing,
+                            callbacks=callbacks)
+
+
+def _read_callbacks(conn: Any) -> CallbackReading:
+    deliveries = [(r.status, float(r.n)) for r in conn.execute(text(q.METRICS_CALLBACKS_WAITING))]
+    disabled = float(conn.execute(text(q.METRICS_ENDPOINTS_DISABLED)).scalar_one())
+    return CallbackReading(deliveries, disabled)
+
+
+def _callback_gauges(reading: CallbackReading | None) -> list[GaugeMetricFamily]:
+    waiting = GaugeMetricFamily("outbox_callback_deliveries",
+                                "Status callbacks not yet delivered, by status (pending: "
+                                "waiting for their time or a slot; delivering: on the wire).",
+                                labels=["status"])
+    disabled = GaugeMetricFamily("outbox_callback_endpoints_disabled",
+                                 "Webhook endpoints disabled (410 Gone, or failing 3 days).")
+    counts = dict(reading.deliveries) if reading else {}
+    for status in ("pending", "delivering"):
+        waiting.add_metric([status], counts.get(status, 0.0))
+    disabled.add_metric([], reading.endpoints_disabled if reading else 0.0)
+    return [waiting, disabled]
 
 
 def _pacing_gauges(reading: QueueReading) -> list[GaugeMetricFamily]:

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         default=timedelta(days=7), gt=timedelta(0),
         description="How long events are kept (seconds or ISO 8601, e.g. P7D).",
     )
+    callback_concurrency: int = Field(
+        default=64, ge=1, le=4096, description="Status callbacks in flight per process.")
+    callback_endpoint_concurrency: int = Field(
+        default=8, ge=1, le=4096, description="Of those, to one endpoint (a slow endpoint "
+        "holds at most this many).")
     circuit_breaker_failures: int = Field(
         default=20, ge=0, description="Consecutive transient failures that pause a channel "
         "(0 turns the breaker off)."

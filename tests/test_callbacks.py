@@ -7,6 +7,7 @@ endpoint, old deliveries dead-letter; the endpoints' API and CLI."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +23,7 @@ from outbox.admin.endpoints import add_endpoint
 from outbox.enqueue import enqueue_text
 from outbox.events.callbacks import CallbackSender, decide, sign
 from outbox.states import DeliveryStatus
-from tests.api_fixtures import auth
+from tests.api_fixtures import auth, wait_for
 from tests.dispatch_helpers import TEST_KEY, cli
 from tests.sim_fixtures import WebhookReceiver, unused_port
 
@@ -182,6 +183,69 @@ async def test_a_receiver_down_then_back_loses_nothing(aengine: AsyncEngine, cle
         back.close()
 
 
+# A receiver that takes requests and never answers: it prints each one's
+# webhook-id as it arrives, so the test kills it with requests on the wire.
+_HANGING_RECEIVER = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        sys.stdout.write(self.headers["webhook-id"] + "\\n")  # one write: threads interleave
+        sys.stdout.flush()
+        time.sleep(600)
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+
+async def test_a_receiver_killed_with_requests_on_the_wire_loses_nothing(
+        aengine: AsyncEngine, clean_db: Engine, make_channel) -> None:
+    import subprocess
+    import sys
+
+    channel = make_channel()
+    port = unused_port()
+    _, secret = _endpoint(clean_db, f"http://127.0.0.1:{port}/in")
+    _send(clean_db, channel, 4)
+    hanging = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HANGING_RECEIVER, str(port), stdout=subprocess.PIPE)
+    assert hanging.stdout is not None
+    try:
+        assert (await asyncio.wait_for(hanging.stdout.readline(), 30)).strip() == b"ready"
+        task = asyncio.create_task(_pass(aengine, retry_delay_seconds=60))
+        on_the_wire = [(await asyncio.wait_for(hanging.stdout.readline(), 30)).decode()
+                       for _ in range(4)]
+        hanging.kill()  # SIGKILL: the kernel closes its sockets, nothing answers
+        summary = await asyncio.wait_for(task, 30)
+    finally:
+        if hanging.returncode is None:
+            hanging.kill()
+        await hanging.wait()
+    assert summary.retried == 4 and summary.delivered == 0
+    assert all(d.status == "pending" and d.last_error.startswith("request failed")
+               for d in _deliveries(clean_db))
+    with clean_db.begin() as conn:  # the retry is due
+        conn.execute(text("UPDATE outbox.webhook_deliveries SET next_attempt_at = now()"))
+    back = WebhookReceiver(port=port)
+    try:
+        assert (await _pass(aengine)).delivered == 4
+        got = back.wait_for(4)
+        # The same four, with the ids they carried when the receiver died.
+        assert sorted(r.headers["webhook-id"] for r in got) == sorted(
+            line.strip() for line in on_the_wire)
+        assert all(_verified(secret, r) for r in got)
+    finally:
+        back.close()
+    assert {d.status for d in _deliveries(clean_db)} == {"delivered"}
+
+
 async def test_a_sender_killed_mid_request_loses_nothing(
         aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver) -> None:
     channel = make_channel()
@@ -206,6 +270,54 @@ async def test_a_sender_killed_mid_request_loses_nothing(
         r.headers["webhook-id"] for r in got[:2])
 
 
+async def test_a_slow_endpoint_holds_only_its_own_slots(
+        aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver) -> None:
+    """An endpoint that never answers takes at most its per-endpoint share of
+    the slots; the healthy one's deliveries are posted and recorded while it
+    hangs, events that commit meanwhile too."""
+    import time
+
+    channel = make_channel()
+    slow = WebhookReceiver()
+    slow.answer_delay_s = 30  # far longer than the sender waits
+    try:
+        slow_id, _ = _endpoint(clean_db, slow.url)
+        healthy_id, _ = _endpoint(clean_db, receiver.url)
+        _send(clean_db, channel, 20)
+        started = time.monotonic()
+        task = asyncio.create_task(_pass(aengine, concurrency=4, per_endpoint=2,
+                                         timeout_seconds=4, run_seconds=10))
+        try:
+            got = await asyncio.to_thread(receiver.wait_for, 20, timeout=10)
+            assert got[-1].at - started < 2.0  # not behind the slow one's 4 s timeouts
+            _send(clean_db, channel, 3)  # during the pass: fanned out and posted by it
+            await asyncio.to_thread(receiver.wait_for, 23, timeout=10)
+
+            def recorded() -> dict[str, int]:
+                with clean_db.connect() as conn:
+                    return {str(s): int(n) for s, n in conn.execute(text(
+                        "SELECT status, count(*) FROM outbox.webhook_deliveries "
+                        "WHERE endpoint_id = :e GROUP BY status"), {"e": healthy_id})}
+
+            await asyncio.to_thread(wait_for, lambda: recorded() == {"delivered": 23},
+                                    timeout=5)
+            assert time.monotonic() - started < 4.0  # all while the slow one hung
+            assert len(slow.requests) == 2  # its share, never more
+            assert not task.done()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with clean_db.connect() as conn:
+            stuck = conn.execute(text(
+                "SELECT status, count(*) FROM outbox.webhook_deliveries "
+                "WHERE endpoint_id = :e GROUP BY status ORDER BY status"), {"e": slow_id}).all()
+        # On the wire (2) and claimed next (2): twice its cap, never more.
+        assert [tuple(r) for r in stuck] == [("delivering", 4), ("pending", 19)]
+    finally:
+        slow.close()
+
+
 async def test_410_disables_the_endpoint_at_once(aengine: AsyncEngine, clean_db: Engine,
                                                  make_channel, receiver: WebhookReceiver,
                                                  api: httpx.Client, api_key) -> None:
@@ -228,6 +340,52 @@ async def test_410_disables_the_endpoint_at_once(aengine: AsyncEngine, clean_db:
     out = cli("status")
     assert f"webhook endpoint {endpoint} disabled (the receiver answered 410 Gone)" in out.stdout
     assert "status callbacks: failed 1" in out.stdout
+
+
+async def test_enable_sends_what_waited_and_on_request_the_dead_letters(
+        aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver,
+        api: httpx.Client, api_key) -> None:
+    channel = make_channel()
+    endpoint, secret = _endpoint(clean_db, receiver.url)
+    _send(clean_db, channel, 2)
+    receiver.default_status = 500
+    assert (await _pass(aengine, retry_delay_seconds=60)).retried == 2
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.webhook_deliveries SET next_attempt_at = now()"))
+    receiver.script = [410]  # one of the two retries: the endpoint goes, the other waits
+    summary = await _pass(aengine, retry_delay_seconds=60)
+    assert (summary.failed, summary.retried, summary.endpoints_disabled) == (1, 1, 1)
+    _send(clean_db, channel)  # while disabled: not queued for it
+    assert (await _pass(aengine)).deliveries_created == 0
+    admin = auth(api_key("default", "admin"))
+    path = f"/v1/webhook-endpoints/{endpoint}/enable"
+
+    other = auth(api_key("other", "admin"))
+    assert (await asyncio.to_thread(api.post, path, headers=other)).status_code == 404
+    bad = await asyncio.to_thread(api.post, path, headers=admin, json={"retry_failed": "yes"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "retry_failed"
+    r = await asyncio.to_thread(api.post, path, headers=admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["status"], body["disabled_reason"], body["failing_since"]) == (
+        "active", None, None)
+    assert (body["deliveries_resumed"], body["deliveries_waiting"],
+            body["deliveries_failed"]) == (1, 1, 1)
+    receiver.default_status = 200
+    assert (await _pass(aengine)).delivered == 1  # due at once: no wait for its backoff
+    assert {d.status for d in _deliveries(clean_db)} == {"delivered", "failed"}
+
+    # The dead letter, on request (the CLI), with its first webhook-id.
+    again = cli("endpoints", "enable", str(endpoint), "--retry-failed")
+    assert again.returncode == 0, again.stderr
+    assert "1 deliveries due now" in again.stdout
+    assert (await _pass(aengine)).delivered == 1
+    assert {d.status for d in _deliveries(clean_db)} == {"delivered"}
+    ids = [r.headers["webhook-id"] for r in receiver.requests]
+    assert len(set(ids)) == 2  # the two events, each retried; never the one while disabled
+    assert all(_verified(secret, r) for r in receiver.requests if r.headers)
+    missing = cli("endpoints", "enable", str(uuid.uuid4()))
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
 
 
 async def test_three_days_of_failure_dead_letters_and_disables(
@@ -289,6 +447,26 @@ def test_endpoints_api(api: httpx.Client, api_db: Engine, api_key, make_channel)
     assert api.delete(f"/v1/webhook-endpoints/{created['id']}", headers=admin).status_code == 204
     r = api.delete(f"/v1/webhook-endpoints/{created['id']}", headers=admin)
     assert r.status_code == 404 and r.json()["error"]["code"] == "endpoint_not_found"
+    r = api.post(f"/v1/webhook-endpoints/{created['id']}/enable", headers=admin)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "endpoint_not_found"
+
+    # Typed answers in the OpenAPI document (generated clients get them).
+    spec = api.get("/openapi.json").json()
+    paths, schemas = spec["paths"], spec["components"]["schemas"]
+
+    def answer(path: str, method: str, status: str) -> Any:
+        return paths[path][method]["responses"][status]["content"]["application/json"][
+            "schema"]["$ref"].rsplit("/", 1)[-1]
+
+    assert answer("/v1/webhook-endpoints", "post", "201") == "CreatedWebhookEndpoint"
+    assert answer("/v1/webhook-endpoints", "get", "200") == "WebhookEndpointList"
+    assert answer("/v1/webhook-endpoints/{endpoint_id}/enable", "post",
+                  "200") == "EnabledWebhookEndpoint"
+    assert answer("/v1/webhook-endpoints/{endpoint_id}/deliveries", "get",
+                  "200") == "WebhookDeliveryList"
+    assert "secret" not in schemas["WebhookEndpoint"]["properties"]
+    assert schemas["WebhookDelivery"]["properties"]["status"]["$ref"] == (
+        "#/components/schemas/DeliveryStatus")
 
 
 def test_endpoints_cli(clean_db: Engine) -> None:

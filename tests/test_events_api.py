@@ -318,3 +318,77 @@ def test_the_stream_waits_for_an_older_transaction_then_gives_both_in_order(
     got = sse.take(2)
     assert [f["data"]["message_id"] for f in got] == [str(a), str(b)]
     assert got[0]["id"] < got[1]["id"]
+
+
+def test_the_streams_chat_filter(api: httpx.Client, api_db: Engine, two, streams) -> None:
+    """`chat_id=` on the stream: the chat's events only, in its history and live."""
+    _send(api_db, two["a"], 1, to="+15550100011")
+    (other,) = _send(api_db, two["a"], 1, to="+15550100022")
+    first = _poll_until(api, two["key_a"], 2)["events"]
+    chat = next(e["chat_id"] for e in first if e["message_id"] != str(other))
+    sse = streams(f"/v1/events/stream?after=0&chat_id={chat}", auth(two["key_a"]))
+    (old,) = sse.take(1)
+    assert old["data"]["chat_id"] == chat
+    ours = _send(api_db, two["a"], 2, to="+15550100011")
+    _send(api_db, two["a"], 2, to="+15550100022")
+    live = sse.take(2)
+    assert [f["data"]["message_id"] for f in live] == [str(m) for m in ours]
+    assert {f["data"]["chat_id"] for f in live} == {chat}
+    assert sse.nothing_more()
+
+
+def test_many_streams_share_one_listen_connection(api_db: Engine, two, streams) -> None:
+    """However many clients, a process has one LISTEN connection and one
+    reading connection for them: opening ten streams opens no connection."""
+
+    def connections() -> dict[str, int]:
+        with api_db.connect() as conn:
+            return {str(name): int(n) for name, n in conn.execute(text(
+                "SELECT application_name, count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() "
+                "AND application_name IN ('outbox-events', 'outbox-events-listen') "
+                "GROUP BY application_name"))}
+
+    first = streams("/v1/events/stream", auth(two["key_a"]))
+    before = connections()
+    assert before.get("outbox-events-listen", 0) >= 1 and before.get("outbox-events", 0) >= 1
+    opened = [first, *(streams("/v1/events/stream", auth(two["key_a" if i % 2 else "key_b"]))
+                       for i in range(9))]
+    (mid,) = _send(api_db, two["a"], 1)
+    for sse in opened[::2]:  # the streams of workspace a
+        assert sse.take(1)[0]["data"]["message_id"] == str(mid)
+    assert connections() == before
+
+
+async def test_a_slow_client_is_dropped_and_the_others_keep_up(
+        api_db: Engine, two, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client whose backlog passes QUEUE_LIMIT batches is dropped (its
+    stream ends; it reconnects with Last-Event-ID); the hub goes on handing
+    every batch to the one that keeps up."""
+    import asyncio
+
+    from outbox.events import hub as hub_module
+    from tests.api_fixtures import app_settings
+
+    monkeypatch.setattr(hub_module, "QUEUE_LIMIT", 3)
+    hub = hub_module.open_hub(database_url, app_settings(database_url))
+    await hub.start()
+    try:
+        slow = await hub.subscribe("a")
+        fast = await hub.subscribe("a")
+        got: list[str] = []
+        for n in range(6):  # one batch each: the next waits until the fast one has it
+            (mid,) = await asyncio.to_thread(_send, api_db, two["a"], 1,
+                                             to=f"+155501001{n:02d}")
+            while str(mid) not in got:
+                batch = await asyncio.wait_for(fast.queue.get(), 10)
+                if batch is not hub_module.HEARTBEAT:
+                    got.extend(str(json.loads(e.frame.split(b"data: ", 1)[1])["message_id"])
+                               for e in batch)
+        assert len(got) == 6 and not fast.dropped
+        assert slow.dropped and hub.clients == 1
+        held = [slow.queue.get_nowait() for _ in range(slow.queue.qsize())]
+        assert held[-1] is hub_module.DROPPED  # what ends its stream
+        assert len([b for b in held if b and b is not hub_module.HEARTBEAT]) == 3
+    finally:
+        await hub.aclose()

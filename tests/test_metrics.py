@@ -224,3 +224,56 @@ def test_serve_has_metrics_on_its_own_loopback_listener(api_db: Engine) -> None:
         server.terminate()
         out, _ = server.communicate(timeout=30)
     assert server.returncode == 0, out
+
+
+def test_callbacks_and_streams_are_measured(api: httpx.Client, api_key, make_channel,
+                                           api_db: Engine, metrics: Any, live_url: str) -> None:
+    """Callback outcomes counted (the cron endpoint posts them in this
+    process), deliveries waiting and endpoints disabled read from the
+    database, open SSE streams from the hub."""
+    from sqlalchemy.orm import Session
+
+    from outbox.admin.endpoints import add_endpoint
+    from outbox.enqueue import enqueue_text
+    from tests.dispatch_helpers import TEST_KEY
+    from tests.sim_fixtures import WebhookReceiver
+
+    channel = make_channel()
+    receiver = WebhookReceiver()
+    try:
+        with Session(api_db) as s, s.begin():
+            for url in (receiver.url, f"http://127.0.0.1:{unused_port()}/down",
+                        receiver.url + "/gone"):
+                add_endpoint(s, workspace_id="default", url=url, event_types=["message.queued"],
+                             encryption_key=TEST_KEY)
+        with api_db.begin() as conn:
+            conn.execute(text("UPDATE outbox.webhook_endpoints SET status = 'disabled' "
+                              "WHERE url LIKE '%/gone'"))
+            conn.execute(text("UPDATE outbox.channels SET status = 'paused'"))  # no sends
+        with Session(api_db) as s, s.begin():
+            for n in range(2):
+                enqueue_text(s, channel_id=channel, to=f"+155501000{n:02d}", body="x")
+        before = metrics()
+        r = api.post("/v1/cron/dispatch", headers=auth(CRON_SECRET))
+        assert r.status_code == 200, r.text
+        receiver.wait_for(2)
+    finally:
+        receiver.close()
+    after = metrics()
+
+    def moved(outcome: str) -> float:
+        key = ("outbox_callbacks_total", (("outcome", outcome),))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert (moved("delivered"), moved("retried"), moved("failed")) == (2, 2, 0)
+    assert after[("outbox_callback_deliveries", (("status", "pending"),))] == 2
+    assert after[("outbox_callback_deliveries", (("status", "delivering"),))] == 0
+    assert after[("outbox_callback_endpoints_disabled", ())] == 1
+
+    streams = after.get(("outbox_event_streams", ()), 0)
+    with httpx.Client(base_url=live_url, timeout=10, trust_env=False) as client, \
+            client.stream("GET", "/v1/events/stream", headers=auth(api_key("default", "read"))
+                          ) as stream:
+        assert stream.status_code == 200
+        assert metrics()[("outbox_event_streams", ())] == streams + 1
+    wait_for(lambda: metrics()[("outbox_event_streams", ())] == streams, timeout=10)

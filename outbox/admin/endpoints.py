@@ -1,5 +1,5 @@
 """Status-callback endpoints: add (the signing secret shown once), list,
-remove, and an endpoint's deliveries. Shared by `outbox endpoints` and
+enable again, remove, and an endpoint's deliveries. Shared by `outbox endpoints` and
 /v1/webhook-endpoints; each runs in the caller's transaction."""
 
 from __future__ import annotations
@@ -120,6 +120,28 @@ def get_endpoint(session: Session, endpoint_id: uuid.UUID | str, *,
     if row is None:
         raise EndpointNotFound(f"webhook endpoint {eid} does not exist", field="endpoint_id")
     return EndpointInfo.of(row)
+
+
+@dataclass(frozen=True, slots=True)
+class EnabledEndpoint:
+    endpoint: EndpointInfo
+    resumed: int  # deliveries due again at once
+
+
+def enable_endpoint(session: Session, endpoint_id: uuid.UUID | str, *,
+                    workspace_id: str | None = None,
+                    retry_failed: bool = False) -> EnabledEndpoint:
+    """Make a disabled endpoint active again (an active one stays as it is),
+    its failure clock cleared. The deliveries it had waiting are sent at
+    once; with `retry_failed`, its dead letters still held too. Events that
+    happened while it was disabled were not queued for it (docs/events.md)."""
+    eid = _endpoint_id(endpoint_id)
+    row = session.execute(text(q.ENABLE_ENDPOINT), {
+        "endpoint_id": eid, "workspace_id": workspace_id,
+        "retry_failed": retry_failed}).one_or_none()
+    if row is None:
+        raise EndpointNotFound(f"webhook endpoint {eid} does not exist", field="endpoint_id")
+    return EnabledEndpoint(get_endpoint(session, eid), int(row.resumed))
 
 
 def remove_endpoint(session: Session, endpoint_id: uuid.UUID | str, *,

@@ -86,12 +86,18 @@ async def cron_dispatch(
     summary; 409 `cron_busy` while another call's pass runs."""
     runtime = await cron_runtime(request).get()
     async with cron_turn(runtime.engine):
-        await run_upkeep(runtime.engine)
+        await run_upkeep(
+            runtime.engine, prune_sent_after_seconds=runtime.settings.prune_sent_after_seconds,
+            events_retention_seconds=runtime.settings.events_retention.total_seconds())
         async with metrics.instrumented_dispatcher(runtime) as dispatcher:
             summary = await dispatcher.drain(max_seconds=budget)
         # No daemon posts the status callbacks either: this pass does.
-        await send_callbacks_once(runtime.engine, keys=runtime.settings.decryption_keys(),
-                                  max_seconds=min(budget, CALLBACK_RUN_SECONDS))
+        settings = runtime.settings
+        await send_callbacks_once(runtime.engine, keys=settings.decryption_keys(),
+                                  max_seconds=min(budget, CALLBACK_RUN_SECONDS),
+                                  concurrency=settings.callback_concurrency,
+                                  per_endpoint=settings.callback_endpoint_concurrency,
+                                  observer=metrics.count_callback)
     return summary.as_dict()
 
 

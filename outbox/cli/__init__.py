@@ -16,7 +16,7 @@ One module per command group; each adds its commands with `register`:
     tokens    rotate-key | check                                  cli/tokens.py
     keys      generate                                            cli/keys.py
     alive                                                         cli/alive.py
-    endpoints add | list | remove                                 cli/endpoints.py
+    endpoints add | list | enable | remove                        cli/endpoints.py
 
 Exit codes: 0 ok, 1 unexpected failure, 2 bad input or configuration (one
 line on stderr, nothing changed).

@@ -50,7 +50,9 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
 
     tune_gc()
     async with open_runtime(settings) as runtime:
-        await run_upkeep(runtime.target)  # no daemon does it for cron deployments
+        await run_upkeep(  # no daemon does it for cron deployments
+            runtime.target, prune_sent_after_seconds=settings.prune_sent_after_seconds,
+            events_retention_seconds=settings.events_retention.total_seconds())
         if not progress:
             summary = await runtime.dispatcher().drain(limit=limit, max_seconds=max_seconds)
         else:
@@ -61,7 +63,9 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
                 dispatcher = runtime.dispatcher(observers=[observer])
                 summary = await dispatcher.drain(limit=limit, max_seconds=max_seconds)
         # No daemon posts the status callbacks either: this pass does.
-        await send_callbacks_once(runtime.target, keys=settings.decryption_keys())
+        await send_callbacks_once(runtime.target, keys=settings.decryption_keys(),
+                                  concurrency=settings.callback_concurrency,
+                                  per_endpoint=settings.callback_endpoint_concurrency)
         return summary
 
 

@@ -1,5 +1,5 @@
 """`outbox endpoints`: where a workspace's events are posted, signed
-(status callbacks): add, list, remove."""
+(status callbacks): add, list, enable, remove."""
 
 from __future__ import annotations
 
@@ -37,6 +37,17 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.admin.endpoints import enable_endpoint
+
+    with session_scope(settings) as session:
+        enabled = enable_endpoint(session, args.endpoint_id, workspace_id=args.workspace,
+                                  retry_failed=args.retry_failed)
+    print(f"webhook endpoint {enabled.endpoint.id} active: {enabled.resumed} deliveries "
+          "due now")
+    return EXIT_OK
+
+
 def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
     from outbox.admin.endpoints import remove_endpoint
 
@@ -58,6 +69,13 @@ def register(commands: Commands) -> None:
     p = group.add_parser("list", help="list endpoints, their state and deliveries waiting")
     p.add_argument("--workspace")
     p.set_defaults(handler=cmd_list)
+    p = group.add_parser("enable", help="make a disabled endpoint active again; its "
+                         "waiting deliveries are sent")
+    p.add_argument("endpoint_id")
+    p.add_argument("--workspace")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="send its dead-lettered deliveries again too")
+    p.set_defaults(handler=cmd_enable)
     p = group.add_parser("remove", help="remove an endpoint and its deliveries")
     p.add_argument("endpoint_id")
     p.add_argument("--workspace")

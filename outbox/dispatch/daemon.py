@@ -10,7 +10,8 @@ APScheduler (AsyncIOScheduler) drives everything:
   (the pooler hands the session's server connection to others after each
   statement), so it runs on OUTBOX_LISTEN_DATABASE_URL, a direct connection,
   or not at all: then the tick's polling is what wakes us;
-* maintenance (outbox/maintenance/: rescuer, unpauser, pruner, analyzer): each
+* maintenance (outbox/maintenance/: rescuer, unpauser, the pruners, analyzer,
+  and the status callbacks' sender): each
   service says how often it runs and under which advisory lock, and runs
   its own pass (`run_once`); the daemon only schedules them.
 
@@ -26,24 +27,23 @@ import logging
 import signal
 from datetime import datetime, timedelta
 
-import psycopg
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from outbox.database import listen_url
+from outbox.database import listen_forever, listen_url
 from outbox.db.direct import DirectConnection
-from outbox.dispatch.backoff import OutageBackoff
 from outbox.dispatch.dispatcher import Dispatcher, Observer, Summary
 from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc
 from outbox.events.callbacks import CallbackSender
 from outbox.heartbeat import HEARTBEAT_INTERVAL_SECONDS, beat
 from outbox.maintenance.analyzer import Analyzer
+from outbox.maintenance.delivery_pruner import DeliveryPruner
 from outbox.maintenance.event_pruner import EventPruner
 from outbox.maintenance.pruner import Pruner
 from outbox.maintenance.rescuer import Rescuer
 from outbox.maintenance.service import MaintenanceService
 from outbox.maintenance.unpauser import Unpauser
-from outbox.metrics import instrumented_dispatcher, serve_metrics
+from outbox.metrics import count_callback, instrumented_dispatcher, serve_metrics
 from outbox.settings import Settings
 
 NOTIFY_CHANNEL = "outbox_enqueued"
@@ -91,7 +91,9 @@ class Daemon:
                 self._maintain, "interval", args=[service], id=service.name,
                 seconds=service.interval_seconds,
                 next_run_time=datetime.now() + timedelta(seconds=service.first_run_after_seconds))
-        listener = asyncio.create_task(self._listen(url), name="outbox-listen") if url else None
+        listener = asyncio.create_task(listen_forever(
+            url, NOTIFY_CHANNEL, self._wake, application_name="outbox-listen",
+            log_prefix="listen"), name="outbox-listen") if url else None
         if url is None:
             log.info("wakeups_by_polling", poll_interval_seconds=s.poll_interval_seconds,
                      reason="OUTBOX_DB_POOLER=transaction: LISTEN can't work through a "
@@ -168,33 +170,16 @@ class Daemon:
         except Exception as exc:
             log.warning("maintenance_failed", job=service.name, error=type(exc).__name__)
 
-    async def _listen(self, url: str) -> None:
-        """LISTEN on its own connection; reconnect with backoff."""
-        backoff = OutageBackoff()
-        while not self.stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    if backoff.succeeded():
-                        log.info("listen_reconnected")
-                    # A NOTIFY may have fired while we were not listening.
-                    self._wake()
-                    async for _ in conn.notifies():
-                        self._wake()
-            except (psycopg.Error, OSError) as exc:
-                delay = backoff.failed()
-                if backoff.failures == 1:
-                    log.warning("listen_lost", error=type(exc).__name__,
-                                retry_in_seconds=round(delay, 3))
-                await asyncio.sleep(delay)
-
-
 def maintenance_services(settings: Settings) -> list[MaintenanceService]:
     """What the daemon keeps up besides dispatching (outbox/maintenance/)."""
     return [Rescuer(), Unpauser(), Pruner(older_than_seconds=settings.prune_sent_after_seconds),
             Analyzer(),
             EventPruner(older_than_seconds=settings.events_retention.total_seconds()),
-            CallbackSender(keys=settings.decryption_keys())]
+            DeliveryPruner(older_than_seconds=settings.events_retention.total_seconds()),
+            CallbackSender(keys=settings.decryption_keys(),
+                           concurrency=settings.callback_concurrency,
+                           per_endpoint=settings.callback_endpoint_concurrency,
+                           observer=count_callback)]
 
 
 class _SkippedTickFilter(logging.Filter):

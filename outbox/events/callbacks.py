@@ -13,8 +13,10 @@ verifies them.
 
 `CallbackSender` runs in `outbox run` (outbox/dispatch/daemon.py): it fans
 new events out into deliveries (db/callback_queries.py), claims due ones
-fairly across endpoints, posts them at most CALLBACK_CONCURRENCY at a time,
-and records each outcome: a 2xx is delivered; anything else (or no answer
+fairly across endpoints, posts them at most CALLBACK_CONCURRENCY at a time
+and CALLBACK_ENDPOINT_CONCURRENCY to one endpoint (OUTBOX_CALLBACK_CONCURRENCY,
+OUTBOX_CALLBACK_ENDPOINT_CONCURRENCY), and records each outcome as it comes
+back: a 2xx is delivered; anything else (or no answer
 within CALLBACK_TIMEOUT_SECONDS) is retried with backoff for up to
 MAX_DELIVERY_AGE_SECONDS (3 days), then dead-lettered; a 410 dead-letters it
 and disables the endpoint at once, and an endpoint failing for 3 days is
@@ -25,12 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
+import contextlib
 import hashlib
 import hmac
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -53,11 +57,16 @@ if TYPE_CHECKING:  # loaded on the first delivery: a pass with none never import
 
 CALLBACK_INTERVAL_SECONDS = 1.0
 CALLBACK_CONCURRENCY = 64  # requests in flight per process, all endpoints together
+CALLBACK_ENDPOINT_CONCURRENCY = 8  # of those, to one endpoint: a slow one can't take them all
 CALLBACK_TIMEOUT_SECONDS = 10.0
-CALLBACK_BATCH = 256
-CALLBACK_PER_ENDPOINT = 128  # of a batch: one slow endpoint can't take all of it
-CALLBACK_LEASE_SECONDS = 120.0  # > a batch's worst case: BATCH / CONCURRENCY * TIMEOUT
-CALLBACK_RUN_SECONDS = 20.0  # one pass's budget; the next pass continues
+# A claimed row waits at most for its endpoint's requests ahead of it
+# (_Run), then is posted: its lease covers two requests (at most TIMEOUT
+# each) and the wait to record it, by far.
+CALLBACK_LEASE_SECONDS = 120.0
+CALLBACK_RUN_SECONDS = 20.0  # one pass's claiming budget; the next pass continues
+COMPLETE_GROUP = 32  # outcomes recorded in one statement, at most
+COMPLETE_WINDOW_SECONDS = 0.02  # an outcome waits this long for others to share its statement
+REFILL_SECONDS = 1.0  # a pass waiting on slow requests fans out and claims anew this often
 FAN_OUT_LIMIT = 1000
 MAX_ANSWER_BYTES = 65536
 RETRY_BASE_SECONDS = 5.0
@@ -143,6 +152,7 @@ class Claimed:
     body: dict[str, Any]
     attempts: int
     created_at: datetime
+    claim_token: uuid.UUID
 
 
 @dataclass(slots=True)
@@ -154,10 +164,127 @@ class PassSummary:
     endpoints_disabled: int = 0
 
 
+class _Run:
+    """What one pass holds, per endpoint: claimed deliveries waiting for a
+    slot, and requests on the wire. An endpoint has at most `per_endpoint`
+    requests in flight and `hold` (twice that) claimed: a claim fetches the
+    next few while the current ones are on the wire, so a slot that frees
+    up is filled at once, without a round trip to the database, and a claim
+    is made only when an endpoint has used up half of what it holds. A
+    claimed row waits at most for its endpoint's requests ahead of it (one
+    timeout, at worst): well within its lease."""
+
+    def __init__(self, concurrency: int, per_endpoint: int) -> None:
+        self.concurrency = concurrency
+        self.per_endpoint = per_endpoint
+        self.hold = 2 * per_endpoint
+        self.in_flight: dict[asyncio.Task[Outcome], Claimed] = {}
+        # Requests that have their answer, not yet taken (done): one wake-up
+        # for the pass, not a wait over every task on the wire.
+        self.landed = asyncio.Event()
+        self._landed: list[asyncio.Task[Outcome]] = []
+        self._flying: collections.Counter[uuid.UUID] = collections.Counter()
+        self._waiting: dict[uuid.UUID, collections.deque[Claimed]] = {}
+        # Endpoints whose last claim gave less than it had room for: nothing
+        # more is due for them until the next look (look_again).
+        self._exhausted: set[uuid.UUID] = set()
+        self._more = True  # the last claim was full: endpoints we don't hold may have more
+        self._look = True  # claim now, whatever we hold (the pass starts, or look_again)
+
+    def held(self) -> dict[uuid.UUID, int]:
+        ids = {e for e, n in self._flying.items() if n} | set(self._waiting)
+        return {e: self._flying[e] + len(self._waiting.get(e, ())) for e in ids}
+
+    def claim_size(self) -> int:
+        return max(0, 2 * self.concurrency - sum(self.held().values()))
+
+    def look_again(self) -> None:
+        """New deliveries may be due (fanned out, or retries come due): the
+        next claim looks at every endpoint."""
+        self._exhausted.clear()
+        self._more = self._look = True
+
+    def worth_claiming(self) -> bool:
+        if self.claim_size() <= 0:
+            return False
+        held = self.held()
+        if self._look or not held:
+            return self._more
+        return any(n <= self.per_endpoint and e not in self._exhausted
+                   for e, n in held.items())
+
+    def take(self, claimed: list[Claimed]) -> None:
+        before, size = self.held(), self.claim_size()
+        got = collections.Counter(c.endpoint_id for c in claimed)
+        for c in claimed:
+            self._waiting.setdefault(c.endpoint_id, collections.deque()).append(c)
+        self._more = len(claimed) >= size
+        self._look = False
+        for e in set(before) | set(got):
+            if not self._more and got[e] < self.hold - before.get(e, 0):
+                self._exhausted.add(e)
+            else:
+                self._exhausted.discard(e)
+
+    def start(self, client: Callable[[], aiohttp.ClientSession],
+              attempt: Callable[[aiohttp.ClientSession, Claimed], Coroutine[Any, Any, Outcome]]
+              ) -> None:
+        """Post what waits, an endpoint at a time in turn, while slots are free."""
+        started = True
+        while started and len(self.in_flight) < self.concurrency:
+            started = False
+            for e in list(self._waiting):
+                queue = self._waiting[e]
+                if (self._flying[e] < self.per_endpoint
+                        and len(self.in_flight) < self.concurrency):
+                    c = queue.popleft()
+                    self._flying[e] += 1
+                    task = asyncio.create_task(attempt(client(), c))
+                    task.add_done_callback(self._land)
+                    self.in_flight[task] = c
+                    started = True
+                if not queue:
+                    del self._waiting[e]
+
+    def _land(self, task: asyncio.Task[Outcome]) -> None:
+        self._landed.append(task)
+        self.landed.set()
+
+    def done(self) -> list[tuple[Claimed, Outcome]]:
+        """The requests answered since the last call, with their outcomes."""
+        out = []
+        for task in self._landed:
+            c = self.in_flight.pop(task)
+            self._flying[c.endpoint_id] -= 1
+            out.append((c, task.result()))
+        self._landed.clear()
+        self.landed.clear()
+        return out
+
+    async def abandon(self) -> None:
+        for task in self.in_flight:
+            task.remove_done_callback(self._land)
+            task.cancel()
+        if self.in_flight:
+            await asyncio.gather(*self.in_flight, return_exceptions=True)
+
+
+#: Told each outcome as it is recorded (the daemon's and the cron endpoint's
+#: counters, outbox.metrics): a plain callable, so a cron pass loads no
+#: metrics library.
+OutcomeObserver = Callable[[Outcome], None]
+
+
 class CallbackSender:
     """A maintenance-style service of `outbox run`: one pass per interval
     (outbox/maintenance/service.py's shape); concurrent senders in other
-    processes share the work through SKIP LOCKED."""
+    processes share the work through SKIP LOCKED.
+
+    A pass keeps up to `concurrency` requests in flight, at most
+    `per_endpoint` of them to one endpoint, with as many more claimed
+    behind them (`_Run`); it records outcomes in small groups as they come
+    back, and claims again as an endpoint runs low. A slow endpoint holds
+    its own `per_endpoint` slots; the others keep flowing past it."""
 
     name = "callbacks"
     interval_seconds = CALLBACK_INTERVAL_SECONDS
@@ -165,14 +292,18 @@ class CallbackSender:
     lock_key = 0  # no advisory lock: claims are SKIP LOCKED
 
     def __init__(self, *, keys: Sequence[str], concurrency: int = CALLBACK_CONCURRENCY,
+                 per_endpoint: int = CALLBACK_ENDPOINT_CONCURRENCY,
                  timeout_seconds: float = CALLBACK_TIMEOUT_SECONDS,
                  run_seconds: float = CALLBACK_RUN_SECONDS,
-                 retry_delay_seconds: float | None = None) -> None:
+                 retry_delay_seconds: float | None = None,
+                 observer: OutcomeObserver | None = None) -> None:
         self._keys = list(keys)
         self._concurrency = concurrency
+        self._per_endpoint = min(per_endpoint, concurrency)
         self._timeout = timeout_seconds
         self._run_seconds = run_seconds
         self._retry_delay = retry_delay_seconds  # tests: a fixed wait instead of backoff
+        self._observer = observer
         self._db: DirectConnection | None = None
         self._client: aiohttp.ClientSession | None = None
         self._secrets: dict[uuid.UUID, tuple[str, str]] = {}  # id -> (url, secret)
@@ -186,8 +317,9 @@ class CallbackSender:
     async def run_once(self, database: DirectConnection | DatabaseTarget | AsyncEngine
                        ) -> PassSummary:
         """One pass: fan new events out to the endpoints, then post what is
-        due. On `database` if it is a connection (the daemon's maintenance
-        one), else on a connection of this sender's own."""
+        due until nothing is (or the pass's budget is spent). On `database`
+        if it is a connection (the daemon's maintenance one), else on a
+        connection of this sender's own."""
         if isinstance(database, DirectConnection):
             db = database
         else:
@@ -195,81 +327,131 @@ class CallbackSender:
                 database, application_name="outbox-callbacks")
         summary = PassSummary()
         deadline = time.monotonic() + self._run_seconds
+        await self._fan_out(db, summary, deadline)
+        await self._send_due(db, summary, deadline)
+        if summary.delivered or summary.retried or summary.failed:
+            log.info("callbacks_sent", delivered=summary.delivered, retried=summary.retried,
+                     failed=summary.failed, endpoints_disabled=summary.endpoints_disabled)
+        return summary
+
+    async def _fan_out(self, db: DirectConnection, summary: PassSummary,
+                       deadline: float) -> None:
         while time.monotonic() < deadline:
             row = await db.fetchone(_FAN_OUT, {"limit": FAN_OUT_LIMIT})
             assert row is not None
             summary.deliveries_created += int(row[2])
             if not (row[0] and int(row[1]) >= FAN_OUT_LIMIT):
                 break
-        while time.monotonic() < deadline:
-            claimed = await self._claim(db)
-            if not claimed:
-                break
-            await self._deliver(db, claimed, summary)
-        if summary.delivered or summary.retried or summary.failed:
-            log.info("callbacks_sent", delivered=summary.delivered, retried=summary.retried,
-                     failed=summary.failed, endpoints_disabled=summary.endpoints_disabled)
-        return summary
 
-    async def _claim(self, db: DirectConnection) -> list[Claimed]:
+    async def _send_due(self, db: DirectConnection, summary: PassSummary,
+                        deadline: float) -> None:
+        run = _Run(self._concurrency, self._per_endpoint)
+        finished: list[tuple[Claimed, Outcome]] = []
+        first_finished = 0.0  # when the oldest outcome not yet recorded came back
+        refill_at = time.monotonic() + REFILL_SECONDS
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= refill_at and now < deadline:
+                    # Waiting on slow requests: new events meanwhile are work too.
+                    refill_at = now + REFILL_SECONDS
+                    await self._fan_out(db, summary, deadline)
+                    run.look_again()
+                if now < deadline and run.worth_claiming():
+                    claimed = await self._claim(db, run)
+                    await self._load_secrets(db, {c.endpoint_id for c in claimed})
+                    run.take(claimed)
+                run.start(self._http, self._attempt)
+                if not run.in_flight and not finished:
+                    return
+                if run.in_flight:
+                    now = time.monotonic()
+                    wait: float | None = None  # past the deadline: only answers to wait for
+                    if finished:
+                        wait = max(0.0, first_finished + COMPLETE_WINDOW_SECONDS - now)
+                    elif now < deadline:
+                        wait = max(0.0, min(refill_at, deadline) - now)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(run.landed.wait(), wait)
+                    done = run.done()
+                    if done and not finished:
+                        first_finished = time.monotonic()
+                    finished.extend(done)
+                    run.start(self._http, self._attempt)  # their slots, at once
+                if finished and (not run.in_flight or len(finished) >= COMPLETE_GROUP
+                                 or time.monotonic() - first_finished
+                                 >= COMPLETE_WINDOW_SECONDS):
+                    await self._complete(db, finished, summary)
+                    finished = []
+        finally:
+            # Cancelled (the process stops): requests on the wire are
+            # abandoned; their rows, and the claimed ones not yet posted,
+            # stay `delivering` until the lease runs out and are posted
+            # again, with the same webhook-id.
+            await run.abandon()
+
+    async def _claim(self, db: DirectConnection, run: _Run) -> list[Claimed]:
+        held = run.held()
+        token = uuid.uuid4()
         rows = await db.fetchall(_CLAIM, {
-            "per_endpoint": CALLBACK_PER_ENDPOINT, "batch_size": CALLBACK_BATCH,
-            "claim_token": (token := uuid.uuid4()), "lease_seconds": CALLBACK_LEASE_SECONDS})
-        self._token = token
-        return [Claimed(int(r[0]), r[1], int(r[2]), r[3], int(r[4]), r[5]) for r in rows]
+            "per_endpoint": run.hold, "batch_size": run.claim_size(),
+            "busy_endpoints": list(held), "busy_counts": list(held.values()),
+            "claim_token": token, "lease_seconds": CALLBACK_LEASE_SECONDS})
+        return [Claimed(int(r[0]), r[1], int(r[2]), r[3], int(r[4]), r[5], token)
+                for r in rows]
 
-    async def _deliver(self, db: DirectConnection, claimed: list[Claimed],
-                       summary: PassSummary) -> None:
+    def _http(self) -> aiohttp.ClientSession:
         import aiohttp
 
-        await self._load_secrets(db, {c.endpoint_id for c in claimed})
         # aiohttp, not httpx's own pool: that one slows down sharply with
         # many requests in flight (providers/whapi.py has the measurements).
-        client = self._client = self._client or aiohttp.ClientSession(
+        self._client = self._client or aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._concurrency),
             timeout=aiohttp.ClientTimeout(total=self._timeout),
             cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
-        slots = asyncio.Semaphore(self._concurrency)
-        now = datetime.now(claimed[0].created_at.tzinfo)
+        return self._client
 
-        async def attempt(c: Claimed) -> Outcome:
-            url, secret = self._secrets[c.endpoint_id]
-            body = dumps_unicode(c.body).encode()
-            code: int | None = None
-            error: str | None = None
-            async with slots:
-                try:
-                    async with client.post(url, data=body, allow_redirects=False,
-                                           headers=signed_headers(secret, c.event_id, body)
-                                           ) as r:
-                        code = r.status
-                        # A short answer read whole: its connection is reused;
-                        # a long one is not kept (the connection is closed).
-                        await r.content.read(MAX_ANSWER_BYTES)
-                except TimeoutError:
-                    error = f"no answer within {self._timeout:g} s"
-                except aiohttp.ClientError as exc:
-                    error = f"request failed: {type(exc).__name__}"
-            return decide(code, error, attempts=c.attempts,
-                          age_seconds=(now - c.created_at).total_seconds(),
-                          delay=self._retry_delay)
+    async def _attempt(self, client: aiohttp.ClientSession, c: Claimed) -> Outcome:
+        import aiohttp
 
-        outcomes = await asyncio.gather(*(attempt(c) for c in claimed))
+        url, secret = self._secrets[c.endpoint_id]
+        body = dumps_unicode(c.body).encode()
+        code: int | None = None
+        error: str | None = None
+        try:
+            async with client.post(url, data=body, allow_redirects=False,
+                                   headers=signed_headers(secret, c.event_id, body)) as r:
+                code = r.status
+                # A short answer read whole: its connection is reused; a
+                # long one is not kept (the connection is closed).
+                await r.content.read(MAX_ANSWER_BYTES)
+        except TimeoutError:
+            error = f"no answer within {self._timeout:g} s"
+        except aiohttp.ClientError as exc:
+            error = f"request failed: {type(exc).__name__}"
+        age = (datetime.now(c.created_at.tzinfo) - c.created_at).total_seconds()
+        return decide(code, error, attempts=c.attempts, age_seconds=age, delay=self._retry_delay)
+
+    async def _complete(self, db: DirectConnection, finished: list[tuple[Claimed, Outcome]],
+                        summary: PassSummary) -> None:
         row = await db.fetchone(_COMPLETE, {
-            "ids": [c.id for c in claimed], "claim_tokens": [self._token] * len(claimed),
-            "statuses": [o.status for o in outcomes],
-            "delays": [o.delay_seconds for o in outcomes],
-            "status_codes": [o.status_code for o in outcomes],
-            "errors": [o.error for o in outcomes],
+            "ids": [c.id for c, _ in finished],
+            "claim_tokens": [c.claim_token for c, _ in finished],
+            "statuses": [o.status for _, o in finished],
+            "delays": [float(o.delay_seconds) for _, o in finished],
+            "status_codes": [o.status_code for _, o in finished],
+            "errors": [o.error for _, o in finished],
             "disable_after_seconds": DISABLE_AFTER_SECONDS})
         assert row is not None
-        for o in outcomes:
+        for _, o in finished:
             if o.status == DeliveryStatus.DELIVERED:
                 summary.delivered += 1
             elif o.status == DeliveryStatus.PENDING:
                 summary.retried += 1
             else:
                 summary.failed += 1
+            if self._observer is not None:
+                self._observer(o)
         for endpoint_id in row[1]:
             summary.endpoints_disabled += 1
             log.warning("callback_endpoint_disabled", endpoint_id=str(endpoint_id))
@@ -283,10 +465,14 @@ class CallbackSender:
 
 
 async def send_callbacks_once(database: DatabaseTarget | AsyncEngine, *, keys: Sequence[str],
-                              max_seconds: float = CALLBACK_RUN_SECONDS) -> PassSummary:
+                              max_seconds: float = CALLBACK_RUN_SECONDS,
+                              concurrency: int = CALLBACK_CONCURRENCY,
+                              per_endpoint: int = CALLBACK_ENDPOINT_CONCURRENCY,
+                              observer: OutcomeObserver | None = None) -> PassSummary:
     """One callback pass, for deployments that drain from cron (`dispatch
     --once`, POST /v1/cron/dispatch) instead of running `outbox run`."""
-    sender = CallbackSender(keys=keys, run_seconds=max_seconds)
+    sender = CallbackSender(keys=keys, run_seconds=max_seconds, concurrency=concurrency,
+                            per_endpoint=per_endpoint, observer=observer)
     try:
         return await sender.run_once(database)
     finally:

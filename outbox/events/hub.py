@@ -33,10 +33,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 import structlog
 
-from outbox.database import listen_url
+from outbox.database import listen_forever, listen_url
 from outbox.db import event_queries as q
 from outbox.db.conninfo import libpq_url
 from outbox.db.direct import DatabaseError, DirectConnection
@@ -110,11 +109,17 @@ class EventHub:
         return sum(len(s) for s in self._subscribers.values())
 
     async def start(self) -> None:
+        from outbox.metrics import watch_event_hub
+
         self._loop = asyncio.get_running_loop()
+        watch_event_hub(self)  # outbox_event_streams
         self._tasks.append(asyncio.create_task(self._read_loop(), name="events-read"))
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="events-heartbeat"))
         if self._listen_url:
-            self._tasks.append(asyncio.create_task(self._listen_loop(), name="events-listen"))
+            self._tasks.append(asyncio.create_task(listen_forever(
+                self._listen_url, NOTIFY_CHANNEL, self.wake,
+                application_name="outbox-events-listen", log_prefix="events_listen"),
+                name="events-listen"))
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -272,30 +277,6 @@ class EventHub:
                     if now - sub.last_sent >= interval:
                         sub.last_sent = now
                         sub.queue.put_nowait(HEARTBEAT)
-
-    # --- the listener ---------------------------------------------------------------
-
-    async def _listen_loop(self) -> None:
-        backoff = OutageBackoff()
-        assert self._listen_url is not None
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                        self._listen_url, autocommit=True,
-                        application_name="outbox-events-listen") as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    if backoff.succeeded():
-                        log.info("events_listen_back")
-                    self.wake()  # a NOTIFY may have come while we weren't listening
-                    async for _ in conn.notifies():
-                        self.wake()
-            except (psycopg.Error, OSError) as exc:
-                delay = backoff.failed()
-                if backoff.failures == 1:
-                    log.warning("events_listen_lost", error=type(exc).__name__,
-                                retry_in_seconds=round(delay, 3))
-                await asyncio.sleep(delay)
-
 
 def open_hub(database_url: str, settings: Settings) -> EventHub:
     """The hub for an `outbox serve` process on `database_url` (its reads on

@@ -1,11 +1,13 @@
 """The upkeep a cron pass does before it drains: with no daemon, nobody else
 puts a dead worker's rows back in the queue, lifts a pause that ran out,
-or (with autovacuum off) analyses and vacuums the hot tables.
+prunes sent rows, events and finished status callbacks, or (with
+autovacuum off) analyses and vacuums the hot tables.
 
 `dispatch --once` and `POST /v1/cron/dispatch` both run it. Safe next to
 daemons and other cron passes: each service takes its own advisory lock,
 and a pass that finds it taken skips that service (another process is
-doing it).
+doing it). Each pruner's pass with nothing to do is one short statement
+(they read only the oldest rows), so a pass every minute costs little.
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ import uuid
 from dataclasses import dataclass
 
 from outbox.maintenance.analyzer import Analyzer, AnalyzerResult
+from outbox.maintenance.delivery_pruner import DeliveryPruner, DeliveryPruneResult
+from outbox.maintenance.event_pruner import EventPruner
+from outbox.maintenance.pruner import Pruner
 from outbox.maintenance.rescuer import Rescuer, RescueResult
 from outbox.maintenance.service import Database, maintenance_connection
 from outbox.maintenance.unpauser import Unpauser
+
+DEFAULT_PRUNE_SENT_AFTER_SECONDS = 86400.0  # OUTBOX_PRUNE_SENT_AFTER_SECONDS's default
+DEFAULT_EVENTS_RETENTION_SECONDS = 7 * 86400.0  # OUTBOX_EVENTS_RETENTION's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,14 +32,24 @@ class Upkeep:
     rescued: RescueResult | None  # None: another process was rescuing
     unpaused: list[uuid.UUID] | None  # None: another process was unpausing
     maintained: AnalyzerResult | None = None  # None: another process was at it
+    pruned: int | None = None  # sent and cancelled rows, ended sessions
+    events_pruned: int | None = None
+    deliveries_pruned: DeliveryPruneResult | None = None
 
 
-async def run_upkeep(database: Database) -> Upkeep:
-    """Rescue expired leases, lift expired pauses, then ANALYZE/VACUUM the
-    hot tables if their change counts say so (one pass each, on one
+async def run_upkeep(database: Database, *,
+                     prune_sent_after_seconds: float = DEFAULT_PRUNE_SENT_AFTER_SECONDS,
+                     events_retention_seconds: float = DEFAULT_EVENTS_RETENTION_SECONDS
+                     ) -> Upkeep:
+    """Rescue expired leases, lift expired pauses, prune, then ANALYZE/VACUUM
+    the hot tables if their change counts say so (one pass each, on one
     connection; the last is one read of pg_stat_user_tables when they don't)."""
     async with maintenance_connection(database) as db:
         rescued = await Rescuer().run_once(db)
         unpaused = await Unpauser().run_once(db)
+        pruned = await Pruner(older_than_seconds=prune_sent_after_seconds).run_once(db)
+        events = await EventPruner(older_than_seconds=events_retention_seconds).run_once(db)
+        deliveries = await DeliveryPruner(
+            older_than_seconds=events_retention_seconds).run_once(db)
         maintained = await Analyzer().run_once(db)
-    return Upkeep(rescued, unpaused, maintained)
+    return Upkeep(rescued, unpaused, maintained, pruned, events, deliveries)
