@@ -48,6 +48,7 @@ from outbox.dispatch.outcomes import ChannelAction, Decision, Kind
 from outbox.dispatch.runtime import Runtime
 from outbox.providers.base import OutgoingMessage, Provider, SendResult
 from outbox.settings import Settings
+from outbox.states import DeliveryStatus
 
 if TYPE_CHECKING:
     from outbox.events.callbacks import Outcome
@@ -291,8 +292,8 @@ def _callback_gauges(reading: CallbackReading | None) -> list[GaugeMetricFamily]
     disabled = GaugeMetricFamily("outbox_callback_endpoints_disabled",
                                  "Webhook endpoints disabled (410 Gone, or failing 3 days).")
     counts = dict(reading.deliveries) if reading else {}
-    for status in ("pending", "delivering"):
-        waiting.add_metric([status], counts.get(status, 0.0))
+    for status in (DeliveryStatus.PENDING, DeliveryStatus.DELIVERING):
+        waiting.add_metric([status.value], counts.get(status, 0.0))
     disabled.add_metric([], reading.endpoints_disabled if reading else 0.0)
     return [waiting, disabled]
 
