@@ -58,15 +58,18 @@ def test_the_chats_behind_a_long_blocked_backlog_still_go(make_channel, clean_db
 
 def test_a_full_batch_still_makes_room_for_the_chats_behind(make_channel, clean_db: Engine):
     """Other channels fill the batch by themselves: the blocked channel's
-    other chats still get rows in it."""
+    other chats still get rows in it. Not in every claim: only when the
+    random channel order puts the blocked channel among the first two (the
+    channels whose scans filled the batch), half the time; 16 claims miss it
+    one run in 65,536 (6 missed it one run in 64)."""
     blocked = make_channel(name="blocked")
     busy = [make_channel(name=f"busy{i}", phone=f"+1555000100{i}") for i in range(3)]
     _, others = _fill(clean_db, blocked, others=25)
     with Session(clean_db) as s, s.begin():
         enqueue_many(s, [TextMessage(b, f"+1555702{n:04d}", f"busy{i}-{n}")
-                         for i, b in enumerate(busy) for n in range(60)])
+                         for i, b in enumerate(busy) for n in range(150)])
     got: set[str] = set()
-    for _ in range(6):
+    for _ in range(16):
         rows = _claim(clean_db, batch=20)  # less than the busy channels' share
         assert len(rows) == 20
         got |= {r.payload["body"] for r in rows if r.channel_id == blocked}
