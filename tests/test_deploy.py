@@ -69,7 +69,7 @@ def assert_real_command(name: str, command: list[str]) -> None:
     words = [w for w in command[1:] if not w.startswith("-")]
     flags = [w for w in command[1:] if w.startswith("--")]
     # The subcommand words come before any value: `db upgrade`, `serve`.
-    path = words[: 2 if command[1] == "db" else 1]
+    path = words[: 2 if command[1] in ("db", "channel") else 1]
     help_ = subprocess.run([sys.executable, "-m", "outbox", *path, "--help"], cwd=REPO,
                            capture_output=True, text=True, timeout=60)
     assert help_.returncode == 0, (name, help_.stderr)
@@ -115,6 +115,52 @@ def test_the_migration_runs_once_before_the_rest(compose: dict[str, Any]) -> Non
             "migrate": {"condition": "service_completed_successfully"}}
     assert "replicas" not in services["dispatcher"].get("deploy", {})  # --scale decides
     assert "ports" not in services["dispatcher"]  # so it can scale on one host
+
+
+def _dry_run_doc() -> tuple[list[dict[str, str]], str, list[str]]:
+    """docs/docker.md's dry run: the variables each of its `docker compose
+    --profile dry-run up` lines sets, and its `outbox channel add` command
+    with the base URL it gives."""
+    text = (REPO / "docs" / "docker.md").read_text().replace("\\\n", " ")
+    ups = [line for line in text.splitlines() if "docker compose --profile dry-run up" in line]
+    envs = [{k: v for k, v in re.findall(r"(\w+)=(\S+)", up.split("docker compose")[0])
+             if v != "..."} for up in ups]
+    (add,) = [line for line in text.splitlines() if "outbox channel add" in line]
+    command = shlex.split(add[add.index("outbox channel add"):])
+    return envs, command[command.index("--base-url") + 1], command
+
+
+def test_the_dry_run_base_url_passes_with_the_documented_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channels of the dry run point at the simulator over plain http: the
+    `api` service (where channels are added) accepts that with the
+    environment the documented commands give, and only then."""
+    from outbox.admin.channels import check_base_url
+    from outbox.errors import InvalidInput
+    from outbox.settings import ENV_PREFIX, Settings
+
+    monkeypatch.delenv("OUTBOX_ALLOW_HTTP_BASE_URL", raising=False)
+    envs, base_url, add = _dry_run_doc()
+    compose_text = (REPO / "docker-compose.yml").read_text()
+    raw = yaml.safe_load(compose_text)
+    assert f"--base-url {base_url}" in compose_text  # its header says the same
+    simulator = raw["services"]["simulator"]["command"]
+    assert base_url == f"http://simulator:{simulator[simulator.index('--port') + 1]}"
+    assert_real_command("docs/docker.md", add)
+
+    def api_settings(deploy_env: dict[str, str]) -> Settings:
+        api = _interpolate(raw, deploy_env)["services"]["api"]["environment"]
+        fields = {k.removeprefix(ENV_PREFIX).lower(): str(v) for k, v in api.items()
+                  if k.startswith(ENV_PREFIX) and v != ""}
+        return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+
+    assert envs
+    for env in envs:
+        dry_run = api_settings(DEPLOY_ENV | env)
+        assert check_base_url(base_url, allow_http=dry_run.allow_http_base_url) == base_url
+    production = api_settings(DEPLOY_ENV)
+    with pytest.raises(InvalidInput, match="OUTBOX_ALLOW_HTTP_BASE_URL"):
+        check_base_url(base_url, allow_http=production.allow_http_base_url)
 
 
 def test_compose_needs_the_encryption_key() -> None:
