@@ -26,6 +26,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.dispatch_helpers import REPO
 
@@ -211,6 +212,59 @@ def test_the_lock_pins_every_dependency_in_range_and_by_hash() -> None:
             f"requirements.lock has {req.name} {version}, outside {req.specifier}")
     for name, (version, hashes) in pins.items():
         assert hashes, f"{name}=={version} has no hash"
+
+
+# The least version of each dependency with no published advisory that
+# concerns us, and the advisory (the latest fixed) its floor avoids.
+# pyproject's comment on the dependency names the same advisory.
+MIN_SAFE = {
+    "aiohttp": ("3.14.3", "GHSA-cq5v-8q36-5273"),  # C response parser: out-of-bounds read
+    "cryptography": ("50.0.0", "GHSA-g6cj-pr64-35w5"),  # PKCS#7 decryption oracle
+    "starlette": ("1.3.1", "CVE-2026-54283"),  # urlencoded form limits ignored (DoS)
+    "tqdm": ("4.66.3", "GHSA-g7vv-2v7x-gj9p"),  # CLI arguments passed to eval
+    "h11": ("0.16.0", "GHSA-vqfr-h8mv-ghfj"),  # chunked-body request smuggling
+    "jinja2": ("3.1.6", "GHSA-cpwx-vrp4-4pq7"),  # sandbox breakout through |attr
+}
+
+
+def _pyproject_dependencies() -> dict[str, tuple[Requirement, str]]:
+    """name -> (requirement, the comment lines above it and on its line)."""
+    text = (REPO / "pyproject.toml").read_text()
+    block = text[text.index("dependencies = ["):]
+    block = block[:block.index("\n]")]
+    out: dict[str, tuple[Requirement, str]] = {}
+    comment: list[str] = []
+    for line in block.splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment.append(stripped)
+            continue
+        m = re.match(r'"([^"]+)",\s*(#.*)?$', stripped)
+        if m:
+            req = Requirement(m.group(1))
+            out[canonicalize_name(req.name)] = (req, " ".join([*comment, m.group(2) or ""]))
+        comment = []
+    return out
+
+
+def _floor(req: Requirement) -> Version | None:
+    floors = [Version(s.version) for s in req.specifier if s.operator in (">=", "==", "~=")]
+    return max(floors) if floors else None
+
+
+@pytest.mark.parametrize("name", sorted(MIN_SAFE))
+def test_dependency_floors_and_pins_stay_above_the_advisories(name: str) -> None:
+    safe, advisory = MIN_SAFE[name]
+    deps = _pyproject_dependencies()
+    assert name in deps, f"{name} is no longer a dependency: drop it from MIN_SAFE"
+    req, comment = deps[name]
+    floor = _floor(req)
+    assert floor is not None and floor >= Version(safe), (
+        f"pyproject allows {req}: below {safe}, which fixes {advisory}")
+    assert advisory in comment, f"pyproject's comment on {name} should name {advisory}"
+    version, _ = _lock()[name]
+    assert Version(version) >= Version(safe), (
+        f"requirements.lock pins {name}=={version}: below {safe}, which fixes {advisory}")
 
 
 def test_the_image_installs_the_lock_with_hashes_then_the_package_alone() -> None:
