@@ -7,7 +7,11 @@ before the schema existed: db/relocation.py).
 
 Failures become one `MigrationError` line (which database, which revision,
 what to do) instead of Alembic's or the driver's traceback. Alembic runs an
-upgrade in one transaction on PostgreSQL, so a failed one changes nothing.
+upgrade in one transaction on PostgreSQL, so a failed one changes nothing,
+except past a revision that builds indexes CONCURRENTLY (migrations/online.py):
+that one commits the revisions before it, and a failure after that leaves
+the database at the last revision committed; the line says which, and the
+same command resumes from there.
 """
 
 from __future__ import annotations
@@ -55,12 +59,23 @@ def downgrade(url: str, revision: str = "base", *, schema: str | None = None) ->
 
 def _run(url: str, verb: str, revision: str, step: Callable[[Config, str], None],
          schema: str | None) -> None:
-    with _one_line(url, f"{verb} to {revision}"):
+    before = current_revision(url, schema=schema)
+
+    def committed() -> str | None:
+        """The revision a failed run left, when it is not the one it began at."""
+        try:
+            now = current_revision(url, schema=schema)
+        except MigrationError:
+            return None
+        return now if now != before else None
+
+    with _one_line(url, f"{verb} to {revision}", committed=committed):
         step(alembic_config(url, schema), revision)
 
 
 @contextmanager
-def _one_line(url: str, doing: str) -> Iterator[None]:
+def _one_line(url: str, doing: str,
+              committed: Callable[[], str | None] = lambda: None) -> Iterator[None]:
     try:
         yield
     except MigrationError:
@@ -71,6 +86,11 @@ def _one_line(url: str, doing: str) -> Iterator[None]:
         if exc.connection_invalidated or exc.orig is None or _is_connect_error(exc):
             raise MigrationError(f"cannot reach database {shown(url)}: "
                                  f"{_first_line(exc.orig or exc)}") from None
+        if (at := committed()) is not None:
+            raise MigrationError(
+                f"{doing} on {shown(url)} failed after revision {at}, which is committed: "
+                f"{_first_line(exc.orig)} (fix the cause and run the same command again "
+                "to go on from there)") from None
         raise MigrationError(
             f"{doing} on {shown(url)} failed, nothing was changed: {_first_line(exc.orig)}"
             " (if the schema holds tables that aren't whapi-outbox's, set OUTBOX_DB_SCHEMA "

@@ -15,8 +15,11 @@ p50 over the first's (target: within 2x), lost and duplicated messages
 (the simulator's record), VACUUM/ANALYZE runs on outbox_messages, and the
 daemon's peak RSS and CPU.
 
-The server's autovacuum setting is reported (these machines run it off:
-the case the daemon's analyzer is for). `--soak-without-analyzer` holds
+The hot tables (HOT_TABLES: outbox_messages, messages, chats) run with
+`autovacuum_enabled = false` for the soak and are reset afterwards, so the
+scenario is the one the daemon's analyzer is for (autovacuum never looks
+after them) on any server, whatever its own `autovacuum` setting, which is
+reported too. `--soak-without-analyzer` holds
 the analyzer's advisory lock for the whole run, so the daemon's analyzer
 skips every pass: the same soak as before it existed.
 """
@@ -35,6 +38,7 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from outbox.db.table_stats_queries import HOT_TABLES
 from outbox.enqueue import enqueue_many
 from outbox.message_types import TextMessage
 
@@ -69,7 +73,6 @@ FROM pg_stat_user_tables WHERE relid = 'outbox.outbox_messages'::regclass
 def soak(bench: Any, *, minutes: float, without_analyzer: bool, child: Any) -> dict[str, Any]:
     """`bench`: scripts/bench.py's Bench; `child`: its Child (a process we wait4)."""
     from outbox.admin.apikeys import create_api_key
-    from outbox.maintenance.analyzer import ANALYZER_LOCK_KEY
 
     bench.reset_queue()
     bench.ctl.reset()
@@ -80,6 +83,27 @@ def soak(bench: Any, *, minutes: float, without_analyzer: bool, child: Any) -> d
     with bench.engine.connect() as conn:
         autovacuum = conn.execute(text("SHOW autovacuum")).scalar_one()
         counts0 = conn.execute(text(TABLE_COUNTS)).one()
+    _set_autovacuum(bench, enabled=False)
+    try:
+        out = _soak(bench, minutes=minutes, without_analyzer=without_analyzer, child=child,
+                    key=key, counts0=counts0)
+    finally:
+        _set_autovacuum(bench, enabled=True)
+    return {"autovacuum": autovacuum, "tables_autovacuum": "off for the run", **out}
+
+
+def _set_autovacuum(bench: Any, *, enabled: bool) -> None:
+    """Autovacuum off for the hot tables (their own setting), or back to the server's."""
+    with bench.engine.begin() as conn:
+        for table in HOT_TABLES:
+            conn.execute(text(f"ALTER TABLE outbox.{table} "
+                              + ("RESET (autovacuum_enabled)" if enabled
+                                 else "SET (autovacuum_enabled = false)")))
+
+
+def _soak(bench: Any, *, minutes: float, without_analyzer: bool, child: Any, key: str,
+          counts0: Any) -> dict[str, Any]:
+    from outbox.maintenance.analyzer import ANALYZER_LOCK_KEY
 
     blocker = None
     if without_analyzer:
@@ -198,7 +222,7 @@ def soak(bench: Any, *, minutes: float, without_analyzer: bool, child: Any) -> d
     ratio = round(last / first, 2) if first and last else None
     lines = daemon_run["stderr"].splitlines()
     out = {
-        "minutes": minutes, "autovacuum": autovacuum, "analyzer": not without_analyzer,
+        "minutes": minutes, "analyzer": not without_analyzer,
         "load": {"api_per_s": API_PER_SECOND, "enqueue_many": BATCH,
                  "every_s": BATCH_EVERY_SECONDS, "provider_ms": "150-250", "errors_503": 0.02},
         "enqueued": enqueued, "api_errors": tally["api_errors"],
@@ -241,7 +265,6 @@ def summary(r: dict[str, Any]) -> str:
     return (f"enqueue->sent p50/p99 s per minute: {per}; last/first p50 "
             f"x{r['p50_last_over_first']}; lost {r['lost']}, duplicates {r['duplicates']} "
             f"(autovacuum {r['autovacuum']}, analyzer {'on' if r['analyzer'] else 'off'})")
-
 
 
 def unused_port() -> int:

@@ -118,6 +118,32 @@ def test_create_refuses_bad_input_and_writes_nothing(
     assert row_counts(api_db) == before
 
 
+def test_create_honours_the_http_base_url_setting(
+        api: httpx.Client, api_db: Engine, admin: Callable[..., str], database_url: str) -> None:
+    """A plain-http base URL beyond loopback (the compose dry run's
+    simulator) is refused, unless OUTBOX_ALLOW_HTTP_BASE_URL is set for the
+    service: the CLI honoured it, the HTTP route didn't."""
+    from outbox.api import create_app
+    from tests.api_fixtures import app_settings, run_server
+
+    key = admin()
+    body = {"name": "dry run", "phone_number": "+15550000042", "token": WHAPI_TOKEN,
+            "base_url": "http://simulator:8099"}
+    before = row_counts(api_db)
+    r = api.post("/v1/channels", headers=auth(key), json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "base_url"
+    assert "OUTBOX_ALLOW_HTTP_BASE_URL" in r.json()["error"]["message"]
+    assert row_counts(api_db) == before
+
+    app = create_app(app_settings(database_url, allow_http_base_url=True))
+    with run_server(app) as url, httpx.Client(base_url=url, timeout=30, trust_env=False) as c:
+        r = c.post("/v1/channels", headers=auth(key), json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["base_url"] == "http://simulator:8099"
+    assert stored_token(api_db, r.json()["id"]) == WHAPI_TOKEN
+
+
 def test_replace_token_revives_a_channel_stopped_by_its_token(
         api: httpx.Client, api_db: Engine, admin: Callable[..., str],
         make_channel: Callable[..., uuid.UUID], debug_logging: None,

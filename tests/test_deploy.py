@@ -26,6 +26,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.dispatch_helpers import REPO
 
@@ -69,7 +70,7 @@ def assert_real_command(name: str, command: list[str]) -> None:
     words = [w for w in command[1:] if not w.startswith("-")]
     flags = [w for w in command[1:] if w.startswith("--")]
     # The subcommand words come before any value: `db upgrade`, `serve`.
-    path = words[: 2 if command[1] == "db" else 1]
+    path = words[: 2 if command[1] in ("db", "channel") else 1]
     help_ = subprocess.run([sys.executable, "-m", "outbox", *path, "--help"], cwd=REPO,
                            capture_output=True, text=True, timeout=60)
     assert help_.returncode == 0, (name, help_.stderr)
@@ -115,6 +116,52 @@ def test_the_migration_runs_once_before_the_rest(compose: dict[str, Any]) -> Non
             "migrate": {"condition": "service_completed_successfully"}}
     assert "replicas" not in services["dispatcher"].get("deploy", {})  # --scale decides
     assert "ports" not in services["dispatcher"]  # so it can scale on one host
+
+
+def _dry_run_doc() -> tuple[list[dict[str, str]], str, list[str]]:
+    """docs/docker.md's dry run: the variables each of its `docker compose
+    --profile dry-run up` lines sets, and its `outbox channel add` command
+    with the base URL it gives."""
+    text = (REPO / "docs" / "docker.md").read_text().replace("\\\n", " ")
+    ups = [line for line in text.splitlines() if "docker compose --profile dry-run up" in line]
+    envs = [{k: v for k, v in re.findall(r"(\w+)=(\S+)", up.split("docker compose")[0])
+             if v != "..."} for up in ups]
+    (add,) = [line for line in text.splitlines() if "outbox channel add" in line]
+    command = shlex.split(add[add.index("outbox channel add"):])
+    return envs, command[command.index("--base-url") + 1], command
+
+
+def test_the_dry_run_base_url_passes_with_the_documented_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channels of the dry run point at the simulator over plain http: the
+    `api` service (where channels are added) accepts that with the
+    environment the documented commands give, and only then."""
+    from outbox.admin.channels import check_base_url
+    from outbox.errors import InvalidInput
+    from outbox.settings import ENV_PREFIX, Settings
+
+    monkeypatch.delenv("OUTBOX_ALLOW_HTTP_BASE_URL", raising=False)
+    envs, base_url, add = _dry_run_doc()
+    compose_text = (REPO / "docker-compose.yml").read_text()
+    raw = yaml.safe_load(compose_text)
+    assert f"--base-url {base_url}" in compose_text  # its header says the same
+    simulator = raw["services"]["simulator"]["command"]
+    assert base_url == f"http://simulator:{simulator[simulator.index('--port') + 1]}"
+    assert_real_command("docs/docker.md", add)
+
+    def api_settings(deploy_env: dict[str, str]) -> Settings:
+        api = _interpolate(raw, deploy_env)["services"]["api"]["environment"]
+        fields = {k.removeprefix(ENV_PREFIX).lower(): str(v) for k, v in api.items()
+                  if k.startswith(ENV_PREFIX) and v != ""}
+        return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+
+    assert envs
+    for env in envs:
+        dry_run = api_settings(DEPLOY_ENV | env)
+        assert check_base_url(base_url, allow_http=dry_run.allow_http_base_url) == base_url
+    production = api_settings(DEPLOY_ENV)
+    with pytest.raises(InvalidInput, match="OUTBOX_ALLOW_HTTP_BASE_URL"):
+        check_base_url(base_url, allow_http=production.allow_http_base_url)
 
 
 def test_compose_needs_the_encryption_key() -> None:
@@ -165,6 +212,59 @@ def test_the_lock_pins_every_dependency_in_range_and_by_hash() -> None:
             f"requirements.lock has {req.name} {version}, outside {req.specifier}")
     for name, (version, hashes) in pins.items():
         assert hashes, f"{name}=={version} has no hash"
+
+
+# The least version of each dependency with no published advisory that
+# concerns us, and the advisory (the latest fixed) its floor avoids.
+# pyproject's comment on the dependency names the same advisory.
+MIN_SAFE = {
+    "aiohttp": ("3.14.3", "GHSA-cq5v-8q36-5273"),  # C response parser: out-of-bounds read
+    "cryptography": ("50.0.0", "GHSA-g6cj-pr64-35w5"),  # PKCS#7 decryption oracle
+    "starlette": ("1.3.1", "CVE-2026-54283"),  # urlencoded form limits ignored (DoS)
+    "tqdm": ("4.66.3", "GHSA-g7vv-2v7x-gj9p"),  # CLI arguments passed to eval
+    "h11": ("0.16.0", "GHSA-vqfr-h8mv-ghfj"),  # chunked-body request smuggling
+    "jinja2": ("3.1.6", "GHSA-cpwx-vrp4-4pq7"),  # sandbox breakout through |attr
+}
+
+
+def _pyproject_dependencies() -> dict[str, tuple[Requirement, str]]:
+    """name -> (requirement, the comment lines above it and on its line)."""
+    text = (REPO / "pyproject.toml").read_text()
+    block = text[text.index("dependencies = ["):]
+    block = block[:block.index("\n]")]
+    out: dict[str, tuple[Requirement, str]] = {}
+    comment: list[str] = []
+    for line in block.splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment.append(stripped)
+            continue
+        m = re.match(r'"([^"]+)",\s*(#.*)?$', stripped)
+        if m:
+            req = Requirement(m.group(1))
+            out[canonicalize_name(req.name)] = (req, " ".join([*comment, m.group(2) or ""]))
+        comment = []
+    return out
+
+
+def _floor(req: Requirement) -> Version | None:
+    floors = [Version(s.version) for s in req.specifier if s.operator in (">=", "==", "~=")]
+    return max(floors) if floors else None
+
+
+@pytest.mark.parametrize("name", sorted(MIN_SAFE))
+def test_dependency_floors_and_pins_stay_above_the_advisories(name: str) -> None:
+    safe, advisory = MIN_SAFE[name]
+    deps = _pyproject_dependencies()
+    assert name in deps, f"{name} is no longer a dependency: drop it from MIN_SAFE"
+    req, comment = deps[name]
+    floor = _floor(req)
+    assert floor is not None and floor >= Version(safe), (
+        f"pyproject allows {req}: below {safe}, which fixes {advisory}")
+    assert advisory in comment, f"pyproject's comment on {name} should name {advisory}"
+    version, _ = _lock()[name]
+    assert Version(version) >= Version(safe), (
+        f"requirements.lock pins {name}=={version}: below {safe}, which fixes {advisory}")
 
 
 def test_the_image_installs_the_lock_with_hashes_then_the_package_alone() -> None:

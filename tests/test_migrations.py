@@ -319,3 +319,93 @@ def test_the_queue_table_keeps_room_for_hot_updates(database_url: str) -> None:
         engine.dispose()
     assert "fillfactor=70" in options
 
+
+
+# --- a busy database ---------------------------------------------------------------
+
+WRITERS_LOCK = "ROW EXCLUSIVE"  # what INSERT, UPDATE and DELETE take on a table
+BUSY_TABLES = ("messages", "outbox_messages", "chats", "contacts")
+
+
+@pytest.mark.parametrize(("start", "target", "written"), [
+    ("0009", "0008", "messages"), ("0008", "0013", "outbox_messages")])
+def test_index_builds_on_big_tables_let_writes_through(fresh_database_url: str, start: str,
+                                                       target: str, written: str) -> None:
+    """While a revision that builds indexes waits for a transaction that has
+    written to the table (as any index build must), new writes to our tables
+    still go: CREATE INDEX CONCURRENTLY takes a lock writers don't wait for.
+    (A plain CREATE INDEX in the upgrade's transaction queues a SHARE lock,
+    every writer queues behind it, and the tables it already indexed stay
+    SHARE-locked to the commit.)"""
+    import threading
+
+    import psycopg
+
+    from outbox.db.conninfo import libpq_url
+    from outbox.migrate import current_revision, upgrade
+
+    url = fresh_database_url
+    upgrade(url, start)
+    conninfo = libpq_url(url)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            upgrade(url, target)
+        except BaseException as exc:  # reported below
+            failure.append(exc)
+
+    blocked = []
+    with psycopg.connect(conninfo) as writer, psycopg.connect(conninfo, autocommit=True) as probe:
+        writer.execute(f"LOCK TABLE outbox.{written} IN {WRITERS_LOCK} MODE")
+        migration = threading.Thread(target=run, daemon=True)
+        migration.start()
+        waiting = False
+        for _ in range(300):  # until the upgrade waits for the open writer
+            waiting = bool(probe.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+            if waiting or not migration.is_alive():
+                break
+            threading.Event().wait(0.1)
+        assert waiting, f"the upgrade never waited for the open writer: {failure}"
+        # (lock_timeout for the session: a SET in a transaction ends with it)
+        with psycopg.connect(conninfo, options="-c lock_timeout=2s") as other:
+            for table in BUSY_TABLES:
+                try:
+                    other.execute(f"LOCK TABLE outbox.{table} IN {WRITERS_LOCK} MODE")
+                except psycopg.errors.LockNotAvailable:
+                    blocked.append(table)
+                other.rollback()
+        writer.rollback()
+        migration.join(timeout=120)
+    assert not failure, failure
+    assert current_revision(url) == target
+    assert blocked == [], f"writes to {blocked} waited for the upgrade {start} -> {target}"
+
+
+def test_a_failure_after_a_concurrent_build_says_what_is_committed_and_resumes(
+        fresh_database_url: str) -> None:
+    """Past 0008 and 0013 (their blocks commit what came before), a later
+    revision fails: the line names the revision the database is at, not
+    "nothing was changed", and the same command, run again, finishes."""
+    from outbox.migrate import current_revision, head_revision, upgrade
+    from tests.dispatch_helpers import cli
+
+    url = fresh_database_url
+    upgrade(url, "0009")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:  # 0010 creates this table
+            conn.execute(text("CREATE TABLE outbox.events (id int)"))
+        line = _one_line_failure(cli("db", "upgrade", env={"OUTBOX_DATABASE_URL": url}),
+                                 "failed after revision 0008, which is committed", "events")
+        assert "nothing was changed" not in line
+        assert current_revision(url) == "0008"
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE outbox.events"))
+    finally:
+        engine.dispose()
+    result = cli("db", "upgrade", env={"OUTBOX_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert current_revision(url) == head_revision()

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -108,6 +109,12 @@ def pgbouncer_url(pgbouncer_binary: str, database_url: str) -> Iterator[str]:
     """The test database through PgBouncer in transaction mode (a SQLAlchemy URL).
     For this module only: its idle server connections keep the last client's
     application_name ("outbox-dispatcher"), which later tests count."""
+    with _pgbouncer(pgbouncer_binary, database_url) as url:
+        yield url
+
+
+@contextmanager
+def _pgbouncer(pgbouncer_binary: str, database_url: str) -> Iterator[str]:
     server = make_url(database_url)
     user = server.username or "postgres"
     port = _free_port()
@@ -396,3 +403,33 @@ def test_daemon_through_pgbouncer_wakes_on_notify_from_a_direct_listen(
     assert max(latencies) < 5.0
     print(f"\ndaemon through pgbouncer, LISTEN direct: 300 sent once; woken messages out "
           f"{', '.join(f'{x:.2f}' for x in latencies)} s after commit")
+
+
+# --- migrations ----------------------------------------------------------------------
+
+
+def test_upgrade_through_the_pooler_builds_indexes_concurrently_in_our_schema(
+        pgbouncer_binary: str, fresh_database_url: str) -> None:
+    """0008 and 0013 build indexes CONCURRENTLY between transactions
+    (migrations/online.py): through the pooler each transaction may get
+    another server connection, and our search_path, set per transaction,
+    follows; nothing lands in public, no index is left invalid."""
+    from outbox.db.conninfo import libpq_url
+    from outbox.migrate import current_revision, head_revision
+
+    with _pgbouncer(pgbouncer_binary, fresh_database_url) as url:
+        result = cli("db", "upgrade", env=_through_pooler(url))
+        assert result.returncode == 0, result.stderr
+    assert current_revision(fresh_database_url) == head_revision()
+    built = ("ix_outbox_cancelled", "ix_chats_assigned", "ix_contacts_recent",
+             "ix_messages_workspace_id_created_at_id")
+    with psycopg.connect(libpq_url(fresh_database_url)) as conn:
+        where = dict(conn.execute(
+            "SELECT c.relname, n.nspname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = ANY(%s) AND c.relkind = 'i'", (list(built),)).fetchall())
+        public = conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n "
+                              "ON n.oid = c.relnamespace WHERE n.nspname = 'public'").fetchone()
+        invalid = conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()
+    assert where == {name: "outbox" for name in built}
+    assert public == (0,) and invalid == (0,)

@@ -9,9 +9,17 @@
   pg_trgm is an extension a server may lack or a role may not create;
 * the inbox's chat order as one index (newest message first, chats without
   one last), also per assigned user; a workspace's messages newest first;
-* 'cancelled' in the message and outbox status checks. The new checks are
-  a superset of the old: added NOT VALID, then validated, which reads the
-  table without blocking writes.
+* 'cancelled' in the message and outbox status checks.
+
+Locks, on tables that may hold millions of rows (migrations/online.py): the
+columns are catalog changes (nullable, or a constant default), each a
+moment's ACCESS EXCLUSIVE lock; the indexes are built CONCURRENTLY, writes
+going on. Each status check is replaced by a superset, added NOT VALID
+(a moment's ACCESS EXCLUSIVE lock, held to that transaction's commit), and
+validated after the commit, under SHARE UPDATE EXCLUSIVE: the table is read
+with writes going on. (Validated in the same transaction, as this revision
+first did, the scan ran under the ADD's ACCESS EXCLUSIVE lock: no reads or
+writes until it finished.)
 
 Revision ID: 0008
 Revises: 0009
@@ -21,7 +29,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from outbox.migrations.online import create_index_online, online
 
 revision: str = "0008"
 down_revision: str | None = "0009"
@@ -33,52 +42,66 @@ OLD_MESSAGE = ("pending", "sent", "delivered", "read", "played", "failed", "dele
 OLD_OUTBOX = ("queued", "sending", "sent", "failed")  # as 0006 left it
 
 
-def _check(table: str, values: tuple[str, ...]) -> None:
+INDEXES: list[tuple[str, str, list[str | sa.TextClause], str | None]] = [
+    ("ix_contacts_name_prefix", "contacts",
+     ["workspace_id", sa.text("lower(name) text_pattern_ops")], None),
+    ("ix_contacts_phone_prefix", "contacts",
+     ["workspace_id", sa.text("ltrim(phone, '+') text_pattern_ops")], None),
+    ("ix_contacts_recent", "contacts",
+     ["workspace_id", sa.text("created_at DESC"), sa.text("id DESC")], None),
+    ("ix_chats_inbox", "chats",
+     ["workspace_id", sa.text(f"{RECENCY} DESC"), sa.text("id DESC")], None),
+    ("ix_chats_assigned", "chats",
+     ["workspace_id", "assigned_to", sa.text(f"{RECENCY} DESC"), sa.text("id DESC")],
+     "assigned_to IS NOT NULL"),
+    ("ix_messages_workspace_id_created_at_id", "messages",
+     ["workspace_id", "created_at", "id"], None),
+]
+
+
+def _replace_check(table: str, values: tuple[str, ...]) -> None:
+    """The status check of `table`, now allowing `values`, NOT VALID (for
+    rows written from now on); `_validate` checks the rows already there."""
     name = f"ck_{table}_status"
     listed = ", ".join(f"'{v}'" for v in values)
     op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
     op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK (status IN ({listed})) "
                "NOT VALID")
-    op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
+
+
+def _validate(table: str, schema: str | None = None) -> None:
+    prefix = f"{schema}." if schema else ""
+    op.execute(f"ALTER TABLE {prefix}{table} VALIDATE CONSTRAINT ck_{table}_status")
 
 
 def upgrade() -> None:
-    op.add_column("chats", sa.Column("assigned_to", sa.UUID()))
-    op.add_column("contacts", sa.Column("email", sa.Text()))
-    op.add_column("contacts", sa.Column("notes", sa.Text()))
-    op.add_column("contacts", sa.Column(
-        "tags", postgresql.ARRAY(sa.Text()), server_default=sa.text("'{}'::text[]"),
-        nullable=False))
-    op.create_index("ix_contacts_name_prefix", "contacts",
-                    ["workspace_id", sa.text("lower(name) text_pattern_ops")])
-    op.create_index("ix_contacts_phone_prefix", "contacts",
-                    ["workspace_id", sa.text("ltrim(phone, '+') text_pattern_ops")])
-    op.create_index("ix_contacts_recent", "contacts",
-                    ["workspace_id", sa.text("created_at DESC"), sa.text("id DESC")])
-    op.create_index("ix_chats_inbox", "chats",
-                    ["workspace_id", sa.text(f"{RECENCY} DESC"), sa.text("id DESC")])
-    op.create_index("ix_chats_assigned", "chats",
-                    ["workspace_id", "assigned_to", sa.text(f"{RECENCY} DESC"),
-                     sa.text("id DESC")],
-                    postgresql_where=sa.text("assigned_to IS NOT NULL"))
-    op.create_index(op.f("ix_messages_workspace_id_created_at_id"), "messages",
-                    ["workspace_id", "created_at", "id"])
-    _check("messages", (*OLD_MESSAGE, "cancelled"))
-    _check("outbox_messages", (*OLD_OUTBOX, "cancelled"))
+    # Run again after a failure (see migrations/online.py), each step finds
+    # its work done or does it.
+    with online() as schema:
+        op.execute(f"ALTER TABLE {schema}.chats ADD COLUMN IF NOT EXISTS assigned_to uuid")
+        op.execute(f"ALTER TABLE {schema}.contacts ADD COLUMN IF NOT EXISTS email text")
+        op.execute(f"ALTER TABLE {schema}.contacts ADD COLUMN IF NOT EXISTS notes text")
+        op.execute(f"ALTER TABLE {schema}.contacts ADD COLUMN IF NOT EXISTS tags text[] "
+                   "DEFAULT '{}'::text[] NOT NULL")
+        for name, table, columns, where in INDEXES:
+            create_index_online(schema, name, table, columns, where=where)
+    _replace_check("messages", (*OLD_MESSAGE, "cancelled"))
+    _replace_check("outbox_messages", (*OLD_OUTBOX, "cancelled"))
+    with online() as schema:
+        _validate("messages", schema)
+        _validate("outbox_messages", schema)
 
 
 def downgrade() -> None:
     # Cancelled rows have no older status to go back to: they go.
     op.execute("DELETE FROM outbox_messages WHERE status = 'cancelled'")
     op.execute("DELETE FROM messages WHERE status = 'cancelled'")
-    _check("outbox_messages", OLD_OUTBOX)
-    _check("messages", OLD_MESSAGE)
-    op.drop_index(op.f("ix_messages_workspace_id_created_at_id"), table_name="messages")
-    op.drop_index("ix_chats_assigned", table_name="chats")
-    op.drop_index("ix_chats_inbox", table_name="chats")
-    op.drop_index("ix_contacts_recent", table_name="contacts")
-    op.drop_index("ix_contacts_phone_prefix", table_name="contacts")
-    op.drop_index("ix_contacts_name_prefix", table_name="contacts")
+    # A downgrade is rare and runs in one transaction: validated at once.
+    for table, values in (("outbox_messages", OLD_OUTBOX), ("messages", OLD_MESSAGE)):
+        _replace_check(table, values)
+        _validate(table)
+    for name, table, _, _ in reversed(INDEXES):
+        op.drop_index(name, table_name=table)
     op.drop_column("contacts", "tags")
     op.drop_column("contacts", "notes")
     op.drop_column("contacts", "email")

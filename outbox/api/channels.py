@@ -126,7 +126,8 @@ async def add_channel(request: Request, principal: Admin) -> Channel:
             return create_channel(session, name=body.name, phone_number=body.phone_number,
                                   token=body.token, encryption_key=key,
                                   workspace_id=principal.workspace_id, base_url=body.base_url,
-                                  default_region=ctx.settings.default_region)
+                                  default_region=ctx.settings.default_region,
+                                  allow_http=ctx.settings.allow_http_base_url)
 
     channel = await run_in_threadpool(run)
     log.info("channel_created", channel_id=str(channel.id), workspace_id=channel.workspace_id)

@@ -40,3 +40,7 @@ class DispatcherConfig:
             circuit_breaker_failures=settings.circuit_breaker_failures,
             circuit_breaker_pause_seconds=settings.circuit_breaker_pause_seconds,
         )
+
+    def per_channel_for(self, batch: int) -> int:
+        """A channel's share of a claim of `batch` rows (CLAIM's :per_channel)."""
+        return min(self.per_channel_claim, batch)

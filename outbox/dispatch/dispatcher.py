@@ -242,7 +242,7 @@ class Dispatcher:
         try:
             with tracing.span("outbox.claim", kind="consumer") as span:
                 rows = await self._store.claim(batch_size=n,
-                                               per_channel=min(cfg.per_channel_claim, n),
+                                               per_channel=cfg.per_channel_for(n),
                                                lease_seconds=cfg.lease_seconds)
                 span.set_attribute("outbox.rows", len(rows))
                 traced = span.is_recording()
