@@ -85,13 +85,25 @@ WHERE hit OR walked = :walk
 LIMIT :limit
 """
 
-# How many contacts a search matches, up to :cap (the prefix indexes).
+# Whether a search matches many contacts: each arm counts up to :cap on
+# its own prefix index, in the index's order, so the scan stops at :cap (a
+# bitmap of both indexes would read every match first, and a plain LIMIT
+# lets the planner pick a table scan when it expects many). A contact
+# whose name and number both match counts twice: this only decides
+# between the two plans below.
 COUNT_MATCHES = f"""
-SELECT count(*) FROM (
-    SELECT 1 FROM outbox.contacts ct
-    WHERE {_WORKSPACE.format(t="ct")} AND {_SEARCH}
-    LIMIT :cap
-) m
+SELECT (SELECT count(*) FROM (
+            SELECT 1 FROM outbox.contacts ct
+            WHERE {_WORKSPACE.format(t="ct")}
+              AND lower(ct.name) LIKE lower(CAST(:name_pattern AS text))
+            ORDER BY ct.workspace_id, lower(ct.name) USING ~<~
+            LIMIT :cap) by_name)
+     + (SELECT count(*) FROM (
+            SELECT 1 FROM outbox.contacts ct
+            WHERE {_WORKSPACE.format(t="ct")}
+              AND ltrim(ct.phone, '+') LIKE CAST(:digits_pattern AS text)
+            ORDER BY ct.workspace_id, ltrim(ct.phone, '+') USING ~<~
+            LIMIT :cap) by_number)
 """
 
 # A search that matches few contacts: those first (the prefix indexes),

@@ -95,7 +95,7 @@ def measure(engine: Engine, *, samples: int, chats: int) -> dict[str, Any]:
         "chats_deep_page": lambda s: list_chats(s, workspace_id=WORKSPACE, cursor=chats_deep),
         "chats_search_name": lambda s: list_chats(s, workspace_id=WORKSPACE, q="mar"),
         # 10 numbers match; then 10,000, all in chats 40,000 down the list:
-        # past FEW_MATCHES the list index is walked, here for 36,000 rows.
+        # past FEW_MATCHES the list is walked, SEARCH_WALK chats per call.
         "chats_search_number": lambda s: list_chats(s, workspace_id=WORKSPACE, q="+155700412"),
         # Past FEW_MATCHES a call walks a bounded stretch and may come back
         # empty with a cursor; the page a person waits for is the first one

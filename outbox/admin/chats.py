@@ -56,10 +56,10 @@ __all__ = [
 
 #: A search matching fewer contacts reads their chats directly; more, and
 #: it walks the list (dense matches fill a page soon).
-FEW_MATCHES = 2_000
+FEW_MATCHES = 1_000
 #: Chats a broad search walks per call at most: a page's cost stays bounded
 #: wherever the matches sit, and a short page carries the cursor onwards.
-SEARCH_WALK = 4_000
+SEARCH_WALK = 2_000
 
 
 @dataclass(frozen=True, slots=True)

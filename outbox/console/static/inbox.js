@@ -83,7 +83,7 @@ const Inbox = (() => {
         for (const c of page.chats) state.chats.set(c.id, c);
         state.nextCursor = cursor = page.next_cursor;
         renderList();
-        if (!cursor || page.chats.length >= PAGE || calls >= 24) break;
+        if (!cursor || page.chats.length >= PAGE || calls >= 99) break;
       }
     } catch (err) {
       Console.showError(err);
