@@ -482,6 +482,76 @@ def test_webhook_endpoints_from_the_console(
     assert query(api_db, "SELECT count(*) FROM outbox.webhook_deliveries") == [(0,)]
 
 
+def test_a_disabled_endpoint_enabled_from_the_console(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str, receiver: WebhookReceiver) -> None:
+    """A receiver that answered 410 Gone disabled its endpoint; once it is
+    fixed, the operator enables it from the operations view: the delivery it
+    had waiting goes at once, and its dead letter on request."""
+    from outbox.admin.endpoints import add_endpoint
+
+    ch, _ = channel
+    with api_db.begin() as conn:  # the events table was emptied: fan out from its start
+        conn.execute(text("UPDATE outbox.webhook_fanout SET last_event_id = 0"))
+    with Session(api_db) as s, s.begin():
+        endpoint = add_endpoint(s, workspace_id="default", url=receiver.url + "/hooks",
+                                event_types=["message.sent"], encryption_key=TEST_KEY).endpoint.id
+        for i in range(2):
+            enqueue_text(s, channel_id=ch, to=f"+1555060012{i}", body=f"order {i} shipped")
+    dispatch(database_url)
+    # One answer is a 410 (that delivery dead, the endpoint disabled), the
+    # other a 500: its retry waits, here an hour, so only enabling sends it now.
+    receiver.script = [410]
+    receiver.default_status = 500
+    assert send_callbacks(database_url).endpoints_disabled == 1
+    with api_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.webhook_deliveries SET next_attempt_at = "
+                          "now() + interval '1 hour' WHERE status = 'pending'"))
+    deliveries_by_status = ("SELECT status, count(*) FROM outbox.webhook_deliveries "
+                            "GROUP BY 1 ORDER BY 1")
+    assert query(api_db, deliveries_by_status) == [("failed", 1), ("pending", 1)]
+    tried = len(receiver.requests)
+    receiver.default_status = 200  # the receiver is fixed
+
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
+    row = page.locator(f"#endpoints tr[data-endpoint-id='{endpoint}']")
+    expect(row).to_have_attribute("data-status", "disabled")
+    expect(row).to_contain_text("the receiver answered 410 Gone")
+    expect(row.locator("td.num")).to_have_text(["1", "1"])  # waiting, failed
+    expect(row.locator("button.retry-failed")).to_have_text("Enable and retry 1 failed")
+    assert page.evaluate(_CONTRAST) == []
+    assert send_callbacks(database_url).delivered == 0  # disabled: nothing goes
+    assert len(receiver.requests) == tried
+
+    row.locator("button.enable").click()
+    expect(row).to_have_attribute("data-status", "active")
+    expect(page.locator("#endpoint-note")).to_have_text(
+        f"{receiver.url}/hooks is active: 1 delivery due now.")
+    expect(row).not_to_contain_text("410 Gone")
+    expect(row.locator("button.enable")).to_have_count(0)
+    expect(row.locator("button.retry-failed")).to_have_text("Retry 1 failed")
+    assert send_callbacks(database_url).delivered == 1  # due at once, not in an hour
+    assert query(api_db, deliveries_by_status) == [("delivered", 1), ("failed", 1)]
+
+    row.locator("button.deliveries").click()
+    deliveries = page.locator("#deliveries tbody tr")
+    # Either of the two may have been the one that got the 410.
+    expect(deliveries).to_have_count(2)
+    expect(deliveries.and_(page.locator("[data-status=delivered]"))).to_have_count(1)
+    expect(deliveries.and_(page.locator("[data-status=failed]"))).to_contain_text("HTTP 410")
+    # The dead letter, on request: the same event again, with its webhook-id.
+    row.locator("button.retry-failed").click()
+    expect(page.locator("#endpoint-note")).to_contain_text("1 delivery due now")
+    assert send_callbacks(database_url).delivered == 1
+    assert query(api_db, deliveries_by_status) == [("delivered", 2)]
+    ids = [r.headers["webhook-id"] for r in receiver.requests]
+    assert len(ids) == tried + 2 and len(set(ids[tried:])) == 2 and set(ids) == set(ids[tried:])
+    expect(row.locator("button.retry-failed")).to_have_count(0)
+    row.locator("button.deliveries").click()
+    expect(deliveries.locator("td:nth-child(2)")).to_have_text(["delivered", "delivered"])
+    assert page.console_problems == []
+
+
 def test_a_viewer_reads_but_cannot_send_or_operate(
         page: Any, console_url: str, console_user: Callable[..., str], make_channel,
         api_db: Engine) -> None:

@@ -290,6 +290,15 @@ const Ops = (() => {
       el("td", { class: "num" + (e.deliveries_failed ? " bad" : "") }, String(e.deliveries_failed)),
       el("td", {}, fmt.full(e.created_at)),
       el("td", { class: "actions" },
+        e.status === "disabled"
+          ? el("button", { type: "button", class: "enable", onclick: () => enableEndpoint(e, false) }, "Enable")
+          : null,
+        // Dead letters stay dead unless asked for; on an active endpoint the
+        // same call only queues them again.
+        e.deliveries_failed
+          ? el("button", { type: "button", class: "retry-failed", onclick: () => enableEndpoint(e, true) },
+               `${e.status === "disabled" ? "Enable and retry" : "Retry"} ${e.deliveries_failed} failed`)
+          : null,
         el("button", { type: "button", class: "deliveries", onclick: () => showDeliveries(e, false) }, "Deliveries"),
         el("button", { type: "button", class: "remove", onclick: () => removeEndpoint(e) }, "Remove")));
   }
@@ -308,6 +317,17 @@ const Ops = (() => {
     $("endpoint-url").value = "";
     $("endpoint-types").value = "";
     refreshEndpoints();
+  }
+
+  async function enableEndpoint(e, retryFailed) {
+    const done = await guard(() => api.post(`/v1/webhook-endpoints/${e.id}/enable`, { retry_failed: retryFailed }));
+    if (!done) return;
+    const n = done.deliveries_resumed;
+    const note = $("endpoint-note");
+    note.textContent = `${done.url} is ${done.status}: ${n} ${n === 1 ? "delivery" : "deliveries"} due now.`;
+    note.hidden = false;
+    refreshEndpoints();
+    if (shownEndpoint && shownEndpoint.id === e.id) showDeliveries(done, false);
   }
 
   async function removeEndpoint(e) {
