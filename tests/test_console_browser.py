@@ -236,6 +236,93 @@ def test_a_message_during_the_first_load_is_not_lost(
     assert page.console_problems == []
 
 
+def test_a_stream_that_opens_late_brings_what_happened_meanwhile(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl) -> None:
+    """The stream opens after the page stopped waiting for it (3 s): the page
+    loaded without it, and a message that came in before the stream opened is
+    not among the stream's events (it starts with what happens next). Once
+    the stream opens the page fetches everything again, and the message shows."""
+    ch, token = channel
+    inbound(api_db, ch, "15550600014", "first", name="Old Customer", at=T0)
+    sign_in(page, console_url, console_user())
+    held: list[Any] = []
+
+    def hold_the_first_stream(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route(re.compile(r"/v1/events/stream"), hold_the_first_stream)
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")  # ready without the stream
+    rows = page.locator(".chat-row")
+    expect(rows).to_have_count(1)
+    assert len(held) == 1 and page.evaluate("Live.connected() || Live.polling()") is False
+
+    sim.inbound(token, text="Anyone there?", phone="15550600015", sender_name="Late Customer",
+                wait=True)
+    page.wait_for_timeout(1_000)
+    expect(rows).to_have_count(1)  # nothing brings it yet
+    held[0].continue_()
+    _wait_live(page)
+    # Well under the polling fallback's 5 s, and polling never started.
+    expect(rows.first).to_contain_text("Late Customer", timeout=4_000)
+    expect(rows.first.locator(".badge")).to_have_text("1")
+    expect(rows).to_have_count(2)
+    assert page.evaluate("Live.polling()") is False
+    assert page.console_problems == []
+
+
+def test_a_stream_that_opens_late_while_the_page_still_loads(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl) -> None:
+    """The other late opening: the stream opens after the 3 s wait but before
+    the page's first loads are done. A message that came in between the
+    server reading the chat list and the stream opening is in neither: the
+    page fetches everything again once it is ready."""
+    from urllib.parse import urlsplit
+
+    ch, token = channel
+    inbound(api_db, ch, "15550600016", "first", name="Old Customer", at=T0)
+    sign_in(page, console_url, console_user())
+    stream: list[Any] = []
+    chats: list[Any] = []
+
+    def hold_the_first_stream(route: Any) -> None:
+        if stream:
+            route.continue_()
+        else:
+            stream.append(route)
+
+    def hold_the_first_list(route: Any) -> None:
+        if chats or urlsplit(route.request.url).path != "/v1/chats":
+            route.continue_()
+        else:
+            chats.append(route)
+
+    page.route(re.compile(r"/v1/events/stream"), hold_the_first_stream)
+    page.route(re.compile(r"/v1/chats"), hold_the_first_list)
+    page.reload(wait_until="commit")
+    # The list is asked for once the page stopped waiting for the stream.
+    wait_for(lambda: page.wait_for_timeout(50) or bool(chats), timeout=15)
+    assert len(stream) == 1
+    answer = chats[0].fetch()  # read on the server: the new chat is not in it
+    sim.inbound(token, text="Still loading?", phone="15550600017", sender_name="Late Customer",
+                wait=True)
+    stream[0].continue_()
+    _wait_live(page)
+    assert page.evaluate("document.body.dataset.ready") is None  # still loading
+    chats[0].fulfill(response=answer)
+    page.wait_for_selector("body[data-ready=true]")
+    rows = page.locator(".chat-row")
+    expect(rows.first).to_contain_text("Late Customer", timeout=4_000)
+    expect(rows).to_have_count(2)
+    assert page.evaluate("Live.polling()") is False
+    assert page.console_problems == []
+
+
 def test_a_failed_message_shows_why_and_retries(
         page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
         sim: SimulatorControl, database_url: str) -> None:
