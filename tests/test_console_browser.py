@@ -431,9 +431,14 @@ def test_the_operator_cancels_dead_letters(
     assert query(api_db, "SELECT status FROM outbox.messages WHERE id = :m", m=ids[0]) == [
         ("cancelled",)]
 
-    # All selected, cancelled at once; the selection is cleared after.
+    # All selected, cancelled at once; the selection is cleared after. A
+    # refresh in between (the event stream's, for a message event) keeps it.
     page.check("#dead-all")
     expect(page.locator("#cancel-selected")).to_have_text("Cancel 3 selected")
+    page.evaluate("Ops.refreshDeadLetters()")
+    expect(page.locator("#cancel-selected")).to_have_text("Cancel 3 selected")
+    expect(page.locator("#dead .pick:checked")).to_have_count(3)
+    expect(page.locator("#dead-all")).to_be_checked()
     page.once("dialog", lambda d: d.accept())
     page.click("#cancel-selected")
     expect(dead).to_have_count(0)

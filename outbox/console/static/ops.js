@@ -133,7 +133,13 @@ const Ops = (() => {
     const page = await guard(() => api.get("/v1/messages", params));
     if (!page) return;
     const body = $("dead").tBodies[0];
-    if (!more) { body.replaceChildren(); selected.clear(); $("dead-all").checked = false; }
+    if (!more) {
+      // A refresh (live.js calls it on every message event) keeps what the
+      // operator selected among the rows still listed: only those leave.
+      const listed = new Set(page.messages.filter((m) => m.outbox_status === "failed").map((m) => m.message_id));
+      for (const id of [...selected]) if (!listed.has(id)) selected.delete(id);
+      body.replaceChildren();
+    }
     body.append(...page.messages.map(deadRow));
     deadCursor = page.next_cursor;
     $("dead-more").hidden = !deadCursor;
@@ -147,6 +153,7 @@ const Ops = (() => {
     const queued = m.outbox_status === "failed";
     return el("tr", { dataset: { messageId: m.message_id } },
       el("td", {}, queued ? el("input", { type: "checkbox", class: "pick", "aria-label": `Select ${m.message_id}`,
+                                          checked: selected.has(m.message_id),
                                           onchange: (e) => { e.target.checked ? selected.add(m.message_id) : selected.delete(m.message_id); updateSelection(); } }) : ""),
       el("td", {}, el("time", { datetime: m.created_at, title: fmt.full(m.created_at) }, fmt.short(m.created_at))),
       el("td", {}, m.to),
@@ -160,6 +167,8 @@ const Ops = (() => {
   }
 
   function updateSelection() {
+    const picks = document.querySelectorAll("#dead .pick");
+    $("dead-all").checked = picks.length > 0 && [...picks].every((box) => box.checked);
     for (const [id, verb] of [["retry-selected", "Retry"], ["cancel-selected", "Cancel"]]) {
       $(id).disabled = selected.size === 0;
       $(id).textContent = selected.size ? `${verb} ${selected.size} selected` : `${verb} selected`;
