@@ -37,6 +37,8 @@ def test_patch_sets_clears_and_shows_limits(api: httpx.Client, api_db: Engine,
         5.0, 10, 1000, 3.0)
     assert lim["warmup"] == "50,x1.5,1000" and lim["timezone"] == "America/Sao_Paulo"
     assert lim["usage"]["day_used"] == 0 and lim["usage"]["day_cap"] == 50
+    # The warm-up's first day opens 50 x 50 / 1000 new chats, rounded up.
+    assert lim["usage"]["new_chats_cap"] == 3 and lim["usage"]["new_chats_left"] == 3
     # Left out: unchanged; null: cleared.
     r = api.patch(f"/v1/channels/{ch}", headers=auth(admin()), json={"chat_gap": None})
     assert r.status_code == 200, r.text

@@ -236,6 +236,93 @@ def test_a_message_during_the_first_load_is_not_lost(
     assert page.console_problems == []
 
 
+def test_a_stream_that_opens_late_brings_what_happened_meanwhile(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl) -> None:
+    """The stream opens after the page stopped waiting for it (3 s): the page
+    loaded without it, and a message that came in before the stream opened is
+    not among the stream's events (it starts with what happens next). Once
+    the stream opens the page fetches everything again, and the message shows."""
+    ch, token = channel
+    inbound(api_db, ch, "15550600014", "first", name="Old Customer", at=T0)
+    sign_in(page, console_url, console_user())
+    held: list[Any] = []
+
+    def hold_the_first_stream(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route(re.compile(r"/v1/events/stream"), hold_the_first_stream)
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")  # ready without the stream
+    rows = page.locator(".chat-row")
+    expect(rows).to_have_count(1)
+    assert len(held) == 1 and page.evaluate("Live.connected() || Live.polling()") is False
+
+    sim.inbound(token, text="Anyone there?", phone="15550600015", sender_name="Late Customer",
+                wait=True)
+    page.wait_for_timeout(1_000)
+    expect(rows).to_have_count(1)  # nothing brings it yet
+    held[0].continue_()
+    _wait_live(page)
+    # Well under the polling fallback's 5 s, and polling never started.
+    expect(rows.first).to_contain_text("Late Customer", timeout=4_000)
+    expect(rows.first.locator(".badge")).to_have_text("1")
+    expect(rows).to_have_count(2)
+    assert page.evaluate("Live.polling()") is False
+    assert page.console_problems == []
+
+
+def test_a_stream_that_opens_late_while_the_page_still_loads(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl) -> None:
+    """The other late opening: the stream opens after the 3 s wait but before
+    the page's first loads are done. A message that came in between the
+    server reading the chat list and the stream opening is in neither: the
+    page fetches everything again once it is ready."""
+    from urllib.parse import urlsplit
+
+    ch, token = channel
+    inbound(api_db, ch, "15550600016", "first", name="Old Customer", at=T0)
+    sign_in(page, console_url, console_user())
+    stream: list[Any] = []
+    chats: list[Any] = []
+
+    def hold_the_first_stream(route: Any) -> None:
+        if stream:
+            route.continue_()
+        else:
+            stream.append(route)
+
+    def hold_the_first_list(route: Any) -> None:
+        if chats or urlsplit(route.request.url).path != "/v1/chats":
+            route.continue_()
+        else:
+            chats.append(route)
+
+    page.route(re.compile(r"/v1/events/stream"), hold_the_first_stream)
+    page.route(re.compile(r"/v1/chats"), hold_the_first_list)
+    page.reload(wait_until="commit")
+    # The list is asked for once the page stopped waiting for the stream.
+    wait_for(lambda: page.wait_for_timeout(50) or bool(chats), timeout=15)
+    assert len(stream) == 1
+    answer = chats[0].fetch()  # read on the server: the new chat is not in it
+    sim.inbound(token, text="Still loading?", phone="15550600017", sender_name="Late Customer",
+                wait=True)
+    stream[0].continue_()
+    _wait_live(page)
+    assert page.evaluate("document.body.dataset.ready") is None  # still loading
+    chats[0].fulfill(response=answer)
+    page.wait_for_selector("body[data-ready=true]")
+    rows = page.locator(".chat-row")
+    expect(rows.first).to_contain_text("Late Customer", timeout=4_000)
+    expect(rows).to_have_count(2)
+    assert page.evaluate("Live.polling()") is False
+    assert page.console_problems == []
+
+
 def test_a_failed_message_shows_why_and_retries(
         page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
         sim: SimulatorControl, database_url: str) -> None:
@@ -344,9 +431,14 @@ def test_the_operator_cancels_dead_letters(
     assert query(api_db, "SELECT status FROM outbox.messages WHERE id = :m", m=ids[0]) == [
         ("cancelled",)]
 
-    # All selected, cancelled at once; the selection is cleared after.
+    # All selected, cancelled at once; the selection is cleared after. A
+    # refresh in between (the event stream's, for a message event) keeps it.
     page.check("#dead-all")
     expect(page.locator("#cancel-selected")).to_have_text("Cancel 3 selected")
+    page.evaluate("Ops.refreshDeadLetters()")
+    expect(page.locator("#cancel-selected")).to_have_text("Cancel 3 selected")
+    expect(page.locator("#dead .pick:checked")).to_have_count(3)
+    expect(page.locator("#dead-all")).to_be_checked()
     page.once("dialog", lambda d: d.accept())
     page.click("#cancel-selected")
     expect(dead).to_have_count(0)
@@ -480,6 +572,76 @@ def test_webhook_endpoints_from_the_console(
     expect(page.locator("#deliveries-box")).to_be_hidden()
     assert query(api_db, "SELECT count(*) FROM outbox.webhook_endpoints") == [(0,)]
     assert query(api_db, "SELECT count(*) FROM outbox.webhook_deliveries") == [(0,)]
+
+
+def test_a_disabled_endpoint_enabled_from_the_console(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str, receiver: WebhookReceiver) -> None:
+    """A receiver that answered 410 Gone disabled its endpoint; once it is
+    fixed, the operator enables it from the operations view: the delivery it
+    had waiting goes at once, and its dead letter on request."""
+    from outbox.admin.endpoints import add_endpoint
+
+    ch, _ = channel
+    with api_db.begin() as conn:  # the events table was emptied: fan out from its start
+        conn.execute(text("UPDATE outbox.webhook_fanout SET last_event_id = 0"))
+    with Session(api_db) as s, s.begin():
+        endpoint = add_endpoint(s, workspace_id="default", url=receiver.url + "/hooks",
+                                event_types=["message.sent"], encryption_key=TEST_KEY).endpoint.id
+        for i in range(2):
+            enqueue_text(s, channel_id=ch, to=f"+1555060012{i}", body=f"order {i} shipped")
+    dispatch(database_url)
+    # One answer is a 410 (that delivery dead, the endpoint disabled), the
+    # other a 500: its retry waits, here an hour, so only enabling sends it now.
+    receiver.script = [410]
+    receiver.default_status = 500
+    assert send_callbacks(database_url).endpoints_disabled == 1
+    with api_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.webhook_deliveries SET next_attempt_at = "
+                          "now() + interval '1 hour' WHERE status = 'pending'"))
+    deliveries_by_status = ("SELECT status, count(*) FROM outbox.webhook_deliveries "
+                            "GROUP BY 1 ORDER BY 1")
+    assert query(api_db, deliveries_by_status) == [("failed", 1), ("pending", 1)]
+    tried = len(receiver.requests)
+    receiver.default_status = 200  # the receiver is fixed
+
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
+    row = page.locator(f"#endpoints tr[data-endpoint-id='{endpoint}']")
+    expect(row).to_have_attribute("data-status", "disabled")
+    expect(row).to_contain_text("the receiver answered 410 Gone")
+    expect(row.locator("td.num")).to_have_text(["1", "1"])  # waiting, failed
+    expect(row.locator("button.retry-failed")).to_have_text("Enable and retry 1 failed")
+    assert page.evaluate(_CONTRAST) == []
+    assert send_callbacks(database_url).delivered == 0  # disabled: nothing goes
+    assert len(receiver.requests) == tried
+
+    row.locator("button.enable").click()
+    expect(row).to_have_attribute("data-status", "active")
+    expect(page.locator("#endpoint-note")).to_have_text(
+        f"{receiver.url}/hooks is active: 1 delivery due now.")
+    expect(row).not_to_contain_text("410 Gone")
+    expect(row.locator("button.enable")).to_have_count(0)
+    expect(row.locator("button.retry-failed")).to_have_text("Retry 1 failed")
+    assert send_callbacks(database_url).delivered == 1  # due at once, not in an hour
+    assert query(api_db, deliveries_by_status) == [("delivered", 1), ("failed", 1)]
+
+    row.locator("button.deliveries").click()
+    deliveries = page.locator("#deliveries tbody tr")
+    # Either of the two may have been the one that got the 410.
+    expect(deliveries).to_have_count(2)
+    expect(deliveries.and_(page.locator("[data-status=delivered]"))).to_have_count(1)
+    expect(deliveries.and_(page.locator("[data-status=failed]"))).to_contain_text("HTTP 410")
+    # The dead letter, on request: the same event again, with its webhook-id.
+    row.locator("button.retry-failed").click()
+    expect(page.locator("#endpoint-note")).to_contain_text("1 delivery due now")
+    assert send_callbacks(database_url).delivered == 1
+    assert query(api_db, deliveries_by_status) == [("delivered", 2)]
+    ids = [r.headers["webhook-id"] for r in receiver.requests]
+    assert len(ids) == tried + 2 and len(set(ids[tried:])) == 2 and set(ids) == set(ids[tried:])
+    expect(row.locator("button.retry-failed")).to_have_count(0)
+    row.locator("button.deliveries").click()
+    expect(deliveries.locator("td:nth-child(2)")).to_have_text(["delivered", "delivered"])
+    assert page.console_problems == []
 
 
 def test_a_viewer_reads_but_cannot_send_or_operate(

@@ -29,6 +29,7 @@ from outbox.api.auth import Admin
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import context
 from outbox.api.schemas import (
+    WARMUP_DESCRIPTION,
     Channel,
     ChannelList,
     ChannelWithLimits,
@@ -81,14 +82,15 @@ class ChannelChange(BaseModel):
     per_day: StrictInt | None = Field(
         default=None, description="messages per day in the channel's time zone")
     new_chats_per_day: StrictInt | None = Field(
-        default=None, description="first messages per day to chats that never wrote to us")
+        default=None, description="first messages per day to chats with no message yet either "
+                                  "way (grown by the warm-up)")
     chat_gap: _Number | StrictStr | None = Field(
         default=None, description='least time between messages in one chat: seconds or "3s"')
     typing_time: StrictInt | StrictStr | None = Field(
         default=None, description="Whapi's typing_time (seconds) for texts without one")
     timezone: StrictStr | None = Field(default=None, description="IANA name; default UTC")
     warmup: StrictStr | None = Field(
-        default=None, description='START,xFACTOR,CEILING, e.g. "50,x1.5,1000"')
+        default=None, description=WARMUP_DESCRIPTION)
 
 
 def _body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:

@@ -289,6 +289,13 @@ class ChannelList(BaseModel):
     channels: list[ChannelQueue]
 
 
+# The PATCH field and the answer's say the same (docs/pacing.md, "warm-up").
+WARMUP_DESCRIPTION = (
+    'START,xFACTOR,CEILING, e.g. "50,x1.5,1000": a new number\'s daily cap, START the first '
+    "day, then xFACTOR a day up to CEILING (with per_day too, the lower wins); "
+    "new_chats_per_day grows in step: x today's cap / CEILING, rounded up")
+
+
 class LimitsUsage(BaseModel):
     """The channel's budget now, as the next claim counts it."""
 
@@ -296,6 +303,8 @@ class LimitsUsage(BaseModel):
     day_used: int
     day_cap: int | None = Field(description="today's cap: per_day and the warm-up's")
     new_chats_used: int
+    new_chats_cap: int | None = Field(
+        description="today's new-chat cap: new_chats_per_day, grown by the warm-up")
     new_chats_left: int | None
     rows_left: int | None = Field(description="rows a claim may take now (null: no row limit)")
     tokens: float | None = Field(description="the per-second bucket now")
@@ -314,7 +323,7 @@ class ChannelLimits(BaseModel):
     chat_gap_seconds: float | None
     typing_time: int | None
     timezone: str
-    warmup: str | None = Field(description='START,xFACTOR,CEILING, e.g. "50,x1.5,1000"')
+    warmup: str | None = Field(description=WARMUP_DESCRIPTION)
     warmup_from: date | None
     usage: LimitsUsage | None = Field(description="null: no limits were ever set")
 

@@ -133,7 +133,13 @@ const Ops = (() => {
     const page = await guard(() => api.get("/v1/messages", params));
     if (!page) return;
     const body = $("dead").tBodies[0];
-    if (!more) { body.replaceChildren(); selected.clear(); $("dead-all").checked = false; }
+    if (!more) {
+      // A refresh (live.js calls it on every message event) keeps what the
+      // operator selected among the rows still listed: only those leave.
+      const listed = new Set(page.messages.filter((m) => m.outbox_status === "failed").map((m) => m.message_id));
+      for (const id of [...selected]) if (!listed.has(id)) selected.delete(id);
+      body.replaceChildren();
+    }
     body.append(...page.messages.map(deadRow));
     deadCursor = page.next_cursor;
     $("dead-more").hidden = !deadCursor;
@@ -147,6 +153,7 @@ const Ops = (() => {
     const queued = m.outbox_status === "failed";
     return el("tr", { dataset: { messageId: m.message_id } },
       el("td", {}, queued ? el("input", { type: "checkbox", class: "pick", "aria-label": `Select ${m.message_id}`,
+                                          checked: selected.has(m.message_id),
                                           onchange: (e) => { e.target.checked ? selected.add(m.message_id) : selected.delete(m.message_id); updateSelection(); } }) : ""),
       el("td", {}, el("time", { datetime: m.created_at, title: fmt.full(m.created_at) }, fmt.short(m.created_at))),
       el("td", {}, m.to),
@@ -160,6 +167,8 @@ const Ops = (() => {
   }
 
   function updateSelection() {
+    const picks = document.querySelectorAll("#dead .pick");
+    $("dead-all").checked = picks.length > 0 && [...picks].every((box) => box.checked);
     for (const [id, verb] of [["retry-selected", "Retry"], ["cancel-selected", "Cancel"]]) {
       $(id).disabled = selected.size === 0;
       $(id).textContent = selected.size ? `${verb} ${selected.size} selected` : `${verb} selected`;
@@ -290,6 +299,15 @@ const Ops = (() => {
       el("td", { class: "num" + (e.deliveries_failed ? " bad" : "") }, String(e.deliveries_failed)),
       el("td", {}, fmt.full(e.created_at)),
       el("td", { class: "actions" },
+        e.status === "disabled"
+          ? el("button", { type: "button", class: "enable", onclick: () => enableEndpoint(e, false) }, "Enable")
+          : null,
+        // Dead letters stay dead unless asked for; on an active endpoint the
+        // same call only queues them again.
+        e.deliveries_failed
+          ? el("button", { type: "button", class: "retry-failed", onclick: () => enableEndpoint(e, true) },
+               `${e.status === "disabled" ? "Enable and retry" : "Retry"} ${e.deliveries_failed} failed`)
+          : null,
         el("button", { type: "button", class: "deliveries", onclick: () => showDeliveries(e, false) }, "Deliveries"),
         el("button", { type: "button", class: "remove", onclick: () => removeEndpoint(e) }, "Remove")));
   }
@@ -308,6 +326,17 @@ const Ops = (() => {
     $("endpoint-url").value = "";
     $("endpoint-types").value = "";
     refreshEndpoints();
+  }
+
+  async function enableEndpoint(e, retryFailed) {
+    const done = await guard(() => api.post(`/v1/webhook-endpoints/${e.id}/enable`, { retry_failed: retryFailed }));
+    if (!done) return;
+    const n = done.deliveries_resumed;
+    const note = $("endpoint-note");
+    note.textContent = `${done.url} is ${done.status}: ${n} ${n === 1 ? "delivery" : "deliveries"} due now.`;
+    note.hidden = false;
+    refreshEndpoints();
+    if (shownEndpoint && shownEndpoint.id === e.id) showDeliveries(done, false);
   }
 
   async function removeEndpoint(e) {
