@@ -51,7 +51,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -67,6 +67,7 @@ from chaos_analysis import (  # noqa: E402
     delivery,
     duplicates,
     enqueue_order_mismatches,
+    kill_attempts,
     order_violations,
     pause_violations,
     pause_windows,
@@ -275,6 +276,15 @@ class Trickle(threading.Thread):
 # --- the daemons -------------------------------------------------------------------------
 
 
+class Sending(NamedTuple):
+    """A row `sending`, as a kill's snapshot sees it."""
+
+    claim_token: str
+    body: str
+    locked_until: float
+    started: bool  # its request had started (see Chaos._started_column)
+
+
 @dataclass
 class Daemon:
     proc: subprocess.Popen[bytes]
@@ -350,9 +360,9 @@ class Daemons:
         self.live = []
 
     def rescues(self) -> dict[str, int]:
-        """What the daemons' rescuers logged: rows whose lease ran out
-        (requeued or dead-lettered), and of those, how many got their
-        attempt back (their request had never started)."""
+        """What the daemons' rescuers logged: rows whose lease ran out, for
+        any reason (requeued or dead-lettered), and of those, how many got
+        their attempt back (their request had never started)."""
         total: Counter[str] = Counter()
         for d in self.all:
             for line in d.log_path.read_text(errors="replace").splitlines():
@@ -364,7 +374,7 @@ class Daemons:
                         total[key] += int(ev.get(key, 0))
         rescued = total["requeued"] + total["failed"]
         return {"rescued": rescued, "refunded": total["refunded"],
-                "attempts_spent": rescued - total["refunded"]}
+                "rescued_attempts_spent": rescued - total["refunded"]}
 
     def log_events(self) -> dict[str, Any]:
         """Warnings and errors the daemons logged (JSON lines), and anything
@@ -419,7 +429,8 @@ class Chaos:
         self.poller = PausePoller(bench.conninfo, self.token_of)
         self.obs = Observed()
         self.trickle: Trickle | None = None
-        self._orphan_checks: list[tuple[float, Kill, dict[int, tuple[str, str]]]] = []
+        self._orphan_checks: list[tuple[float, Kill, dict[int, Sending]]] = []
+        self._started_sql = self._started_column()
         self._orphaned: set[tuple[int, str]] = set()
         self._hang_after_send = False
         self._hang_phase_start = (0.0, 0)
@@ -462,25 +473,37 @@ class Chaos:
 
     # -- kills and the connection massacre --------------------------------------------
 
-    def _sending(self) -> dict[int, tuple[str, str]]:
-        return {r[0]: (r[1], r[2]) for r in self.pg.query(
-            "SELECT id, claim_token::text, payload->>'body' FROM outbox.outbox_messages "
-            "WHERE status = 'sending'")}
+    def _started_column(self) -> str:
+        """How to read "its request had started". Before send_started_at
+        (migration 0007) the rescuer refunded nothing: every rescued row
+        counted as started, so this harness measures that code too."""
+        has = self.pg.query(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = 'outbox' "
+            "AND table_name = 'outbox_messages' AND column_name = 'send_started_at'")
+        return "send_started_at IS NOT NULL" if has else "true"
+
+    def _sending(self) -> dict[int, Sending]:
+        return {r[0]: Sending(*r[1:]) for r in self.pg.query(
+            "SELECT id, claim_token::text, payload->>'body', "
+            "extract(epoch FROM locked_until)::float8, " + self._started_sql
+            + " FROM outbox.outbox_messages WHERE status = 'sending'")}
 
     def _kill_one(self) -> None:
-        before = self._sending()
         victim = self.rng.choice(self.daemons.live)
         at = time.time()
         self.daemons.kill(victim)
+        # Read once the victim is dead: it can claim, extend or start nothing
+        # more, so every row it held is here as it will stay.
+        held = self._sending()
         self.daemons.start()
         kill = {"at": at, "t": round(at - self.t0, 2), "pid": victim.proc.pid,
-                "age_s": round(at - victim.started, 1), "sending_before": len(before)}
+                "age_s": round(at - victim.started, 1), "sending_at_kill": len(held)}
         self.obs.kills.append(kill)
         # A client timeout later, the rows still `sending` under the same
         # claim token are the dead worker's: the live ones have finished.
         due = time.monotonic() + self.p.client_timeout + 0.5
-        self._orphan_checks.append((due, Kill(at, victim.proc.pid, len(before), frozenset()),
-                                    before))
+        self._orphan_checks.append((due, Kill(at, victim.proc.pid, len(held), frozenset()),
+                                    held))
 
     def _run_orphan_checks(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -490,16 +513,22 @@ class Chaos:
                 keep.append((due, kill, before))
                 continue
             after = self._sending()
-            # Rows an earlier kill already orphaned (waiting for their lease
-            # and the rescuer) are that kill's, not this one's.
-            held = {(oid, tok) for oid, (tok, _) in before.items()
-                    if after.get(oid, ("", ""))[0] == tok} - self._orphaned
+            # Same claim and same lease end: no heartbeat touched them, so
+            # they are the dead worker's. Rows an earlier kill already
+            # orphaned (waiting for their lease and the rescuer) are that
+            # kill's, not this one's.
+            held = {(oid, s.claim_token) for oid, s in before.items()
+                    if (a := after.get(oid)) is not None and a.claim_token == s.claim_token
+                    and a.locked_until == s.locked_until} - self._orphaned
             self._orphaned |= held
-            orphans = frozenset(before[oid][1] for oid, _ in held)
-            self.obs.kill_records.append(replace(kill, orphaned_bodies=orphans))
+            orphans = frozenset(before[oid].body for oid, _ in held)
+            started = frozenset(before[oid].body for oid, _ in held if after[oid].started)
+            self.obs.kill_records.append(replace(kill, orphaned_bodies=orphans,
+                                                 started_bodies=started))
             for k in self.obs.kills:
                 if k["at"] == kill.at:
                     k["orphaned"] = len(orphans)
+                    k["orphans_started"] = len(started)
         self._orphan_checks = keep
 
     def _terminate_connections(self) -> None:
@@ -644,7 +673,7 @@ def analyse(chaos: Chaos, run: dict[str, Any]) -> dict[str, Any]:
                      client_timeout=p.client_timeout)
     dup.update({
         "kills": len(obs.kills),
-        "rows_sending_at_kills": sum(k["sending_before"] for k in obs.kills),
+        "rows_sending_at_kills": sum(k["sending_at_kill"] for k in obs.kills),
         "rows_orphaned_by_kills": sum(k.get("orphaned", 0) for k in obs.kills),
         **chaos.daemons.rescues(),
         "hangs_after_send": sum(h["hangs"] for h in obs.hang_phases if h["after_send"]),
@@ -652,7 +681,9 @@ def analyse(chaos: Chaos, run: dict[str, Any]) -> dict[str, Any]:
         "db_terminations": len(obs.terminations),
         "rows_sending_at_termination": sum(t["sending_before"] for t in obs.terminations),
     })
-    dup["attempts_spent_per_kill"] = round(dup["attempts_spent"] / max(len(obs.kills), 1), 1)
+    dup["rescued_attempts_spent_per_kill"] = round(
+        dup["rescued_attempts_spent"] / max(len(obs.kills), 1), 2)
+    dup.update(kill_attempts(obs.kill_records))
     order = order_violations(records)
     order["enqueue_order_mismatches"] = enqueue_order_mismatches(rows, chat_of_body)
     grace = p.client_timeout + 1.0
@@ -728,9 +759,11 @@ def table(r: dict[str, Any]) -> str:
          f"sending at the kills, {dup['rows_orphaned_by_kills']} orphaned), "
          f"{dup['hangs_after_send']} hang_after_send, {dup['hangs_plain']} plain hangs, "
          f"{dup['db_terminations']} connection kill", "", ""),
-        ("  attempts per kill", f"{dup['attempts_spent'] / max(dup['kills'], 1):.1f} spent "
-         f"(rescuer: {dup['rescued']} rows with expired leases, {dup['refunded']} of them "
-         f"refunded: their request never started)", "", ""),
+        ("  attempts per kill", f"{dup['attempts_spent_per_kill']:.2f} spent "
+         f"({dup['attempts_spent_by_kills']} of the {dup['orphaned']} orphaned rows had "
+         f"started; rescuers, any cause: {dup['rescued']} expired leases, "
+         f"{dup['refunded']} refunded, {dup['rescued_attempts_spent_per_kill']:.2f} "
+         f"spent per kill)", "", ""),
         ("  kill window", "accepted -> SIGKILL, kill duplicates: " + (", ".join(
             f"{k} {v}s" for k, v in dup["kill_accept_to_kill_seconds"].items() if k != "n")
             or "-"), "", ""),

@@ -171,10 +171,16 @@ def reason_prefix(error: str | None, width: int = 72) -> str:
 class Kill:
     at: float  # unix time of the SIGKILL
     pid: int
-    sending_before: int  # rows `sending` (all workers) right before it
-    # Of those, the ones still `sending` under the same claim token a client
-    # timeout (+0.5 s) later: the dead worker's rows, waiting for their lease.
+    sending_at_kill: int  # rows `sending` (all workers) right after it
+    # Of those, the ones still `sending` under the same claim token and with
+    # the same lease end a client timeout (+0.5 s) later: no live worker's
+    # heartbeat (every lease/3) extended them, so they are the dead worker's
+    # rows, waiting for their lease.
     orphaned_bodies: frozenset[str]
+    # Of the orphaned, those whose request had started (send_started_at set;
+    # the dead worker can set no more): their rescue keeps the attempt spent,
+    # the others get it back. Code before send_started_at refunded none.
+    started_bodies: frozenset[str] = frozenset()
 
 
 def duplicates(
@@ -251,10 +257,23 @@ def duplicates(
         "other_examples": other,
         "kill_accept_to_kill_seconds": _quantiles(kill_lags),
         "per_kill": [{"pid": k.pid, "orphaned": len(k.orphaned_bodies),
-                      "duplicates": per_kill[k.at]} for k in sorted(kills, key=lambda k: k.at)],
+                      "started": len(k.started_bodies), "duplicates": per_kill[k.at]}
+                     for k in sorted(kills, key=lambda k: k.at)],
         "slowest_kill_duplicates": [{"seconds": round(lag, 3), "body": b, "killed_pid": pid}
                                     for lag, b, pid in sorted(slow, reverse=True)[:5]],
     }
+
+
+def kill_attempts(kills: Sequence[Kill]) -> dict[str, Any]:
+    """The attempts the SIGKILLs cost: each kill's orphaned rows whose request
+    had started (the rescuer keeps their attempt spent). The rescuers' own
+    totals also count leases lost otherwise (a terminated connection, a
+    starved heartbeat), which would overstate what a kill costs."""
+    orphaned = sum(len(k.orphaned_bodies) for k in kills)
+    spent = sum(len(k.started_bodies) for k in kills)
+    return {"orphaned": orphaned, "orphaned_never_started": orphaned - spent,
+            "attempts_spent_by_kills": spent,
+            "attempts_spent_per_kill": round(spent / max(len(kills), 1), 2)}
 
 
 def _quantiles(xs: Sequence[float]) -> dict[str, float]:
