@@ -190,6 +190,16 @@ ORDER BY t.channel_id
 FOR UPDATE
 """
 
+# A channel without a token (only a hand-edited database has one) still has a
+# webhook secret to encrypt.
+TOKENLESS_CHANNELS_FOR_ROTATION = """
+SELECT c.id AS channel_id, c.base_url, c.webhook_secret
+FROM outbox.channels c
+WHERE NOT EXISTS (SELECT 1 FROM outbox.channel_tokens t WHERE t.channel_id = c.id)
+ORDER BY c.id
+FOR UPDATE
+"""
+
 STORE_WEBHOOK_CIPHERTEXT = """
 UPDATE outbox.channels SET webhook_secret = :webhook_secret WHERE id = :channel_id
 """
@@ -202,7 +212,8 @@ WHERE channel_id = :channel_id
 
 # Every channel, with its token if it has one: one without is reported too.
 TOKENS_FOR_CHECK = """
-SELECT c.id, c.name, c.workspace_id, c.status, c.base_url, t.encrypted_token, t.key_id
+SELECT c.id, c.name, c.workspace_id, c.status, c.base_url, t.encrypted_token, t.key_id,
+       c.webhook_secret NOT LIKE 'v2:%' AS secret_in_clear
 FROM outbox.channels c
 LEFT JOIN outbox.channel_tokens t ON t.channel_id = c.id
 WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))
@@ -261,11 +272,16 @@ GROUP BY o.channel_id, c.name, o.status
 ORDER BY c.name, o.channel_id, o.status
 """
 
+# 'v2:' starts what outbox/crypto.py writes: anything else is a webhook
+# secret in the clear, or a token from an older version's passphrase.
 STATUS_CHANNELS = """
-SELECT id, name, status, paused_until, pause_reason, rate_limit_strikes
-FROM outbox.channels
-WHERE (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
-ORDER BY name, id
+SELECT c.id, c.name, c.status, c.paused_until, c.pause_reason, c.rate_limit_strikes,
+       c.webhook_secret NOT LIKE 'v2:%' AS secret_in_clear,
+       coalesce(t.encrypted_token NOT LIKE 'v2:%', false) AS passphrase_token
+FROM outbox.channels c
+LEFT JOIN outbox.channel_tokens t ON t.channel_id = c.id
+WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))
+ORDER BY c.name, c.id
 """
 
 STATUS_OLDEST_DUE = """

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
         default=None, description="Previous key, read during a key rotation."
     )
 
+    accept_plaintext_webhook_secrets: bool = Field(
+        default=False,
+        description="Accept a webhook secret stored in the clear (as versions before 0.2 kept "
+        "them) until `outbox tokens rotate-key` has encrypted it. Off: such a channel's "
+        "webhooks are refused, since anyone who can write the database could plant one.",
+    )
+
     allow_http_base_url: bool = Field(
         default=False,
         description="Let a channel's base URL be plain http on a host other than loopback "

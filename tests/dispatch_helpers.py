@@ -95,6 +95,23 @@ def webhook_secrets(engine: Engine) -> dict[uuid.UUID, str]:
             for r in rows}
 
 
+def store_webhook_secret(engine: Engine, channel_id: uuid.UUID, secret: str, *,
+                         in_clear: bool = False) -> None:
+    """Overwrite a channel's stored webhook secret: encrypted with TEST_KEY as
+    `channel add` writes it, or in the clear (versions before 0.2, or someone
+    writing to the database)."""
+    from outbox.admin.channels import WEBHOOK_SECRET
+    from outbox.crypto import Binding, encrypt_token
+
+    with engine.begin() as conn:
+        base_url = conn.execute(text("SELECT base_url FROM outbox.channels WHERE id = :id"),
+                                {"id": channel_id}).scalar_one()
+        stored = secret if in_clear else encrypt_token(
+            secret, TEST_KEY, Binding(channel_id, base_url, purpose=WEBHOOK_SECRET))
+        conn.execute(text("UPDATE outbox.channels SET webhook_secret = :s WHERE id = :id"),
+                     {"s": stored, "id": channel_id})
+
+
 def sent_by_body(control: SimulatorControl) -> dict[str, list[SentRecord]]:
     out: dict[str, list[SentRecord]] = defaultdict(list)
     for rec in control.sent():

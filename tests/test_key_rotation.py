@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 
+import httpx
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from outbox import crypto
 from outbox.admin.key_rotation import check_tokens, rotate_keys
 from outbox.errors import ConfigurationError, DecryptionFailed, MissingEncryptionKey
-from tests.dispatch_helpers import REPO, TEST_KEY, cli
+from tests.dispatch_helpers import REPO, TEST_KEY, cli, store_webhook_secret
 
 NEW_KEY = crypto.generate_key()
 STRANGER_KEY = crypto.generate_key()
@@ -355,6 +356,86 @@ def test_an_older_installation_moves_from_its_passphrase_to_a_key(
     sim.register_channel("legacy-token-0001")
     summary = asyncio.run(run_dispatcher(_url(clean_db), keys=[NEW_KEY]))
     assert summary.sent == 1 and [r.body for r in sim.sent()] == ["after the move"]
+
+
+def test_a_secret_left_in_the_clear_is_refused_until_rotate_key_encrypts_it(
+        api: httpx.Client, make_channel, api_db: Engine) -> None:
+    """An installation from before 0.2 (passphrase token, webhook secret in
+    the clear) upgraded with the default settings: its webhooks are refused,
+    `outbox status` and `outbox tokens check` name the channel; after
+    rotate-key the same secret works, and neither reports anything."""
+    import json
+
+    from outbox.webhooks.apply import SECRET_HEADER
+    from tests.api_fixtures import row_counts
+
+    channel_id = make_channel(token="legacy-token-0002")
+    fine = make_channel(name="fine", phone="+15550000002")
+    old_secret = "old-secret-" + uuid.uuid4().hex
+    with api_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.channel_tokens SET encrypted_token = :b, key_id = :k "
+                          "WHERE channel_id = :id"),
+                     {"b": crypto.encrypt_token("legacy-token-0002", PASSPHRASE),
+                      "k": crypto.key_id(PASSPHRASE), "id": channel_id})
+    store_webhook_secret(api_db, channel_id, old_secret, in_clear=True)
+    body = {"messages": [{"id": "wa-in-1", "from_me": False, "type": "text",
+                          "chat_id": "15550100009@s.whatsapp.net", "timestamp": 1712995245,
+                          "text": {"body": "hi"}, "from": "15550100009"}],
+            "event": {"type": "messages", "event": "post"}}
+
+    def hook() -> httpx.Response:
+        return api.post(f"/webhooks/whapi/{channel_id}", json=body,
+                        headers={SECRET_HEADER: old_secret})
+
+    before = row_counts(api_db)
+    assert hook().status_code == 401
+    assert row_counts(api_db) == before
+
+    status = cli("status")
+    assert status.returncode == 0, status.stderr
+    (warning,) = [w for w in status.stdout.splitlines() if "in the clear" in w]
+    assert str(channel_id) in warning and str(fine) not in warning
+    assert "outbox tokens rotate-key" in warning and old_secret not in status.stdout
+    assert any(str(channel_id) in w and "passphrase" in w for w in status.stdout.splitlines())
+    channels = {c["id"]: c for c in json.loads(cli("status", "--json").stdout)["channels"]}
+    assert channels[str(channel_id)]["webhook_secret_in_clear"] is True
+    assert channels[str(channel_id)]["token_from_passphrase"] is True
+    assert channels[str(fine)]["webhook_secret_in_clear"] is False
+    assert channels[str(fine)]["token_from_passphrase"] is False
+    check = cli("tokens", "check", "--json", env={"OUTBOX_ENCRYPTION_KEY_OLD": PASSPHRASE})
+    assert check.returncode == 1
+    assert {c["channel_id"]: c["webhook_secret_in_clear"] for c in json.loads(check.stdout)} == {
+        str(channel_id): True, str(fine): False}
+
+    # The upgrade: the key the server runs with is the new one, the passphrase the old.
+    rotate = cli("tokens", "rotate-key", env={"OUTBOX_ENCRYPTION_KEY": TEST_KEY,
+                                              "OUTBOX_ENCRYPTION_KEY_OLD": PASSPHRASE})
+    assert rotate.returncode == 0, rotate.stderr
+    r = hook()
+    assert r.status_code == 200, r.text
+    assert r.json()["messages"]["inserted"] == 1
+    status = cli("status")
+    assert "in the clear" not in status.stdout and "passphrase" not in status.stdout
+    check = cli("tokens", "check")
+    assert check.returncode == 0, check.stdout
+    assert "in the clear" not in check.stdout
+
+
+def test_rotate_key_encrypts_the_secret_of_a_channel_without_a_token(
+        make_channel, clean_db: Engine) -> None:
+    from outbox.admin.channels import WEBHOOK_SECRET, stored_in_clear
+
+    channel_id = make_channel()
+    store_webhook_secret(clean_db, channel_id, "tokenless-secret", in_clear=True)
+    with clean_db.begin() as conn:
+        conn.execute(text("DELETE FROM outbox.channel_tokens"))
+    with Session(clean_db) as s, s.begin():
+        rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY)
+    with clean_db.connect() as conn:
+        stored = conn.execute(text("SELECT webhook_secret FROM outbox.channels")).scalar_one()
+    assert not stored_in_clear(stored)
+    assert crypto.decrypt_token(stored, NEW_KEY, crypto.Binding(
+        channel_id, None, purpose=WEBHOOK_SECRET)) == "tokenless-secret"
 
 
 def _url(engine: Engine) -> str:

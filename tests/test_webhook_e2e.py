@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from outbox.providers.simulator.control import SimulatorControl, SimulatorHandle
 from outbox.webhooks.apply import SECRET_HEADER, SUBSCRIBED_EVENTS, whapi_webhook_settings
 from tests.api_fixtures import wait_for, webhook_secret
-from tests.dispatch_helpers import run_dispatcher
+from tests.dispatch_helpers import run_dispatcher, store_webhook_secret
 from tests.sim_fixtures import new_token
 from tests.whapi_spec import WEBHOOK_SCHEMA, assert_valid
 
@@ -135,16 +135,12 @@ def test_webhooks_refused_are_retried_until_a_200(
     ctl.set_webhooks(f"{live_url}/webhooks/whapi/{ch}", token=token,
                      headers={SECRET_HEADER: secret}, events=SUBSCRIBED_EVENTS,
                      callback_backoff_delay_ms=50)
-    with api_db.begin() as conn:  # our side out of step (e.g. mid-rotation)
-        conn.execute(text("UPDATE outbox.channels SET webhook_secret = 'other' WHERE id = :id"),
-                     {"id": ch})
+    store_webhook_secret(api_db, ch, "other")  # our side out of step (e.g. mid-rotation)
     injected = ctl.inbound(token, phone="+15550100009", text="hello?")
     attempts = ctl.wait_webhook_attempts(3, token=token)
     assert {a.status for a in attempts} == {401}
     assert _query(api_db, "SELECT count(*) FROM outbox.messages") == [(0,)]
-    with api_db.begin() as conn:
-        conn.execute(text("UPDATE outbox.channels SET webhook_secret = :s WHERE id = :id"),
-                     {"s": secret, "id": ch})
+    store_webhook_secret(api_db, ch, secret)
     wait_for(lambda: _query(api_db, "SELECT count(*) FROM outbox.messages") == [(1,)])
     ctl.inbound(token, phone="+15550100009", text="hello again?", wait=True)
     assert _query(api_db, "SELECT wa_message_id FROM outbox.messages ORDER BY sent_at")[0] == (

@@ -23,6 +23,7 @@ from outbox.webhooks.apply import (
 )
 from outbox.webhooks.routes import parse_timestamp, parse_webhook
 from tests.api_fixtures import row_counts, webhook_secret
+from tests.dispatch_helpers import store_webhook_secret
 
 PROGRESS = ("sent", "delivered", "read")
 #: Whapi's numeric status codes (its Status.code).
@@ -406,6 +407,60 @@ def test_unknown_or_malformed_channel_answers_like_a_wrong_secret(
             assert (r.status_code, r.json()) == (401, wrong.json())
     assert wrong.status_code == 401
     assert row_counts(api_db) == before
+
+
+def test_a_secret_planted_in_the_clear_is_refused_like_a_wrong_one(
+        api: httpx.Client, make_channel, api_db: Engine) -> None:
+    """Someone who can write the database stores a secret of theirs in the
+    clear (as versions before 0.2 kept them): by default its webhooks get the
+    very 401 a wrong secret gets, nothing is applied, and the log names the
+    channel (never the secret) and what to run."""
+    from structlog.testing import capture_logs
+
+    ch = make_channel()
+    real = webhook_secret(api_db, ch)
+    planted = "planted-" + uuid.uuid4().hex
+    store_webhook_secret(api_db, ch, planted, in_clear=True)
+    wrong = _hook(api, make_channel(name="b", phone="+15550000002"), _inbound("in-x"),
+                  "whatever")
+    before = row_counts(api_db)
+    with capture_logs() as logs:
+        for presented in (planted, real, "whatever"):
+            r = _hook(api, ch, _inbound("in-planted"), presented)
+            assert (r.status_code, r.json()) == (401, wrong.json()), presented
+    assert row_counts(api_db) == before
+    refused = [e for e in logs if e["event"] == "webhook_secret_in_clear_refused"]
+    assert len(refused) == 1, "logged once, not on every retry"
+    assert refused[0]["channel_id"] == str(ch) and refused[0]["log_level"] == "error"
+    assert "outbox tokens rotate-key" in refused[0]["fix"]
+    assert planted not in repr(logs)
+
+
+def test_a_secret_in_the_clear_is_accepted_when_the_setting_says_so(
+        make_channel, api_db: Engine, database_url: str) -> None:
+    """OUTBOX_ACCEPT_PLAINTEXT_WEBHOOK_SECRETS=true (an upgrade that can't run
+    rotate-key yet): the stored secret works, anything else is still a 401,
+    and a warning names the channel once."""
+    from structlog.testing import capture_logs
+
+    from outbox.api import create_app
+    from tests.api_fixtures import app_settings, run_server
+
+    ch = make_channel()
+    stored = "kept-in-the-clear-" + uuid.uuid4().hex
+    store_webhook_secret(api_db, ch, stored, in_clear=True)
+    settings = app_settings(database_url, accept_plaintext_webhook_secrets=True)
+    with (run_server(create_app(settings)) as url,
+          httpx.Client(base_url=url, timeout=30, trust_env=False) as client,
+          capture_logs() as logs):
+        assert _hook(client, ch, _inbound("in-wrong"), stored + "x").status_code == 401
+        for n in range(2):
+            r = _hook(client, ch, _inbound(f"in-clear-{n}"), stored)
+            assert r.status_code == 200, r.text
+            assert r.json()["messages"]["inserted"] == 1
+    accepted = [e for e in logs if e["event"] == "webhook_secret_in_clear_accepted"]
+    assert [(e["channel_id"], e["log_level"]) for e in accepted] == [(str(ch), "warning")]
+    assert stored not in repr(logs)
 
 
 @pytest.mark.parametrize("content", [b"{oops", b"", b"\xff", b"42", b"\"text\"", b"[1, 2]",

@@ -121,11 +121,21 @@ def check_base_url(base_url: object, *, allow_http: bool = False) -> str:
     return url
 
 
+def stored_in_clear(stored: str) -> bool:
+    """Whether a stored webhook secret is the secret itself (as versions
+    before 0.2 kept it) rather than our ciphertext. Anyone who can write the
+    database can plant one, so the webhook refuses it unless
+    OUTBOX_ACCEPT_PLAINTEXT_WEBHOOK_SECRETS is set."""
+    return not stored.startswith(crypto.V2_PREFIX)
+
+
 def webhook_secret_of(channel_id: uuid.UUID, stored: str, base_url: str | None,
                       keys: list[str]) -> str:
-    """A channel's webhook secret in the clear. Older installations stored
-    it in the clear, which is read as is until `outbox tokens rotate-key`."""
-    if not stored.startswith(crypto.V2_PREFIX):
+    """A channel's webhook secret in the clear. One stored in the clear
+    (`stored_in_clear`) is returned as is: the rotation encrypts it and
+    webhook-info shows it; whether a webhook may use it is
+    `check_webhook_secret`'s decision."""
+    if stored_in_clear(stored):
         return stored
     binding = crypto.Binding(channel_id, base_url, purpose=WEBHOOK_SECRET)
     for key in keys:

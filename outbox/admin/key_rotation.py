@@ -8,7 +8,9 @@ Rotation, step by step:
    so a rolling deploy never stops sending;
 2. `outbox tokens rotate-key`: every token not yet on the new key is
    decrypted with the old one and encrypted with the new one, all in one
-   transaction (an error or a kill half-way leaves every row as it was);
+   transaction (an error or a kill half-way leaves every row as it was); so
+   is every webhook secret, including those older versions kept in the
+   clear (which the webhook refuses by default);
 3. `outbox tokens check` (exit 0), then drop `OUTBOX_ENCRYPTION_KEY_OLD`.
 
 Cost: between two current keys, next to nothing per token; a token written
@@ -28,8 +30,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
 from outbox import crypto
@@ -59,6 +62,9 @@ class TokenCheck:
     key: str  # "current" | "old" | "unknown" | "none" (which key the row's key_id names)
     ok: bool  # decrypts with the current key
     problem: str | None = None
+    #: The channel's webhook secret is stored in the clear (refused by the
+    #: webhook by default): rotate-key encrypts it.
+    secret_in_clear: bool = False
 
 
 def rotate_keys(
@@ -95,18 +101,24 @@ def rotate_keys(
                 "key_id": new_id,
             })
             reencrypted += 1
-        # The webhook secret too: in the clear from older versions, or under
-        # the old key.
-        secret = webhook_secret_of(row.channel_id, row.webhook_secret, row.base_url,
-                                   [new_key, old_key])
-        sealed = crypto.Binding(row.channel_id, row.base_url, purpose=WEBHOOK_SECRET)
-        if not _sealed_with(row.webhook_secret, new_key, sealed):
-            session.execute(text(q.STORE_WEBHOOK_CIPHERTEXT), {
-                "channel_id": row.channel_id,
-                "webhook_secret": crypto.encrypt_token(secret, new_key, sealed)})
+        _reseal_webhook_secret(session, row, new_key, old_key)
         if on_progress is not None:
             on_progress(n, len(rows))
+    for row in session.execute(text(q.TOKENLESS_CHANNELS_FOR_ROTATION)).all():
+        _reseal_webhook_secret(session, row, new_key, old_key)
     return RotationResult(reencrypted, skipped)
+
+
+def _reseal_webhook_secret(session: Session, row: Row[Any], new_key: str, old_key: str) -> None:
+    """The channel's webhook secret under the new key: from the old key, or
+    from the clear (older versions, which the webhook refuses by default)."""
+    secret = webhook_secret_of(row.channel_id, row.webhook_secret, row.base_url,
+                               [new_key, old_key])
+    sealed = crypto.Binding(row.channel_id, row.base_url, purpose=WEBHOOK_SECRET)
+    if not _sealed_with(row.webhook_secret, new_key, sealed):
+        session.execute(text(q.STORE_WEBHOOK_CIPHERTEXT), {
+            "channel_id": row.channel_id,
+            "webhook_secret": crypto.encrypt_token(secret, new_key, sealed)})
 
 
 def require_rotation_keys(new_key: str | None, old_key: str | None) -> tuple[str, str]:
@@ -134,38 +146,47 @@ def check_tokens(
     old_key: str | None = None,
     workspace_id: str | None = None,
 ) -> list[TokenCheck]:
-    """Whether each channel's token decrypts with the current key (no token is returned)."""
+    """Whether each channel's token decrypts with the current key, and whether
+    its webhook secret is still in the clear (no token or secret is returned)."""
     current_id = crypto.key_id(current_key)
     old_id = crypto.key_id(old_key) if old_key else None
     out: list[TokenCheck] = []
     for row in session.execute(text(q.TOKENS_FOR_CHECK), {"workspace_id": workspace_id}):
-        if row.encrypted_token is None:
-            out.append(TokenCheck(row.id, row.name, row.workspace_id, row.status, "none",
-                                  False, "channel has no token"))
-            continue
-        key = ("current" if row.key_id == current_id
-               else "old" if row.key_id == old_id else "unknown")
-        binding = crypto.Binding(row.id, row.base_url)
-        try:
-            crypto.decrypt_token(row.encrypted_token, current_key, binding)
-            if not row.encrypted_token.startswith(crypto.V2_PREFIX):
-                raise DecryptionFailed("written by an older version with a passphrase: run "
-                                       "'outbox tokens rotate-key' to bind it to its channel")
-        except CryptoError as exc:
-            problem = exc.message
-            if old_key:
-                try:
-                    crypto.decrypt_token(row.encrypted_token, old_key, binding)
-                except CryptoError:
-                    pass
-                else:
-                    problem = (f"encrypted with {OLD_KEY_ENV} only: "
-                               "run 'outbox tokens rotate-key'")
-            out.append(TokenCheck(row.id, row.name, row.workspace_id, row.status, key,
-                                  False, problem))
-        else:
-            out.append(TokenCheck(row.id, row.name, row.workspace_id, row.status, key, True))
+        key, token_problem = _check_token(row, current_key, current_id, old_key, old_id)
+        problems = [p for p in (token_problem, row.secret_in_clear and _SECRET_IN_CLEAR) if p]
+        out.append(TokenCheck(row.id, row.name, row.workspace_id, row.status, key,
+                              ok=token_problem is None, problem="; ".join(problems) or None,
+                              secret_in_clear=row.secret_in_clear))
     return out
+
+
+_SECRET_IN_CLEAR = ("webhook secret stored in the clear (its webhooks are refused): "  # noqa: S105
+                    "run 'outbox tokens rotate-key'")
+
+
+def _check_token(row: Row[Any], current_key: str, current_id: str, old_key: str | None,
+                 old_id: str | None) -> tuple[str, str | None]:
+    """Which key the row's key_id names, and what is wrong with its token (None: nothing)."""
+    if row.encrypted_token is None:
+        return "none", "channel has no token"
+    key = ("current" if row.key_id == current_id
+           else "old" if row.key_id == old_id else "unknown")
+    binding = crypto.Binding(row.id, row.base_url)
+    try:
+        crypto.decrypt_token(row.encrypted_token, current_key, binding)
+        if not row.encrypted_token.startswith(crypto.V2_PREFIX):
+            raise DecryptionFailed("written by an older version with a passphrase: run "
+                                   "'outbox tokens rotate-key' to bind it to its channel")
+    except CryptoError as exc:
+        if old_key:
+            try:
+                crypto.decrypt_token(row.encrypted_token, old_key, binding)
+            except CryptoError:
+                pass
+            else:
+                return key, f"encrypted with {OLD_KEY_ENV} only: run 'outbox tokens rotate-key'"
+        return key, exc.message
+    return key, None
 
 
 def _sealed_with(stored: str, key: str, binding: crypto.Binding) -> bool:

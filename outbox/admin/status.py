@@ -32,6 +32,11 @@ class ChannelStatus:
     counts: dict[str, int] = field(default_factory=dict)
     #: A paced channel's budget now and the due rows it holds back (None: unpaced).
     pacing: PacingState | None = None
+    #: Its webhook secret is stored in the clear (refused unless
+    #: OUTBOX_ACCEPT_PLAINTEXT_WEBHOOK_SECRETS), its token in an older
+    #: version's passphrase format: `outbox tokens rotate-key` fixes both.
+    secret_in_clear: bool = False
+    passphrase_token: bool = False
 
 
 @dataclass(slots=True)
@@ -49,7 +54,7 @@ class QueueStatus:
     endpoints_disabled: list[dict[str, Any]] = field(default_factory=list)
 
     def warnings(self) -> list[str]:
-        return [w.text for w in health_warnings(self.tables)]
+        return [*key_warnings(self.channels), *(w.text for w in health_warnings(self.tables))]
 
     def totals(self) -> dict[str, int]:
         out = _no_rows()
@@ -66,7 +71,8 @@ class QueueStatus:
                 {"id": str(c.id), "name": c.name, "status": c.status,
                  "paused_until": c.paused_until.isoformat() if c.paused_until else None,
                  "pause_reason": c.pause_reason, "counts": c.counts,
-                 "pacing": _pacing(c.pacing)}
+                 "pacing": _pacing(c.pacing), "webhook_secret_in_clear": c.secret_in_clear,
+                 "token_from_passphrase": c.passphrase_token}
                 for c in self.channels
             ],
             "dead_letters": self.dead_letters,
@@ -88,6 +94,31 @@ class QueueStatus:
         }
 
 
+KEY_WARNING_CHANNELS_NAMED = 10
+
+
+def key_warnings(channels: list[ChannelStatus]) -> list[str]:
+    """What `outbox tokens rotate-key` has yet to do, naming the channels."""
+    out = []
+    clear = [c for c in channels if c.secret_in_clear]
+    if clear:
+        out.append(f"webhook secret stored in the clear on {_channels(clear)}: webhooks "
+                   "are refused there unless OUTBOX_ACCEPT_PLAINTEXT_WEBHOOK_SECRETS=true; "
+                   "run `outbox tokens rotate-key` to encrypt it")
+    old = [c for c in channels if c.passphrase_token]
+    if old:
+        out.append(f"token in an older version's passphrase format (not bound to its "
+                   f"channel) on {_channels(old)}: run `outbox tokens rotate-key`")
+    return out
+
+
+def _channels(channels: list[ChannelStatus]) -> str:
+    named = ", ".join(f"{c.name} ({c.id})" for c in channels[:KEY_WARNING_CHANNELS_NAMED])
+    more = len(channels) - KEY_WARNING_CHANNELS_NAMED
+    count = f"{len(channels)} channel{'s' if len(channels) != 1 else ''}"
+    return f"{count} ({named}{f' and {more} more' if more > 0 else ''})"
+
+
 def _pacing(p: PacingState | None) -> dict[str, Any] | None:
     if p is None:
         return None
@@ -104,7 +135,8 @@ def queue_status(session: Session, *, workspace_id: str | None = None) -> QueueS
     params = {"workspace_id": workspace_id}
     channels = {
         r.id: ChannelStatus(r.id, r.name, r.status, r.paused_until, r.pause_reason,
-                            _no_rows())
+                            _no_rows(), secret_in_clear=r.secret_in_clear,
+                            passphrase_token=r.passphrase_token)
         for r in session.execute(text(q.STATUS_CHANNELS), params)
     }
     for r in session.execute(text(q.STATUS_COUNTS), params):

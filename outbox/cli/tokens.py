@@ -2,7 +2,8 @@
 
     outbox tokens rotate-key   re-encrypt every token from OUTBOX_ENCRYPTION_KEY_OLD
                                to OUTBOX_ENCRYPTION_KEY, in one transaction
-    outbox tokens check        does every channel's token decrypt with the current key?
+    outbox tokens check        does every channel's token decrypt with the current key,
+                               and is no webhook secret left in the clear?
 
 Neither prints a token or a key. See outbox/admin/key_rotation.py for the procedure.
 """
@@ -50,10 +51,12 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         checks = check_tokens(session, current_key=key, old_key=old,
                               workspace_id=args.workspace)
     failed = [c for c in checks if not c.ok]
+    in_clear = [c for c in checks if c.secret_in_clear]
     if args.json:
         print(json.dumps([
             {"channel_id": str(c.channel_id), "name": c.name, "workspace_id": c.workspace_id,
-             "status": c.status, "key": c.key, "ok": c.ok, "problem": c.problem}
+             "status": c.status, "key": c.key, "ok": c.ok, "problem": c.problem,
+             "webhook_secret_in_clear": c.secret_in_clear}
             for c in checks], indent=2))
     else:
         print_table([(c.channel_id, c.name, c.status, c.key, "ok" if c.ok else "FAILED",
@@ -61,7 +64,10 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
                     ["channel", "name", "status", "key", "decrypts", "problem"])
         print(f"{len(checks) - len(failed)} of {len(checks)} channel tokens decrypt with "
               "the current key")
-    return EXIT_FAILURE if failed else EXIT_OK
+        if in_clear:
+            print(f"{len(in_clear)} webhook secret{'s' if len(in_clear) != 1 else ''} "
+                  "stored in the clear: run 'outbox tokens rotate-key'")
+    return EXIT_FAILURE if failed or in_clear else EXIT_OK
 
 
 def register(commands: Commands) -> None:
@@ -74,7 +80,7 @@ def register(commands: Commands) -> None:
     p.set_defaults(handler=cmd_rotate_key)
     p = tokens.add_parser(
         "check", help="check that every channel's token decrypts with OUTBOX_ENCRYPTION_KEY "
-                      "(exit 1 if not)")
+                      "and no webhook secret is stored in the clear (exit 1 if not)")
     p.add_argument("--workspace")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_check)

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from sqlalchemy import text
@@ -89,6 +91,7 @@ __all__ = [
     "parse_body",
     "process_webhook",
     "process_webhook_body",
+    "reject_webhook_secret",
     "secret_matches",
     "whapi_webhook_settings",
 ]
@@ -231,15 +234,62 @@ def find_webhook_channel(session: Session, channel_id: str) -> WebhookChannel:
 
 
 def check_webhook_secret(channel: WebhookChannel, presented: str | None,
-                         keys: Sequence[str] = ()) -> None:
+                         keys: Sequence[str] = (), *, accept_plaintext: bool = False) -> None:
     """`Unauthorized` unless `presented` is the channel's secret (stored
-    encrypted: `keys` read it, outbox/admin/channels.py)."""
-    from outbox.admin.channels import webhook_secret_of
+    encrypted: `keys` read it, outbox/admin/channels.py).
 
+    A secret stored in the clear is refused like a wrong one unless
+    `accept_plaintext` (OUTBOX_ACCEPT_PLAINTEXT_WEBHOOK_SECRETS): a database
+    writer could plant one and forge this channel's webhooks."""
+    from outbox.admin.channels import stored_in_clear, webhook_secret_of
+
+    if stored_in_clear(channel.webhook_secret):
+        if not accept_plaintext:
+            _log_plaintext_refused(channel.id)
+            reject_webhook_secret(presented)
+        _log_plaintext_accepted(channel.id)
     expected = webhook_secret_of(channel.id, channel.webhook_secret, channel.base_url,
                                  list(keys))
     if not secret_matches(expected, presented):
         raise Unauthorized(WRONG_SECRET)
+
+
+# Nobody holds it: what a refused webhook is compared against.
+_NOBODYS_SECRET = secrets.token_urlsafe(32)
+
+
+def reject_webhook_secret(presented: str | None) -> NoReturn:
+    """Refuse as a wrong secret is refused, after a comparison that costs
+    what checking a real secret costs (the answer tells nothing more)."""
+    secret_matches(_NOBODYS_SECRET, presented)
+    raise Unauthorized(WRONG_SECRET)
+
+
+#: A refused plaintext secret is logged at most this often per channel:
+#: Whapi retries a refused webhook for hours, a line each time would bury the rest.
+PLAINTEXT_REFUSED_LOG_INTERVAL_SECONDS = 300.0
+_plaintext_refused_logged: dict[uuid.UUID, float] = {}
+_plaintext_accepted_logged: set[uuid.UUID] = set()
+
+
+def _log_plaintext_refused(channel_id: uuid.UUID) -> None:
+    now = time.monotonic()
+    last = _plaintext_refused_logged.get(channel_id)
+    if last is not None and now - last < PLAINTEXT_REFUSED_LOG_INTERVAL_SECONDS:
+        return
+    _plaintext_refused_logged[channel_id] = now
+    log.error("webhook_secret_in_clear_refused", channel_id=str(channel_id),
+              fix="run `outbox tokens rotate-key` to encrypt it (docs/keys.md); "
+                  "OUTBOX_ACCEPT_PLAINTEXT_WEBHOOK_SECRETS=true accepts it meanwhile")
+
+
+def _log_plaintext_accepted(channel_id: uuid.UUID) -> None:
+    if channel_id in _plaintext_accepted_logged:
+        return
+    _plaintext_accepted_logged.add(channel_id)
+    log.warning("webhook_secret_in_clear_accepted", channel_id=str(channel_id),
+                fix="run `outbox tokens rotate-key` to encrypt it, then unset "
+                    "OUTBOX_ACCEPT_PLAINTEXT_WEBHOOK_SECRETS")
 
 
 # --- apply -------------------------------------------------------------------------
