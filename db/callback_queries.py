@@ -33,24 +33,22 @@ FROM horizon
 RETURNING {_ENDPOINT_COLUMNS}
 """
 
-LIST_ENDPOINTS = f"""
-SELECT {_ENDPOINT_COLUMNS},
+# An endpoint with its deliveries still waiting and its dead letters.
+_ENDPOINT_WITH_COUNTS = f"""SELECT {_ENDPOINT_COLUMNS},
        (SELECT count(*) FROM outbox.webhook_deliveries d
         WHERE d.endpoint_id = w.id AND d.status IN ('pending', 'delivering')) AS waiting,
        (SELECT count(*) FROM outbox.webhook_deliveries d
         WHERE d.endpoint_id = w.id AND d.status = 'failed') AS failed
-FROM outbox.webhook_endpoints w
+FROM outbox.webhook_endpoints w"""
+
+LIST_ENDPOINTS = f"""
+{_ENDPOINT_WITH_COUNTS}
 WHERE CAST(:workspace_id AS text) IS NULL OR w.workspace_id = CAST(:workspace_id AS text)
 ORDER BY w.created_at, w.id
 """
 
 ENDPOINT = f"""
-SELECT {_ENDPOINT_COLUMNS},
-       (SELECT count(*) FROM outbox.webhook_deliveries d
-        WHERE d.endpoint_id = w.id AND d.status IN ('pending', 'delivering')) AS waiting,
-       (SELECT count(*) FROM outbox.webhook_deliveries d
-        WHERE d.endpoint_id = w.id AND d.status = 'failed') AS failed
-FROM outbox.webhook_endpoints w
+{_ENDPOINT_WITH_COUNTS}
 WHERE id = CAST(:endpoint_id AS uuid)
   AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
 """

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the aengine fixture imported from tests.test_callbacks)
 """Upkeep of events and status callbacks: finished deliveries pruned in
 batches, a disabled endpoint's waiting ones dead-lettered after 3 days,
 events not pruned before the fan-out reached them, and a cron pass
@@ -6,10 +7,8 @@ events not pruned before the fan-out reached them, and a cron pass
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
@@ -21,18 +20,9 @@ from outbox.maintenance.delivery_pruner import DeliveryPruner, DeliveryPruneResu
 from outbox.maintenance.event_pruner import EventPruner
 from tests.dispatch_helpers import TEST_KEY, cli
 from tests.sim_fixtures import WebhookReceiver
+from tests.test_callbacks import aengine  # noqa: F401  (the fixture: fan-out from the start)
 
 WEEK = 7 * 86400.0
-
-
-@pytest.fixture
-async def aengine(clean_db: Engine, database_url: str) -> AsyncIterator[AsyncEngine]:
-    from outbox.database import make_async_engine
-    with clean_db.begin() as conn:
-        conn.execute(text("UPDATE outbox.webhook_fanout SET last_event_id = 0"))
-    e = make_async_engine(database_url, pool_size=2)
-    yield e
-    await e.dispose()
 
 
 def _endpoint(engine: Engine, url: str) -> uuid.UUID:
