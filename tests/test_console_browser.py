@@ -248,13 +248,7 @@ def test_a_stream_that_opens_late_brings_what_happened_meanwhile(
     sign_in(page, console_url, console_user())
     held: list[Any] = []
 
-    def hold_the_first_stream(route: Any) -> None:
-        if held:
-            route.continue_()
-        else:
-            held.append(route)
-
-    page.route(re.compile(r"/v1/events/stream"), hold_the_first_stream)
+    page.route(re.compile(r"/v1/events/stream"), _hold_the_first(held))
     page.reload()
     page.wait_for_selector("body[data-ready=true]")  # ready without the stream
     rows = page.locator(".chat-row")
@@ -275,6 +269,17 @@ def test_a_stream_that_opens_late_brings_what_happened_meanwhile(
     assert page.console_problems == []
 
 
+def _hold_the_first(held: list[Any]) -> Callable[[Any], None]:
+    """A route handler that keeps the first request it sees in `held`
+    (unanswered until the test continues it) and lets the others through."""
+    def handle(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+    return handle
+
+
 def test_a_stream_that_opens_late_while_the_page_still_loads(
         page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
         sim: SimulatorControl) -> None:
@@ -290,19 +295,13 @@ def test_a_stream_that_opens_late_while_the_page_still_loads(
     stream: list[Any] = []
     chats: list[Any] = []
 
-    def hold_the_first_stream(route: Any) -> None:
-        if stream:
-            route.continue_()
-        else:
-            stream.append(route)
-
     def hold_the_first_list(route: Any) -> None:
         if chats or urlsplit(route.request.url).path != "/v1/chats":
             route.continue_()
         else:
             chats.append(route)
 
-    page.route(re.compile(r"/v1/events/stream"), hold_the_first_stream)
+    page.route(re.compile(r"/v1/events/stream"), _hold_the_first(stream))
     page.route(re.compile(r"/v1/chats"), hold_the_first_list)
     page.reload(wait_until="commit")
     # The list is asked for once the page stopped waiting for the stream.
