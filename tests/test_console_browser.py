@@ -322,16 +322,26 @@ def test_a_stream_that_opens_late_while_the_page_still_loads(
     assert page.console_problems == []
 
 
+def _a_failed_reply(api_db: Engine, sim: SimulatorControl, database_url: str,
+                    channel: tuple[uuid.UUID, str], phone: str, name: str, body: str) -> str:
+    """A chat whose customer wrote in and whose reply WhatsApp refused (400,
+    a dead letter); the simulator keeps refusing until its faults are cleared."""
+    ch, token = channel
+    inbound(api_db, ch, phone, "hi", name=name, at=T0)
+    chat = chat_of(api_db, f"{phone}@s.whatsapp.net")
+    with Session(api_db) as s, s.begin():
+        enqueue_text(s, channel_id=ch, to=f"+{phone}", body=body)
+    sim.set_faults(token=token, error_status=400)
+    dispatch(database_url)
+    return chat
+
+
 def test_a_failed_message_shows_why_and_retries(
         page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
         sim: SimulatorControl, database_url: str) -> None:
-    ch, token = channel
-    inbound(api_db, ch, "15550600020", "hi", name="Rita", at=T0)
-    rita = chat_of(api_db, "15550600020@s.whatsapp.net")
-    with Session(api_db) as s, s.begin():
-        enqueue_text(s, channel_id=ch, to="+15550600020", body="Your refund is on its way")
-    sim.set_faults(token=token, error_status=400)
-    dispatch(database_url)
+    _, token = channel
+    rita = _a_failed_reply(api_db, sim, database_url, channel, "15550600020", "Rita",
+                           "Your refund is on its way")
     assert query(api_db, "SELECT status FROM outbox.messages WHERE direction = 'outbound'"
                  ) == [("failed",)]
     sim.clear_faults(token=token)
@@ -978,12 +988,8 @@ def test_states_that_need_reading_on_a_small_screen(
     from outbox.admin.channels import pause_channel
 
     ch, token = channel
-    inbound(api_db, ch, "15550600110", "hi", name="Ines", at=T0)
-    ines = chat_of(api_db, "15550600110@s.whatsapp.net")
-    with Session(api_db) as s, s.begin():
-        enqueue_text(s, channel_id=ch, to="+15550600110", body="Your order shipped")
-    sim.set_faults(token=token, error_status=400)
-    dispatch(database_url)
+    ines = _a_failed_reply(api_db, sim, database_url, channel, "15550600110", "Ines",
+                           "Your order shipped")
     sim.clear_faults(token=token)
     with Session(api_db) as s, s.begin():
         pause_channel(s, ch, reason="carrier maintenance window")
