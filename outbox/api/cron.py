@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import text
@@ -30,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import metrics
 from outbox.api.auth import require_cron_secret
-from outbox.api.schemas import ERROR_RESPONSES
+from outbox.api.schemas import ERROR_RESPONSES, CronPass
 from outbox.db import queries
 from outbox.dispatch.runtime import Runtime, open_runtime
 from outbox.errors import CronBusy
@@ -74,13 +73,15 @@ def cron_runtime(request: Request) -> CronRuntime:
     return runtime
 
 
-@router.post("/dispatch", dependencies=[Depends(require_cron_secret)], responses={
-    **ERROR_RESPONSES, 409: {**ERROR_RESPONSES[409], "description": "A pass is running"}})
+@router.post("/dispatch", dependencies=[Depends(require_cron_secret)], response_model=CronPass,
+             responses={
+                 **ERROR_RESPONSES,
+                 409: {**ERROR_RESPONSES[409], "description": "A pass is running"}})
 async def cron_dispatch(
     request: Request,
     budget: float = Query(DEFAULT_BUDGET_SECONDS, gt=0, le=MAX_BUDGET_SECONDS,
                           description="stop claiming after this many seconds"),
-) -> dict[str, Any]:
+) -> CronPass:
     """Rescue expired leases, lift expired pauses, send what is due (within
     `budget` seconds), post the status callbacks due, and return the
     summary; 409 `cron_busy` while another call's pass runs."""
@@ -98,7 +99,7 @@ async def cron_dispatch(
                                   concurrency=settings.callback_concurrency,
                                   per_endpoint=settings.callback_endpoint_concurrency,
                                   observer=metrics.count_callback)
-    return summary.as_dict()
+    return CronPass.model_validate(summary.as_dict())
 
 
 @asynccontextmanager

@@ -434,6 +434,21 @@ class ThroughputMinute(ThroughputCounts):
     queued: int = Field(description="rows waiting or being sent at the minute's end")
 
 
+class CronPass(BaseModel):
+    """What one cron pass did (POST /v1/cron/dispatch)."""
+
+    claimed: int = Field(description="rows claimed")
+    sent: int
+    retried: int = Field(description="an attempt failed and another is due")
+    failed: int = Field(description="failed for good (dead letters)")
+    released: int = Field(description="back to the queue without spending an attempt "
+                                      "(e.g. its channel paused)")
+    ambiguous: int = Field(description="the request may have reached WhatsApp (a timeout)")
+    stale: int = Field(description="outcomes for rows whose lease had passed: not recorded")
+    paused_channels: list[str] = Field(description="channels paused during the pass")
+    seconds: float = Field(description="how long the drain ran")
+
+
 class Throughput(BaseModel):
     since: datetime = Field(description="the first minute of the window")
     series: list[ThroughputMinute] = Field(description="one per minute, oldest first, zeros "
