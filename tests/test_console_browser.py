@@ -504,12 +504,12 @@ def send_callbacks(database_url: str) -> Any:
     """One status-callback pass (what `outbox run` does on its schedule), in a
     thread like dispatch()."""
     from outbox.database import make_async_engine
-    from outbox.events.callbacks import send_callbacks_once
+    from outbox.events.callbacks import CallbackSender, send_callbacks_once
 
     async def run() -> Any:
         engine = make_async_engine(database_url, pool_size=2)
         try:
-            return await send_callbacks_once(engine, keys=[TEST_KEY])
+            return await send_callbacks_once(engine, CallbackSender(keys=[TEST_KEY]))
         finally:
             await engine.dispose()
 

@@ -33,7 +33,7 @@ from outbox.api.schemas import ERROR_RESPONSES, CronPass
 from outbox.db import queries
 from outbox.dispatch.runtime import Runtime, open_runtime
 from outbox.errors import CronBusy
-from outbox.events.callbacks import CALLBACK_RUN_SECONDS, send_callbacks_once
+from outbox.events.callbacks import CALLBACK_RUN_SECONDS, CallbackSender, send_callbacks_once
 from outbox.maintenance.upkeep import run_upkeep
 from outbox.settings import Settings
 
@@ -87,18 +87,13 @@ async def cron_dispatch(
     summary; 409 `cron_busy` while another call's pass runs."""
     runtime = await cron_runtime(request).get()
     async with cron_turn(runtime.engine):
-        await run_upkeep(
-            runtime.engine, prune_sent_after_seconds=runtime.settings.prune_sent_after_seconds,
-            events_retention_seconds=runtime.settings.events_retention.total_seconds())
+        await run_upkeep(runtime.engine, runtime.settings)
         async with metrics.instrumented_dispatcher(runtime) as dispatcher:
             summary = await dispatcher.drain(max_seconds=budget)
         # No daemon posts the status callbacks either: this pass does.
-        settings = runtime.settings
-        await send_callbacks_once(runtime.engine, keys=settings.decryption_keys(),
-                                  max_seconds=min(budget, CALLBACK_RUN_SECONDS),
-                                  concurrency=settings.callback_concurrency,
-                                  per_endpoint=settings.callback_endpoint_concurrency,
-                                  observer=metrics.count_callback)
+        await send_callbacks_once(runtime.engine, CallbackSender.from_settings(
+            runtime.settings, run_seconds=min(budget, CALLBACK_RUN_SECONDS),
+            observer=metrics.count_callback))
     return CronPass.model_validate(summary.as_dict())
 
 

@@ -45,14 +45,12 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
 async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: float | None,
                          *, progress: bool) -> Summary:
     from outbox.dispatch.runtime import open_runtime, tune_gc
-    from outbox.events.callbacks import send_callbacks_once
+    from outbox.events.callbacks import CallbackSender, send_callbacks_once
     from outbox.maintenance.upkeep import run_upkeep
 
     tune_gc()
     async with open_runtime(settings) as runtime:
-        await run_upkeep(  # no daemon does it for cron deployments
-            runtime.target, prune_sent_after_seconds=settings.prune_sent_after_seconds,
-            events_retention_seconds=settings.events_retention.total_seconds())
+        await run_upkeep(runtime.target, settings)  # no daemon does it for cron deployments
         if not progress:
             summary = await runtime.dispatcher().drain(limit=limit, max_seconds=max_seconds)
         else:
@@ -63,9 +61,7 @@ async def _dispatch_once(settings: Settings, limit: int | None, max_seconds: flo
                 dispatcher = runtime.dispatcher(observers=[observer])
                 summary = await dispatcher.drain(limit=limit, max_seconds=max_seconds)
         # No daemon posts the status callbacks either: this pass does.
-        await send_callbacks_once(runtime.target, keys=settings.decryption_keys(),
-                                  concurrency=settings.callback_concurrency,
-                                  per_endpoint=settings.callback_endpoint_concurrency)
+        await send_callbacks_once(runtime.target, CallbackSender.from_settings(settings))
         return summary
 
 

@@ -176,10 +176,7 @@ def maintenance_services(settings: Settings) -> list[MaintenanceService]:
             Analyzer(),
             EventPruner(older_than_seconds=settings.events_retention.total_seconds()),
             DeliveryPruner(older_than_seconds=settings.events_retention.total_seconds()),
-            CallbackSender(keys=settings.decryption_keys(),
-                           concurrency=settings.callback_concurrency,
-                           per_endpoint=settings.callback_endpoint_concurrency,
-                           observer=count_callback)]
+            CallbackSender.from_settings(settings, observer=count_callback)]
 
 
 class _SkippedTickFilter(logging.Filter):

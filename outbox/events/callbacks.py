@@ -55,6 +55,8 @@ if TYPE_CHECKING:  # loaded on the first delivery: a pass with none never import
     import aiohttp
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from outbox.settings import Settings
+
 CALLBACK_INTERVAL_SECONDS = 1.0
 CALLBACK_CONCURRENCY = 64  # requests in flight per process, all endpoints together
 CALLBACK_ENDPOINT_CONCURRENCY = 8  # of those, to one endpoint: a slow one can't take them all
@@ -308,6 +310,14 @@ class CallbackSender:
         self._client: aiohttp.ClientSession | None = None
         self._secrets: dict[uuid.UUID, tuple[str, str]] = {}  # id -> (url, secret)
 
+    @classmethod
+    def from_settings(cls, settings: Settings, *, run_seconds: float = CALLBACK_RUN_SECONDS,
+                      observer: OutcomeObserver | None = None) -> CallbackSender:
+        """The sender the settings describe: the daemon's, and a cron pass's."""
+        return cls(keys=settings.decryption_keys(), concurrency=settings.callback_concurrency,
+                   per_endpoint=settings.callback_endpoint_concurrency,
+                   run_seconds=run_seconds, observer=observer)
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
@@ -464,15 +474,11 @@ class CallbackSender:
             self._secrets[r[0]] = (r[1], decrypt_secret(r[0], r[1], r[2], self._keys))
 
 
-async def send_callbacks_once(database: DatabaseTarget | AsyncEngine, *, keys: Sequence[str],
-                              max_seconds: float = CALLBACK_RUN_SECONDS,
-                              concurrency: int = CALLBACK_CONCURRENCY,
-                              per_endpoint: int = CALLBACK_ENDPOINT_CONCURRENCY,
-                              observer: OutcomeObserver | None = None) -> PassSummary:
-    """One callback pass, for deployments that drain from cron (`dispatch
-    --once`, POST /v1/cron/dispatch) instead of running `outbox run`."""
-    sender = CallbackSender(keys=keys, run_seconds=max_seconds, concurrency=concurrency,
-                            per_endpoint=per_endpoint, observer=observer)
+async def send_callbacks_once(database: DatabaseTarget | AsyncEngine,
+                              sender: CallbackSender) -> PassSummary:
+    """One pass of `sender`, then its connections closed: for deployments
+    that drain from cron (`dispatch --once`, POST /v1/cron/dispatch) instead
+    of running `outbox run`."""
     try:
         return await sender.run_once(database)
     finally:

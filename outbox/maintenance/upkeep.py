@@ -22,9 +22,7 @@ from outbox.maintenance.pruner import Pruner
 from outbox.maintenance.rescuer import Rescuer, RescueResult
 from outbox.maintenance.service import Database, maintenance_connection
 from outbox.maintenance.unpauser import Unpauser
-
-DEFAULT_PRUNE_SENT_AFTER_SECONDS = 86400.0  # OUTBOX_PRUNE_SENT_AFTER_SECONDS's default
-DEFAULT_EVENTS_RETENTION_SECONDS = 7 * 86400.0  # OUTBOX_EVENTS_RETENTION's default
+from outbox.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +35,16 @@ class Upkeep:
     deliveries_pruned: DeliveryPruneResult | None = None
 
 
-async def run_upkeep(database: Database, *,
-                     prune_sent_after_seconds: float = DEFAULT_PRUNE_SENT_AFTER_SECONDS,
-                     events_retention_seconds: float = DEFAULT_EVENTS_RETENTION_SECONDS
-                     ) -> Upkeep:
-    """Rescue expired leases, lift expired pauses, prune, then ANALYZE/VACUUM
-    the hot tables if their change counts say so (one pass each, on one
+async def run_upkeep(database: Database, settings: Settings | None = None) -> Upkeep:
+    """Rescue expired leases, lift expired pauses, prune (how long rows are
+    kept: `settings`, else the settings' defaults), then ANALYZE/VACUUM the
+    hot tables if their change counts say so (one pass each, on one
     connection; the last is one read of pg_stat_user_tables when they don't)."""
+    prune_sent_after_seconds = (settings.prune_sent_after_seconds if settings else
+                                Settings.model_fields["prune_sent_after_seconds"].default)
+    retention = (settings.events_retention if settings else
+                 Settings.model_fields["events_retention"].default)
+    events_retention_seconds = retention.total_seconds()
     async with maintenance_connection(database) as db:
         rescued = await Rescuer().run_once(db)
         unpaused = await Unpauser().run_once(db)
