@@ -726,6 +726,31 @@ def test_sign_in_errors_sign_out_and_a_small_screen(
     assert page.console_problems == []
 
 
+def test_signing_out_with_a_request_on_the_wire_lands_on_sign_in(
+        page: Any, console_url: str, console_user: Callable[..., str], make_channel,
+        api_db: Engine) -> None:
+    """A request still out when the session ends answers 401, which would
+    send the page to the sign-in with a way back (`?next=`) after the
+    sign-out's own move to the plain sign-in page: signing out wins."""
+    ch = make_channel()
+    inbound(api_db, ch, "15550600061", "hi", name="Pat", at=T0)
+    sign_in(page, console_url, console_user())
+    chats: list[Any] = []
+    login: list[Any] = []
+    page.route(re.compile(r"/v1/chats(\?|$)"), _hold_the_first(chats))
+    page.route(re.compile(r"/login(\?|$)"), _hold_the_first(login))
+    page.evaluate("void Inbox.refreshList()")
+    while not chats:
+        page.wait_for_timeout(20)
+    page.click("#logout")
+    while not login:  # signed out, on the way to the sign-in page
+        page.wait_for_timeout(20)
+    chats[0].continue_()  # the session is gone: 401
+    page.wait_for_timeout(500)
+    login[0].continue_()
+    expect(page).to_have_url(re.compile(r"/login$"))
+
+
 def test_a_long_inbox_and_a_rich_thread(
         page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
         sim: SimulatorControl) -> None:

@@ -5,6 +5,7 @@
 
 const Console = (() => {
   let session = null;  // GET /v1/sessions/current: user, scopes, csrf_token
+  let leaving = false;  // signing out: the sign-in page is where we go, not back here
 
   class ApiError extends Error {
     constructor(status, code, message) {
@@ -15,6 +16,9 @@ const Console = (() => {
   }
 
   function toLogin() {
+    // A request still on the wire when the session ended answers 401 too;
+    // signing out already goes to the sign-in page, without a way back.
+    if (leaving) return;
     const next = location.pathname + location.search;
     location.assign("/login?next=" + encodeURIComponent(next));
   }
@@ -86,6 +90,8 @@ const Console = (() => {
   }
 
   async function logout() {
+    leaving = true;
+    if (typeof Live !== "undefined") Live.stop();
     try { await api.del("/v1/sessions"); } catch (err) { /* ended already */ }
     location.assign("/login");
   }
