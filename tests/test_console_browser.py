@@ -6,6 +6,7 @@ operator do, and what they must not be able to do."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import uuid
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import Engine, text
@@ -208,7 +210,6 @@ def test_a_message_during_the_first_load_is_not_lost(
     """A message committed after the server read the page's chat list but
     before the page is ready (and its list drawn) still shows: the stream was
     open first, and its event is replayed once the page is ready."""
-    from urllib.parse import urlsplit
 
     ch, token = channel
     inbound(api_db, ch, "15550600012", "first", name="Old Customer", at=T0)
@@ -287,7 +288,6 @@ def test_a_stream_that_opens_late_while_the_page_still_loads(
     the page's first loads are done. A message that came in between the
     server reading the chat list and the stream opening is in neither: the
     page fetches everything again once it is ready."""
-    from urllib.parse import urlsplit
 
     ch, token = channel
     inbound(api_db, ch, "15550600016", "first", name="Old Customer", at=T0)
@@ -729,14 +729,18 @@ def test_sign_in_errors_sign_out_and_a_small_screen(
 def test_signing_out_with_a_request_on_the_wire_lands_on_sign_in(
         page: Any, console_url: str, console_user: Callable[..., str], make_channel,
         api_db: Engine) -> None:
-    """A request still out when the session ends answers 401, which would
-    send the page to the sign-in with a way back (`?next=`) after the
-    sign-out's own move to the plain sign-in page: signing out wins."""
+    """A request still out when the session ends would answer 401 (an
+    error in the console, and a move to the sign-in with a way back,
+    `?next=`, after the sign-out's own): signing out calls it off first."""
     ch = make_channel()
     inbound(api_db, ch, "15550600061", "hi", name="Pat", at=T0)
     sign_in(page, console_url, console_user())
     chats: list[Any] = []
     login: list[Any] = []
+    from playwright.sync_api import Error as PlaywrightError
+
+    called_off: list[str] = []
+    page.on("requestfailed", lambda r: called_off.append(urlsplit(r.url).path))
     page.route(re.compile(r"/v1/chats(\?|$)"), _hold_the_first(chats))
     page.route(re.compile(r"/login(\?|$)"), _hold_the_first(login))
     page.evaluate("void Inbox.refreshList()")
@@ -745,10 +749,13 @@ def test_signing_out_with_a_request_on_the_wire_lands_on_sign_in(
     page.click("#logout")
     while not login:  # signed out, on the way to the sign-in page
         page.wait_for_timeout(20)
-    chats[0].continue_()  # the session is gone: 401
-    page.wait_for_timeout(500)
+    assert "/v1/chats" in called_off
+    with contextlib.suppress(PlaywrightError):  # the page gave up on it already
+        chats[0].continue_()
+    page.wait_for_timeout(300)
     login[0].continue_()
     expect(page).to_have_url(re.compile(r"/login$"))
+    assert page.console_problems == []
 
 
 def test_a_long_inbox_and_a_rich_thread(

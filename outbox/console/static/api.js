@@ -6,6 +6,7 @@
 const Console = (() => {
   let session = null;  // GET /v1/sessions/current: user, scopes, csrf_token
   let leaving = false;  // signing out: the sign-in page is where we go, not back here
+  const onTheWire = new Set();  // AbortControllers of the requests not yet answered
 
   class ApiError extends Error {
     constructor(status, code, message) {
@@ -24,17 +25,25 @@ const Console = (() => {
   }
 
   async function request(method, path, body) {
+    // Once signing out has begun, nothing more goes out and nothing answered
+    // late is shown: the page is on its way to the sign-in page.
+    if (leaving) return new Promise(() => {});
     const headers = { "Accept": "application/json" };
     if (method !== "GET" && session) headers["X-CSRF-Token"] = session.csrf_token;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let response;
+    const wire = new AbortController();
+    onTheWire.add(wire);
     try {
       response = await fetch(path, {
-        method, headers, credentials: "same-origin",
+        method, headers, credentials: "same-origin", signal: wire.signal,
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (err) {
+      if (leaving) return new Promise(() => {});
       throw new ApiError(0, "network", "The server can't be reached. Check your connection and try again.");
+    } finally {
+      onTheWire.delete(wire);
     }
     if (response.status === 401 && path !== "/v1/sessions") {
       toLogin();
@@ -90,9 +99,17 @@ const Console = (() => {
   }
 
   async function logout() {
+    // Requests still out would answer 401 once the session ends: they are
+    // called off first, and the sign-out goes out after them.
     leaving = true;
     if (typeof Live !== "undefined") Live.stop();
-    try { await api.del("/v1/sessions"); } catch (err) { /* ended already */ }
+    for (const wire of onTheWire) wire.abort();
+    try {
+      await fetch("/v1/sessions", {
+        method: "DELETE", credentials: "same-origin",
+        headers: session ? { "X-CSRF-Token": session.csrf_token } : {},
+      });
+    } catch (err) { /* the session ends on its own */ }
     location.assign("/login");
   }
 
