@@ -392,3 +392,23 @@ async def test_a_slow_client_is_dropped_and_the_others_keep_up(
         assert len([b for b in held if b and b is not hub_module.HEARTBEAT]) == 3
     finally:
         await hub.aclose()
+
+
+async def test_a_hub_closed_as_it_is_woken_still_closes(database_url: str) -> None:
+    """A wake-up and the close's cancel in the same turn of the loop: the
+    reader must end (Python 3.11's wait_for returned the wake-up and dropped
+    the cancel, so aclose() waited for ever; a CI run hung on it)."""
+    import asyncio
+
+    from outbox.events import hub as hub_module
+    from tests.api_fixtures import app_settings
+
+    for _ in range(3):
+        hub = hub_module.open_hub(database_url, app_settings(database_url))
+        await hub.start()
+        sub = await hub.subscribe("a")  # after the first read
+        await asyncio.sleep(0.2)  # the reader waits to be woken
+        hub.unsubscribe(sub)
+        hub.wake()
+        await asyncio.wait_for(hub.aclose(), 10)
+        assert all(task.done() for task in hub._tasks)

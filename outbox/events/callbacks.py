@@ -381,8 +381,9 @@ class CallbackSender:
                         wait = max(0.0, first_finished + COMPLETE_WINDOW_SECONDS - now)
                     elif now < deadline:
                         wait = max(0.0, min(refill_at, deadline) - now)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(run.landed.wait(), wait)
+                    with contextlib.suppress(TimeoutError):  # not wait_for: see hub.py
+                        async with asyncio.timeout(wait):
+                            await run.landed.wait()
                     done = run.done()
                     if done and not finished:
                         first_finished = time.monotonic()

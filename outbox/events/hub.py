@@ -124,9 +124,8 @@ class EventHub:
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:  # asyncio.wait: a cancel of aclose() itself still ends it
+            await asyncio.wait(self._tasks)
         await self._db.aclose()
 
     async def subscribe(self, workspace_id: str) -> Subscriber:
@@ -201,8 +200,11 @@ class EventHub:
             later_wait = min(later_wait * 2, POLL_SECONDS) if later else LATER_SECONDS
             held_since = self._held_back(later, held_since)
             wait = later_wait if later else timeout
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel
+            # that meets a wake-up, and aclose() then waits for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(MIN_READ_GAP_SECONDS)
 
