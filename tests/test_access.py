@@ -189,6 +189,7 @@ def test_bad_sign_in_input_writes_nothing(client: httpx.Client, user: Callable[.
     assert row_counts(api_db) == before
 
 
+@pytest.mark.slow  # over a second
 def test_sign_in_is_limited_per_account_and_per_address(
         client: httpx.Client, server: tuple[Any, str], user: Callable[..., str]) -> None:
     from outbox.api.limits import LOGIN_ACCOUNT_BURST, LOGIN_ADDRESS_PER_SECOND, KeyRateLimiter
@@ -287,6 +288,7 @@ def test_every_v1_route_declares_a_scope(server: tuple[Any, str]) -> None:
     assert _unguarded(bare) == ["GET /v1/forgotten"]
 
 
+@pytest.mark.slow  # over a second
 def test_every_route_demands_its_scope(client: httpx.Client, server: tuple[Any, str],
                                        user: Callable[..., str], api_db: Engine,
                                        make_channel: Callable[..., uuid.UUID],

@@ -92,7 +92,8 @@ async def test_a_lost_connection_is_waited_out_and_the_batch_recorded(
     with clean_db.connect() as conn:
         killed = conn.execute(text(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = :app"), {"app": APP}).scalar_one()
+            "WHERE application_name = :app AND datname = current_database()"),
+            {"app": APP}).scalar_one()
         conn.commit()
     assert killed >= 1
 

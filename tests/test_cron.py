@@ -120,6 +120,7 @@ def test_a_call_rescues_expired_leases_and_lifts_expired_pauses_before_it_drains
     assert tuple(status) == ("active", None, None)
 
 
+@pytest.mark.slow  # over a second
 def test_overlapping_calls_one_runs_the_other_is_refused_with_409(
         database_url: str, make_channel, clean_db: Engine, sim_url: str,
         sim: SimulatorControl) -> None:

@@ -72,7 +72,7 @@ def test_db_url_prints_it_only_when_asked(secret_url: str) -> None:
     f"postgresql://outbox:{PASSWORD}@127.0.0.1:{unused_port()}/outbox",  # nobody listens
     f"postgresql://outbox:{PASSWORD}@127.0.0.1:notaport/outbox",  # unparsable
     f"mysql://outbox:{PASSWORD}@127.0.0.1/outbox",  # not PostgreSQL
-])
+], ids=["nobody-listens", "bad-port", "not-postgresql"])
 @pytest.mark.parametrize("command", [("db", "current"), ("status",), ("db", "upgrade")])
 def test_errors_never_print_it(url: str, command: tuple[str, ...]) -> None:
     proc = cli(*command, env={"OUTBOX_DATABASE_URL": url})

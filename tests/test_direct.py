@@ -26,7 +26,8 @@ async def direct(database_url: str):  # type: ignore[no-untyped-def]
 def _backends(engine: Engine) -> list[int]:
     with engine.connect() as conn:
         return list(conn.execute(text(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = :app"), {"app": APP},
+            "SELECT pid FROM pg_stat_activity WHERE application_name = :app "
+            "AND datname = current_database()"), {"app": APP},
         ).scalars())
 
 
@@ -99,7 +100,7 @@ def _running(engine: Engine, fragment: str) -> bool:
     with engine.connect() as conn:
         return bool(conn.execute(text(
             "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-            "AND strpos(query, :q) > 0 "
+            "AND datname = current_database() AND strpos(query, :q) > 0 "
             "AND pid <> pg_backend_pid()"), {"q": fragment}).scalar_one())
 
 

@@ -344,6 +344,7 @@ def test_send_into_a_chat(api: httpx.Client, wired, api_db: Engine, database_url
 # --- cancel racing a dispatcher ------------------------------------------------------------
 
 
+@pytest.mark.slow  # over a second
 def test_cancel_racing_a_dispatcher(api_db: Engine, make_channel, sim, sim_url) -> None:
     """1,000 messages; half cancelled one by one while `dispatch --once`
     runs in another process. Each message ends cancelled and never reached

@@ -127,7 +127,7 @@ def test_undecryptable_token_aborts_everything(make_channel, clean_db: Engine) -
     (NEW_KEY, "", MissingEncryptionKey, "OUTBOX_ENCRYPTION_KEY_OLD"),
     (None, TEST_KEY, MissingEncryptionKey, "OUTBOX_ENCRYPTION_KEY"),
     (TEST_KEY, TEST_KEY, ConfigurationError, "OUTBOX_ENCRYPTION_KEY_OLD"),
-])
+], ids=["no-old-key", "empty-old-key", "no-new-key", "same-key-twice"])
 def test_rotate_refuses_bad_key_configuration(new, old, error, names, make_channel,
                                               clean_db: Engine) -> None:
     _make_channels(make_channel, 1)

@@ -47,7 +47,8 @@ async def test_notify_wakes_and_a_lost_connection_comes_back(clean_db: Engine,
             assert count == 2
             killed = await asyncio.to_thread(sql, "SELECT count(pg_terminate_backend(pid)) "
                                                   "FROM pg_stat_activity "
-                                                  "WHERE application_name = :app")
+                                                  "WHERE application_name = :app "
+                                                  "AND datname = current_database()")
             assert killed == 1
             await next_wake()  # back, and woken on reconnecting
             await asyncio.to_thread(sql, NOTIFY)

@@ -334,6 +334,7 @@ def _complete_sent(engine: Engine, claims: list[tuple[float, uuid.UUID, list[Any
             "wa_message_ids": [f"wa-{i}" for i, _ in done]})
 
 
+@pytest.mark.slow  # over a second
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(

@@ -207,6 +207,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # over a second
 @pytest.mark.parametrize("case", ["without-extra", "without-provider"])
 def test_without_the_extra_or_a_provider_nothing_is_traced_or_stored(
         case: str, make_channel, clean_db: Engine, database_url: str) -> None:
