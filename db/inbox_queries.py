@@ -398,7 +398,7 @@ WITH cancelled AS (
     WHERE o.message_id = CAST(:message_id AS uuid)
       AND (CAST(:workspace_id AS text) IS NULL OR o.workspace_id = CAST(:workspace_id AS text))
       AND o.message_type <> 'read'
-      AND o.status IN ('queued', 'paused', 'failed')
+      AND o.status IN ('queued', 'failed')
     RETURNING o.message_id
 ),
 message AS (

@@ -190,6 +190,13 @@ class NotFailed(OutboxError):
     code = "not_failed"
 
 
+class FailedAfterSending(NotFailed):
+    """WhatsApp took the message, then reported it failed: a retry could
+    deliver it twice, so none is made; send a new message instead."""
+
+    code = "failed_after_sending"
+
+
 class ContactNotFound(NotFound):
     code = "contact_not_found"
 

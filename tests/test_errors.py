@@ -67,6 +67,7 @@ def test_codes_and_statuses_are_the_api_contract() -> None:
         "AlreadySent": (409, "already_sent"),
         "AlreadyFailed": (409, "already_failed"),
         "NotFailed": (409, "not_failed"),
+        "FailedAfterSending": (409, "failed_after_sending"),
         "ContactNotFound": (404, "contact_not_found"),
         "EventsExpired": (410, "events_expired"),
         "EndpointNotFound": (404, "endpoint_not_found"),

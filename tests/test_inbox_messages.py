@@ -213,6 +213,11 @@ def test_cancel_a_dead_letter(api: httpx.Client, ws, api_db: Engine,
                           "WHERE message_id = :m"), {"m": ids[2]})
     late = api.delete(f"/v1/messages/{ids[2]}", headers=h)
     assert late.status_code == 409 and late.json()["error"]["code"] == "already_failed"
+    # Nor to retry: it could arrive twice.
+    twice = api.post(f"/v1/messages/{ids[2]}/retry", headers=h)
+    assert twice.status_code == 409
+    assert twice.json()["error"]["code"] == "failed_after_sending"
+    assert "new message" in twice.json()["error"]["message"]
     assert query(api_db, "SELECT status FROM outbox.messages WHERE id = :m", m=ids[2]) == [
         ("failed",)]
 

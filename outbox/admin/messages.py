@@ -24,6 +24,7 @@ from outbox.errors import (
     AlreadyFailed,
     AlreadySending,
     AlreadySent,
+    FailedAfterSending,
     InvalidInput,
     MessageNotFound,
     NotCancellable,
@@ -115,7 +116,7 @@ def cancel(session: Session, message_id: uuid.UUID | str, *,
 
 def retry(session: Session, message_id: uuid.UUID | str, *, workspace_id: str) -> None:
     """A failed message back to the queue with fresh attempts; `NotFailed`
-    otherwise."""
+    otherwise (`FailedAfterSending` when it failed after WhatsApp took it)."""
     mid = _message_id(message_id)
     if retry_failed(session, message_id=mid, workspace_id=workspace_id):
         return
@@ -123,6 +124,10 @@ def retry(session: Session, message_id: uuid.UUID | str, *, workspace_id: str) -
                             {"message_id": mid, "workspace_id": workspace_id}).one_or_none()
     if state is None:
         raise MessageNotFound(f"message {mid} does not exist", field="message_id")
+    if state.status == MessageStatus.FAILED and state.outbox_status == OutboxStatus.SENT:
+        raise FailedAfterSending(
+            f"message {mid} failed after WhatsApp took it: a retry could deliver it twice; "
+            "send it again as a new message", field="message_id")
     raise NotFailed(f"message {mid} is {state.status}, not failed: nothing to retry",
                     field="message_id")
 

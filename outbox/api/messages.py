@@ -178,7 +178,9 @@ async def cancel_message(message_id: str, request: Request,
 
 
 @router.post("/{message_id}/retry", response_model=MessageChanged,
-             responses=error_responses(not_failed="only a failed message is retried"))
+             responses=error_responses(
+                 not_failed="only a failed message is retried",
+                 failed_after_sending="it failed after WhatsApp took it: send a new one"))
 async def retry_message(message_id: str, request: Request,
                         principal: Sender) -> MessageChanged:
     """A failed message back to the queue with fresh attempts."""
