@@ -207,6 +207,19 @@ WHERE d.id = ANY(ARRAY(SELECT id FROM candidates))
 RETURNING d.id, d.endpoint_id, d.event_id, d.body, d.attempts, d.created_at
 """
 
+# A stopping sender hands back what it claimed and never posted: due again
+# at once for the next sender, the claim's attempt not counted. The token
+# makes sure it is still this claim's row.
+RELEASE_DELIVERIES = """
+UPDATE outbox.webhook_deliveries d
+SET status = 'pending',
+    attempts = d.attempts - 1,
+    claim_token = NULL,
+    locked_until = NULL
+FROM unnest(CAST(:ids AS bigint[]), CAST(:claim_tokens AS uuid[])) AS r(id, claim_token)
+WHERE d.id = r.id AND d.claim_token = r.claim_token AND d.status = 'delivering'
+"""
+
 # What a sender needs of the endpoints it claimed for.
 ENDPOINT_SECRETS = """
 SELECT id, url, encrypted_secret, key_id

@@ -529,3 +529,94 @@ def test_a_cron_pass_posts_the_outcomes_too(clean_db: Engine, make_channel, sim,
     got = receiver.wait_for(2, timeout=5)
     assert sorted(_verified(secret, r)["message_id"] for r in got) == sorted(map(str, mids))
     assert {d.status for d in _deliveries(clean_db)} == {"delivered"}
+
+
+async def test_a_stopping_sender_hands_back_what_it_never_posted(
+        aengine: AsyncEngine, clean_db: Engine, make_channel) -> None:
+    """Stopping: no more claims or posts; what was claimed and not yet
+    posted is pending again at once (its attempt not counted), answers that
+    come within the grace are recorded, and what still hangs after it waits
+    out its lease."""
+    from outbox.events.callbacks import STOP_GRACE_SECONDS
+
+    channel = make_channel()
+    slow, prompt = WebhookReceiver(), WebhookReceiver()
+    slow.answer_delay_s = 60  # past the grace
+    prompt.answer_delay_s = 2  # within it
+    try:
+        slow_id, _ = _endpoint(clean_db, slow.url)
+        prompt_id, _ = _endpoint(clean_db, prompt.url)
+        _send(clean_db, channel, 6)
+        sender = CallbackSender(keys=[TEST_KEY], concurrency=4, per_endpoint=2,
+                                timeout_seconds=90, run_seconds=60)
+        task = asyncio.create_task(sender.run_once(aengine))
+        try:
+            await asyncio.to_thread(wait_for, lambda: len(slow.requests) == 2
+                                    and len(prompt.requests) == 2, timeout=10)
+            sender.request_stop()
+            async with asyncio.timeout(STOP_GRACE_SECONDS + 10):
+                summary = await task
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await sender.aclose()
+        assert summary.delivered == 2
+
+        def rows(endpoint: uuid.UUID) -> list[tuple[str, int, int]]:
+            with clean_db.connect() as conn:
+                return [tuple(r) for r in conn.execute(text(
+                    "SELECT status, attempts, count(*) FROM outbox.webhook_deliveries "
+                    "WHERE endpoint_id = :e GROUP BY status, attempts ORDER BY status"),
+                    {"e": endpoint})]
+
+        # Two answered in the grace; two claimed behind them, handed back.
+        assert rows(prompt_id) == [("delivered", 1, 2), ("pending", 0, 4)]
+        # Two on the wire when the grace ran out: posted again after the lease.
+        assert rows(slow_id) == [("delivering", 1, 2), ("pending", 0, 4)]
+        assert len(prompt.requests) == 2 and len(slow.requests) == 2  # nothing new posted
+    finally:
+        slow.close()
+        prompt.close()
+
+
+def test_outbox_run_stopping_hands_back_the_callbacks_it_never_posted(
+        clean_db: Engine, make_channel) -> None:
+    """SIGTERM while an endpoint hangs: the daemon stops within the grace,
+    and only the rows on the wire wait out their lease; the ones it had
+    claimed behind them are due again at once, for the next process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.dispatch_helpers import REPO
+
+    channel = make_channel(status="paused")  # the callbacks are the daemon's only work
+    slow = WebhookReceiver()
+    slow.answer_delay_s = 60
+    try:
+        _endpoint(clean_db, slow.url, ["message.queued"])
+        _send(clean_db, channel, 8)
+        env = dict(os.environ, OUTBOX_CALLBACK_ENDPOINT_CONCURRENCY="2")
+        daemon = subprocess.Popen([sys.executable, "-m", "outbox", "run"], cwd=REPO, text=True,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: len(slow.requests) == 2, timeout=60)
+            wait_for(lambda: sum(n for s, _, n in _counts(clean_db) if s == "delivering") == 4,
+                     timeout=10)  # two on the wire, two claimed behind them
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            out, _ = daemon.communicate(timeout=60)
+        assert daemon.returncode == 0, out
+        assert _counts(clean_db) == [("delivering", 1, 2), ("pending", 0, 6)], out
+        assert len(slow.requests) == 2
+    finally:
+        slow.close()
+
+
+def _counts(engine: Engine) -> list[tuple[str, int, int]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT status, attempts, count(*) FROM outbox.webhook_deliveries "
+            "GROUP BY status, attempts ORDER BY status"))]

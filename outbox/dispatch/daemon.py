@@ -26,6 +26,7 @@ import contextlib
 import logging
 import signal
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -34,7 +35,7 @@ from outbox.database import listen_forever, listen_url
 from outbox.db.direct import DirectConnection
 from outbox.dispatch.dispatcher import Dispatcher, Observer, Summary
 from outbox.dispatch.runtime import Runtime, open_runtime, tune_gc
-from outbox.events.callbacks import CallbackSender
+from outbox.events.callbacks import STOP_GRACE_SECONDS, CallbackSender
 from outbox.heartbeat import HEARTBEAT_INTERVAL_SECONDS, beat
 from outbox.maintenance.analyzer import Analyzer
 from outbox.maintenance.delivery_pruner import DeliveryPruner
@@ -65,6 +66,7 @@ class Daemon:
         self._tick_running = False
         self._tick_idle = asyncio.Event()
         self._tick_idle.set()
+        self._maintaining: set[asyncio.Task[Any]] = set()  # maintenance passes under way
         self.scheduler = AsyncIOScheduler(job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
         # Under load a tick drains for a long time, so "skipped: maximum
@@ -117,10 +119,17 @@ class Daemon:
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
             await self._tick_idle.wait()
+            # A callback pass hands back what it claimed and never posted,
+            # and records the answers that come soon; the shutdown cancels
+            # whatever else still runs.
+            senders = [s for s in services if isinstance(s, CallbackSender)]
+            for sender in senders:
+                sender.request_stop()
+            if self._maintaining:
+                await asyncio.wait(self._maintaining, timeout=STOP_GRACE_SECONDS + 1)
             self.scheduler.shutdown(wait=False)
-            for service in services:
-                if isinstance(service, CallbackSender):
-                    await service.aclose()
+            for sender in senders:
+                await sender.aclose()
             await self._maintenance.aclose()
         summary = self.dispatcher.summary
         log.info("daemon_stopped", **summary.as_dict())
@@ -165,10 +174,15 @@ class Daemon:
         beat(self.settings.heartbeat_file)
 
     async def _maintain(self, service: MaintenanceService) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._maintaining.add(task)
         try:
             await service.run_once(self._maintenance)
         except Exception as exc:
             log.warning("maintenance_failed", job=service.name, error=type(exc).__name__)
+        finally:
+            self._maintaining.discard(task)
 
 def maintenance_services(settings: Settings) -> list[MaintenanceService]:
     """What the daemon keeps up besides dispatching (outbox/maintenance/)."""

@@ -66,6 +66,9 @@ CALLBACK_TIMEOUT_SECONDS = 10.0
 # each) and the wait to record it, by far.
 CALLBACK_LEASE_SECONDS = 120.0
 CALLBACK_RUN_SECONDS = 20.0  # one pass's claiming budget; the next pass continues
+# A stopping sender waits this long for the answers on the wire (then they
+# wait out their lease); what it claimed and never posted goes back at once.
+STOP_GRACE_SECONDS = 5.0
 COMPLETE_GROUP = 32  # outcomes recorded in one statement, at most
 COMPLETE_WINDOW_SECONDS = 0.02  # an outcome waits this long for others to share its statement
 REFILL_SECONDS = 1.0  # a pass waiting on slow requests fans out and claims anew this often
@@ -82,6 +85,7 @@ _FAN_OUT = driver_sql(q.FAN_OUT)
 _CLAIM = driver_sql(q.CLAIM_DELIVERIES)
 _SECRETS = driver_sql(q.ENDPOINT_SECRETS)
 _COMPLETE = driver_sql(q.COMPLETE_DELIVERIES)
+_RELEASE = driver_sql(q.RELEASE_DELIVERIES)
 
 log = structlog.get_logger(__name__)
 
@@ -248,6 +252,12 @@ class _Run:
                 if not queue:
                     del self._waiting[e]
 
+    def unposted(self) -> list[Claimed]:
+        """Take back every claimed row still waiting for a slot."""
+        out = [c for queue in self._waiting.values() for c in queue]
+        self._waiting.clear()
+        return out
+
     def _land(self, task: asyncio.Task[Outcome]) -> None:
         self._landed.append(task)
         self.landed.set()
@@ -309,6 +319,16 @@ class CallbackSender:
         self._db: DirectConnection | None = None
         self._client: aiohttp.ClientSession | None = None
         self._secrets: dict[uuid.UUID, tuple[str, str]] = {}  # id -> (url, secret)
+        self._stopping = False
+        self._run: _Run | None = None  # the pass's, while it posts
+
+    def request_stop(self) -> None:
+        """The process is stopping: a pass under way claims and posts no
+        more, hands back what it claimed and never posted, records the
+        answers that come within STOP_GRACE_SECONDS, and ends."""
+        self._stopping = True
+        if self._run is not None:
+            self._run.landed.set()  # a pass waiting for answers looks at once
 
     @classmethod
     def from_settings(cls, settings: Settings, *, run_seconds: float = CALLBACK_RUN_SECONDS,
@@ -346,7 +366,7 @@ class CallbackSender:
 
     async def _fan_out(self, db: DirectConnection, summary: PassSummary,
                        deadline: float) -> None:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._stopping:
             row = await db.fetchone(_FAN_OUT, {"limit": FAN_OUT_LIMIT})
             assert row is not None
             summary.deliveries_created += int(row[2])
@@ -355,13 +375,21 @@ class CallbackSender:
 
     async def _send_due(self, db: DirectConnection, summary: PassSummary,
                         deadline: float) -> None:
-        run = _Run(self._concurrency, self._per_endpoint)
+        run = self._run = _Run(self._concurrency, self._per_endpoint)
         finished: list[tuple[Claimed, Outcome]] = []
         first_finished = 0.0  # when the oldest outcome not yet recorded came back
         refill_at = time.monotonic() + REFILL_SECONDS
+        stop_by: float | None = None  # stopping: when to give up on the answers on the wire
         try:
             while True:
                 now = time.monotonic()
+                if self._stopping and stop_by is None:
+                    stop_by, deadline = now + STOP_GRACE_SECONDS, min(deadline, now)
+                    await self._release(db, run.unposted())
+                if stop_by is not None and now >= stop_by:
+                    if finished:
+                        await self._complete(db, finished, summary)
+                    return  # what is still on the wire waits out its lease
                 if now >= refill_at and now < deadline:
                     # Waiting on slow requests: new events meanwhile are work too.
                     refill_at = now + REFILL_SECONDS
@@ -371,6 +399,8 @@ class CallbackSender:
                     claimed = await self._claim(db, run)
                     await self._load_secrets(db, {c.endpoint_id for c in claimed})
                     run.take(claimed)
+                if self._stopping and stop_by is None:
+                    continue  # it came during the claim: the top hands those back
                 run.start(self._http, self._attempt)
                 if not run.in_flight and not finished:
                     return
@@ -381,6 +411,9 @@ class CallbackSender:
                         wait = max(0.0, first_finished + COMPLETE_WINDOW_SECONDS - now)
                     elif now < deadline:
                         wait = max(0.0, min(refill_at, deadline) - now)
+                    if stop_by is not None:
+                        left = max(0.0, stop_by - now)
+                        wait = left if wait is None else min(wait, left)
                     with contextlib.suppress(TimeoutError):  # not wait_for: see hub.py
                         async with asyncio.timeout(wait):
                             await run.landed.wait()
@@ -388,18 +421,26 @@ class CallbackSender:
                     if done and not finished:
                         first_finished = time.monotonic()
                     finished.extend(done)
-                    run.start(self._http, self._attempt)  # their slots, at once
+                    if not self._stopping:
+                        run.start(self._http, self._attempt)  # their slots, at once
                 if finished and (not run.in_flight or len(finished) >= COMPLETE_GROUP
                                  or time.monotonic() - first_finished
                                  >= COMPLETE_WINDOW_SECONDS):
                     await self._complete(db, finished, summary)
                     finished = []
         finally:
-            # Cancelled (the process stops): requests on the wire are
-            # abandoned; their rows, and the claimed ones not yet posted,
-            # stay `delivering` until the lease runs out and are posted
-            # again, with the same webhook-id.
+            # Cancelled, or stopping past its grace: requests on the wire
+            # are abandoned; their rows (and, if cancelled, the claimed ones
+            # not yet posted) stay `delivering` until the lease runs out and
+            # are posted again, with the same webhook-id.
+            self._run = None
             await run.abandon()
+
+    async def _release(self, db: DirectConnection, claimed: list[Claimed]) -> None:
+        if claimed:
+            await db.execute(_RELEASE, {"ids": [c.id for c in claimed],
+                                        "claim_tokens": [c.claim_token for c in claimed]})
+            log.info("callbacks_released", deliveries=len(claimed))
 
     async def _claim(self, db: DirectConnection, run: _Run) -> list[Claimed]:
         held = run.held()
