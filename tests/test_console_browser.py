@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from outbox.admin.messages import retry
 from outbox.enqueue import enqueue_text
 from outbox.providers.simulator.control import SimulatorControl
 from tests.api_fixtures import wait_for
@@ -464,6 +465,35 @@ def test_the_operator_cancels_dead_letters(
     expect(dead.first).to_contain_text("promo 4")
     dispatch(database_url)
     assert [r for r in sim.sent(token) if r.type == "text"] == []
+    assert page.console_problems == []
+
+
+def test_a_live_refresh_keeps_the_operators_place_in_a_long_dead_letter_list(
+        page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
+        sim: SimulatorControl, database_url: str) -> None:
+    """Past the first page (More), the refresh the event stream makes lists
+    as many rows as were shown, not the first page again; a new filter
+    starts from the first page."""
+    ch, token = channel
+    with Session(api_db) as s, s.begin():
+        ids = [enqueue_text(s, channel_id=ch, to=f"+15550607{i:03d}", body=f"bulk {i}").message_id
+               for i in range(60)]
+    sim.set_faults(token=token, error_status=400)
+    dispatch(database_url)
+    sim.clear_faults(token=token)
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
+    dead = page.locator("#dead tbody tr")
+    expect(dead).to_have_count(50)
+    page.click("#dead-more")
+    expect(dead).to_have_count(60)
+    expect(page.locator("#dead-more")).to_be_hidden()
+    dead.nth(55).scroll_into_view_if_needed()
+    with Session(api_db) as s, s.begin():  # someone else retries one: message.queued
+        retry(s, ids[0], workspace_id="default")
+    expect(dead).to_have_count(59)  # the first page alone would be 50
+    page.select_option("#dead-since", label="Last 24 hours")
+    expect(dead).to_have_count(50)
+    expect(page.locator("#dead-more")).to_be_visible()
     assert page.console_problems == []
 
 

@@ -127,15 +127,26 @@ const Ops = (() => {
     return hours ? new Date(Date.now() - hours * 3600_000).toISOString() : null;
   }
 
-  async function refreshDeadLetters(more) {
-    const params = { status: "failed", limit: 50, channel_id: $("dead-channel").value || null,
-                     since: deadSince(), cursor: more ? deadCursor : null };
-    const page = await guard(() => api.get("/v1/messages", params));
-    if (!page) return;
+  const DEAD_PAGE = 50;
+
+  /** how: "more" (the next page below), "keep" (a refresh that lists as many
+   * rows as are shown, so an operator further down keeps their place: live.js
+   * calls it on every message event) or "reset" (a new filter: the first page). */
+  async function refreshDeadLetters(how) {
+    const params = { status: "failed", channel_id: $("dead-channel").value || null, since: deadSince() };
     const body = $("dead").tBodies[0];
-    if (!more) {
-      // A refresh (live.js calls it on every message event) keeps what the
-      // operator selected among the rows still listed: only those leave.
+    const want = how === "keep" ? Math.max(DEAD_PAGE, body.rows.length) : DEAD_PAGE;
+    const page = { messages: [], next_cursor: how === "more" ? deadCursor : null };
+    do {
+      const next = await guard(() => api.get("/v1/messages", {
+        ...params, limit: Math.min(500, want - page.messages.length), cursor: page.next_cursor }));
+      if (!next) return;
+      page.messages.push(...next.messages);
+      page.next_cursor = next.next_cursor;
+    } while (page.next_cursor && page.messages.length < want);
+    if (how !== "more") {
+      // What the operator selected stays selected among the rows still
+      // listed: only those that left the list leave the selection.
       const listed = new Set(page.messages.filter((m) => m.outbox_status === "failed").map((m) => m.message_id));
       for (const id of [...selected]) if (!listed.has(id)) selected.delete(id);
       body.replaceChildren();
@@ -182,7 +193,7 @@ const Ops = (() => {
       try { await call(id); } catch (err) { failures.push(err.message); }
     }
     if (failures.length) Console.showError(new Console.ApiError(409, verb, `${failures.length} not ${verb}: ${failures[0]}`));
-    refreshDeadLetters(false);
+    refreshDeadLetters("keep");
     refreshChannels();
   }
 
@@ -419,9 +430,9 @@ const Ops = (() => {
       return;
     }
     $("refresh-channels").addEventListener("click", refreshChannels);
-    $("dead-channel").addEventListener("change", () => refreshDeadLetters(false));
-    $("dead-since").addEventListener("change", () => refreshDeadLetters(false));
-    $("dead-more").addEventListener("click", () => refreshDeadLetters(true));
+    $("dead-channel").addEventListener("change", () => refreshDeadLetters("reset"));
+    $("dead-since").addEventListener("change", () => refreshDeadLetters("reset"));
+    $("dead-more").addEventListener("click", () => refreshDeadLetters("more"));
     $("dead-all").addEventListener("change", (e) => {
       for (const box of document.querySelectorAll("#dead .pick")) {
         box.checked = e.target.checked;
@@ -437,11 +448,11 @@ const Ops = (() => {
     $("user-form").addEventListener("submit", createUser);
     $("endpoint-form").addEventListener("submit", addEndpoint);
     $("deliveries-more").addEventListener("click", () => shownEndpoint && showDeliveries(shownEndpoint, true));
-    await Promise.all([refreshChannels(), refreshDeadLetters(false), refreshKeys(), refreshEndpoints(), refreshUsers()]);
+    await Promise.all([refreshChannels(), refreshDeadLetters("reset"), refreshKeys(), refreshEndpoints(), refreshUsers()]);
     document.body.dataset.ready = "true";
   }
 
   document.addEventListener("DOMContentLoaded", start);
 
-  return { refreshChannels, refreshDeadLetters: () => refreshDeadLetters(false) };
+  return { refreshChannels, refreshDeadLetters: () => refreshDeadLetters("keep") };
 })();
