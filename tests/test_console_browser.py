@@ -366,16 +366,26 @@ def test_a_failed_message_shows_why_and_retries(
         "data-status", "pending", timeout=20_000)
 
 
+def _dead_letters(api_db: Engine, sim: SimulatorControl, database_url: str,
+                  channel: tuple[uuid.UUID, str], phones: list[str], body: str) -> list[uuid.UUID]:
+    """A message to each phone, refused by WhatsApp (400): dead letters
+    (`body` with the index after it); the simulator accepts again after."""
+    ch, token = channel
+    with Session(api_db) as s, s.begin():
+        ids = [enqueue_text(s, channel_id=ch, to=phone, body=f"{body} {i}").message_id
+               for i, phone in enumerate(phones)]
+    sim.set_faults(token=token, error_status=400)
+    dispatch(database_url)
+    sim.clear_faults(token=token)
+    return ids
+
+
 def test_the_operator_retries_dead_letters_and_pauses_a_channel(
         page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
         sim: SimulatorControl, database_url: str) -> None:
     ch, token = channel
-    with Session(api_db) as s, s.begin():
-        for i in range(3):
-            enqueue_text(s, channel_id=ch, to=f"+1555060003{i}", body=f"notice {i}")
-    sim.set_faults(token=token, error_status=400)
-    dispatch(database_url)
-    sim.clear_faults(token=token)
+    _dead_letters(api_db, sim, database_url, channel,
+                  [f"+1555060003{i}" for i in range(3)], "notice")
     sign_in(page, console_url, console_user("ops@example.com", role="admin"),
             next_path="/ops")
     dead = page.locator("#dead tbody tr")
@@ -413,13 +423,9 @@ def test_the_operator_retries_dead_letters_and_pauses_a_channel(
 def test_the_operator_cancels_dead_letters(
         page: Any, console_url: str, console_user: Callable[..., str], channel, api_db: Engine,
         sim: SimulatorControl, database_url: str) -> None:
-    ch, token = channel
-    with Session(api_db) as s, s.begin():
-        ids = [enqueue_text(s, channel_id=ch, to=f"+1555060035{i}", body=f"promo {i}").message_id
-               for i in range(5)]
-    sim.set_faults(token=token, error_status=400)
-    dispatch(database_url)
-    sim.clear_faults(token=token)
+    token = channel[1]
+    ids = _dead_letters(api_db, sim, database_url, channel,
+                        [f"+1555060035{i}" for i in range(5)], "promo")
     with api_db.begin() as conn:  # one failed long ago: the "since" filter leaves it out
         conn.execute(text("UPDATE outbox.messages SET created_at = now() - interval '3 days' "
                           "WHERE id = :m"), {"m": ids[4]})
@@ -474,13 +480,8 @@ def test_a_live_refresh_keeps_the_operators_place_in_a_long_dead_letter_list(
     """Past the first page (More), the refresh the event stream makes lists
     as many rows as were shown, not the first page again; a new filter
     starts from the first page."""
-    ch, token = channel
-    with Session(api_db) as s, s.begin():
-        ids = [enqueue_text(s, channel_id=ch, to=f"+15550607{i:03d}", body=f"bulk {i}").message_id
-               for i in range(60)]
-    sim.set_faults(token=token, error_status=400)
-    dispatch(database_url)
-    sim.clear_faults(token=token)
+    ids = _dead_letters(api_db, sim, database_url, channel,
+                        [f"+15550607{i:03d}" for i in range(60)], "bulk")
     sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
     dead = page.locator("#dead tbody tr")
     expect(dead).to_have_count(50)
