@@ -1,6 +1,6 @@
 """The admin services' statements, as SQL, in one place (like db/queries.py).
 
-Channels and their tokens (with the key rotation), API keys, and what
+Channels, their tokens (with the key rotation) and webhook secrets, API keys, and what
 `outbox status` reports (the inbox's statements are in db/inbox_queries.py):
 what the CLI and the HTTP API read and change, in the caller's session. Parameters are named
 (`:name`) and always bound; a filter the caller may leave out is a NULL
@@ -177,13 +177,43 @@ FROM updated
 """
 
 # --------------------------------------------------------------------------
+# WEBHOOK SECRETS: a new one, the replaced one kept for a grace window.
+# --------------------------------------------------------------------------
+
+# Locked: two rotations at once queue up, and the second moves the first's
+# new secret to previous (not the secret both read).
+WEBHOOK_CHANNEL_TO_ROTATE = """
+SELECT id, base_url, webhook_secret
+FROM outbox.channels
+WHERE id = CAST(:channel_id AS uuid)
+  AND (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+FOR UPDATE
+"""
+
+# :previous NULL: no grace window (keep_old_for 0, or a secret that was
+# stored in the clear). The window ends on the database's clock, which is
+# the one the webhook check reads.
+STORE_NEW_WEBHOOK_CIPHERTEXT = """
+UPDATE outbox.channels
+SET webhook_secret = :webhook_secret,
+    previous_webhook_secret = CAST(:previous AS text),
+    previous_webhook_secret_until =
+        CASE WHEN CAST(:previous AS text) IS NULL THEN NULL
+             ELSE now() + make_interval(secs => CAST(:keep_seconds AS double precision)) END,
+    updated_at = now()
+WHERE id = CAST(:channel_id AS uuid)
+RETURNING previous_webhook_secret_until
+"""
+
+# --------------------------------------------------------------------------
 # TOKENS: the key rotation (`outbox tokens rotate-key`) and its check.
 # --------------------------------------------------------------------------
 
 # Locked in a stable order, so two rotations started together queue up
 # instead of deadlocking.
 TOKENS_FOR_ROTATION = """
-SELECT t.channel_id, t.encrypted_token, t.key_id, c.base_url, c.webhook_secret
+SELECT t.channel_id, t.encrypted_token, t.key_id, c.base_url, c.webhook_secret,
+       c.previous_webhook_secret, now() < c.previous_webhook_secret_until AS previous_live
 FROM outbox.channel_tokens t
 JOIN outbox.channels c ON c.id = t.channel_id
 ORDER BY t.channel_id
@@ -193,7 +223,8 @@ FOR UPDATE
 # A channel without a token (only a hand-edited database has one) still has a
 # webhook secret to encrypt.
 TOKENLESS_CHANNELS_FOR_ROTATION = """
-SELECT c.id AS channel_id, c.base_url, c.webhook_secret
+SELECT c.id AS channel_id, c.base_url, c.webhook_secret,
+       c.previous_webhook_secret, now() < c.previous_webhook_secret_until AS previous_live
 FROM outbox.channels c
 WHERE NOT EXISTS (SELECT 1 FROM outbox.channel_tokens t WHERE t.channel_id = c.id)
 ORDER BY c.id
@@ -202,6 +233,16 @@ FOR UPDATE
 
 STORE_WEBHOOK_CIPHERTEXT = """
 UPDATE outbox.channels SET webhook_secret = :webhook_secret WHERE id = :channel_id
+"""
+
+# A previous secret still in its window, under the new key; one past it (or
+# NULL :previous) is dropped: no webhook takes it any more.
+STORE_PREVIOUS_WEBHOOK_CIPHERTEXT = """
+UPDATE outbox.channels
+SET previous_webhook_secret = CAST(:previous AS text),
+    previous_webhook_secret_until = CASE WHEN CAST(:previous AS text) IS NULL THEN NULL
+                                         ELSE previous_webhook_secret_until END
+WHERE id = :channel_id
 """
 
 STORE_REENCRYPTED = """
@@ -213,7 +254,9 @@ WHERE channel_id = :channel_id
 # Every channel, with its token if it has one: one without is reported too.
 TOKENS_FOR_CHECK = """
 SELECT c.id, c.name, c.workspace_id, c.status, c.base_url, t.encrypted_token, t.key_id,
-       c.webhook_secret NOT LIKE 'v2:%' AS secret_in_clear
+       c.webhook_secret NOT LIKE 'v2:%' AS secret_in_clear,
+       CASE WHEN now() < c.previous_webhook_secret_until
+            THEN c.previous_webhook_secret END AS previous_webhook_secret
 FROM outbox.channels c
 LEFT JOIN outbox.channel_tokens t ON t.channel_id = c.id
 WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))

@@ -119,6 +119,11 @@ class Channel(Base):
     # Whapi signs nothing: this secret, sent back in a custom header, is how
     # webhooks prove they come from the channel's configuration.
     webhook_secret: Mapped[str] = mapped_column(Text, nullable=False)
+    # The secret a rotation replaced (encrypted like webhook_secret),
+    # accepted until previous_webhook_secret_until (migration 0015).
+    previous_webhook_secret: Mapped[str | None] = mapped_column(Text)
+    previous_webhook_secret_until: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
 

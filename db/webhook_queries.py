@@ -146,8 +146,12 @@ WHERE id IN (
 # INBOUND MESSAGES
 # --------------------------------------------------------------------------
 
+# The previous secret only while its grace window lasts, on the database's
+# clock (rotate_webhook_secret set the window on it).
 CHANNEL_FOR_WEBHOOK = """
-SELECT id, workspace_id, webhook_secret, base_url
+SELECT id, workspace_id, webhook_secret, base_url,
+       CASE WHEN now() < previous_webhook_secret_until
+            THEN previous_webhook_secret END AS previous_webhook_secret
 FROM outbox.channels
 WHERE id = CAST(:channel_id AS uuid)
 """

@@ -10,7 +10,8 @@ Rotation, step by step:
    decrypted with the old one and encrypted with the new one, all in one
    transaction (an error or a kill half-way leaves every row as it was); so
    is every webhook secret, including those older versions kept in the
-   clear (which the webhook refuses by default);
+   clear (which the webhook refuses by default) and the previous secret of
+   a channel whose webhook secret was replaced (while it is still accepted);
 3. `outbox tokens check` (exit 0), then drop `OUTBOX_ENCRYPTION_KEY_OLD`.
 
 Cost: between two current keys, next to nothing per token; a token written
@@ -36,7 +37,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
 from outbox import crypto
-from outbox.admin.channels import WEBHOOK_SECRET, webhook_secret_of
+from outbox.admin.channels import WEBHOOK_SECRET, stored_in_clear, webhook_secret_of
 from outbox.db import admin_queries as q
 from outbox.errors import ConfigurationError, CryptoError, DecryptionFailed, MissingEncryptionKey
 
@@ -65,6 +66,9 @@ class TokenCheck:
     #: The channel's webhook secret is stored in the clear (refused by the
     #: webhook by default): rotate-key encrypts it.
     secret_in_clear: bool = False
+    #: The secret a rotation replaced, still accepted, does not decrypt with
+    #: the current key: rotate-key re-encrypts it.
+    previous_secret_unreadable: bool = False
 
 
 def rotate_keys(
@@ -111,7 +115,8 @@ def rotate_keys(
 
 def _reseal_webhook_secret(session: Session, row: Row[Any], new_key: str, old_key: str) -> None:
     """The channel's webhook secret under the new key: from the old key, or
-    from the clear (older versions, which the webhook refuses by default)."""
+    from the clear (older versions, which the webhook refuses by default);
+    and the secret a rotation replaced, if it is still in its grace window."""
     secret = webhook_secret_of(row.channel_id, row.webhook_secret, row.base_url,
                                [new_key, old_key])
     sealed = crypto.Binding(row.channel_id, row.base_url, purpose=WEBHOOK_SECRET)
@@ -119,6 +124,25 @@ def _reseal_webhook_secret(session: Session, row: Row[Any], new_key: str, old_ke
         session.execute(text(q.STORE_WEBHOOK_CIPHERTEXT), {
             "channel_id": row.channel_id,
             "webhook_secret": crypto.encrypt_token(secret, new_key, sealed)})
+    _reseal_previous_webhook_secret(session, row, new_key, old_key, sealed)
+
+
+def _reseal_previous_webhook_secret(session: Session, row: Row[Any], new_key: str,
+                                    old_key: str, sealed: crypto.Binding) -> None:
+    """The replaced secret under the new key. One past its window, or in
+    the clear (a rotation never keeps one: someone wrote it), is dropped:
+    no webhook takes it, and it may not decrypt once the old key is gone."""
+    stored = row.previous_webhook_secret
+    if stored is None:
+        return
+    if not row.previous_live or stored_in_clear(stored):
+        session.execute(text(q.STORE_PREVIOUS_WEBHOOK_CIPHERTEXT),
+                        {"channel_id": row.channel_id, "previous": None})
+    elif not _sealed_with(stored, new_key, sealed):
+        previous = webhook_secret_of(row.channel_id, stored, row.base_url, [new_key, old_key])
+        session.execute(text(q.STORE_PREVIOUS_WEBHOOK_CIPHERTEXT), {
+            "channel_id": row.channel_id,
+            "previous": crypto.encrypt_token(previous, new_key, sealed)})
 
 
 def require_rotation_keys(new_key: str | None, old_key: str | None) -> tuple[str, str]:
@@ -153,15 +177,31 @@ def check_tokens(
     out: list[TokenCheck] = []
     for row in session.execute(text(q.TOKENS_FOR_CHECK), {"workspace_id": workspace_id}):
         key, token_problem = _check_token(row, current_key, current_id, old_key, old_id)
-        problems = [p for p in (token_problem, row.secret_in_clear and _SECRET_IN_CLEAR) if p]
+        previous_unreadable = not _previous_secret_readable(row, current_key)
+        problems = [p for p in (token_problem, row.secret_in_clear and _SECRET_IN_CLEAR,
+                                previous_unreadable and _PREVIOUS_UNREADABLE) if p]
         out.append(TokenCheck(row.id, row.name, row.workspace_id, row.status, key,
                               ok=token_problem is None, problem="; ".join(problems) or None,
-                              secret_in_clear=row.secret_in_clear))
+                              secret_in_clear=row.secret_in_clear,
+                              previous_secret_unreadable=previous_unreadable))
     return out
 
 
 _SECRET_IN_CLEAR = ("webhook secret stored in the clear (its webhooks are refused): "  # noqa: S105
                     "run 'outbox tokens rotate-key'")
+
+
+_PREVIOUS_UNREADABLE = ("previous webhook secret does not decrypt with the current key "
+                        "(webhooks with it are refused): run 'outbox tokens rotate-key'")
+
+
+def _previous_secret_readable(row: Row[Any], current_key: str) -> bool:
+    """Whether the replaced webhook secret still in its window (if any)
+    decrypts with the current key, as the webhook must read it."""
+    stored = row.previous_webhook_secret
+    binding = crypto.Binding(row.id, row.base_url, purpose=WEBHOOK_SECRET)
+    return stored is None or (not stored_in_clear(stored)
+                              and _sealed_with(stored, current_key, binding))
 
 
 def _check_token(row: Row[Any], current_key: str, current_id: str, old_key: str | None,

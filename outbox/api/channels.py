@@ -24,7 +24,8 @@ from outbox.admin.channels import (
     resume_channel,
 )
 from outbox.admin.pacing import set_limits
-from outbox.admin.webhook_info import webhook_info
+from outbox.admin.webhook_info import new_webhook_secret_info, webhook_info
+from outbox.admin.webhook_secrets import DEFAULT_KEEP_OLD, MAX_KEEP_OLD_HOURS, keep_old_hours
 from outbox.api.auth import Admin
 from outbox.api.body import parse_model, read_body
 from outbox.api.context import context
@@ -33,6 +34,7 @@ from outbox.api.schemas import (
     Channel,
     ChannelList,
     ChannelWithLimits,
+    NewWebhookSecret,
     WebhookInfo,
     error_responses,
 )
@@ -68,6 +70,14 @@ class Pause(BaseModel):
 
 
 _Number = StrictInt | StrictFloat
+
+
+class WebhookSecretChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep_old_hours: _Number | None = Field(
+        default=None, ge=0, le=MAX_KEEP_OLD_HOURS, allow_inf_nan=False,
+        description="how long the old secret still works (default 24; 0: it stops at once)")
 
 
 class ChannelChange(BaseModel):
@@ -222,6 +232,34 @@ async def get_webhook_info(channel_id: str, request: Request, principal: Admin,
                 workspace_id=principal.workspace_id))
 
     return await run_in_threadpool(run)
+
+
+@router.post("/{channel_id}/webhook-secret", response_model=NewWebhookSecret,
+             openapi_extra=_body(WebhookSecretChange, required=False),
+             responses=error_responses(body=True))
+async def new_webhook_secret(channel_id: str, request: Request, principal: Admin,
+                             mode: Literal["body", "path", "method"] = "body"
+                             ) -> NewWebhookSecret:
+    """Give the channel a new webhook secret; the old one still works for
+    `keep_old_hours` (default 24, at most 168). The answer is webhook-info's
+    with the new secret, and until when the old one works. The body is
+    optional."""
+    raw = await read_body(request)
+    body = parse_model(WebhookSecretChange, raw) if raw.strip() else WebhookSecretChange()
+    keep = DEFAULT_KEEP_OLD if body.keep_old_hours is None else keep_old_hours(
+        body.keep_old_hours)
+    ctx = context(request)
+
+    def run() -> NewWebhookSecret:
+        with ctx.transaction() as session:
+            return NewWebhookSecret.model_validate(new_webhook_secret_info(
+                session, ctx.settings, channel_id, keep_old_for=keep, mode=mode,
+                workspace_id=principal.workspace_id))
+
+    out = await run_in_threadpool(run)
+    log.info("channel_webhook_secret_rotated", channel_id=str(out.channel_id),
+             previous_valid_until=out.previous_secret_valid_until)
+    return out
 
 
 def _channel(c: ChannelInfo) -> dict[str, Any]:

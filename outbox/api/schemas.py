@@ -362,6 +362,13 @@ class WebhookInfo(BaseModel):
                                              "which Whapi can't reach (set OUTBOX_PUBLIC_URL)")
 
 
+class NewWebhookSecret(WebhookInfo):
+    """webhook-info with the channel's new secret."""
+
+    previous_secret_valid_until: datetime | None = Field(
+        description="until when the old secret still works (null: it no longer does)")
+
+
 class User(BaseModel):
     id: uuid.UUID
     workspace_id: str

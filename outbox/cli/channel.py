@@ -1,12 +1,12 @@
 """`outbox channel`: WhatsApp channels (add, list, pause, resume, send
-limits, and the webhook settings to paste into Whapi)."""
+limits, the webhook settings to paste into Whapi, and a new webhook secret)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from outbox.cli.parser import EXIT_OK, Commands, subcommands
 from outbox.cli.session import session_scope
@@ -86,6 +86,33 @@ def cmd_webhook_info(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return EXIT_OK
+    print_webhook_info(info)
+    return EXIT_OK
+
+
+def cmd_rotate_webhook_secret(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox.admin.webhook_info import new_webhook_secret_info
+    from outbox.admin.webhook_secrets import keep_old_hours
+
+    keep = keep_old_hours(args.keep_old_hours)  # before the database: bad input changes nothing
+    with session_scope(settings) as session:
+        info = new_webhook_secret_info(session, settings, args.channel_id, keep_old_for=keep,
+                                       mode=args.mode)
+    until = info["previous_secret_valid_until"]
+    if args.json:
+        print(json.dumps(info | {"previous_secret_valid_until":
+                                 until.isoformat() if until else None}, indent=2))
+        return EXIT_OK
+    print_webhook_info(info)
+    print(f"\nThe old secret still works until {until.isoformat(timespec='seconds')}: "
+          "give Whapi the new one before then." if until else
+          "\nThe old secret no longer works: give Whapi the new one now.")
+    return EXIT_OK
+
+
+def print_webhook_info(info: dict[str, Any]) -> None:
+    """What `webhook-info` prints: the settings to give Whapi, by hand or as
+    the body of its PATCH /settings."""
     events: dict[str, list[str]] = {}
     for e in info["events"]:
         events.setdefault(e["type"], []).append(e["method"])
@@ -98,7 +125,6 @@ def cmd_webhook_info(args: argparse.Namespace, settings: Settings) -> int:
     if not info["public_url_set"]:
         print("note: OUTBOX_PUBLIC_URL is not set; the URL uses the local listen address, "
               "which Whapi can't reach from the internet", file=sys.stderr)
-    return EXIT_OK
 
 
 _CLEAR = ("off", "none", "unlimited")
@@ -190,6 +216,18 @@ def register(commands: Commands) -> None:
                    help="Whapi's webhook mode (all three are served; default body)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_webhook_info)
+    p = ch.add_parser(
+        "rotate-webhook-secret",
+        help="give the channel a new webhook secret (the old one keeps working for a while); "
+             "prints the webhook configuration to give Whapi")
+    p.add_argument("channel_id")
+    p.add_argument("--keep-old-hours", type=float, default=24.0,
+                   help="how long the old secret still works, 0 to 168 (default 24; 0: it "
+                        "stops at once)")
+    p.add_argument("--mode", choices=("body", "path", "method"), default="body",
+                   help="Whapi's webhook mode (all three are served; default body)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_rotate_webhook_secret)
     p = ch.add_parser(
         "limits", help="show a channel's send limits with today's usage, or change them "
                        "(each option sets one; 'off' clears it)")

@@ -2,7 +2,8 @@
 
     outbox tokens rotate-key   re-encrypt every token from OUTBOX_ENCRYPTION_KEY_OLD
                                to OUTBOX_ENCRYPTION_KEY, in one transaction
-    outbox tokens check        does every channel's token decrypt with the current key,
+    outbox tokens check        does every channel's token decrypt with the current key
+                               (and its previous webhook secret, while still accepted),
                                and is no webhook secret left in the clear?
 
 Neither prints a token or a key. See outbox/admin/key_rotation.py for the procedure.
@@ -52,11 +53,13 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
                               workspace_id=args.workspace)
     failed = [c for c in checks if not c.ok]
     in_clear = [c for c in checks if c.secret_in_clear]
+    unreadable_previous = [c for c in checks if c.previous_secret_unreadable]
     if args.json:
         print(json.dumps([
             {"channel_id": str(c.channel_id), "name": c.name, "workspace_id": c.workspace_id,
              "status": c.status, "key": c.key, "ok": c.ok, "problem": c.problem,
-             "webhook_secret_in_clear": c.secret_in_clear}
+             "webhook_secret_in_clear": c.secret_in_clear,
+             "previous_webhook_secret_unreadable": c.previous_secret_unreadable}
             for c in checks], indent=2))
     else:
         print_table([(c.channel_id, c.name, c.status, c.key, "ok" if c.ok else "FAILED",
@@ -67,7 +70,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         if in_clear:
             print(f"{len(in_clear)} webhook secret{'s' if len(in_clear) != 1 else ''} "
                   "stored in the clear: run 'outbox tokens rotate-key'")
-    return EXIT_FAILURE if failed or in_clear else EXIT_OK
+    return EXIT_FAILURE if failed or in_clear or unreadable_previous else EXIT_OK
 
 
 def register(commands: Commands) -> None:

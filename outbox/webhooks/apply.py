@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from outbox.db import webhook_queries as q
-from outbox.errors import ChannelNotFound, MalformedWebhook, Unauthorized
+from outbox.errors import ChannelNotFound, DecryptionFailed, MalformedWebhook, Unauthorized
 from outbox.jsonio import dumps_unicode, parse_untrusted
 from outbox.phone import Recipient, normalize_recipient
 from outbox.states import Direction, MessageStatus, PendingKind
@@ -166,6 +166,8 @@ class WebhookChannel:
     workspace_id: str
     webhook_secret: str  # as stored: encrypted (v2:...), or in the clear from older versions
     base_url: str | None = None
+    #: The secret a rotation replaced, as stored, while its grace window lasts.
+    previous_webhook_secret: str | None = None
 
 
 @dataclass(slots=True)
@@ -230,17 +232,20 @@ def find_webhook_channel(session: Session, channel_id: str) -> WebhookChannel:
     row = session.execute(text(q.CHANNEL_FOR_WEBHOOK), {"channel_id": cid}).one_or_none()
     if row is None:
         raise ChannelNotFound("no such channel", field="channel_id")
-    return WebhookChannel(row.id, row.workspace_id, row.webhook_secret, row.base_url)
+    return WebhookChannel(row.id, row.workspace_id, row.webhook_secret, row.base_url,
+                          row.previous_webhook_secret)
 
 
 def check_webhook_secret(channel: WebhookChannel, presented: str | None,
                          keys: Sequence[str] = (), *, accept_plaintext: bool = False) -> None:
     """`Unauthorized` unless `presented` is the channel's secret (stored
-    encrypted: `keys` read it, outbox/admin/channels.py).
+    encrypted: `keys` read it, outbox/admin/channels.py), or the one a
+    rotation replaced while its grace window lasts.
 
     A secret stored in the clear is refused like a wrong one unless
     `accept_plaintext` (OUTBOX_ACCEPT_PLAINTEXT_WEBHOOK_SECRETS): a database
-    writer could plant one and forge this channel's webhooks."""
+    writer could plant one and forge this channel's webhooks. A previous
+    secret in the clear is never accepted (a rotation never keeps one)."""
     from outbox.admin.channels import stored_in_clear, webhook_secret_of
 
     if stored_in_clear(channel.webhook_secret):
@@ -250,8 +255,32 @@ def check_webhook_secret(channel: WebhookChannel, presented: str | None,
         _log_plaintext_accepted(channel.id)
     expected = webhook_secret_of(channel.id, channel.webhook_secret, channel.base_url,
                                  list(keys))
-    if not secret_matches(expected, presented):
-        raise Unauthorized(WRONG_SECRET)
+    previous = _previous_secret(channel, keys)
+    # Both comparisons every time (`|`, not `or`), as reject_webhook_secret
+    # makes: which one matched, if any, doesn't show in the time taken.
+    current_ok = secret_matches(expected, presented)
+    previous_ok = secret_matches(previous or _NOBODYS_SECRET, presented) and previous is not None
+    if current_ok | previous_ok:
+        if not current_ok:
+            _log_previous_used(channel.id)
+        return
+    raise Unauthorized(WRONG_SECRET)
+
+
+def _previous_secret(channel: WebhookChannel, keys: Sequence[str]) -> str | None:
+    """The replaced secret in the clear, if it is still in its window. One
+    that decrypts with no key (the key it was under dropped before
+    `outbox tokens rotate-key` ran) is left out rather than refusing the
+    current secret too; `outbox tokens check` names it."""
+    from outbox.admin.channels import stored_in_clear, webhook_secret_of
+
+    stored = channel.previous_webhook_secret
+    if stored is None or stored_in_clear(stored):
+        return None
+    try:
+        return webhook_secret_of(channel.id, stored, channel.base_url, list(keys))
+    except DecryptionFailed:
+        return None
 
 
 # Nobody holds it: what a refused webhook is compared against.
@@ -259,8 +288,10 @@ _NOBODYS_SECRET = secrets.token_urlsafe(32)
 
 
 def reject_webhook_secret(presented: str | None) -> NoReturn:
-    """Refuse as a wrong secret is refused, after a comparison that costs
-    what checking a real secret costs (the answer tells nothing more)."""
+    """Refuse as a wrong secret is refused, after the comparisons that
+    checking a real secret makes (current and previous: the answer tells
+    nothing more)."""
+    secret_matches(_NOBODYS_SECRET, presented)
     secret_matches(_NOBODYS_SECRET, presented)
     raise Unauthorized(WRONG_SECRET)
 
@@ -281,6 +312,19 @@ def _log_plaintext_refused(channel_id: uuid.UUID) -> None:
     log.error("webhook_secret_in_clear_refused", channel_id=str(channel_id),
               fix="run `outbox tokens rotate-key` to encrypt it (docs/keys.md); "
                   "OUTBOX_ACCEPT_PLAINTEXT_WEBHOOK_SECRETS=true accepts it meanwhile")
+
+
+_previous_used_logged: set[uuid.UUID] = set()
+
+
+def _log_previous_used(channel_id: uuid.UUID) -> None:
+    """Once per channel and process: Whapi still sends the replaced secret."""
+    if channel_id in _previous_used_logged:
+        return
+    _previous_used_logged.add(channel_id)
+    log.warning("webhook_previous_secret_used", channel_id=str(channel_id),
+                fix="give Whapi the channel's new secret (`outbox channel webhook-info`) "
+                    "before the old one's grace window ends")
 
 
 def _log_plaintext_accepted(channel_id: uuid.UUID) -> None:
