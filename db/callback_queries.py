@@ -190,7 +190,12 @@ candidates AS MATERIALIZED (
              WHERE d.endpoint_id = ep.id AND d.status = 'delivering' AND d.locked_until < now()
              LIMIT ep.room)
         ) due
+        -- Locked below, the row is re-read as committed if another sender
+        -- changed it meanwhile, and only this condition is checked again
+        -- (not the ones inside `due`): still due, or another claimed it.
         JOIN outbox.webhook_deliveries d ON d.id = due.id
+        WHERE (d.status = 'pending' AND d.next_attempt_at <= now())
+           OR (d.status = 'delivering' AND d.locked_until < now())
         ORDER BY due.next_attempt_at
         LIMIT ep.room
         FOR NO KEY UPDATE OF d SKIP LOCKED
@@ -203,7 +208,8 @@ SET status = 'delivering',
     claim_token = :claim_token,
     locked_until = now() + make_interval(secs => :lease_seconds)
 WHERE d.id = ANY(ARRAY(SELECT id FROM candidates))
-  AND d.status IN ('pending', 'delivering')
+  AND ((d.status = 'pending' AND d.next_attempt_at <= now())
+       OR (d.status = 'delivering' AND d.locked_until < now()))
 RETURNING d.id, d.endpoint_id, d.event_id, d.body, d.attempts, d.created_at
 """
 

@@ -620,3 +620,50 @@ def _counts(engine: Engine) -> list[tuple[str, int, int]]:
         return [tuple(r) for r in conn.execute(text(
             "SELECT status, attempts, count(*) FROM outbox.webhook_deliveries "
             "GROUP BY status, attempts ORDER BY status"))]
+
+
+def test_senders_claiming_side_by_side_never_take_a_delivery_twice(
+        clean_db: Engine, database_url: str) -> None:
+    """Four senders claim at once until nothing is due. A claim's snapshot
+    can predate another's commit: the row it then locks must be checked
+    again as committed (claimed meanwhile: not due), or both post it."""
+    import threading
+
+    import psycopg
+
+    from outbox.db.callback_queries import CLAIM_DELIVERIES
+    from outbox.db.conninfo import libpq_url
+    from outbox.db.driver_sql import driver_sql
+
+    endpoints = [_endpoint(clean_db, f"https://receiver-{i}.example/hook")[0] for i in range(3)]
+    with clean_db.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO outbox.webhook_deliveries (endpoint_id, event_id, event_type, body) "
+            "SELECT e, n, 'message.sent', '{}' FROM unnest(CAST(:e AS uuid[])) AS e, "
+            "generate_series(1, 1500) AS n"), {"e": endpoints})
+    claim = driver_sql(CLAIM_DELIVERIES)
+    taken: list[int] = []
+    failures: list[BaseException] = []
+
+    def sender() -> None:
+        try:
+            with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+                while True:
+                    rows = conn.execute(claim, {
+                        "per_endpoint": 20, "batch_size": 40, "busy_endpoints": [],
+                        "busy_counts": [], "claim_token": uuid.uuid4(),
+                        "lease_seconds": 120.0}).fetchall()
+                    if not rows:
+                        return
+                    taken.extend(int(r[0]) for r in rows)
+        except BaseException as exc:  # reported below, not lost in the thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not failures
+    assert len(taken) == len(set(taken)) == 4500
+    assert _counts(clean_db) == [("delivering", 1, 4500)]
