@@ -667,3 +667,34 @@ def test_senders_claiming_side_by_side_never_take_a_delivery_twice(
     assert not failures
     assert len(taken) == len(set(taken)) == 4500
     assert _counts(clean_db) == [("delivering", 1, 4500)]
+
+
+async def test_an_endpoint_whose_secret_no_key_reads_fails_alone(
+        aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver) -> None:
+    """Its deliveries fail their attempt with the reason and back off; the
+    other endpoints' go out in the same pass (it raised and took them down)."""
+    from structlog.testing import capture_logs
+
+    from outbox import crypto
+    from outbox.events.callbacks import NO_SIGNING_KEY
+
+    channel = make_channel()
+    healthy_id, _ = _endpoint(clean_db, receiver.url)
+    with Session(clean_db) as s, s.begin():  # written under a key this process doesn't have
+        lost = add_endpoint(s, workspace_id="default", url="https://lost.example/hook",
+                            event_types=None, encryption_key=crypto.generate_key()).endpoint.id
+    _send(clean_db, channel, 3)
+    with capture_logs() as logs:
+        summary = await _pass(aengine, retry_delay_seconds=60)
+        await _pass(aengine)  # nothing due yet: it backs off
+    assert summary.delivered == 3 and summary.retried == 3
+    receiver.wait_for(3, timeout=5)
+    with clean_db.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT endpoint_id, status, attempts, last_error FROM outbox.webhook_deliveries "
+            "ORDER BY endpoint_id, event_id")).all()
+    assert {(r.endpoint_id, r.status, r.attempts) for r in rows} == {
+        (healthy_id, "delivered", 1), (lost, "pending", 1)}
+    assert {r.last_error for r in rows if r.endpoint_id == lost} == {NO_SIGNING_KEY}
+    said = [e for e in logs if e["event"] == "callback_secret_unreadable"]
+    assert [e["endpoint_id"] for e in said] == [str(lost)]

@@ -78,6 +78,8 @@ RETRY_BASE_SECONDS = 5.0
 RETRY_CAP_SECONDS = 3600.0
 MAX_DELIVERY_AGE_SECONDS = 3 * 86400.0
 DISABLE_AFTER_SECONDS = 3 * 86400.0
+NO_SIGNING_KEY = ("not sent: no configured key decrypts this endpoint's signing secret "
+                     "(outbox tokens check)")
 SECRET_PREFIX = "whsec_"  # noqa: S105  (the format's prefix, not a secret)
 SECRET_PURPOSE = "callback-secret"  # noqa: S105  (a label bound into the ciphertext)
 
@@ -319,6 +321,7 @@ class CallbackSender:
         self._db: DirectConnection | None = None
         self._client: aiohttp.ClientSession | None = None
         self._secrets: dict[uuid.UUID, tuple[str, str]] = {}  # id -> (url, secret)
+        self._unreadable: set[uuid.UUID] = set()  # endpoints whose secret no key decrypts (logged)
         self._stopping = False
         self._run: _Run | None = None  # the pass's, while it posts
 
@@ -466,6 +469,10 @@ class CallbackSender:
     async def _attempt(self, client: aiohttp.ClientSession, c: Claimed) -> Outcome:
         import aiohttp
 
+        age = (datetime.now(c.created_at.tzinfo) - c.created_at).total_seconds()
+        if c.endpoint_id not in self._secrets:  # unreadable (or the endpoint just removed)
+            return decide(None, NO_SIGNING_KEY, attempts=c.attempts, age_seconds=age,
+                          delay=self._retry_delay)
         url, secret = self._secrets[c.endpoint_id]
         body = dumps_unicode(c.body).encode()
         code: int | None = None
@@ -481,7 +488,6 @@ class CallbackSender:
             error = f"no answer within {self._timeout:g} s"
         except aiohttp.ClientError as exc:
             error = f"request failed: {type(exc).__name__}"
-        age = (datetime.now(c.created_at.tzinfo) - c.created_at).total_seconds()
         return decide(code, error, attempts=c.attempts, age_seconds=age, delay=self._retry_delay)
 
     async def _complete(self, db: DirectConnection, finished: list[tuple[Claimed, Outcome]],
@@ -509,11 +515,21 @@ class CallbackSender:
             log.warning("callback_endpoint_disabled", endpoint_id=str(endpoint_id))
 
     async def _load_secrets(self, db: DirectConnection, ids: set[uuid.UUID]) -> None:
+        """The signing secrets of the endpoints claimed for. One no configured
+        key decrypts is left out (its deliveries fail their attempt, say why,
+        and back off): the other endpoints' deliveries still go."""
         missing = [i for i in ids if i not in self._secrets]
         if not missing:
             return
         for r in await db.fetchall(_SECRETS, {"endpoint_ids": missing}):
-            self._secrets[r[0]] = (r[1], decrypt_secret(r[0], r[1], r[2], self._keys))
+            try:
+                self._secrets[r[0]] = (r[1], decrypt_secret(r[0], r[1], r[2], self._keys))
+            except DecryptionFailed:
+                if r[0] not in self._unreadable:
+                    self._unreadable.add(r[0])
+                    log.error("callback_secret_unreadable", endpoint_id=str(r[0]),
+                              fix="configure the key it was written with "
+                                  "(OUTBOX_ENCRYPTION_KEY_OLD) and run outbox tokens rotate-key")
 
 
 async def send_callbacks_once(database: DatabaseTarget | AsyncEngine,
