@@ -698,3 +698,25 @@ async def test_an_endpoint_whose_secret_no_key_reads_fails_alone(
     assert {r.last_error for r in rows if r.endpoint_id == lost} == {NO_SIGNING_KEY}
     said = [e for e in logs if e["event"] == "callback_secret_unreadable"]
     assert [e["endpoint_id"] for e in said] == [str(lost)]
+
+
+async def test_a_backlog_of_events_is_fanned_out_in_turn_with_sending(
+        aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fan-out takes a slice of the pass (here one batch of 50): what it
+    made goes out, and the rest of the backlog is fanned out by the next
+    passes, not all of it before anything is sent."""
+    from outbox.events import callbacks
+
+    monkeypatch.setattr(callbacks, "FAN_OUT_LIMIT", 50)
+    monkeypatch.setattr(callbacks, "FAN_OUT_SECONDS", 0.0)
+    monkeypatch.setattr(callbacks, "REFILL_SECONDS", 60.0)  # no fan-out while it sends
+    channel = make_channel()
+    _endpoint(clean_db, receiver.url)
+    _send(clean_db, channel, 120)
+    first = await _pass(aengine)
+    assert (first.deliveries_created, first.delivered) == (50, 50)
+    while len(_deliveries(clean_db)) < 120 or (await _pass(aengine)).delivered:
+        await _pass(aengine)
+    assert {d.status for d in _deliveries(clean_db)} == {"delivered"}
+    assert len(receiver.wait_for(120)) == 120

@@ -73,6 +73,10 @@ COMPLETE_GROUP = 32  # outcomes recorded in one statement, at most
 COMPLETE_WINDOW_SECONDS = 0.02  # an outcome waits this long for others to share its statement
 REFILL_SECONDS = 1.0  # a pass waiting on slow requests fans out and claims anew this often
 FAN_OUT_LIMIT = 1000
+# One fan-out's share of a pass: a backlog of events (the daemon was down
+# while `outbox serve` kept recording) is fanned out a slice at a time, in
+# turn with sending, instead of taking the whole pass.
+FAN_OUT_SECONDS = 0.5
 MAX_ANSWER_BYTES = 65536
 RETRY_BASE_SECONDS = 5.0
 RETRY_CAP_SECONDS = 3600.0
@@ -369,11 +373,12 @@ class CallbackSender:
 
     async def _fan_out(self, db: DirectConnection, summary: PassSummary,
                        deadline: float) -> None:
-        while time.monotonic() < deadline and not self._stopping:
+        deadline = min(deadline, time.monotonic() + FAN_OUT_SECONDS)
+        while not self._stopping:  # a batch at least, then while the slice lasts
             row = await db.fetchone(_FAN_OUT, {"limit": FAN_OUT_LIMIT})
             assert row is not None
             summary.deliveries_created += int(row[2])
-            if not (row[0] and int(row[1]) >= FAN_OUT_LIMIT):
+            if not (row[0] and int(row[1]) >= FAN_OUT_LIMIT) or time.monotonic() >= deadline:
                 break
 
     async def _send_due(self, db: DirectConnection, summary: PassSummary,
@@ -390,6 +395,7 @@ class CallbackSender:
                     stop_by, deadline = now + STOP_GRACE_SECONDS, min(deadline, now)
                     await self._release(db, run.unposted())
                 if stop_by is not None and now >= stop_by:
+                    finished.extend(run.done())  # answers that came as the grace ran out
                     if finished:
                         await self._complete(db, finished, summary)
                     return  # what is still on the wire waits out its lease
@@ -398,7 +404,8 @@ class CallbackSender:
                     refill_at = now + REFILL_SECONDS
                     await self._fan_out(db, summary, deadline)
                     run.look_again()
-                if now < deadline and run.worth_claiming():
+                    now = time.monotonic()
+                if now < deadline and not self._stopping and run.worth_claiming():
                     claimed = await self._claim(db, run)
                     await self._load_secrets(db, {c.endpoint_id for c in claimed})
                     run.take(claimed)
