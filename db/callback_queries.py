@@ -261,7 +261,7 @@ done AS (
         locked_until = NULL
     FROM o
     WHERE d.id = o.id AND d.claim_token = o.claim_token AND d.status = 'delivering'
-    RETURNING d.endpoint_id, o.status, o.status_code
+    RETURNING d.id, d.endpoint_id, o.status, o.status_code
 ),
 health AS (
     SELECT endpoint_id,
@@ -292,7 +292,7 @@ endpoints AS (
       AND (h.gone OR NOT h.ok OR w.failing_since IS NOT NULL)
     RETURNING w.id, w.status
 )
-SELECT (SELECT count(*) FROM done) AS completed,
+SELECT ARRAY(SELECT id FROM done) AS completed,
        ARRAY(SELECT id FROM endpoints WHERE status = 'disabled') AS disabled
 """
 

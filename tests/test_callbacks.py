@@ -605,6 +605,10 @@ def test_outbox_run_stopping_hands_back_the_callbacks_it_never_posted(
             wait_for(lambda: len(slow.requests) == 2, timeout=60)
             wait_for(lambda: sum(n for s, _, n in _counts(clean_db) if s == "delivering") == 4,
                      timeout=10)  # two on the wire, two claimed behind them
+            with clean_db.connect() as conn:  # its own: not behind the maintenance passes
+                assert conn.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = 'outbox-callbacks'")).scalar_one() == 1
         finally:
             daemon.send_signal(signal.SIGTERM)
             out, _ = daemon.communicate(timeout=60)
@@ -720,3 +724,26 @@ async def test_a_backlog_of_events_is_fanned_out_in_turn_with_sending(
         await _pass(aengine)
     assert {d.status for d in _deliveries(clean_db)} == {"delivered"}
     assert len(receiver.wait_for(120)) == 120
+
+
+async def test_an_outcome_another_sender_took_over_is_not_counted(
+        aengine: AsyncEngine, clean_db: Engine, make_channel) -> None:
+    """The row was claimed again elsewhere while the answer was on its way
+    (its lease ran out): the other sender records and counts it; this one
+    changes nothing and counts nothing."""
+    channel = make_channel()
+    slow = WebhookReceiver()
+    slow.answer_delay_s = 1.0
+    try:
+        _endpoint(clean_db, slow.url)
+        _send(clean_db, channel)
+        task = asyncio.create_task(_pass(aengine))
+        await asyncio.to_thread(slow.wait_for, 1, timeout=10)
+        with clean_db.begin() as conn:  # as a claim after the lease would leave it
+            conn.execute(text("UPDATE outbox.webhook_deliveries "
+                              "SET claim_token = gen_random_uuid()"))
+        summary = await task
+    finally:
+        slow.close()
+    assert (summary.delivered, summary.retried, summary.failed) == (0, 0, 0)
+    assert [d.status for d in _deliveries(clean_db)] == ["delivering"]

@@ -58,8 +58,10 @@ class Daemon:
         self.settings = runtime.settings
         # Timed sends and counted outcomes (outbox.metrics); cheap when nobody scrapes.
         self.dispatcher: Dispatcher = instrumented_dispatcher(runtime, observers=observers)
-        # One connection for the maintenance services and the callback
-        # sender: their passes take turns on it (a transaction is one turn).
+        # One connection for the maintenance services: their passes take
+        # turns on it (a transaction is one turn). The callback sender has
+        # its own: an analyzer's VACUUM of a big table can hold this one for
+        # minutes, and claimed callbacks must not wait out their lease.
         self._maintenance = DirectConnection.to(runtime.target,
                                                 application_name="outbox-maintenance")
         self.stop = asyncio.Event()
@@ -177,8 +179,10 @@ class Daemon:
         task = asyncio.current_task()
         assert task is not None
         self._maintaining.add(task)
+        database = (self.runtime.target if isinstance(service, CallbackSender)
+                    else self._maintenance)
         try:
-            await service.run_once(self._maintenance)
+            await service.run_once(database)
         except Exception as exc:
             log.warning("maintenance_failed", job=service.name, error=type(exc).__name__)
         finally:

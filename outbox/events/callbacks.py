@@ -355,7 +355,7 @@ class CallbackSender:
                        ) -> PassSummary:
         """One pass: fan new events out to the endpoints, then post what is
         due until nothing is (or the pass's budget is spent). On `database`
-        if it is a connection (the daemon's maintenance one), else on a
+        if it is a connection (one the caller keeps), else on a
         connection of this sender's own."""
         if isinstance(database, DirectConnection):
             db = database
@@ -508,7 +508,12 @@ class CallbackSender:
             "errors": [o.error for _, o in finished],
             "disable_after_seconds": DISABLE_AFTER_SECONDS})
         assert row is not None
-        for _, o in finished:
+        # Only the rows still ours count: one whose lease ran out and that
+        # another sender claimed is that sender's to count.
+        completed = set(row[0])
+        for c, o in finished:
+            if c.id not in completed:
+                continue
             if o.status == DeliveryStatus.DELIVERED:
                 summary.delivered += 1
             elif o.status == DeliveryStatus.PENDING:
