@@ -170,11 +170,18 @@ SELECT EXISTS (SELECT 1 FROM cursor) AS ours,
 # --------------------------------------------------------------------------
 CLAIM_DELIVERIES = """
 WITH endpoints AS MATERIALIZED (
-    SELECT w.id, :per_endpoint - COALESCE(busy.n, 0) AS room
-    FROM outbox.webhook_endpoints w
+    SELECT e.id, e.share - COALESCE(busy.n, 0) AS room
+    FROM (
+        -- A failing endpoint (its last answer not a 2xx) gets one delivery
+        -- at a time until one goes through: endpoints that are down hold a
+        -- slot each, not their whole share, however many of them there are.
+        SELECT w.id, CASE WHEN w.failing_since IS NULL THEN :per_endpoint ELSE 1 END AS share
+        FROM outbox.webhook_endpoints w
+        WHERE w.status = 'active'
+    ) e
     LEFT JOIN unnest(CAST(:busy_endpoints AS uuid[]), CAST(:busy_counts AS int[]))
-         AS busy(id, n) ON busy.id = w.id
-    WHERE w.status = 'active' AND :per_endpoint - COALESCE(busy.n, 0) > 0
+         AS busy(id, n) ON busy.id = e.id
+    WHERE e.share - COALESCE(busy.n, 0) > 0
     ORDER BY random()
 ),
 candidates AS MATERIALIZED (
@@ -290,10 +297,13 @@ endpoints AS (
     FROM health h
     WHERE w.id = h.endpoint_id AND w.status = 'active'
       AND (h.gone OR NOT h.ok OR w.failing_since IS NOT NULL)
-    RETURNING w.id, w.status
+    RETURNING w.id, w.status, w.failing_since
 )
 SELECT ARRAY(SELECT id FROM done) AS completed,
-       ARRAY(SELECT id FROM endpoints WHERE status = 'disabled') AS disabled
+       ARRAY(SELECT id FROM endpoints WHERE status = 'disabled') AS disabled,
+       -- failing until now: their full share again (CLAIM_DELIVERIES)
+       ARRAY(SELECT id FROM endpoints WHERE status = 'active' AND failing_since IS NULL)
+           AS recovered
 """
 
 

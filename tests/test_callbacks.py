@@ -352,9 +352,11 @@ async def test_enable_sends_what_waited_and_on_request_the_dead_letters(
     assert (await _pass(aengine, retry_delay_seconds=60)).retried == 2
     with clean_db.begin() as conn:
         conn.execute(text("UPDATE outbox.webhook_deliveries SET next_attempt_at = now()"))
-    receiver.script = [410]  # one of the two retries: the endpoint goes, the other waits
+    # Failing: one retry at a time. The first is a 410: the endpoint goes,
+    # and the other waits, never tried.
+    receiver.script = [410]
     summary = await _pass(aengine, retry_delay_seconds=60)
-    assert (summary.failed, summary.retried, summary.endpoints_disabled) == (1, 1, 1)
+    assert (summary.failed, summary.retried, summary.endpoints_disabled) == (1, 0, 1)
     _send(clean_db, channel)  # while disabled: not queued for it
     assert (await _pass(aengine)).deliveries_created == 0
     admin = auth(api_key("default", "admin"))
@@ -401,14 +403,21 @@ async def test_three_days_of_failure_dead_letters_and_disables(
         conn.execute(text("UPDATE outbox.webhook_deliveries "
                           "SET created_at = now() - interval '3 days', "
                           "next_attempt_at = now()"))
+    # Failing: one at a time. The first gives up and disables the endpoint;
+    # the other, never tried again, is the upkeep's to dead-letter.
     summary = await _pass(aengine, retry_delay_seconds=60)
-    assert summary.failed == 2 and summary.endpoints_disabled == 1
-    assert all("gave up" in d.last_error for d in _deliveries(clean_db))
+    assert summary.failed == 1 and summary.endpoints_disabled == 1
     with clean_db.connect() as conn:
         status, reason = conn.execute(text(
             "SELECT status, disabled_reason FROM outbox.webhook_endpoints WHERE id = :i"),
             {"i": endpoint}).one()
     assert status == "disabled" and reason.startswith("failing since ")
+    from outbox.maintenance.delivery_pruner import DeliveryPruner
+
+    await DeliveryPruner(older_than_seconds=7 * 86400).run_once(aengine)
+    assert sorted((d.status, d.last_error.split(":")[0]) for d in _deliveries(clean_db)) == [
+        ("failed", "not sent"), ("failed", "the receiver answered 500; gave up after 2 attempts "
+                                           "over 3 days")]
 
 
 def test_endpoints_api(api: httpx.Client, api_db: Engine, api_key, make_channel) -> None:
@@ -747,3 +756,38 @@ async def test_an_outcome_another_sender_took_over_is_not_counted(
         slow.close()
     assert (summary.delivered, summary.retried, summary.failed) == (0, 0, 0)
     assert [d.status for d in _deliveries(clean_db)] == ["delivering"]
+
+
+async def test_a_failing_endpoint_gets_one_delivery_at_a_time(
+        aengine: AsyncEngine, clean_db: Engine, make_channel, receiver: WebhookReceiver) -> None:
+    """Its last answer was not a 2xx: one request at a time until one goes
+    through (a few endpoints that are down would hold every slot of the
+    process otherwise); the healthy one is untouched."""
+    channel = make_channel()
+    down = WebhookReceiver()
+    down.answer_delay_s = 30  # past the pass
+    try:
+        down_id, _ = _endpoint(clean_db, down.url)
+        _endpoint(clean_db, receiver.url)
+        with clean_db.begin() as conn:
+            conn.execute(text("UPDATE outbox.webhook_endpoints SET failing_since = now() "
+                              "WHERE id = :e"), {"e": down_id})
+        _send(clean_db, channel, 6)
+        task = asyncio.create_task(_pass(aengine, concurrency=8, per_endpoint=4,
+                                         timeout_seconds=60, run_seconds=3))
+        try:
+            await asyncio.to_thread(receiver.wait_for, 6, timeout=10)
+            await asyncio.sleep(1.5)  # a refill and its claim: still one
+            assert len(down.requests) == 1
+            with clean_db.connect() as conn:
+                held = conn.execute(text(
+                    "SELECT count(*) FROM outbox.webhook_deliveries "
+                    "WHERE endpoint_id = :e AND status = 'delivering'"),
+                    {"e": down_id}).scalar_one()
+            assert held == 1  # nor claimed behind it
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        down.close()

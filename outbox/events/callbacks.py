@@ -201,6 +201,7 @@ class _Run:
         # more is due for them until the next look (look_again).
         self._exhausted: set[uuid.UUID] = set()
         self._more = True  # the last claim was full: endpoints we don't hold may have more
+        self._turn = 0  # which endpoint start() serves first: each in turn
         self._look = True  # claim now, whatever we hold (the pass starts, or look_again)
 
     def held(self) -> dict[uuid.UUID, int]:
@@ -242,10 +243,16 @@ class _Run:
               attempt: Callable[[aiohttp.ClientSession, Claimed], Coroutine[Any, Any, Outcome]]
               ) -> None:
         """Post what waits, an endpoint at a time in turn, while slots are free."""
+        order = list(self._waiting)
+        if order:  # not always the same endpoint first when slots are few
+            self._turn = (self._turn + 1) % len(order)
+            order = order[self._turn:] + order[:self._turn]
         started = True
         while started and len(self.in_flight) < self.concurrency:
             started = False
-            for e in list(self._waiting):
+            for e in order:
+                if e not in self._waiting:
+                    continue
                 queue = self._waiting[e]
                 if (self._flying[e] < self.per_endpoint
                         and len(self.in_flight) < self.concurrency):
@@ -525,6 +532,8 @@ class CallbackSender:
         for endpoint_id in row[1]:
             summary.endpoints_disabled += 1
             log.warning("callback_endpoint_disabled", endpoint_id=str(endpoint_id))
+        if row[2] and self._run is not None:
+            self._run.look_again()  # back to their full share: claim for them now
 
     async def _load_secrets(self, db: DirectConnection, ids: set[uuid.UUID]) -> None:
         """The signing secrets of the endpoints claimed for. One no configured
