@@ -1,6 +1,7 @@
 """The admin services' statements, as SQL, in one place (like db/queries.py).
 
-Channels, their tokens (with the key rotation) and webhook secrets, API keys, and what
+Channels, their tokens (with the key rotation, which covers the status-callback
+endpoints' signing secrets too) and webhook secrets, API keys, and what
 `outbox status` reports (the inbox's statements are in db/inbox_queries.py):
 what the CLI and the HTTP API read and change, in the caller's session. Parameters are named
 (`:name`) and always bound; a filter the caller may leave out is a NULL
@@ -251,6 +252,23 @@ SET encrypted_token = :encrypted_token, key_id = :key_id
 WHERE channel_id = :channel_id
 """
 
+# Status-callback endpoints' signing secrets, disabled ones too (they can be
+# enabled again). Locked last in the rotation, in a stable order: the
+# callback sender's updates to an endpoint (its health) wait only from here
+# to the commit, not for the whole rotation.
+ENDPOINT_SECRETS_FOR_ROTATION = """
+SELECT id, url, encrypted_secret, key_id
+FROM outbox.webhook_endpoints
+ORDER BY id
+FOR UPDATE
+"""
+
+STORE_ENDPOINT_CIPHERTEXT = """
+UPDATE outbox.webhook_endpoints
+SET encrypted_secret = :encrypted_secret, key_id = :key_id
+WHERE id = :endpoint_id
+"""
+
 # Every channel, with its token if it has one: one without is reported too.
 TOKENS_FOR_CHECK = """
 SELECT c.id, c.name, c.workspace_id, c.status, c.base_url, t.encrypted_token, t.key_id,
@@ -261,6 +279,14 @@ FROM outbox.channels c
 LEFT JOIN outbox.channel_tokens t ON t.channel_id = c.id
 WHERE (CAST(:workspace_id AS text) IS NULL OR c.workspace_id = CAST(:workspace_id AS text))
 ORDER BY c.created_at, c.id
+"""
+
+# Every endpoint of the workspace (of all, NULL :workspace_id), disabled too.
+ENDPOINT_SECRETS_FOR_CHECK = """
+SELECT id, workspace_id, url, status, encrypted_secret, key_id
+FROM outbox.webhook_endpoints
+WHERE (CAST(:workspace_id AS text) IS NULL OR workspace_id = CAST(:workspace_id AS text))
+ORDER BY created_at, id
 """
 
 # --------------------------------------------------------------------------

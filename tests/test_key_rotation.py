@@ -19,14 +19,17 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from outbox import crypto
-from outbox.admin.key_rotation import check_tokens, rotate_keys
+from outbox.admin.key_rotation import check_endpoint_secrets, check_tokens, rotate_keys
 from outbox.errors import ConfigurationError, DecryptionFailed, MissingEncryptionKey
 from tests.dispatch_helpers import REPO, TEST_KEY, cli, store_webhook_secret
+from tests.sim_fixtures import WebhookReceiver
 
 NEW_KEY = crypto.generate_key()
 STRANGER_KEY = crypto.generate_key()
 # What older versions took as OUTBOX_ENCRYPTION_KEY: a passphrase.
 PASSPHRASE = "an-old-passphrase-from-an-earlier-version"
+# The rotation's summary line when there is no status-callback endpoint.
+NO_ENDPOINTS = "; re-encrypted 0 endpoint secrets, 0 already on the current key"
 ROTATE_ENV = {"OUTBOX_ENCRYPTION_KEY": NEW_KEY, "OUTBOX_ENCRYPTION_KEY_OLD": TEST_KEY}
 
 
@@ -72,7 +75,7 @@ def test_rotate_reencrypts_and_is_idempotent(make_channel, clean_db: Engine) -> 
     with Session(clean_db) as s, s.begin():
         result = rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY)
     assert (result.reencrypted, result.already_current) == (2, 1)
-    assert result.line() == "re-encrypted 2 tokens, 1 already on the current key"
+    assert result.line() == "re-encrypted 2 tokens, 1 already on the current key" + NO_ENDPOINTS
 
     after = _tokens(clean_db)
     assert after[already] == before[already], "a row on the new key was rewritten"
@@ -166,10 +169,12 @@ def test_cli_rotate_then_check(make_channel, clean_db: Engine) -> None:
 
     first = cli("tokens", "rotate-key", env=ROTATE_ENV)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "re-encrypted 3 tokens, 0 already on the current key"
+    assert first.stdout.strip() == ("re-encrypted 3 tokens, 0 already on the current key"
+                                    + NO_ENDPOINTS)
     second = cli("tokens", "rotate-key", env=ROTATE_ENV)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.strip() == "re-encrypted 0 tokens, 3 already on the current key"
+    assert second.stdout.strip() == ("re-encrypted 0 tokens, 3 already on the current key"
+                                     + NO_ENDPOINTS)
 
     check = cli("tokens", "check", env={"OUTBOX_ENCRYPTION_KEY": NEW_KEY})
     assert check.returncode == 0, check.stdout + check.stderr
@@ -271,6 +276,169 @@ def test_cli_killed_mid_rotation_changes_nothing(make_channel, clean_db: Engine,
             break
         time.sleep(0.05)
     assert _tokens(clean_db) == before
+
+
+# --- status-callback endpoints' signing secrets --------------------------------------------
+
+
+def _add_endpoint(engine: Engine, url: str, key: str = TEST_KEY) -> tuple[uuid.UUID, str]:
+    """An endpoint added by a process running with `key`: its id and secret."""
+    from outbox.admin.endpoints import add_endpoint
+
+    with Session(engine) as s, s.begin():
+        new = add_endpoint(s, workspace_id="default", url=url, encryption_key=key)
+    return new.endpoint.id, new.secret
+
+
+def _endpoint_rows(engine: Engine) -> dict[uuid.UUID, tuple[str, str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT id, url, encrypted_secret, key_id FROM outbox.webhook_endpoints")).all()
+    return {r.id: (r.url, r.encrypted_secret, r.key_id) for r in rows}
+
+
+def _plant_endpoint_secret(engine: Engine, endpoint_id: uuid.UUID, secret: str,
+                           key: str) -> None:
+    """Overwrite an endpoint's secret with one encrypted under `key`."""
+    from outbox.events.callbacks import secret_binding
+
+    url = _endpoint_rows(engine)[endpoint_id][0]
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE outbox.webhook_endpoints SET encrypted_secret = :b, "
+                          "key_id = :k WHERE id = :id"),
+                     {"b": crypto.encrypt_token(secret, key, secret_binding(endpoint_id, url)),
+                      "k": crypto.key_id(key), "id": endpoint_id})
+
+
+async def test_endpoints_added_before_the_rotation_still_sign_with_only_the_new_key(
+        make_channel, clean_db: Engine, database_url: str, receiver: WebhookReceiver) -> None:
+    """Endpoint secrets under the old key (a disabled endpoint's too) are
+    re-encrypted with the tokens; one added by a process already on the new
+    key is left alone. After the old key is dropped, a callback sender with
+    the new key only signs with the same secrets the receivers hold."""
+    import standardwebhooks
+
+    from outbox import enqueue_text
+    from outbox.database import make_async_engine
+    from outbox.events.callbacks import CallbackSender, decrypt_secret
+
+    channel_id = make_channel()
+    old_a, secret_a = _add_endpoint(clean_db, receiver.url + "/a")
+    disabled, secret_d = _add_endpoint(clean_db, receiver.url + "/disabled")
+    early, secret_e = _add_endpoint(clean_db, receiver.url + "/early", key=NEW_KEY)
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.webhook_endpoints SET status = 'disabled', "
+                          "disabled_reason = 'the receiver answered 410 Gone' WHERE id = :id"),
+                     {"id": disabled})
+    secrets = {old_a: secret_a, disabled: secret_d, early: secret_e}
+    before = _endpoint_rows(clean_db)
+
+    with Session(clean_db) as s, s.begin():
+        result = rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY)
+    assert (result.endpoints_reencrypted, result.endpoints_already_current) == (2, 1)
+    assert result.line().endswith("; re-encrypted 2 endpoint secrets, 1 already on the "
+                                  "current key")
+    after = _endpoint_rows(clean_db)
+    assert after[early] == before[early], "an endpoint on the new key was rewritten"
+    for endpoint_id, secret in secrets.items():
+        url, blob, kid = after[endpoint_id]
+        assert kid == crypto.key_id(NEW_KEY)
+        assert decrypt_secret(endpoint_id, url, blob, [NEW_KEY]) == secret
+        if endpoint_id != early:
+            with pytest.raises(DecryptionFailed):
+                decrypt_secret(endpoint_id, url, blob, [TEST_KEY])
+    with Session(clean_db) as s, s.begin():
+        again = rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY)
+    assert (again.endpoints_reencrypted, again.endpoints_already_current) == (0, 3)
+    assert _endpoint_rows(clean_db) == after
+    with Session(clean_db) as s:
+        assert [(c.ok, c.key) for c in check_endpoint_secrets(s, current_key=NEW_KEY)] == [
+            (True, "current")] * 3
+
+    # The old key dropped: one real pass of the sender, with the new key only.
+    with Session(clean_db) as s, s.begin():
+        enqueue_text(s, channel_id=channel_id, to="+15550100001", body="after the rotation")
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE outbox.webhook_fanout SET last_event_id = 0"))
+    engine = make_async_engine(database_url, pool_size=2)
+    sender = CallbackSender(keys=[NEW_KEY])
+    try:
+        summary = await sender.run_once(engine)
+    finally:
+        await sender.aclose()
+        await engine.dispose()
+    assert summary.delivered == 2 and summary.failed == 0, summary
+    by_path = {r.path: r for r in receiver.wait_for(2)}
+    assert set(by_path) == {"/a", "/early"}  # the disabled endpoint is sent nothing
+    for path, secret in (("/a", secret_a), ("/early", secret_e)):
+        r = by_path[path]
+        payload = standardwebhooks.Webhook(secret).verify(r.raw, {
+            k: r.headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")})
+        assert payload["type"] == "message.queued"
+
+
+def test_undecryptable_endpoint_secret_aborts_everything(
+        make_channel, clean_db: Engine, receiver: WebhookReceiver) -> None:
+    """Endpoints come last: by the time the bad one is read, every token and
+    the endpoint before it were re-encrypted in the transaction; all of that
+    rolls back, through the service and through the CLI."""
+    tokens = _make_channels(make_channel, 2)
+    endpoints = dict(_add_endpoint(clean_db, f"{receiver.url}/{i}") for i in range(3))
+    bad = max(endpoints)  # rows are processed ORDER BY id
+    _plant_endpoint_secret(clean_db, bad, endpoints[bad], STRANGER_KEY)
+    before = (_tokens(clean_db), _endpoint_rows(clean_db))
+
+    with pytest.raises(DecryptionFailed) as info, Session(clean_db) as s, s.begin():
+        rotate_keys(s, new_key=NEW_KEY, old_key=TEST_KEY)
+    message = str(info.value)
+    assert f"webhook endpoint {bad}" in message and "nothing was changed" in message
+    assert "\n" not in message
+    secrets = [*tokens.values(), *endpoints.values(), NEW_KEY, TEST_KEY, STRANGER_KEY]
+    assert all(x not in message for x in secrets)
+    assert (_tokens(clean_db), _endpoint_rows(clean_db)) == before
+
+    proc = cli("tokens", "rotate-key", env=ROTATE_ENV)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [proc.stderr.strip()]
+    assert str(bad) in proc.stderr
+    assert all(x not in proc.stderr for x in secrets)
+    assert (_tokens(clean_db), _endpoint_rows(clean_db)) == before
+
+
+def test_cli_check_names_endpoints_whose_secret_does_not_decrypt(
+        make_channel, clean_db: Engine, receiver: WebhookReceiver) -> None:
+    import json
+
+    _make_channels(make_channel, 1)
+    fine, _ = _add_endpoint(clean_db, receiver.url + "/fine")
+    lost, lost_secret = _add_endpoint(clean_db, receiver.url + "/lost")
+    _plant_endpoint_secret(clean_db, lost, lost_secret, STRANGER_KEY)
+
+    check = cli("tokens", "check")  # OUTBOX_ENCRYPTION_KEY is TEST_KEY, the endpoints' key
+    assert check.returncode == 1, check.stdout + check.stderr
+    (lost_line,) = [line for line in check.stdout.splitlines() if str(lost) in line]
+    assert "FAILED" in lost_line and "unknown" in lost_line
+    (fine_line,) = [line for line in check.stdout.splitlines() if str(fine) in line]
+    assert "FAILED" not in fine_line and "current" in fine_line
+    assert "1 of 1 channel tokens decrypt" in check.stdout
+    assert "1 of 2 endpoint signing secrets decrypt" in check.stdout
+    assert lost_secret not in check.stdout + check.stderr
+
+    entries = json.loads(cli("tokens", "check", "--json").stdout)
+    by_endpoint = {e["endpoint_id"]: e for e in entries if "endpoint_id" in e}
+    assert [e["ok"] for e in entries if "channel_id" in e] == [True]
+    assert by_endpoint[str(fine)]["ok"] and by_endpoint[str(fine)]["key"] == "current"
+    assert not by_endpoint[str(lost)]["ok"] and by_endpoint[str(lost)]["key"] == "unknown"
+    assert by_endpoint[str(lost)]["url"] == receiver.url + "/lost"
+
+    # Between the deploy and the rotation: the old key reads it, the check says what to run.
+    _plant_endpoint_secret(clean_db, lost, lost_secret, TEST_KEY)
+    check = cli("tokens", "check", "--json", env={"OUTBOX_ENCRYPTION_KEY": NEW_KEY,
+                                                  "OUTBOX_ENCRYPTION_KEY_OLD": TEST_KEY})
+    assert check.returncode == 1
+    by_endpoint = {e["endpoint_id"]: e for e in json.loads(check.stdout) if "endpoint_id" in e}
+    assert [by_endpoint[str(e)]["key"] for e in (fine, lost)] == ["old", "old"]
+    assert "outbox tokens rotate-key" in by_endpoint[str(lost)]["problem"]
 
 
 # --- rolling deploy ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Encryption key rotation for channel tokens: `outbox tokens rotate-key` and
+"""Encryption key rotation for channel tokens, webhook secrets and the
+status-callback endpoints' signing secrets: `outbox tokens rotate-key` and
 `outbox tokens check`.
 
 Rotation, step by step:
@@ -12,6 +13,8 @@ Rotation, step by step:
    is every webhook secret, including those older versions kept in the
    clear (which the webhook refuses by default) and the previous secret of
    a channel whose webhook secret was replaced (while it is still accepted);
+   and, last, every status-callback endpoint's signing secret (disabled
+   endpoints too: they can be enabled again);
 3. `outbox tokens check` (exit 0), then drop `OUTBOX_ENCRYPTION_KEY_OLD`.
 
 Cost: between two current keys, next to nothing per token; a token written
@@ -19,11 +22,14 @@ with an older version's passphrase pays one PBKDF2 derivation (~50 ms) to
 decrypt, so that upgrade takes seconds for hundreds of channels and
 minutes for thousands. The transaction holds row locks on `channel_tokens` meanwhile; that blocks
 no claim or send (the dispatcher's credential read is a plain SELECT), only
-another rotation. A channel added by a process still on the old key while
-the rotation runs is picked up by running the rotation again (it is
+another rotation. The endpoints come last, just before the commit: the
+callback sender's update to a failing endpoint waits that long, not for
+the whole rotation.
+A channel or endpoint added by a process still on the old key while the
+rotation runs is picked up by running the rotation again (it is
 idempotent: rows already on the new key are skipped).
 
-Errors never name a token or a key, only the channel.
+Errors never name a token, a secret or a key, only the channel or endpoint.
 """
 
 from __future__ import annotations
@@ -40,18 +46,27 @@ from outbox import crypto
 from outbox.admin.channels import WEBHOOK_SECRET, stored_in_clear, webhook_secret_of
 from outbox.db import admin_queries as q
 from outbox.errors import ConfigurationError, CryptoError, DecryptionFailed, MissingEncryptionKey
+from outbox.events.callbacks import secret_binding
 
 OLD_KEY_ENV = "OUTBOX_ENCRYPTION_KEY_OLD"
 
 
 @dataclass(frozen=True, slots=True)
 class RotationResult:
-    reencrypted: int
+    reencrypted: int  # channel tokens
     already_current: int
+    endpoints_reencrypted: int  # status-callback endpoints' signing secrets
+    endpoints_already_current: int
 
     def line(self) -> str:
-        return (f"re-encrypted {self.reencrypted} token{'s' if self.reencrypted != 1 else ''}, "
-                f"{self.already_current} already on the current key")
+        return (f"re-encrypted {_count(self.reencrypted, 'token')}, "
+                f"{self.already_current} already on the current key; "
+                f"re-encrypted {_count(self.endpoints_reencrypted, 'endpoint secret')}, "
+                f"{self.endpoints_already_current} already on the current key")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +86,17 @@ class TokenCheck:
     previous_secret_unreadable: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointSecretCheck:
+    endpoint_id: uuid.UUID
+    workspace_id: str
+    url: str
+    status: str
+    key: str  # "current" | "old" | "unknown" (which key the row's key_id names)
+    ok: bool  # decrypts with the current key: its callbacks can be signed
+    problem: str | None = None
+
+
 def rotate_keys(
     session: Session,
     *,
@@ -78,11 +104,13 @@ def rotate_keys(
     old_key: str | None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> RotationResult:
-    """Re-encrypt every channel token from `old_key` to `new_key` inside the
-    caller's transaction (the caller commits; any exception means roll back).
+    """Re-encrypt every channel token, webhook secret and endpoint signing
+    secret from `old_key` to `new_key` inside the caller's transaction (the
+    caller commits; any exception means roll back).
 
     Rows whose `key_id` is already the new key's are skipped. A row that
-    decrypts with neither key raises `DecryptionFailed` naming its channel.
+    decrypts with neither key raises `DecryptionFailed` naming its channel
+    or endpoint.
     """
     new_key, old_key = require_rotation_keys(new_key, old_key)
     new_id = crypto.key_id(new_key)
@@ -97,8 +125,9 @@ def rotate_keys(
             # Old key first (that is what a key_id other than the new one
             # should mean); a row whose key_id is stale or foreign still gets
             # a chance with the new key before we give up.
-            token = _decrypt_with_any(row.encrypted_token, [old_key, new_key], row.channel_id,
-                                      binding)
+            token = _decrypt_with_any(row.encrypted_token, [old_key, new_key], binding,
+                                      what=f"channel {row.channel_id}: token",
+                                      field="encrypted_token")
             session.execute(text(q.STORE_REENCRYPTED), {
                 "channel_id": row.channel_id,
                 "encrypted_token": crypto.encrypt_token(token, new_key, binding),
@@ -110,7 +139,31 @@ def rotate_keys(
             on_progress(n, len(rows))
     for row in session.execute(text(q.TOKENLESS_CHANNELS_FOR_ROTATION)).all():
         _reseal_webhook_secret(session, row, new_key, old_key)
-    return RotationResult(reencrypted, skipped)
+    endpoints_reencrypted, endpoints_skipped = _reseal_endpoint_secrets(session, new_key, old_key)
+    return RotationResult(reencrypted, skipped, endpoints_reencrypted, endpoints_skipped)
+
+
+def _reseal_endpoint_secrets(session: Session, new_key: str, old_key: str) -> tuple[int, int]:
+    """Every status-callback endpoint's signing secret under the new key:
+    how many were re-encrypted, and how many were on it already."""
+    new_id = crypto.key_id(new_key)
+    reencrypted = skipped = 0
+    for row in session.execute(text(q.ENDPOINT_SECRETS_FOR_ROTATION)).all():
+        if row.key_id == new_id and row.encrypted_secret.startswith(crypto.V2_PREFIX):
+            skipped += 1
+            continue
+        binding = secret_binding(row.id, row.url)
+        # Old key first, then the new one, as for a token (a stale key_id).
+        secret = _decrypt_with_any(row.encrypted_secret, [old_key, new_key], binding,
+                                   what=f"webhook endpoint {row.id}: signing secret",
+                                   field="encrypted_secret")
+        session.execute(text(q.STORE_ENDPOINT_CIPHERTEXT), {
+            "endpoint_id": row.id,
+            "encrypted_secret": crypto.encrypt_token(secret, new_key, binding),
+            "key_id": new_id,
+        })
+        reencrypted += 1
+    return reencrypted, skipped
 
 
 def _reseal_webhook_secret(session: Session, row: Row[Any], new_key: str, old_key: str) -> None:
@@ -187,6 +240,37 @@ def check_tokens(
     return out
 
 
+def check_endpoint_secrets(
+    session: Session,
+    *,
+    current_key: str,
+    old_key: str | None = None,
+    workspace_id: str | None = None,
+) -> list[EndpointSecretCheck]:
+    """Whether each status-callback endpoint's signing secret decrypts with
+    the current key, as the callback sender must read it once the old key
+    is gone (no secret is returned)."""
+    current_id = crypto.key_id(current_key)
+    old_id = crypto.key_id(old_key) if old_key else None
+    out: list[EndpointSecretCheck] = []
+    for row in session.execute(text(q.ENDPOINT_SECRETS_FOR_CHECK),
+                               {"workspace_id": workspace_id}):
+        binding = secret_binding(row.id, row.url)
+        problem = None
+        if _sealed_with(row.encrypted_secret, current_key, binding):
+            pass
+        elif old_key and _sealed_with(row.encrypted_secret, old_key, binding):
+            problem = (f"signing secret encrypted with {OLD_KEY_ENV} only: "
+                       "run 'outbox tokens rotate-key'")
+        else:
+            problem = (f"signing secret does not decrypt with {crypto.ENCRYPTION_KEY_ENV} "
+                       "(another key, or tampered data): its callbacks can't be signed")
+        out.append(EndpointSecretCheck(row.id, row.workspace_id, row.url, row.status,
+                                       _key_named(row.key_id, current_id, old_id),
+                                       ok=problem is None, problem=problem))
+    return out
+
+
 _SECRET_IN_CLEAR = ("webhook secret stored in the clear (its webhooks are refused): "  # noqa: S105
                     "run 'outbox tokens rotate-key'")
 
@@ -209,8 +293,7 @@ def _check_token(row: Row[Any], current_key: str, current_id: str, old_key: str 
     """Which key the row's key_id names, and what is wrong with its token (None: nothing)."""
     if row.encrypted_token is None:
         return "none", "channel has no token"
-    key = ("current" if row.key_id == current_id
-           else "old" if row.key_id == old_id else "unknown")
+    key = _key_named(row.key_id, current_id, old_id)
     binding = crypto.Binding(row.id, row.base_url)
     try:
         crypto.decrypt_token(row.encrypted_token, current_key, binding)
@@ -229,6 +312,10 @@ def _check_token(row: Row[Any], current_key: str, current_id: str, old_key: str 
     return key, None
 
 
+def _key_named(key_id: str, current_id: str, old_id: str | None) -> str:
+    return "current" if key_id == current_id else "old" if key_id == old_id else "unknown"
+
+
 def _sealed_with(stored: str, key: str, binding: crypto.Binding) -> bool:
     """Whether `stored` is already encrypted with `key` for `binding`."""
     if not stored.startswith(crypto.V2_PREFIX):
@@ -240,13 +327,15 @@ def _sealed_with(stored: str, key: str, binding: crypto.Binding) -> bool:
     return True
 
 
-def _decrypt_with_any(blob: str, keys: list[str], channel_id: uuid.UUID,
-                      binding: crypto.Binding) -> str:
+def _decrypt_with_any(blob: str, keys: list[str], binding: crypto.Binding, *, what: str,
+                      field: str) -> str:
+    """`blob` decrypted with the first of `keys` that can; else an error
+    that names `what` (a channel's token, an endpoint's secret), never the blob."""
     for key in keys:
         try:
             return crypto.decrypt_token(blob, key, binding)
         except CryptoError:
             continue
     raise DecryptionFailed(
-        f"channel {channel_id}: token decrypts with neither {crypto.ENCRYPTION_KEY_ENV} nor "
-        f"{OLD_KEY_ENV}; nothing was changed", field="encrypted_token")
+        f"{what} decrypts with neither {crypto.ENCRYPTION_KEY_ENV} nor "
+        f"{OLD_KEY_ENV}; nothing was changed", field=field)

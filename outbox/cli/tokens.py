@@ -1,12 +1,14 @@
-"""`outbox tokens`: channel token encryption.
+"""`outbox tokens`: channel token encryption (and the other secrets under the same key).
 
-    outbox tokens rotate-key   re-encrypt every token from OUTBOX_ENCRYPTION_KEY_OLD
-                               to OUTBOX_ENCRYPTION_KEY, in one transaction
+    outbox tokens rotate-key   re-encrypt every token, webhook secret and endpoint
+                               signing secret from OUTBOX_ENCRYPTION_KEY_OLD to
+                               OUTBOX_ENCRYPTION_KEY, in one transaction
     outbox tokens check        does every channel's token decrypt with the current key
                                (and its previous webhook secret, while still accepted),
-                               and is no webhook secret left in the clear?
+                               is no webhook secret left in the clear, and does every
+                               status-callback endpoint's signing secret decrypt?
 
-Neither prints a token or a key. See outbox/admin/key_rotation.py for the procedure.
+Neither prints a token, a secret or a key. See outbox/admin/key_rotation.py for the procedure.
 """
 
 from __future__ import annotations
@@ -44,23 +46,31 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    from outbox.admin.key_rotation import check_tokens
+    from outbox.admin.key_rotation import check_endpoint_secrets, check_tokens
 
     key = settings.require_encryption_key()
     old = settings.encryption_key_old.get_secret_value() if settings.encryption_key_old else None
     with session_scope(settings) as session:
         checks = check_tokens(session, current_key=key, old_key=old,
                               workspace_id=args.workspace)
+        endpoints = check_endpoint_secrets(session, current_key=key, old_key=old,
+                                           workspace_id=args.workspace)
     failed = [c for c in checks if not c.ok]
     in_clear = [c for c in checks if c.secret_in_clear]
     unreadable_previous = [c for c in checks if c.previous_secret_unreadable]
+    failed_endpoints = [e for e in endpoints if not e.ok]
     if args.json:
+        # One list, as before endpoints were checked: an endpoint's entry has
+        # endpoint_id (and url) where a channel's has channel_id (and name).
         print(json.dumps([
             {"channel_id": str(c.channel_id), "name": c.name, "workspace_id": c.workspace_id,
              "status": c.status, "key": c.key, "ok": c.ok, "problem": c.problem,
              "webhook_secret_in_clear": c.secret_in_clear,
              "previous_webhook_secret_unreadable": c.previous_secret_unreadable}
-            for c in checks], indent=2))
+            for c in checks] + [
+            {"endpoint_id": str(e.endpoint_id), "url": e.url, "workspace_id": e.workspace_id,
+             "status": e.status, "key": e.key, "ok": e.ok, "problem": e.problem}
+            for e in endpoints], indent=2))
     else:
         print_table([(c.channel_id, c.name, c.status, c.key, "ok" if c.ok else "FAILED",
                       c.problem or "") for c in checks],
@@ -70,7 +80,15 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         if in_clear:
             print(f"{len(in_clear)} webhook secret{'s' if len(in_clear) != 1 else ''} "
                   "stored in the clear: run 'outbox tokens rotate-key'")
-    return EXIT_FAILURE if failed or in_clear or unreadable_previous else EXIT_OK
+        if endpoints:
+            print()
+            print_table([(e.endpoint_id, e.url, e.status, e.key, "ok" if e.ok else "FAILED",
+                          e.problem or "") for e in endpoints],
+                        ["endpoint", "url", "status", "key", "decrypts", "problem"])
+            print(f"{len(endpoints) - len(failed_endpoints)} of {len(endpoints)} endpoint "
+                  "signing secrets decrypt with the current key")
+    return (EXIT_FAILURE if failed or in_clear or unreadable_previous or failed_endpoints
+            else EXIT_OK)
 
 
 def register(commands: Commands) -> None:
@@ -78,12 +96,14 @@ def register(commands: Commands) -> None:
                          "tokens_cmd")
     p = tokens.add_parser(
         "rotate-key",
-        help="re-encrypt every channel token from OUTBOX_ENCRYPTION_KEY_OLD to "
-             "OUTBOX_ENCRYPTION_KEY (one transaction; ~0.1 s per token)")
+        help="re-encrypt every channel token, webhook secret and endpoint signing secret "
+             "from OUTBOX_ENCRYPTION_KEY_OLD to OUTBOX_ENCRYPTION_KEY (one transaction; "
+             "~0.1 s per token)")
     p.set_defaults(handler=cmd_rotate_key)
     p = tokens.add_parser(
-        "check", help="check that every channel's token decrypts with OUTBOX_ENCRYPTION_KEY "
-                      "and no webhook secret is stored in the clear (exit 1 if not)")
+        "check", help="check that every channel's token and every status-callback "
+                      "endpoint's signing secret decrypt with OUTBOX_ENCRYPTION_KEY and no "
+                      "webhook secret is stored in the clear (exit 1 if not)")
     p.add_argument("--workspace")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_check)
