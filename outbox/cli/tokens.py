@@ -60,15 +60,18 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     unreadable_previous = [c for c in checks if c.previous_secret_unreadable]
     failed_endpoints = [e for e in endpoints if not e.ok]
     if args.json:
-        # One list, as before endpoints were checked: an endpoint's entry has
-        # endpoint_id (and url) where a channel's has channel_id (and name).
+        # One list, as before endpoints were checked; `kind` tells the
+        # entries apart (an endpoint's has endpoint_id and url where a
+        # channel's has channel_id and name).
         print(json.dumps([
-            {"channel_id": str(c.channel_id), "name": c.name, "workspace_id": c.workspace_id,
+            {"kind": "channel", "channel_id": str(c.channel_id), "name": c.name,
+             "workspace_id": c.workspace_id,
              "status": c.status, "key": c.key, "ok": c.ok, "problem": c.problem,
              "webhook_secret_in_clear": c.secret_in_clear,
              "previous_webhook_secret_unreadable": c.previous_secret_unreadable}
             for c in checks] + [
-            {"endpoint_id": str(e.endpoint_id), "url": e.url, "workspace_id": e.workspace_id,
+            {"kind": "endpoint", "endpoint_id": str(e.endpoint_id), "url": e.url,
+             "workspace_id": e.workspace_id,
              "status": e.status, "key": e.key, "ok": e.ok, "problem": e.problem}
             for e in endpoints], indent=2))
     else:
