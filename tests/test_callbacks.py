@@ -696,21 +696,26 @@ async def test_an_endpoint_whose_secret_no_key_reads_fails_alone(
     with Session(clean_db) as s, s.begin():  # written under a key this process doesn't have
         lost = add_endpoint(s, workspace_id="default", url="https://lost.example/hook",
                             event_types=None, encryption_key=crypto.generate_key()).endpoint.id
+    with Session(clean_db) as s, s.begin():  # and one whose secret is not even a ciphertext
+        mangled = add_endpoint(s, workspace_id="default", url="https://mangled.example/hook",
+                               event_types=None, encryption_key=TEST_KEY).endpoint.id
+        s.execute(text("UPDATE outbox.webhook_endpoints SET encrypted_secret = 'v2:zz' "
+                       "WHERE id = :e"), {"e": mangled})
     _send(clean_db, channel, 3)
     with capture_logs() as logs:
         summary = await _pass(aengine, retry_delay_seconds=60)
         await _pass(aengine)  # nothing due yet: it backs off
-    assert summary.delivered == 3 and summary.retried == 3
+    assert summary.delivered == 3 and summary.retried == 6
     receiver.wait_for(3, timeout=5)
     with clean_db.connect() as conn:
         rows = conn.execute(text(
             "SELECT endpoint_id, status, attempts, last_error FROM outbox.webhook_deliveries "
             "ORDER BY endpoint_id, event_id")).all()
     assert {(r.endpoint_id, r.status, r.attempts) for r in rows} == {
-        (healthy_id, "delivered", 1), (lost, "pending", 1)}
-    assert {r.last_error for r in rows if r.endpoint_id == lost} == {NO_SIGNING_KEY}
+        (healthy_id, "delivered", 1), (lost, "pending", 1), (mangled, "pending", 1)}
+    assert {r.last_error for r in rows if r.endpoint_id != healthy_id} == {NO_SIGNING_KEY}
     said = [e for e in logs if e["event"] == "callback_secret_unreadable"]
-    assert [e["endpoint_id"] for e in said] == [str(lost)]
+    assert sorted(e["endpoint_id"] for e in said) == sorted([str(lost), str(mangled)])
 
 
 async def test_a_backlog_of_events_is_fanned_out_in_turn_with_sending(

@@ -48,7 +48,7 @@ from outbox.db.direct import DirectConnection
 from outbox.db.driver_sql import driver_sql
 from outbox.db.states import DeliveryStatus
 from outbox.dispatch.backoff import retry_delay
-from outbox.errors import DecryptionFailed
+from outbox.errors import CryptoError, DecryptionFailed
 from outbox.jsonio import dumps_unicode
 
 if TYPE_CHECKING:  # loaded on the first delivery: a pass with none never imports it
@@ -545,7 +545,7 @@ class CallbackSender:
         for r in await db.fetchall(_SECRETS, {"endpoint_ids": missing}):
             try:
                 self._secrets[r[0]] = (r[1], decrypt_secret(r[0], r[1], r[2], self._keys))
-            except DecryptionFailed:
+            except CryptoError:  # a wrong key, or a blob mangled by hand
                 if r[0] not in self._unreadable:
                     self._unreadable.add(r[0])
                     log.error("callback_secret_unreadable", endpoint_id=str(r[0]),
