@@ -498,6 +498,48 @@ def test_a_live_refresh_keeps_the_operators_place_in_a_long_dead_letter_list(
     assert page.console_problems == []
 
 
+def test_the_operator_gives_a_channel_a_new_webhook_secret(
+        page: Any, console_url: str, console_user: Callable[..., str], make_channel,
+        api_db: Engine) -> None:
+    """The old secret keeps working for the hours asked (Whapi's settings
+    are changed over meanwhile); input that isn't a number changes nothing."""
+    import httpx
+
+    from outbox.admin.webhook_info import webhook_info
+    from outbox.settings import get_settings
+    from outbox.webhooks.apply import SECRET_HEADER
+
+    ch = make_channel()
+    with Session(api_db) as s:
+        old = webhook_info(s, get_settings(), ch)["secret"]
+
+    def hook(secret: str) -> int:
+        return httpx.post(f"{console_url}/webhooks/whapi/{ch}", headers={SECRET_HEADER: secret},
+                          json={"statuses": [], "event": {"type": "statuses",
+                                                          "event": "post"}}).status_code
+
+    sign_in(page, console_url, console_user("ops@example.com", role="admin"), next_path="/ops")
+    row = page.locator(f"#channels tr[data-channel-id='{ch}']")
+    page.once("dialog", lambda d: d.accept("soon"))
+    row.locator("button.new-secret").click()
+    expect(page.locator("#banner")).to_contain_text("keep_old_hours")
+    page.console_problems.clear()  # that 422 was the point
+    assert hook(old) == 200  # unchanged
+
+    page.once("dialog", lambda d: d.accept("2"))
+    row.locator("button.new-secret").click()
+    box = page.locator("#webhook-info")
+    expect(box).to_contain_text("The old secret works until")
+    with Session(api_db) as s:
+        new = webhook_info(s, get_settings(), ch)["secret"]
+    assert new != old and new in box.text_content()
+    assert (hook(new), hook(old)) == (200, 200)
+    assert query(api_db, "SELECT previous_webhook_secret_until - now() "
+                         "BETWEEN interval '119 minutes' AND interval '2 hours' "
+                         "FROM outbox.channels WHERE id = :c", c=ch) == [(True,)]
+    assert page.console_problems == []
+
+
 def test_api_keys_and_users_from_the_console(
         page: Any, console_url: str, console_user: Callable[..., str], api_db: Engine) -> None:
     import httpx

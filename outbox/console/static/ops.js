@@ -57,7 +57,8 @@ const Ops = (() => {
           ? el("button", { type: "button", class: "resume", onclick: () => resume(c) }, "Resume")
           : el("button", { type: "button", class: "pause", onclick: () => pause(c) }, "Pause"),
         el("button", { type: "button", onclick: () => replaceToken(c) }, "Replace token"),
-        el("button", { type: "button", onclick: () => webhookInfo(c) }, "Webhook setup")));
+        el("button", { type: "button", onclick: () => webhookInfo(c) }, "Webhook setup"),
+        el("button", { type: "button", class: "new-secret", onclick: () => newWebhookSecret(c) }, "New webhook secret")));
   }
 
   async function pause(c) {
@@ -80,9 +81,27 @@ const Ops = (() => {
 
   async function webhookInfo(c) {
     const info = await guard(() => api.get(`/v1/channels/${c.id}/webhook-info`));
+    if (info) showSetup(`Webhook setup for ${c.name}:`, info);
+  }
+
+  /** A leaked secret replaced: the old one keeps working a while, so that
+   * Whapi's webhook settings can be changed over without a refused webhook. */
+  async function newWebhookSecret(c) {
+    const hours = window.prompt(`Give ${c.name} a new webhook secret? Then put it in Whapi's webhook settings.\nHours the old secret still works meanwhile (0 to 168):`, "24");
+    if (hours === null) return;
+    // Not a number: sent as typed, and the server's 422 says what it takes.
+    const keep = hours.trim() === "" ? 0 : Number.isFinite(Number(hours)) ? Number(hours) : hours;
+    const info = await guard(() => api.post(`/v1/channels/${c.id}/webhook-secret`, { keep_old_hours: keep }));
     if (!info) return;
+    const old = info.previous_secret_valid_until
+      ? `The old secret works until ${fmt.full(info.previous_secret_valid_until)}.`
+      : "The old secret no longer works.";
+    showSetup(`New webhook setup for ${c.name}. ${old}`, info);
+  }
+
+  function showSetup(title, info) {
     const box = $("webhook-info");
-    box.textContent = `Webhook setup for ${c.name}:\n` + JSON.stringify(info, null, 2);
+    box.textContent = `${title}\n` + JSON.stringify(info, null, 2);
     box.hidden = false;
   }
 
