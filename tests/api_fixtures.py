@@ -97,6 +97,12 @@ def api_key(api_db: Engine) -> Callable[..., str]:
     return _make
 
 
+@pytest.fixture
+def admin(api_key: Callable[..., str]) -> Callable[..., str]:
+    """An API key with the admin scope, for a workspace."""
+    return lambda workspace="default": api_key(workspace, "admin")
+
+
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

@@ -22,18 +22,6 @@ from tests.test_security import debug_logging  # noqa: F401
 WHAPI_TOKEN = "whapi-token-" + uuid.uuid4().hex
 
 
-@pytest.fixture
-def admin(api_db: Engine) -> Callable[..., str]:
-    """An API key with the admin scope, for a workspace."""
-    from outbox.admin.apikeys import create_api_key
-
-    def _make(workspace: str = "default") -> str:
-        with Session(api_db) as s, s.begin():
-            return create_api_key(s, workspace_id=workspace, scopes="admin").key
-
-    return _make
-
-
 def stored_token(engine: Engine, channel_id: object) -> str:
     from tests.dispatch_helpers import channel_tokens
 

@@ -33,18 +33,6 @@ STATUS_BODY = {"statuses": [{"id": "wa-unknown", "code": 3, "status": "delivered
                "event": {"type": "statuses", "event": "post"}}
 
 
-@pytest.fixture
-def admin(api_db: Engine) -> Callable[..., str]:
-    """An API key with the admin scope, for a workspace."""
-    from outbox.admin.apikeys import create_api_key
-
-    def _make(workspace: str = "default") -> str:
-        with Session(api_db) as s, s.begin():
-            return create_api_key(s, workspace_id=workspace, scopes="admin").key
-
-    return _make
-
-
 def hook(api: httpx.Client, channel_id: object, secret: str) -> int:
     """The status code of a webhook for the channel, sent with `secret`."""
     return api.post(f"/webhooks/whapi/{channel_id}", json=STATUS_BODY,

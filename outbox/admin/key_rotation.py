@@ -118,21 +118,14 @@ def rotate_keys(
     rows = session.execute(text(q.TOKENS_FOR_ROTATION)).all()
     reencrypted = skipped = 0
     for n, row in enumerate(rows, start=1):
-        binding = crypto.Binding(row.channel_id, row.base_url)
-        if row.key_id == new_id and row.encrypted_token.startswith(crypto.V2_PREFIX):
+        sealed = _under_new_key(row.encrypted_token, row.key_id, new_key, new_id, old_key,
+                                crypto.Binding(row.channel_id, row.base_url),
+                                what=f"channel {row.channel_id}: token", field="encrypted_token")
+        if sealed is None:
             skipped += 1
         else:
-            # Old key first (that is what a key_id other than the new one
-            # should mean); a row whose key_id is stale or foreign still gets
-            # a chance with the new key before we give up.
-            token = _decrypt_with_any(row.encrypted_token, [old_key, new_key], binding,
-                                      what=f"channel {row.channel_id}: token",
-                                      field="encrypted_token")
             session.execute(text(q.STORE_REENCRYPTED), {
-                "channel_id": row.channel_id,
-                "encrypted_token": crypto.encrypt_token(token, new_key, binding),
-                "key_id": new_id,
-            })
+                "channel_id": row.channel_id, "encrypted_token": sealed, "key_id": new_id})
             reencrypted += 1
         _reseal_webhook_secret(session, row, new_key, old_key)
         if on_progress is not None:
@@ -149,21 +142,29 @@ def _reseal_endpoint_secrets(session: Session, new_key: str, old_key: str) -> tu
     new_id = crypto.key_id(new_key)
     reencrypted = skipped = 0
     for row in session.execute(text(q.ENDPOINT_SECRETS_FOR_ROTATION)).all():
-        if row.key_id == new_id and row.encrypted_secret.startswith(crypto.V2_PREFIX):
+        sealed = _under_new_key(row.encrypted_secret, row.key_id, new_key, new_id, old_key,
+                                secret_binding(row.id, row.url),
+                                what=f"webhook endpoint {row.id}: signing secret",
+                                field="encrypted_secret")
+        if sealed is None:
             skipped += 1
             continue
-        binding = secret_binding(row.id, row.url)
-        # Old key first, then the new one, as for a token (a stale key_id).
-        secret = _decrypt_with_any(row.encrypted_secret, [old_key, new_key], binding,
-                                   what=f"webhook endpoint {row.id}: signing secret",
-                                   field="encrypted_secret")
         session.execute(text(q.STORE_ENDPOINT_CIPHERTEXT), {
-            "endpoint_id": row.id,
-            "encrypted_secret": crypto.encrypt_token(secret, new_key, binding),
-            "key_id": new_id,
-        })
+            "endpoint_id": row.id, "encrypted_secret": sealed, "key_id": new_id})
         reencrypted += 1
     return reencrypted, skipped
+
+
+def _under_new_key(blob: str, key_id: str | None, new_key: str, new_id: str, old_key: str,
+                   binding: crypto.Binding, *, what: str, field: str) -> str | None:
+    """`blob` encrypted under the new key; None when it already is."""
+    if key_id == new_id and blob.startswith(crypto.V2_PREFIX):
+        return None
+    # Old key first (that is what a key_id other than the new one should
+    # mean); a row whose key_id is stale or foreign still gets a chance with
+    # the new key before we give up.
+    clear = _decrypt_with_any(blob, [old_key, new_key], binding, what=what, field=field)
+    return crypto.encrypt_token(clear, new_key, binding)
 
 
 def _reseal_webhook_secret(session: Session, row: Row[Any], new_key: str, old_key: str) -> None:

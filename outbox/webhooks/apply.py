@@ -318,22 +318,23 @@ _previous_used_logged: set[uuid.UUID] = set()
 
 
 def _log_previous_used(channel_id: uuid.UUID) -> None:
-    """Once per channel and process: Whapi still sends the replaced secret."""
-    if channel_id in _previous_used_logged:
-        return
-    _previous_used_logged.add(channel_id)
-    log.warning("webhook_previous_secret_used", channel_id=str(channel_id),
-                fix="give Whapi the channel's new secret (`outbox channel webhook-info`) "
-                    "before the old one's grace window ends")
+    """Whapi still sends the replaced secret."""
+    _warn_once(_previous_used_logged, channel_id, "webhook_previous_secret_used",
+               fix="give Whapi the channel's new secret (`outbox channel webhook-info`) "
+                   "before the old one's grace window ends")
 
 
 def _log_plaintext_accepted(channel_id: uuid.UUID) -> None:
-    if channel_id in _plaintext_accepted_logged:
-        return
-    _plaintext_accepted_logged.add(channel_id)
-    log.warning("webhook_secret_in_clear_accepted", channel_id=str(channel_id),
-                fix="run `outbox tokens rotate-key` to encrypt it, then unset "
-                    "OUTBOX_ACCEPT_PLAINTEXT_WEBHOOK_SECRETS")
+    _warn_once(_plaintext_accepted_logged, channel_id, "webhook_secret_in_clear_accepted",
+               fix="run `outbox tokens rotate-key` to encrypt it, then unset "
+                   "OUTBOX_ACCEPT_PLAINTEXT_WEBHOOK_SECRETS")
+
+
+def _warn_once(said: set[uuid.UUID], channel_id: uuid.UUID, event: str, *, fix: str) -> None:
+    """A warning once per channel and process: every webhook would repeat it."""
+    if channel_id not in said:
+        said.add(channel_id)
+        log.warning(event, channel_id=str(channel_id), fix=fix)
 
 
 # --- apply -------------------------------------------------------------------------
