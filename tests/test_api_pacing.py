@@ -13,7 +13,6 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from tests.api_fixtures import api, api_db, auth, live_url, row_counts  # noqa: F401
-from tests.test_api_channels import admin  # noqa: F401
 
 
 def _pacing(engine: Engine) -> list[Any]:
