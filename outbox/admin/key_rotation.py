@@ -132,14 +132,15 @@ def rotate_keys(
             on_progress(n, len(rows))
     for row in session.execute(text(q.TOKENLESS_CHANNELS_FOR_ROTATION)).all():
         _reseal_webhook_secret(session, row, new_key, old_key)
-    endpoints_reencrypted, endpoints_skipped = _reseal_endpoint_secrets(session, new_key, old_key)
+    endpoints_reencrypted, endpoints_skipped = _reseal_endpoint_secrets(
+        session, new_key, new_id, old_key)
     return RotationResult(reencrypted, skipped, endpoints_reencrypted, endpoints_skipped)
 
 
-def _reseal_endpoint_secrets(session: Session, new_key: str, old_key: str) -> tuple[int, int]:
+def _reseal_endpoint_secrets(session: Session, new_key: str, new_id: str,
+                             old_key: str) -> tuple[int, int]:
     """Every status-callback endpoint's signing secret under the new key:
     how many were re-encrypted, and how many were on it already."""
-    new_id = crypto.key_id(new_key)
     reencrypted = skipped = 0
     for row in session.execute(text(q.ENDPOINT_SECRETS_FOR_ROTATION)).all():
         sealed = _under_new_key(row.encrypted_secret, row.key_id, new_key, new_id, old_key,
@@ -258,13 +259,11 @@ def check_endpoint_secrets(
                                {"workspace_id": workspace_id}):
         binding = secret_binding(row.id, row.url)
         problem = None
-        if _sealed_with(row.encrypted_secret, current_key, binding):
-            pass
-        elif old_key and _sealed_with(row.encrypted_secret, old_key, binding):
+        if not _sealed_with(row.encrypted_secret, current_key, binding):
             problem = (f"signing secret encrypted with {OLD_KEY_ENV} only: "
-                       "run 'outbox tokens rotate-key'")
-        else:
-            problem = (f"signing secret does not decrypt with {crypto.ENCRYPTION_KEY_ENV} "
+                       "run 'outbox tokens rotate-key'"
+                       if old_key and _sealed_with(row.encrypted_secret, old_key, binding) else
+                       f"signing secret does not decrypt with {crypto.ENCRYPTION_KEY_ENV} "
                        "(another key, or tampered data): its callbacks can't be signed")
         out.append(EndpointSecretCheck(row.id, row.workspace_id, row.url, row.status,
                                        _key_named(row.key_id, current_id, old_id),

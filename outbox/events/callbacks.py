@@ -83,7 +83,7 @@ RETRY_CAP_SECONDS = 3600.0
 MAX_DELIVERY_AGE_SECONDS = 3 * 86400.0
 DISABLE_AFTER_SECONDS = 3 * 86400.0
 NO_SIGNING_KEY = ("not sent: no configured key decrypts this endpoint's signing secret "
-                     "(outbox tokens check)")
+                  "(outbox tokens check)")
 SECRET_PREFIX = "whsec_"  # noqa: S105  (the format's prefix, not a secret)
 SECRET_PURPOSE = "callback-secret"  # noqa: S105  (a label bound into the ciphertext)
 
